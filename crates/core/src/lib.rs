@@ -1,0 +1,21 @@
+//! fieldlab-core: the vocabulary every other fieldlab crate speaks.
+//!
+//! Why this crate exists: the emulator, ingest, store, detectors and the HTTP server all talk
+//! about the same things — a [`Reading`] from a device, the [`SeriesKey`] a value is stored
+//! under, the [`DeviceDirectory`] of known devices, the [`Config`] the user wrote. Keeping these
+//! in one dependency-light crate lets every capability crate depend on it without depending on
+//! each other.
+//!
+//! Architecture invariant: this crate does no network I/O and starts no tasks. The only file it
+//! reads is the configuration file, on request.
+
+pub mod config;
+pub mod directory;
+pub mod readiness;
+pub mod reading;
+pub mod time;
+
+pub use config::{Config, ConfigError};
+pub use directory::{DeviceDirectory, DeviceEntry};
+pub use readiness::Readiness;
+pub use reading::{FieldValue, Point, Reading, SeriesKey, Tags};

@@ -1,0 +1,178 @@
+//! Readings and points: what a device says, and what the store keeps.
+//!
+//! A [`Reading`] is one message from one device: several named fields at one instant. The store
+//! does not keep readings; it keeps [`Point`]s, one per field, under a [`SeriesKey`]
+//! (`device_id` + `field`) with the series' [`Tags`]. `Reading::into_points` is the one place
+//! where that split happens.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A field value as it arrived. Numbers that were integers in JSON stay integers so that
+/// counters are not silently turned into floats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FieldValue {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Str(String),
+}
+
+impl FieldValue {
+    /// The value as a number for aggregations: booleans are 0/1, strings have none.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            FieldValue::F64(v) => Some(*v),
+            FieldValue::I64(v) => Some(*v as f64),
+            FieldValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            FieldValue::Str(_) => None,
+        }
+    }
+
+    /// The value as JSON, for the HTTP API. Non-finite floats become `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::F64(v) => serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            FieldValue::I64(v) => serde_json::Value::from(*v),
+            FieldValue::Bool(b) => serde_json::Value::Bool(*b),
+            FieldValue::Str(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+/// The identity of a stored series: one field of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesKey {
+    pub device_id: String,
+    pub field: String,
+}
+
+impl SeriesKey {
+    pub fn new(device_id: impl Into<String>, field: impl Into<String>) -> Self {
+        SeriesKey {
+            device_id: device_id.into(),
+            field: field.into(),
+        }
+    }
+}
+
+impl Tags {
+    /// All tags as one flat map, `device_type` included, for APIs and exports.
+    pub fn flat(&self) -> BTreeMap<String, String> {
+        let mut m = self.extra.clone();
+        m.insert("device_type".into(), self.device_type.clone());
+        m
+    }
+}
+
+impl fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.device_id, self.field)
+    }
+}
+
+/// Descriptive labels of a series. `device_type` is always present; the rest (site, unit, ...)
+/// are free-form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tags {
+    pub device_type: String,
+    /// (No `skip_serializing_if` here: the WAL and blocks use postcard, which needs every
+    /// field present.)
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// One stored sample: a value of one series at one instant (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub key: SeriesKey,
+    pub tags: Tags,
+    pub ts_ms: i64,
+    pub value: FieldValue,
+}
+
+/// One message of one device, after parsing, in whatever payload format it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device_id: String,
+    pub device_type: String,
+    /// Sample time in milliseconds since the Unix epoch (send time if the payload had one,
+    /// otherwise the time of receipt).
+    pub ts_ms: i64,
+    /// The device's own sequence number, if it sent one.
+    pub seq: Option<u64>,
+    pub fields: Vec<(String, FieldValue)>,
+    /// Optional per-field units (seed-000 payloads carry them).
+    pub units: BTreeMap<String, String>,
+    pub status: Option<String>,
+}
+
+impl Reading {
+    /// Split the reading into one point per field.
+    pub fn into_points(self) -> Vec<Point> {
+        let Reading {
+            device_id,
+            device_type,
+            ts_ms,
+            fields,
+            units,
+            ..
+        } = self;
+        fields
+            .into_iter()
+            .map(|(field, value)| {
+                let mut extra = BTreeMap::new();
+                if let Some(u) = units.get(&field) {
+                    extra.insert("unit".to_string(), u.clone());
+                }
+                Point {
+                    key: SeriesKey::new(device_id.clone(), field),
+                    tags: Tags {
+                        device_type: device_type.clone(),
+                        extra,
+                    },
+                    ts_ms,
+                    value,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_splits_into_one_point_per_field_with_units() {
+        let mut units = BTreeMap::new();
+        units.insert("temperature".into(), "°C".into());
+        let r = Reading {
+            device_id: "t1".into(),
+            device_type: "TemperatureSensor".into(),
+            ts_ms: 1000,
+            seq: Some(1),
+            fields: vec![
+                ("temperature".into(), FieldValue::F64(21.5)),
+                ("door_open".into(), FieldValue::Bool(false)),
+            ],
+            units,
+            status: None,
+        };
+        let pts = r.into_points();
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[0].key, SeriesKey::new("t1", "temperature"));
+        assert_eq!(pts[0].tags.extra.get("unit").map(String::as_str), Some("°C"));
+        assert!(pts[1].tags.extra.is_empty());
+        assert_eq!(pts[1].value.as_f64(), Some(0.0));
+    }
+
+    #[test]
+    fn non_finite_floats_serialise_as_null() {
+        assert_eq!(FieldValue::F64(f64::NAN).to_json(), serde_json::Value::Null);
+        assert_eq!(FieldValue::I64(3).to_json(), serde_json::json!(3));
+    }
+}

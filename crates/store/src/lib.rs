@@ -1,0 +1,636 @@
+//! fieldlab-store: the embedded time-series store.
+//!
+//! Why it exists: `fieldlab up` must keep telemetry durably on a laptop with no database
+//! installed, and answer range and downsampling queries fast. The design follows Prometheus'
+//! TSDB and Facebook's Gorilla:
+//!
+//! ```text
+//!  write(batch) ──► WAL append (+ fsync per policy) ──► head (memory) ──► ack
+//!                                                         │ cut (size / age)
+//!                                                         ▼
+//!                                        frozen head ──► block file (compressed, immutable)
+//! ```
+//!
+//! - A batch is acknowledged only after it is in the WAL (fsynced under `wal_fsync: always`,
+//!   with concurrent batches sharing one fsync: group commit) and in the head.
+//! - One writer thread owns the WAL; a cut freezes the head and a background thread writes it
+//!   as a block, so ingest does not wait for block writes.
+//! - On open, blocks are indexed and the WAL segments not covered by blocks are replayed; a
+//!   torn WAL tail is truncated with a warning.
+//! - Queries merge blocks, frozen head and head; the same timestamp in a later source replaces
+//!   an earlier one, so replays never duplicate points.
+//!
+//! Architecture invariant: this crate knows nothing of MQTT, HTTP or payload formats.
+
+mod bits;
+pub mod block;
+pub mod codec;
+pub mod head;
+pub mod quarantine;
+pub mod query;
+pub mod wal;
+
+use block::{list_blocks, write_block, Block};
+use fieldlab_core::config::{FsyncPolicy, StorageConfig};
+use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use head::Head;
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use wal::Wal;
+
+pub use query::{downsample, Agg};
+pub use quarantine::{Quarantine, QuarantineEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// How the store behaves; built from `storage:` in fieldlab.yaml.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    pub head_max_points: usize,
+    pub block_max_age: Duration,
+    pub retention: Duration,
+}
+
+impl StoreOptions {
+    pub fn from_config(c: &StorageConfig) -> Self {
+        let ms = |s: &str, d: u64| {
+            fieldlab_core::time::parse_duration_ms(s).map_or(d, |v| v.max(1) as u64)
+        };
+        StoreOptions {
+            data_dir: c.data_dir.clone(),
+            fsync: c.wal_fsync,
+            fsync_interval: Duration::from_millis(ms(&c.wal_fsync_interval, 100)),
+            head_max_points: c.head_max_points,
+            block_max_age: Duration::from_millis(ms(&c.block_max_age, 600_000)),
+            retention: Duration::from_secs(c.data_retention_days as u64 * 86_400),
+        }
+    }
+
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let mut o = Self::from_config(&StorageConfig::default());
+        o.data_dir = data_dir.into();
+        o
+    }
+}
+
+/// What the store knows about one series.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SeriesInfo {
+    pub device_id: String,
+    pub field: String,
+    pub tags: Tags,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+}
+
+/// Store metrics, registered under `fieldlab_store_*`.
+#[derive(Clone, Default)]
+pub struct StoreMetrics {
+    pub points: Counter,
+    pub batches: Counter,
+    pub wal_bytes: Counter,
+    pub wal_fsyncs: Counter,
+    pub wal_truncations: Counter,
+    pub blocks: Gauge,
+    pub head_points: Gauge,
+    pub series: Gauge,
+}
+
+impl StoreMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("fieldlab_store_points", "Points acknowledged as durable", self.points.clone());
+        r.register("fieldlab_store_batches", "Write batches acknowledged", self.batches.clone());
+        r.register("fieldlab_store_wal_bytes", "Bytes appended to the write-ahead log", self.wal_bytes.clone());
+        r.register("fieldlab_store_wal_fsyncs", "fsync calls on the write-ahead log", self.wal_fsyncs.clone());
+        r.register(
+            "fieldlab_store_wal_truncations",
+            "Torn WAL tails truncated during recovery",
+            self.wal_truncations.clone(),
+        );
+        r.register("fieldlab_store_blocks", "Immutable blocks on disk", self.blocks.clone());
+        r.register("fieldlab_store_head_points", "Points in the in-memory head", self.head_points.clone());
+        r.register("fieldlab_store_series", "Series known to the store", self.series.clone());
+    }
+}
+
+enum Cmd {
+    Write(Vec<Point>, oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), String>>),
+    Close(oneshot::Sender<Result<(), String>>),
+}
+
+struct Shared {
+    opts: StoreOptions,
+    wal_dir: PathBuf,
+    block_dir: PathBuf,
+    // Lock order: blocks -> frozen -> head.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    frozen: RwLock<Option<Arc<Head>>>,
+    head: RwLock<Head>,
+    catalog: RwLock<BTreeMap<SeriesKey, SeriesInfo>>,
+    next_block: AtomicU64,
+    metrics: StoreMetrics,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: flume::Sender<Cmd>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// What recovery found at open.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    pub blocks: usize,
+    pub block_points: u64,
+    pub wal_segments: usize,
+    pub wal_points: u64,
+    pub wal_truncated_bytes: u64,
+    pub corrupt_blocks: Vec<String>,
+}
+
+impl Store {
+    /// Open (or create) the store under `opts.data_dir`, recovering blocks and the WAL.
+    pub fn open(opts: StoreOptions) -> Result<(Store, Recovery), StoreError> {
+        let wal_dir = opts.data_dir.join("wal");
+        let block_dir = opts.data_dir.join("blocks");
+        std::fs::create_dir_all(&wal_dir)?;
+        std::fs::create_dir_all(&block_dir)?;
+        let metrics = StoreMetrics::default();
+        let mut rec = Recovery::default();
+
+        let mut blocks = Vec::new();
+        let mut catalog = BTreeMap::new();
+        let mut wal_upto = 0;
+        let mut max_seq = 0;
+        for seq in list_blocks(&block_dir)? {
+            max_seq = max_seq.max(seq);
+            let path = block::block_path(&block_dir, seq);
+            match Block::open(&path) {
+                Ok(b) => {
+                    wal_upto = wal_upto.max(b.index.wal_upto);
+                    rec.block_points += b.index.points;
+                    for c in &b.index.chunks {
+                        note_series(&mut catalog, &c.key, &c.tags, c.min_ts, c.max_ts);
+                    }
+                    blocks.push(Arc::new(b));
+                }
+                Err(e) => {
+                    // A block is written by rename, so damage means the disk changed it. Keep
+                    // the file for inspection and go on with the rest.
+                    let bad = path.with_extension("block.corrupt");
+                    tracing::error!(error = %e, moved_to = %bad.display(), "block cannot be read; set aside");
+                    std::fs::rename(&path, &bad)?;
+                    rec.corrupt_blocks.push(path.display().to_string());
+                }
+            }
+        }
+        rec.blocks = blocks.len();
+
+        let replay = wal::replay(&wal_dir, wal_upto)?;
+        rec.wal_segments = replay.segments.len();
+        rec.wal_truncated_bytes = replay.truncated.iter().map(|t| t.1).sum();
+        metrics.wal_truncations.inc_by(replay.truncated.len() as u64);
+        let mut head = Head::default();
+        let now = fieldlab_core::time::now_ms();
+        for batch in &replay.batches {
+            for p in batch {
+                head.insert(p, now);
+                note_series(&mut catalog, &p.key, &p.tags, p.ts_ms, p.ts_ms);
+            }
+            rec.wal_points += batch.len() as u64;
+        }
+        let next_seg = replay.segments.last().copied().unwrap_or(wal_upto).max(wal_upto) + 1;
+        let wal = Wal::create(&wal_dir, next_seg)?;
+
+        metrics.blocks.set(blocks.len() as i64);
+        metrics.head_points.set(head.points as i64);
+        metrics.series.set(catalog.len() as i64);
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            wal_dir,
+            block_dir,
+            blocks: RwLock::new(blocks),
+            frozen: RwLock::new(None),
+            head: RwLock::new(head),
+            catalog: RwLock::new(catalog),
+            next_block: AtomicU64::new(max_seq + 1),
+            metrics,
+        });
+        let (tx, rx) = flume::bounded(1024);
+        let sh = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("fieldlab-store-writer".into())
+            .spawn(move || Writer::new(sh, wal).run(rx))?;
+        let store = Store {
+            shared,
+            tx,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        };
+        store.apply_retention();
+        Ok((store, rec))
+    }
+
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.shared.metrics
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.opts.data_dir
+    }
+
+    /// Write a batch; returns once it is durable (per the fsync policy) and queryable.
+    pub async fn write(&self, points: Vec<Point>) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send_async(Cmd::Write(points, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Self::answer(rx.await)
+    }
+
+    /// Cut the head into a block now and wait until the block is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send_async(Cmd::Flush(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Self::answer(rx.await)
+    }
+
+    /// Flush everything to blocks and stop the writer. Writes after this fail with `Closed`.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send_async(Cmd::Close(tx)).await.is_err() {
+            return Ok(()); // already closed
+        }
+        let r = Self::answer(rx.await);
+        if let Some(h) = self.writer.lock().take() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        r
+    }
+
+    fn answer(r: Result<Result<(), String>, oneshot::error::RecvError>) -> Result<(), StoreError> {
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Io(std::io::Error::other(e))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Points of one series within `[from, to]` (inclusive), oldest first.
+    pub fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<(i64, FieldValue)>, StoreError> {
+        let blocks = self.shared.blocks.read();
+        let frozen = self.shared.frozen.read();
+        let head = self.shared.head.read();
+        let mut parts: Vec<Vec<(i64, FieldValue)>> = Vec::new();
+        let candidates: Vec<Arc<Block>> = blocks
+            .iter()
+            .filter(|b| b.index.max_ts >= from && b.index.min_ts <= to)
+            .cloned()
+            .collect();
+        if let Some(f) = frozen.as_ref() {
+            parts.push(f.range(key, from, to).to_vec());
+        }
+        parts.push(head.range(key, from, to).to_vec());
+        drop((head, frozen, blocks));
+        let mut block_parts = Vec::with_capacity(candidates.len());
+        for b in &candidates {
+            block_parts.push(b.read_range(key, from, to)?);
+        }
+        block_parts.extend(parts);
+        Ok(merge(block_parts))
+    }
+
+    /// Every known series, optionally only those of one device.
+    pub fn series(&self, device_id: Option<&str>) -> Vec<SeriesInfo> {
+        let cat = self.shared.catalog.read();
+        match device_id {
+            Some(d) => cat
+                .range(SeriesKey::new(d, "")..)
+                .take_while(|(k, _)| k.device_id == d)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => cat.values().cloned().collect(),
+        }
+    }
+
+    /// Total points acknowledged by this process.
+    pub fn points_written(&self) -> u64 {
+        self.shared.metrics.points.get()
+    }
+
+    /// Delete blocks whose data arrived longer ago than the retention period.
+    pub fn apply_retention(&self) {
+        apply_retention(&self.shared);
+    }
+}
+
+fn note_series(cat: &mut BTreeMap<SeriesKey, SeriesInfo>, key: &SeriesKey, tags: &Tags, min: i64, max: i64) {
+    match cat.get_mut(key) {
+        Some(s) => {
+            s.first_ts_ms = s.first_ts_ms.min(min);
+            s.last_ts_ms = s.last_ts_ms.max(max);
+            if max >= s.last_ts_ms && &s.tags != tags {
+                s.tags = tags.clone();
+            }
+        }
+        None => {
+            cat.insert(
+                key.clone(),
+                SeriesInfo {
+                    device_id: key.device_id.clone(),
+                    field: key.field.clone(),
+                    tags: tags.clone(),
+                    first_ts_ms: min,
+                    last_ts_ms: max,
+                },
+            );
+        }
+    }
+}
+
+/// Merge sorted runs; for equal timestamps the run listed later wins.
+fn merge(mut parts: Vec<Vec<(i64, FieldValue)>>) -> Vec<(i64, FieldValue)> {
+    parts.retain(|p| !p.is_empty());
+    match parts.len() {
+        0 => return Vec::new(),
+        1 => return parts.pop().unwrap(),
+        _ => {}
+    }
+    let mut all: Vec<(i64, usize, FieldValue)> = parts
+        .into_iter()
+        .enumerate()
+        .flat_map(|(src, p)| p.into_iter().map(move |(t, v)| (t, src, v)))
+        .collect();
+    all.sort_by_key(|a| (a.0, a.1));
+    let mut out: Vec<(i64, FieldValue)> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == t => last.1 = v,
+            _ => out.push((t, v)),
+        }
+    }
+    out
+}
+
+/// The single thread that owns the WAL.
+struct Writer {
+    sh: Arc<Shared>,
+    wal: Wal,
+    dirty: bool,
+    last_sync: Instant,
+    last_retention: Instant,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn new(sh: Arc<Shared>, wal: Wal) -> Self {
+        Writer {
+            sh,
+            wal,
+            dirty: false,
+            last_sync: Instant::now(),
+            last_retention: Instant::now(),
+            flusher: None,
+        }
+    }
+
+    fn run(mut self, rx: flume::Receiver<Cmd>) {
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(c) => c,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    self.housekeeping();
+                    continue;
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    let _ = self.close();
+                    return;
+                }
+            };
+            let mut cmds = vec![first];
+            while cmds.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut writes = Vec::new();
+            let mut controls = Vec::new();
+            for c in cmds {
+                match c {
+                    Cmd::Write(p, ack) => writes.push((p, ack)),
+                    other => controls.push(other),
+                }
+            }
+            if !writes.is_empty() {
+                self.commit(writes);
+            }
+            for c in controls {
+                match c {
+                    Cmd::Flush(ack) => {
+                        let _ = ack.send(self.cut(true).map_err(|e| e.to_string()));
+                    }
+                    Cmd::Close(ack) => {
+                        let _ = ack.send(self.close().map_err(|e| e.to_string()));
+                        return;
+                    }
+                    Cmd::Write(..) => unreachable!(),
+                }
+            }
+            self.housekeeping();
+        }
+    }
+
+    /// Group commit: one WAL write and (policy permitting) one fsync for all pending batches.
+    fn commit(&mut self, writes: Vec<(Vec<Point>, oneshot::Sender<Result<(), String>>)>) {
+        let slices: Vec<&[Point]> = writes.iter().map(|w| w.0.as_slice()).collect();
+        let res = self.wal.append(&slices).and_then(|n| {
+            self.sh.metrics.wal_bytes.inc_by(n);
+            self.dirty = true;
+            if self.sh.opts.fsync == FsyncPolicy::Always {
+                self.sync()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            tracing::error!(error = %e, "WAL write failed; batches are rejected (not acknowledged)");
+            for (_, ack) in writes {
+                let _ = ack.send(Err(format!("WAL write failed: {e}")));
+            }
+            return;
+        }
+        let now = fieldlab_core::time::now_ms();
+        let mut n = 0u64;
+        {
+            let mut head = self.sh.head.write();
+            let mut cat = self.sh.catalog.write();
+            for (pts, _) in &writes {
+                for p in pts {
+                    head.insert(p, now);
+                    note_series(&mut cat, &p.key, &p.tags, p.ts_ms, p.ts_ms);
+                }
+                n += pts.len() as u64;
+            }
+            self.sh.metrics.head_points.set(head.points as i64);
+            self.sh.metrics.series.set(cat.len() as i64);
+        }
+        self.sh.metrics.points.inc_by(n);
+        self.sh.metrics.batches.inc_by(writes.len() as u64);
+        for (_, ack) in writes {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.dirty {
+            self.wal.sync()?;
+            self.sh.metrics.wal_fsyncs.inc();
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        if self.sh.opts.fsync == FsyncPolicy::Interval
+            && self.dirty
+            && self.last_sync.elapsed() >= self.sh.opts.fsync_interval
+        {
+            if let Err(e) = self.sync() {
+                tracing::error!(error = %e, "WAL fsync failed");
+            }
+        }
+        let (points, opened) = {
+            let h = self.sh.head.read();
+            (h.points, h.opened_ms)
+        };
+        let age_ms = opened.map_or(0, |o| fieldlab_core::time::now_ms() - o);
+        if points >= self.sh.opts.head_max_points
+            || (points > 0 && age_ms >= self.sh.opts.block_max_age.as_millis() as i64)
+        {
+            if let Err(e) = self.cut(false) {
+                tracing::error!(error = %e, "cutting the head into a block failed; data stays in the WAL");
+            }
+        }
+        if self.last_retention.elapsed() >= Duration::from_secs(60) {
+            self.last_retention = Instant::now();
+            apply_retention(&self.sh);
+        }
+    }
+
+    /// Freeze the head and write it as a block, in the background unless `wait`.
+    fn cut(&mut self, wait: bool) -> std::io::Result<()> {
+        // One block write at a time: wait for the previous one.
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        let leftover = self.sh.frozen.read().clone();
+        if let Some(frozen) = leftover {
+            // The previous block write failed; try again before freezing more.
+            let upto = self.wal.segment() - 1;
+            flush_frozen(&self.sh, frozen, upto)?;
+        }
+        if self.sh.head.read().points == 0 {
+            return self.sync();
+        }
+        let upto = self.wal.rotate()?;
+        self.dirty = false;
+        let frozen = {
+            let mut fr = self.sh.frozen.write();
+            let mut head = self.sh.head.write();
+            let h = Arc::new(std::mem::take(&mut *head));
+            *fr = Some(h.clone());
+            self.sh.metrics.head_points.set(0);
+            h
+        };
+        let sh = self.sh.clone();
+        let job = move || {
+            if let Err(e) = flush_frozen(&sh, frozen, upto) {
+                tracing::error!(error = %e, "block write failed; its points stay in the WAL and the frozen head");
+            }
+        };
+        if wait {
+            job();
+        } else {
+            self.flusher = Some(std::thread::Builder::new().name("fieldlab-store-flush".into()).spawn(job)?);
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        self.sync()?;
+        self.cut(true)?;
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+}
+
+/// Delete blocks whose data arrived more than `data_retention_days` ago.
+fn apply_retention(sh: &Shared) {
+    let cutoff = fieldlab_core::time::now_ms() - sh.opts.retention.as_millis() as i64;
+    let mut blocks = sh.blocks.write();
+    let (old, keep): (Vec<_>, Vec<_>) =
+        blocks.drain(..).partition(|b| b.index.created_ms < cutoff);
+    *blocks = keep;
+    sh.metrics.blocks.set(blocks.len() as i64);
+    drop(blocks);
+    for b in old {
+        tracing::info!(block = %b.path.display(), "retention: deleting block older than data_retention_days");
+        if let Err(e) = std::fs::remove_file(&b.path) {
+            tracing::warn!(error = %e, "retention: could not delete block");
+        }
+    }
+}
+
+/// Write a frozen head as a block, publish it, and drop the WAL segments it covers.
+fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::Result<()> {
+    let seq = sh.next_block.fetch_add(1, Ordering::SeqCst);
+    let series = frozen
+        .series
+        .iter()
+        .map(|(k, s)| (k, &s.tags, s.points.as_slice()));
+    let (path, _) = write_block(&sh.block_dir, seq, wal_upto, series)?;
+    let blk = Arc::new(Block::open(&path)?);
+    {
+        let mut blocks = sh.blocks.write();
+        let mut fr = sh.frozen.write();
+        blocks.push(blk);
+        *fr = None;
+        sh.metrics.blocks.set(blocks.len() as i64);
+    }
+    Wal::delete_upto(&sh.wal_dir, wal_upto)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

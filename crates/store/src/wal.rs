@@ -1,0 +1,258 @@
+//! The write-ahead log: the only thing that makes an acknowledged batch survive a crash.
+//!
+//! The WAL is a directory of numbered segment files. Each record is
+//! `[len: u32 LE][crc32: u32 LE][payload]`, the payload being one batch of points (postcard).
+//! A new segment starts at every start-up and at every block cut; a segment is deleted once a
+//! block that covers it is durable (the block records `wal_upto`, the last segment it covers).
+//!
+//! Recovery reads segments in order and stops a segment at the first record that is short or
+//! fails its checksum: that is a torn write from a crash, so the segment is truncated there
+//! with a warning. Fieldlab never refuses to start because of a torn WAL tail.
+
+use fieldlab_core::Point;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+const HEADER: usize = 8;
+/// Largest record we accept on replay; anything bigger is corruption.
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+pub struct Wal {
+    dir: PathBuf,
+    seg_no: u64,
+    file: File,
+    bytes: u64,
+}
+
+/// What replay found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub batches: Vec<Vec<Point>>,
+    pub segments: Vec<u64>,
+    /// Segments whose tail was torn and has been truncated: (segment, bytes dropped).
+    pub truncated: Vec<(u64, u64)>,
+}
+
+pub fn segment_path(dir: &Path, no: u64) -> PathBuf {
+    dir.join(format!("{no:020}.wal"))
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Read every segment after `after` (segments up to `after` are covered by blocks), truncating
+/// torn tails in place.
+pub fn replay(dir: &Path, after: u64) -> io::Result<Replay> {
+    let mut rep = Replay::default();
+    for no in list_segments(dir)? {
+        if no <= after {
+            continue;
+        }
+        rep.segments.push(no);
+        let path = segment_path(dir, no);
+        let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = f.metadata()?.len();
+        let mut r = BufReader::new(&mut f);
+        let mut good = 0u64;
+        loop {
+            let mut hdr = [0u8; HEADER];
+            match r.read_exact(&mut hdr) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let n = u32::from_le_bytes(hdr[..4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(hdr[4..].try_into().unwrap());
+            if n > MAX_RECORD {
+                break;
+            }
+            let mut payload = vec![0u8; n];
+            if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+                break;
+            }
+            match postcard::from_bytes::<Vec<Point>>(&payload) {
+                Ok(batch) => rep.batches.push(batch),
+                Err(_) => break,
+            }
+            good += (HEADER + n) as u64;
+        }
+        drop(r);
+        if good < len {
+            tracing::warn!(
+                segment = %path.display(),
+                kept_bytes = good,
+                dropped_bytes = len - good,
+                "WAL segment has a torn or corrupt tail (crash during a write?); truncating it. \
+                 Batches in the dropped part were never acknowledged."
+            );
+            f.set_len(good)?;
+            f.sync_all()?;
+            rep.truncated.push((no, len - good));
+        }
+    }
+    Ok(rep)
+}
+
+impl Wal {
+    /// Start a new segment numbered `seg_no`.
+    pub fn create(dir: &Path, seg_no: u64) -> io::Result<Wal> {
+        fs::create_dir_all(dir)?;
+        let path = segment_path(dir, seg_no);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(dir)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            seg_no,
+            file,
+            bytes: 0,
+        })
+    }
+
+    pub fn segment(&self) -> u64 {
+        self.seg_no
+    }
+
+    /// Append records (one per batch) with one `write` call; not yet durable.
+    pub fn append(&mut self, batches: &[&[Point]]) -> io::Result<u64> {
+        let mut buf = Vec::new();
+        for b in batches {
+            let payload = postcard::to_stdvec(b).map_err(io::Error::other)?;
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        self.file.write_all(&buf)?;
+        self.bytes += buf.len() as u64;
+        Ok(buf.len() as u64)
+    }
+
+    /// Force appended records to disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Close this segment (synced) and start the next one. Returns the closed segment number.
+    pub fn rotate(&mut self) -> io::Result<u64> {
+        self.sync()?;
+        let old = self.seg_no;
+        *self = Wal::create(&self.dir, old + 1)?;
+        Ok(old)
+    }
+
+    /// Delete segments numbered `<= upto` (their data is in durable blocks).
+    pub fn delete_upto(dir: &Path, upto: u64) -> io::Result<()> {
+        for no in list_segments(dir)? {
+            if no <= upto {
+                fs::remove_file(segment_path(dir, no))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// fsync a directory so that a created, renamed or deleted entry is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldlab_core::{FieldValue, SeriesKey, Tags};
+
+    fn batch(n: i64) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point {
+                key: SeriesKey::new("d1", "t"),
+                tags: Tags { device_type: "T".into(), ..Default::default() },
+                ts_ms: i,
+                value: FieldValue::F64(i as f64),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replays_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::create(dir.path(), 1).unwrap();
+        w.append(&[&batch(3), &batch(2)]).unwrap();
+        w.sync().unwrap();
+        let rep = replay(dir.path(), 0).unwrap();
+        assert_eq!(rep.batches.len(), 2);
+        assert_eq!(rep.batches[0].len(), 3);
+        assert!(rep.truncated.is_empty());
+        // Segments covered by blocks are skipped.
+        assert!(replay(dir.path(), 1).unwrap().batches.is_empty());
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_earlier_records_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::create(dir.path(), 7).unwrap();
+        w.append(&[&batch(5)]).unwrap();
+        w.append(&[&batch(4)]).unwrap();
+        w.sync().unwrap();
+        let path = segment_path(dir.path(), 7);
+        let full = fs::metadata(&path).unwrap().len();
+        // Cut the last record in half, as a crash mid-write would.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(full - 10).unwrap();
+        let rep = replay(dir.path(), 0).unwrap();
+        assert_eq!(rep.batches.len(), 1);
+        assert_eq!(rep.batches[0].len(), 5);
+        assert_eq!(rep.truncated.len(), 1);
+        // The file is now clean: a second replay finds nothing to truncate.
+        let rep2 = replay(dir.path(), 0).unwrap();
+        assert_eq!(rep2.batches.len(), 1);
+        assert!(rep2.truncated.is_empty());
+    }
+
+    #[test]
+    fn flipped_byte_stops_replay_at_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::create(dir.path(), 1).unwrap();
+        w.append(&[&batch(2)]).unwrap();
+        let first = w.bytes_written();
+        w.append(&[&batch(2)]).unwrap();
+        w.sync().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[first as usize + HEADER + 1] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let rep = replay(dir.path(), 0).unwrap();
+        assert_eq!(rep.batches.len(), 1);
+        assert_eq!(fs::metadata(&path).unwrap().len(), first);
+    }
+
+    #[test]
+    fn rotate_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Wal::create(dir.path(), 1).unwrap();
+        w.append(&[&batch(1)]).unwrap();
+        assert_eq!(w.rotate().unwrap(), 1);
+        assert_eq!(w.segment(), 2);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2]);
+        Wal::delete_upto(dir.path(), 1).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![2]);
+    }
+}
