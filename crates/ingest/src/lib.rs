@@ -1,0 +1,17 @@
+//! fieldlab-ingest: the MQTT source of the pipeline.
+//!
+//! Why it exists: telemetry reaches fieldlab through an MQTT broker — the embedded one or any
+//! external broker. This crate subscribes to the telemetry topics, turns each message into
+//! [`Reading`](fieldlab_core::Reading)s ([`payload`]), writes their points to the store in
+//! batches and acknowledges the messages to the broker only after the store has made them
+//! durable ([`source`]). A message that cannot be parsed is quarantined with its reason; it is
+//! never dropped.
+//!
+//! Architecture invariant: parsing ([`payload`]) is pure — no I/O — so every payload format can
+//! be tested, fuzzed and benchmarked without a broker.
+
+pub mod payload;
+pub mod source;
+
+pub use payload::parse;
+pub use source::{start, Ingest, IngestMetrics, IngestSettings};
