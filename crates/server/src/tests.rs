@@ -1,0 +1,125 @@
+//! Handler behaviour against a real store in a temporary directory.
+
+use super::*;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use fieldlab_store::StoreOptions;
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn state(dir: &std::path::Path) -> AppState {
+    let (store, _) = Store::open(StoreOptions::new(dir)).unwrap();
+    let quarantine = Arc::new(Quarantine::open(dir).unwrap());
+    let http = HttpMetrics::default();
+    let mut reg = Registry::default();
+    http.register(&mut reg);
+    store.metrics().register(&mut reg);
+    let directory = DeviceDirectory::new();
+    directory.register_emulated("t1", "TemperatureSensor");
+    let pts: Vec<Point> = (0..120)
+        .map(|i| Point {
+            key: SeriesKey::new("t1", "temperature"),
+            tags: Tags { device_type: "TemperatureSensor".into(), ..Default::default() },
+            ts_ms: 1_767_225_600_000 + i * 1000,
+            value: FieldValue::F64(i as f64),
+        })
+        .collect();
+    store.write(pts).await.unwrap();
+    AppState {
+        store,
+        quarantine,
+        directory,
+        readiness: Readiness::new(),
+        registry: Arc::new(reg),
+        http,
+        started: Instant::now(),
+        broker_url: "mqtt://127.0.0.1:1883".into(),
+    }
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
+    let resp = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, ct, v)
+}
+
+#[tokio::test]
+async fn query_returns_points_and_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    let (st, _, v) = get(&app, "/api/v1/query?device_id=t1&field=temperature").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["series"][0]["count"], 120);
+    assert_eq!(v["series"][0]["points"][0]["ts"], "2026-01-01T00:00:00.000Z");
+    let (_, _, v) = get(&app, "/api/v1/query?device_id=t1&field=temperature&from=2026-01-01T00:00:30Z&to=2026-01-01T00:00:39Z").await;
+    assert_eq!(v["series"][0]["count"], 10);
+    let (_, _, v) = get(&app, "/api/v1/query?device_id=t1&step=60s&agg=max").await;
+    assert_eq!(v["series"][0]["points"][0]["value"], 59.0);
+    assert_eq!(v["series"][0]["points"][1]["value"], 119.0);
+    let (_, _, v) = get(&app, "/api/v1/query?device_id=t1&order=desc&limit=1").await;
+    assert_eq!(v["series"][0]["points"][0]["value"], 119.0);
+    assert_eq!(v["series"][0]["truncated"], true);
+}
+
+#[tokio::test]
+async fn bad_input_is_problem_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    for (uri, code, param) in [
+        ("/api/v1/query", 400, Some("device_id")),
+        ("/api/v1/query?device_id=t1&from=yesterday", 400, Some("from")),
+        ("/api/v1/query?device_id=t1&step=1m&agg=median", 400, Some("agg")),
+        ("/api/v1/query?device_id=t1&agg=max", 400, Some("agg")),
+        ("/api/v1/query?device_id=nobody", 404, None),
+        ("/api/v1/query?device_id=t1&field=pressure", 404, None),
+        ("/api/v1/devices/nobody", 404, None),
+        ("/no/such/route", 404, None),
+    ] {
+        let (st, ct, v) = get(&app, uri).await;
+        assert_eq!(st.as_u16(), code, "{uri}");
+        assert_eq!(ct, "application/problem+json", "{uri}");
+        assert_eq!(v["status"], code, "{uri}");
+        assert!(v["type"].as_str().unwrap().starts_with("https://fieldlab.dev/problems/"));
+        assert!(!v["detail"].as_str().unwrap().is_empty());
+        if let Some(p) = param {
+            assert_eq!(v["parameter"], p, "{uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_parts_and_aliases_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    s.readiness.require("store");
+    s.readiness.require("ingest");
+    s.readiness.set("store", true);
+    let app = app(s.clone());
+    for p in ["/ready", "/readyz", "/health/ready", "/actuator/health"] {
+        let (st, _, v) = get(&app, p).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+        assert_eq!(v["components"]["ingest"]["status"], "DOWN");
+    }
+    s.readiness.set("ingest", true);
+    assert_eq!(get(&app, "/ready").await.0, StatusCode::OK);
+    for p in ["/health", "/healthz", "/health/live"] {
+        assert_eq!(get(&app, p).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn metrics_include_request_timings_and_active_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    get(&app, "/api/v1/devices").await;
+    let (st, _, v) = get(&app, "/metrics").await;
+    assert_eq!(st, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(text.contains("fieldlab_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/devices\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("active_devices_count 0"));
+    assert!(text.contains("fieldlab_store_points_total 120"));
+}
