@@ -9,6 +9,9 @@
 //! Only sections whose features exist are accepted; a section of a later feature is reported as
 //! an unknown key rather than accepted and ignored.
 
+// Config errors happen once, at start-up; a large error value costs nothing there.
+#![allow(clippy::result_large_err)]
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -422,7 +425,10 @@ impl Config {
             ));
         }
         for (key, v) in [
-            ("storage.wal_fsync_interval", &self.storage.wal_fsync_interval),
+            (
+                "storage.wal_fsync_interval",
+                &self.storage.wal_fsync_interval,
+            ),
             ("storage.block_max_age", &self.storage.block_max_age),
         ] {
             crate::time::parse_duration_ms(v).map_err(|e| (key.to_string(), e.to_string()))?;
@@ -617,6 +623,12 @@ fn deserialize_located<T: DeserializeOwned>(
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        // serde_yaml sometimes repeats the key path in front of the message.
+        if let Some(k) = &key {
+            if let Some(rest) = message.strip_prefix(&format!("{k}: ")) {
+                message = rest.to_string();
+            }
+        }
         ConfigError {
             file: file.map(Path::to_path_buf),
             line,
@@ -642,17 +654,18 @@ pub fn locate_key(text: &str, key: &str) -> Option<usize> {
         }
         let mut indent = line.len() - line.trim_start().len();
         let mut rest = line.trim_start();
-        while let Some(after) = rest.strip_prefix("- ").or_else(|| {
-            if rest == "-" {
-                Some("")
-            } else {
-                None
-            }
-        }) {
+        while let Some(after) =
+            rest.strip_prefix("- ")
+                .or_else(|| if rest == "-" { Some("") } else { None })
+        {
             while stack.last().is_some_and(|(i, _)| *i >= indent) {
                 stack.pop();
             }
-            let parent = stack.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(".");
+            let parent = stack
+                .iter()
+                .map(|(_, s)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(".");
             let n = seq_counters.entry((indent, parent)).or_insert(0);
             stack.push((indent, format!("[{n}]")));
             *n += 1;
@@ -737,7 +750,10 @@ mod tests {
     #[test]
     fn empty_file_is_the_default() {
         assert_eq!(Config::from_yaml_str("", None).unwrap(), Config::default());
-        assert_eq!(Config::from_yaml_str("# nothing\n", None).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_yaml_str("# nothing\n", None).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -753,7 +769,11 @@ mod tests {
         let e = err("server:\n  host: 0.0.0.0\n  port: eighty\n");
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("server.port"));
-        assert!(e.to_string().starts_with("fieldlab.yaml:3: key `server.port`:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("fieldlab.yaml:3: key `server.port`:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -789,9 +809,13 @@ mod tests {
     fn located_inside_lists() {
         let text = "devices:\n  fleet:\n    - name: a\n      type: TemperatureSensor\n    - name: b\n      type: PressureValve\n      config:\n        update_interval: -1\n";
         let e = err(text);
-        assert_eq!(e.key.as_deref(), Some("devices.fleet[1].config.update_interval"));
+        assert_eq!(
+            e.key.as_deref(),
+            Some("devices.fleet[1].config.update_interval")
+        );
         assert_eq!(e.line, Some(8));
-        let text = "devices:\n  fleet:\n    - name: a\n      type: T\n    - name: a\n      type: T\n";
+        let text =
+            "devices:\n  fleet:\n    - name: a\n      type: T\n    - name: a\n      type: T\n";
         let e = err(text);
         assert_eq!(e.line, Some(5), "{e}");
     }
@@ -817,7 +841,11 @@ mod tests {
         let env = |k: &str| (k == "MAX_DEVICES").then(|| "lots".to_string());
         let e = Config::load(None, env, vec![]).unwrap_err();
         assert_eq!(e.env_var.as_deref(), Some("MAX_DEVICES"));
-        assert!(e.to_string().starts_with("environment variable MAX_DEVICES"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("environment variable MAX_DEVICES"),
+            "{e}"
+        );
         let env = |k: &str| (k == "MQTT_BROKER_URL").then(|| "nonsense".to_string());
         let e = Config::load(None, env, vec![]).unwrap_err();
         assert_eq!(e.env_var.as_deref(), Some("MQTT_BROKER_URL"));
@@ -827,7 +855,11 @@ mod tests {
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1884").unwrap(),
-            BrokerAddr { host: "127.0.0.1".into(), port: 1884, tls: false }
+            BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                tls: false
+            }
         );
         assert_eq!(parse_broker_url("mqtts://h").unwrap().port, 8883);
         assert!(parse_broker_url("localhost:1883").is_err());

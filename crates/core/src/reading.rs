@@ -107,6 +107,8 @@ pub struct Reading {
     pub fields: Vec<(String, FieldValue)>,
     /// Optional per-field units (seed-000 payloads carry them).
     pub units: BTreeMap<String, String>,
+    /// Series tags sent with the message (site, line, ...), stored with every field's series.
+    pub tags: BTreeMap<String, String>,
     pub status: Option<String>,
 }
 
@@ -119,12 +121,13 @@ impl Reading {
             ts_ms,
             fields,
             units,
+            tags,
             ..
         } = self;
         fields
             .into_iter()
             .map(|(field, value)| {
-                let mut extra = BTreeMap::new();
+                let mut extra = tags.clone();
                 if let Some(u) = units.get(&field) {
                     extra.insert("unit".to_string(), u.clone());
                 }
@@ -160,13 +163,21 @@ mod tests {
                 ("door_open".into(), FieldValue::Bool(false)),
             ],
             units,
+            tags: [("site".to_string(), "lab".to_string())].into(),
             status: None,
         };
         let pts = r.into_points();
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].key, SeriesKey::new("t1", "temperature"));
-        assert_eq!(pts[0].tags.extra.get("unit").map(String::as_str), Some("°C"));
-        assert!(pts[1].tags.extra.is_empty());
+        assert_eq!(
+            pts[0].tags.extra.get("unit").map(String::as_str),
+            Some("°C")
+        );
+        assert_eq!(pts[1].tags.extra.len(), 1);
+        assert_eq!(
+            pts[0].tags.extra.get("site").map(String::as_str),
+            Some("lab")
+        );
         assert_eq!(pts[1].value.as_f64(), Some(0.0));
     }
 

@@ -42,15 +42,26 @@ pub fn parse_instant_ms(s: &str, now_ms: i64) -> Result<i64, TimeError> {
     }
     let rel = t.strip_prefix("now").unwrap_or(t);
     if let Some(rest) = rel.strip_prefix('-') {
-        if rest.starts_with(|c: char| c.is_ascii_digit()) && !rest.contains(':') && !rest.contains('T') {
-            return parse_duration_ms(rest).map(|d| now_ms - d).map_err(|_| bad());
+        if rest.starts_with(|c: char| c.is_ascii_digit())
+            && !rest.contains(':')
+            && !rest.contains('T')
+        {
+            return parse_duration_ms(rest)
+                .map(|d| now_ms - d)
+                .map_err(|_| bad());
         }
     }
     if let Some(rest) = rel.strip_prefix('+') {
-        return parse_duration_ms(rest).map(|d| now_ms + d).map_err(|_| bad());
+        return parse_duration_ms(rest)
+            .map(|d| now_ms + d)
+            .map_err(|_| bad());
     }
     if let Ok(n) = t.parse::<i64>() {
-        return Ok(if n.abs() < 100_000_000_000 { n * 1000 } else { n });
+        return Ok(if n.abs() < 100_000_000_000 {
+            n * 1000
+        } else {
+            n
+        });
     }
     DateTime::parse_from_rfc3339(t)
         .map(|d| d.timestamp_millis())

@@ -38,8 +38,13 @@ impl TypeInfo {
 /// the active scenario ranges; it must not read clocks or do I/O.
 pub trait DeviceModel: Send {
     fn info(&self) -> &'static TypeInfo;
-    fn step(&mut self, t_ms: i64, dt_s: f64, ranges: &BTreeMap<String, Range>, rng: &mut SmallRng)
-        -> Vec<(&'static str, f64)>;
+    fn step(
+        &mut self,
+        t_ms: i64,
+        dt_s: f64,
+        ranges: &BTreeMap<String, Range>,
+        rng: &mut SmallRng,
+    ) -> Vec<(&'static str, f64)>;
 }
 
 /// A mean-reverting random walk (Ornstein-Uhlenbeck): `dx = theta (mu - x) dt + sigma dW`.
@@ -88,10 +93,19 @@ fn round(x: f64, digits: i32) -> f64 {
 
 pub static TEMPERATURE_SENSOR: TypeInfo = TypeInfo {
     name: "TemperatureSensor",
-    description: "Room/process temperature sensor with relative humidity; daily cycle peaking mid-afternoon.",
+    description:
+        "Room/process temperature sensor with relative humidity; daily cycle peaking mid-afternoon.",
     fields: &[
-        FieldInfo { name: "temperature", unit: "°C", description: "air temperature" },
-        FieldInfo { name: "humidity", unit: "%RH", description: "relative humidity; falls as temperature rises" },
+        FieldInfo {
+            name: "temperature",
+            unit: "°C",
+            description: "air temperature",
+        },
+        FieldInfo {
+            name: "humidity",
+            unit: "%RH",
+            description: "relative humidity; falls as temperature rises",
+        },
     ],
 };
 
@@ -106,9 +120,18 @@ impl DeviceModel for TemperatureSensor {
     fn info(&self) -> &'static TypeInfo {
         &TEMPERATURE_SENSOR
     }
-    fn step(&mut self, t: i64, dt: f64, r: &BTreeMap<String, Range>, rng: &mut SmallRng) -> Vec<(&'static str, f64)> {
+    fn step(
+        &mut self,
+        t: i64,
+        dt: f64,
+        r: &BTreeMap<String, Range>,
+        rng: &mut SmallRng,
+    ) -> Vec<(&'static str, f64)> {
         let mu = 21.0 + 2.0 * daily(t, 15.0);
-        let temp = self.temp.step(mu, dt, r.get("temperature"), rng).clamp(self.lo, self.hi);
+        let temp = self
+            .temp
+            .step(mu, dt, r.get("temperature"), rng)
+            .clamp(self.lo, self.hi);
         let hn = self.hum_noise.step(0.0, dt, None, rng);
         let hum = (45.0 - 1.5 * (temp - 21.0) + hn).clamp(0.0, 100.0);
         vec![("temperature", round(temp, 2)), ("humidity", round(hum, 1))]
@@ -117,11 +140,24 @@ impl DeviceModel for TemperatureSensor {
 
 pub static PRESSURE_VALVE: TypeInfo = TypeInfo {
     name: "PressureValve",
-    description: "Control valve on a water line: opening drives flow, flow ~ Cv * opening * sqrt(Δp).",
+    description:
+        "Control valve on a water line: opening drives flow, flow ~ Cv * opening * sqrt(Δp).",
     fields: &[
-        FieldInfo { name: "pressure", unit: "bar", description: "upstream pressure (downstream is 1 bar)" },
-        FieldInfo { name: "valve_position", unit: "%", description: "opening, 0 = closed" },
-        FieldInfo { name: "flow_rate", unit: "m³/h", description: "20 * opening * sqrt(pressure - 1 bar)" },
+        FieldInfo {
+            name: "pressure",
+            unit: "bar",
+            description: "upstream pressure (downstream is 1 bar)",
+        },
+        FieldInfo {
+            name: "valve_position",
+            unit: "%",
+            description: "opening, 0 = closed",
+        },
+        FieldInfo {
+            name: "flow_rate",
+            unit: "m³/h",
+            description: "20 * opening * sqrt(pressure - 1 bar)",
+        },
     ],
 };
 
@@ -136,26 +172,71 @@ impl DeviceModel for PressureValve {
     fn info(&self) -> &'static TypeInfo {
         &PRESSURE_VALVE
     }
-    fn step(&mut self, _t: i64, dt: f64, r: &BTreeMap<String, Range>, rng: &mut SmallRng) -> Vec<(&'static str, f64)> {
-        let p = self.pressure.step(6.0, dt, r.get("pressure"), rng).clamp(self.lo, self.hi);
-        let pos = self.position.step(60.0, dt, r.get("valve_position"), rng).clamp(0.0, 100.0);
+    fn step(
+        &mut self,
+        _t: i64,
+        dt: f64,
+        r: &BTreeMap<String, Range>,
+        rng: &mut SmallRng,
+    ) -> Vec<(&'static str, f64)> {
+        let p = self
+            .pressure
+            .step(6.0, dt, r.get("pressure"), rng)
+            .clamp(self.lo, self.hi);
+        let pos = self
+            .position
+            .step(60.0, dt, r.get("valve_position"), rng)
+            .clamp(0.0, 100.0);
         let flow = 20.0 * (pos / 100.0) * (p - 1.0).max(0.0).sqrt();
-        vec![("pressure", round(p, 3)), ("valve_position", round(pos, 1)), ("flow_rate", round(flow, 2))]
+        vec![
+            ("pressure", round(p, 3)),
+            ("valve_position", round(pos, 1)),
+            ("flow_rate", round(flow, 2)),
+        ]
     }
 }
 
 pub static PV_INVERTER: TypeInfo = TypeInfo {
     name: "PvInverter",
-    description: "PV string inverter (renewable lab): irradiance follows the sun (06-20 UTC) and clouds; \
+    description:
+        "PV string inverter (renewable lab): irradiance follows the sun (06-20 UTC) and clouds; \
                   P_dc = V_dc * I_dc, P_ac = 96.5 % of P_dc, nothing at night.",
     fields: &[
-        FieldInfo { name: "irradiance", unit: "W/m²", description: "plane-of-array irradiance" },
-        FieldInfo { name: "module_temperature", unit: "°C", description: "ambient + 0.03 °C per W/m²" },
-        FieldInfo { name: "dc_voltage", unit: "V", description: "string voltage, -0.4 %/K above 25 °C; 0 when off" },
-        FieldInfo { name: "dc_current", unit: "A", description: "12 A at 1000 W/m²" },
-        FieldInfo { name: "dc_power", unit: "W", description: "dc_voltage * dc_current" },
-        FieldInfo { name: "ac_power", unit: "W", description: "0.965 * dc_power" },
-        FieldInfo { name: "energy_total", unit: "kWh", description: "AC energy since the emulator started" },
+        FieldInfo {
+            name: "irradiance",
+            unit: "W/m²",
+            description: "plane-of-array irradiance",
+        },
+        FieldInfo {
+            name: "module_temperature",
+            unit: "°C",
+            description: "ambient + 0.03 °C per W/m²",
+        },
+        FieldInfo {
+            name: "dc_voltage",
+            unit: "V",
+            description: "string voltage, -0.4 %/K above 25 °C; 0 when off",
+        },
+        FieldInfo {
+            name: "dc_current",
+            unit: "A",
+            description: "12 A at 1000 W/m²",
+        },
+        FieldInfo {
+            name: "dc_power",
+            unit: "W",
+            description: "dc_voltage * dc_current",
+        },
+        FieldInfo {
+            name: "ac_power",
+            unit: "W",
+            description: "0.965 * dc_power",
+        },
+        FieldInfo {
+            name: "energy_total",
+            unit: "kWh",
+            description: "AC energy since the emulator started",
+        },
     ],
 };
 
@@ -169,9 +250,19 @@ impl DeviceModel for PvInverter {
     fn info(&self) -> &'static TypeInfo {
         &PV_INVERTER
     }
-    fn step(&mut self, t: i64, dt: f64, r: &BTreeMap<String, Range>, rng: &mut SmallRng) -> Vec<(&'static str, f64)> {
+    fn step(
+        &mut self,
+        t: i64,
+        dt: f64,
+        r: &BTreeMap<String, Range>,
+        rng: &mut SmallRng,
+    ) -> Vec<(&'static str, f64)> {
         let h = hour_of_day(t);
-        let clear = if (6.0..20.0).contains(&h) { 1000.0 * (PI * (h - 6.0) / 14.0).sin() } else { 0.0 };
+        let clear = if (6.0..20.0).contains(&h) {
+            1000.0 * (PI * (h - 6.0) / 14.0).sin()
+        } else {
+            0.0
+        };
         let cloud = self.cloud.step(0.85, dt, None, rng).clamp(0.2, 1.0);
         let mut irr = clear * cloud;
         if let Some(range) = r.get("irradiance") {
@@ -181,7 +272,11 @@ impl DeviceModel for PvInverter {
         let ambient = 15.0 + 5.0 * daily(t, 15.0);
         let module_t = ambient + 0.03 * irr;
         let on = irr > 5.0;
-        let v = if on { 600.0 * (1.0 - 0.004 * (module_t - 25.0)) } else { 0.0 };
+        let v = if on {
+            600.0 * (1.0 - 0.004 * (module_t - 25.0))
+        } else {
+            0.0
+        };
         let i = if on { 12.0 * irr / 1000.0 } else { 0.0 };
         let (v, i) = (round(v, 1), round(i, 3));
         let p_dc = v * i;
@@ -257,7 +352,12 @@ mod tests {
     const NOON: i64 = 1_767_268_800_000; // 2026-01-01T12:00:00Z
     const MIDNIGHT: i64 = 1_767_225_600_000;
 
-    fn run(ty: &str, t0: i64, n: usize, ranges: &BTreeMap<String, Range>) -> Vec<BTreeMap<String, f64>> {
+    fn run(
+        ty: &str,
+        t0: i64,
+        n: usize,
+        ranges: &BTreeMap<String, Range>,
+    ) -> Vec<BTreeMap<String, f64>> {
         let mut m = build(ty, &DeviceSettings::default()).unwrap();
         let mut rng = SmallRng::seed_from_u64(7);
         (0..n)
@@ -307,15 +407,22 @@ mod tests {
         let mut hot = BTreeMap::new();
         hot.insert("temperature".to_string(), Range { lo: 45.0, hi: 50.0 });
         let normal = run("TemperatureSensor", NOON, 30, &BTreeMap::new());
-        assert!(normal.iter().all(|s| (15.0..30.0).contains(&s["temperature"])));
+        assert!(normal
+            .iter()
+            .all(|s| (15.0..30.0).contains(&s["temperature"])));
         let alert = run("TemperatureSensor", NOON, 30, &hot);
-        assert!(alert.iter().all(|s| (45.0..=50.0).contains(&s["temperature"])));
+        assert!(alert
+            .iter()
+            .all(|s| (45.0..=50.0).contains(&s["temperature"])));
         // Humidity responds to the heat: it is physically tied to temperature.
         assert!(alert[29]["humidity"] < normal[29]["humidity"]);
     }
 
     #[test]
     fn same_seed_same_values() {
-        assert_eq!(run("TemperatureSensor", NOON, 20, &BTreeMap::new()), run("TemperatureSensor", NOON, 20, &BTreeMap::new()));
+        assert_eq!(
+            run("TemperatureSensor", NOON, 20, &BTreeMap::new()),
+            run("TemperatureSensor", NOON, 20, &BTreeMap::new())
+        );
     }
 }

@@ -53,8 +53,16 @@ pub fn demo_fleet() -> Vec<DeviceSpec> {
             "TemperatureSensor",
             "factory",
             vec![
-                ScenarioSpec { name: "normal_operation".into(), duration: 3600.0, parameters: range("temperature_range", 18.0, 25.0) },
-                ScenarioSpec { name: "high_temperature_alert".into(), duration: 300.0, parameters: range("temperature_range", 45.0, 50.0) },
+                ScenarioSpec {
+                    name: "normal_operation".into(),
+                    duration: 3600.0,
+                    parameters: range("temperature_range", 18.0, 25.0),
+                },
+                ScenarioSpec {
+                    name: "high_temperature_alert".into(),
+                    duration: 300.0,
+                    parameters: range("temperature_range", 45.0, 50.0),
+                },
             ],
         ),
         dev("pressure_valve_1", "PressureValve", "factory", vec![]),
@@ -71,7 +79,11 @@ pub fn validate_fleet(fleet: &[DeviceSpec]) -> Result<(), (String, String)> {
                 format!(
                     "unknown device type `{}`; built-in types: {}",
                     d.device_type,
-                    model::catalog().iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+                    model::catalog()
+                        .iter()
+                        .map(|t| t.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })?;
@@ -110,7 +122,11 @@ impl Emulator {
 }
 
 /// Start every device of `fleet` (validated first).
-pub fn start(s: EmulatorSettings, fleet: Vec<DeviceSpec>, directory: DeviceDirectory) -> Result<Emulator, String> {
+pub fn start(
+    s: EmulatorSettings,
+    fleet: Vec<DeviceSpec>,
+    directory: DeviceDirectory,
+) -> Result<Emulator, String> {
     validate_fleet(&fleet).map_err(|(k, m)| format!("{k}: {m}"))?;
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -140,11 +156,17 @@ async fn run_device(s: EmulatorSettings, d: DeviceSpec, cancel: CancellationToke
     let topic = telemetry_topic(&d);
     let status = status_topic(&d);
     let status_msg = |state: &str| {
-        serde_json::json!({"device_id": d.name, "device_type": d.device_type, "status": state}).to_string()
+        serde_json::json!({"device_id": d.name, "device_type": d.device_type, "status": state})
+            .to_string()
     };
     let mut opts = MqttOptions::new(format!("fieldlab-{}", d.name), s.host.clone(), s.port);
     opts.set_keep_alive(s.keep_alive)
-        .set_last_will(LastWill::new(status.clone(), status_msg("offline"), QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            status.clone(),
+            status_msg("offline"),
+            QoS::AtLeastOnce,
+            true,
+        ));
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -195,6 +217,9 @@ async fn run_device(s: EmulatorSettings, d: DeviceSpec, cancel: CancellationToke
                     "data": data,
                     "status": "operational",
                 });
+                if !d.config.tags.is_empty() {
+                    payload["tags"] = serde_json::json!(d.config.tags);
+                }
                 if let Some(p) = phase {
                     payload["scenario"] = serde_json::Value::String(p.name.clone());
                 }
@@ -204,7 +229,12 @@ async fn run_device(s: EmulatorSettings, d: DeviceSpec, cancel: CancellationToke
             }
         }
     }
-    let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, status_msg("offline"));
+    let _ = client.try_publish(
+        status.clone(),
+        QoS::AtLeastOnce,
+        true,
+        status_msg("offline"),
+    );
     let _ = client.try_disconnect();
     let drain = async {
         while let Ok(ev) = el.poll().await {
@@ -225,8 +255,14 @@ mod tests {
         let f = demo_fleet();
         validate_fleet(&f).unwrap();
         let types: Vec<&str> = f.iter().map(|d| d.device_type.as_str()).collect();
-        assert_eq!(types, vec!["TemperatureSensor", "PressureValve", "PvInverter"]);
-        assert_eq!(telemetry_topic(&f[0]), "devices/TemperatureSensor/temperature_sensor_1/telemetry");
+        assert_eq!(
+            types,
+            vec!["TemperatureSensor", "PressureValve", "PvInverter"]
+        );
+        assert_eq!(
+            telemetry_topic(&f[0]),
+            "devices/TemperatureSensor/temperature_sensor_1/telemetry"
+        );
     }
 
     #[test]

@@ -30,27 +30,43 @@ pub struct Timeline {
 impl Timeline {
     /// Build from config, checking parameters against the model's fields.
     /// Errors name the parameter and list what is accepted.
-    pub fn from_specs(specs: &[ScenarioSpec], fields: &[&str]) -> Result<Timeline, (usize, String)> {
+    pub fn from_specs(
+        specs: &[ScenarioSpec],
+        fields: &[&str],
+    ) -> Result<Timeline, (usize, String)> {
         let mut phases = Vec::new();
         for (i, s) in specs.iter().enumerate() {
             let mut ranges = BTreeMap::new();
             for (k, v) in &s.parameters {
-                let field = k.strip_suffix("_range").filter(|f| fields.contains(f)).ok_or_else(|| {
-                    (
-                        i,
-                        format!(
-                            "unknown scenario parameter `{k}`; this device type accepts {}",
-                            fields.iter().map(|f| format!("{f}_range")).collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?;
+                let field = k
+                    .strip_suffix("_range")
+                    .filter(|f| fields.contains(f))
+                    .ok_or_else(|| {
+                        (
+                            i,
+                            format!(
+                                "unknown scenario parameter `{k}`; this device type accepts {}",
+                                fields
+                                    .iter()
+                                    .map(|f| format!("{f}_range"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?;
                 let pair = v
                     .as_sequence()
                     .filter(|s| s.len() == 2)
                     .and_then(|s| Some((s[0].as_f64()?, s[1].as_f64()?)))
                     .filter(|(a, b)| a.is_finite() && b.is_finite() && a <= b)
                     .ok_or_else(|| (i, format!("`{k}` must be [low, high] with low <= high")))?;
-                ranges.insert(field.to_string(), Range { lo: pair.0, hi: pair.1 });
+                ranges.insert(
+                    field.to_string(),
+                    Range {
+                        lo: pair.0,
+                        hi: pair.1,
+                    },
+                );
             }
             phases.push(Phase {
                 name: s.name.clone(),
@@ -104,14 +120,25 @@ mod tests {
         assert_eq!(t.phase_at(9_999).unwrap().name, "normal");
         assert_eq!(t.phase_at(10_000).unwrap().name, "hot");
         assert_eq!(t.phase_at(15_000).unwrap().name, "normal");
-        assert_eq!(t.phase_at(12_000).unwrap().ranges["temperature"], Range { lo: 45.0, hi: 50.0 });
+        assert_eq!(
+            t.phase_at(12_000).unwrap().ranges["temperature"],
+            Range { lo: 45.0, hi: 50.0 }
+        );
     }
 
     #[test]
     fn unknown_parameters_are_refused_with_the_accepted_list() {
-        let e = Timeline::from_specs(&[spec("x", 1.0, "pressure_range: [1, 2]")], &["temperature"]).unwrap_err();
+        let e = Timeline::from_specs(
+            &[spec("x", 1.0, "pressure_range: [1, 2]")],
+            &["temperature"],
+        )
+        .unwrap_err();
         assert!(e.1.contains("temperature_range"), "{}", e.1);
-        let e = Timeline::from_specs(&[spec("x", 1.0, "temperature_range: [5, 1]")], &["temperature"]).unwrap_err();
+        let e = Timeline::from_specs(
+            &[spec("x", 1.0, "temperature_range: [5, 1]")],
+            &["temperature"],
+        )
+        .unwrap_err();
         assert!(e.1.contains("low <= high"));
     }
 }

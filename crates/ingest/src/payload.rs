@@ -1,6 +1,7 @@
 //! Payload formats fieldlab accepts, and the reasons it gives for those it does not.
 //!
-//! - fieldlab JSON: `{"device_id","device_type","seq","ts","data":{field: value},"status"}`
+//! - fieldlab JSON: `{"device_id","device_type","seq","ts","data":{field: value},"status"}`, with
+//!   optional `"tags": {"site": ".."}` stored as series tags
 //! - the seed-000 shape: `{"device":"..","timestamp":"..","data":{"p":{"unit":"..","value":1}}}`
 //! - flat JSON objects: `{"device_id":"t1","temperature":21.5}` (every non-reserved key a field)
 //! - InfluxDB line protocol: `measurement,device_id=t1 temperature=21.5,ok=true 1767225600000000000`
@@ -15,14 +16,26 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 const RESERVED: &[&str] = &[
-    "device_id", "device", "device_type", "type", "ts", "timestamp", "time", "seq", "status",
+    "device_id",
+    "device",
+    "device_type",
+    "type",
+    "ts",
+    "timestamp",
+    "time",
+    "seq",
+    "status",
+    "tags",
 ];
 
 /// Parse one MQTT message. `Err` carries a reason meant for a human.
 pub fn parse(topic: &str, payload: &[u8], received_ms: i64) -> Result<Vec<Reading>, String> {
     let (topic_type, topic_id) = topic_parts(topic);
     let text = std::str::from_utf8(payload).map_err(|e| {
-        format!("payload is not UTF-8 text (invalid byte at offset {})", e.valid_up_to())
+        format!(
+            "payload is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        )
     })?;
     let t = text.trim();
     if t.is_empty() {
@@ -47,7 +60,9 @@ pub fn parse(topic: &str, payload: &[u8], received_ms: i64) -> Result<Vec<Readin
 fn topic_parts(topic: &str) -> (Option<&str>, Option<&str>) {
     let parts: Vec<&str> = topic.split('/').collect();
     match parts.as_slice() {
-        ["devices", ty, id, "telemetry"] if !ty.is_empty() && !id.is_empty() => (Some(ty), Some(id)),
+        ["devices", ty, id, "telemetry"] if !ty.is_empty() && !id.is_empty() => {
+            (Some(ty), Some(id))
+        }
         _ => (None, None),
     }
 }
@@ -69,7 +84,10 @@ fn str_field<'a>(o: &'a Map<String, Value>, keys: &[&str]) -> Result<Option<&'a 
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) if !s.is_empty() => return Ok(Some(s)),
             Some(other) => {
-                return Err(format!("`{k}` must be a non-empty string, got {}", json_kind(other)))
+                return Err(format!(
+                    "`{k}` must be a non-empty string, got {}",
+                    json_kind(other)
+                ))
             }
         }
     }
@@ -102,11 +120,35 @@ fn parse_json(
     }
     let seq = match o.get("seq") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            format!("`seq` must be a non-negative integer, got {v}")
-        })?),
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| format!("`seq` must be a non-negative integer, got {v}"))?,
+        ),
     };
     let status = str_field(&o, &["status"])?.map(str::to_string);
+    let mut tags = BTreeMap::new();
+    match o.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(t)) => {
+            for (k, v) in t {
+                match v {
+                    Value::String(s) => tags.insert(k.clone(), s.clone()),
+                    other => {
+                        return Err(format!(
+                            "tag `{k}` must be a string, got {}",
+                            json_kind(other)
+                        ))
+                    }
+                };
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "`tags` must be an object of strings, got {}",
+                json_kind(other)
+            ))
+        }
+    }
 
     let mut fields = Vec::new();
     let mut units = BTreeMap::new();
@@ -125,7 +167,10 @@ fn parse_json(
             }
         }
         Some(other) => {
-            return Err(format!("`data` must be an object of fields, got {}", json_kind(other)))
+            return Err(format!(
+                "`data` must be an object of fields, got {}",
+                json_kind(other)
+            ))
         }
         None => {
             for (k, v) in &o {
@@ -145,6 +190,7 @@ fn parse_json(
         seq,
         fields,
         units,
+        tags,
         status,
     })
 }
@@ -179,7 +225,10 @@ fn json_time(v: &Value) -> Result<i64, String> {
             .as_f64()
             .map(epoch_to_ms)
             .ok_or_else(|| format!("{n} is not a time")),
-        other => Err(format!("a time must be an RFC 3339 string or epoch number, got {}", json_kind(other))),
+        other => Err(format!(
+            "a time must be an RFC 3339 string or epoch number, got {}",
+            json_kind(other)
+        )),
     }
 }
 
@@ -198,7 +247,7 @@ fn epoch_to_ms(x: f64) -> i64 {
 }
 
 /// InfluxDB line protocol. The measurement becomes the device type; the `device_id` (or
-/// `device`) tag names the device, else the topic does; other tags are ignored. Timestamps are
+/// `device`) tag names the device, else the topic does; other tags become series tags. Timestamps are
 /// nanoseconds as in InfluxDB's default precision.
 ///
 /// Written by hand: the line-protocol crates on crates.io either serialise only or pull in an
@@ -216,11 +265,16 @@ fn parse_line_protocol(
             continue;
         }
         let err = |m: String| {
-            format!("not JSON, and line {} is not InfluxDB line protocol: {m}", n + 1)
+            format!(
+                "not JSON, and line {} is not InfluxDB line protocol: {m}",
+                n + 1
+            )
         };
         let parts = split_unescaped(line, ' ');
         if parts.len() < 2 || parts.len() > 3 {
-            return Err(err("expected `measurement[,tag=v] field=v[,field=v] [timestamp]`".into()));
+            return Err(err(
+                "expected `measurement[,tag=v] field=v[,field=v] [timestamp]`".into(),
+            ));
         }
         let mut head = split_unescaped(&parts[0], ',').into_iter();
         let measurement = unescape(&head.next().unwrap_or_default());
@@ -228,12 +282,15 @@ fn parse_line_protocol(
             return Err(err("empty measurement".into()));
         }
         let mut device_id = None;
+        let mut tags = BTreeMap::new();
         for tag in head {
             let (k, v) = tag
                 .split_once('=')
                 .ok_or_else(|| err(format!("tag `{tag}` has no `=`")))?;
             if k == "device_id" || k == "device" {
                 device_id = Some(unescape(v));
+            } else {
+                tags.insert(unescape(k), unescape(v));
             }
         }
         let mut fields = Vec::new();
@@ -241,7 +298,10 @@ fn parse_line_protocol(
             let (k, v) = f
                 .split_once('=')
                 .ok_or_else(|| err(format!("field `{f}` has no `=`")))?;
-            fields.push((unescape(k), lp_value(v).map_err(|m| err(format!("field `{k}`: {m}")))?));
+            fields.push((
+                unescape(k),
+                lp_value(v).map_err(|m| err(format!("field `{k}`: {m}")))?,
+            ));
         }
         let ts_ms = match parts.get(2) {
             Some(t) => t
@@ -260,6 +320,7 @@ fn parse_line_protocol(
             seq: None,
             fields,
             units: BTreeMap::new(),
+            tags,
             status: None,
         });
     }
@@ -272,7 +333,9 @@ fn parse_line_protocol(
 fn lp_value(v: &str) -> Result<FieldValue, String> {
     if let Some(s) = v.strip_prefix('"') {
         let s = s.strip_suffix('"').ok_or("unterminated string")?;
-        return Ok(FieldValue::Str(s.replace("\\\"", "\"").replace("\\\\", "\\")));
+        return Ok(FieldValue::Str(
+            s.replace("\\\"", "\"").replace("\\\\", "\\"),
+        ));
     }
     match v {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
@@ -280,10 +343,16 @@ fn lp_value(v: &str) -> Result<FieldValue, String> {
         _ => {}
     }
     if let Some(i) = v.strip_suffix('i') {
-        return i.parse().map(FieldValue::I64).map_err(|_| format!("`{v}` is not an integer"));
+        return i
+            .parse()
+            .map(FieldValue::I64)
+            .map_err(|_| format!("`{v}` is not an integer"));
     }
     if let Some(u) = v.strip_suffix('u') {
-        return u.parse().map(FieldValue::I64).map_err(|_| format!("`{v}` is not an unsigned integer"));
+        return u
+            .parse()
+            .map(FieldValue::I64)
+            .map_err(|_| format!("`{v}` is not an unsigned integer"));
     }
     v.parse::<f64>()
         .ok()
@@ -365,6 +434,10 @@ mod tests {
         assert_eq!(r.seq, Some(42));
         assert_eq!(r.ts_ms, NOW + 1500);
         assert_eq!(r.status.as_deref(), Some("operational"));
+        assert!(r.tags.is_empty());
+        let t = one(T, r#"{"data":{"a":1},"tags":{"site":"lab"}}"#);
+        assert_eq!(t.tags.get("site").map(String::as_str), Some("lab"));
+        assert_eq!(t.fields.len(), 1);
         assert_eq!(
             r.fields,
             vec![
@@ -378,7 +451,10 @@ mod tests {
     #[test]
     fn topic_supplies_id_and_type_and_receipt_time() {
         let r = one(T, r#"{"data":{"temperature":20}}"#);
-        assert_eq!((r.device_id.as_str(), r.device_type.as_str()), ("t1", "TemperatureSensor"));
+        assert_eq!(
+            (r.device_id.as_str(), r.device_type.as_str()),
+            ("t1", "TemperatureSensor")
+        );
         assert_eq!(r.ts_ms, NOW);
     }
 
@@ -420,9 +496,13 @@ mod tests {
         assert_eq!(v[0].device_id, "r1");
         assert_eq!(v[0].device_type, "reefer");
         assert_eq!(v[0].ts_ms, NOW);
+        assert_eq!(v[0].tags.get("site").map(String::as_str), Some("x"));
         assert_eq!(v[0].fields[1], ("door".into(), FieldValue::Bool(true)));
         assert_eq!(v[0].fields[2], ("count".into(), FieldValue::I64(3)));
-        assert_eq!(v[0].fields[3], ("note".into(), FieldValue::Str("ok, fine".into())));
+        assert_eq!(
+            v[0].fields[3],
+            ("note".into(), FieldValue::Str("ok, fine".into()))
+        );
         assert_eq!(v[1].ts_ms, NOW);
     }
 
@@ -440,6 +520,7 @@ mod tests {
         assert!(reason("other/topic", b"{\"data\":{\"a\":1}}").contains("no device id"));
         assert!(reason(T, b"hello world").contains("line protocol"));
         assert!(reason(T, b"m,device_id=x a=zz").contains("field `a`"));
+        assert!(reason(T, b"{\"data\":{\"a\":1},\"tags\":{\"site\":1}}").contains("tag `site`"));
     }
 
     proptest::proptest! {

@@ -71,20 +71,36 @@ impl Default for IngestMetrics {
 
 impl IngestMetrics {
     pub fn register(&self, r: &mut Registry) {
-        r.register("fieldlab_ingest_messages", "MQTT messages received by ingest", self.messages.clone());
+        r.register(
+            "fieldlab_ingest_messages",
+            "MQTT messages received by ingest",
+            self.messages.clone(),
+        );
         r.register(
             "fieldlab_ingest_quarantined",
             "Messages that could not be parsed and were quarantined",
             self.quarantined.clone(),
         );
-        r.register("fieldlab_ingest_points", "Points written to the store by ingest", self.points.clone());
-        r.register("fieldlab_ingest_batches", "Store batches written by ingest", self.batches.clone());
+        r.register(
+            "fieldlab_ingest_points",
+            "Points written to the store by ingest",
+            self.points.clone(),
+        );
+        r.register(
+            "fieldlab_ingest_batches",
+            "Store batches written by ingest",
+            self.batches.clone(),
+        );
         r.register(
             "fieldlab_ingest_write_errors",
             "Batches the store refused (messages left unacknowledged)",
             self.write_errors.clone(),
         );
-        r.register("fieldlab_ingest_connected", "1 while ingest is connected and subscribed", self.connected.clone());
+        r.register(
+            "fieldlab_ingest_connected",
+            "1 while ingest is connected and subscribed",
+            self.connected.clone(),
+        );
         r.register(
             "fieldlab_ingest_batch_duration_seconds",
             "Time from batch start to durable store acknowledgement",
@@ -117,7 +133,8 @@ fn qos(q: Qos) -> QoS {
     }
 }
 
-/// Connect and start ingesting. Readiness part `ingest` turns true once subscribed.
+/// Connect and start ingesting. Readiness part `broker` follows the connection, `ingest` turns
+/// true once subscribed.
 pub fn start(
     s: IngestSettings,
     store: Store,
@@ -138,6 +155,7 @@ pub fn start(
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let (tx, rx) = mpsc::channel::<Publish>(s.batch_max.max(1) * 4);
     let cancel = CancellationToken::new();
+    readiness.require("broker");
     readiness.require("ingest");
 
     let filters: Vec<SubscribeFilter> = s
@@ -161,6 +179,7 @@ pub fn start(
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff = Duration::from_millis(100);
+                        readiness.set("broker", true);
                         tracing::info!(broker = %where_, "ingest connected; subscribing");
                         if let Err(e) = client.subscribe_many(filters.clone()).await {
                             tracing::error!(error = %e, "ingest could not subscribe");
@@ -179,6 +198,7 @@ pub fn start(
                     Err(e) => {
                         metrics.connected.set(0);
                         readiness.set("ingest", false);
+                        readiness.set("broker", false);
                         tracing::warn!(broker = %where_, error = %e, retry_in = ?backoff, "ingest lost the broker; reconnecting");
                         tokio::select! {
                             _ = cancel.cancelled() => break,
@@ -298,7 +318,9 @@ async fn write_loop(
         }
         metrics.points.inc_by(n_points);
         metrics.batches.inc();
-        metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         for m in batch.drain(..) {
             if m.qos != QoS::AtMostOnce {
                 if let Err(e) = client.ack(&m).await {

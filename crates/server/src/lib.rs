@@ -8,6 +8,9 @@
 //! Architecture invariant: handlers only read from the store, directory and readiness handles in
 //! [`AppState`]; nothing here starts background work.
 
+// Problems are HTTP response bodies built once per failed request; their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod problem;
 pub mod routes;
 
@@ -18,9 +21,9 @@ use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_store::{Quarantine, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,7 +46,9 @@ pub struct HttpMetrics {
 impl Default for HttpMetrics {
     fn default() -> Self {
         HttpMetrics {
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
             active_devices: Gauge::default(),
         }
     }
@@ -88,7 +93,11 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let resp = next.run(req).await;
     m.duration
-        .get_or_create(&HttpLabels { method, route, status: resp.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
         .observe(start.elapsed().as_secs_f64());
     resp
 }

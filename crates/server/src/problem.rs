@@ -34,7 +34,12 @@ impl Problem {
     }
 
     pub fn bad_parameter(name: &str, detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query parameter", detail);
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid query parameter",
+            detail,
+        );
         p.parameter = Some(name.into());
         p
     }
@@ -44,7 +49,12 @@ impl Problem {
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        )
     }
 }
 
@@ -52,6 +62,11 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
     }
 }

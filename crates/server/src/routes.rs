@@ -43,7 +43,10 @@ pub fn router() -> Router<AppState> {
 }
 
 pub async fn not_found(uri: Uri) -> Problem {
-    Problem::not_found(format!("no route for {}; see GET / for the list of endpoints", uri.path()))
+    Problem::not_found(format!(
+        "no route for {}; see GET / for the list of endpoints",
+        uri.path()
+    ))
 }
 
 async fn index(State(s): State<AppState>) -> Json<Value> {
@@ -65,20 +68,38 @@ async fn ready(State(s): State<AppState>) -> Response {
     let ok = parts.values().all(|v| *v);
     let components: serde_json::Map<String, Value> = parts
         .into_iter()
-        .map(|(k, v)| (k.to_string(), json!({"status": if v { "UP" } else { "DOWN" }})))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                json!({"status": if v { "UP" } else { "DOWN" }}),
+            )
+        })
         .collect();
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"status": if ok { "UP" } else { "DOWN" }, "components": components}))).into_response()
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"status": if ok { "UP" } else { "DOWN" }, "components": components})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    s.http.active_devices.set(s.directory.active_since(now_ms() - 60_000) as i64);
+    s.http
+        .active_devices
+        .set(s.directory.active_since(now_ms() - 60_000) as i64);
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
         return Problem::internal(format!("encoding metrics failed: {e}")).into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         out,
     )
         .into_response()
@@ -111,17 +132,26 @@ fn series_json(i: &SeriesInfo) -> Value {
 }
 
 async fn device(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
-    let e = s
-        .directory
-        .get(&id)
-        .ok_or_else(|| Problem::not_found(format!("device `{id}` is not known; GET /api/v1/devices lists the known ones")))?;
+    let e = s.directory.get(&id).ok_or_else(|| {
+        Problem::not_found(format!(
+            "device `{id}` is not known; GET /api/v1/devices lists the known ones"
+        ))
+    })?;
     let mut v = device_json(&e);
     v["series"] = s.store.series(Some(&id)).iter().map(series_json).collect();
     Ok(Json(v))
 }
 
-async fn series(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
-    let list: Vec<Value> = s.store.series(q.get("device_id").map(String::as_str)).iter().map(series_json).collect();
+async fn series(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let list: Vec<Value> = s
+        .store
+        .series(q.get("device_id").map(String::as_str))
+        .iter()
+        .map(series_json)
+        .collect();
     Json(json!({"count": list.len(), "series": list}))
 }
 
@@ -129,14 +159,19 @@ async fn series(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
 ///
 /// Without `from`/`to` the whole stored range is returned. Without `field`, every field of the
 /// device. `step` buckets are aligned to the epoch; `agg` defaults to `mean` when `step` is given.
-async fn query(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, Problem> {
+async fn query(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
     let now = now_ms();
     let device = q
         .get("device_id")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| Problem::bad_parameter("device_id", "`device_id` is required, e.g. /api/v1/query?device_id=temperature_sensor_1&field=temperature&from=-1h"))?;
     let time = |name: &str, default: i64| -> Result<i64, Problem> {
-        q.get(name).map_or(Ok(default), |v| parse_instant_ms(v, now).map_err(|e| Problem::bad_parameter(name, e.to_string())))
+        q.get(name).map_or(Ok(default), |v| {
+            parse_instant_ms(v, now).map_err(|e| Problem::bad_parameter(name, e.to_string()))
+        })
     };
     let from = time("from", i64::MIN)?;
     let to = time("to", i64::MAX)?;
@@ -146,40 +181,67 @@ async fn query(State(s): State<AppState>, Query(q): Query<HashMap<String, String
     let step = match q.get("step") {
         None => None,
         Some(v) => {
-            let ms = parse_duration_ms(v).map_err(|e| Problem::bad_parameter("step", e.to_string()))?;
+            let ms =
+                parse_duration_ms(v).map_err(|e| Problem::bad_parameter("step", e.to_string()))?;
             if ms <= 0 {
-                return Err(Problem::bad_parameter("step", "`step` must be positive, e.g. 60s"));
+                return Err(Problem::bad_parameter(
+                    "step",
+                    "`step` must be positive, e.g. 60s",
+                ));
             }
             Some(ms)
         }
     };
     let agg = match (q.get("agg"), step) {
-        (Some(a), Some(_)) => Some(a.parse::<Agg>().map_err(|e| Problem::bad_parameter("agg", e))?),
-        (Some(_), None) => return Err(Problem::bad_parameter("agg", "`agg` needs a `step`, e.g. &step=60s&agg=mean")),
+        (Some(a), Some(_)) => Some(
+            a.parse::<Agg>()
+                .map_err(|e| Problem::bad_parameter("agg", e))?,
+        ),
+        (Some(_), None) => {
+            return Err(Problem::bad_parameter(
+                "agg",
+                "`agg` needs a `step`, e.g. &step=60s&agg=mean",
+            ))
+        }
         (None, Some(_)) => Some(Agg::Mean),
         (None, None) => None,
     };
     let limit = match q.get("limit") {
         None => None,
-        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| Problem::bad_parameter("limit", "`limit` must be a positive integer"))?),
+        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Problem::bad_parameter("limit", "`limit` must be a positive integer")
+        })?),
     };
     let desc = match q.get("order").map(String::as_str) {
         None | Some("asc") => false,
         Some("desc") => true,
-        Some(o) => return Err(Problem::bad_parameter("order", format!("`{o}`: use asc or desc"))),
+        Some(o) => {
+            return Err(Problem::bad_parameter(
+                "order",
+                format!("`{o}`: use asc or desc"),
+            ))
+        }
     };
 
     let all = s.store.series(Some(device));
     if all.is_empty() {
-        return Err(Problem::not_found(format!("no data stored for device `{device}`; GET /api/v1/series lists the stored series")));
+        return Err(Problem::not_found(format!(
+            "no data stored for device `{device}`; GET /api/v1/series lists the stored series"
+        )));
     }
     let selected: Vec<&SeriesInfo> = match q.get("field") {
         Some(f) => {
             let wanted: Vec<&str> = f.split(',').map(str::trim).collect();
-            let sel: Vec<&SeriesInfo> = all.iter().filter(|i| wanted.contains(&i.field.as_str())).collect();
+            let sel: Vec<&SeriesInfo> = all
+                .iter()
+                .filter(|i| wanted.contains(&i.field.as_str()))
+                .collect();
             if sel.is_empty() {
                 let fields: Vec<&str> = all.iter().map(|i| i.field.as_str()).collect();
-                return Err(Problem::not_found(format!("device `{device}` has no field `{f}`; its fields: {}", fields.join(", "))));
+                return Err(Problem::not_found(format!(
+                    "device `{device}` has no field `{f}`; its fields: {}",
+                    fields.join(", ")
+                )));
             }
             sel
         }
@@ -188,7 +250,10 @@ async fn query(State(s): State<AppState>, Query(q): Query<HashMap<String, String
     let mut out = Vec::new();
     for info in selected {
         let key = SeriesKey::new(&info.device_id, &info.field);
-        let mut pts = s.store.range(&key, from, to).map_err(|e| Problem::internal(e.to_string()))?;
+        let mut pts = s
+            .store
+            .range(&key, from, to)
+            .map_err(|e| Problem::internal(e.to_string()))?;
         if let (Some(step), Some(agg)) = (step, agg) {
             pts = downsample(&pts, step, agg);
         }
@@ -199,7 +264,10 @@ async fn query(State(s): State<AppState>, Query(q): Query<HashMap<String, String
         if let Some(l) = limit {
             pts.truncate(l);
         }
-        let points: Vec<Value> = pts.iter().map(|(t, v)| json!({"ts": format_ms(*t), "value": v.to_json()})).collect();
+        let points: Vec<Value> = pts
+            .iter()
+            .map(|(t, v)| json!({"ts": format_ms(*t), "value": v.to_json()}))
+            .collect();
         out.push(json!({
             "device_id": info.device_id,
             "field": info.field,
@@ -218,9 +286,16 @@ async fn query(State(s): State<AppState>, Query(q): Query<HashMap<String, String
     })))
 }
 
-async fn quarantine(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, Problem> {
+async fn quarantine(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
     let num = |name: &str, default: usize| -> Result<usize, Problem> {
-        q.get(name).map_or(Ok(default), |v| v.parse().map_err(|_| Problem::bad_parameter(name, format!("`{name}` must be a non-negative integer"))))
+        q.get(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| {
+                Problem::bad_parameter(name, format!("`{name}` must be a non-negative integer"))
+            })
+        })
     };
     let limit = num("limit", 100)?.min(10_000);
     let offset = num("offset", 0)?;

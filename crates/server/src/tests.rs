@@ -20,7 +20,10 @@ async fn state(dir: &std::path::Path) -> AppState {
     let pts: Vec<Point> = (0..120)
         .map(|i| Point {
             key: SeriesKey::new("t1", "temperature"),
-            tags: Tags { device_type: "TemperatureSensor".into(), ..Default::default() },
+            tags: Tags {
+                device_type: "TemperatureSensor".into(),
+                ..Default::default()
+            },
             ts_ms: 1_767_225_600_000 + i * 1000,
             value: FieldValue::F64(i as f64),
         })
@@ -39,11 +42,22 @@ async fn state(dir: &std::path::Path) -> AppState {
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, Value) {
-    let resp = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
-    let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, ct, v)
 }
 
@@ -54,7 +68,10 @@ async fn query_returns_points_and_buckets() {
     let (st, _, v) = get(&app, "/api/v1/query?device_id=t1&field=temperature").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["series"][0]["count"], 120);
-    assert_eq!(v["series"][0]["points"][0]["ts"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(
+        v["series"][0]["points"][0]["ts"],
+        "2026-01-01T00:00:00.000Z"
+    );
     let (_, _, v) = get(&app, "/api/v1/query?device_id=t1&field=temperature&from=2026-01-01T00:00:30Z&to=2026-01-01T00:00:39Z").await;
     assert_eq!(v["series"][0]["count"], 10);
     let (_, _, v) = get(&app, "/api/v1/query?device_id=t1&step=60s&agg=max").await;
@@ -71,8 +88,16 @@ async fn bad_input_is_problem_json() {
     let app = app(state(dir.path()).await);
     for (uri, code, param) in [
         ("/api/v1/query", 400, Some("device_id")),
-        ("/api/v1/query?device_id=t1&from=yesterday", 400, Some("from")),
-        ("/api/v1/query?device_id=t1&step=1m&agg=median", 400, Some("agg")),
+        (
+            "/api/v1/query?device_id=t1&from=yesterday",
+            400,
+            Some("from"),
+        ),
+        (
+            "/api/v1/query?device_id=t1&step=1m&agg=median",
+            400,
+            Some("agg"),
+        ),
         ("/api/v1/query?device_id=t1&agg=max", 400, Some("agg")),
         ("/api/v1/query?device_id=nobody", 404, None),
         ("/api/v1/query?device_id=t1&field=pressure", 404, None),
@@ -83,7 +108,10 @@ async fn bad_input_is_problem_json() {
         assert_eq!(st.as_u16(), code, "{uri}");
         assert_eq!(ct, "application/problem+json", "{uri}");
         assert_eq!(v["status"], code, "{uri}");
-        assert!(v["type"].as_str().unwrap().starts_with("https://fieldlab.dev/problems/"));
+        assert!(v["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://fieldlab.dev/problems/"));
         assert!(!v["detail"].as_str().unwrap().is_empty());
         if let Some(p) = param {
             assert_eq!(v["parameter"], p, "{uri}");

@@ -86,14 +86,24 @@ mod tests {
     #[test]
     fn round_trips_mixed_widths() {
         let mut w = BitWriter::new();
-        let items = [(1u64, 1u32), (0b101, 3), (u64::MAX, 64), (0, 7), (12345, 17), (1, 1)];
+        let items = [
+            (1u64, 1u32),
+            (0b101, 3),
+            (u64::MAX, 64),
+            (0, 7),
+            (12345, 17),
+            (1, 1),
+        ];
         for (v, n) in items {
             w.write(v, n);
         }
         let buf = w.finish();
         let mut r = BitReader::new(&buf);
         for (v, n) in items {
-            assert_eq!(r.read(n), Some(v & if n == 64 { u64::MAX } else { (1 << n) - 1 }));
+            assert_eq!(
+                r.read(n),
+                Some(v & if n == 64 { u64::MAX } else { (1 << n) - 1 })
+            );
         }
         assert_eq!(buf.len(), (1 + 3 + 64 + 7 + 17 + 1usize).div_ceil(8));
     }

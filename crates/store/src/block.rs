@@ -242,9 +242,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = SeriesKey::new("d1", "temp");
         let b = SeriesKey::new("d2", "on");
-        let tags = Tags { device_type: "T".into(), ..Default::default() };
-        let pa: Vec<_> = (0..100).map(|i| (i * 1000, FieldValue::F64(i as f64 * 0.1))).collect();
-        let pb: Vec<_> = (0..10).map(|i| (i * 1000, FieldValue::Bool(i % 2 == 0))).collect();
+        let tags = Tags {
+            device_type: "T".into(),
+            ..Default::default()
+        };
+        let pa: Vec<_> = (0..100)
+            .map(|i| (i * 1000, FieldValue::F64(i as f64 * 0.1)))
+            .collect();
+        let pb: Vec<_> = (0..10)
+            .map(|i| (i * 1000, FieldValue::Bool(i % 2 == 0)))
+            .collect();
         let (path, idx) = write_block(
             dir.path(),
             3,
@@ -257,7 +264,10 @@ mod tests {
         assert_eq!(blk.index.wal_upto, 9);
         assert_eq!(blk.read_range(&a, 5000, 7000).unwrap().len(), 3);
         assert_eq!(blk.read_range(&b, i64::MIN, i64::MAX).unwrap(), pb);
-        assert!(blk.read_range(&SeriesKey::new("x", "y"), 0, 10).unwrap().is_empty());
+        assert!(blk
+            .read_range(&SeriesKey::new("x", "y"), 0, 10)
+            .unwrap()
+            .is_empty());
         assert_eq!(list_blocks(dir.path()).unwrap(), vec![3]);
     }
 
@@ -267,7 +277,8 @@ mod tests {
         let a = SeriesKey::new("d1", "temp");
         let tags = Tags::default();
         let pa: Vec<_> = (0..50).map(|i| (i, FieldValue::I64(i))).collect();
-        let (path, _) = write_block(dir.path(), 1, 1, std::iter::once((&a, &tags, &pa[..]))).unwrap();
+        let (path, _) =
+            write_block(dir.path(), 1, 1, std::iter::once((&a, &tags, &pa[..]))).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         bytes[10] ^= 0x55; // inside the chunk
         fs::write(&path, &bytes).unwrap();

@@ -66,7 +66,10 @@ pub fn encode_chunk(points: &[(i64, FieldValue)]) -> Vec<u8> {
     out.extend_from_slice(&ts_bytes);
     match codec {
         ValueCodec::Xor => {
-            let f: Vec<f64> = values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect();
+            let f: Vec<f64> = values
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                .collect();
             out.extend_from_slice(&encode_xor(&f));
         }
         ValueCodec::DeltaInt => {
@@ -126,7 +129,10 @@ pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> 
     pos += ts_len;
     let rest = &buf[pos..];
     let values: Vec<FieldValue> = match codec {
-        ValueCodec::Xor => decode_xor(rest, count)?.into_iter().map(FieldValue::F64).collect(),
+        ValueCodec::Xor => decode_xor(rest, count)?
+            .into_iter()
+            .map(FieldValue::F64)
+            .collect(),
         ValueCodec::DeltaInt => {
             let mut p = 0;
             let mut prev = 0i64;
@@ -413,7 +419,12 @@ mod tests {
     fn regular_series_compress_well() {
         // 1 Hz timestamps with a slowly varying value: the common sensor case.
         let pts: Vec<(i64, FieldValue)> = (0..1000)
-            .map(|i| (1_767_225_600_000 + i * 1000, FieldValue::F64(20.0 + ((i / 10) as f64) * 0.5)))
+            .map(|i| {
+                (
+                    1_767_225_600_000 + i * 1000,
+                    FieldValue::F64(20.0 + ((i / 10) as f64) * 0.5),
+                )
+            })
             .collect();
         let enc = encode_chunk(&pts);
         let per_point = enc.len() as f64 / pts.len() as f64;

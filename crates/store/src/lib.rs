@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wal::Wal;
 
-pub use query::{downsample, Agg};
 pub use quarantine::{Quarantine, QuarantineEntry};
+pub use query::{downsample, Agg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -117,25 +117,56 @@ pub struct StoreMetrics {
 
 impl StoreMetrics {
     pub fn register(&self, r: &mut Registry) {
-        r.register("fieldlab_store_points", "Points acknowledged as durable", self.points.clone());
-        r.register("fieldlab_store_batches", "Write batches acknowledged", self.batches.clone());
-        r.register("fieldlab_store_wal_bytes", "Bytes appended to the write-ahead log", self.wal_bytes.clone());
-        r.register("fieldlab_store_wal_fsyncs", "fsync calls on the write-ahead log", self.wal_fsyncs.clone());
+        r.register(
+            "fieldlab_store_points",
+            "Points acknowledged as durable",
+            self.points.clone(),
+        );
+        r.register(
+            "fieldlab_store_batches",
+            "Write batches acknowledged",
+            self.batches.clone(),
+        );
+        r.register(
+            "fieldlab_store_wal_bytes",
+            "Bytes appended to the write-ahead log",
+            self.wal_bytes.clone(),
+        );
+        r.register(
+            "fieldlab_store_wal_fsyncs",
+            "fsync calls on the write-ahead log",
+            self.wal_fsyncs.clone(),
+        );
         r.register(
             "fieldlab_store_wal_truncations",
             "Torn WAL tails truncated during recovery",
             self.wal_truncations.clone(),
         );
-        r.register("fieldlab_store_blocks", "Immutable blocks on disk", self.blocks.clone());
-        r.register("fieldlab_store_head_points", "Points in the in-memory head", self.head_points.clone());
-        r.register("fieldlab_store_series", "Series known to the store", self.series.clone());
+        r.register(
+            "fieldlab_store_blocks",
+            "Immutable blocks on disk",
+            self.blocks.clone(),
+        );
+        r.register(
+            "fieldlab_store_head_points",
+            "Points in the in-memory head",
+            self.head_points.clone(),
+        );
+        r.register(
+            "fieldlab_store_series",
+            "Series known to the store",
+            self.series.clone(),
+        );
     }
 }
 
+/// Where the writer thread reports the outcome of a command.
+type Ack = oneshot::Sender<Result<(), String>>;
+
 enum Cmd {
-    Write(Vec<Point>, oneshot::Sender<Result<(), String>>),
-    Flush(oneshot::Sender<Result<(), String>>),
-    Close(oneshot::Sender<Result<(), String>>),
+    Write(Vec<Point>, Ack),
+    Flush(Ack),
+    Close(Ack),
 }
 
 struct Shared {
@@ -211,7 +242,9 @@ impl Store {
         let replay = wal::replay(&wal_dir, wal_upto)?;
         rec.wal_segments = replay.segments.len();
         rec.wal_truncated_bytes = replay.truncated.iter().map(|t| t.1).sum();
-        metrics.wal_truncations.inc_by(replay.truncated.len() as u64);
+        metrics
+            .wal_truncations
+            .inc_by(replay.truncated.len() as u64);
         let mut head = Head::default();
         let now = fieldlab_core::time::now_ms();
         for batch in &replay.batches {
@@ -221,7 +254,13 @@ impl Store {
             }
             rec.wal_points += batch.len() as u64;
         }
-        let next_seg = replay.segments.last().copied().unwrap_or(wal_upto).max(wal_upto) + 1;
+        let next_seg = replay
+            .segments
+            .last()
+            .copied()
+            .unwrap_or(wal_upto)
+            .max(wal_upto)
+            + 1;
         let wal = Wal::create(&wal_dir, next_seg)?;
 
         metrics.blocks.set(blocks.len() as i64);
@@ -290,7 +329,8 @@ impl Store {
             return Ok(()); // already closed
         }
         let r = Self::answer(rx.await);
-        if let Some(h) = self.writer.lock().take() {
+        let writer = self.writer.lock().take();
+        if let Some(h) = writer {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         r
@@ -305,7 +345,12 @@ impl Store {
     }
 
     /// Points of one series within `[from, to]` (inclusive), oldest first.
-    pub fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Result<Vec<(i64, FieldValue)>, StoreError> {
+    pub fn range(
+        &self,
+        key: &SeriesKey,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, FieldValue)>, StoreError> {
         let blocks = self.shared.blocks.read();
         let frozen = self.shared.frozen.read();
         let head = self.shared.head.read();
@@ -352,7 +397,13 @@ impl Store {
     }
 }
 
-fn note_series(cat: &mut BTreeMap<SeriesKey, SeriesInfo>, key: &SeriesKey, tags: &Tags, min: i64, max: i64) {
+fn note_series(
+    cat: &mut BTreeMap<SeriesKey, SeriesInfo>,
+    key: &SeriesKey,
+    tags: &Tags,
+    min: i64,
+    max: i64,
+) {
     match cat.get_mut(key) {
         Some(s) => {
             s.first_ts_ms = s.first_ts_ms.min(min);
@@ -470,7 +521,7 @@ impl Writer {
     }
 
     /// Group commit: one WAL write and (policy permitting) one fsync for all pending batches.
-    fn commit(&mut self, writes: Vec<(Vec<Point>, oneshot::Sender<Result<(), String>>)>) {
+    fn commit(&mut self, writes: Vec<(Vec<Point>, Ack)>) {
         let slices: Vec<&[Point]> = writes.iter().map(|w| w.0.as_slice()).collect();
         let res = self.wal.append(&slices).and_then(|n| {
             self.sh.metrics.wal_bytes.inc_by(n);
@@ -580,7 +631,11 @@ impl Writer {
         if wait {
             job();
         } else {
-            self.flusher = Some(std::thread::Builder::new().name("fieldlab-store-flush".into()).spawn(job)?);
+            self.flusher = Some(
+                std::thread::Builder::new()
+                    .name("fieldlab-store-flush".into())
+                    .spawn(job)?,
+            );
         }
         Ok(())
     }
@@ -599,8 +654,7 @@ impl Writer {
 fn apply_retention(sh: &Shared) {
     let cutoff = fieldlab_core::time::now_ms() - sh.opts.retention.as_millis() as i64;
     let mut blocks = sh.blocks.write();
-    let (old, keep): (Vec<_>, Vec<_>) =
-        blocks.drain(..).partition(|b| b.index.created_ms < cutoff);
+    let (old, keep): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.index.created_ms < cutoff);
     *blocks = keep;
     sh.metrics.blocks.set(blocks.len() as i64);
     drop(blocks);

@@ -48,7 +48,11 @@ impl Quarantine {
     }
 
     /// Append entries and fsync. Returns their ids.
-    pub fn append(&self, items: &[(String, Vec<u8>, String)], received_at: &str) -> io::Result<Vec<u64>> {
+    pub fn append(
+        &self,
+        items: &[(String, Vec<u8>, String)],
+        received_at: &str,
+    ) -> io::Result<Vec<u64>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -93,7 +97,10 @@ impl Quarantine {
             }
         }
         let total = all.len() as u64;
-        Ok((all.into_iter().rev().skip(offset).take(limit).collect(), total))
+        Ok((
+            all.into_iter().rev().skip(offset).take(limit).collect(),
+            total,
+        ))
     }
 }
 
@@ -108,7 +115,11 @@ mod tests {
         let ids = q
             .append(
                 &[
-                    ("devices/a/b/telemetry".into(), b"not json".to_vec(), "invalid JSON".into()),
+                    (
+                        "devices/a/b/telemetry".into(),
+                        b"not json".to_vec(),
+                        "invalid JSON".into(),
+                    ),
                     ("x".into(), vec![0xff, 0xfe], "not UTF-8".into()),
                 ],
                 "2026-01-01T00:00:00Z",
@@ -123,6 +134,10 @@ mod tests {
         assert_eq!(list[0].payload_text, None);
         assert_eq!(list[0].payload_base64, "//4=");
         assert_eq!(list[1].payload_text.as_deref(), Some("not json"));
-        assert_eq!(q.append(&[("t".into(), vec![], "empty".into())], "now").unwrap(), vec![3]);
+        assert_eq!(
+            q.append(&[("t".into(), vec![], "empty".into())], "now")
+                .unwrap(),
+            vec![3]
+        );
     }
 }

@@ -56,7 +56,10 @@ pub fn downsample(points: &[(i64, FieldValue)], step_ms: i64, agg: Agg) -> Vec<(
             j += 1;
         }
         let bucket = &points[i..j];
-        let nums = bucket.iter().filter_map(|p| p.1.as_f64()).filter(|f| !f.is_nan());
+        let nums = bucket
+            .iter()
+            .filter_map(|p| p.1.as_f64())
+            .filter(|f| !f.is_nan());
         let v = match agg {
             Agg::Count => Some(FieldValue::I64(bucket.len() as i64)),
             Agg::First => Some(bucket[0].1.clone()),
@@ -98,15 +101,27 @@ mod tests {
         );
         let count = downsample(&pts, 60_000, Agg::Count);
         assert_eq!(count[0].1, FieldValue::I64(3));
-        assert_eq!(downsample(&pts, 60_000, Agg::Max)[0].1, FieldValue::F64(59.0));
-        assert_eq!(downsample(&pts, 60_000, Agg::Last)[1].1, FieldValue::F64(61.0));
+        assert_eq!(
+            downsample(&pts, 60_000, Agg::Max)[0].1,
+            FieldValue::F64(59.0)
+        );
+        assert_eq!(
+            downsample(&pts, 60_000, Agg::Last)[1].1,
+            FieldValue::F64(61.0)
+        );
         assert!("median".parse::<Agg>().is_err());
     }
 
     #[test]
     fn strings_count_but_have_no_mean() {
-        let pts = vec![(0, FieldValue::Str("a".into())), (1, FieldValue::Str("b".into()))];
-        assert_eq!(downsample(&pts, 10, Agg::Count), vec![(0, FieldValue::I64(2))]);
+        let pts = vec![
+            (0, FieldValue::Str("a".into())),
+            (1, FieldValue::Str("b".into())),
+        ];
+        assert_eq!(
+            downsample(&pts, 10, Agg::Count),
+            vec![(0, FieldValue::I64(2))]
+        );
         assert!(downsample(&pts, 10, Agg::Mean).is_empty());
         // Negative timestamps bucket correctly too.
         let neg = vec![(-1, FieldValue::F64(1.0))];

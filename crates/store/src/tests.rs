@@ -7,7 +7,10 @@ fn pts(device: &str, from: i64, n: i64) -> Vec<Point> {
     (from..from + n)
         .map(|i| Point {
             key: SeriesKey::new(device, "temperature"),
-            tags: Tags { device_type: "TemperatureSensor".into(), ..Default::default() },
+            tags: Tags {
+                device_type: "TemperatureSensor".into(),
+                ..Default::default()
+            },
             ts_ms: T0 + i * 1000,
             value: FieldValue::F64(20.0 + i as f64 * 0.25),
         })
@@ -48,9 +51,18 @@ async fn close_writes_a_block_and_reopen_reads_it() {
     let (s, rec) = Store::open(StoreOptions::new(dir.path())).unwrap();
     assert_eq!(rec.blocks, 1);
     assert_eq!(rec.block_points, 500);
-    assert_eq!(rec.wal_points, 0, "the WAL segments covered by the block were deleted");
+    assert_eq!(
+        rec.wal_points, 0,
+        "the WAL segments covered by the block were deleted"
+    );
     let got = s.range(&key("a"), i64::MIN, i64::MAX).unwrap();
-    assert_eq!(got, pts("a", 0, 500).into_iter().map(|p| (p.ts_ms, p.value)).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        pts("a", 0, 500)
+            .into_iter()
+            .map(|p| (p.ts_ms, p.value))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -70,7 +82,10 @@ async fn queries_merge_blocks_and_head_without_duplicates() {
     assert_eq!(got[39].1, FieldValue::F64(20.0 + 39.0 * 0.25));
     assert_eq!(got[40].1, FieldValue::F64(-1.0), "the newer write wins");
     let t0 = 1_767_225_600_000;
-    assert_eq!(s.range(&key("a"), t0 + 45_000, t0 + 54_000).unwrap().len(), 10);
+    assert_eq!(
+        s.range(&key("a"), t0 + 45_000, t0 + 54_000).unwrap().len(),
+        10
+    );
     s.close().await.unwrap();
 }
 
@@ -85,7 +100,11 @@ async fn head_is_cut_into_blocks_when_full() {
     }
     // Let the writer's housekeeping run.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.metrics().blocks.get() >= 2, "blocks: {}", s.metrics().blocks.get());
+    assert!(
+        s.metrics().blocks.get() >= 2,
+        "blocks: {}",
+        s.metrics().blocks.get()
+    );
     assert_eq!(s.range(&key("a"), i64::MIN, i64::MAX).unwrap().len(), 3000);
     s.close().await.unwrap();
     let (s, _) = Store::open(o).unwrap();
@@ -104,7 +123,11 @@ async fn retention_counts_from_arrival_not_from_data_timestamps() {
     s.close().await.unwrap();
     let (s, rec) = Store::open(o.clone()).unwrap();
     assert_eq!(rec.blocks, 1);
-    assert_eq!(s.range(&key("old"), i64::MIN, i64::MAX).unwrap().len(), 10, "kept: arrived today");
+    assert_eq!(
+        s.range(&key("old"), i64::MIN, i64::MAX).unwrap().len(),
+        10,
+        "kept: arrived today"
+    );
     s.close().await.unwrap();
     // Pretend the block arrived two days ago by rewriting its index.
     let path = block::block_path(&dir.path().join("blocks"), 1);
@@ -113,12 +136,22 @@ async fn retention_counts_from_arrival_not_from_data_timestamps() {
     std::fs::remove_file(&path).unwrap();
     let tags = blk.index.chunks[0].tags.clone();
     let k = key("old");
-    write_block(&dir.path().join("blocks"), 1, blk.index.wal_upto, std::iter::once((&k, &tags, &pts_back[..]))).unwrap();
+    write_block(
+        &dir.path().join("blocks"),
+        1,
+        blk.index.wal_upto,
+        std::iter::once((&k, &tags, &pts_back[..])),
+    )
+    .unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     let mut idx = Block::open(&path).unwrap().index;
     idx.created_ms -= 2 * 86_400_000;
     let enc = postcard::to_stdvec(&idx).unwrap();
-    let off = u64::from_le_bytes(bytes[bytes.len() - 24..bytes.len() - 16].try_into().unwrap()) as usize;
+    let off = u64::from_le_bytes(
+        bytes[bytes.len() - 24..bytes.len() - 16]
+            .try_into()
+            .unwrap(),
+    ) as usize;
     bytes.truncate(off);
     bytes.extend_from_slice(&enc);
     bytes.extend_from_slice(&(off as u64).to_le_bytes());
@@ -129,7 +162,12 @@ async fn retention_counts_from_arrival_not_from_data_timestamps() {
     let (s, rec) = Store::open(o).unwrap();
     assert_eq!(rec.blocks, 1);
     assert!(s.range(&key("old"), i64::MIN, i64::MAX).unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(dir.path().join("blocks")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -138,6 +176,10 @@ fn merge_prefers_later_sources() {
     let b = vec![(2, FieldValue::I64(20)), (3, FieldValue::I64(30))];
     assert_eq!(
         merge(vec![a, b]),
-        vec![(1, FieldValue::I64(1)), (2, FieldValue::I64(20)), (3, FieldValue::I64(30))]
+        vec![
+            (1, FieldValue::I64(1)),
+            (2, FieldValue::I64(20)),
+            (3, FieldValue::I64(30))
+        ]
     );
 }

@@ -44,7 +44,10 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     for e in fs::read_dir(dir)? {
         let name = e?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push(n);
         }
     }
@@ -110,10 +113,7 @@ impl Wal {
     pub fn create(dir: &Path, seg_no: u64) -> io::Result<Wal> {
         fs::create_dir_all(dir)?;
         let path = segment_path(dir, seg_no);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(dir)?;
         Ok(Wal {
             dir: dir.to_path_buf(),
@@ -174,7 +174,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +183,10 @@ mod tests {
         (0..n)
             .map(|i| Point {
                 key: SeriesKey::new("d1", "t"),
-                tags: Tags { device_type: "T".into(), ..Default::default() },
+                tags: Tags {
+                    device_type: "T".into(),
+                    ..Default::default()
+                },
                 ts_ms: i,
                 value: FieldValue::F64(i as f64),
             })

@@ -1,0 +1,280 @@
+//! The `fieldlab` command. Argument parsing and wiring only: every capability lives in a crate
+//! under `crates/`, the pipeline in `fieldlab-topology`.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fieldlab",
+    version,
+    about = "A self-hosted IoT telemetry lab: emulate, ingest, store, query."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run everything in one process: MQTT broker, device emulator, ingest, store, HTTP API.
+    Up(UpArgs),
+    /// Check or print configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Device types of the emulator.
+    #[command(subcommand)]
+    Devices(DevicesCmd),
+    /// Benchmarks that print reproducible figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// fieldlab.yaml to load (see `fieldlab config example`).
+    #[arg(long, env = "FIELDLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for all state (WAL, blocks, quarantine). Default ./data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP port; 0 picks a free one and prints it. Default 8080.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Embedded MQTT broker port; 0 picks a free one and prints it. Default 1883.
+    #[arg(long)]
+    mqtt_port: Option<u16>,
+    /// Use this external broker instead of the embedded one, e.g. mqtt://localhost:1883.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// Seed of the emulator's generators (same seed, same values).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Check a file; errors name the file, line and key. Exit 0 when valid, 1 otherwise.
+    Check { file: PathBuf },
+    /// Print a commented configuration with every default.
+    Example,
+}
+
+#[derive(Subcommand)]
+enum DevicesCmd {
+    /// List built-in device types with their fields and units.
+    Types,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Publish N messages of M fields through the embedded broker; print durable points/s.
+    Ingest {
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 10)]
+        fields: usize,
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// WAL fsync policy: always | interval | never.
+        #[arg(long, default_value = "always")]
+        fsync: FsyncPolicy,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Up(a) => up(a),
+        Cmd::Config(ConfigCmd::Example) => {
+            print!("{}", fieldlab_core::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
+        Cmd::Devices(DevicesCmd::Types) => {
+            for t in fieldlab_emulator::catalog() {
+                println!("{}\n  {}", t.name, t.description);
+                for f in t.fields {
+                    println!("  - {:<20} {:<6} {}", f.name, f.unit, f.description);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Ingest {
+            messages,
+            fields,
+            publishers,
+            runs,
+            fsync,
+        }) => {
+            init_logging("warn", LogFormat::Text);
+            let rt = tokio::runtime::Runtime::new()?;
+            let b = fieldlab_topology::bench::IngestBench {
+                messages,
+                fields,
+                publishers: publishers.max(1),
+                runs: runs.max(1),
+                fsync,
+            };
+            println!(
+                "bench ingest: {messages} messages x {fields} fields, {} publishers, QoS 1, wal_fsync={}, {} runs",
+                b.publishers,
+                fsync.as_str(),
+                b.runs
+            );
+            let res = rt.block_on(fieldlab_topology::bench::ingest(&b))?;
+            let rates: Vec<f64> = res.iter().map(|r| r.points_per_s).collect();
+            println!(
+                "median: {:.0} durable points/s ({:.0} messages/s)",
+                fieldlab_topology::bench::median(&rates),
+                fieldlab_topology::bench::median(&rates) / fields as f64
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load config from file + environment, then apply flags.
+fn load_config(a: &UpArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(
+        a.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        std::env::vars(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(d) = &a.data_dir {
+        cfg.storage.data_dir = d.clone();
+    }
+    if let Some(p) = a.http_port {
+        cfg.server.port = p;
+    }
+    if let Some(p) = a.mqtt_port {
+        cfg.mqtt.port = p;
+    }
+    if let Some(b) = &a.broker {
+        fieldlab_core::config::parse_broker_url(b).map_err(|m| anyhow::anyhow!("--broker: {m}"))?;
+        cfg.mqtt.broker_url = Some(b.clone());
+    }
+    if let Some(s) = a.seed {
+        cfg.devices.seed = s;
+    }
+    if let Some(fleet) = &cfg.devices.fleet {
+        if let Err((key, msg)) = fieldlab_emulator::validate_fleet(fleet) {
+            let line = a
+                .config
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| locate_key(&t, &key));
+            let at = match (&a.config, line) {
+                (Some(p), Some(l)) => format!("{}:{l}", p.display()),
+                (Some(p), None) => p.display().to_string(),
+                _ => "config".into(),
+            };
+            anyhow::bail!("{at}: key `{key}`: {msg}");
+        }
+    }
+    Ok(cfg)
+}
+
+fn config_check(file: &Path) -> ExitCode {
+    let result = Config::from_file(file)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            if let Some(fleet) = &cfg.devices.fleet {
+                fieldlab_emulator::validate_fleet(fleet).map_err(|(key, msg)| {
+                    let line = std::fs::read_to_string(file)
+                        .ok()
+                        .and_then(|t| locate_key(&t, &key));
+                    match line {
+                        Some(l) => format!("{}:{l}: key `{key}`: {msg}", file.display()),
+                        None => format!("{}: key `{key}`: {msg}", file.display()),
+                    }
+                })?;
+            }
+            Ok(cfg)
+        });
+    match result {
+        Ok(cfg) => {
+            let devices = cfg
+                .devices
+                .fleet
+                .as_ref()
+                .map_or("demo fleet".to_string(), |f| format!("{} devices", f.len()));
+            let broker = cfg
+                .mqtt
+                .broker_url
+                .clone()
+                .unwrap_or_else(|| format!("embedded broker on port {}", cfg.mqtt.port));
+            println!(
+                "{}: OK ({devices}, {broker}, HTTP port {}, data in {})",
+                file.display(),
+                cfg.server.port,
+                cfg.storage.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    // rumqttd logs every client that disconnects abruptly at ERROR level (including fieldlab's
+    // own start-up probe); keep it at warn unless the user asks for debug output.
+    let quiet_deps = if matches!(level, "debug" | "trace") {
+        ""
+    } else {
+        ",rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off,rumqttc=warn"
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_deps}")));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&a)?;
+    init_logging(cfg.logging.level.as_str(), cfg.logging.format);
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(fieldlab_topology::up(cfg, shutdown_signal(), |_| {}))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (docker stop, Kubernetes).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,274 @@
+//! Test harness: real fieldlab processes, a real Mosquitto, real mosquitto_pub.
+//!
+//! Every helper picks free ports and temporary directories and cleans up on drop, so tests run
+//! in parallel and leave nothing behind. Mosquitto comes from Debian's `mosquitto` and
+//! `mosquitto-clients` packages; `scripts/test.sh` installs them.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find_tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+    ]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` is not installed; run scripts/test.sh, which installs mosquitto and mosquitto-clients")
+}
+
+/// A running `fieldlab up`.
+pub struct Fieldlab {
+    child: Option<Child>,
+    pub http: String,
+    pub mqtt_port: u16,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fieldlab {
+    /// Start with `--http-port 0 --mqtt-port 0` plus `extra` args; waits for the banner.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Fieldlab {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fieldlab"));
+        cmd.args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http-port", "0", "--mqtt-port", "0"]);
+        cmd.args(extra)
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn fieldlab");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (o, e) = (stdout.clone(), stderr.clone());
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                o.lock().unwrap().push(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                e.lock().unwrap().push(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut http, mut mqtt) = (None, None);
+        while http.is_none() || mqtt.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "fieldlab printed no banner within 30 s\nstdout: {:?}\nstderr: {:?}",
+                    stdout.lock().unwrap(),
+                    stderr.lock().unwrap()
+                );
+            }
+            for l in stdout.lock().unwrap().iter() {
+                let l = l.trim();
+                if let Some(r) = l.strip_prefix("HTTP") {
+                    http = r.split_whitespace().next().map(str::to_string);
+                }
+                if let Some(r) = l.strip_prefix("MQTT") {
+                    let url = r.split_whitespace().next().unwrap_or_default();
+                    mqtt = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Fieldlab {
+            child: Some(child),
+            http: http.unwrap(),
+            mqtt_port: mqtt.unwrap(),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.http, path)
+    }
+
+    /// GET a path; the body as JSON (or as a JSON string when it is not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (st, body) = self.text(path);
+        (
+            st,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    pub fn text(&self, path: &str) -> (u16, String) {
+        let r = reqwest::blocking::get(self.url(path)).expect("HTTP request");
+        let st = r.status().as_u16();
+        (st, r.text().unwrap())
+    }
+
+    /// Poll `/ready` until 200; returns how long it took.
+    pub fn wait_ready(&self, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.text("/ready").0 == 200 {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < within,
+                "not ready within {within:?}: {:?}",
+                self.text("/ready")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("fieldlab did not exit within 30 s of signal {sig}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT and wait; returns the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGINT)
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Fieldlab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A Mosquitto broker on a free port, stopped on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let bin = find_tool("mosquitto");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nmax_inflight_messages 1000\n"),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publish with the real `mosquitto_pub` client (QoS 1).
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    let mut child = Command::new(find_tool("mosquitto_pub"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Retry `f` until it returns Some, or panic with `what` after `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every fieldlab test. On a fresh Debian machine it first installs what the tests use:
+# Mosquitto (a real external broker) and mosquitto-clients (the real mosquitto_pub).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "scripts/test.sh: installing ${need[*]} (apt-get)"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# One profile, one target dir, one build for unit and integration tests.
+cargo test --workspace --locked "$@"
