@@ -12,7 +12,7 @@
 //!                                 HTTP server (queries, metrics, health) ◄┘
 //! ```
 //!
-//! [`up`] starts the parts in dependency order (store, broker, ingest, emulator, HTTP) and stops
+//! [`up`] starts the parts in dependency order (store, broker, HTTP, ingest, emulator) and stops
 //! them in reverse so that everything acknowledged is on disk when it returns. [`bench`] runs the
 //! same wiring under load.
 
@@ -57,8 +57,12 @@ pub async fn up(
     let readiness = Readiness::new();
     let started = Instant::now();
 
+    // Declare every part up front, so /ready cannot answer 200 while one is still starting.
+    for part in ["store", "broker", "ingest"] {
+        readiness.require(part);
+    }
+
     // Sinks first: nothing may be acknowledged before the store can take it.
-    readiness.require("store");
     let (store, rec) = Store::open(StoreOptions::from_config(&cfg.storage)).with_context(|| {
         format!(
             "cannot open the store in {}; check that the directory is writable or pass --data-dir",
@@ -103,6 +107,28 @@ pub async fn up(
     ingest_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
 
+    // HTTP before the sources: /health answers at once and /ready reports what is still
+    // starting (an external broker may take a while).
+    let bind = format!("{}:{}", cfg.server.host, cfg.server.port);
+    let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| {
+        format!("cannot listen for HTTP on {bind}; pick another port with --http-port N (0 = any free port)")
+    })?;
+    let http_addr = listener.local_addr()?;
+    let state = AppState {
+        store: store.clone(),
+        quarantine: quarantine.clone(),
+        directory: directory.clone(),
+        readiness: readiness.clone(),
+        registry: Arc::new(registry),
+        http: http_metrics,
+        started,
+        broker_url: mqtt_url.clone(),
+    };
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
+        let _ = stop_http_rx.await;
+    }));
+
     // Source: ingest subscribes to the telemetry topics plus every device topic override.
     let fleet = cfg
         .devices
@@ -138,7 +164,7 @@ pub async fn up(
     );
 
     // Wait for ingest before starting devices, so the first messages are not missed.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while !readiness.is_ready() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -160,27 +186,6 @@ pub async fn up(
         directory.clone(),
     )
     .map_err(anyhow::Error::msg)?;
-
-    // HTTP last: when it answers, everything behind it exists.
-    let bind = format!("{}:{}", cfg.server.host, cfg.server.port);
-    let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| {
-        format!("cannot listen for HTTP on {bind}; pick another port with --http-port N (0 = any free port)")
-    })?;
-    let http_addr = listener.local_addr()?;
-    let state = AppState {
-        store: store.clone(),
-        quarantine,
-        directory,
-        readiness: readiness.clone(),
-        registry: Arc::new(registry),
-        http: http_metrics,
-        started,
-        broker_url: mqtt_url.clone(),
-    };
-    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
-        let _ = stop_http_rx.await;
-    }));
 
     let endpoints = Endpoints {
         http: reachable(http_addr),
