@@ -347,15 +347,7 @@ impl Config {
 
     /// Read and check a configuration file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_path_buf()),
-            line: None,
-            column: None,
-            key: None,
-            env_var: None,
-            message: format!("cannot read the file: {e}"),
-        })?;
-        Self::from_yaml_str(&text, Some(path))
+        Self::from_yaml_str(&read_text(path)?, Some(path))
     }
 
     /// Load the file (if any), then apply environment overrides from `env`.
@@ -365,14 +357,7 @@ impl Config {
         all_env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError {
-                file: Some(p.to_path_buf()),
-                line: None,
-                column: None,
-                key: None,
-                env_var: None,
-                message: format!("cannot read the file: {e}"),
-            })?,
+            Some(p) => read_text(p)?,
             None => String::new(),
         };
         let file_cfg = Self::from_yaml_str(&text, path)?;
@@ -491,6 +476,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        column: None,
+        key: None,
+        env_var: None,
+        message: format!("cannot read the file: {e}"),
+    })
 }
 
 /// A broker address split into its parts.

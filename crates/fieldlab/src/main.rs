@@ -173,41 +173,32 @@ fn load_config(a: &UpArgs) -> anyhow::Result<Config> {
     if let Some(s) = a.seed {
         cfg.devices.seed = s;
     }
-    if let Some(fleet) = &cfg.devices.fleet {
-        if let Err((key, msg)) = fieldlab_emulator::validate_fleet(fleet) {
-            let line = a
-                .config
-                .as_ref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|t| locate_key(&t, &key));
-            let at = match (&a.config, line) {
-                (Some(p), Some(l)) => format!("{}:{l}", p.display()),
-                (Some(p), None) => p.display().to_string(),
-                _ => "config".into(),
-            };
-            anyhow::bail!("{at}: key `{key}`: {msg}");
-        }
-    }
+    check_fleet(&cfg, a.config.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(cfg)
+}
+
+/// Check the configured fleet against the emulator's catalog; the error names file:line and key.
+fn check_fleet(cfg: &Config, file: Option<&Path>) -> Result<(), String> {
+    let Some(fleet) = &cfg.devices.fleet else {
+        return Ok(());
+    };
+    fieldlab_emulator::validate_fleet(fleet).map_err(|(key, msg)| {
+        let line = file
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| locate_key(&t, &key));
+        let at = match (file, line) {
+            (Some(p), Some(l)) => format!("{}:{l}", p.display()),
+            (Some(p), None) => p.display().to_string(),
+            (None, _) => "config".into(),
+        };
+        format!("{at}: key `{key}`: {msg}")
+    })
 }
 
 fn config_check(file: &Path) -> ExitCode {
     let result = Config::from_file(file)
         .map_err(|e| e.to_string())
-        .and_then(|cfg| {
-            if let Some(fleet) = &cfg.devices.fleet {
-                fieldlab_emulator::validate_fleet(fleet).map_err(|(key, msg)| {
-                    let line = std::fs::read_to_string(file)
-                        .ok()
-                        .and_then(|t| locate_key(&t, &key));
-                    match line {
-                        Some(l) => format!("{}:{l}: key `{key}`: {msg}", file.display()),
-                        None => format!("{}: key `{key}`: {msg}", file.display()),
-                    }
-                })?;
-            }
-            Ok(cfg)
-        });
+        .and_then(|cfg| check_fleet(&cfg, Some(file)).map(|_| cfg));
     match result {
         Ok(cfg) => {
             let devices = cfg
