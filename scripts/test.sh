@@ -16,4 +16,20 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # One profile, one target dir, one build for unit and integration tests.
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+# cargo prints one "test result" line per test binary, the last often a doc-test run with 0
+# tests; close with the total so the run's last line says what ran.
+awk '/^test result:/ {
+       for (i = 1; i <= NF; i++) {
+         if ($(i+1) ~ /^passed/) p += $i
+         if ($(i+1) ~ /^failed/) f += $i
+       }
+     }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -267,18 +267,20 @@ async fn write_loop(
         }
         metrics.messages.inc_by(batch.len() as u64);
         let n_points = points.len() as u64;
-        // Retry a failing store a few times; if it keeps failing, leave the messages
-        // unacknowledged so the broker redelivers them after a reconnect.
+        // Retry a failing store a few times (the store hands the batch back, no copies); if it
+        // keeps failing, leave the messages unacknowledged so the broker redelivers them.
         let mut stored = false;
+        let mut pending = points;
         for attempt in 0..3 {
-            match store.write(points.clone()).await {
+            match store.write(pending).await {
                 Ok(()) => {
                     stored = true;
                     break;
                 }
                 Err(e) => {
                     metrics.write_errors.inc();
-                    tracing::error!(error = %e, attempt, "store refused a batch");
+                    tracing::error!(error = %e.error, attempt, "store refused a batch");
+                    pending = e.points;
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }

@@ -162,9 +162,20 @@ impl StoreMetrics {
 
 /// Where the writer thread reports the outcome of a command.
 type Ack = oneshot::Sender<Result<(), String>>;
+/// A write's outcome; a refused batch comes back with the reason.
+type WriteAck = oneshot::Sender<Result<(), (String, Vec<Point>)>>;
+
+/// A batch the store did not accept, handed back so the caller can retry it without copying.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct WriteError {
+    pub error: StoreError,
+    /// The refused points (empty if the writer thread died holding them).
+    pub points: Vec<Point>,
+}
 
 enum Cmd {
-    Write(Vec<Point>, Ack),
+    Write(Vec<Point>, WriteAck),
     Flush(Ack),
     Close(Ack),
 }
@@ -300,16 +311,33 @@ impl Store {
     }
 
     /// Write a batch; returns once it is durable (per the fsync policy) and queryable.
-    pub async fn write(&self, points: Vec<Point>) -> Result<(), StoreError> {
+    /// A refused batch is handed back in the error.
+    pub async fn write(&self, points: Vec<Point>) -> Result<(), WriteError> {
         if points.is_empty() {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send_async(Cmd::Write(points, tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        Self::answer(rx.await)
+        if let Err(flume::SendError(cmd)) = self.tx.send_async(Cmd::Write(points, tx)).await {
+            let points = match cmd {
+                Cmd::Write(p, _) => p,
+                _ => Vec::new(),
+            };
+            return Err(WriteError {
+                error: StoreError::Closed,
+                points,
+            });
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((reason, points))) => Err(WriteError {
+                error: StoreError::Io(std::io::Error::other(reason)),
+                points,
+            }),
+            Err(_) => Err(WriteError {
+                error: StoreError::Closed,
+                points: Vec::new(),
+            }),
+        }
     }
 
     /// Cut the head into a block now and wait until the block is durable.
@@ -521,9 +549,11 @@ impl Writer {
     }
 
     /// Group commit: one WAL write and (policy permitting) one fsync for all pending batches.
-    fn commit(&mut self, writes: Vec<(Vec<Point>, Ack)>) {
+    fn commit(&mut self, writes: Vec<(Vec<Point>, WriteAck)>) {
         let slices: Vec<&[Point]> = writes.iter().map(|w| w.0.as_slice()).collect();
-        let res = self.wal.append(&slices).and_then(|n| {
+        let appended = self.wal.append(&slices);
+        drop(slices);
+        let res = appended.and_then(|n| {
             self.sh.metrics.wal_bytes.inc_by(n);
             self.dirty = true;
             if self.sh.opts.fsync == FsyncPolicy::Always {
@@ -533,8 +563,8 @@ impl Writer {
         });
         if let Err(e) = res {
             tracing::error!(error = %e, "WAL write failed; batches are rejected (not acknowledged)");
-            for (_, ack) in writes {
-                let _ = ack.send(Err(format!("WAL write failed: {e}")));
+            for (points, ack) in writes {
+                let _ = ack.send(Err((format!("WAL write failed: {e}"), points)));
             }
             return;
         }
