@@ -34,7 +34,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address the HTTP server binds to.
+    /// Address the HTTP server binds to. Loopback by default: there is no auth yet.
     pub host: String,
     /// HTTP port; 0 picks a free port (printed at start-up).
     pub port: u16,
@@ -43,7 +43,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            host: "0.0.0.0".into(),
+            host: "127.0.0.1".into(),
             port: 8080,
         }
     }
@@ -159,7 +159,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             broker_url: None,
-            host: "0.0.0.0".into(),
+            host: "127.0.0.1".into(),
             port: 1883,
             client_id: "fieldlab-ingest".into(),
             keep_alive: 60,

@@ -49,7 +49,11 @@ async fn close_writes_a_block_and_reopen_reads_it() {
     s.close().await.unwrap();
     let refused = s.write(pts("a", 0, 3)).await.unwrap_err();
     assert!(matches!(refused.error, StoreError::Closed));
-    assert_eq!(refused.points.len(), 3, "a refused batch is handed back for a retry");
+    assert_eq!(
+        refused.points.len(),
+        3,
+        "a refused batch is handed back for a retry"
+    );
     let (s, rec) = Store::open(StoreOptions::new(dir.path())).unwrap();
     assert_eq!(rec.blocks, 1);
     assert_eq!(rec.block_points, 500);

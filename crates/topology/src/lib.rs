@@ -248,7 +248,7 @@ fn banner(
          \x20 MQTT    {mqtt}  ({kind}; ingest subscribes to {topics})\n\
          \x20 data    {data}\n\
          \x20 devices {n} emulated: {devices}\n\
-         \x20 auth    off: local demo, every endpoint is open (do not expose this port)\n\
+         \x20 auth    off: local demo, every endpoint is open; keep server.host and mqtt.host on loopback\n\
          Press Ctrl-C to stop.",
         ver = env!("CARGO_PKG_VERSION"),
         http = e.http,
