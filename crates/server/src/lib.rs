@@ -108,6 +108,7 @@ pub fn app(state: AppState) -> axum::Router {
     routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
 }
 

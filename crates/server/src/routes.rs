@@ -49,6 +49,18 @@ pub async fn not_found(uri: Uri) -> Problem {
     ))
 }
 
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{method} is not supported on {}; this endpoint is read-only (GET)",
+            uri.path()
+        ),
+    )
+}
+
 async fn index(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "fieldlab",

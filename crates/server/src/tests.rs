@@ -120,6 +120,22 @@ async fn bad_input_is_problem_json() {
 }
 
 #[tokio::test]
+async fn wrong_method_is_problem_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    let resp = app
+        .oneshot(
+            Request::post("/api/v1/devices")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
 async fn readiness_follows_parts_and_aliases_agree() {
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path()).await;
