@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot use {addr} for the embedded MQTT broker: {source}. Pick another port (--mqtt-port N, or 0 for any free port), or use a running broker with --broker mqtt://HOST:PORT")]
+    #[error("cannot use {addr} for the embedded MQTT broker: {cause}. Pick another port (--mqtt-port N, or 0 for any free port), or use a running broker with --broker mqtt://HOST:PORT")]
     Bind {
         addr: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the embedded MQTT broker did not accept connections on {0} within 5 s")]
     NotListening(SocketAddr),
@@ -60,14 +60,14 @@ pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| BrokerError::Bind {
             addr: want.clone(),
-            source: std::io::Error::other("not a valid listen address"),
+            cause: std::io::Error::other("not a valid listen address"),
         })?;
     // Probe the port ourselves: rumqttd only logs bind failures from its own thread, and port
     // 0 must be resolved to a concrete port before rumqttd gets it.
     let listen = {
-        let l = TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
+        let l = TcpListener::bind(addr).map_err(|cause| BrokerError::Bind {
             addr: want.clone(),
-            source,
+            cause,
         })?;
         l.local_addr().expect("bound socket has an address")
     };
@@ -107,9 +107,9 @@ pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })
-        .map_err(|source| BrokerError::Bind {
+        .map_err(|cause| BrokerError::Bind {
             addr: want.clone(),
-            source,
+            cause,
         })?;
 
     let b = EmbeddedBroker { listen };
