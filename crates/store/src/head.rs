@@ -44,7 +44,11 @@ pub struct Head {
 
 impl Head {
     pub fn insert(&mut self, p: &Point, now_ms: i64) {
-        let buf = self.series.entry(p.key.clone()).or_default();
+        // Look up before inserting: the key is only cloned for a new series (hot path).
+        let buf = match self.series.get_mut(&p.key) {
+            Some(b) => b,
+            None => self.series.entry(p.key.clone()).or_default(),
+        };
         if buf.tags != p.tags {
             buf.tags = p.tags.clone();
         }
