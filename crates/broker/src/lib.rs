@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("cannot use {addr} for the embedded MQTT broker: {cause}. Pick another port (--mqtt-port N, or 0 for any free port), or use a running broker with --broker mqtt://HOST:PORT")]
-    Bind {
-        addr: String,
-        cause: std::io::Error,
-    },
+    Bind { addr: String, cause: std::io::Error },
     #[error("the embedded MQTT broker did not accept connections on {0} within 5 s")]
     NotListening(SocketAddr),
 }
