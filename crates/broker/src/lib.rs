@@ -40,12 +40,16 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// An address clients on this machine can connect to.
     pub fn local_addr(&self) -> SocketAddr {
-        let mut a = self.listen;
-        if a.ip().is_unspecified() {
-            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        a
+        connectable(self.listen)
     }
+}
+
+/// A bound address as a local client would dial it (`0.0.0.0` becomes `127.0.0.1`).
+pub fn connectable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }
 
 /// Start rumqttd and wait until it accepts TCP connections.

@@ -39,14 +39,6 @@ pub struct Endpoints {
     pub embedded_broker: bool,
 }
 
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    a
-}
-
 /// Run the whole pipeline until `shutdown` resolves, then stop cleanly.
 /// `on_ready` receives the endpoints once everything listens.
 pub async fn up(
@@ -188,7 +180,7 @@ pub async fn up(
     .map_err(anyhow::Error::msg)?;
 
     let endpoints = Endpoints {
-        http: reachable(http_addr),
+        http: fieldlab_broker::connectable(http_addr),
         mqtt_url: mqtt_url.clone(),
         embedded_broker: embedded,
     };
