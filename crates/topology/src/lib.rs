@@ -252,3 +252,6 @@ fn banner(
         devices = devices.join(", "),
     )
 }
+
+#[cfg(test)]
+mod tests;
