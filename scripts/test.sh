@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
 # Runs every fieldlab test. On a fresh Debian machine it first installs what the tests use:
-# Mosquitto (a real external broker) and mosquitto-clients (the real mosquitto_pub).
+# the real servers and clients listed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Real peers the tests run against (each test starts its own on a free port in a temp dir):
+# Mosquitto + mosquitto_pub, redis-server (+ redis-cli/redis-benchmark), PostgreSQL, InfluxDB 1.x.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   echo "scripts/test.sh: installing ${need[*]} (apt-get)"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Independent readers/clients from PyPI used by tests (Parquet read-back, OPC UA client).
+py_need=()
+python3 -c 'import pyarrow' >/dev/null 2>&1 || py_need+=(pyarrow)
+if [ ${#py_need[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${py_need[*]} (pip)"
+  python3 -m pip install -q "${py_need[@]}"
 fi
 
 # One profile, one target dir, one build for unit and integration tests.
