@@ -11,11 +11,13 @@
 
 pub mod config;
 pub mod directory;
+pub mod principal;
 pub mod readiness;
 pub mod reading;
 pub mod time;
 
 pub use config::{Config, ConfigError};
 pub use directory::{DeviceDirectory, DeviceEntry};
+pub use principal::{AuthMethod, Principal, Role};
 pub use readiness::Readiness;
 pub use reading::{FieldValue, Point, Reading, SeriesKey, Tags};

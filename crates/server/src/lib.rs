@@ -17,7 +17,7 @@ pub mod routes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use fieldlab_core::{DeviceDirectory, Readiness};
+use fieldlab_core::{DeviceDirectory, Principal, Readiness};
 use fieldlab_store::{Quarantine, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -102,11 +102,21 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
     resp
 }
 
-/// The full router with state and metrics middleware.
+/// Establish who is calling and put a [`Principal`] into the request's extensions, so every
+/// handler can extract `Extension<Principal>`. Auth is not implemented yet (issue 9): every
+/// request acts as the local admin, which is why `fieldlab up` binds to 127.0.0.1 by default.
+/// The auth layer replaces this function's body; handlers do not change.
+pub async fn authenticate(mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(Principal::local_admin());
+    next.run(req).await
+}
+
+/// The full router with state, metrics and authentication middleware.
 pub fn app(state: AppState) -> axum::Router {
     let m = state.http.clone();
     routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
+        .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
