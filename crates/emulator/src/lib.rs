@@ -2,13 +2,18 @@
 //!
 //! Why it exists: test engineers need realistic fleets against their MQTT backend, and students
 //! need data whose physics make sense before they can learn what bad data looks like. A device
-//! is a [`model`] (its fields and how they evolve, physically consistent), driven by a seeded
+//! is a [`model`] (its fields and how they evolve, physically consistent; [`builtin`] holds most
+//! of the catalog, [`custom`] the types written in YAML from [`generator`]s), driven by a seeded
 //! random generator (the same seed gives the same values) and a [`scenario`] timeline whose
 //! phases really change the values, published over MQTT by [`runner`].
 //!
-//! Architecture invariant: models and scenarios are pure (no I/O, no clock reads: time is
-//! passed in), so they are unit-testable and reproducible; only `runner` touches the network.
+//! Architecture invariant: models, generators and scenarios are pure (no I/O, no clock reads:
+//! time is passed in), so they are unit-testable and reproducible; only `runner` touches the
+//! network.
 
+pub mod builtin;
+pub mod custom;
+pub mod generator;
 pub mod model;
 pub mod runner;
 pub mod scenario;

@@ -206,7 +206,7 @@ async fn run_device(s: EmulatorSettings, d: DeviceSpec, cancel: CancellationToke
                 let data: serde_json::Map<String, serde_json::Value> =
                     model::sample(model.as_mut(), now, dt, ranges, &mut rng)
                         .into_iter()
-                        .map(|(k, v)| (k, v.to_json()))
+                        .map(|(k, v)| (k.to_string(), v.to_json()))
                         .collect();
                 seq += 1;
                 let mut payload = serde_json::json!({
