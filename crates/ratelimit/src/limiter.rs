@@ -487,6 +487,27 @@ impl Limiter {
         }
     }
 
+    /// Give back a lease granted by [`Limiter::check_policy`] for `policy`.
+    pub async fn release_lease(
+        &self,
+        policy: &Policy,
+        key: &str,
+        lease: u64,
+    ) -> Result<bool, String> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Ok(m.release(policy, key, lease)),
+            Backend::Redis(r) => r
+                .release(policy, key, lease)
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Hybrid(h) => h
+                .redis
+                .release(policy, key, lease)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// Every rule with where it came from, for `GET /api/ratelimit/config`.
     pub fn config_json(&self) -> Value {
         let o = self.inner.overrides.lock().clone();
