@@ -29,6 +29,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub devices: DevicesConfig,
     pub storage: StorageConfig,
+    pub ratelimit: RatelimitConfig,
     /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
     pub sinks: BTreeMap<String, SinkConfig>,
 }
@@ -483,6 +484,111 @@ impl SinkConfig {
     }
 }
 
+word_enum!(
+    /// Where rate-limit state lives.
+    ///
+    /// - `memory`: in this process (one instance, or limits per instance).
+    /// - `redis`: in Redis, one atomic script per check: limits hold across all instances.
+    /// - `hybrid`: Redis, plus a local cache of keys known to be over their limit (a rejected
+    ///   key is refused locally until its retry-after passes, saving the round trip).
+    RatelimitBackend { Memory => "memory", Redis => "redis", Hybrid => "hybrid" }
+);
+word_enum!(
+    /// What a Redis-backed policy answers while Redis is unreachable: `open` allows (and counts
+    /// it in `fieldlab_ratelimit_fail_open_total`), `closed` rejects.
+    FailMode { Open => "open", Closed => "closed" }
+);
+
+/// Rate limiting: the service (`/api/ratelimit/...`) and fieldlab guarding itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RatelimitConfig {
+    pub backend: RatelimitBackend,
+    /// Redis for the `redis` and `hybrid` backends (env REDIS_URL).
+    pub redis_url: String,
+    /// Password for Redis, if not in the URL (env REDIS_PASSWORD).
+    pub redis_password: Option<String>,
+    /// Longest wait for one Redis check before the policy's fail mode applies, e.g. `250ms`.
+    pub redis_timeout: String,
+    /// Keys held in memory (in-process backend, hybrid cache); least recently used go first.
+    pub max_keys: usize,
+    /// Peers whose `X-Forwarded-For` is believed (IPs or CIDRs, e.g. 10.0.0.0/8). Empty: the
+    /// header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<String>,
+    /// The policy of keys that match no exact key and no pattern.
+    pub default: RatelimitPolicySpec,
+    /// Policies of exact keys.
+    pub keys: BTreeMap<String, RatelimitPolicySpec>,
+    /// Policies of key patterns (`*` matches any run of characters, e.g. `user:*`); the longest
+    /// matching pattern wins.
+    pub patterns: BTreeMap<String, RatelimitPolicySpec>,
+    /// Guard fieldlab's own HTTP API per principal (or client IP). null: no guard.
+    pub api: Option<RatelimitPolicySpec>,
+    /// Guard ingest per device: over-limit messages are quarantined as "rate limited". null: no guard.
+    pub ingest: Option<RatelimitPolicySpec>,
+}
+
+impl Default for RatelimitConfig {
+    fn default() -> Self {
+        RatelimitConfig {
+            backend: RatelimitBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_password: None,
+            redis_timeout: "250ms".into(),
+            max_keys: 100_000,
+            trusted_proxies: Vec::new(),
+            default: RatelimitPolicySpec::default(),
+            keys: BTreeMap::new(),
+            patterns: BTreeMap::new(),
+            api: None,
+            ingest: None,
+        }
+    }
+}
+
+/// A policy: limits that must all pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RatelimitPolicySpec {
+    pub limits: Vec<RatelimitLimitSpec>,
+    /// Dry run: decisions are recorded (metrics, headers) but nothing is ever rejected.
+    pub shadow: bool,
+    /// Allow (`open`) or reject (`closed`) while Redis is unreachable.
+    pub fail: FailMode,
+}
+
+impl Default for RatelimitPolicySpec {
+    fn default() -> Self {
+        RatelimitPolicySpec {
+            limits: vec![RatelimitLimitSpec {
+                algorithm: "token_bucket".into(),
+                limit: 100,
+                period: "1m".into(),
+                burst: None,
+                max_delay: None,
+            }],
+            shadow: false,
+            fail: FailMode::Open,
+        }
+    }
+}
+
+/// One limit. `algorithm`: token_bucket | gcra | fixed_window | sliding_log | sliding_counter |
+/// leaky_bucket | concurrency. `limit` units per `period` (for concurrency: leases held at once,
+/// `period` = lease expiry); `burst`: bucket capacity (token_bucket, gcra; default `limit`);
+/// `max_delay`: longest queue wait (leaky_bucket; default 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatelimitLimitSpec {
+    pub algorithm: String,
+    pub limit: u64,
+    pub period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+}
+
 /// A configuration error, pointing at where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -618,6 +724,7 @@ impl Config {
                 "needs at least one topic filter, e.g. devices/+/+/telemetry".into(),
             ));
         }
+        crate::config::validate_ratelimit(&self.ratelimit)?;
         if self.ingest.batch_max == 0 {
             return Err(("ingest.batch_max".into(), "must be at least 1".into()));
         }
@@ -694,6 +801,80 @@ impl Config {
     }
 }
 
+/// Checks of the `ratelimit` section that do not need the rate-limit crate: durations and
+/// algorithm names. (The numbers are checked again by fieldlab-ratelimit when it builds the
+/// policies; `fieldlab config check` runs both.)
+fn validate_ratelimit(r: &RatelimitConfig) -> Result<(), (String, String)> {
+    crate::time::parse_duration_ms(&r.redis_timeout)
+        .map_err(|e| ("ratelimit.redis_timeout".to_string(), e.to_string()))?;
+    let mut policies: Vec<(String, &RatelimitPolicySpec)> =
+        vec![("ratelimit.default".into(), &r.default)];
+    policies.extend(
+        r.keys
+            .iter()
+            .map(|(k, p)| (format!("ratelimit.keys.{k}"), p)),
+    );
+    policies.extend(
+        r.patterns
+            .iter()
+            .map(|(k, p)| (format!("ratelimit.patterns.{k}"), p)),
+    );
+    policies.extend(r.api.iter().map(|p| ("ratelimit.api".to_string(), p)));
+    policies.extend(r.ingest.iter().map(|p| ("ratelimit.ingest".to_string(), p)));
+    for (at, p) in policies {
+        if p.limits.is_empty() {
+            return Err((format!("{at}.limits"), "needs at least one limit".into()));
+        }
+        for (i, l) in p.limits.iter().enumerate() {
+            l.check()
+                .map_err(|(k, m)| (format!("{at}.limits[{i}].{k}"), m))?;
+        }
+    }
+    Ok(())
+}
+
+/// The algorithm names a [`RatelimitLimitSpec`] accepts.
+pub const RATELIMIT_ALGORITHMS: &[&str] = &[
+    "token_bucket",
+    "gcra",
+    "fixed_window",
+    "sliding_log",
+    "sliding_counter",
+    "leaky_bucket",
+    "concurrency",
+];
+
+impl RatelimitLimitSpec {
+    /// Check names and durations; returns the bad field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !RATELIMIT_ALGORITHMS.contains(&self.algorithm.as_str()) {
+            return Err((
+                "algorithm",
+                format!(
+                    "`{}` is not one of: {}",
+                    self.algorithm,
+                    RATELIMIT_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+        if self.limit == 0 {
+            return Err(("limit", "must be at least 1".into()));
+        }
+        let p =
+            crate::time::parse_duration_ms(&self.period).map_err(|e| ("period", e.to_string()))?;
+        if p <= 0 {
+            return Err(("period", "must be positive, e.g. 1s or 1m".into()));
+        }
+        if let Some(d) = &self.max_delay {
+            crate::time::parse_duration_ms(d).map_err(|e| ("max_delay", e.to_string()))?;
+        }
+        if self.burst == Some(0) {
+            return Err(("burst", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: Some(path.to_path_buf()),
@@ -754,6 +935,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_PORT", "server.port"),
     ("DATA_DIR", "storage.data_dir"),
     ("DATA_RETENTION_DAYS", "storage.data_retention_days"),
+    ("REDIS_URL", "ratelimit.redis_url"),
+    ("REDIS_PASSWORD", "ratelimit.redis_password"),
 ];
 
 fn env_overrides(

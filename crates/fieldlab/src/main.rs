@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 mod nab;
 
+mod ratelimit;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -33,6 +35,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The rate-limit service on its own.
+    #[command(subcommand)]
+    Ratelimit(ratelimit::RatelimitCmd),
     /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
     #[command(subcommand)]
     Nab(nab::NabCmd),
@@ -90,6 +95,8 @@ enum BenchCmd {
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
     },
+    /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
+    Ratelimit(ratelimit::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +112,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Ratelimit(c) => ratelimit::run(c),
+        Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
         Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {

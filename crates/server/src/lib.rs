@@ -13,6 +13,7 @@
 
 pub mod emulator_api;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -82,6 +83,8 @@ pub struct AppState {
     pub started: Instant,
     /// Where the broker is, for the index page and banner.
     pub broker_url: String,
+    /// The rate limiter (service API and the guard of this API); None: not running.
+    pub ratelimit: Option<fieldlab_ratelimit::Limiter>,
     /// The device emulator, when this process runs one (control API, `/ws`).
     pub emulator: Option<fieldlab_emulator::Emulator>,
     /// Ground-truth annotations of injected faults.
@@ -119,8 +122,12 @@ pub async fn authenticate(mut req: Request, next: Next) -> Response {
 /// The full router with state, metrics and authentication middleware.
 pub fn app(state: AppState) -> axum::Router {
     let m = state.http.clone();
+    let rl = ratelimit::RatelimitState {
+        limiter: state.ratelimit.clone(),
+    };
     routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
+        .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
         .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -133,7 +140,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // With the peer address, for per-IP rate limits.
+    let svc = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -17,6 +17,7 @@
 //! same wiring under load.
 
 pub mod bench;
+pub mod ratelimit;
 
 use anyhow::Context;
 use fieldlab_core::config::{parse_broker_url, Config};
@@ -104,6 +105,7 @@ pub async fn up(
     store.metrics().register(&mut registry);
     ingest_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
+    let limiter = ratelimit::limiter(&cfg, &mut registry)?;
 
     // HTTP before the sources: /health answers at once and /ready reports what is still
     // starting (an external broker may take a while).
@@ -145,6 +147,7 @@ pub async fn up(
         broker_url: mqtt_url.clone(),
         emulator: Some(emulator.clone()),
         annotations: Some(annotations.clone()),
+        ratelimit: Some(limiter),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
