@@ -7,6 +7,8 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cap;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -31,6 +33,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (seed `cap`).
+    #[command(subcommand)]
+    Cap(cap::CapCmd),
 }
 
 #[derive(Args)]
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
+        Cmd::Cap(c) => cap::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
