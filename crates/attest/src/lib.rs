@@ -11,17 +11,28 @@
 //! - [`records`]: CSV/JSON records -> commitments (`cap prepare`);
 //! - [`policy`]: policy YAML -> lint findings and a hashed IR;
 //! - [`proof`]: manifests, rule evaluation with evidence, proof verification;
-//! - [`bundle`]: signed zip bundles and the offline verifier.
+//! - [`bundle`]: signed zip bundles and the offline verifier;
+//! - [`keyring`]: key life cycle (keygen, rotate, revoke, attestations);
+//! - [`registry`], [`note`]: transparency log in SQLite with C2SP checkpoints, blob store;
+//! - [`audit`]: SHA3-256 hash-chained audit log;
+//! - [`series`]: telemetry attestation ("every point of S in [a, b] during T");
+//! - [`jwt`]: OAuth2 bearer JWT verification for the verifier API.
 //!
 //! Architecture invariant: everything hashed or signed goes through [`canon`]; verification
 //! needs no network and no fieldlab state.
 
+pub mod audit;
 pub mod bundle;
 pub mod canon;
+pub mod jwt;
+pub mod keyring;
 pub mod merkle;
+pub mod note;
 pub mod policy;
 pub mod proof;
 pub mod records;
+pub mod registry;
+pub mod series;
 pub mod sign;
 
 pub use merkle::{inclusion_proof, leaf_hash, node_hash, root, verify_inclusion, Hash};
