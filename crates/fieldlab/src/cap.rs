@@ -10,7 +10,7 @@ use fieldlab_attest::bundle;
 use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::proof::{self, Manifest, Proof, SortedList, Status};
 use fieldlab_attest::records::{Schema, Workspace};
-use fieldlab_attest::sign::{KeyPair, PublicKeyFile};
+use fieldlab_attest::sign::PublicKeyFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +39,152 @@ pub enum CapCmd {
     /// The seed's offline verifier: `verifier run --package FILE`.
     #[command(subcommand)]
     Verifier(VerifierCmd),
+    /// Signing keys: keygen, list, show, rotate, revoke, attest, verify-chain.
+    Keys {
+        /// Keyring directory.
+        #[arg(long, default_value = "data/cap/keys", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Transparency registry: add, list, inspect, prove, verify.
+    Registry {
+        /// Registry data directory (registry.db, blobs/, audit.jsonl, keys/).
+        #[arg(long, default_value = "data/cap", global = true)]
+        data: PathBuf,
+        #[command(subcommand)]
+        cmd: RegistryCmd,
+    },
+    /// Content-addressed blob store of the registry: list, get, release, gc.
+    Blob {
+        #[arg(long, default_value = "data/cap", global = true)]
+        data: PathBuf,
+        #[command(subcommand)]
+        cmd: BlobCmd,
+    },
+    /// The hash-chained audit log: verify, tip, export.
+    Audit {
+        #[arg(long, default_value = "data/cap", global = true)]
+        data: PathBuf,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Prove (or refute) that every stored point of a series lay within a range.
+    AttestSeries(SeriesArgs),
+    /// Verify a series attestation file.
+    VerifySeries { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Generate an Ed25519 key (secret file mode 0600).
+    Keygen {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    Show {
+        key: String,
+    },
+    /// New key attested by the old one; the old one is retired.
+    Rotate {
+        key: String,
+    },
+    Revoke {
+        key: String,
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// SIGNER signs SUBJECT's public key.
+    Attest {
+        signer: String,
+        subject: String,
+    },
+    /// Follow attestations from ROOT to LEAF; refuses revoked keys.
+    VerifyChain {
+        root: String,
+        leaf: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCmd {
+    /// Register a file (e.g. a bundle); prints the entry and the new signed checkpoint.
+    Add { file: PathBuf },
+    List {
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// One entry, or the latest checkpoint and verifier key without an index.
+    Inspect { index: Option<u64> },
+    /// Inclusion proof of INDEX, or --consistency OLD_SIZE; JSON to stdout or --out.
+    Prove {
+        index: Option<u64>,
+        #[arg(long)]
+        consistency: Option<u64>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify the whole registry, or a proof file (offline, with --vkey to pin the log key).
+    Verify {
+        #[arg(long)]
+        proof: Option<PathBuf>,
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BlobCmd {
+    List,
+    Get {
+        hash: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    Release {
+        hash: String,
+    },
+    Gc,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    Verify,
+    Tip,
+    /// Verify, then copy the log to OUT.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct SeriesArgs {
+    #[arg(long)]
+    device: String,
+    #[arg(long)]
+    field: String,
+    /// RFC 3339 time, epoch ms or relative (-1h).
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    /// Allowed range `a..b`, e.g. 2..8.
+    #[arg(long)]
+    range: String,
+    /// fieldlab data directory (the store).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Secret key file or keyring key to sign with.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[arg(long, default_value = "data/cap/keys")]
+    keys: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -252,7 +398,8 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
                     dir.display()
                 )
             })?;
-            let k = KeyPair::read_secret(&key)?;
+            let k =
+                fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys")).map_err(e)?;
             let z = bundle::export(&ir, &m, &p, &k).map_err(e)?;
             std::fs::write(&out, &z).with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -269,7 +416,322 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             trust,
             json,
         }) => verify_bundle(&package, trust.as_deref(), json),
+        CapCmd::Keys { dir, cmd } => keys(&dir, cmd),
+        CapCmd::Registry { data, cmd } => registry(&data, cmd),
+        CapCmd::Blob { data, cmd } => blob(&data, cmd),
+        CapCmd::Audit { data, cmd } => audit(&data, cmd),
+        CapCmd::AttestSeries(a) => attest_series(a),
+        CapCmd::VerifySeries { file } => {
+            let a: fieldlab_attest::series::SeriesAttestation =
+                fieldlab_attest::read_json(&file).map_err(e)?;
+            match fieldlab_attest::series::verify(&a) {
+                Ok(m) => {
+                    println!("OK: {m}");
+                    Ok(if a.claim.in_range {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(4)
+                    })
+                }
+                Err(m) => {
+                    println!("FAIL: {m}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     }
+}
+
+fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    use fieldlab_attest::keyring::Keyring;
+    let kr = Keyring::open(dir).map_err(|m| anyhow!(m))?;
+    let e = |m: String| anyhow!(m);
+    match cmd {
+        KeysCmd::Keygen { name } => {
+            let k = kr.keygen(name).map_err(e)?;
+            println!(
+                "key {} written: {} (0600), {}",
+                k.kid(),
+                kr.secret_path(&k.kid()).display(),
+                kr.public_path(&k.kid()).display()
+            );
+        }
+        KeysCmd::List => {
+            for k in kr.list().map_err(e)? {
+                println!(
+                    "{}  {:<8} {:<24} created {}{}",
+                    k.kid,
+                    format!("{:?}", k.status).to_lowercase(),
+                    k.name.unwrap_or_default(),
+                    k.created,
+                    k.attested_by
+                        .map(|a| format!("  attested by {a}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        KeysCmd::Show { key } => {
+            let k = kr.find(&key).map_err(e)?;
+            println!("{}", serde_json::to_string_pretty(&k)?);
+            println!("{}", std::fs::read_to_string(kr.public_path(&k.kid))?);
+        }
+        KeysCmd::Rotate { key } => {
+            let (k, _) = kr.rotate(&key, None).map_err(e)?;
+            println!(
+                "new key {} attested by {key}; the old key is retired",
+                k.kid()
+            );
+        }
+        KeysCmd::Revoke { key, reason } => {
+            let k = kr.revoke(&key, &reason).map_err(e)?;
+            println!("key {} revoked ({reason})", k.kid);
+        }
+        KeysCmd::Attest { signer, subject } => {
+            let a = kr.attest(&signer, &subject).map_err(e)?;
+            println!("{} attested by {}", a.body.subject.kid, a.signature.kid);
+        }
+        KeysCmd::VerifyChain { root, leaf } => match kr.verify_chain(&root, &leaf) {
+            Ok(c) => println!("OK: {}", c.join(" -> ")),
+            Err(m) => {
+                println!("FAIL: {m}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
+    use fieldlab_attest::registry::{Registry, RegistryProof};
+    let e = |m: String| anyhow!(m);
+    if let RegistryCmd::Verify {
+        proof: Some(p),
+        vkey,
+    } = &cmd
+    {
+        let rp: RegistryProof = fieldlab_attest::read_json(p).map_err(e)?;
+        return Ok(match rp.verify(vkey.as_deref()) {
+            Ok(m) => {
+                println!(
+                    "OK: {m}{}",
+                    if vkey.is_none() {
+                        " (log key not pinned: pass --vkey)"
+                    } else {
+                        ""
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(m) => {
+                println!("FAIL: {m}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let mut r = Registry::open(data).map_err(e)?;
+    match cmd {
+        RegistryCmd::Add { file } => {
+            let b = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let rep = bundle::verify(&b, None);
+            let meta = if rep.ok {
+                serde_json::json!({"type": "bundle", "policy_id": rep.policy_id, "manifest_hash": rep.manifest_hash, "signer": rep.signer_kid})
+            } else {
+                serde_json::json!({"type": "file"})
+            };
+            let name = file
+                .file_name()
+                .map_or("file".into(), |n| n.to_string_lossy().to_string());
+            let (entry, note) = r.add(&name, &b, meta).map_err(e)?;
+            println!(
+                "entry {} leaf {}\n{}",
+                entry.index,
+                entry.leaf_hash,
+                serde_json::to_string(&entry.body)?
+            );
+            print!("{note}");
+        }
+        RegistryCmd::List { offset, limit } => {
+            for x in r.list(offset, limit).map_err(e)? {
+                println!(
+                    "{:>6}  {}  {}",
+                    x.index,
+                    x.leaf_hash,
+                    serde_json::to_string(&x.body)?
+                );
+            }
+        }
+        RegistryCmd::Inspect { index: Some(i) } => {
+            println!("{}", serde_json::to_string_pretty(&r.get(i).map_err(e)?)?)
+        }
+        RegistryCmd::Inspect { index: None } => {
+            print!("{}", r.latest_checkpoint().map_err(e)?);
+            println!("verifier key: {}", r.vkey());
+        }
+        RegistryCmd::Prove {
+            index,
+            consistency,
+            out,
+        } => {
+            let p = match (index, consistency) {
+                (Some(i), None) => r.prove_inclusion(i).map_err(e)?,
+                (None, Some(m)) => r.prove_consistency(m).map_err(e)?,
+                _ => bail!("give an entry INDEX for an inclusion proof, or --consistency OLD_SIZE"),
+            };
+            match out {
+                Some(o) => {
+                    fieldlab_attest::write_json(&o, &p).map_err(e)?;
+                    println!("wrote {}", o.display());
+                }
+                None => println!("{}", serde_json::to_string_pretty(&p)?),
+            }
+        }
+        RegistryCmd::Verify { .. } => match r.verify_all() {
+            Ok(m) => println!("OK: {m}"),
+            Err(m) => {
+                println!("FAIL: {m}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn blob(data: &Path, cmd: BlobCmd) -> anyhow::Result<ExitCode> {
+    let r = fieldlab_attest::registry::Registry::open(data).map_err(|m| anyhow!(m))?;
+    let e = |m: String| anyhow!(m);
+    match cmd {
+        BlobCmd::List => {
+            let mut st = r
+                .db()
+                .prepare("SELECT hash, size, refs FROM blobs ORDER BY hash")?;
+            let rows = st.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (h, s, n) = row?;
+                println!("{h}  {s:>10} bytes  {n} ref(s)");
+            }
+        }
+        BlobCmd::Get { hash, out } => {
+            std::fs::write(&out, r.blobs.get(&hash).map_err(e)?)?;
+            println!("wrote {}", out.display());
+        }
+        BlobCmd::Release { hash } => println!(
+            "{hash}: {} reference(s) left",
+            r.blobs.release(r.db(), &hash).map_err(e)?
+        ),
+        BlobCmd::Gc => {
+            let (f, b) = r.blobs.gc(r.db()).map_err(e)?;
+            r.audit("blob.gc", serde_json::json!({"files": f, "bytes": b}))
+                .map_err(e)?;
+            println!("removed {f} blob(s), {b} bytes");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(data: &Path, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    let p = data.join("audit.jsonl");
+    match fieldlab_attest::audit::verify(&p) {
+        Err(m) => {
+            println!("FAIL: {m}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(last) => {
+            match cmd {
+                AuditCmd::Verify => println!(
+                    "OK: {} entries, chain intact",
+                    last.as_ref().map_or(0, |l| l.seq + 1)
+                ),
+                AuditCmd::Tip => match last {
+                    Some(l) => println!("{} {} {} {}", l.seq, l.hash, l.ts, l.event),
+                    None => println!("(empty log) {}", fieldlab_attest::audit::GENESIS),
+                },
+                AuditCmd::Export { out } => {
+                    std::fs::copy(&p, &out)
+                        .with_context(|| format!("copying to {}", out.display()))?;
+                    println!(
+                        "wrote {} (tip {})",
+                        out.display(),
+                        last.map_or(fieldlab_attest::audit::GENESIS.to_string(), |l| l.hash)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
+    use fieldlab_core::time::{now_ms, parse_instant_ms};
+    let now = now_ms();
+    let from = parse_instant_ms(&a.from, now).map_err(|e| anyhow!("--from: {e}"))?;
+    let to = parse_instant_ms(&a.to, now).map_err(|e| anyhow!("--to: {e}"))?;
+    let (lo, hi) = a
+        .range
+        .split_once("..")
+        .ok_or_else(|| anyhow!("--range `{}`: use a..b, e.g. 2..8", a.range))?;
+    let lo: f64 = lo
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--range: `{lo}` is not a number"))?;
+    let hi: f64 = hi
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--range: `{hi}` is not a number"))?;
+    let (store, _) = fieldlab_store::Store::open(fieldlab_store::StoreOptions::new(&a.data_dir))
+        .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+    let pts = store.range(
+        &fieldlab_core::SeriesKey::new(&a.device, &a.field),
+        from,
+        to,
+    )?;
+    let numeric: Vec<(i64, f64)> = pts
+        .iter()
+        .filter_map(|(t, v)| v.as_f64().map(|x| (*t, x)))
+        .collect();
+    if numeric.is_empty() {
+        bail!(
+            "no numeric points of {}/{} between {} and {} in {}",
+            a.device,
+            a.field,
+            a.from,
+            a.to,
+            a.data_dir.display()
+        );
+    }
+    let key = a
+        .key
+        .as_deref()
+        .map(|k| fieldlab_attest::keyring::load_key(k, &a.keys))
+        .transpose()
+        .map_err(|m| anyhow!(m))?;
+    let att = fieldlab_attest::series::attest(
+        &a.device,
+        &a.field,
+        from,
+        to,
+        lo,
+        hi,
+        &numeric,
+        key.as_ref(),
+    )
+    .map_err(|m| anyhow!(m))?;
+    let verdict = fieldlab_attest::series::verify(&att).map_err(|m| anyhow!(m))?;
+    match &a.out {
+        Some(o) => fieldlab_attest::write_json(o, &att).map_err(|m| anyhow!(m))?,
+        None => println!("{}", serde_json::to_string_pretty(&att)?),
+    }
+    println!("{verdict}");
+    Ok(if att.claim.in_range {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 fn status_word(s: Status) -> &'static str {
