@@ -11,6 +11,8 @@ mod nab;
 
 mod ratelimit;
 
+mod cap;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -35,6 +37,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (seed `cap`).
+    #[command(subcommand)]
+    Cap(cap::CapCmd),
     /// The rate-limit service on its own.
     #[command(subcommand)]
     Ratelimit(ratelimit::RatelimitCmd),
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+        Cmd::Cap(c) => cap::run(c),
             ExitCode::FAILURE
         }
     }
