@@ -13,6 +13,7 @@
 
 pub mod problem;
 pub mod routes;
+pub mod ui;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -114,12 +115,13 @@ pub async fn authenticate(mut req: Request, next: Next) -> Response {
 /// The full router with state, metrics and authentication middleware.
 pub fn app(state: AppState) -> axum::Router {
     let m = state.http.clone();
-    routes::router()
+    let app = routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    ui::with_endpoint_probe(app)
 }
 
 /// Serve until `shutdown` resolves.
