@@ -28,7 +28,7 @@ export default async function health(root) {
   const top = h("div", { class: "cards" });
   const comps = h("div", {});
   const metrics = h("div", {});
-  const filter = h("input", { type: "search", placeholder: "Filter metrics, e.g. ingest", "aria-label": "Filter metrics" });
+  const filter = h("input", { type: "search", placeholder: "Filter metrics, e.g. ingest", "aria-label": "Filter metrics", style: "min-width:18rem" });
   let rows = [];
   fill(root, pageTitle("Health"),
     h("p", { class: "lead" }, "What ", h("code", {}, "/health"), ", ", h("code", {}, "/ready"), " and ", h("code", {}, "/metrics"), " say right now."),
