@@ -74,11 +74,26 @@ fn dashboard_works_in_headless_chromium() {
             "{id} missing from {listed}"
         );
     }
-    // Values with units arrive (polling today, the WebSocket once it exists).
-    b.wait_for(
+    // Values with units arrive (polling today, the WebSocket once it exists). Measured in the
+    // page: ms from navigation start to the first value on screen, and bytes transferred.
+    let first_value_ms = b.wait_for(
         "newest values with units in the fleet table",
         Duration::from_secs(15),
-        "document.querySelector('#fleet-table')?.textContent.includes('°C')",
+        "new Promise(res => { const chk = () => \
+           (document.querySelector('#fleet-table')?.textContent || '').includes('°C') \
+             ? res(performance.now()) : requestAnimationFrame(chk); chk(); })",
+    );
+    let bytes = b.eval(
+        "performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')) \
+           .reduce((n, e) => n + (e.transferSize || 0), 0)",
+    );
+    eprintln!(
+        "first load of the overview: {bytes} bytes transferred, first value on screen after {:.0} ms",
+        first_value_ms.as_f64().unwrap()
+    );
+    assert!(
+        bytes.as_u64().unwrap() < 300_000,
+        "the overview must load in < 300 KB, took {bytes} B"
     );
     b.screenshot(&shots().join("fleet.png"));
 
@@ -147,6 +162,35 @@ fn dashboard_works_in_headless_chromium() {
             == true,
         "the chart names its unit"
     );
+    // 100 pushes/s into one chart for 3 s: redraws are batched per animation frame (never more
+    // redraws than frames) and no point is lost. Frame timing is printed, not asserted.
+    let r = b.eval(
+        "(async () => { \
+           const { TimeChart, ChartGroup } = await import('/ui/js/chart.js'); \
+           const box = document.createElement('div'); box.style.width = '600px'; \
+           document.querySelector('main').append(box); \
+           const g = new ChartGroup('bench'); const c = new TimeChart(box, { label: 'bench', unit: 'W' }); \
+           g.add(c); await c.init(); \
+           let draws = 0; const orig = c.u.setData.bind(c.u); c.u.setData = (...a) => { draws++; return orig(...a); }; \
+           const frames = []; let run = true; \
+           const loop = (t) => { frames.push(t); if (run) requestAnimationFrame(loop); }; requestAnimationFrame(loop); \
+           const t0 = performance.now(); let pushes = 0; const base = Date.now(); \
+           await new Promise(res => { const iv = setInterval(() => { \
+             for (let k = 0; k < 2; k++) { c.push(base + pushes * 10, Math.sin(pushes / 10)); pushes++; } \
+             if (performance.now() - t0 > 3000) { clearInterval(iv); res(); } }, 20); }); \
+           await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); run = false; \
+           const gaps = frames.slice(1).map((t, i) => t - frames[i]).sort((a, b) => a - b); \
+           const out = { pushes, draws, frames: frames.length, points: Number(box.dataset.points), \
+             p50_frame_ms: gaps[gaps.length >> 1], max_frame_ms: gaps[gaps.length - 1] }; \
+           c.destroy(); box.remove(); return out; })()",
+    );
+    eprintln!("chart at 100 updates/s for 3 s: {r}");
+    assert_eq!(r["points"], r["pushes"], "every pushed point is kept: {r}");
+    assert!(
+        r["draws"].as_u64().unwrap() <= r["frames"].as_u64().unwrap(),
+        "more redraws than frames: {r}"
+    );
+
     // Zoom by keyboard on the charts: the group's label says it is zoomed.
     b.eval("document.querySelector('.charts').dispatchEvent(new KeyboardEvent('keydown', {key: '+', bubbles: true})); true");
     b.wait_for(
