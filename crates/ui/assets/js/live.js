@@ -17,9 +17,11 @@ const BACKOFF_MAX_MS = 30000;
 const REPROBE_MS = 30000;
 
 export class LiveFeed {
-  constructor({ wsPath = "/ws", pollPath = "/api/v1/devices" } = {}) {
+  /** `probe` says whether the WebSocket route exists (default: ask the server's endpoint probe). */
+  constructor({ wsPath = "/ws", pollPath = "/api/v1/devices", probe = async () => (await available("ws")).ws } = {}) {
     this.wsPath = wsPath;
     this.pollPath = pollPath;
+    this.probe = probe;
     this.handlers = new Map();
     this.mode = "connecting";
     this.ws = null;
@@ -70,8 +72,7 @@ export class LiveFeed {
     if (this.stopped) return;
     // Ask first whether the route exists: a handshake against a missing route is a browser
     // console error on every retry, and there is nothing to retry for.
-    const { ws } = await available("ws");
-    if (!ws) {
+    if (!(await this.probe())) {
       this.startPolling();
       this.retryTimer = setTimeout(() => this.connect(), REPROBE_MS);
       return;
