@@ -14,7 +14,7 @@ use std::time::Duration;
 const DEMO: [&str; 3] = ["temperature_sensor_1", "pressure_valve_1", "pv_inverter_1"];
 
 /// Every page of the nav, and the heading it must show once drawn.
-const PAGES: [(&str, &str); 11] = [
+const PAGES: [(&str, &str); 12] = [
     ("#/", "Fleet"),
     ("#/device/pv_inverter_1", "pv_inverter_1"),
     ("#/map", "Floor map"),
@@ -26,6 +26,7 @@ const PAGES: [(&str, &str); 11] = [
     ("#/lessons", "Bad-data lessons"),
     ("#/lessons/stuck-sensor", "A stuck sensor"),
     ("#/health", "Health"),
+    ("#/signin", "Sign in"),
 ];
 
 fn shots() -> PathBuf {

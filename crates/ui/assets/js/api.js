@@ -31,6 +31,7 @@ export async function request(method, path, { json, body, headers = {}, signal }
     if (e.name === "AbortError") throw e;
     throw new ApiError(0, { detail: `the server did not answer (${e.message}); is fieldlab running?` }, path);
   }
+  if (r.status === 401) window.dispatchEvent(new CustomEvent("fieldlab:unauthorized", { detail: path }));
   const ct = r.headers.get("content-type") || "";
   const data = ct.includes("json") ? await r.json().catch(() => null) : await r.text();
   if (!r.ok) throw new ApiError(r.status, typeof data === "object" ? data : { detail: String(data).slice(0, 300) }, path);
@@ -63,7 +64,21 @@ export const ENDPOINTS = {
   ratelimitStats: "/api/v1/ratelimit/stats",           // GET (issue 6)
   ratelimitConfig: "/api/v1/ratelimit/config",         // GET (issue 6)
   verify: "/verify",                                   // POST the bundle (issue 7)
+  authToken: "/api/v1/auth/token",                     // POST {username, password} (issue 9)
 };
+
+/** The signed-in user from the stored bearer token ({sub, role, exp}), or null. */
+export function session() {
+  const t = sessionStorage.getItem("fieldlab.token");
+  if (!t) return null;
+  try {
+    const claims = JSON.parse(atob(t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    if (claims.exp && claims.exp * 1000 < Date.now()) { sessionStorage.removeItem("fieldlab.token"); return null; }
+    return { user: claims.sub ?? claims.name ?? "signed in", role: claims.role ?? (claims.roles || [])[0] ?? "" };
+  } catch {
+    return { user: "signed in", role: "" }; // an opaque token (API key): still sent, nothing to show
+  }
+}
 
 export const path = (tmpl, id) => tmpl.replace("{id}", encodeURIComponent(id));
 

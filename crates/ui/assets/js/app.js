@@ -6,7 +6,7 @@
 // server serves one HTML file.
 
 import { h, fill } from "./dom.js";
-import { get } from "./api.js";
+import { available, get, session } from "./api.js";
 import { live } from "./live.js";
 import { timeZone } from "./format.js";
 
@@ -21,6 +21,7 @@ const ROUTES = [
   [/^\/verify$/, "verify", "Verify proof"],
   [/^\/lessons(?:\/([a-z0-9-]+))?$/, "lessons", "Lessons"],
   [/^\/health$/, "health", "Health"],
+  [/^\/signin$/, "signin", "Sign in"],
 ];
 
 const main = document.getElementById("main");
@@ -128,6 +129,24 @@ function setupLiveStatus() {
   });
 }
 
+// The account control appears only on servers with auth; a 401 anywhere leads to sign-in.
+async function setupSession() {
+  const { authToken } = await available("authToken");
+  if (!authToken) return;
+  const slot = document.getElementById("account");
+  const draw = () => {
+    const s = session();
+    fill(slot, h("a", { href: "#/signin", class: "btn" }, s ? `${s.user}${s.role ? ` (${s.role})` : ""}` : "Sign in"));
+  };
+  draw();
+  window.addEventListener("fieldlab:session", draw);
+  window.addEventListener("fieldlab:unauthorized", () => {
+    if (location.hash === "#/signin") return;
+    sessionStorage.setItem("fieldlab.after", location.hash || "#/");
+    location.hash = "#/signin";
+  });
+}
+
 async function serverInfo() {
   try {
     const i = await get("/api/v1");
@@ -146,3 +165,4 @@ window.addEventListener("hashchange", route);
 route();
 live.start();
 serverInfo();
+setupSession();
