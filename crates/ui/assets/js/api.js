@@ -54,11 +54,12 @@ export function qs(params) {
 // their issues name; a page shows "not available on this server yet" until its path answers.
 export const ENDPOINTS = {
   ws: "/ws",                                           // live telemetry (issue 3)
+  emulatorDevices: "/api/v1/emulator/devices",         // GET: state, scenario, faults, config (issue 3)
   annotations: "/api/v1/annotations",                  // injected faults as ground truth (issue 3)
   deviceStart: "/api/v1/devices/{id}/start",           // POST (issue 3)
   deviceStop: "/api/v1/devices/{id}/stop",             // POST
-  deviceScenario: "/api/v1/devices/{id}/scenario",     // POST {name} / DELETE
-  deviceFaults: "/api/v1/devices/{id}/faults",         // POST {kind, field, ...params} / DELETE .../{fault_id}
+  deviceScenario: "/api/v1/devices/{id}/scenario",     // POST {scenario} / DELETE
+  deviceFaults: "/api/v1/devices/{id}/faults",         // POST {kind, field?, duration_s?, ...} / DELETE .../{fault_id}
   anomalies: "/api/v1/anomalies",                      // GET (issue 5)
   quality: "/api/v1/quality",                          // GET (issue 5)
   ratelimitStats: "/api/v1/ratelimit/stats",           // GET (issue 6)

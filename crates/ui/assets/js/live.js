@@ -3,7 +3,8 @@
 //
 // Messages on /ws are fieldlab JSON (brief, "Conventions"):
 //   {"device_id", "device_type", "seq", "ts", "data": {field: value}, "status"}
-// optionally wrapped as {"type": "telemetry"|"anomaly"|"quality"|"annotation", ...}.
+// bare, wrapped as {"topic", "message": {...}} (the emulator's stream), or typed as
+// {"type": "anomaly"|"quality"|..., "payload"?: {...}}.
 // Subscribers get them per event name; the connection state is the "mode" event:
 //   "connecting", "live" (WebSocket open), "polling" (no WebSocket; data by polling),
 //   "offline" (neither answers).
@@ -103,7 +104,11 @@ export class LiveFeed {
   dispatch(text) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
-    for (const m of Array.isArray(msg) ? msg : [msg]) {
+    for (let m of Array.isArray(msg) ? msg : [msg]) {
+      // fieldlab's /ws wraps each MQTT message as {topic, message}; a slow client is told how
+      // many it missed with {lagged: n}.
+      if (m.lagged !== undefined) { this.emit("lagged", m.lagged); continue; }
+      if (m.message && m.topic) m = { ...m.message, topic: m.topic };
       const type = m.type || (m.data && m.device_id ? "telemetry" : "message");
       this.emit(type, m.payload && type !== "telemetry" ? m.payload : m);
     }

@@ -2,7 +2,7 @@
 // list from /api/v1/devices, last values and seen-times from live telemetry (or, while there is
 // no WebSocket, from polling).
 
-import { get, qs } from "./api.js";
+import { ENDPOINTS, available, get, qs } from "./api.js";
 import { toMs } from "./format.js";
 
 /** A device is "receiving" when its last message is younger than this. The emulator sends
@@ -36,13 +36,30 @@ export class FleetState {
   async start() {
     const d = await get("/api/v1/devices");
     this.mergeDevices(d);
+    this.hasEmulator = (await available("emulatorDevices")).emulatorDevices;
+    await this.pollEmulator();
+    this.emuTimer = setInterval(() => this.pollEmulator(), 5000);
     this.offs.push(this.live.on("devices", (d) => { this.mergeDevices(d); this.pollValues(); }));
     this.offs.push(this.live.on("telemetry", (m) => this.telemetry(m)));
     await this.pollValues(true);
     return this;
   }
 
-  stop() { for (const off of this.offs) off(); this.listeners.clear(); }
+  stop() { for (const off of this.offs) off(); this.listeners.clear(); clearInterval(this.emuTimer); }
+
+  /** The emulator's state (running/stopped/disconnected), scenario and active faults of the
+   * devices it emulates, when the server has the emulator API. */
+  async pollEmulator() {
+    if (!this.hasEmulator) return;
+    try {
+      const e = await get(ENDPOINTS.emulatorDevices);
+      for (const v of e.devices || []) {
+        const d = this.devices.get(v.device_id);
+        if (d) Object.assign(d, { state: v.state, scenario: v.scenario, faults: v.faults || [] });
+      }
+      this.changed();
+    } catch { /* state stays derived from telemetry */ }
+  }
 
   onChange(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); }
   changed() { for (const fn of this.listeners) fn(this); }
@@ -50,7 +67,8 @@ export class FleetState {
   mergeDevices(d) {
     for (const dev of d.devices || []) {
       const old = this.devices.get(dev.device_id);
-      this.devices.set(dev.device_id, { values: {}, ...old, ...dev, values: old?.values || {} });
+      this.devices.set(dev.device_id, { values: {}, ...old, ...dev, values: old?.values || {},
+        state: dev.state ?? old?.state, faults: dev.faults ?? old?.faults, scenario: dev.scenario ?? old?.scenario });
     }
     this.changed();
   }

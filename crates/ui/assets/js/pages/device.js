@@ -13,12 +13,18 @@ const RANGES = [["5m", 5 * 60e3], ["15m", 15 * 60e3], ["1h", 3600e3], ["6h", 6 *
 const TARGET_POINTS = 1200;
 
 export const FAULT_KINDS = [
-  ["spike", "Spike: one value far off"], ["dip", "Dip: one value far below"], ["stuck", "Stuck-at: the value stops changing"],
+  ["spike", "Spike: one value far off"], ["dip", "Dip: one value far below"], ["stuck_at", "Stuck-at: the value stops changing"],
   ["drift", "Drift: a slowly growing offset"], ["dropout", "Dropout: a gap without messages"],
   ["duplicate", "Duplicate messages"], ["out_of_order", "Out-of-order timestamps"], ["clock_skew", "Clock skew"],
   ["nan", "NaN / null values"], ["unit_switch", "Unit switch (°C → °F)"], ["schema_break", "Schema break (renamed field)"],
-  ["burst", "Burst flood"], ["disconnect", "Disconnect / reconnect"],
+  ["burst_flood", "Burst flood"], ["disconnect", "Disconnect / reconnect"],
 ];
+
+/** Fields an annotation names (`fields: [...]`, or one `field`); none = the whole message. */
+export function fieldsOf(a) {
+  return a.fields?.length ? a.fields : a.field ? [a.field] : [];
+}
+const touches = (a, f) => { const fs = fieldsOf(a); return !fs.length || fs.includes(f); };
 
 function stepFor(spanMs) {
   const raw = spanMs / TARGET_POINTS;
@@ -35,7 +41,14 @@ export default async function device(root, [id], { live, onTheme }) {
     fill(root, pageTitle(id), errorNotice(e, "Could not load the device"), h("p", {}, h("a", { href: "#/" }, "Back to the fleet")));
     return;
   }
-  const has = await available("deviceStart", "deviceStop", "deviceScenario", "deviceFaults", "annotations", "anomalies");
+  const has = await available("deviceStart", "deviceStop", "deviceScenario", "deviceFaults", "annotations", "anomalies", "emulatorDevices");
+  // The emulator's view (state, scenario, active faults, configured scenarios), when it has one.
+  let emu = null;
+  async function loadEmu() {
+    if (!has.emulatorDevices || !dev.emulated) return;
+    try { emu = await get(`${ENDPOINTS.emulatorDevices}/${encodeURIComponent(id)}`); dev.state = emu.state; } catch { emu = null; }
+  }
+  await loadEmu();
   const units = dev.units || {};
   const seriesTags = Object.fromEntries((dev.series || []).map((s) => [s.field, s.tags]));
 
@@ -94,9 +107,25 @@ export default async function device(root, [id], { live, onTheme }) {
       h("dt", {}, "Fields"), h("dd", {}, (dev.series || []).map((x) => x.field).join(", ") || "none stored yet"));
   }
   drawHead();
-  drawControls();
 
   // ---- controls: only what the server offers -------------------------------------------------
+  const act = (what, fn) => async () => {
+    status.textContent = `${what}…`;
+    try { await fn(); status.textContent = `${what}: done.`; refreshDevice(); loadNotes(); }
+    catch (e) { status.textContent = `${what} failed: ${e.message}`; }
+  };
+  // What is running now; redrawn on refresh without touching the form the user may be filling.
+  const activeBox = h("div", {});
+  function drawActive() {
+    const faults = emu?.faults || [];
+    fill(activeBox,
+      emu?.scenario ? h("p", { class: "muted" }, `Scenario running: ${emu.scenario.name}${emu.scenario.phase ? ` (phase ${emu.scenario.phase})` : ""}`) : null,
+      faults.length ? [h("h3", {}, "Active faults"), table([
+        { label: "Kind", cell: (f) => badge(f.kind, "warn") }, { label: "Field", cell: (f) => f.field || "whole message" },
+        { label: "Since", cell: (f) => fmtTime(f.start_ms) }, { label: "Until", cell: (f) => (f.end_ms ? fmtTime(f.end_ms) : "removed") },
+        { label: "", cell: (f) => h("button", { type: "button", onclick: act(`End ${f.kind}`, () => del(`${path(ENDPOINTS.deviceFaults, id)}/${f.id}`)) }, "End now") },
+      ], faults)] : null);
+  }
   function drawControls() {
     const fields = (dev.series || []).map((x) => x.field);
     if (!has.deviceStart && !has.deviceStop && !has.deviceScenario && !has.deviceFaults) {
@@ -104,14 +133,10 @@ export default async function device(root, [id], { live, onTheme }) {
         unavailable("Device control (start, stop, scenarios, fault injection)", "POST /api/v1/devices/{id}/start", "emulator issue (#3)"));
       return;
     }
-    const act = (what, fn) => async () => {
-      status.textContent = `${what}…`;
-      try { await fn(); status.textContent = `${what}: done.`; refreshDevice(); loadNotes(); }
-      catch (e) { status.textContent = `${what} failed: ${e.message}`; }
-    };
+    const scenarios = emu?.config?.scenarios || dev.scenarios || [];
     const scenarioSel = h("select", { "aria-label": "Scenario" },
-      (dev.scenarios || []).map((sc) => h("option", { value: sc.name ?? sc }, sc.name ?? sc)));
-    const scenarioIn = dev.scenarios?.length ? scenarioSel : h("input", { type: "text", placeholder: "scenario name", "aria-label": "Scenario name" });
+      scenarios.map((sc) => h("option", { value: sc.name ?? sc }, sc.name ?? sc)));
+    const scenarioIn = scenarios.length ? scenarioSel : h("input", { type: "text", placeholder: "scenario name", "aria-label": "Scenario name" });
     const kindSel = h("select", { "aria-label": "Fault kind" }, FAULT_KINDS.map(([k, l]) => h("option", { value: k }, l)));
     const fieldSel = h("select", { "aria-label": "Field" }, fields.map((f) => h("option", { value: f }, f)));
     const durIn = h("input", { type: "number", min: "1", value: "60", "aria-label": "Duration in seconds", style: "width:6rem" });
@@ -123,7 +148,7 @@ export default async function device(root, [id], { live, onTheme }) {
         has.deviceStop ? h("button", { type: "button", class: "danger", onclick: act("Stop", () => post(path(ENDPOINTS.deviceStop, id), {})) }, "Stop") : null),
       has.deviceScenario ? h("div", { class: "row" },
         h("label", { class: "field" }, "Scenario", scenarioIn),
-        h("button", { type: "button", onclick: act("Run scenario", () => post(path(ENDPOINTS.deviceScenario, id), { name: scenarioIn.value })) }, "Run scenario"),
+        h("button", { type: "button", onclick: act("Run scenario", () => post(path(ENDPOINTS.deviceScenario, id), { scenario: scenarioIn.value })) }, "Run scenario"),
         h("button", { type: "button", onclick: act("Stop scenario", () => del(path(ENDPOINTS.deviceScenario, id))) }, "Stop scenario")) : null,
       has.deviceFaults ? h("div", { class: "row", style: "margin-top:.6rem" },
         h("label", { class: "field" }, "Fault", kindSel),
@@ -133,11 +158,20 @@ export default async function device(root, [id], { live, onTheme }) {
         h("button", { type: "button", class: "primary", onclick: act("Inject fault", () => post(path(ENDPOINTS.deviceFaults, id), {
           kind: kindSel.value, field: fieldSel.value, duration_s: Number(durIn.value) || undefined,
           magnitude: magIn.value === "" ? undefined : Number(magIn.value),
-        })) }, "Inject fault")) : null);
+        })) }, "Inject fault")) : null,
+      activeBox);
+    drawActive();
   }
 
+  drawControls();
+
   async function refreshDevice() {
-    try { dev = await get(`/api/v1/devices/${encodeURIComponent(id)}`); drawHead(); } catch { /* keep the last */ }
+    try {
+      dev = await get(`/api/v1/devices/${encodeURIComponent(id)}`);
+      await loadEmu();
+      drawHead();
+      drawActive();
+    } catch { /* keep the last */ }
   }
 
   // ---- history ---------------------------------------------------------------------------------
@@ -267,15 +301,15 @@ export default async function device(root, [id], { live, onTheme }) {
     ]);
     for (const [f, c] of byField) {
       c.setAnnotations({
-        bands: ann.filter((a) => !a.field || a.field === f).map((a) => ({ from: toMs(a.start ?? a.from), to: toMs(a.end ?? a.to), label: a.kind })),
+        bands: ann.filter((a) => touches(a, f)).map((a) => ({ from: toMs(a.start ?? a.start_ms), to: toMs(a.end ?? a.end_ms), label: a.kind })),
         marks: an.filter((a) => !a.field || a.field === f).map((a) => ({ t: toMs(a.ts ?? a.timestamp), label: a.detector })),
       });
     }
     fill(notes, h("h2", {}, "Faults and anomalies"),
       has.annotations ? [h("h3", {}, "Injected faults (ground truth)"), table([
-        { label: "Kind", cell: (a) => badge(a.kind, "warn") }, { label: "Field", cell: (a) => a.field || "all" },
-        { label: "Start", cell: (a) => fmtTime(a.start ?? a.from) }, { label: "End", cell: (a) => (a.end ?? a.to) ? fmtTime(a.end ?? a.to) : "active" },
-        { label: "Duration", cell: (a) => fmtDuration((toMs(a.end ?? a.to) ?? Date.now()) - toMs(a.start ?? a.from)) },
+        { label: "Kind", cell: (a) => badge(a.kind, "warn") }, { label: "Fields", cell: (a) => fieldsOf(a).join(", ") || "whole message" },
+        { label: "Start", cell: (a) => fmtTime(a.start ?? a.start_ms) }, { label: "End", cell: (a) => (a.end ?? a.end_ms) ? fmtTime(a.end ?? a.end_ms) : "active" },
+        { label: "Duration", cell: (a) => fmtDuration((toMs(a.end ?? a.end_ms) ?? Date.now()) - toMs(a.start ?? a.start_ms)) },
       ], ann, { empty: "No faults injected in the last 24 h." })] : null,
       has.anomalies ? [h("h3", {}, "Detected anomalies"), table([
         { label: "Time", cell: (a) => fmtTime(a.ts ?? a.timestamp) }, { label: "Field", cell: (a) => a.field || "—" },

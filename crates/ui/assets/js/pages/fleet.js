@@ -15,22 +15,13 @@ export default async function fleet(root, _params, { live }) {
     fill(root, pageTitle("Fleet"), errorNotice(e, "Could not list the devices"));
     return () => state.stop();
   }
-  const extra = await available("quality", "annotations");
+  const extra = await available("quality", "emulatorDevices");
   const quality = new Map();
-  const faults = new Map();
   async function loadExtras() {
     if (extra.quality) {
       try {
         for (const q of listOf(await get("/api/v1/quality"), "devices", "quality")) {
           if (q.device_id) quality.set(q.device_id, q.score ?? q.quality_score);
-        }
-      } catch { /* shown as "—" */ }
-    }
-    if (extra.annotations) {
-      try {
-        faults.clear();
-        for (const a of listOf(await get("/api/v1/annotations?active=true"), "annotations")) {
-          if (a.end === null || a.end === undefined) faults.set(a.device_id, [...(faults.get(a.device_id) || []), a.kind]);
         }
       } catch { /* shown as "—" */ }
     }
@@ -70,7 +61,10 @@ export default async function fleet(root, _params, { live }) {
       { label: "Newest values", cls: "hide-narrow", cell: (d) => lastValues(d) },
     ];
     if (extra.quality) cols.push({ label: "Quality", num: true, cell: (d) => quality.has(d.device_id) ? fmtNumber(quality.get(d.device_id)) : "—" });
-    if (extra.annotations) cols.push({ label: "Active faults", cell: (d) => (faults.get(d.device_id) || []).map((k) => badge(k, "warn")) });
+    if (extra.emulatorDevices) {
+      cols.push({ label: "Scenario", cls: "hide-narrow", cell: (d) => d.scenario?.name || (d.emulated ? "normal" : "—") });
+      cols.push({ label: "Active faults", cell: (d) => (d.faults || []).length ? (d.faults || []).map((f) => badge(f.kind, "warn", f.field ? `on ${f.field}` : "whole message")) : "—" });
+    }
     // Keep keyboard focus on the same link across redraws.
     const active = tableBox.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
     fill(tableBox, table(cols, rows, { empty: f ? "No device matches the filter." : "No devices yet: start `fieldlab up` with a fleet, or publish telemetry to the broker." }));

@@ -4,13 +4,14 @@
 
 import { h, fill, badge, table, pageTitle, unavailable } from "../dom.js";
 import { ENDPOINTS, available, get, post, qs, listOf, path } from "../api.js";
-import { fmtTime } from "../format.js";
+import { fmtTime, toMs } from "../format.js";
+import { fieldsOf } from "./device.js";
 
 export const LESSONS = [
   {
     id: "stuck-sensor", title: "A stuck sensor",
     device: "temperature_sensor_1", field: "temperature",
-    fault: { kind: "stuck", field: "temperature", duration_s: 120 },
+    fault: { kind: "stuck_at", field: "temperature", duration_s: 120 },
     why: "A sensor that freezes keeps sending — the last value, forever. Nothing looks broken: messages arrive, values are plausible, and every range check passes.",
     steps: [
       "Open the device page and choose the 15m range. Note how the temperature wanders by a few tenths of a degree.",
@@ -114,7 +115,7 @@ function curlFor(l) {
   const f = (x) => `curl -X POST localhost:8080${path(ENDPOINTS.deviceFaults, l.device)} -H 'Content-Type: application/json' -d '${JSON.stringify(x)}'`;
   if (l.fault) out.push(f(l.fault));
   if (l.fault2) out.push(f(l.fault2));
-  if (l.scenario) out.push(`curl -X POST localhost:8080${path(ENDPOINTS.deviceScenario, l.device)} -H 'Content-Type: application/json' -d '${JSON.stringify({ name: l.scenario })}'`);
+  if (l.scenario) out.push(`curl -X POST localhost:8080${path(ENDPOINTS.deviceScenario, l.device)} -H 'Content-Type: application/json' -d '${JSON.stringify({ scenario: l.scenario })}'`);
   if (l.device) out.push(`curl 'localhost:8080/api/v1/annotations?device_id=${l.device}'   # the ground truth`);
   return out;
 }
@@ -145,7 +146,7 @@ export default async function lessons(root, [id]) {
     try {
       if (l.fault) await post(path(ENDPOINTS.deviceFaults, l.device), l.fault);
       if (l.fault2) await post(path(ENDPOINTS.deviceFaults, l.device), l.fault2);
-      if (l.scenario && has.deviceScenario) await post(path(ENDPOINTS.deviceScenario, l.device), { name: l.scenario });
+      if (l.scenario && has.deviceScenario) await post(path(ENDPOINTS.deviceScenario, l.device), { scenario: l.scenario });
       status.textContent = `Started at ${fmtTime(Date.now())}. Open the device and find it, then come back and reveal.`;
     } catch (e) {
       status.textContent = `Could not start: ${e.message}`;
@@ -155,7 +156,8 @@ export default async function lessons(root, [id]) {
   async function showTruth() {
     const q = { device_id: l.device, from: startedAt || new Date(Date.now() - 3600e3).toISOString() };
     const [ann, an, qual] = await Promise.all([
-      has.annotations ? get(`/api/v1/annotations${qs(q)}`).then((d) => listOf(d, "annotations")).catch(() => []) : null,
+      has.annotations ? get(`/api/v1/annotations${qs(q)}`).then((d) => listOf(d, "annotations")
+        .filter((a) => (toMs(a.end ?? a.end_ms) ?? Date.now()) >= toMs(q.from))).catch(() => []) : null,
       has.anomalies ? get(`/api/v1/anomalies${qs(q)}`).then((d) => listOf(d, "anomalies")).catch(() => []) : null,
       has.quality ? get(`/api/v1/quality${qs({ device_id: l.device })}`).catch(() => null) : null,
     ]);
@@ -163,8 +165,8 @@ export default async function lessons(root, [id]) {
       h("h2", {}, "What the rules and detectors saw"),
       h("p", {}, l.rules),
       ann ? [h("h3", {}, "Ground truth (injected faults)"), table([
-        { label: "Kind", cell: (a) => badge(a.kind, "warn") }, { label: "Field", cell: (a) => a.field || "all" },
-        { label: "Start", cell: (a) => fmtTime(a.start) }, { label: "End", cell: (a) => (a.end ? fmtTime(a.end) : "active") },
+        { label: "Kind", cell: (a) => badge(a.kind, "warn") }, { label: "Fields", cell: (a) => fieldsOf(a).join(", ") || "whole message" },
+        { label: "Start", cell: (a) => fmtTime(a.start ?? a.start_ms) }, { label: "End", cell: (a) => ((a.end ?? a.end_ms) ? fmtTime(a.end ?? a.end_ms) : "active") },
       ], ann)] : h("p", { class: "muted" }, "Ground truth: GET /api/v1/annotations is not available on this server yet."),
       an ? [h("h3", {}, "Detector events"), table([
         { label: "Time", cell: (a) => fmtTime(a.ts ?? a.timestamp) }, { label: "Field", cell: (a) => a.field || "—" },
