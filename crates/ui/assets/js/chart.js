@@ -91,8 +91,11 @@ export class ChartGroup {
 
 export class TimeChart {
   /** `el` receives the canvas; `label` and `unit` name the series. */
-  constructor(el, { label, unit = "", height = 200 }) {
+  /** `readout`, if given, shows the newest value, or the value under the cursor while hovering. */
+  constructor(el, { label, unit = "", height = 200, readout = null }) {
     this.el = el;
+    this.readout = readout;
+    this.latest = ["", ""];
     this.label = label;
     this.unit = unit;
     this.height = height;
@@ -128,13 +131,13 @@ export class TimeChart {
         drag: { x: true, y: false, setScale: false },
       },
       scales: { x: { time: true } },
-      legend: { show: true, live: true },
+      legend: { show: false },
       series: [
         { label: "time" },
         { label: this.label + (unit ? ` (${unit})` : ""), stroke, width: 1.5, value: (u, v) => fmt(v), points: { size: 4 } },
       ],
       axes: [
-        { stroke: muted, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, values: timeTicks },
+        { stroke: muted, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, values: timeTicks, space: 70 },
         { stroke: muted, grid: { stroke: line, width: 1 }, ticks: { stroke: line }, size: 60,
           values: (u, vals) => vals.map((v) => `${+v.toPrecision(4)}`),
           label: unit || undefined, labelSize: unit ? 18 : 0, labelFont: "12px system-ui" },
@@ -150,12 +153,35 @@ export class TimeChart {
           }
         }],
         draw: [(u) => this.drawAnnotations(u, fg)],
+        setCursor: [(u) => this.showCursor(u)],
       },
     };
     this.u = new uPlot(opts, [this.xs, this.ys], this.el);
     this.u.over.addEventListener("dblclick", () => this.group && this.group.setRange(null));
     this.el.dataset.points = String(this.xs.length);
     this.applyRange();
+  }
+
+  /** Text for the readout when the cursor is not over the chart. */
+  setLatest(text, title = "") {
+    this.latest = [text, title];
+    if (this.readout && !this.hovering) this.writeReadout(text, title);
+  }
+
+  writeReadout(text, title) {
+    this.readout.textContent = text;
+    this.readout.title = title;
+  }
+
+  showCursor(u) {
+    if (!this.readout) return;
+    const i = u.cursor.idx;
+    this.hovering = i !== null && i !== undefined;
+    if (!this.hovering) return this.writeReadout(...this.latest);
+    const v = u.data[1][i];
+    const t = new Date(u.data[0][i] * 1000);
+    const when = tickFmt.sec.format(t);
+    this.writeReadout(`${v === null || v === undefined ? "—" : +v.toPrecision(6)}${this.unit ? " " + this.unit : ""} at ${when}`, t.toString());
   }
 
   fit() {

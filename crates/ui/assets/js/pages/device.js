@@ -185,8 +185,7 @@ export default async function device(root, [id], { live, onTheme }) {
       plot);
     box.style.margin = "0";
     charts.append(box);
-    const c = new TimeChart(plot, { label: field, unit });
-    c.nowEl = now;
+    const c = new TimeChart(plot, { label: field, unit, readout: now });
     group.add(c);
     byField.set(field, c);
     c.ready = c.init();
@@ -230,10 +229,7 @@ export default async function device(root, [id], { live, onTheme }) {
   function drawLatest() {
     for (const [f, c] of byField) {
       const x = latest.get(f);
-      if (x && c.nowEl) {
-        c.nowEl.textContent = fmtValue(x.v, c.unit);
-        c.nowEl.title = `at ${fmtTime(x.ts, { date: "always" })}`;
-      }
+      if (x) c.setLatest(fmtValue(x.v, c.unit), `newest, at ${fmtTime(x.ts, { date: "always" })}`);
     }
   }
 
