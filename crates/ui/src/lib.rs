@@ -98,6 +98,24 @@ mod tests {
         assert!(get("nope.js").is_none());
     }
 
+    /// Every `/ui/...` file that index.html loads or preloads is embedded.
+    #[test]
+    fn index_references_only_embedded_files() {
+        let html = std::str::from_utf8(index().body).unwrap();
+        let refs: Vec<&str> = html
+            .split("\"/ui/")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap())
+            .collect();
+        assert!(refs.len() >= 5, "{refs:?}");
+        for r in refs {
+            assert!(
+                get(r).is_some(),
+                "index.html refers to /ui/{r}, which is not embedded"
+            );
+        }
+    }
+
     #[test]
     fn etags_differ_when_content_differs() {
         let a = get("index.html").unwrap();

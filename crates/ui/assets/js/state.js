@@ -34,14 +34,13 @@ export class FleetState {
   }
 
   async start() {
-    const d = await get("/api/v1/devices");
+    const [d, has] = await Promise.all([get("/api/v1/devices"), available("emulatorDevices", "quality")]);
     this.mergeDevices(d);
-    this.hasEmulator = (await available("emulatorDevices")).emulatorDevices;
-    await this.pollEmulator();
+    this.hasEmulator = has.emulatorDevices;
+    await Promise.all([this.pollEmulator(), this.pollValues(true)]);
     this.emuTimer = setInterval(() => this.pollEmulator(), 5000);
     this.offs.push(this.live.on("devices", (d) => { this.mergeDevices(d); this.pollValues(); }));
     this.offs.push(this.live.on("telemetry", (m) => this.telemetry(m)));
-    await this.pollValues(true);
     return this;
   }
 
