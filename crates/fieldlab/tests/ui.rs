@@ -261,6 +261,7 @@ fn dashboard_works_in_headless_chromium() {
     b.screenshot(&shots().join("fleet-phone.png"));
 
     live_feed_reconnects_over_a_real_websocket(&mut b);
+    device_control_and_fault_annotation(&mut b, &f);
 
     let problems = b.console_problems();
     assert!(problems.is_empty(), "console errors: {problems:#?}");
@@ -337,4 +338,69 @@ fn live_feed_reconnects_over_a_real_websocket(b: &mut Browser) {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert_eq!(msgs[0]["data"]["temperature"], 20.1);
     assert_eq!(conns.load(Ordering::SeqCst), 2, "reconnected once");
+}
+
+/// Start/stop and fault injection from the device page, and the fault's annotation on the
+/// chart. Runs when the server has the emulator's control API (issue 3); until that is merged
+/// the page shows "not available" (checked above) and this says it did not run.
+fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
+    let (_, probe) = f.get(
+        "/api/v1/ui/endpoints?path=/api/v1/devices/x/stop&path=/api/v1/devices/x/faults&path=/api/v1/annotations",
+    );
+    if !probe
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| v["available"] == true)
+    {
+        eprintln!("device control not exercised: this server has no emulator control API yet");
+        return;
+    }
+    b.eval("location.hash = '#/device/temperature_sensor_1'; true");
+    let click = |b: &mut Browser, label: &str| {
+        b.wait_for(
+            &format!("button {label}"),
+            Duration::from_secs(10),
+            &format!(
+                "(() => {{ const x = [...document.querySelectorAll('main button')].find(x => x.textContent === {label:?}); \
+                   if (!x) return null; x.click(); return true; }})()"
+            ),
+        );
+    };
+    let status = |b: &mut Browser, text: &str| {
+        b.wait_for(
+            &format!("status `{text}`"),
+            Duration::from_secs(10),
+            &format!("document.querySelector('main [role=status]')?.textContent.includes({text:?})"),
+        );
+    };
+    click(b, "Stop");
+    status(b, "Stop: done");
+    b.wait_for(
+        "state stopped",
+        Duration::from_secs(10),
+        "document.querySelector('main h1')?.textContent.includes('stopped')",
+    );
+    click(b, "Start");
+    status(b, "Start: done");
+    b.wait_for(
+        "state running",
+        Duration::from_secs(10),
+        "document.querySelector('main h1')?.textContent.includes('running')",
+    );
+    b.eval(
+        "(() => { const s = document.querySelector('select[aria-label=\"Fault kind\"]'); s.value = 'spike'; \
+           document.querySelector('select[aria-label=\"Field\"]').value = 'temperature'; \
+           document.querySelector('input[aria-label=\"Duration in seconds\"]').value = '5'; \
+           document.querySelector('input[aria-label^=\"Magnitude\"]').value = '30'; return true; })()",
+    );
+    click(b, "Inject fault");
+    status(b, "Inject fault: done");
+    b.wait_for(
+        "the fault's annotation on the temperature chart and in the list",
+        Duration::from_secs(15),
+        "Number(document.querySelector('.chart[data-field=\"temperature\"] .plot')?.dataset.annotations || 0) >= 1 \
+           && document.querySelector('main')?.textContent.includes('Injected faults')",
+    );
+    b.screenshot(&shots().join("device-fault.png"));
 }

@@ -242,6 +242,7 @@ export class TimeChart {
   setAnnotations({ bands = this.bands, marks = this.marks } = {}) {
     this.bands = bands;
     this.marks = marks;
+    this.el.dataset.annotations = String(bands.length + marks.length);
     if (this.u) this.u.redraw(false);
   }
 
