@@ -371,7 +371,9 @@ fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
         b.wait_for(
             &format!("status `{text}`"),
             Duration::from_secs(10),
-            &format!("document.querySelector('main [role=status]')?.textContent.includes({text:?})"),
+            &format!(
+                "document.querySelector('main [role=status]')?.textContent.includes({text:?})"
+            ),
         );
     };
     click(b, "Stop");

@@ -57,8 +57,15 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| {
-            a.split(',')
-                .any(|m| m.trim().starts_with("text/html") && !m.contains("q=0"))
+            a.split(',').any(|m| {
+                let mut parts = m.split(';').map(str::trim);
+                parts.next() == Some("text/html")
+                    && !parts.any(|p| {
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.parse::<f32>().ok())
+                            .is_some_and(|q| q == 0.0)
+                    })
+            })
         })
 }
 
@@ -174,4 +181,26 @@ async fn probe(
         );
     }
     Json(Value::Object(out)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_html;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn accept(v: &'static str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(v));
+        wants_html(&h)
+    }
+
+    #[test]
+    fn html_only_when_the_client_accepts_it() {
+        assert!(accept("text/html,application/xhtml+xml,*/*;q=0.8"));
+        assert!(accept("application/json;q=0.5, text/html;q=0.9"));
+        assert!(!accept("text/html;q=0"));
+        assert!(!accept("application/json"));
+        assert!(!accept("*/*"), "curl's default gets JSON");
+        assert!(!wants_html(&HeaderMap::new()));
+    }
 }
