@@ -15,6 +15,7 @@ pub mod emulator_api;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod ui;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -125,13 +126,14 @@ pub fn app(state: AppState) -> axum::Router {
     let rl = ratelimit::RatelimitState {
         limiter: state.ratelimit.clone(),
     };
-    routes::router()
+    let app = routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
         .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    ui::with_endpoint_probe(app)
 }
 
 /// Serve until `shutdown` resolves.

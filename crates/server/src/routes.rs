@@ -10,6 +10,7 @@
 //! | `/api/v1/series` | series with tags, optional `device_id` |
 //! | `/api/v1/query` | points, or one value per `step` bucket with `agg` |
 //! | `/api/v1/quarantine` | payloads that could not be parsed, newest first |
+//! | `/` (browsers), `/ui/...`, `/api/v1` (JSON index) | the web UI, see [`crate::ui`] |
 
 use crate::{AppState, Problem};
 use axum::extract::{Path, Query, State};
@@ -25,7 +26,6 @@ use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
         .route("/health", get(live))
         .route("/healthz", get(live))
         .route("/health/live", get(live))
@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/series", get(series))
         .route("/api/v1/query", get(query))
         .route("/api/v1/quarantine", get(quarantine))
+        .merge(crate::ui::router())
         .merge(crate::ratelimit::routes())
         .merge(crate::emulator_api::router())
 }
@@ -63,13 +64,13 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem
     )
 }
 
-async fn index(State(s): State<AppState>) -> Json<Value> {
+pub(crate) async fn index(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "fieldlab",
         "version": env!("CARGO_PKG_VERSION"),
         "mqtt": s.broker_url,
         "endpoints": ["/health", "/ready", "/metrics", "/api/v1/devices", "/api/v1/devices/{id}",
-                      "/api/v1/series", "/api/v1/query", "/api/v1/quarantine"],
+                      "/api/v1/series", "/api/v1/query", "/api/v1/quarantine", "/ui/"],
     }))
 }
 
