@@ -123,6 +123,14 @@ word_enum!(
     FsyncPolicy { Always => "always", Interval => "interval", Never => "never" }
 );
 word_enum!(
+    /// How emulated devices connect to the broker.
+    ConnectionMode { PerDevice => "per_device", Shared => "shared" }
+);
+word_enum!(
+    /// MQTT protocol version.
+    MqttProtocol { V311 => "3.1.1", V5 => "5" }
+);
+word_enum!(
     /// MQTT quality of service.
     Qos { AtMostOnce => "0", AtLeastOnce => "1", ExactlyOnce => "2" }
 );
@@ -232,6 +240,19 @@ pub struct DevicesConfig {
     /// The emulated fleet, in the seed's devices.yaml shape. Absent: the demo fleet
     /// (TemperatureSensor, PressureValve, PvInverter). Empty list: no emulated devices.
     pub fleet: Option<Vec<DeviceSpec>>,
+    /// Custom device types built from value generators (checked by the emulator, which
+    /// names the key of a bad entry; see `fieldlab devices types`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<serde_yaml::Value>,
+    /// `per_device`: one MQTT connection (own client id, last will) per device.
+    /// `shared`: devices share a few connections, for fleets of 10k+ devices.
+    pub connection: ConnectionMode,
+    /// Number of connections in `shared` mode.
+    pub shared_connections: usize,
+    /// MQTT protocol of the device connections: `3.1.1` or `5`.
+    pub protocol: MqttProtocol,
+    /// Telemetry topic of devices without `mqtt_topic`; `{type}` and `{id}` are replaced.
+    pub topic_template: String,
 }
 
 impl Default for DevicesConfig {
@@ -240,6 +261,11 @@ impl Default for DevicesConfig {
             max_devices: 1000,
             seed: 42,
             fleet: None,
+            types: Vec::new(),
+            connection: ConnectionMode::PerDevice,
+            shared_connections: 4,
+            protocol: MqttProtocol::V311,
+            topic_template: "devices/{type}/{id}/telemetry".into(),
         }
     }
 }

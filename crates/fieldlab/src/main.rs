@@ -7,6 +7,9 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench_influx;
+mod nab;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -31,6 +34,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
+    #[command(subcommand)]
+    Nab(nab::NabCmd),
 }
 
 #[derive(Args)]
@@ -71,6 +77,8 @@ enum DevicesCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// fieldlab vs a real InfluxDB 1.x (started here): ingest, bytes/point, query p50.
+    Influx(bench_influx::InfluxArgs),
     /// Publish N messages of M fields through the embedded broker; print durable points/s.
     Ingest {
         #[arg(long, default_value_t = 50_000)]
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -115,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),
         Cmd::Bench(BenchCmd::Ingest {
             messages,
             fields,
