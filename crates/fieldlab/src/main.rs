@@ -7,6 +7,7 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench_influx;
 mod nab;
 
 mod ratelimit;
@@ -86,6 +87,8 @@ enum DevicesCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// fieldlab vs a real InfluxDB 1.x (started here): ingest, bytes/point, query p50.
+    Influx(bench_influx::InfluxArgs),
     /// Publish N messages of M fields through the embedded broker; print durable points/s.
     Ingest {
         #[arg(long, default_value_t = 50_000)]
@@ -136,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),
         Cmd::Bench(BenchCmd::Ingest {
             messages,
             fields,

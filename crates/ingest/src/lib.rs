@@ -10,8 +10,9 @@
 //! Architecture invariant: parsing ([`payload`]) is pure — no I/O — so every payload format can
 //! be tested, fuzzed and benchmarked without a broker.
 
+pub mod dedup;
 pub mod payload;
 pub mod source;
 
 pub use payload::parse;
-pub use source::{start, Ingest, IngestMetrics, IngestSettings};
+pub use source::{default_client_id, start, Ingest, IngestMetrics, IngestSettings};

@@ -9,15 +9,24 @@
 //!   Unparseable messages are fsynced to the quarantine before they are acknowledged.
 //!
 //! So with QoS 1, "acknowledged to the broker" means "on disk in fieldlab".
+//!
+//! Scale-out: with an external broker the connection speaks MQTT 5 (3.1.1 for the embedded
+//! rumqttd) under a client id unique per instance, and with `share_group` it subscribes to
+//! `$share/<group>/<filter>`, so instances of one group split the messages. Redeliveries are
+//! stored once ([`crate::dedup`]), and after the store acknowledged a batch its points are
+//! handed to the scale-out sinks (`fieldlab-sinks`), whose back-pressure slows ingest down.
 
+use crate::dedup::Dedup;
 use crate::payload::parse;
 use fieldlab_core::config::Qos;
 use fieldlab_core::{DeviceDirectory, Readiness};
+use fieldlab_sinks::Sinks;
 use fieldlab_store::{Quarantine, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rumqttc::v5::mqttbytes::v5::{Filter as Filter5, Packet as Packet5, Publish as Publish5};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +50,93 @@ pub struct IngestSettings {
     /// Keep the broker session across reconnects, so an external broker queues messages
     /// while fieldlab restarts.
     pub persistent_session: bool,
+    /// Speak MQTT 5 (needed for shared subscriptions) instead of 3.1.1.
+    pub mqtt5: bool,
+    /// Subscribe as a member of this shared-subscription group (`$share/<group>/<filter>`).
+    pub share_group: Option<String>,
+    /// Recent (seq, ts) pairs remembered per device for de-duplication; 0 = off.
+    pub dedup_window: usize,
+}
+
+impl IngestSettings {
+    /// The filters actually subscribed: shared if a group is set.
+    pub fn filters(&self) -> Vec<String> {
+        match &self.share_group {
+            Some(g) => self
+                .topics
+                .iter()
+                .map(|t| format!("$share/{g}/{t}"))
+                .collect(),
+            None => self.topics.clone(),
+        }
+    }
+}
+
+/// A client id unique per process: `fieldlab-ingest-<hostname>-<pid>`.
+pub fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("fieldlab-ingest-{host}-{}", std::process::id())
+}
+
+/// A received message of either protocol version.
+enum Msg {
+    V4(Publish),
+    V5(Publish5),
+}
+
+impl Msg {
+    fn topic(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Msg::V4(p) => std::borrow::Cow::Borrowed(p.topic.as_str()),
+            Msg::V5(p) => String::from_utf8_lossy(&p.topic),
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Msg::V4(p) => &p.payload,
+            Msg::V5(p) => &p.payload,
+        }
+    }
+
+    fn needs_ack(&self) -> bool {
+        match self {
+            Msg::V4(p) => p.qos != QoS::AtMostOnce,
+            Msg::V5(p) => p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        }
+    }
+}
+
+/// The client that sends the acknowledgements.
+#[derive(Clone)]
+enum Acker {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Acker {
+    async fn ack(&self, m: &Msg) -> Result<(), String> {
+        match (self, m) {
+            (Acker::V4(c), Msg::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Acker::V5(c), Msg::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            _ => Err("protocol mismatch".into()),
+        }
+    }
 }
 
 /// Ingest metrics, registered under `fieldlab_ingest_*`.
@@ -51,6 +147,7 @@ pub struct IngestMetrics {
     pub points: Counter,
     pub batches: Counter,
     pub write_errors: Counter,
+    pub duplicates: Counter,
     pub connected: Gauge,
     pub batch_seconds: Histogram,
 }
@@ -63,6 +160,7 @@ impl Default for IngestMetrics {
             points: Counter::default(),
             batches: Counter::default(),
             write_errors: Counter::default(),
+            duplicates: Counter::default(),
             connected: Gauge::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         }
@@ -95,6 +193,11 @@ impl IngestMetrics {
             "fieldlab_ingest_write_errors",
             "Batches the store refused (messages left unacknowledged)",
             self.write_errors.clone(),
+        );
+        r.register(
+            "fieldlab_ingest_duplicates",
+            "Readings received again (same device, seq and time) and stored once",
+            self.duplicates.clone(),
         );
         r.register(
             "fieldlab_ingest_connected",
@@ -134,7 +237,7 @@ fn qos(q: Qos) -> QoS {
 }
 
 /// Connect and start ingesting. Readiness part `broker` follows the connection, `ingest` turns
-/// true once subscribed.
+/// true once subscribed. Points the store acknowledged are also handed to `sinks`.
 pub fn start(
     s: IngestSettings,
     store: Store,
@@ -142,7 +245,66 @@ pub fn start(
     directory: DeviceDirectory,
     readiness: Readiness,
     metrics: IngestMetrics,
+    sinks: Sinks,
 ) -> Ingest {
+    let (tx, rx) = mpsc::channel::<Msg>(s.batch_max.max(1) * 4);
+    let cancel = CancellationToken::new();
+    readiness.require("broker");
+    readiness.require("ingest");
+    let ctx = PollCtx {
+        cancel: cancel.clone(),
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        where_: format!("{}:{}", s.host, s.port),
+        tx,
+    };
+    let (poller, acker) = if s.mqtt5 {
+        let (client, eventloop) = connect_v5(&s);
+        let filters: Vec<Filter5> = s
+            .filters()
+            .into_iter()
+            .map(|t| Filter5::new(t, qos5(s.qos)))
+            .collect();
+        let p = tokio::spawn(poll_v5(ctx, eventloop, client.clone(), filters));
+        (p, Acker::V5(client))
+    } else {
+        let (client, eventloop) = connect_v4(&s);
+        let filters: Vec<SubscribeFilter> = s
+            .filters()
+            .into_iter()
+            .map(|t| SubscribeFilter::new(t, qos(s.qos)))
+            .collect();
+        let p = tokio::spawn(poll_v4(ctx, eventloop, client.clone(), filters));
+        (p, Acker::V4(client))
+    };
+    let writer = tokio::spawn(write_loop(
+        rx,
+        acker,
+        s.batch_max,
+        Dedup::new(s.dedup_window),
+        store,
+        quarantine,
+        directory,
+        metrics,
+        sinks,
+    ));
+    Ingest {
+        cancel,
+        poller,
+        writer,
+    }
+}
+
+fn qos5(q: Qos) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS as Q;
+    match q {
+        Qos::AtMostOnce => Q::AtMostOnce,
+        Qos::AtLeastOnce => Q::AtLeastOnce,
+        Qos::ExactlyOnce => Q::ExactlyOnce,
+    }
+}
+
+fn connect_v4(s: &IngestSettings) -> (AsyncClient, rumqttc::EventLoop) {
     let mut opts = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     opts.set_keep_alive(s.keep_alive)
         .set_clean_session(!s.persistent_session)
@@ -152,121 +314,200 @@ pub fn start(
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    let (tx, rx) = mpsc::channel::<Publish>(s.batch_max.max(1) * 4);
-    let cancel = CancellationToken::new();
-    readiness.require("broker");
-    readiness.require("ingest");
+    AsyncClient::new(opts, 1024)
+}
 
-    let filters: Vec<SubscribeFilter> = s
-        .topics
-        .iter()
-        .map(|t| SubscribeFilter::new(t.clone(), qos(s.qos)))
-        .collect();
-    let poller = {
-        let cancel = cancel.clone();
-        let client = client.clone();
-        let readiness = readiness.clone();
-        let metrics = metrics.clone();
-        let where_ = format!("{}:{}", s.host, s.port);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let ev = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    ev = eventloop.poll() => ev,
-                };
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff = Duration::from_millis(100);
-                        readiness.set("broker", true);
-                        tracing::info!(broker = %where_, "ingest connected; subscribing");
-                        if let Err(e) = client.subscribe_many(filters.clone()).await {
-                            tracing::error!(error = %e, "ingest could not subscribe");
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        metrics.connected.set(1);
-                        readiness.set("ingest", true);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(p).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        metrics.connected.set(0);
-                        readiness.set("ingest", false);
-                        readiness.set("broker", false);
-                        tracing::warn!(broker = %where_, error = %e, retry_in = ?backoff, "ingest lost the broker; reconnecting");
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-            // Dropping `tx` lets the writer finish what is queued.
-            drop(tx);
-            // Keep the event loop alive briefly so the writer's final PUBACKs go out.
-            let flush = async {
-                loop {
-                    if eventloop.poll().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(300), flush).await;
-        })
-    };
+fn connect_v5(s: &IngestSettings) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    let mut opts = rumqttc::v5::MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    opts.set_keep_alive(s.keep_alive)
+        .set_clean_start(!s.persistent_session)
+        .set_manual_acks(true)
+        .set_max_packet_size(Some((s.max_payload_size + 1024) as u32));
+    if s.persistent_session {
+        // MQTT 5 ends a session at disconnect unless it has an expiry; keep it a day.
+        opts.set_session_expiry_interval(Some(86_400));
+    }
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    rumqttc::v5::AsyncClient::new(opts, 1024)
+}
 
-    let writer = tokio::spawn(write_loop(
-        rx,
-        client,
-        s.batch_max,
-        store,
-        quarantine,
-        directory,
-        metrics,
-    ));
-    Ingest {
-        cancel,
-        poller,
-        writer,
+/// What both pollers share.
+struct PollCtx {
+    cancel: CancellationToken,
+    readiness: Readiness,
+    metrics: IngestMetrics,
+    where_: String,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl PollCtx {
+    fn connected(&self) {
+        self.readiness.set("broker", true);
+        tracing::info!(broker = %self.where_, "ingest connected; subscribing");
+    }
+
+    fn subscribed(&self) {
+        self.metrics.connected.set(1);
+        self.readiness.set("ingest", true);
+    }
+
+    /// After a connection error: mark not ready and wait the back-off. False when cancelled.
+    async fn lost(&self, error: String, backoff: &mut Duration) -> bool {
+        self.metrics.connected.set(0);
+        self.readiness.set("ingest", false);
+        self.readiness.set("broker", false);
+        tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting");
+        let go_on = tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(*backoff) => true,
+        };
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        go_on
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<Publish>,
+async fn poll_v4(
+    ctx: PollCtx,
+    mut eventloop: rumqttc::EventLoop,
     client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let ev = tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                ctx.connected();
+                if let Err(e) = client.subscribe_many(filters.clone()).await {
+                    tracing::error!(error = %e, "ingest could not subscribe");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => ctx.subscribed(),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if ctx.tx.send(Msg::V4(p)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !ctx.lost(e.to_string(), &mut backoff).await {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping `tx` lets the writer finish what is queued.
+    drop(ctx);
+    // Keep the event loop alive briefly so the writer's final PUBACKs go out.
+    let flush = async { while eventloop.poll().await.is_ok() {} };
+    let _ = tokio::time::timeout(Duration::from_millis(300), flush).await;
+}
+
+async fn poll_v5(
+    ctx: PollCtx,
+    mut eventloop: rumqttc::v5::EventLoop,
+    client: rumqttc::v5::AsyncClient,
+    filters: Vec<Filter5>,
+) {
+    use rumqttc::v5::Event as Event5;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let ev = tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(Event5::Incoming(Packet5::ConnAck(_))) => {
+                backoff = Duration::from_millis(100);
+                ctx.connected();
+                if let Err(e) = client.subscribe_many(filters.clone()).await {
+                    tracing::error!(error = %e, "ingest could not subscribe");
+                }
+            }
+            Ok(Event5::Incoming(Packet5::SubAck(ack))) => {
+                use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as R;
+                let refused: Vec<String> = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| !matches!(c, R::Success(_)))
+                    .map(|c| format!("{c:?}"))
+                    .collect();
+                if refused.is_empty() {
+                    ctx.subscribed();
+                } else {
+                    tracing::error!(broker = %ctx.where_, ?refused, "the broker refused ingest's subscription (shared subscriptions need an MQTT 5 broker that supports them)");
+                }
+            }
+            Ok(Event5::Incoming(Packet5::Publish(p))) => {
+                if ctx.tx.send(Msg::V5(p)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !ctx.lost(e.to_string(), &mut backoff).await {
+                    break;
+                }
+            }
+        }
+    }
+    drop(ctx);
+    let flush = async { while eventloop.poll().await.is_ok() {} };
+    let _ = tokio::time::timeout(Duration::from_millis(300), flush).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    mut rx: mpsc::Receiver<Msg>,
+    acker: Acker,
     batch_max: usize,
+    mut dedup: Dedup,
     store: Store,
     quarantine: Arc<Quarantine>,
     directory: DeviceDirectory,
     metrics: IngestMetrics,
+    sinks: Sinks,
 ) {
-    let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
+    let mut batch: Vec<Msg> = Vec::with_capacity(batch_max);
     while rx.recv_many(&mut batch, batch_max).await > 0 {
         let started = Instant::now();
         let now = fieldlab_core::time::now_ms();
         let mut points = Vec::new();
         let mut bad = Vec::new();
         let mut seen = Vec::new();
+        // (device, seq, ts) of this batch, remembered only once the batch is durable, so a
+        // batch the store refused is not mistaken for a duplicate when it is redelivered.
+        let mut fresh: std::collections::HashSet<(String, u64, i64)> = Default::default();
+        let mut duplicates = 0u64;
         for m in &batch {
-            match parse(&m.topic, &m.payload, now) {
+            let topic = m.topic();
+            match parse(&topic, m.payload(), now) {
                 Ok(readings) => {
                     for r in readings {
+                        if let (Some(seq), true) = (r.seq, dedup.enabled()) {
+                            let k = (r.device_id.clone(), seq, r.ts_ms);
+                            if dedup.seen(&k.0, seq, r.ts_ms) || !fresh.insert(k) {
+                                duplicates += 1;
+                                continue;
+                            }
+                        }
                         seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
                         points.extend(r.into_points());
                     }
                 }
-                Err(reason) => bad.push((m.topic.clone(), m.payload.to_vec(), reason)),
+                Err(reason) => bad.push((topic.into_owned(), m.payload().to_vec(), reason)),
             }
         }
         metrics.messages.inc_by(batch.len() as u64);
         let n_points = points.len() as u64;
+        // The sinks need their own copy: the store takes the batch.
+        let for_sinks = (!sinks.is_empty() && !points.is_empty()).then(|| Arc::new(points.clone()));
         // Retry a failing store a few times (the store hands the batch back, no copies); if it
         // keeps failing, leave the messages unacknowledged so the broker redelivers them.
         let mut stored = false;
@@ -289,6 +530,10 @@ async fn write_loop(
             batch.clear();
             continue;
         }
+        for (dev, seq, ts) in fresh {
+            dedup.remember(&dev, seq, ts);
+        }
+        metrics.duplicates.inc_by(duplicates);
         if !bad.is_empty() {
             let q = quarantine.clone();
             let n = bad.len() as u64;
@@ -323,9 +568,14 @@ async fn write_loop(
         metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
+        // Hand the durable points to the sinks; a full sink buffer waits here, which holds
+        // back the acknowledgements and, through the bounded channel, the reading of MQTT.
+        if let Some(p) = for_sinks {
+            sinks.send(p).await;
+        }
         for m in batch.drain(..) {
-            if m.qos != QoS::AtMostOnce {
-                if let Err(e) = client.ack(&m).await {
+            if m.needs_ack() {
+                if let Err(e) = acker.ack(&m).await {
                     tracing::debug!(error = %e, "could not acknowledge (connection closing?)");
                 }
             }

@@ -165,15 +165,17 @@ impl Drop for InfluxServer {
     }
 }
 
-/// Total size of the files under `p` (like `du -b`).
+/// Disk space allocated to the files under `p` (like `du`: blocks, so preallocated sparse
+/// files such as InfluxDB's series-file segments count for what they really use).
 pub fn dir_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(rd) = std::fs::read_dir(p) else {
         return 0;
     };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()

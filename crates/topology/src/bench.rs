@@ -71,12 +71,16 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 batch_max: 4096,
                 max_payload_size: 1 << 20,
                 persistent_session: false,
+                mqtt5: false,
+                share_group: None,
+                dedup_window: 256,
             },
             store.clone(),
             quarantine,
             DeviceDirectory::new(),
             readiness.clone(),
             metrics.clone(),
+            fieldlab_sinks::Sinks::default(),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while !readiness.is_ready() {

@@ -18,9 +18,10 @@
 
 pub mod bench;
 pub mod ratelimit;
+pub mod bench_influx;
 
 use anyhow::Context;
-use fieldlab_core::config::{parse_broker_url, Config};
+use fieldlab_core::config::{parse_broker_url, Config, MqttVersion};
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_emulator::EmulatorSettings;
 use fieldlab_ingest::{IngestMetrics, IngestSettings};
@@ -100,10 +101,12 @@ pub async fn up(
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::default();
     let http_metrics = HttpMetrics::default();
+    let sink_metrics = fieldlab_sinks::SinkMetrics::default();
     let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
     emulator_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
     ingest_metrics.register(&mut registry);
+    sink_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
     let limiter = ratelimit::limiter(&cfg, &mut registry)?;
 
@@ -170,11 +173,30 @@ pub async fn up(
             topics.push(t);
         }
     }
+    // Scale-out sinks: every point the store acknowledges is also sent to each of them.
+    let sinks = fieldlab_sinks::Sinks::start(&cfg.sinks, &cfg.storage.data_dir, &sink_metrics)
+        .map_err(|e| anyhow::anyhow!("{e}; check `sinks:` in the config"))?;
+    let mqtt5 = match cfg.ingest.mqtt_version {
+        MqttVersion::Auto => !embedded,
+        MqttVersion::V5 => true,
+        MqttVersion::V311 => false,
+    };
+    if mqtt5 && embedded {
+        anyhow::bail!(
+            "the embedded broker speaks MQTT 3.1.1 only; set ingest.mqtt_version to auto or 3.1.1, \
+             or use an external broker (--broker mqtt://HOST:PORT) for MQTT 5 and shared subscriptions"
+        );
+    }
+    let client_id = if cfg.mqtt.client_id.is_empty() {
+        fieldlab_ingest::default_client_id()
+    } else {
+        cfg.mqtt.client_id.clone()
+    };
     let ingest = fieldlab_ingest::start(
         IngestSettings {
             host: host.clone(),
             port,
-            client_id: cfg.mqtt.client_id.clone(),
+            client_id,
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64),
             username: cfg.mqtt.username.clone(),
             password: cfg.mqtt.password.clone(),
@@ -183,12 +205,16 @@ pub async fn up(
             batch_max: cfg.ingest.batch_max,
             max_payload_size: cfg.mqtt.max_payload_size,
             persistent_session: !embedded,
+            mqtt5,
+            share_group: cfg.ingest.share_group.clone(),
+            dedup_window: cfg.ingest.dedup_window,
         },
         store.clone(),
         quarantine.clone(),
         directory.clone(),
         readiness.clone(),
         ingest_metrics.clone(),
+        sinks.clone(),
     );
 
     // Wait for ingest before starting devices, so the first messages are not missed.
@@ -211,7 +237,14 @@ pub async fn up(
         embedded_broker: embedded,
     };
     on_ready(&endpoints);
-    let banner = banner(&cfg, &endpoints, http_addr, &topics, &fleet);
+    let mut banner = banner(&cfg, &endpoints, http_addr, &topics, &fleet);
+    if !sinks.is_empty() {
+        banner = banner.replacen(
+            "\nPress Ctrl-C",
+            &format!("\n  sinks   {}\nPress Ctrl-C", sinks.names().join(", ")),
+            1,
+        );
+    }
     println!("{banner}");
 
     shutdown.await;
@@ -231,6 +264,8 @@ pub async fn up(
         last = now;
     }
     ingest.stop().await;
+    // Ingest is quiet: deliver what the sinks still hold (or spool it for the next start).
+    sinks.close().await;
     let _ = stop_http_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
