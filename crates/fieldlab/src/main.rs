@@ -90,6 +90,8 @@ enum BenchCmd {
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
     },
+    /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
+    Cap(cap::BenchCapArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
         Cmd::Cap(c) => cap::run(c),
+        Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -81,6 +81,9 @@ pub struct AppState {
     pub started: Instant,
     /// Where the broker is, for the index page and banner.
     pub broker_url: String,
+    /// Routes of other parts with their own state and auth (the proof verifier API at
+    /// `/verify`, `/policy/...`, `/proof/upload`, `/registry/...`), merged as they are.
+    pub extra_routes: Option<axum::Router>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -114,12 +117,17 @@ pub async fn authenticate(mut req: Request, next: Next) -> Response {
 /// The full router with state, metrics and authentication middleware.
 pub fn app(state: AppState) -> axum::Router {
     let m = state.http.clone();
-    routes::router()
+    let extra = state.extra_routes.clone();
+    let app = routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    match extra {
+        Some(r) => app.merge(r),
+        None => app,
+    }
 }
 
 /// Serve until `shutdown` resolves.
