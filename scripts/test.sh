@@ -14,6 +14,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# openssl generates RSA/Ed25519 JWT keys in the attest tests; wrk drives `fieldlab bench cap`.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

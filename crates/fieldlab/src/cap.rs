@@ -73,6 +73,46 @@ pub enum CapCmd {
     AttestSeries(SeriesArgs),
     /// Verify a series attestation file.
     VerifySeries { file: PathBuf },
+    /// Run the verifier API alone (the seed's `cap-verifier-api`), with /healthz, /readyz,
+    /// /metrics and /openapi.json; OAuth2 JWT scopes; TLS and mTLS.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Registry data directory; without it the registry endpoints answer 404.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Expected `iss` of bearer tokens.
+    #[arg(long, env = "CAP_OAUTH_ISSUER")]
+    issuer: Option<String>,
+    /// Expected `aud` of bearer tokens.
+    #[arg(long, env = "CAP_OAUTH_AUDIENCE", default_value = "cap-verifier")]
+    audience: String,
+    /// PEM public key(s) of the token issuer (RSA for RS256, Ed25519 for EdDSA).
+    #[arg(long = "jwt-public-key", value_name = "PEM")]
+    jwt_pem: Vec<PathBuf>,
+    /// JWKS file of the token issuer.
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// Serve without authentication (only allowed on a loopback address).
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Require bundles to be signed by this key.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates from this CA (mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Allowed client certificate subject (`CN=auditor` or a full DN); repeatable.
+    #[arg(long = "allowed-subject")]
+    allowed_subjects: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -421,6 +461,7 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
         CapCmd::Blob { data, cmd } => blob(&data, cmd),
         CapCmd::Audit { data, cmd } => audit(&data, cmd),
         CapCmd::AttestSeries(a) => attest_series(a),
+        CapCmd::Serve(a) => serve(a),
         CapCmd::VerifySeries { file } => {
             let a: fieldlab_attest::series::SeriesAttestation =
                 fieldlab_attest::read_json(&file).map_err(e)?;
@@ -980,4 +1021,287 @@ fn verify_bundle(path: &Path, trust: Option<&Path>, json: bool) -> anyhow::Resul
         (true, Some(Status::Pass)) => ExitCode::SUCCESS,
         (true, _) => ExitCode::from(4),
     })
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    use fieldlab_verifier::{tls, Auth, Verifier};
+    let addr: std::net::SocketAddr = a
+        .bind
+        .parse()
+        .map_err(|_| anyhow!("--bind `{}`: use HOST:PORT, e.g. 0.0.0.0:8443", a.bind))?;
+    let auth = if a.insecure_no_auth {
+        if !addr.ip().is_loopback() {
+            bail!("--insecure-no-auth is only allowed on a loopback address; configure --issuer and --jwt-public-key/--jwks");
+        }
+        Auth::Disabled
+    } else {
+        let iss = a.issuer.clone().ok_or_else(|| anyhow!("--issuer is required (the `iss` of accepted tokens), with --jwt-public-key PEM or --jwks FILE; or --insecure-no-auth on loopback"))?;
+        let mut j = fieldlab_attest::jwt::JwtVerifier::new(&iss, &a.audience);
+        for p in &a.jwt_pem {
+            j.add_pem_file(p).map_err(|m| anyhow!(m))?;
+        }
+        if let Some(f) = &a.jwks {
+            j.add_jwks_file(f).map_err(|m| anyhow!(m))?;
+        }
+        if j.key_count() == 0 {
+            bail!("no token keys: give --jwt-public-key PEM or --jwks FILE");
+        }
+        Auth::Jwt(j)
+    };
+    let trusted = a.trust.as_deref().map(PublicKeyFile::read).transpose()?;
+    let reg = a
+        .data
+        .as_deref()
+        .map(fieldlab_attest::registry::Registry::open)
+        .transpose()
+        .map_err(|m| anyhow!(m))?;
+    let v = std::sync::Arc::new(Verifier::new(auth, trusted, reg));
+    let app = fieldlab_verifier::standalone(v);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => {
+                let mtls = a.client_ca.is_some();
+                println!(
+                    "cap verifier API on https://{local}{}",
+                    if mtls { " (mTLS)" } else { "" }
+                );
+                let s = tls::TlsSettings {
+                    cert,
+                    key,
+                    client_ca: a.client_ca,
+                    allowed_subjects: a.allowed_subjects,
+                };
+                tls::serve(listener, app, s, stop)
+                    .await
+                    .map_err(|m| anyhow!(m))
+            }
+            (None, None) => {
+                if a.client_ca.is_some() {
+                    bail!("--client-ca needs --tls-cert and --tls-key");
+                }
+                println!("cap verifier API on http://{local}");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(Into::into)
+            }
+            _ => bail!("give both --tls-cert and --tls-key"),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct BenchCapArgs {
+    /// Records for the prepare benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of `wrk` load against POST /verify (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    wrk_seconds: u64,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `fieldlab bench cap`: prepare throughput, bundle verification time, /verify under wrk.
+pub fn bench(a: BenchCapArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::time::Instant;
+    let d = tempfile::tempdir()?;
+    // 1. prepare: N synthetic suppliers.
+    let csv = d.path().join("suppliers.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv)?);
+        writeln!(w, "id,name,country,tier,audit_score")?;
+        let cc = ["DE", "AT", "PL", "FR", "PT", "HU", "LT", "HR"];
+        for i in 0..a.records {
+            writeln!(
+                w,
+                "S{i:07},Synthetic Supplier {i} GmbH,{},{},{}.{}",
+                cc[i % 8],
+                1 + i % 3,
+                50 + i % 50,
+                i % 10
+            )?;
+        }
+    }
+    let size = std::fs::metadata(&csv)?.len();
+    let mut ours = Vec::new();
+    let mut peer = Vec::new();
+    for r in 0..a.runs.max(1) {
+        let ws = Workspace::new(d.path().join(format!("w{r}")));
+        let t = Instant::now();
+        let c = ws
+            .prepare("suppliers", &csv, &Schema::suppliers())
+            .map_err(|m| anyhow!(m))?;
+        ours.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(c.count == a.records as u64);
+        let t = Instant::now();
+        let ok = std::process::Command::new("sha256sum")
+            .arg(&csv)
+            .stdout(std::process::Stdio::null())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "sha256sum failed");
+        peer.push(t.elapsed().as_secs_f64());
+    }
+    let (p, s) = (median(&mut ours), median(&mut peer));
+    println!("prepare: {} records ({:.1} MB CSV): median {:.3} s ({:.0} records/s); peer `sha256sum` of the same file (one flat hash, no tree): {:.3} s; ratio {:.1}x (target < 2 s)",
+        a.records, size as f64 / 1e6, p, a.records as f64 / p, s, p / s);
+
+    // 2. bundle verification of the example bundle.
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cap");
+    let ws = Workspace::new(d.path().join("ex"));
+    ws.prepare("suppliers", &ex.join("suppliers.csv"), &Schema::suppliers())
+        .map_err(|m| anyhow!(m))?;
+    ws.prepare("ubos", &ex.join("ubos.csv"), &Schema::ubos())
+        .map_err(|m| anyhow!(m))?;
+    let ir = compile_file(&ex.join("lksg_v2.yaml"))?;
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &ex.join("sanctions.csv")).map_err(|m| anyhow!(m))?,
+    );
+    let m = proof::build_manifest(&ws, &ir, &lists).map_err(|m| anyhow!(m))?;
+    let pr = proof::build_proof(&ws, &ir, &m, &lists).map_err(|m| anyhow!(m))?;
+    let key = fieldlab_attest::sign::KeyPair::generate(None)?;
+    let zip = bundle::export(&ir, &m, &pr, &key).map_err(|m| anyhow!(m))?;
+    let mut t_verify = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = bundle::verify(&zip, None);
+        t_verify.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(r.ok, "bundle did not verify");
+    }
+    let mut t_sha = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        std::hint::black_box(fieldlab_attest::canon::sha256(&zip));
+        t_sha.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (v, h) = (median(&mut t_verify), median(&mut t_sha));
+    println!("bundle verification: {} byte bundle (6 rules, 8 suppliers): median {v:.3} ms over 200 runs; peer SHA-256 of the zip alone {h:.4} ms; ratio {:.0}x (target < 5 ms)", zip.len(), v / h.max(1e-9));
+
+    // 3. POST /verify under wrk, with EdDSA JWT auth, against GET /healthz on the same server.
+    if a.wrk_seconds > 0 {
+        bench_wrk(&a, d.path(), &zip)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_wrk(a: &BenchCapArgs, dir: &Path, zip: &[u8]) -> anyhow::Result<()> {
+    use fieldlab_verifier::{Auth, Verifier};
+    let k = dir.join("jwt.key");
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ED25519", "-out"])
+        .arg(&k)
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "openssl genpkey failed (apt-get install openssl)");
+    let pubpem = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&k)
+        .output()?
+        .stdout;
+    let mut jv = fieldlab_attest::jwt::JwtVerifier::new("https://bench.idp", "cap-verifier");
+    jv.add_pem(&pubpem, None).map_err(|m| anyhow!(m))?;
+    let exp = fieldlab_core::time::now_ms() / 1000 + 3600;
+    let claims = serde_json::json!({"sub": "bench", "iss": "https://bench.idp", "aud": "cap-verifier", "exp": exp, "scope": "verify:run"});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(&k)?)?,
+    )?;
+    let body = dir.join("bundle.zip");
+    std::fs::write(&body, zip)?;
+    let lua = dir.join("verify.lua");
+    std::fs::write(&lua, format!(
+        "local f = io.open(\"{}\", \"rb\")\nwrk.method = \"POST\"\nwrk.body = f:read(\"*a\")\nf:close()\nwrk.headers[\"Content-Type\"] = \"application/zip\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n",
+        body.display()))?;
+    let v = std::sync::Arc::new(Verifier::new(Auth::Jwt(jv), None, None));
+    let app = fieldlab_verifier::standalone(v.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    let run = |path: &str, script: Option<&Path>| -> anyhow::Result<(f64, String)> {
+        let mut c = std::process::Command::new("wrk");
+        c.args([
+            "-t2",
+            &format!("-c{}", a.connections),
+            &format!("-d{}s", a.wrk_seconds),
+            "--latency",
+        ]);
+        if let Some(s) = script {
+            c.arg("-s").arg(s);
+        }
+        let out = c
+            .arg(format!("http://{addr}{path}"))
+            .output()
+            .context("running wrk (apt-get install wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|x| x.trim().parse().ok())
+            .ok_or_else(|| anyhow!("wrk output not understood:\n{text}"))?;
+        let p99 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("99%"))
+            .map(|l| l.trim().trim_start_matches("99%").trim().to_string())
+            .unwrap_or_default();
+        if text.contains("Non-2xx") {
+            bail!("wrk saw non-2xx responses:\n{text}");
+        }
+        Ok((rps, p99))
+    };
+    let (rps, p99) = run("/verify", Some(&lua))?;
+    let (hrps, hp99) = run("/healthz", None)?;
+    let _ = tx.send(());
+    let _ = rt.block_on(server);
+    let ok = v
+        .metrics
+        .requests
+        .get_or_create(&fieldlab_verifier::ReqLabels {
+            route: "/verify".into(),
+            result: "ok".into(),
+        })
+        .get();
+    let fail = v
+        .metrics
+        .requests
+        .get_or_create(&fieldlab_verifier::ReqLabels {
+            route: "/verify".into(),
+            result: "fail".into(),
+        })
+        .get();
+    anyhow::ensure!(fail == 0 && ok > 0, "/verify answered FAIL {fail} times");
+    println!("POST /verify (EdDSA JWT, full bundle verification, {} connections, {} s): {rps:.0} requests/s, p99 {p99}; all {ok} results OK; peer GET /healthz on the same server: {hrps:.0} requests/s, p99 {hp99}; ratio {:.2} (target >= 5000/s, p99 < 10 ms)",
+        a.connections, a.wrk_seconds, rps / hrps);
+    Ok(())
 }

@@ -105,6 +105,8 @@ enum BenchCmd {
     },
     /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
     Ratelimit(ratelimit::BenchArgs),
+    /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
+    Cap(cap::BenchCapArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +127,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
         Cmd::Nab(c) => nab::run(c),
+        Cmd::Cap(c) => cap::run(c),
+        Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -90,6 +90,9 @@ pub struct AppState {
     pub emulator: Option<fieldlab_emulator::Emulator>,
     /// Ground-truth annotations of injected faults.
     pub annotations: Option<Arc<fieldlab_store::annotations::Annotations>>,
+    /// Routes of other parts with their own state and auth (the proof verifier API at
+    /// `/verify`, `/policy/...`, `/proof/upload`, `/registry/...`), merged as they are.
+    pub extra_routes: Option<axum::Router>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -126,6 +129,7 @@ pub fn app(state: AppState) -> axum::Router {
     let rl = ratelimit::RatelimitState {
         limiter: state.ratelimit.clone(),
     };
+    let extra = state.extra_routes.clone();
     let app = routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
@@ -133,6 +137,10 @@ pub fn app(state: AppState) -> axum::Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state);
+    let app = match extra {
+        Some(r) => app.merge(r),
+        None => app,
+    };
     ui::with_endpoint_probe(app)
 }
 

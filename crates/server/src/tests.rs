@@ -41,6 +41,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         ratelimit: None,
         emulator: None,
         annotations: None,
+        extra_routes: None,
     }
 }
 

@@ -109,6 +109,7 @@ pub async fn up(
     sink_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
     let limiter = ratelimit::limiter(&cfg, &mut registry)?;
+    let cap_routes = cap_verifier(&cfg.storage.data_dir, &mut registry)?;
 
     // HTTP before the sources: /health answers at once and /ready reports what is still
     // starting (an external broker may take a while).
@@ -151,6 +152,7 @@ pub async fn up(
         emulator: Some(emulator.clone()),
         annotations: Some(annotations.clone()),
         ratelimit: Some(limiter),
+        extra_routes: Some(cap_routes),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
@@ -316,3 +318,18 @@ fn banner(
 
 #[cfg(test)]
 mod tests;
+
+/// The proof verifier API (`/verify`, `/policy/...`, `/proof/upload`, `/registry/...`) with its
+/// registry under `<data_dir>/cap`. It follows the rest of `fieldlab up` on auth (the local
+/// admin until the auth layer lands, hence the loopback default); `fieldlab cap serve` runs it
+/// alone with OAuth2 JWT scopes and TLS/mTLS.
+fn cap_verifier(
+    data_dir: &std::path::Path,
+    registry: &mut Registry,
+) -> anyhow::Result<axum::Router> {
+    let reg = fieldlab_attest::registry::Registry::open(&data_dir.join("cap"))
+        .map_err(anyhow::Error::msg)?;
+    let v = fieldlab_verifier::Verifier::new(fieldlab_verifier::Auth::Disabled, None, Some(reg));
+    v.metrics.register(registry);
+    Ok(fieldlab_verifier::api(Arc::new(v)))
+}

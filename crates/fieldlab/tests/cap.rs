@@ -1,0 +1,104 @@
+//! `fieldlab cap` end to end through the real binary: prepare -> manifest -> proof -> export ->
+//! verify-bundle, exit codes of lint and verify, keys, registry and audit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cap(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .current_dir(dir)
+        .arg("cap")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn ex(n: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cap")
+        .join(n)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn cap_pipeline_exit_codes_and_tamper_detection() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    assert_eq!(cap(p, &["policy", "lint", &ex("lint_errors.yaml")]).0, 3);
+    assert_eq!(cap(p, &["policy", "validate", &ex("lksg_v1.yaml")]).0, 2);
+    assert_eq!(
+        cap(
+            p,
+            &[
+                "prepare",
+                "--suppliers",
+                &ex("suppliers.csv"),
+                "--ubos",
+                &ex("ubos.csv"),
+                "--out",
+                "w"
+            ]
+        )
+        .0,
+        0
+    );
+    let (c, out) = cap(
+        p,
+        &[
+            "manifest",
+            "build",
+            "--dir",
+            "w",
+            "--policy",
+            &ex("lksg_v2.yaml"),
+            "--sanctions",
+            &ex("sanctions.csv"),
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(cap(p, &["proof", "build", "--dir", "w"]).0, 0);
+    assert_eq!(cap(p, &["proof", "verify", "--dir", "w"]).0, 0);
+    let (c, out) = cap(p, &["keys", "keygen", "--name", "exporter"]);
+    assert_eq!(c, 0, "{out}");
+    let (c, out) = cap(
+        p,
+        &[
+            "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let (c, out) = cap(p, &["verifier", "run", "--package", "b.zip"]);
+    assert_eq!(c, 0, "{out}");
+    assert!(out.contains("OK"));
+    let mut z = std::fs::read(p.join("b.zip")).unwrap();
+    let n = z.len();
+    z[n / 3] ^= 0x04;
+    std::fs::write(p.join("t.zip"), &z).unwrap();
+    let (c, out) = cap(p, &["verify-bundle", "t.zip"]);
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("FAIL"));
+    // Registry and audit.
+    assert_eq!(cap(p, &["registry", "add", "b.zip"]).0, 0);
+    assert_eq!(cap(p, &["registry", "add", "t.zip"]).0, 0);
+    assert_eq!(
+        cap(p, &["registry", "prove", "1", "--out", "incl.json"]).0,
+        0
+    );
+    let (c, out) = cap(p, &["registry", "verify", "--proof", "incl.json"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(cap(p, &["registry", "verify"]).0, 0);
+    assert_eq!(cap(p, &["audit", "verify"]).0, 0);
+    let audit = p.join("data/cap/audit.jsonl");
+    let t = std::fs::read_to_string(&audit)
+        .unwrap()
+        .replacen("b.zip", "c.zip", 1);
+    std::fs::write(&audit, t).unwrap();
+    assert_eq!(cap(p, &["audit", "verify"]).0, 1);
+}
