@@ -7,6 +7,8 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod nab;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -31,6 +33,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
+    #[command(subcommand)]
+    Nab(nab::NabCmd),
 }
 
 #[derive(Args)]
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

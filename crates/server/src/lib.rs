@@ -11,6 +11,7 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod emulator_api;
 pub mod problem;
 pub mod routes;
 pub mod ui;
@@ -82,6 +83,10 @@ pub struct AppState {
     pub started: Instant,
     /// Where the broker is, for the index page and banner.
     pub broker_url: String,
+    /// The device emulator, when this process runs one (control API, `/ws`).
+    pub emulator: Option<fieldlab_emulator::Emulator>,
+    /// Ground-truth annotations of injected faults.
+    pub annotations: Option<Arc<fieldlab_store::annotations::Annotations>>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
