@@ -219,6 +219,13 @@ fn dashboard_works_in_headless_chromium() {
                 "(document.querySelector('main h1')?.textContent || '').startsWith({title:?})"
             ),
         );
+        if hash == "#/" {
+            b.wait_for(
+                "values with units on the revisited fleet page",
+                Duration::from_secs(10),
+                "(document.querySelector('#fleet-table')?.textContent || '').includes('°C')",
+            );
+        }
         b.pump(Duration::from_millis(700));
         let name = if hash == "#/" {
             "fleet".to_string()
@@ -356,6 +363,7 @@ fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
         eprintln!("device control not exercised: this server has no emulator control API yet");
         return;
     }
+    b.viewport(1280, 800);
     b.eval("location.hash = '#/device/temperature_sensor_1'; true");
     let click = |b: &mut Browser, label: &str| {
         b.wait_for(

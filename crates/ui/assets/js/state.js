@@ -87,11 +87,11 @@ export class FleetState {
     this.changed();
   }
 
-  /** Without the WebSocket, the newest value of each field comes from the store: one request for
+  /** On start, and without the WebSocket, the newest value of each field comes from the store: one request for
    * the series list, then the newest point of each device that has series (at most 30 devices,
    * at most every 5 s). Live telemetry makes this unnecessary. */
   async pollValues(force = false) {
-    if (this.live.isLive) return;
+    if (this.live.isLive && !force) return; // live telemetry keeps them current
     if (!force && Date.now() - this.lastValuesAt < 5000) return;
     this.lastValuesAt = Date.now();
     try {

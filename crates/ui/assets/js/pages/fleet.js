@@ -55,7 +55,7 @@ export default async function fleet(root, _params, { live }) {
     const cols = [
       { label: "Device", cell: (d) => h("a", { href: `#/device/${encodeURIComponent(d.device_id)}` }, d.device_id) },
       { label: "Type", cls: "hide-narrow", cell: (d) => [d.device_type, d.emulated ? h("span", { class: "muted" }, " · emulated") : null] },
-      { label: "Telemetry", cell: (d) => { const s = deviceState(d, now); return badge(s.label, s.kind, s.title); } },
+      { label: "State", cell: (d) => { const s = deviceState(d, now); return badge(s.label, s.kind, s.title); } },
       { label: "Last seen", cell: (d) => h("span", { title: d.last_seen ? fmtTime(d.last_seen, { date: "always" }) : "" }, fmtAgo(d.last_seen, now)) },
       { label: "Messages", num: true, cell: (d) => fmtNumber(d.messages || 0) },
       { label: "Newest values", cls: "hide-narrow", cell: (d) => lastValues(d) },
