@@ -7,6 +7,10 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench_emulator;
+mod devices;
+mod emulate;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -25,9 +29,11 @@ enum Cmd {
     /// Check or print configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Device types of the emulator.
+    /// Device types, and control of the devices of a running fieldlab.
     #[command(subcommand)]
-    Devices(DevicesCmd),
+    Devices(devices::DevicesCmd),
+    /// Load mode: emulated devices against any broker; reports msgs/s, latency and loss.
+    Emulate(emulate::EmulateArgs),
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -64,12 +70,6 @@ enum ConfigCmd {
 }
 
 #[derive(Subcommand)]
-enum DevicesCmd {
-    /// List built-in device types with their fields and units.
-    Types,
-}
-
-#[derive(Subcommand)]
 enum BenchCmd {
     /// Publish N messages of M fields through the embedded broker; print durable points/s.
     Ingest {
@@ -85,6 +85,8 @@ enum BenchCmd {
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
     },
+    /// Emulator memory (100k / 1M devices) and publish rate: embedded broker vs Mosquitto.
+    Emulator(bench_emulator::BenchEmulatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,14 +108,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
-        Cmd::Devices(DevicesCmd::Types) => {
-            for t in fieldlab_emulator::catalog() {
-                println!("{}\n  {}", t.name, t.description);
-                for f in t.fields {
-                    println!("  - {:<20} {:<6} {}", f.name, f.unit, f.description);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+        Cmd::Devices(c) => devices::run(c),
+        Cmd::Emulate(a) => {
+            init_logging("warn", LogFormat::Text);
+            emulate::run(a)
+        }
+        Cmd::Bench(BenchCmd::Emulator(a)) => {
+            init_logging("warn", LogFormat::Text);
+            bench_emulator::run(a)
         }
         Cmd::Bench(BenchCmd::Ingest {
             messages,
@@ -179,10 +181,10 @@ fn load_config(a: &UpArgs) -> anyhow::Result<Config> {
 
 /// Check the configured fleet against the emulator's catalog; the error names file:line and key.
 fn check_fleet(cfg: &Config, file: Option<&Path>) -> Result<(), String> {
-    let Some(fleet) = &cfg.devices.fleet else {
+    if cfg.devices.fleet.is_none() && cfg.devices.types.is_empty() {
         return Ok(());
-    };
-    fieldlab_emulator::validate_fleet(fleet).map_err(|(key, msg)| {
+    }
+    fieldlab_emulator::validate_devices(&cfg.devices).map_err(|(key, msg)| {
         let line = file
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| locate_key(&t, &key));
