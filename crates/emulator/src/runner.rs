@@ -889,10 +889,7 @@ impl Emulator {
             .map_or_else(|| rand::random::<u32>() as u64, |a| a.next_id());
         let f = self.with(name, |s, now| {
             let d = s.get_mut(name)?;
-            Some(make_fault(d, spec, id, now).map(|f| {
-                d.faults.push(f.clone());
-                f
-            }))
+            Some(make_fault(d, spec, id, now).inspect(|f| d.faults.push(f.clone())))
         })?;
         let f = f.map_err(|message| ControlError::Invalid {
             key: "fault".into(),
