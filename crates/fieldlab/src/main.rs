@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod bench_emulator;
 mod devices;
 mod emulate;
+mod nab;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,9 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
+    #[command(subcommand)]
+    Nab(nab::NabCmd),
 }
 
 #[derive(Args)]
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

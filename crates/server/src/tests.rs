@@ -128,9 +128,7 @@ async fn wrong_method_is_problem_json() {
     let resp = app
         .oneshot(
             // (POST /api/v1/devices creates an emulated device; /api/v1/series is read-only.)
-            Request::post("/api/v1/series")
-                .body(Body::empty())
-                .unwrap(),
+            Request::post("/api/v1/series").body(Body::empty()).unwrap(),
         )
         .await
         .unwrap();
