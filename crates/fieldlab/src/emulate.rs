@@ -1,7 +1,7 @@
 //! `fieldlab emulate`: load mode against any broker, with progress and a final report.
 
 use clap::Args;
-use fieldlab_core::config::{parse_broker_url, ConnectionMode, DeviceSpec, Qos};
+use fieldlab_core::config::{parse_broker_url, ConnectionMode, DeviceSpec, MqttProtocol, Qos};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +25,9 @@ pub struct EmulateArgs {
     interval: u64,
     #[arg(long, default_value = "1")]
     qos: Qos,
+    /// MQTT protocol of the device connections: 3.1.1 or 5.
+    #[arg(long, default_value = "3.1.1")]
+    protocol: MqttProtocol,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -77,6 +80,7 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     };
     let mut s = fieldlab_emulator::EmulatorSettings::new(b.host.clone(), b.port);
     s.qos = a.qos;
+    s.protocol = a.protocol;
     s.seed = a.seed;
     s.username = a.username;
     s.password = a.password;

@@ -48,6 +48,34 @@ fn load_mode_against_mosquitto_loses_nothing_at_qos_1() {
 }
 
 #[test]
+fn load_mode_speaks_mqtt_5_and_shared_connections() {
+    let m = Mosquitto::start();
+    let broker = format!("mqtt://127.0.0.1:{}", m.port);
+    for extra in [["--protocol", "5"], ["--connections", "2"]] {
+        let mut args = vec![
+            "emulate",
+            "--broker",
+            &broker,
+            "--count",
+            "10",
+            "--interval",
+            "200",
+            "--qos",
+            "1",
+            "--duration",
+            "2",
+            "--json",
+        ];
+        args.extend(extra);
+        let (code, out, err) = fieldlab(&args);
+        assert_eq!(code, 0, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(r["sent"].as_u64().unwrap() >= 50, "{extra:?}: {r}");
+        assert_eq!(r["lost"], 0, "{extra:?}: {r}");
+    }
+}
+
+#[test]
 fn rest_and_cli_control_devices_scenarios_and_faults() {
     let dir = tempfile::tempdir().unwrap();
     let f = Fieldlab::start(dir.path(), &[]);
