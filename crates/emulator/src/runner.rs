@@ -291,8 +291,48 @@ pub struct ScenarioView {
     pub started: String,
 }
 
+/// A device connection's client, MQTT 3.1.1 or 5 (rumqttc has one client type per version).
+#[derive(Clone)]
+enum Client {
+    V4(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+fn qos5(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+impl Client {
+    fn try_publish(
+        &self,
+        topic: String,
+        q: QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), ()> {
+        match self {
+            Client::V4(c) => c
+                .try_publish(topic, q, retain, payload.into())
+                .map_err(|_| ()),
+            Client::V5(c) => c
+                .try_publish(topic, qos5(q), retain, payload.into())
+                .map_err(|_| ()),
+        }
+    }
+    fn try_disconnect(&self) -> Result<(), ()> {
+        match self {
+            Client::V4(c) => c.try_disconnect().map_err(|_| ()),
+            Client::V5(c) => c.try_disconnect().map_err(|_| ()),
+        }
+    }
+}
+
 struct Link {
-    client: AsyncClient,
+    client: Client,
     paused: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -341,14 +381,59 @@ fn connect(
     cap: usize,
     cancel: CancellationToken,
 ) -> Link {
+    let online = will
+        .as_ref()
+        .map(|(topic, _, online)| (topic.clone(), online.clone()));
+    let paused = Arc::new(AtomicBool::new(false));
+    let p2 = paused.clone();
+    if s.protocol == MqttProtocol::V5 {
+        use rumqttc::v5;
+        let mut opts = v5::MqttOptions::new(client_id, s.host.clone(), s.port);
+        opts.set_keep_alive(s.keep_alive)
+            .set_outgoing_inflight_upper_limit(1000);
+        if let (Some(u), Some(p)) = (&s.username, &s.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        if let Some((topic, offline, _)) = &will {
+            opts.set_last_will(v5::mqttbytes::v5::LastWill::new(
+                topic.clone(),
+                offline.clone(),
+                v5::mqttbytes::QoS::AtLeastOnce,
+                true,
+                None,
+            ));
+        }
+        let (client, mut el) = v5::AsyncClient::new(opts, cap);
+        let c2 = Client::V5(client.clone());
+        let task = tokio::spawn(async move {
+            drive(&mut el, &p2, &cancel, |ev| {
+                if matches!(ev, v5::Event::Incoming(v5::Incoming::ConnAck(_))) {
+                    if let Some((t, m)) = &online {
+                        let _ = c2.try_publish(t.clone(), QoS::AtLeastOnce, true, m.clone());
+                    }
+                }
+            })
+            .await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(ev) = el.poll().await {
+                    if matches!(ev, v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+        return Link {
+            client: Client::V5(client),
+            paused,
+            task,
+        };
+    }
     let mut opts = MqttOptions::new(client_id, s.host.clone(), s.port);
     opts.set_keep_alive(s.keep_alive).set_inflight(1000);
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    let online = will
-        .as_ref()
-        .map(|(topic, _, online)| (topic.clone(), online.clone()));
     if let Some((topic, offline, _)) = &will {
         opts.set_last_will(LastWill::new(
             topic.clone(),
@@ -358,55 +443,88 @@ fn connect(
         ));
     }
     let (client, mut el) = AsyncClient::new(opts, cap);
-    let paused = Arc::new(AtomicBool::new(false));
-    let (c2, p2) = (client.clone(), paused.clone());
+    let c2 = Client::V4(client.clone());
     let task = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if p2.load(Ordering::Relaxed) {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        drive(&mut el, &p2, &cancel, |ev| {
+            if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
+                if let Some((t, m)) = &online {
+                    let _ = c2.try_publish(t.clone(), QoS::AtLeastOnce, true, m.clone());
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff = Duration::from_millis(100);
-                        if let Some((t, m)) = &online {
-                            let _ = c2.try_publish(t.clone(), QoS::AtLeastOnce, true, m.clone());
-                        }
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {}
-                    Ok(_) => {}
-                    Err(e) => {
-                        if !p2.load(Ordering::Relaxed) {
-                            tracing::debug!(error = %e, "device connection lost; reconnecting");
-                        }
-                        tokio::select! {
-                            _ = cancel.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                },
-            }
-        }
+        })
+        .await;
         // Drain: let the offline status and DISCONNECT go out.
-        let drain = async {
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
             while let Ok(ev) = el.poll().await {
                 if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
                     break;
                 }
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        })
+        .await;
     });
     Link {
-        client,
+        client: Client::V4(client),
         paused,
         task,
+    }
+}
+
+/// The one thing `drive` needs of rumqttc's two event loop types.
+trait PollLoop {
+    type Ev;
+    async fn next_event(&mut self) -> Result<Self::Ev, String>;
+}
+
+impl PollLoop for rumqttc::EventLoop {
+    type Ev = Event;
+    async fn next_event(&mut self) -> Result<Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
+    }
+}
+
+impl PollLoop for rumqttc::v5::EventLoop {
+    type Ev = rumqttc::v5::Event;
+    async fn next_event(&mut self) -> Result<rumqttc::v5::Event, String> {
+        self.poll().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Poll an event loop until cancelled: pause while a disconnect fault holds the link down,
+/// reconnect with back-off after errors.
+async fn drive<L: PollLoop>(
+    el: &mut L,
+    paused: &AtomicBool,
+    cancel: &CancellationToken,
+    mut on_event: impl FnMut(&L::Ev),
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if paused.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = el.next_event() => match ev {
+                Ok(ev) => {
+                    backoff = Duration::from_millis(100);
+                    on_event(&ev);
+                }
+                Err(e) => {
+                    if !paused.load(Ordering::Relaxed) {
+                        tracing::debug!(error = %e, "device connection lost; reconnecting");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            },
+        }
     }
 }
 
@@ -889,10 +1007,7 @@ impl Emulator {
             .map_or_else(|| rand::random::<u32>() as u64, |a| a.next_id());
         let f = self.with(name, |s, now| {
             let d = s.get_mut(name)?;
-            Some(make_fault(d, spec, id, now).map(|f| {
-                d.faults.push(f.clone());
-                f
-            }))
+            Some(make_fault(d, spec, id, now).inspect(|f| d.faults.push(f.clone())))
         })?;
         let f = f.map_err(|message| ControlError::Invalid {
             key: "fault".into(),

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench_influx;
+mod bench_emulator;
+mod devices;
+mod emulate;
 mod nab;
 
 mod ratelimit;
@@ -32,9 +35,11 @@ enum Cmd {
     /// Check or print configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Device types of the emulator.
+    /// Device types, and control of the devices of a running fieldlab.
     #[command(subcommand)]
-    Devices(DevicesCmd),
+    Devices(devices::DevicesCmd),
+    /// Load mode: emulated devices against any broker; reports msgs/s, latency and loss.
+    Emulate(emulate::EmulateArgs),
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -80,12 +85,6 @@ enum ConfigCmd {
 }
 
 #[derive(Subcommand)]
-enum DevicesCmd {
-    /// List built-in device types with their fields and units.
-    Types,
-}
-
-#[derive(Subcommand)]
 enum BenchCmd {
     /// fieldlab vs a real InfluxDB 1.x (started here): ingest, bytes/point, query p50.
     Influx(bench_influx::InfluxArgs),
@@ -107,6 +106,8 @@ enum BenchCmd {
     Ratelimit(ratelimit::BenchArgs),
     /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
     Cap(cap::BenchCapArgs),
+    /// Emulator memory (100k / 1M devices) and publish rate: embedded broker vs Mosquitto.
+    Emulator(bench_emulator::BenchEmulatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,14 +135,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
-        Cmd::Devices(DevicesCmd::Types) => {
-            for t in fieldlab_emulator::catalog() {
-                println!("{}\n  {}", t.name, t.description);
-                for f in t.fields {
-                    println!("  - {:<20} {:<6} {}", f.name, f.unit, f.description);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+        Cmd::Devices(c) => devices::run(c),
+        Cmd::Emulate(a) => {
+            init_logging("warn", LogFormat::Text);
+            emulate::run(a)
+        }
+        Cmd::Bench(BenchCmd::Emulator(a)) => {
+            init_logging("warn", LogFormat::Text);
+            bench_emulator::run(a)
         }
         Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),
         Cmd::Bench(BenchCmd::Ingest {
@@ -208,10 +209,10 @@ fn load_config(a: &UpArgs) -> anyhow::Result<Config> {
 
 /// Check the configured fleet against the emulator's catalog; the error names file:line and key.
 fn check_fleet(cfg: &Config, file: Option<&Path>) -> Result<(), String> {
-    let Some(fleet) = &cfg.devices.fleet else {
+    if cfg.devices.fleet.is_none() && cfg.devices.types.is_empty() {
         return Ok(());
-    };
-    fieldlab_emulator::validate_fleet(fleet).map_err(|(key, msg)| {
+    }
+    fieldlab_emulator::validate_devices(&cfg.devices).map_err(|(key, msg)| {
         let line = file
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|t| locate_key(&t, &key));

@@ -129,9 +129,8 @@ async fn wrong_method_is_problem_json() {
     let app = app(state(dir.path()).await);
     let resp = app
         .oneshot(
-            Request::post("/api/v1/devices")
-                .body(Body::empty())
-                .unwrap(),
+            // (POST /api/v1/devices creates an emulated device; /api/v1/series is read-only.)
+            Request::post("/api/v1/series").body(Body::empty()).unwrap(),
         )
         .await
         .unwrap();

@@ -1,0 +1,261 @@
+//! `fieldlab bench emulator`: what a device costs, and how fast the fleet publishes.
+//! (Also `cargo run --release -p fieldlab-emulator --example bench`, which builds without the
+//! rest of fieldlab.)
+//!
+//! 1. Memory: for each size (default 100k and 1M devices, one message per 10 s each, shared
+//!    connections, QoS 0 into the embedded broker) a child process builds the fleet, runs it
+//!    until every device has published, and reports its resident set size (VmRSS).
+//! 2. Publish rate: the same load-mode run (N devices, short interval) into the embedded broker
+//!    at QoS 0 and QoS 1, and into a real Mosquitto started here; delivered messages per second
+//!    (as received back by a subscriber), median of `--runs`, and the ratio embedded/Mosquitto.
+
+use crate::load::{generated_fleet, LoadOptions, LoadReport};
+use fieldlab_core::config::{ConnectionMode, Qos};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BenchEmulatorArgs {
+    /// Fleet sizes for the memory figure.
+    pub sizes: Vec<usize>,
+    /// Devices of the publish-rate runs.
+    pub rate_devices: usize,
+    /// Interval (ms) of each device in the publish-rate runs.
+    pub rate_interval: u64,
+    /// Seconds per publish-rate run.
+    pub duration: f64,
+    pub runs: usize,
+    /// Skip the memory part.
+    pub no_memory: bool,
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn embedded() -> anyhow::Result<std::net::SocketAddr> {
+    let b = fieldlab_broker::start(&fieldlab_broker::BrokerSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        max_payload_size: 1 << 20,
+        max_connections: 10_000,
+    })?;
+    Ok(b.local_addr())
+}
+
+/// The child side of the memory figure: build `n` devices, run them, print `RSS <kB> ...`.
+pub fn rss_child(n: usize) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let addr = embedded()?;
+        let base = rss_kb();
+        let mut s = crate::EmulatorSettings::new(addr.ip().to_string(), addr.port());
+        s.qos = Qos::AtMostOnce;
+        s.connection = ConnectionMode::Shared;
+        s.shared_connections = 2;
+        let em = crate::Emulator::new(
+            s,
+            fieldlab_core::DeviceDirectory::new(),
+            None,
+            Default::default(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let template =
+            std::sync::Arc::new(generated_fleet(1, "TemperatureSensor", "x", 10_000).remove(0));
+        let t0 = Instant::now();
+        for i in 0..n {
+            let name = format!("mem-{i}");
+            em.create_from(&name, template.clone(), false)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            em.start_spread(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let built = t0.elapsed();
+        // Run through more than one interval, so that every device has published.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (em.metrics().published.get() as usize) < n + n / 10 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let rss = rss_kb();
+        println!(
+            "RSS {rss} BASE {base} PUBLISHED {} ERRORS {} BUILD_MS {}",
+            em.metrics().published.get(),
+            em.metrics().publish_errors.get(),
+            built.as_millis()
+        );
+        std::process::exit(0)
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile_dir::Dir,
+}
+
+mod tempfile_dir {
+    /// A scratch directory removed on drop (the binary has no tempfile dependency).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn mosquitto() -> anyhow::Result<Mosquitto> {
+    let bin = [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt-get install mosquitto)"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = std::env::temp_dir().join(format!("fieldlab-bench-mosq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"),
+    )?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Mosquitto {
+        child,
+        port,
+        _dir: tempfile_dir::Dir(dir),
+    })
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn rate(
+    a: &BenchEmulatorArgs,
+    port: u16,
+    qos: Qos,
+    run: usize,
+) -> anyhow::Result<LoadReport> {
+    let mut s = crate::EmulatorSettings::new("127.0.0.1", port);
+    s.qos = qos;
+    s.connection = ConnectionMode::Shared;
+    s.shared_connections = 2;
+    s.seed = run as u64;
+    crate::load::run(LoadOptions {
+        settings: s,
+        fleet: generated_fleet(
+            a.rate_devices,
+            "TemperatureSensor",
+            &format!("rate{run}"),
+            a.rate_interval,
+        ),
+        duration: Duration::from_secs_f64(a.duration),
+        progress: false,
+    })
+    .await
+}
+
+/// Run the benchmark. `child(n)` is the command that runs [`rss_child`] with `n` devices in a
+/// fresh process (so that each size starts from an empty heap).
+pub fn run(a: BenchEmulatorArgs, child: impl Fn(usize) -> Command) -> anyhow::Result<ExitCode> {
+    if !a.no_memory {
+        println!("memory: shared connections, 1 msg / 10 s per device, QoS 0, embedded broker (one child process per size)");
+        for &n in &a.sizes {
+            let out = child(n).stderr(Stdio::inherit()).output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let f = |k: &str| -> u64 {
+                let mut it = text.split_whitespace();
+                while let Some(w) = it.next() {
+                    if w == k {
+                        return it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    }
+                }
+                0
+            };
+            let (rss, base) = (f("RSS"), f("BASE"));
+            println!(
+                "  {n:>8} devices: RSS {:.0} MiB (process before devices {:.0} MiB; {:.0} bytes/device), {} messages published, {} publish errors, built in {} ms{}",
+                rss as f64 / 1024.0,
+                base as f64 / 1024.0,
+                (rss.saturating_sub(base)) as f64 * 1024.0 / n as f64,
+                f("PUBLISHED"),
+                f("ERRORS"),
+                f("BUILD_MS"),
+                if n >= 1_000_000 { if rss < 2 * 1024 * 1024 { "  [target < 2 GiB: met]" } else { "  [target < 2 GiB: MISSED]" } } else { "" }
+            );
+        }
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let emb = embedded()?;
+        let mq = mosquitto()?;
+        println!(
+            "publish rate: {} devices x 1 msg / {} ms, shared connections, {} s per run, {} runs, delivered msgs/s (received back by a subscriber)",
+            a.rate_devices, a.rate_interval, a.duration, a.runs
+        );
+        let mut med = std::collections::BTreeMap::new();
+        for (label, port, qos) in [
+            ("embedded QoS 0", emb.port(), Qos::AtMostOnce),
+            ("mosquitto QoS 0", mq.port, Qos::AtMostOnce),
+            ("embedded QoS 1", emb.port(), Qos::AtLeastOnce),
+            ("mosquitto QoS 1", mq.port, Qos::AtLeastOnce),
+        ] {
+            let mut rates = Vec::new();
+            for r in 0..a.runs.max(1) {
+                let rep = rate(&a, port, qos, r).await?;
+                println!(
+                    "  {label:<16} run {}: sent {:.0} msgs/s, delivered {:.0} msgs/s, lost {:.2} %, p50 {:.1} ms, p99 {:.1} ms",
+                    r + 1,
+                    rep.sent as f64 / rep.seconds,
+                    rep.msgs_per_s,
+                    rep.loss_percent,
+                    rep.latency_p50_ms,
+                    rep.latency_p99_ms
+                );
+                rates.push(rep.msgs_per_s);
+            }
+            med.insert(label, median(rates));
+        }
+        for q in ["QoS 0", "QoS 1"] {
+            let e = med[format!("embedded {q}").as_str()];
+            let m = med[format!("mosquitto {q}").as_str()];
+            println!("  median {q}: embedded {e:.0} msgs/s, mosquitto {m:.0} msgs/s, ratio embedded/mosquitto {:.2}", e / m);
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,198 @@
+//! The emulator from the outside: load mode against a real Mosquitto, and the control API
+//! and CLI against a running `fieldlab up`.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn fieldlab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn load_mode_against_mosquitto_loses_nothing_at_qos_1() {
+    let m = Mosquitto::start();
+    let broker = format!("mqtt://127.0.0.1:{}", m.port);
+    let (code, out, err) = fieldlab(&[
+        "emulate",
+        "--broker",
+        &broker,
+        "--count",
+        "20",
+        "--interval",
+        "100",
+        "--qos",
+        "1",
+        "--duration",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["devices"], 20);
+    assert!(r["sent"].as_u64().unwrap() >= 400, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["received"], r["sent"], "{r}");
+    assert!(r["latency_p99_ms"].as_f64().unwrap() >= r["latency_p50_ms"].as_f64().unwrap());
+    assert!(err.contains("published"), "progress lines: {err}");
+}
+
+#[test]
+fn load_mode_speaks_mqtt_5_and_shared_connections() {
+    let m = Mosquitto::start();
+    let broker = format!("mqtt://127.0.0.1:{}", m.port);
+    for extra in [["--protocol", "5"], ["--connections", "2"]] {
+        let mut args = vec![
+            "emulate",
+            "--broker",
+            &broker,
+            "--count",
+            "10",
+            "--interval",
+            "200",
+            "--qos",
+            "1",
+            "--duration",
+            "2",
+            "--json",
+        ];
+        args.extend(extra);
+        let (code, out, err) = fieldlab(&args);
+        assert_eq!(code, 0, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(r["sent"].as_u64().unwrap() >= 50, "{extra:?}: {r}");
+        assert_eq!(r["lost"], 0, "{extra:?}: {r}");
+    }
+}
+
+#[test]
+fn rest_and_cli_control_devices_scenarios_and_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fieldlab::start(dir.path(), &[]);
+    f.wait_ready(Duration::from_secs(10));
+    let url = f.http.clone();
+    let c = reqwest::blocking::Client::new();
+
+    // Create a device from a YAML body; list it via the CLI.
+    let r = c
+        .post(f.url("/api/v1/devices"))
+        .header("content-type", "application/yaml")
+        .body("name: wt_1\ntype: WindTurbine\nconfig:\n  update_interval: 0.2\nscenarios:\n  - name: storm\n    duration: 60\n    parameters:\n      wind_speed_range: [30, 35]\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    let (code, out, err) = fieldlab(&["devices", "list", "--url", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("wt_1") && out.contains("WindTurbine") && out.contains("temperature_sensor_1"),
+        "{out}"
+    );
+
+    // A bad body is a problem+json naming the key.
+    let r = c
+        .post(f.url("/api/v1/devices"))
+        .json(&serde_json::json!({"name": "x", "type": "Toaster"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().unwrap().contains("unknown device type"));
+
+    // Simulate a configured scenario via the CLI: the storm stops the turbine (cut-out).
+    let (code, out, err) = fieldlab(&[
+        "devices",
+        "simulate",
+        "--device",
+        "wt_1",
+        "--scenario",
+        "storm",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("storm"), "{out}");
+    eventually(Duration::from_secs(15), "storm values stored", || {
+        let (st, v) = f.get("/api/v1/devices/wt_1/history?field=wind_speed,power&from=-1m");
+        if st != 200 {
+            return None;
+        }
+        let ws = v["fields"]["wind_speed"].as_array()?;
+        let p = v["fields"]["power"].as_array()?;
+        let (w, pw) = (ws.last()?["value"].as_f64()?, p.last()?["value"].as_f64()?);
+        (w >= 30.0 && pw == 0.0).then_some(())
+    });
+
+    // A fault via the CLI becomes a ground-truth annotation.
+    let (code, out, err) = fieldlab(&[
+        "devices",
+        "fault",
+        "--device",
+        "temperature_sensor_1",
+        "--kind",
+        "spike",
+        "--field",
+        "temperature",
+        "--duration",
+        "2",
+        "--param",
+        "magnitude=500",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("annotation id"), "{out}");
+    let (_, a) = f.get("/api/v1/annotations?device_id=temperature_sensor_1");
+    assert_eq!(a["count"], 1, "{a}");
+    assert_eq!(a["annotations"][0]["kind"], "spike");
+    assert_eq!(a["annotations"][0]["fields"][0], "temperature");
+    assert!(
+        a["annotations"][0]["end_ms"].as_i64().unwrap()
+            - a["annotations"][0]["start_ms"].as_i64().unwrap()
+            == 2000
+    );
+    eventually(Duration::from_secs(10), "a spiked value stored", || {
+        let (_, v) =
+            f.get("/api/v1/devices/temperature_sensor_1/history?field=temperature&from=-1m");
+        v["fields"]["temperature"]
+            .as_array()?
+            .iter()
+            .any(|p| p["value"].as_f64().unwrap_or(0.0) > 400.0)
+            .then_some(())
+    });
+
+    // Stop all, start one; status reflects it; metrics count states.
+    let (code, _, err) = fieldlab(&["devices", "stop", "--all", "--url", &url]);
+    assert_eq!(code, 0, "{err}");
+    let (_, v) = f.get("/api/v1/devices/wt_1/status");
+    assert_eq!(v["state"], "stopped");
+    let (code, _, _) = fieldlab(&["devices", "start", "wt_1", "--url", &url]);
+    assert_eq!(code, 0);
+    let (_, v) = f.get("/devices/wt_1/status");
+    assert_eq!(v["state"], "running");
+    eventually(Duration::from_secs(5), "device-state metrics", || {
+        let (_, m) = f.text("/metrics");
+        (m.contains("fieldlab_emulator_devices{state=\"running\"} 1")
+            && m.contains("fieldlab_emulator_devices{state=\"stopped\"} 3"))
+        .then_some(())
+    });
+    let (code, _, err) = fieldlab(&["devices", "stop", "--url", &url]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--all"), "{err}");
+
+    // Delete; then it is gone.
+    let r = c.delete(f.url("/api/v1/devices/wt_1")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(f.get("/api/v1/emulator/devices/wt_1").0, 404);
+    let (st, doc) = f.get("/api/v1/emulator/openapi.json");
+    assert_eq!(st, 200);
+    assert!(doc["paths"]["/api/v1/devices/{id}/faults"]["post"].is_object());
+}
