@@ -7,6 +7,9 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod logging;
+mod users;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -31,6 +34,8 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Users, roles and API keys (auth).
+    Users(users::UsersArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
+        Cmd::Users(a) => users::run(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -122,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runs,
             fsync,
         }) => {
-            init_logging("warn", LogFormat::Text);
+            logging::init_stderr("warn", LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
             let b = fieldlab_topology::bench::IngestBench {
                 messages,
@@ -226,31 +232,9 @@ fn config_check(file: &Path) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    // rumqttd logs every client that disconnects abruptly at ERROR level (including fieldlab's
-    // own start-up probe); keep it at warn unless the user asks for debug output.
-    let quiet_deps = if matches!(level, "debug" | "trace") {
-        ""
-    } else {
-        ",rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off,rumqttc=warn"
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_deps}")));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
-    };
-}
-
 fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&a)?;
-    init_logging(cfg.logging.level.as_str(), cfg.logging.format);
+    let _log = logging::init(&cfg.logging)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(fieldlab_topology::up(cfg, shutdown_signal(), |_| {}))?;
     Ok(ExitCode::SUCCESS)
