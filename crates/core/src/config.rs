@@ -30,6 +30,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
+    pub sinks: BTreeMap<String, SinkConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,8 +183,29 @@ word_enum!(
     FsyncPolicy { Always => "always", Interval => "interval", Never => "never" }
 );
 word_enum!(
+    /// How emulated devices connect to the broker.
+    ConnectionMode { PerDevice => "per_device", Shared => "shared" }
+);
+word_enum!(
+    /// MQTT protocol version.
+    MqttProtocol { V311 => "3.1.1", V5 => "5" }
+);
+word_enum!(
     /// MQTT quality of service.
     Qos { AtMostOnce => "0", AtLeastOnce => "1", ExactlyOnce => "2" }
+);
+
+word_enum!(
+    /// MQTT protocol version of the ingest connection.
+    MqttVersion { Auto => "auto", V311 => "3.1.1", V5 => "5" }
+);
+word_enum!(
+    /// Kind of scale-out sink.
+    SinkKind { Influxdb => "influxdb", Postgres => "postgres" }
+);
+word_enum!(
+    /// Timestamp precision of InfluxDB writes (`precision=` of the /write endpoint).
+    InfluxPrecision { Ms => "ms", S => "s", Us => "us", Ns => "ns" }
 );
 
 impl Qos {
@@ -204,7 +227,9 @@ pub struct MqttConfig {
     pub host: String,
     /// Embedded broker: MQTT 3.1.1 port; 0 picks a free port.
     pub port: u16,
-    /// Client id of the ingest connection (devices use their own ids).
+    /// Client id of the ingest connection (devices use their own ids). Empty (default):
+    /// `fieldlab-ingest-<hostname>-<pid>`, unique per instance. Set it per instance (e.g. the
+    /// pod name) to keep an external broker's persistent session across restarts.
     pub client_id: String,
     /// Keep-alive in seconds.
     pub keep_alive: u16,
@@ -228,7 +253,7 @@ impl Default for MqttConfig {
             broker_url: None,
             host: "127.0.0.1".into(),
             port: 1883,
-            client_id: "fieldlab-ingest".into(),
+            client_id: String::new(),
             keep_alive: 60,
             username: None,
             password: None,
@@ -252,6 +277,15 @@ pub struct IngestConfig {
     pub qos: Qos,
     /// Most messages written to the store in one batch.
     pub batch_max: usize,
+    /// Shared-subscription group: several fieldlab instances on one external broker with the
+    /// same group split the messages between them (`$share/<group>/<filter>`, MQTT 5).
+    pub share_group: Option<String>,
+    /// MQTT version of the ingest connection: `auto` = 5 for an external broker, 3.1.1 for the
+    /// embedded one.
+    pub mqtt_version: MqttVersion,
+    /// Recent (seq, ts) pairs remembered per device to store a redelivered message once.
+    /// 0 turns de-duplication off.
+    pub dedup_window: usize,
 }
 
 impl Default for IngestConfig {
@@ -260,6 +294,9 @@ impl Default for IngestConfig {
             topics: vec!["devices/+/+/telemetry".into()],
             qos: Qos::AtLeastOnce,
             batch_max: 4096,
+            share_group: None,
+            mqtt_version: MqttVersion::Auto,
+            dedup_window: 256,
         }
     }
 }
@@ -274,6 +311,19 @@ pub struct DevicesConfig {
     /// The emulated fleet, in the seed's devices.yaml shape. Absent: the demo fleet
     /// (TemperatureSensor, PressureValve, PvInverter). Empty list: no emulated devices.
     pub fleet: Option<Vec<DeviceSpec>>,
+    /// Custom device types built from value generators (checked by the emulator, which
+    /// names the key of a bad entry; see `fieldlab devices types`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<serde_yaml::Value>,
+    /// `per_device`: one MQTT connection (own client id, last will) per device.
+    /// `shared`: devices share a few connections, for fleets of 10k+ devices.
+    pub connection: ConnectionMode,
+    /// Number of connections in `shared` mode.
+    pub shared_connections: usize,
+    /// MQTT protocol of the device connections: `3.1.1` or `5`.
+    pub protocol: MqttProtocol,
+    /// Telemetry topic of devices without `mqtt_topic`; `{type}` and `{id}` are replaced.
+    pub topic_template: String,
 }
 
 impl Default for DevicesConfig {
@@ -282,6 +332,11 @@ impl Default for DevicesConfig {
             max_devices: 1000,
             seed: 42,
             fleet: None,
+            types: Vec::new(),
+            connection: ConnectionMode::PerDevice,
+            shared_connections: 4,
+            protocol: MqttProtocol::V311,
+            topic_template: "devices/{type}/{id}/telemetry".into(),
         }
     }
 }
@@ -363,6 +418,139 @@ impl Default for StorageConfig {
             head_max_points: 1_000_000,
             block_max_age: "10m".into(),
         }
+    }
+}
+
+/// One scale-out sink (`sinks.<name>` in fieldlab.yaml). Keys of the other kind are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// `http://host:8086` for InfluxDB (VictoriaMetrics: `http://host:8428`);
+    /// `postgres://user@host:5432/db` (or a libpq key=value string) for PostgreSQL.
+    pub url: String,
+    /// InfluxDB 1.x database (`/write?db=`). Also VictoriaMetrics' /write.
+    pub db: Option<String>,
+    /// InfluxDB 1.x credentials (`u=`/`p=`); use environment overrides for the password.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// InfluxDB 2/3 form: org, bucket and token (`/api/v2/write`, `Authorization: Token ...`).
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub token: Option<String>,
+    pub precision: InfluxPrecision,
+    /// InfluxDB measurement the points are written to.
+    pub measurement: String,
+    /// PostgreSQL table (created if missing), optionally `schema.table`.
+    pub table: String,
+    /// Most points in one write.
+    pub batch_max: usize,
+    /// A partial batch is written after this long, e.g. `1s`.
+    pub flush_interval: String,
+    /// Points buffered for this sink. When full, ingest waits (back-pressure).
+    pub buffer_max: usize,
+    /// Longest pause between retries (back-off doubles from 100 ms up to this).
+    pub max_backoff: String,
+    /// Timeout of one write request.
+    pub timeout: String,
+    /// At shutdown, how long to keep trying before spooling what is left to disk.
+    pub drain_timeout: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: SinkKind::Influxdb,
+            url: String::new(),
+            db: None,
+            username: None,
+            password: None,
+            org: None,
+            bucket: None,
+            token: None,
+            precision: InfluxPrecision::Ms,
+            measurement: "telemetry".into(),
+            table: "fieldlab_points".into(),
+            batch_max: 5000,
+            flush_interval: "1s".into(),
+            buffer_max: 100_000,
+            max_backoff: "30s".into(),
+            timeout: "10s".into(),
+            drain_timeout: "10s".into(),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks of one sink; the key is relative to `sinks.<name>`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let e = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+        if self.url.is_empty() {
+            return e("url", "is required");
+        }
+        for (k, v) in [
+            ("flush_interval", &self.flush_interval),
+            ("max_backoff", &self.max_backoff),
+            ("timeout", &self.timeout),
+            ("drain_timeout", &self.drain_timeout),
+        ] {
+            crate::time::parse_duration_ms(v).map_err(|err| (k.to_string(), err.to_string()))?;
+        }
+        if self.batch_max == 0 {
+            return e("batch_max", "must be at least 1");
+        }
+        if self.buffer_max < self.batch_max {
+            return e("buffer_max", "must be at least batch_max");
+        }
+        let influx_only = [
+            ("db", self.db.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("org", self.org.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("token", self.token.is_some()),
+        ];
+        match self.kind {
+            SinkKind::Influxdb => {
+                let u = url::Url::parse(&self.url)
+                    .map_err(|err| ("url".to_string(), format!("`{}`: {err}", self.url)))?;
+                if u.scheme() != "http" {
+                    return e("url", "write http://HOST:PORT (https is not supported yet)");
+                }
+                if self.db.is_none() == self.bucket.is_none() {
+                    return e(
+                        "db",
+                        "set either `db` (InfluxDB 1.x, VictoriaMetrics) or `bucket` with `org` \
+                         and `token` (InfluxDB 2/3)",
+                    );
+                }
+                if self.bucket.is_some() && self.org.is_none() {
+                    return e("org", "is required with `bucket` (InfluxDB 2/3)");
+                }
+                if self.measurement.is_empty() {
+                    return e("measurement", "must not be empty");
+                }
+            }
+            SinkKind::Postgres => {
+                if let Some((k, _)) = influx_only.iter().find(|(_, set)| *set) {
+                    return e(
+                        k,
+                        "is an InfluxDB key; a postgres sink takes its credentials in `url`",
+                    );
+                }
+                let ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                if !self.table.split('.').all(ok) || self.table.split('.').count() > 2 {
+                    return e(
+                        "table",
+                        "must be `name` or `schema.name` of letters, digits and _",
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -504,6 +692,34 @@ impl Config {
         self.validate_ops()?;
         if self.ingest.batch_max == 0 {
             return Err(("ingest.batch_max".into(), "must be at least 1".into()));
+        }
+        if let Some(g) = &self.ingest.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return Err((
+                    "ingest.share_group".into(),
+                    "must be non-empty and must not contain '/', '+' or '#'".into(),
+                ));
+            }
+            if self.ingest.mqtt_version == MqttVersion::V311 {
+                return Err((
+                    "ingest.mqtt_version".into(),
+                    "shared subscriptions (ingest.share_group) need MQTT 5; write 5 or auto".into(),
+                ));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    format!("sinks.{name}"),
+                    "sink names are letters, digits, _ and -".into(),
+                ));
+            }
+            sink.validate()
+                .map_err(|(k, m)| (format!("sinks.{name}.{k}"), m))?;
         }
         if let Some(fleet) = &self.devices.fleet {
             if fleet.len() > self.devices.max_devices {
@@ -991,6 +1207,62 @@ mod tests {
         let env = |k: &str| (k == "MQTT_BROKER_URL").then(|| "nonsense".to_string());
         let e = Config::load(None, env, vec![]).unwrap_err();
         assert_eq!(e.env_var.as_deref(), Some("MQTT_BROKER_URL"));
+    }
+
+    #[test]
+    fn sinks_are_checked_and_located() {
+        let ok = "sinks:\n  influx:\n    type: influxdb\n    url: http://127.0.0.1:8086\n    db: lab\n  pg:\n    type: postgres\n    url: postgres://u@h/db\n";
+        let c = Config::from_yaml_str(ok, None).unwrap();
+        assert_eq!(c.sinks["influx"].db.as_deref(), Some("lab"));
+        assert_eq!(c.sinks["pg"].kind, SinkKind::Postgres);
+        assert_eq!(c.sinks["pg"].table, "fieldlab_points");
+        // Unknown key inside a sink.
+        let e =
+            err("sinks:\n  influx:\n    type: influxdb\n    url: http://h:8086\n    dbb: lab\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown field `dbb`"), "{e}");
+        // An InfluxDB key on a postgres sink.
+        let e = err("sinks:\n  pg:\n    type: postgres\n    url: postgres://h/db\n    bucket: x\n");
+        assert_eq!(e.key.as_deref(), Some("sinks.pg.bucket"));
+        assert_eq!(e.line, Some(5), "{e}");
+        // Neither db nor bucket.
+        let e = err("sinks:\n  influx:\n    type: influxdb\n    url: http://h:8086\n");
+        assert_eq!(e.key.as_deref(), Some("sinks.influx.db"));
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = err("sinks:\n  i:\n    type: influxdb\n    url: http://h:8086\n    db: x\n    flush_interval: soon\n");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = err("sinks:\n  i:\n    type: kafka\n");
+        assert!(e.message.contains("influxdb, postgres"), "{e}");
+    }
+
+    #[test]
+    fn sinks_and_share_group_from_the_environment() {
+        let all = vec![
+            (
+                "FIELDLAB__SINKS__PG__TYPE".to_string(),
+                "postgres".to_string(),
+            ),
+            (
+                "FIELDLAB__SINKS__PG__URL".to_string(),
+                "postgres://u:secret@h/db".to_string(),
+            ),
+            (
+                "FIELDLAB__INGEST__SHARE_GROUP".to_string(),
+                "lab".to_string(),
+            ),
+        ];
+        let c = Config::load(None, |_| None, all).unwrap();
+        assert_eq!(c.sinks["pg"].url, "postgres://u:secret@h/db");
+        assert_eq!(c.ingest.share_group.as_deref(), Some("lab"));
+        let all = vec![(
+            "FIELDLAB__SINKS__PG__TYPE".to_string(),
+            "postgres".to_string(),
+        )];
+        let e = Config::load(None, |_| None, all).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.pg.url"));
+        assert!(e.message.contains("required"), "{e}");
+        let e = err("ingest:\n  share_group: lab\n  mqtt_version: 3.1.1\n");
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod logging;
+mod nab;
 mod users;
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Cmd {
     Bench(BenchCmd),
     /// Users, roles and API keys (auth).
     Users(users::UsersArgs),
+    /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
+    #[command(subcommand)]
+    Nab(nab::NabCmd),
 }
 
 #[derive(Args)]
@@ -107,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(a) => up(a),
         Cmd::Users(a) => users::run(a),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

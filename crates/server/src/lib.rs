@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth_routes;
+pub mod emulator_api;
 pub mod problem;
 pub mod routes;
 pub mod tls;
@@ -86,6 +87,10 @@ pub struct AppState {
     pub broker_url: String,
     /// Credentials checker; `None` = auth disabled (every request is the local admin).
     pub auth: Option<Arc<fieldlab_auth::Authenticator>>,
+    /// The device emulator, when this process runs one (control API, `/ws`).
+    pub emulator: Option<fieldlab_emulator::Emulator>,
+    /// Ground-truth annotations of injected faults.
+    pub annotations: Option<Arc<fieldlab_store::annotations::Annotations>>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -132,7 +137,17 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        (header("authorization"), header("x-api-key"))
+        let mut authorization = header("authorization");
+        // Browsers cannot set headers on a WebSocket handshake: /ws also takes the token as
+        // `?access_token=` (RFC 6750 section 2.3), and only there.
+        if authorization.is_none() && req.uri().path() == "/ws" {
+            authorization = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token="))
+                    .map(|t| format!("Bearer {t}"))
+            });
+        }
+        (authorization, header("x-api-key"))
     };
     let cert_cn = req
         .extensions()

@@ -39,6 +39,8 @@ async fn state(dir: &std::path::Path) -> AppState {
         started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
         auth: None,
+        emulator: None,
+        annotations: None,
     }
 }
 
@@ -126,7 +128,8 @@ async fn wrong_method_is_problem_json() {
     let app = app(state(dir.path()).await);
     let resp = app
         .oneshot(
-            Request::post("/api/v1/devices")
+            // A read-only route (POST /api/v1/devices creates devices since the emulator API).
+            Request::delete("/api/v1/series")
                 .body(Body::empty())
                 .unwrap(),
         )

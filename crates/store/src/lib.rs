@@ -22,6 +22,7 @@
 //!
 //! Architecture invariant: this crate knows nothing of MQTT, HTTP or payload formats.
 
+pub mod annotations;
 mod bits;
 pub mod block;
 pub mod codec;
