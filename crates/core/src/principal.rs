@@ -65,6 +65,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A TLS client certificate.
     ClientCert,
+    /// No (valid) credentials, on a public path: no roles, no scopes.
+    Anonymous,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,6 +87,16 @@ impl Principal {
             roles: vec![Role::Admin],
             scopes: Vec::new(),
             method: AuthMethod::Disabled,
+        }
+    }
+
+    /// The principal of an unauthenticated request to a public path (health, token endpoint).
+    pub fn anonymous() -> Self {
+        Principal {
+            subject: "anonymous".into(),
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            method: AuthMethod::Anonymous,
         }
     }
 

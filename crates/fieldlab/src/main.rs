@@ -11,7 +11,9 @@ mod bench_influx;
 mod bench_emulator;
 mod devices;
 mod emulate;
+mod logging;
 mod nab;
+mod users;
 
 mod ratelimit;
 
@@ -49,6 +51,8 @@ enum Cmd {
     /// The rate-limit service on its own.
     #[command(subcommand)]
     Ratelimit(ratelimit::RatelimitCmd),
+    /// Users, roles and API keys (auth).
+    Users(users::UsersArgs),
     /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
     #[command(subcommand)]
     Nab(nab::NabCmd),
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Ratelimit(c) => ratelimit::run(c),
         Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
+        Cmd::Users(a) => users::run(a),
         Cmd::Nab(c) => nab::run(c),
         Cmd::Cap(c) => cap::run(c),
         Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
@@ -152,7 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runs,
             fsync,
         }) => {
-            init_logging("warn", LogFormat::Text);
+            logging::init_stderr("warn", LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
             let b = fieldlab_topology::bench::IngestBench {
                 messages,
@@ -256,31 +261,9 @@ fn config_check(file: &Path) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    // rumqttd logs every client that disconnects abruptly at ERROR level (including fieldlab's
-    // own start-up probe); keep it at warn unless the user asks for debug output.
-    let quiet_deps = if matches!(level, "debug" | "trace") {
-        ""
-    } else {
-        ",rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off,rumqttc=warn"
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level}{quiet_deps}")));
-    use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
-    };
-}
-
 fn up(a: UpArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&a)?;
-    init_logging(cfg.logging.level.as_str(), cfg.logging.format);
+    let _log = logging::init(&cfg.logging)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(fieldlab_topology::up(cfg, shutdown_signal(), |_| {}))?;
     Ok(ExitCode::SUCCESS)

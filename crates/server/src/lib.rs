@@ -11,15 +11,18 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod auth_routes;
 pub mod emulator_api;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod ui;
+pub mod tls;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use fieldlab_core::{DeviceDirectory, Principal, Readiness};
 use fieldlab_store::{Quarantine, Store};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -86,6 +89,8 @@ pub struct AppState {
     pub broker_url: String,
     /// The rate limiter (service API and the guard of this API); None: not running.
     pub ratelimit: Option<fieldlab_ratelimit::Limiter>,
+    /// Credentials checker; `None` = auth disabled (every request is the local admin).
+    pub auth: Option<Arc<fieldlab_auth::Authenticator>>,
     /// The device emulator, when this process runs one (control API, `/ws`).
     pub emulator: Option<fieldlab_emulator::Emulator>,
     /// Ground-truth annotations of injected faults.
@@ -115,27 +120,170 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
 }
 
 /// Establish who is calling and put a [`Principal`] into the request's extensions, so every
-/// handler can extract `Extension<Principal>`. Auth is not implemented yet (issue 9): every
-/// request acts as the local admin, which is why `fieldlab up` binds to 127.0.0.1 by default.
-/// The auth layer replaces this function's body; handlers do not change.
-pub async fn authenticate(mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(Principal::local_admin());
+/// handler can extract `Extension<Principal>`; or answer 401 (no or bad credentials) / 403
+/// (credentials without the role [`fieldlab_auth::policy`] asks for) as problem+json. Public
+/// paths (health, readiness, `/`, UI assets, the token endpoint, `/metrics` unless configured
+/// otherwise) pass with the caller's principal if valid credentials came along, else an
+/// anonymous one. With auth disabled every request is the local admin.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    use fieldlab_auth::policy::{allows, required, Requirement};
+    let Some(auth) = s.auth.clone() else {
+        req.extensions_mut().insert(Principal::local_admin());
+        return next.run(req).await;
+    };
+    let need = required(
+        req.method().as_str(),
+        req.uri().path(),
+        auth.public_metrics(),
+    );
+    // Owned copies: a `&Request` must not live across an await (the body is not `Sync`).
+    let (authorization, api_key) = {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut authorization = header("authorization");
+        // Browsers cannot set headers on a WebSocket handshake: /ws also takes the token as
+        // `?access_token=` (RFC 6750 section 2.3), and only there.
+        if authorization.is_none() && req.uri().path() == "/ws" {
+            authorization = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token="))
+                    .map(|t| format!("Bearer {t}"))
+            });
+        }
+        (authorization, header("x-api-key"))
+    };
+    let cert_cn = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::PeerInfo>>()
+        .and_then(|c| c.0.cert_common_name.clone());
+    let result = if authorization.is_none() && api_key.is_none() {
+        match &cert_cn {
+            Some(cn) => auth.principal_for_cert(cn),
+            None => auth.authenticate(None, None).await,
+        }
+    } else {
+        auth.authenticate(authorization.as_deref(), api_key.as_deref())
+            .await
+    };
+    let principal = match (result, &need) {
+        (Ok(p), _) => p,
+        (Err(_), Requirement::Public) => Principal::anonymous(),
+        (Err(fieldlab_auth::AuthError::Internal(e)), _) => {
+            tracing::error!(error = %e, "authentication failed on our side");
+            return Problem::internal("cannot check credentials; see the server log")
+                .into_response();
+        }
+        (Err(e), _) => {
+            let mut resp = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+                e.to_string(),
+            )
+            .into_response();
+            let challenge = if authorization.is_some() || api_key.is_some() {
+                r#"Bearer realm="fieldlab", error="invalid_token""#
+            } else {
+                r#"Bearer realm="fieldlab""#
+            };
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            return resp;
+        }
+    };
+    if !allows(&need, &principal) {
+        let Requirement::AnyOf(roles) = need else {
+            unreachable!("public requests are always allowed")
+        };
+        let want: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let have: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "{} {} needs one of the roles [{}]; `{}` has [{}]",
+                req.method(),
+                req.uri().path(),
+                want.join(", "),
+                principal.subject,
+                have.join(", ")
+            ),
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
-/// The full router with state, metrics and authentication middleware.
+/// Give every request an id: the caller's `x-request-id` if it is sane, else a new UUID. The
+/// id is set on the request (for handlers and proxies behind us), on the response, and on the
+/// tracing span around the request, so every log line of the request carries it.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = HeaderValue::from_str(&id).expect("checked ASCII");
+    req.headers_mut().insert(REQUEST_ID, value.clone());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    let start = Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    resp.headers_mut().insert(REQUEST_ID, value);
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        // Probes and scrapes arrive every few seconds; keep them out of the info log.
+        if routes_probe(&path) {
+            tracing::debug!(%method, %path, status, ms, "http");
+        } else {
+            tracing::info!(%method, %path, status, ms, "http");
+        }
+    });
+    resp
+}
+
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn routes_probe(path: &str) -> bool {
+    path == "/metrics" || path.starts_with("/health") || path.starts_with("/ready")
+}
+
+/// The full router with state, metrics, authentication and request-id middleware.
 pub fn app(state: AppState) -> axum::Router {
+    guarded(routes::router().merge(auth_routes::router()), state)
+}
+
+/// `routes` with metrics, authentication, fallbacks and request ids, as [`app`] serves them.
+pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router {
     let m = state.http.clone();
     let rl = ratelimit::RatelimitState {
         limiter: state.ratelimit.clone(),
     };
     let extra = state.extra_routes.clone();
-    let app = routes::router()
+    let app = routes
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
         .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
-        .layer(axum::middleware::from_fn(authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state);
     let app = match extra {
         Some(r) => app.merge(r),
@@ -150,12 +298,32 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // With the peer address, for per-IP rate limits.
-    let svc = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, svc)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // With the peer address (for per-IP rate limits and auth).
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<tls::PeerInfo>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Serve HTTPS until `shutdown` resolves (see [`tls`]).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        tls::TlsListener::new(listener, tls)?,
+        app(state).into_make_service_with_connect_info::<tls::PeerInfo>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod auth_tests;

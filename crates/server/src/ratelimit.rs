@@ -409,7 +409,7 @@ fn exempt(path: &str) -> bool {
 /// Who a request counts against: the authenticated subject, else the client IP.
 pub fn identity(limiter: &Limiter, req: &Request) -> String {
     if let Some(p) = req.extensions().get::<Principal>() {
-        if p.method != AuthMethod::Disabled {
+        if !matches!(p.method, AuthMethod::Disabled | AuthMethod::Anonymous) {
             return format!("sub:{}", p.subject);
         }
     }
@@ -417,6 +417,11 @@ pub fn identity(limiter: &Limiter, req: &Request) -> String {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
+        .or_else(|| {
+            req.extensions()
+                .get::<ConnectInfo<crate::tls::PeerInfo>>()
+                .map(|c| c.0.addr.ip())
+        })
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     let xff: Vec<&str> = req
         .headers()

@@ -39,6 +39,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
         ratelimit: None,
+        auth: None,
         emulator: None,
         annotations: None,
         extra_routes: None,
@@ -129,8 +130,10 @@ async fn wrong_method_is_problem_json() {
     let app = app(state(dir.path()).await);
     let resp = app
         .oneshot(
-            // (POST /api/v1/devices creates an emulated device; /api/v1/series is read-only.)
-            Request::post("/api/v1/series").body(Body::empty()).unwrap(),
+            // A read-only route (POST /api/v1/devices creates devices since the emulator API).
+            Request::delete("/api/v1/series")
+                .body(Body::empty())
+                .unwrap(),
         )
         .await
         .unwrap();

@@ -47,6 +47,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
         port: 0,
         max_payload_size: 1 << 20,
         max_connections: b.publishers + 16,
+        ..Default::default()
     })?;
     let addr = broker.local_addr();
     let mut out = Vec::new();

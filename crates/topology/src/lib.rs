@@ -50,6 +50,7 @@ pub async fn up(
 ) -> anyhow::Result<()> {
     let readiness = Readiness::new();
     let started = Instant::now();
+    check_exposure(&cfg)?;
 
     // Declare every part up front, so /ready cannot answer 200 while one is still starting.
     for part in ["store", "broker", "ingest"] {
@@ -76,6 +77,26 @@ pub async fn up(
         directory.register_stored(&s.device_id, &s.tags.device_type, s.last_ts_ms);
     }
 
+    // Auth before anything listens: no window in which the API is open by mistake.
+    let auth = if cfg.auth.enabled {
+        let a = fieldlab_auth::Authenticator::new(&cfg.auth, &cfg.storage.data_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+        Some(Arc::new(a))
+    } else {
+        None
+    };
+    // fieldlab's own MQTT clients: the internal credential on the embedded broker when auth is
+    // on, else the configured ones (for an external broker).
+    let (mqtt_user, mqtt_pass) = match (&auth, &cfg.mqtt.broker_url) {
+        (Some(a), None) => {
+            let (u, p) = a.internal_mqtt_credentials();
+            (Some(u), Some(p))
+        }
+        _ => (cfg.mqtt.username.clone(), cfg.mqtt.password.clone()),
+    };
+    let mut mqtt_extra = Vec::new();
+
     // The broker: embedded unless an external one is configured.
     let (host, port, embedded) = match &cfg.mqtt.broker_url {
         Some(url) => {
@@ -86,12 +107,37 @@ pub async fn up(
             (b.host, b.port, false)
         }
         None => {
+            let tls = match (&cfg.mqtt.server_cert_file, &cfg.mqtt.server_key_file) {
+                (Some(c), Some(k)) => Some(fieldlab_broker::BrokerTls {
+                    cert: c.clone(),
+                    key: k.clone(),
+                }),
+                _ => None,
+            };
+            let check: Option<fieldlab_broker::MqttAuth> = auth.clone().map(|a| {
+                Arc::new(move |id: &str, u: &str, p: &str| a.check_mqtt(id, u, p))
+                    as fieldlab_broker::MqttAuth
+            });
             let b = fieldlab_broker::start(&fieldlab_broker::BrokerSettings {
                 host: cfg.mqtt.host.clone(),
                 port: cfg.mqtt.port,
                 max_payload_size: cfg.mqtt.max_payload_size,
                 max_connections: cfg.devices.max_devices + 100,
+                tls_port: cfg.mqtt.tls_port,
+                ws_port: cfg.mqtt.ws_port,
+                tls: tls.clone(),
+                auth: check,
             })?;
+            if let Some(t) = b.tls_listen {
+                mqtt_extra.push(format!("mqtts://{}", fieldlab_broker::connectable(t)));
+            }
+            if let Some(w) = b.ws_listen {
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                mqtt_extra.push(format!(
+                    "{scheme}://{}/mqtt",
+                    fieldlab_broker::connectable(w)
+                ));
+            }
             let a = b.local_addr();
             (a.ip().to_string(), a.port(), true)
         }
@@ -119,8 +165,8 @@ pub async fn up(
     fieldlab_emulator::custom::register_yaml(&cfg.devices.types)
         .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
     let mut es = EmulatorSettings::new(host.clone(), port);
-    es.username = cfg.mqtt.username.clone();
-    es.password = cfg.mqtt.password.clone();
+    es.username = mqtt_user.clone();
+    es.password = mqtt_pass.clone();
     es.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64);
     es.qos = cfg.ingest.qos;
     es.seed = cfg.devices.seed;
@@ -149,15 +195,28 @@ pub async fn up(
         http: http_metrics,
         started,
         broker_url: mqtt_url.clone(),
+        auth: auth.clone(),
         emulator: Some(emulator.clone()),
         annotations: Some(annotations.clone()),
         ratelimit: Some(limiter),
         extra_routes: Some(cap_routes),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
+    let stop_http = async {
         let _ = stop_http_rx.await;
-    }));
+    };
+    let https = match (&cfg.server.tls_cert_file, &cfg.server.tls_key_file) {
+        (Some(c), Some(k)) => Some(
+            fieldlab_server::tls::server_config(c, k, cfg.server.tls_client_ca_file.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
+    let tls_on = https.is_some();
+    let server = match https {
+        Some(t) => tokio::spawn(fieldlab_server::serve_tls(listener, t, state, stop_http)),
+        None => tokio::spawn(fieldlab_server::serve(listener, state, stop_http)),
+    };
 
     // Source: ingest subscribes to the telemetry topics plus every device topic override.
     let fleet = cfg
@@ -200,8 +259,8 @@ pub async fn up(
             port,
             client_id,
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64),
-            username: cfg.mqtt.username.clone(),
-            password: cfg.mqtt.password.clone(),
+            username: mqtt_user.clone(),
+            password: mqtt_pass.clone(),
             topics: topics.clone(),
             qos: cfg.ingest.qos,
             batch_max: cfg.ingest.batch_max,
@@ -239,7 +298,14 @@ pub async fn up(
         embedded_broker: embedded,
     };
     on_ready(&endpoints);
-    let mut banner = banner(&cfg, &endpoints, http_addr, &topics, &fleet);
+    let security = Security {
+        tls: tls_on,
+        mqtt_extra,
+        users: auth
+            .as_ref()
+            .map(|a| a.users().current().map_or(0, |f| f.users.len())),
+    };
+    let mut banner = banner(&cfg, &endpoints, http_addr, &topics, &fleet, &security);
     if !sinks.is_empty() {
         banner = banner.replacen(
             "\nPress Ctrl-C",
@@ -286,26 +352,90 @@ pub async fn up(
     Ok(())
 }
 
+/// Whether an address reaches beyond this machine.
+fn is_exposed(host: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    if host == "localhost" {
+        return false;
+    }
+    match (host, 0u16).to_socket_addrs() {
+        Ok(addrs) => addrs.into_iter().any(|a| !a.ip().is_loopback()),
+        Err(_) => true,
+    }
+}
+
+/// With auth off, refuse to listen beyond loopback unless `auth.allow_open_network` says so.
+/// Refusing (not warning) because an open fieldlab lets anyone stop devices and read data.
+fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.auth.enabled {
+        return Ok(());
+    }
+    let mut open = Vec::new();
+    if is_exposed(&cfg.server.host) {
+        open.push(format!("server.host = {}", cfg.server.host));
+    }
+    if cfg.mqtt.broker_url.is_none() && is_exposed(&cfg.mqtt.host) {
+        open.push(format!("mqtt.host = {}", cfg.mqtt.host));
+    }
+    if open.is_empty() {
+        return Ok(());
+    }
+    if cfg.auth.allow_open_network {
+        tracing::warn!(
+            listeners = %open.join(", "),
+            "AUTH IS OFF and fieldlab listens beyond loopback (auth.allow_open_network: true): anyone who can reach it can control it"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {} with auth off: anyone on the network could control fieldlab. \
+         Turn auth on (auth.enabled: true or AUTH_ENABLED=true, then `fieldlab users add NAME --role admin`), \
+         bind to 127.0.0.1, or set auth.allow_open_network: true on a network you trust",
+        open.join(" and ")
+    )
+}
+
+/// What the banner says about security.
+struct Security {
+    tls: bool,
+    mqtt_extra: Vec<String>,
+    /// Number of users when auth is on.
+    users: Option<usize>,
+}
+
 fn banner(
     cfg: &Config,
     e: &Endpoints,
     bound: SocketAddr,
     topics: &[String],
     fleet: &[fieldlab_core::config::DeviceSpec],
+    sec: &Security,
 ) -> String {
+    let auth = match sec.users {
+        None if cfg.auth.allow_open_network => "OFF and exposed beyond loopback (auth.allow_open_network): anyone who can reach fieldlab controls it".to_string(),
+        None => "off: local demo, every endpoint is open; keep server.host and mqtt.host on loopback".to_string(),
+        Some(0) => "on (JWT, API keys) — no users yet: run `fieldlab users add NAME --role admin`".to_string(),
+        Some(n) => format!("on (JWT, API keys; {n} users); tokens from POST /api/v1/auth/token"),
+    };
+    let extra = if sec.mqtt_extra.is_empty() {
+        String::new()
+    } else {
+        format!("\n  MQTT    also {}", sec.mqtt_extra.join(", "))
+    };
     let devices: Vec<String> = fleet
         .iter()
         .map(|d| format!("{} ({})", d.name, d.device_type))
         .collect();
     format!(
         "fieldlab {ver} is up\n\
-         \x20 HTTP    http://{http}  (bound {bound}; /health /ready /metrics /api/v1/devices /api/v1/query)\n\
-         \x20 MQTT    {mqtt}  ({kind}; ingest subscribes to {topics})\n\
+         \x20 HTTP    {scheme}://{http}  (bound {bound}; /health /ready /metrics /api/v1/devices /api/v1/query)\n\
+         \x20 MQTT    {mqtt}  ({kind}; ingest subscribes to {topics}){extra}\n\
          \x20 data    {data}\n\
          \x20 devices {n} emulated: {devices}\n\
-         \x20 auth    off: local demo, every endpoint is open; keep server.host and mqtt.host on loopback\n\
+         \x20 auth    {auth}\n\
          Press Ctrl-C to stop.",
         ver = env!("CARGO_PKG_VERSION"),
+        scheme = if sec.tls { "https" } else { "http" },
         http = e.http,
         mqtt = e.mqtt_url,
         kind = if e.embedded_broker { "embedded broker" } else { "external broker" },

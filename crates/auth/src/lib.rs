@@ -1,0 +1,444 @@
+//! fieldlab-auth: who is calling, and may they.
+//!
+//! Why it exists: fieldlab exposes device control, configuration and data over HTTP and MQTT.
+//! This crate turns credentials into a [`Principal`] (the contract in `fieldlab-core`) and
+//! says which roles a request needs ([`policy`]). It accepts, in order:
+//! - an API key (`Authorization: Bearer flk_...` or `X-API-Key: flk_...`) for devices and
+//!   scripts, stored hashed ([`users`]);
+//! - a JWT bearer token issued by `POST /api/v1/auth/token` (HS256 with a random secret made at
+//!   first start, or `JWT_SECRET`), checked against the user's current state, so revoking a user
+//!   or changing a password kills their tokens at once;
+//! - a JWT from an external OAuth2 issuer, verified with its JWKS (file or URL) by `kid`.
+//!
+//! There is no default user and no default secret: the first admin is created with
+//! `fieldlab users add NAME --role admin`.
+//!
+//! Architecture invariant: no HTTP types here. The server's middleware maps headers in and
+//! [`AuthError`]s out; the broker asks [`Authenticator::check_mqtt`].
+
+pub mod policy;
+pub mod users;
+
+use base64::Engine;
+use fieldlab_core::config::AuthConfig;
+use fieldlab_core::{AuthMethod, Principal, Role};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::{Mutex, RwLock};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+pub use users::{UserDb, UserFile};
+
+/// Issuer of fieldlab's own tokens.
+pub const ISSUER: &str = "fieldlab";
+/// The MQTT user name of fieldlab's own clients (ingest, emulated devices).
+pub const INTERNAL_MQTT_USER: &str = "fieldlab-internal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No usable credentials: 401.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A bad request or argument (CLI, token request body): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage or key material problems: 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The body of `POST /api/v1/auth/token`'s answer (OAuth2 token response shape).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OwnClaims {
+    sub: String,
+    iss: String,
+    iat: u64,
+    exp: u64,
+    roles: Vec<Role>,
+    /// The user's generation when issued; a different one now means revoked or re-keyed.
+    gen: u32,
+}
+
+struct External {
+    issuer: Option<String>,
+    audience: Option<String>,
+    roles_claim: String,
+    file: Option<PathBuf>,
+    url: Option<String>,
+    keys: RwLock<JwkSet>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// Turns credentials into principals. Cheap to share behind an `Arc`.
+pub struct Authenticator {
+    db: UserDb,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl: Duration,
+    public_metrics: bool,
+    external: Option<External>,
+    internal_mqtt_password: String,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("users", &self.db.path())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_b64(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The HS256 secret: `auth.jwt_secret` / `JWT_SECRET` if set, else `<data_dir>/auth/jwt.secret`,
+/// created with 32 random bytes (mode 0600) on first start. Deleting the file signs everyone out.
+pub fn load_or_create_secret(cfg: &AuthConfig, data_dir: &Path) -> Result<Vec<u8>, AuthError> {
+    if let Some(s) = &cfg.jwt_secret {
+        if s.len() < 32 {
+            return Err(AuthError::Invalid(
+                "auth.jwt_secret (JWT_SECRET) is shorter than 32 bytes; use e.g. `openssl rand -base64 48`, or leave it unset to let fieldlab generate one".into(),
+            ));
+        }
+        return Ok(s.as_bytes().to_vec());
+    }
+    let dir = data_dir.join("auth");
+    let path = dir.join("jwt.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(AuthError::Internal(format!(
+                "{} is shorter than 32 bytes; delete it to have a new one generated",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(AuthError::Internal(format!("{}: {e}", path.display()))),
+    }
+    let io = |e: std::io::Error| AuthError::Internal(format!("{}: {e}", path.display()));
+    users::create_private_dir(&dir).map_err(io)?;
+    let secret = random_b64(32);
+    users::write_private(&path, secret.as_bytes()).map_err(io)?;
+    tracing::info!(path = %path.display(), "generated a new JWT signing secret");
+    Ok(secret.into_bytes())
+}
+
+impl Authenticator {
+    /// Set up from config. Reads (or creates) the signing secret and loads the external
+    /// issuer's JWKS if one is configured.
+    pub async fn new(cfg: &AuthConfig, data_dir: &Path) -> Result<Authenticator, AuthError> {
+        let secret = load_or_create_secret(cfg, data_dir)?;
+        let ttl = fieldlab_core::time::parse_duration_ms(&cfg.token_ttl)
+            .map_err(|e| AuthError::Invalid(format!("auth.token_ttl: {e}")))?;
+        let external = if cfg.jwks_file.is_some() || cfg.jwks_url.is_some() {
+            Some(External {
+                issuer: cfg.oauth2_issuer.clone(),
+                audience: cfg.oauth2_audience.clone(),
+                roles_claim: cfg.roles_claim.clone(),
+                file: cfg.jwks_file.clone(),
+                url: cfg.jwks_url.clone(),
+                keys: RwLock::new(JwkSet { keys: vec![] }),
+                last_fetch: Mutex::new(None),
+            })
+        } else {
+            None
+        };
+        let a = Authenticator {
+            db: UserDb::open(data_dir),
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            ttl: Duration::from_millis(ttl.max(1000) as u64),
+            public_metrics: cfg.public_metrics,
+            external,
+            internal_mqtt_password: random_b64(32),
+        };
+        if let Some(x) = &a.external {
+            x.refresh().await?;
+        }
+        a.db.current()?;
+        Ok(a)
+    }
+
+    pub fn users(&self) -> &UserDb {
+        &self.db
+    }
+
+    pub fn public_metrics(&self) -> bool {
+        self.public_metrics
+    }
+
+    /// Credentials fieldlab's own MQTT clients use on the embedded broker (random per start).
+    pub fn internal_mqtt_credentials(&self) -> (String, String) {
+        (
+            INTERNAL_MQTT_USER.to_string(),
+            self.internal_mqtt_password.clone(),
+        )
+    }
+
+    /// Check a user name and password and issue a token. CPU-heavy (argon2): call it off the
+    /// async executor.
+    pub fn issue_token(&self, username: &str, password: &str) -> Result<IssuedToken, AuthError> {
+        let db = self.db.current()?;
+        let u = db.check_password(username, password).ok_or_else(|| {
+            AuthError::Unauthenticated("unknown user, wrong password, or revoked user".into())
+        })?;
+        let iat = now_s();
+        let claims = OwnClaims {
+            sub: u.name.clone(),
+            iss: ISSUER.into(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            roles: u.roles.clone(),
+            gen: u.generation,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        Ok(IssuedToken {
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: self.ttl.as_secs(),
+        })
+    }
+
+    /// Authenticate a request from its `Authorization` and `X-API-Key` header values.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        api_key: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        let bearer = match authorization {
+            Some(h) => Some(
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .ok_or_else(|| {
+                        AuthError::Unauthenticated(
+                            "the Authorization header must be `Bearer <token or API key>`".into(),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let cred = bearer.or(api_key).ok_or_else(|| {
+            AuthError::Unauthenticated(
+                "authentication required: send `Authorization: Bearer <token>` (get one from POST /api/v1/auth/token) or an API key".into(),
+            )
+        })?;
+        if cred.starts_with(users::KEY_PREFIX) {
+            let db = self.db.current()?;
+            let k = db
+                .check_key(cred)
+                .ok_or_else(|| AuthError::Unauthenticated("unknown or revoked API key".into()))?;
+            return Ok(Principal {
+                subject: k.name.clone(),
+                roles: k.roles.clone(),
+                scopes: vec![],
+                method: AuthMethod::ApiKey,
+            });
+        }
+        let header = jsonwebtoken::decode_header(cred)
+            .map_err(|e| AuthError::Unauthenticated(format!("not a valid bearer token: {e}")))?;
+        if header.alg == Algorithm::HS256 {
+            self.own_token(cred)
+        } else if let Some(x) = &self.external {
+            x.verify(cred, &header).await
+        } else {
+            Err(AuthError::Unauthenticated(format!(
+                "tokens signed with {:?} are not accepted: no external issuer (auth.jwks_file / auth.jwks_url) is configured",
+                header.alg
+            )))
+        }
+    }
+
+    fn own_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[ISSUER]);
+        v.validate_aud = false;
+        v.leeway = 5;
+        let data = jsonwebtoken::decode::<OwnClaims>(token, &self.decoding, &v)
+            .map_err(|e| AuthError::Unauthenticated(format!("bearer token rejected: {e}")))?;
+        let c = data.claims;
+        let db = self.db.current()?;
+        let u = db
+            .user(&c.sub)
+            .filter(|u| !u.revoked && u.generation == c.gen)
+            .ok_or_else(|| {
+                AuthError::Unauthenticated(
+                    "this token's user was revoked or changed password; get a new token".into(),
+                )
+            })?;
+        Ok(Principal {
+            subject: u.name.clone(),
+            roles: u.roles.clone(),
+            scopes: vec![],
+            method: AuthMethod::Jwt,
+        })
+    }
+
+    /// The principal of a verified TLS client certificate: the user (or API key holder)
+    /// named by its common name, with that user's roles.
+    pub fn principal_for_cert(&self, common_name: &str) -> Result<Principal, AuthError> {
+        let db = self.db.current()?;
+        let roles = db
+            .user(common_name)
+            .filter(|u| !u.revoked)
+            .map(|u| u.roles.clone())
+            .or_else(|| {
+                db.keys
+                    .iter()
+                    .find(|k| k.name == common_name && !k.revoked)
+                    .map(|k| k.roles.clone())
+            })
+            .ok_or_else(|| {
+                AuthError::Unauthenticated(format!(
+                    "client certificate CN={common_name} names no active user or key; add one with `fieldlab users add {common_name} --role ...`"
+                ))
+            })?;
+        Ok(Principal {
+            subject: common_name.to_string(),
+            roles,
+            scopes: vec![],
+            method: AuthMethod::ClientCert,
+        })
+    }
+
+    /// MQTT CONNECT check for the embedded broker. Accepts fieldlab's internal credentials,
+    /// an API key as password (user name = the key's name; a key that only has the `device`
+    /// role must also use its name as client id, so one device cannot pose as another), or a
+    /// user's password. CPU-heavy for passwords (argon2): call it off the async executor.
+    pub fn check_mqtt(&self, client_id: &str, username: &str, password: &str) -> bool {
+        if username == INTERNAL_MQTT_USER {
+            return bool::from(
+                password
+                    .as_bytes()
+                    .ct_eq(self.internal_mqtt_password.as_bytes()),
+            );
+        }
+        let Ok(db) = self.db.current() else {
+            return false;
+        };
+        if password.starts_with(users::KEY_PREFIX) {
+            return db.check_key(password).is_some_and(|k| {
+                k.name == username
+                    && (k.roles.iter().any(|r| *r != Role::Device) || k.name == client_id)
+            });
+        }
+        db.check_password(username, password).is_some()
+    }
+}
+
+impl External {
+    async fn refresh(&self) -> Result<(), AuthError> {
+        let set: JwkSet = if let Some(f) = &self.file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| AuthError::Internal(format!("auth.jwks_file {}: {e}", f.display())))?;
+            serde_json::from_str(&text)
+                .map_err(|e| AuthError::Internal(format!("auth.jwks_file {}: {e}", f.display())))?
+        } else if let Some(u) = &self.url {
+            let get = async {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()?
+                    .get(u)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json::<JwkSet>()
+                    .await
+            };
+            get.await
+                .map_err(|e| AuthError::Internal(format!("auth.jwks_url {u}: {e}")))?
+        } else {
+            return Ok(());
+        };
+        *self.keys.write() = set;
+        *self.last_fetch.lock() = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn verify(&self, token: &str, header: &Header) -> Result<Principal, AuthError> {
+        let kid = header.kid.clone().ok_or_else(|| {
+            AuthError::Unauthenticated("the token has no `kid`; cannot pick a JWKS key".into())
+        })?;
+        let mut jwk = self.keys.read().find(&kid).cloned();
+        if jwk.is_none() {
+            // Key rotation: re-read the set, at most once a minute.
+            let stale = self
+                .last_fetch
+                .lock()
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60));
+            if stale {
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "cannot refresh the JWKS");
+                }
+                jwk = self.keys.read().find(&kid).cloned();
+            }
+        }
+        let jwk = jwk.ok_or_else(|| {
+            AuthError::Unauthenticated(format!("no key `{kid}` in the issuer's JWKS"))
+        })?;
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| AuthError::Unauthenticated(format!("JWKS key `{kid}`: {e}")))?;
+        let mut v = Validation::new(header.alg);
+        if let Some(i) = &self.issuer {
+            v.set_issuer(&[i]);
+        }
+        match &self.audience {
+            Some(a) => v.set_audience(&[a]),
+            None => v.validate_aud = false,
+        }
+        v.leeway = 30;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| AuthError::Unauthenticated(format!("bearer token rejected: {e}")))?;
+        let c = data.claims;
+        let words = |v: Option<&serde_json::Value>| -> Vec<String> {
+            match v {
+                Some(serde_json::Value::String(s)) => {
+                    s.split_whitespace().map(str::to_string).collect()
+                }
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+                _ => vec![],
+            }
+        };
+        let roles = words(c.get(&self.roles_claim))
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .collect();
+        Ok(Principal {
+            subject: c
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+            roles,
+            scopes: words(c.get("scope").or_else(|| c.get("scp"))),
+            method: AuthMethod::Jwt,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! The TLS, WebSocket and password listeners, spoken to by real clients: rumqttc (TLS and
+//! WebSocket transports) and Mosquitto's `mosquitto_pub --cafile`. Certificates are made at
+//! test time with rcgen.
+
+use super::*;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use std::path::Path;
+use tokio_rustls::rustls;
+
+struct Pki {
+    ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "fieldlab test CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let w = |n: &str, t: String| {
+        let path = dir.join(n);
+        std::fs::write(&path, t).unwrap();
+        path
+    };
+    Pki {
+        ca_pem: ca.pem(),
+        cert: w("server.pem", cert.pem()),
+        key: w("server.key", key.serialize_pem()),
+        ca: w("ca.pem", ca.pem()),
+    }
+}
+
+fn only_dev1() -> MqttAuth {
+    Arc::new(|_id: &str, user: &str, pass: &str| user == "dev1" && pass == "secret-password-1")
+}
+
+fn tls_transport(ca_pem: &str) -> Transport {
+    let mut roots = rustls::RootCertStore::empty();
+    let ders: Vec<_> = rumqttc_pem_certs(ca_pem);
+    for d in ders {
+        roots.add(d).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(cfg)))
+}
+
+fn rumqttc_pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn client(id: &str, host: &str, port: u16, t: Transport, pass: &str) -> (AsyncClient, EventLoop) {
+    let mut o = MqttOptions::new(id, host, port);
+    o.set_transport(t);
+    o.set_credentials("dev1", pass);
+    o.set_keep_alive(Duration::from_secs(5));
+    AsyncClient::new(o, 10)
+}
+
+/// Subscribe on `sub`, publish `payload` with `publish`, and return what `sub` received.
+async fn round_trip(sub: (AsyncClient, EventLoop), topic: &str, publish: impl FnOnce()) -> Vec<u8> {
+    let (c, mut el) = sub;
+    c.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut publish = Some(publish);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, el.poll())
+            .await
+            .expect("no message within 15 s")
+            .expect("subscriber connection failed");
+        match ev {
+            Event::Incoming(Packet::SubAck(_)) => (publish.take().unwrap())(),
+            Event::Incoming(Packet::Publish(p)) => return p.payload.to_vec(),
+            _ => {}
+        }
+    }
+}
+
+/// Drive a client until its CONNACK or a connection error.
+async fn connects(mut el: EventLoop) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) => {
+                return a.code == rumqttc::ConnectReturnCode::Success
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_with_passwords_serves_rumqttc_and_mosquitto() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path());
+    let b = start(&BrokerSettings {
+        port: 0,
+        tls_port: Some(0),
+        tls: Some(BrokerTls {
+            cert: certs.cert.clone(),
+            key: certs.key.clone(),
+        }),
+        auth: Some(only_dev1()),
+        ..Default::default()
+    })
+    .unwrap();
+    let tls_port = b.tls_listen.unwrap().port();
+
+    // rumqttc over TLS, right password: a message goes round.
+    let sub = client(
+        "sub",
+        "localhost",
+        tls_port,
+        tls_transport(&certs.ca_pem),
+        "secret-password-1",
+    );
+    let ca = certs.ca.clone();
+    let got = round_trip(sub, "devices/t/dev1/telemetry", move || {
+        // mosquitto_pub checks the server against the CA and logs in with the password.
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &tls_port.to_string(), "-q", "1"])
+            .args(["--cafile", ca.to_str().unwrap()])
+            .args(["-u", "dev1", "-P", "secret-password-1", "-i", "pub1"])
+            .args(["-t", "devices/t/dev1/telemetry", "-m", "over-tls"])
+            .output()
+            .expect("mosquitto_pub is installed (scripts/test.sh installs mosquitto-clients)");
+        assert!(out.status.success(), "{out:?}");
+    })
+    .await;
+    assert_eq!(got, b"over-tls");
+
+    // Wrong password: refused on TLS and on plain TCP.
+    let (_c, el) = client(
+        "bad",
+        "localhost",
+        tls_port,
+        tls_transport(&certs.ca_pem),
+        "guess",
+    );
+    assert!(!connects(el).await);
+    let (_c, el) = client(
+        "bad2",
+        "127.0.0.1",
+        b.listen.port(),
+        Transport::Tcp,
+        "guess",
+    );
+    assert!(!connects(el).await);
+    let out = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &tls_port.to_string()])
+        .args(["--cafile", certs.ca.to_str().unwrap()])
+        .args(["-u", "dev1", "-P", "wrong", "-t", "x", "-m", "y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // A client that does not trust the CA fails the handshake.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = pki(other_dir.path());
+    let (_c, el) = client(
+        "untrusting",
+        "localhost",
+        tls_port,
+        tls_transport(&other.ca_pem),
+        "secret-password-1",
+    );
+    assert!(!connects(el).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_listener_serves_mqtt() {
+    let b = start(&BrokerSettings {
+        port: 0,
+        ws_port: Some(0),
+        auth: Some(only_dev1()),
+        ..Default::default()
+    })
+    .unwrap();
+    let ws = b.ws_listen.unwrap().port();
+    let url = format!("ws://127.0.0.1:{ws}/mqtt");
+    let sub = client("ws-sub", &url, ws, Transport::Ws, "secret-password-1");
+    let (p, mut pel) = client("ws-pub", &url, ws, Transport::Ws, "secret-password-1");
+    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
+    let got = round_trip(sub, "devices/t/dev1/telemetry", move || {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.publish(
+                "devices/t/dev1/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                "over-ws",
+            )
+            .await
+            .unwrap();
+        });
+    })
+    .await;
+    assert_eq!(got, b"over-ws");
+    let (_c, el) = client("ws-bad", &url, ws, Transport::Ws, "guess");
+    assert!(!connects(el).await);
+}
+
+#[test]
+fn tls_port_without_files_or_with_bad_files_is_a_clear_error() {
+    let e = start(&BrokerSettings {
+        port: 0,
+        tls_port: Some(0),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("mqtt.server_cert_file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "hello").unwrap();
+    let e = start(&BrokerSettings {
+        port: 0,
+        tls_port: Some(0),
+        tls: Some(BrokerTls {
+            cert: junk.clone(),
+            key: junk,
+        }),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("no PEM certificate"), "{e}");
+}
