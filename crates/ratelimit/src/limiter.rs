@@ -562,6 +562,7 @@ impl Limiter {
     }
 
     pub fn set_key(&self, key: &str, spec: RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
+        validate(&spec)?;
         self.change(|o| {
             o.keys.insert(key.to_string(), spec);
         })
@@ -578,6 +579,7 @@ impl Limiter {
     }
 
     pub fn set_default(&self, spec: RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
+        validate(&spec)?;
         self.change(|o| o.default = Some(spec))
     }
 
@@ -637,6 +639,13 @@ impl Limiter {
         backend["fail_open"] = json!(self.inner.metrics.fail_open.get());
         json!({"backend": backend, "policies": policies})
     }
+}
+
+/// Check a policy given through the API; the field is relative to the body (`limits[0].period`).
+fn validate(spec: &RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
+    Policy::from_spec("check", spec)
+        .map(|_| ())
+        .map_err(|(field, message)| ConfigChangeError::Invalid { field, message })
 }
 
 fn persist(file: &Path, o: &Overrides) -> Result<(), String> {

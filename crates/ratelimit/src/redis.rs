@@ -63,19 +63,21 @@ impl RedisBackend {
         if let Some(c) = self.conn.read().await.as_ref() {
             return Ok(c.clone());
         }
-        {
-            let mut r = self.retry.lock();
-            let now = Instant::now();
-            if now < r.0 {
-                return Err(BackendError::Unavailable("waiting to reconnect".into()));
-            }
-            // Claim this attempt; others fail fast until it is over.
-            r.0 = now + r.1;
-            r.1 = (r.1 * 2).min(BACKOFF_MAX);
+        let backing_off = || {
+            let r = self.retry.lock();
+            (Instant::now() < r.0).then(|| BackendError::Unavailable("waiting to reconnect".into()))
+        };
+        // After a failed attempt, fail fast until the back-off step is over.
+        if let Some(e) = backing_off() {
+            return Err(e);
         }
+        // One attempt at a time; callers arriving meanwhile wait for its result.
         let mut guard = self.conn.write().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
+        }
+        if let Some(e) = backing_off() {
+            return Err(e);
         }
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
@@ -95,9 +97,17 @@ impl RedisBackend {
                 *guard = Some(c.clone());
                 Ok(c)
             }
-            Ok(Err(e)) => Err(BackendError::Unavailable(e.to_string())),
-            Err(_) => Err(BackendError::Unavailable("connect timed out".into())),
+            Ok(Err(e)) => Err(self.failed(e.to_string())),
+            Err(_) => Err(self.failed("connect timed out".into())),
         }
+    }
+
+    /// Record a failed attempt: the next one waits one back-off step (doubling up to 5 s).
+    fn failed(&self, why: String) -> BackendError {
+        let mut r = self.retry.lock();
+        r.0 = Instant::now() + r.1;
+        r.1 = (r.1 * 2).min(BACKOFF_MAX);
+        BackendError::Unavailable(why)
     }
 
     /// Redis keys of `key` under `policy`: `fieldlab:rl:{key}:<policy>:<i>:<algorithm>`.

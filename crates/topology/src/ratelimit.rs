@@ -54,9 +54,8 @@ pub async fn serve(
         "fieldlab ratelimit is up\n\
          \x20 HTTP    http://{addr}  (POST /api/ratelimit/check, /api/ratelimit/config, /api/ratelimit/stats, /metrics)\n\
          \x20 backend {backend}\n\
-         \x20 rules   {} in {}\n\
+         \x20 rules   {}/ratelimit/rules.json (changes made through the API)\n\
          Press Ctrl-C to stop.",
-        "ratelimit/rules.json (changes made through the API)",
         cfg.storage.data_dir.display()
     );
     on_ready(addr);

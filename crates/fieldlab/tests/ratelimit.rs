@@ -1,0 +1,358 @@
+//! Rate limiting across real processes: three `fieldlab ratelimit serve` instances share one
+//! real Redis (Debian `redis-server`) and together never allow more than the limit; when Redis
+//! stops mid-run, a fail-open policy lets traffic through (counted) and a fail-closed one
+//! rejects it, and both recover when Redis is back. Also `fieldlab up` guarding its own API.
+
+mod common;
+
+use common::{eventually, free_port, Fieldlab};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed; run scripts/test.sh");
+        self.child = Some(child);
+        eventually(Duration::from_secs(10), "redis-server listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .ok()
+                .map(|_| ())
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `fieldlab ratelimit serve`.
+struct Service {
+    child: Child,
+    http: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn start(config: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("fieldlab.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+            .args(["ratelimit", "serve", "--http-port", "0", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let out = child.stdout.take().unwrap();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(l);
+            }
+        });
+        let http = eventually(Duration::from_secs(30), "the service banner", || {
+            lines.lock().unwrap().iter().find_map(|l| {
+                l.trim()
+                    .strip_prefix("HTTP")
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_string)
+            })
+        });
+        Service {
+            child,
+            http,
+            _dir: dir,
+        }
+    }
+
+    fn check(&self, c: &reqwest::blocking::Client, key: &str) -> (u16, Value) {
+        let r = c
+            .post(format!("{}/api/ratelimit/check", self.http))
+            .json(&json!({"key": key, "tokens": 1}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_config(url: &str, fail: &str, limit: u64) -> String {
+    // A token bucket of `limit` refilled by 1 per hour: within the test, the exact number of
+    // grants is `limit` (+1 if the test ran for an hour).
+    format!(
+        "ratelimit:\n  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 300ms\n  default:\n    fail: {fail}\n    limits:\n      - algorithm: token_bucket\n        limit: 1\n        period: 1h\n        burst: {limit}\n"
+    )
+}
+
+#[test]
+fn three_instances_share_one_limit_through_redis() {
+    let redis = Redis::start();
+    let cfg = redis_config(&redis.url(), "closed", 100);
+    let services: Vec<Service> = (0..3).map(|_| Service::start(&cfg)).collect();
+    let services = Arc::new(services);
+    // 6 clients (2 per instance) hammer one key: 600 requests for a limit of 100.
+    let allowed: Vec<(usize, u64, u64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let services = services.clone();
+                s.spawn(move || {
+                    let c = reqwest::blocking::Client::new();
+                    let svc = &services[i % 3];
+                    let (mut ok, mut limited) = (0, 0);
+                    for _ in 0..100 {
+                        let (st, body) = svc.check(&c, "shared-key");
+                        assert!(body["degraded"].is_null(), "redis is up: {body}");
+                        match st {
+                            200 => ok += 1,
+                            429 => {
+                                assert!(body["retry_after"].as_u64().unwrap() >= 1, "{body}");
+                                limited += 1
+                            }
+                            other => panic!("unexpected {other}: {body}"),
+                        }
+                    }
+                    (i % 3, ok, limited)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total: u64 = allowed.iter().map(|a| a.1).sum();
+    let per_instance: Vec<u64> = (0..3)
+        .map(|k| allowed.iter().filter(|a| a.0 == k).map(|a| a.1).sum())
+        .collect();
+    eprintln!("allowed per instance {per_instance:?}, total {total}");
+    assert!(total <= 101, "3 instances allowed {total} > limit 100");
+    assert!(total >= 100, "only {total} of the limit 100 were granted");
+    assert!(
+        per_instance.iter().filter(|n| **n > 0).count() >= 2,
+        "the grants should be shared among instances: {per_instance:?}"
+    );
+}
+
+#[test]
+fn redis_stopping_mid_run_fails_open_or_closed_and_recovers() {
+    let mut redis = Redis::start();
+    let open = Service::start(&redis_config(&redis.url(), "open", 5));
+    let closed = Service::start(&redis_config(&redis.url(), "closed", 5));
+    let c = reqwest::blocking::Client::new();
+    // Use up the limit of two keys while Redis runs.
+    for (svc, key) in [(&open, "o"), (&closed, "c")] {
+        let codes: Vec<u16> = (0..7).map(|_| svc.check(&c, key).0).collect();
+        assert_eq!(codes, [200, 200, 200, 200, 200, 429, 429], "{key}");
+    }
+    redis.stop();
+    // Fail open: allowed, marked degraded, counted. Fail closed: rejected.
+    let (st, body) = open.check(&c, "o");
+    assert_eq!(st, 200, "{body}");
+    assert!(body["degraded"].is_string(), "{body}");
+    let (st, body) = closed.check(&c, "c");
+    assert_eq!(st, 429, "{body}");
+    assert!(body["degraded"].is_string(), "{body}");
+    let metrics = c
+        .get(format!("{}/metrics", open.http))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let fail_open = metrics
+        .lines()
+        .find(|l| l.starts_with("fieldlab_ratelimit_fail_open_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("fail-open counter exported");
+    assert!(fail_open >= 1.0, "{metrics}");
+    assert!(metrics.contains("fieldlab_ratelimit_redis_errors_total"));
+
+    // Redis is back (empty: no persistence): both reconnect and enforce again.
+    redis.restart();
+    for (svc, probe) in [(&open, "probe-open"), (&closed, "probe-closed")] {
+        eventually(Duration::from_secs(15), "reconnected to redis", || {
+            let (st, body) = svc.check(&c, probe);
+            (st == 200 && body["degraded"].is_null()).then_some(())
+        });
+    }
+    let t0 = Instant::now();
+    let codes: Vec<u16> = (0..6).map(|_| closed.check(&c, "fresh").0).collect();
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 200, 429],
+        "after {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn up_guards_its_own_api_with_ietf_headers_and_admin_only_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fieldlab.yaml");
+    std::fs::write(
+        &cfg,
+        "devices:\n  fleet: []\nratelimit:\n  api:\n    limits:\n      - algorithm: fixed_window\n        limit: 5\n        period: 1h\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let f = Fieldlab::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let c = reqwest::blocking::Client::new();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..7 {
+        let r = c.get(f.url("/api/v1/devices")).send().unwrap();
+        statuses.push(r.status().as_u16());
+        last = Some(r);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    let r = last.unwrap();
+    let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(h("ratelimit-policy").as_deref(), Some("\"api\";q=5;w=3600"));
+    let state = h("ratelimit").unwrap();
+    assert!(state.starts_with("\"api\";r=0;t="), "{state}");
+    let retry: u64 = h("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry));
+    assert_eq!(
+        h("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    // Probes are never limited.
+    assert_eq!(f.text("/health").0, 200);
+
+    drop(f);
+}
+
+#[test]
+fn service_config_crud_precedence_and_persistence() {
+    let svc = Service::start("ratelimit:\n  default:\n    limits:\n      - {algorithm: fixed_window, limit: 3, period: 1h}\n");
+    let c = reqwest::blocking::Client::new();
+    let put = |path: &str, body: Value| {
+        let r = c
+            .put(format!("{}{path}", svc.http))
+            .json(&body)
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let one = |limit: u64| json!({"limits": [{"algorithm": "fixed_window", "limit": limit, "period": "1h"}]});
+    assert_eq!(put("/api/ratelimit/config/patterns/user:*", one(2)).0, 200);
+    assert_eq!(put("/api/ratelimit/config/patterns/user:a*", one(4)).0, 200);
+    assert_eq!(put("/api/ratelimit/config/keys/user:alice", one(1)).0, 200);
+    // Seed body shape.
+    assert_eq!(
+        put(
+            "/api/ratelimit/config/keys/seed",
+            json!({"capacity": 6, "refillRate": 1})
+        )
+        .0,
+        200
+    );
+    let (st, body) = put(
+        "/api/ratelimit/config/keys/bad",
+        json!({"limits": [{"algorithm": "magic", "limit": 1, "period": "1s"}]}),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(body["parameter"], "limits[0].algorithm", "{body}");
+
+    let granted = |key: &str| (0..8).filter(|_| svc.check(&c, key).0 == 200).count();
+    assert_eq!(granted("user:alice"), 1, "exact key wins");
+    assert_eq!(granted("user:anna"), 4, "longest pattern");
+    assert_eq!(granted("user:bob"), 2, "shorter pattern");
+    assert_eq!(granted("device:1"), 3, "default");
+    assert_eq!(granted("seed"), 6, "seed-shaped policy");
+
+    let (st, body) = svc.check(&c, "user:alice");
+    assert_eq!(st, 429);
+    assert_eq!(body["policy"], "key:user:alice");
+    assert_eq!(body["remaining"], 0);
+    assert!(body["reset"].as_u64().unwrap() >= 1 && body["retry_after"].as_u64().unwrap() >= 1);
+
+    let stats: Value = c
+        .get(format!("{}/api/ratelimit/stats", svc.http))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stats["policies"]["key:user:alice"]["allowed"], 1, "{stats}");
+    assert_eq!(
+        stats["policies"]["key:user:alice"]["rejected"], 8,
+        "{stats}"
+    );
+
+    let del = c
+        .delete(format!("{}/api/ratelimit/config/keys/user:alice", svc.http))
+        .send()
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    let del = c
+        .delete(format!("{}/api/ratelimit/config/keys/user:alice", svc.http))
+        .send()
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 404);
+    assert_eq!(del.headers()["content-type"], "application/problem+json");
+    // Persisted in the data dir.
+    let rules = std::fs::read_to_string(svc._dir.path().join("ratelimit/rules.json")).unwrap();
+    let rules: Value = serde_json::from_str(&rules).unwrap();
+    assert!(
+        rules["patterns"]["user:a*"].is_object() && rules["keys"]["user:alice"].is_null(),
+        "{rules}"
+    );
+    let bad = c
+        .post(format!("{}/api/ratelimit/check", svc.http))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(bad.headers()["content-type"], "application/problem+json");
+}
