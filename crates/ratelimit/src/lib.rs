@@ -26,7 +26,7 @@ pub mod policy;
 pub mod redis;
 
 pub use algo::{check_all, Algorithm, Limit, State, NEVER};
-pub use limiter::{Backend, ConfigChangeError, Limiter, LimiterSettings, Outcome};
+pub use limiter::{Backend, ConfigChangeError, IngestGuard, Limiter, LimiterSettings, Outcome};
 pub use metrics::RatelimitMetrics;
 pub use policy::{FailMode, Policy, Rules};
 

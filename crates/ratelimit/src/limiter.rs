@@ -98,6 +98,23 @@ impl Outcome {
         (r != NEVER).then_some(r)
     }
 
+    /// All limits folded into one decision: allowed iff all allowed (or shadow / fail-open),
+    /// the fewest remaining, the longest retry-after, reset and delay.
+    pub fn decision(&self) -> Decision {
+        Decision {
+            allowed: self.allowed,
+            limit: self.decisions.iter().map(|d| d.limit).min().unwrap_or(0),
+            remaining: self.remaining(),
+            retry_after_ms: if self.allowed {
+                0
+            } else {
+                self.retry_after_ms().unwrap_or(NEVER)
+            },
+            reset_ms: self.reset_ms(),
+            delay_ms: self.delay_ms(),
+        }
+    }
+
     /// Milliseconds until every limit is back to unused.
     pub fn reset_ms(&self) -> u64 {
         self.decisions.iter().map(|d| d.reset_ms).max().unwrap_or(0)
@@ -375,6 +392,13 @@ impl Limiter {
         Some(self.check_policy(&p, device_id, 1).await)
     }
 
+    /// The hook for ingest, when `ratelimit.ingest` is configured.
+    pub fn ingest_guard(&self) -> Option<IngestGuard> {
+        self.inner.ingest.is_some().then(|| IngestGuard {
+            limiter: self.clone(),
+        })
+    }
+
     /// Check `n` units of `key` under `policy`: backend, then fail mode, shadow mode, metrics.
     pub async fn check_policy(&self, policy: &Arc<Policy>, key: &str, n: u64) -> Outcome {
         let lease = self.inner.lease_seq.fetch_add(1, Ordering::Relaxed);
@@ -648,6 +672,43 @@ fn validate(spec: &RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
         .map_err(|(field, message)| ConfigChangeError::Invalid { field, message })
 }
 
+/// What ingest calls per message: one unit of the `ratelimit.ingest` policy per device.
+///
+/// Contract: a message whose device is over its limit is quarantined with the reason
+/// [`IngestGuard::REASON`] and counted — never silently dropped.
+#[derive(Clone)]
+pub struct IngestGuard {
+    limiter: Limiter,
+}
+
+impl IngestGuard {
+    pub const REASON: &'static str = "rate limited";
+
+    /// The decision for one message of `device_id`.
+    pub async fn check(&self, device_id: &str) -> Decision {
+        match self.limiter.check_ingest(device_id).await {
+            Some(o) => o.decision(),
+            None => Decision {
+                allowed: true,
+                limit: 0,
+                remaining: 0,
+                retry_after_ms: 0,
+                reset_ms: 0,
+                delay_ms: 0,
+            },
+        }
+    }
+
+    /// Ok: store the message. Err(reason): quarantine it with that reason.
+    pub async fn admit(&self, device_id: &str) -> Result<(), &'static str> {
+        if self.check(device_id).await.allowed {
+            Ok(())
+        } else {
+            Err(Self::REASON)
+        }
+    }
+}
+
 fn persist(file: &Path, o: &Overrides) -> Result<(), String> {
     use std::io::Write;
     let dir = file.parent().expect("rules file has a directory");
@@ -661,4 +722,110 @@ fn persist(file: &Path, o: &Overrides) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, file).map_err(|e| format!("cannot rename to {}: {e}", file.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldlab_core::config::RatelimitLimitSpec;
+
+    fn spec(alg: &str, limit: u64, period: &str) -> RatelimitPolicySpec {
+        RatelimitPolicySpec {
+            limits: vec![RatelimitLimitSpec {
+                algorithm: alg.into(),
+                limit,
+                period: period.into(),
+                burst: None,
+                max_delay: None,
+            }],
+            ..RatelimitPolicySpec::default()
+        }
+    }
+
+    fn limiter(cfg: RatelimitConfig, dir: Option<&Path>) -> Limiter {
+        Limiter::new(
+            LimiterSettings {
+                config: cfg,
+                state_dir: dir.map(Path::to_path_buf),
+            },
+            RatelimitMetrics::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn shadow_mode_records_but_never_rejects() {
+        let mut cfg = RatelimitConfig {
+            default: spec("fixed_window", 2, "1h"),
+            ..RatelimitConfig::default()
+        };
+        cfg.default.shadow = true;
+        let l = limiter(cfg, None);
+        let outs: Vec<Outcome> = futures_lite(&l, "k", 4).await;
+        assert!(outs.iter().all(|o| o.allowed));
+        assert_eq!(
+            outs.iter().map(|o| o.would_reject).collect::<Vec<_>>(),
+            [false, false, true, true]
+        );
+        let st = l.stats_json();
+        assert_eq!(st["policies"]["default"]["shadow_rejected"], 2, "{st}");
+        // Headers still tell the truth.
+        let h = outs[3].headers();
+        assert!(h
+            .iter()
+            .any(|(k, v)| *k == "ratelimit" && v.starts_with("\"default\";r=0;")));
+    }
+
+    async fn futures_lite(l: &Limiter, key: &str, n: usize) -> Vec<Outcome> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(l.check(key, 1).await);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn ingest_guard_quarantines_over_limit_devices() {
+        let cfg = RatelimitConfig {
+            ingest: Some(spec("token_bucket", 3, "1h")),
+            ..RatelimitConfig::default()
+        };
+        let l = limiter(cfg, None);
+        let g = l.ingest_guard().expect("configured");
+        for _ in 0..3 {
+            assert_eq!(g.admit("dev1").await, Ok(()));
+        }
+        assert_eq!(g.admit("dev1").await, Err("rate limited"));
+        assert_eq!(g.admit("dev2").await, Ok(()), "per device");
+        let d = g.check("dev1").await;
+        assert!(!d.allowed && d.retry_after_ms > 0 && d.retry_after_ms < 3_600_000 / 3 + 1);
+        assert!(limiter(RatelimitConfig::default(), None)
+            .ingest_guard()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn api_changes_persist_and_file_keys_cannot_be_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RatelimitConfig::default();
+        cfg.keys.insert("from-file".into(), spec("gcra", 5, "1s"));
+        let l = limiter(cfg.clone(), Some(dir.path()));
+        l.set_pattern("dev:*", spec("sliding_log", 2, "1m"))
+            .unwrap();
+        assert!(matches!(
+            l.delete_key("from-file"),
+            Err(ConfigChangeError::DefinedInFile(_))
+        ));
+        let e = l.set_key("x", spec("gcra", 0, "1s")).unwrap_err();
+        assert!(
+            matches!(e, ConfigChangeError::Invalid { ref field, .. } if field == "limits[0].limit"),
+            "{e:?}"
+        );
+        drop(l);
+        let again = limiter(cfg, Some(dir.path()));
+        assert_eq!(again.rules().resolve("dev:7").name, "pattern:dev:*");
+        assert_eq!(again.rules().resolve("from-file").name, "key:from-file");
+        let outs = futures_lite(&again, "dev:7", 3).await;
+        assert_eq!(outs.iter().filter(|o| o.allowed).count(), 2);
+    }
 }

@@ -239,3 +239,31 @@ fn unreachable_redis_fails_open_or_closed_per_policy_and_reconnects() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn hybrid_answers_keys_known_over_limit_locally() {
+    use fieldlab_ratelimit::hybrid::HybridBackend;
+    let r = RedisServer::start();
+    let h = HybridBackend::new(backend(&r), 100);
+    let p = Policy::single(
+        "h",
+        Limit::new(Algorithm::TokenBucket, 1, 3_600_000).with_burst(2),
+    );
+    let rt = rt();
+    let now = fieldlab_core::time::now_ms();
+    let got: Vec<bool> = (0..5)
+        .map(|i| rt.block_on(h.check(&p, "k", 1, i, now)).unwrap()[0].allowed)
+        .collect();
+    assert_eq!(got, [true, true, false, false, false]);
+    assert_eq!(
+        h.local_hits(),
+        2,
+        "after the first rejection, no round trip"
+    );
+    // Another key is unaffected; after the retry-after passes, Redis is asked again.
+    assert!(rt.block_on(h.check(&p, "other", 1, 9, now)).unwrap()[0].allowed);
+    let later = now + 3_600_000;
+    let d = rt.block_on(h.check(&p, "k", 1, 10, later)).unwrap();
+    assert_eq!(h.local_hits(), 2);
+    assert!(!d[0].allowed, "Redis's own clock has not moved an hour");
+}

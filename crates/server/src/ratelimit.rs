@@ -509,3 +509,161 @@ pub fn standalone(limiter: Limiter, registry: Arc<Registry>) -> Router {
         .fallback(crate::routes::not_found)
         .with_state(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use fieldlab_core::config::{RatelimitConfig, RatelimitPolicySpec};
+    use fieldlab_core::Role;
+    use fieldlab_ratelimit::{LimiterSettings, RatelimitMetrics};
+    use tower::ServiceExt;
+
+    fn limiter(api: Option<RatelimitPolicySpec>, trusted: &[&str]) -> Limiter {
+        let cfg = RatelimitConfig {
+            api,
+            trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
+            ..RatelimitConfig::default()
+        };
+        Limiter::new(
+            LimiterSettings {
+                config: cfg,
+                state_dir: None,
+            },
+            RatelimitMetrics::default(),
+        )
+        .unwrap()
+    }
+
+    /// The routes with a fixed principal and peer address (what auth and connect-info give).
+    fn app(l: Limiter, principal: Principal, peer: &str) -> Router {
+        let st = RatelimitState { limiter: Some(l) };
+        let peer: SocketAddr = peer.parse().unwrap();
+        routes::<RatelimitState>()
+            .route("/x", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+            .layer(axum::middleware::from_fn(
+                move |mut req: Request, next: Next| {
+                    let p = principal.clone();
+                    async move {
+                        req.extensions_mut().insert(p);
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        next.run(req).await
+                    }
+                },
+            ))
+            .with_state(st)
+    }
+
+    async fn send(app: &Router, req: axum::http::Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn viewer() -> Principal {
+        Principal {
+            subject: "ann".into(),
+            roles: vec![Role::Viewer],
+            scopes: vec![],
+            method: AuthMethod::Jwt,
+        }
+    }
+
+    #[tokio::test]
+    async fn config_routes_are_admin_only() {
+        let a = app(limiter(None, &[]), viewer(), "127.0.0.1:1");
+        let req = axum::http::Request::put("/api/ratelimit/config/keys/k")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"capacity": 1, "refillRate": 1}"#))
+            .unwrap();
+        let (st, h, body) = send(&a, req).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert!(body["detail"].as_str().unwrap().contains("admin"), "{body}");
+        let (st, _, _) = send(
+            &a,
+            axum::http::Request::get("/api/v1/ratelimit/config")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        // Checking is open to everyone.
+        let req = axum::http::Request::post("/api/ratelimit/check")
+            .body(Body::from(r#"{"key": "k"}"#))
+            .unwrap();
+        let (st, h, body) = send(&a, req).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert_eq!(h["ratelimit-policy"], "\"default\";q=100;w=60");
+        assert_eq!(body["remaining"], 99);
+    }
+
+    fn api_policy() -> Option<RatelimitPolicySpec> {
+        let mut p = RatelimitPolicySpec::default();
+        p.limits[0].algorithm = "fixed_window".into();
+        p.limits[0].limit = 1;
+        p.limits[0].period = "1h".into();
+        Some(p)
+    }
+
+    async fn status_from(a: &Router, xff: &str) -> StatusCode {
+        let req = axum::http::Request::get("/x")
+            .header("x-forwarded-for", xff)
+            .body(Body::empty())
+            .unwrap();
+        send(a, req).await.0
+    }
+
+    #[tokio::test]
+    async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let local = Principal::local_admin();
+        // Untrusted peer: a fresh X-Forwarded-For per request does not buy a fresh limit.
+        let a = app(limiter(api_policy(), &[]), local.clone(), "203.0.113.5:9");
+        assert_eq!(status_from(&a, "1.1.1.1").await, StatusCode::OK);
+        assert_eq!(
+            status_from(&a, "2.2.2.2").await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        // Behind a trusted proxy: each client has its own limit.
+        let a = app(limiter(api_policy(), &["10.0.0.0/8"]), local, "10.0.0.1:9");
+        assert_eq!(status_from(&a, "1.1.1.1").await, StatusCode::OK);
+        assert_eq!(status_from(&a, "2.2.2.2").await, StatusCode::OK);
+        assert_eq!(
+            status_from(&a, "1.1.1.1").await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[tokio::test]
+    async fn authenticated_principals_are_limited_by_subject() {
+        let a = app(limiter(api_policy(), &[]), viewer(), "127.0.0.1:1");
+        assert_eq!(status_from(&a, "").await, StatusCode::OK);
+        let (st, h, body) = send(
+            &a,
+            axum::http::Request::get("/x").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            body["detail"].as_str().unwrap().contains("sub:ann"),
+            "{body}"
+        );
+        assert!(h.contains_key("retry-after"));
+        // Probes are exempt even when over the limit.
+        let (st, _, _) = send(
+            &a,
+            axum::http::Request::get("/api/ratelimit/stats")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "only probes are exempt");
+        assert!(exempt("/health/live") && exempt("/metrics") && !exempt("/api/v1/devices"));
+    }
+}
