@@ -7,6 +7,9 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench_store;
+mod data_cmds;
+
 #[derive(Parser)]
 #[command(
     name = "fieldlab",
@@ -31,6 +34,14 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Query stored series (reads the data dir read-only): table, CSV or JSON.
+    Query(data_cmds::QueryArgs),
+    /// Export series as CSV, JSON lines or Parquet (reads the data dir read-only), streamed.
+    Export(data_cmds::ExportArgs),
+    /// Write a consistent snapshot of the whole data dir to a tar file (online with --url).
+    Backup(data_cmds::BackupArgs),
+    /// Restore a backup into an empty data dir.
+    Restore(data_cmds::RestoreArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +96,8 @@ enum BenchCmd {
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
     },
+    /// Bytes/point on disk per generator, emulator field and NAB series; query latency.
+    Store(bench_store::BenchStoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +113,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Bench(BenchCmd::Store(a)) => bench_store::run(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Query(a) => data_cmds::query(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Export(a) => data_cmds::export(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Backup(a) => data_cmds::backup(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Restore(a) => data_cmds::restore(a).map(|_| ExitCode::SUCCESS),
         Cmd::Up(a) => up(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);

@@ -11,6 +11,7 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod data;
 pub mod problem;
 pub mod routes;
 
