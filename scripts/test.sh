@@ -5,13 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the tests run against (each test starts its own on a free port in a temp dir):
-# Mosquitto + mosquitto_pub, redis-server (+ redis-cli/redis-benchmark), PostgreSQL, InfluxDB 1.x.
+# Mosquitto + mosquitto_pub, redis-server (+ redis-cli/redis-benchmark), PostgreSQL, InfluxDB 1.x,
+# and headless Chromium for the web UI test.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

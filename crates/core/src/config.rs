@@ -29,6 +29,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub devices: DevicesConfig,
     pub storage: StorageConfig,
+    pub ratelimit: RatelimitConfig,
+    /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
+    pub sinks: BTreeMap<String, SinkConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,8 +124,29 @@ word_enum!(
     FsyncPolicy { Always => "always", Interval => "interval", Never => "never" }
 );
 word_enum!(
+    /// How emulated devices connect to the broker.
+    ConnectionMode { PerDevice => "per_device", Shared => "shared" }
+);
+word_enum!(
+    /// MQTT protocol version.
+    MqttProtocol { V311 => "3.1.1", V5 => "5" }
+);
+word_enum!(
     /// MQTT quality of service.
     Qos { AtMostOnce => "0", AtLeastOnce => "1", ExactlyOnce => "2" }
+);
+
+word_enum!(
+    /// MQTT protocol version of the ingest connection.
+    MqttVersion { Auto => "auto", V311 => "3.1.1", V5 => "5" }
+);
+word_enum!(
+    /// Kind of scale-out sink.
+    SinkKind { Influxdb => "influxdb", Postgres => "postgres" }
+);
+word_enum!(
+    /// Timestamp precision of InfluxDB writes (`precision=` of the /write endpoint).
+    InfluxPrecision { Ms => "ms", S => "s", Us => "us", Ns => "ns" }
 );
 
 impl Qos {
@@ -144,7 +168,9 @@ pub struct MqttConfig {
     pub host: String,
     /// Embedded broker: MQTT 3.1.1 port; 0 picks a free port.
     pub port: u16,
-    /// Client id of the ingest connection (devices use their own ids).
+    /// Client id of the ingest connection (devices use their own ids). Empty (default):
+    /// `fieldlab-ingest-<hostname>-<pid>`, unique per instance. Set it per instance (e.g. the
+    /// pod name) to keep an external broker's persistent session across restarts.
     pub client_id: String,
     /// Keep-alive in seconds.
     pub keep_alive: u16,
@@ -161,7 +187,7 @@ impl Default for MqttConfig {
             broker_url: None,
             host: "127.0.0.1".into(),
             port: 1883,
-            client_id: "fieldlab-ingest".into(),
+            client_id: String::new(),
             keep_alive: 60,
             username: None,
             password: None,
@@ -181,6 +207,15 @@ pub struct IngestConfig {
     pub qos: Qos,
     /// Most messages written to the store in one batch.
     pub batch_max: usize,
+    /// Shared-subscription group: several fieldlab instances on one external broker with the
+    /// same group split the messages between them (`$share/<group>/<filter>`, MQTT 5).
+    pub share_group: Option<String>,
+    /// MQTT version of the ingest connection: `auto` = 5 for an external broker, 3.1.1 for the
+    /// embedded one.
+    pub mqtt_version: MqttVersion,
+    /// Recent (seq, ts) pairs remembered per device to store a redelivered message once.
+    /// 0 turns de-duplication off.
+    pub dedup_window: usize,
 }
 
 impl Default for IngestConfig {
@@ -189,6 +224,9 @@ impl Default for IngestConfig {
             topics: vec!["devices/+/+/telemetry".into()],
             qos: Qos::AtLeastOnce,
             batch_max: 4096,
+            share_group: None,
+            mqtt_version: MqttVersion::Auto,
+            dedup_window: 256,
         }
     }
 }
@@ -203,6 +241,19 @@ pub struct DevicesConfig {
     /// The emulated fleet, in the seed's devices.yaml shape. Absent: the demo fleet
     /// (TemperatureSensor, PressureValve, PvInverter). Empty list: no emulated devices.
     pub fleet: Option<Vec<DeviceSpec>>,
+    /// Custom device types built from value generators (checked by the emulator, which
+    /// names the key of a bad entry; see `fieldlab devices types`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<serde_yaml::Value>,
+    /// `per_device`: one MQTT connection (own client id, last will) per device.
+    /// `shared`: devices share a few connections, for fleets of 10k+ devices.
+    pub connection: ConnectionMode,
+    /// Number of connections in `shared` mode.
+    pub shared_connections: usize,
+    /// MQTT protocol of the device connections: `3.1.1` or `5`.
+    pub protocol: MqttProtocol,
+    /// Telemetry topic of devices without `mqtt_topic`; `{type}` and `{id}` are replaced.
+    pub topic_template: String,
 }
 
 impl Default for DevicesConfig {
@@ -211,6 +262,11 @@ impl Default for DevicesConfig {
             max_devices: 1000,
             seed: 42,
             fleet: None,
+            types: Vec::new(),
+            connection: ConnectionMode::PerDevice,
+            shared_connections: 4,
+            protocol: MqttProtocol::V311,
+            topic_template: "devices/{type}/{id}/telemetry".into(),
         }
     }
 }
@@ -293,6 +349,244 @@ impl Default for StorageConfig {
             block_max_age: "10m".into(),
         }
     }
+}
+
+/// One scale-out sink (`sinks.<name>` in fieldlab.yaml). Keys of the other kind are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// `http://host:8086` for InfluxDB (VictoriaMetrics: `http://host:8428`);
+    /// `postgres://user@host:5432/db` (or a libpq key=value string) for PostgreSQL.
+    pub url: String,
+    /// InfluxDB 1.x database (`/write?db=`). Also VictoriaMetrics' /write.
+    pub db: Option<String>,
+    /// InfluxDB 1.x credentials (`u=`/`p=`); use environment overrides for the password.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// InfluxDB 2/3 form: org, bucket and token (`/api/v2/write`, `Authorization: Token ...`).
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub token: Option<String>,
+    pub precision: InfluxPrecision,
+    /// InfluxDB measurement the points are written to.
+    pub measurement: String,
+    /// PostgreSQL table (created if missing), optionally `schema.table`.
+    pub table: String,
+    /// Most points in one write.
+    pub batch_max: usize,
+    /// A partial batch is written after this long, e.g. `1s`.
+    pub flush_interval: String,
+    /// Points buffered for this sink. When full, ingest waits (back-pressure).
+    pub buffer_max: usize,
+    /// Longest pause between retries (back-off doubles from 100 ms up to this).
+    pub max_backoff: String,
+    /// Timeout of one write request.
+    pub timeout: String,
+    /// At shutdown, how long to keep trying before spooling what is left to disk.
+    pub drain_timeout: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: SinkKind::Influxdb,
+            url: String::new(),
+            db: None,
+            username: None,
+            password: None,
+            org: None,
+            bucket: None,
+            token: None,
+            precision: InfluxPrecision::Ms,
+            measurement: "telemetry".into(),
+            table: "fieldlab_points".into(),
+            batch_max: 5000,
+            flush_interval: "1s".into(),
+            buffer_max: 100_000,
+            max_backoff: "30s".into(),
+            timeout: "10s".into(),
+            drain_timeout: "10s".into(),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks of one sink; the key is relative to `sinks.<name>`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let e = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+        if self.url.is_empty() {
+            return e("url", "is required");
+        }
+        for (k, v) in [
+            ("flush_interval", &self.flush_interval),
+            ("max_backoff", &self.max_backoff),
+            ("timeout", &self.timeout),
+            ("drain_timeout", &self.drain_timeout),
+        ] {
+            crate::time::parse_duration_ms(v).map_err(|err| (k.to_string(), err.to_string()))?;
+        }
+        if self.batch_max == 0 {
+            return e("batch_max", "must be at least 1");
+        }
+        if self.buffer_max < self.batch_max {
+            return e("buffer_max", "must be at least batch_max");
+        }
+        let influx_only = [
+            ("db", self.db.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("org", self.org.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("token", self.token.is_some()),
+        ];
+        match self.kind {
+            SinkKind::Influxdb => {
+                let u = url::Url::parse(&self.url)
+                    .map_err(|err| ("url".to_string(), format!("`{}`: {err}", self.url)))?;
+                if u.scheme() != "http" {
+                    return e("url", "write http://HOST:PORT (https is not supported yet)");
+                }
+                if self.db.is_none() == self.bucket.is_none() {
+                    return e(
+                        "db",
+                        "set either `db` (InfluxDB 1.x, VictoriaMetrics) or `bucket` with `org` \
+                         and `token` (InfluxDB 2/3)",
+                    );
+                }
+                if self.bucket.is_some() && self.org.is_none() {
+                    return e("org", "is required with `bucket` (InfluxDB 2/3)");
+                }
+                if self.measurement.is_empty() {
+                    return e("measurement", "must not be empty");
+                }
+            }
+            SinkKind::Postgres => {
+                if let Some((k, _)) = influx_only.iter().find(|(_, set)| *set) {
+                    return e(
+                        k,
+                        "is an InfluxDB key; a postgres sink takes its credentials in `url`",
+                    );
+                }
+                let ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                if !self.table.split('.').all(ok) || self.table.split('.').count() > 2 {
+                    return e(
+                        "table",
+                        "must be `name` or `schema.name` of letters, digits and _",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+word_enum!(
+    /// Where rate-limit state lives.
+    ///
+    /// - `memory`: in this process (one instance, or limits per instance).
+    /// - `redis`: in Redis, one atomic script per check: limits hold across all instances.
+    /// - `hybrid`: Redis, plus a local cache of keys known to be over their limit (a rejected
+    ///   key is refused locally until its retry-after passes, saving the round trip).
+    RatelimitBackend { Memory => "memory", Redis => "redis", Hybrid => "hybrid" }
+);
+word_enum!(
+    /// What a Redis-backed policy answers while Redis is unreachable: `open` allows (and counts
+    /// it in `fieldlab_ratelimit_fail_open_total`), `closed` rejects.
+    FailMode { Open => "open", Closed => "closed" }
+);
+
+/// Rate limiting: the service (`/api/ratelimit/...`) and fieldlab guarding itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RatelimitConfig {
+    pub backend: RatelimitBackend,
+    /// Redis for the `redis` and `hybrid` backends (env REDIS_URL).
+    pub redis_url: String,
+    /// Password for Redis, if not in the URL (env REDIS_PASSWORD).
+    pub redis_password: Option<String>,
+    /// Longest wait for one Redis check before the policy's fail mode applies, e.g. `250ms`.
+    pub redis_timeout: String,
+    /// Keys held in memory (in-process backend, hybrid cache); least recently used go first.
+    pub max_keys: usize,
+    /// Peers whose `X-Forwarded-For` is believed (IPs or CIDRs, e.g. 10.0.0.0/8). Empty: the
+    /// header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<String>,
+    /// The policy of keys that match no exact key and no pattern.
+    pub default: RatelimitPolicySpec,
+    /// Policies of exact keys.
+    pub keys: BTreeMap<String, RatelimitPolicySpec>,
+    /// Policies of key patterns (`*` matches any run of characters, e.g. `user:*`); the longest
+    /// matching pattern wins.
+    pub patterns: BTreeMap<String, RatelimitPolicySpec>,
+    /// Guard fieldlab's own HTTP API per principal (or client IP). null: no guard.
+    pub api: Option<RatelimitPolicySpec>,
+    /// Guard ingest per device: over-limit messages are quarantined as "rate limited". null: no guard.
+    pub ingest: Option<RatelimitPolicySpec>,
+}
+
+impl Default for RatelimitConfig {
+    fn default() -> Self {
+        RatelimitConfig {
+            backend: RatelimitBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_password: None,
+            redis_timeout: "250ms".into(),
+            max_keys: 100_000,
+            trusted_proxies: Vec::new(),
+            default: RatelimitPolicySpec::default(),
+            keys: BTreeMap::new(),
+            patterns: BTreeMap::new(),
+            api: None,
+            ingest: None,
+        }
+    }
+}
+
+/// A policy: limits that must all pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RatelimitPolicySpec {
+    pub limits: Vec<RatelimitLimitSpec>,
+    /// Dry run: decisions are recorded (metrics, headers) but nothing is ever rejected.
+    pub shadow: bool,
+    /// Allow (`open`) or reject (`closed`) while Redis is unreachable.
+    pub fail: FailMode,
+}
+
+impl Default for RatelimitPolicySpec {
+    fn default() -> Self {
+        RatelimitPolicySpec {
+            limits: vec![RatelimitLimitSpec {
+                algorithm: "token_bucket".into(),
+                limit: 100,
+                period: "1m".into(),
+                burst: None,
+                max_delay: None,
+            }],
+            shadow: false,
+            fail: FailMode::Open,
+        }
+    }
+}
+
+/// One limit. `algorithm`: token_bucket | gcra | fixed_window | sliding_log | sliding_counter |
+/// leaky_bucket | concurrency. `limit` units per `period` (for concurrency: leases held at once,
+/// `period` = lease expiry); `burst`: bucket capacity (token_bucket, gcra; default `limit`);
+/// `max_delay`: longest queue wait (leaky_bucket; default 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatelimitLimitSpec {
+    pub algorithm: String,
+    pub limit: u64,
+    pub period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
 }
 
 /// A configuration error, pointing at where it came from.
@@ -430,8 +724,37 @@ impl Config {
                 "needs at least one topic filter, e.g. devices/+/+/telemetry".into(),
             ));
         }
+        crate::config::validate_ratelimit(&self.ratelimit)?;
         if self.ingest.batch_max == 0 {
             return Err(("ingest.batch_max".into(), "must be at least 1".into()));
+        }
+        if let Some(g) = &self.ingest.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return Err((
+                    "ingest.share_group".into(),
+                    "must be non-empty and must not contain '/', '+' or '#'".into(),
+                ));
+            }
+            if self.ingest.mqtt_version == MqttVersion::V311 {
+                return Err((
+                    "ingest.mqtt_version".into(),
+                    "shared subscriptions (ingest.share_group) need MQTT 5; write 5 or auto".into(),
+                ));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    format!("sinks.{name}"),
+                    "sink names are letters, digits, _ and -".into(),
+                ));
+            }
+            sink.validate()
+                .map_err(|(k, m)| (format!("sinks.{name}.{k}"), m))?;
         }
         if let Some(fleet) = &self.devices.fleet {
             if fleet.len() > self.devices.max_devices {
@@ -473,6 +796,80 @@ impl Config {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Checks of the `ratelimit` section that do not need the rate-limit crate: durations and
+/// algorithm names. (The numbers are checked again by fieldlab-ratelimit when it builds the
+/// policies; `fieldlab config check` runs both.)
+fn validate_ratelimit(r: &RatelimitConfig) -> Result<(), (String, String)> {
+    crate::time::parse_duration_ms(&r.redis_timeout)
+        .map_err(|e| ("ratelimit.redis_timeout".to_string(), e.to_string()))?;
+    let mut policies: Vec<(String, &RatelimitPolicySpec)> =
+        vec![("ratelimit.default".into(), &r.default)];
+    policies.extend(
+        r.keys
+            .iter()
+            .map(|(k, p)| (format!("ratelimit.keys.{k}"), p)),
+    );
+    policies.extend(
+        r.patterns
+            .iter()
+            .map(|(k, p)| (format!("ratelimit.patterns.{k}"), p)),
+    );
+    policies.extend(r.api.iter().map(|p| ("ratelimit.api".to_string(), p)));
+    policies.extend(r.ingest.iter().map(|p| ("ratelimit.ingest".to_string(), p)));
+    for (at, p) in policies {
+        if p.limits.is_empty() {
+            return Err((format!("{at}.limits"), "needs at least one limit".into()));
+        }
+        for (i, l) in p.limits.iter().enumerate() {
+            l.check()
+                .map_err(|(k, m)| (format!("{at}.limits[{i}].{k}"), m))?;
+        }
+    }
+    Ok(())
+}
+
+/// The algorithm names a [`RatelimitLimitSpec`] accepts.
+pub const RATELIMIT_ALGORITHMS: &[&str] = &[
+    "token_bucket",
+    "gcra",
+    "fixed_window",
+    "sliding_log",
+    "sliding_counter",
+    "leaky_bucket",
+    "concurrency",
+];
+
+impl RatelimitLimitSpec {
+    /// Check names and durations; returns the bad field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !RATELIMIT_ALGORITHMS.contains(&self.algorithm.as_str()) {
+            return Err((
+                "algorithm",
+                format!(
+                    "`{}` is not one of: {}",
+                    self.algorithm,
+                    RATELIMIT_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+        if self.limit == 0 {
+            return Err(("limit", "must be at least 1".into()));
+        }
+        let p =
+            crate::time::parse_duration_ms(&self.period).map_err(|e| ("period", e.to_string()))?;
+        if p <= 0 {
+            return Err(("period", "must be positive, e.g. 1s or 1m".into()));
+        }
+        if let Some(d) = &self.max_delay {
+            crate::time::parse_duration_ms(d).map_err(|e| ("max_delay", e.to_string()))?;
+        }
+        if self.burst == Some(0) {
+            return Err(("burst", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -538,6 +935,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_PORT", "server.port"),
     ("DATA_DIR", "storage.data_dir"),
     ("DATA_RETENTION_DAYS", "storage.data_retention_days"),
+    ("REDIS_URL", "ratelimit.redis_url"),
+    ("REDIS_PASSWORD", "ratelimit.redis_password"),
 ];
 
 fn env_overrides(
@@ -845,6 +1244,62 @@ mod tests {
         let env = |k: &str| (k == "MQTT_BROKER_URL").then(|| "nonsense".to_string());
         let e = Config::load(None, env, vec![]).unwrap_err();
         assert_eq!(e.env_var.as_deref(), Some("MQTT_BROKER_URL"));
+    }
+
+    #[test]
+    fn sinks_are_checked_and_located() {
+        let ok = "sinks:\n  influx:\n    type: influxdb\n    url: http://127.0.0.1:8086\n    db: lab\n  pg:\n    type: postgres\n    url: postgres://u@h/db\n";
+        let c = Config::from_yaml_str(ok, None).unwrap();
+        assert_eq!(c.sinks["influx"].db.as_deref(), Some("lab"));
+        assert_eq!(c.sinks["pg"].kind, SinkKind::Postgres);
+        assert_eq!(c.sinks["pg"].table, "fieldlab_points");
+        // Unknown key inside a sink.
+        let e =
+            err("sinks:\n  influx:\n    type: influxdb\n    url: http://h:8086\n    dbb: lab\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown field `dbb`"), "{e}");
+        // An InfluxDB key on a postgres sink.
+        let e = err("sinks:\n  pg:\n    type: postgres\n    url: postgres://h/db\n    bucket: x\n");
+        assert_eq!(e.key.as_deref(), Some("sinks.pg.bucket"));
+        assert_eq!(e.line, Some(5), "{e}");
+        // Neither db nor bucket.
+        let e = err("sinks:\n  influx:\n    type: influxdb\n    url: http://h:8086\n");
+        assert_eq!(e.key.as_deref(), Some("sinks.influx.db"));
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = err("sinks:\n  i:\n    type: influxdb\n    url: http://h:8086\n    db: x\n    flush_interval: soon\n");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = err("sinks:\n  i:\n    type: kafka\n");
+        assert!(e.message.contains("influxdb, postgres"), "{e}");
+    }
+
+    #[test]
+    fn sinks_and_share_group_from_the_environment() {
+        let all = vec![
+            (
+                "FIELDLAB__SINKS__PG__TYPE".to_string(),
+                "postgres".to_string(),
+            ),
+            (
+                "FIELDLAB__SINKS__PG__URL".to_string(),
+                "postgres://u:secret@h/db".to_string(),
+            ),
+            (
+                "FIELDLAB__INGEST__SHARE_GROUP".to_string(),
+                "lab".to_string(),
+            ),
+        ];
+        let c = Config::load(None, |_| None, all).unwrap();
+        assert_eq!(c.sinks["pg"].url, "postgres://u:secret@h/db");
+        assert_eq!(c.ingest.share_group.as_deref(), Some("lab"));
+        let all = vec![(
+            "FIELDLAB__SINKS__PG__TYPE".to_string(),
+            "postgres".to_string(),
+        )];
+        let e = Config::load(None, |_| None, all).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks.pg.url"));
+        assert!(e.message.contains("required"), "{e}");
+        let e = err("ingest:\n  share_group: lab\n  mqtt_version: 3.1.1\n");
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]

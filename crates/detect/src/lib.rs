@@ -4,14 +4,33 @@
 //! detector saw. Every detector here is *streaming*: it scores point `t` using only points
 //! before it, keeps bounded state per series, and returns a score in `[0, 1]`.
 //!
-//! This crate starts with the [`Detector`] contract and one robust baseline, [`RobustZ`]
-//! (rolling median / MAD). The anomaly-detection issue adds EWMA, seasonal residuals, a
-//! streaming tree method, the autoencoder, the ensemble, quality rules and the NAB runner here;
-//! the topology wires them in as transforms after ingest.
+//! - `stats`: rolling median/MAD ([`RobustZ`]) and EWMA ([`Ewma`]);
+//! - `seasonal`: residual against a learned daily profile ([`Seasonal`]);
+//! - `forest`: a streaming isolation forest over shingles ([`IsolationForest`]);
+//! - `autoencoder`: a GRU autoencoder over windows (candle, CPU), trained by `fieldlab detect
+//!   train` or online after a warm-up ([`autoencoder::GruAutoencoder`]);
+//! - `calibrate` and `ensemble`: per-series likelihood calibration, alarm hold, the ensemble.
 //!
-//! Architecture invariant: detectors do no I/O and read no clock; time is an argument.
+//! Detectors are built by name from a spec string (`ewma`, `robust_z:window=120`, ...), see
+//! [`build`]; that is how the config, the HTTP API and the NAB runner choose them.
+//!
+//! Architecture invariant: detectors do no I/O and read no clock; time is an argument
+//! (the autoencoder's model files are read and written only by its explicit save/load).
 
-use std::collections::VecDeque;
+pub mod autoencoder;
+pub mod calibrate;
+pub mod ensemble;
+pub mod forest;
+pub mod seasonal;
+pub mod stats;
+
+pub use calibrate::{Hold, Likelihood};
+pub use ensemble::{Calibrated, Combine, Ensemble};
+pub use forest::IsolationForest;
+pub use seasonal::Seasonal;
+pub use stats::{Ewma, RobustZ};
+
+use std::collections::BTreeMap;
 
 /// A streaming anomaly scorer for one series.
 pub trait Detector: Send {
@@ -22,73 +41,206 @@ pub trait Detector: Send {
     fn score(&mut self, ts_ms: i64, value: f64) -> f64;
 }
 
-/// Robust z-score against a rolling window: `z = (x - median) / (1.4826 * MAD)`, mapped to
-/// `[0, 1]` as `|z| / (|z| + k)`, so `|z| = k` scores 0.5.
-#[derive(Debug, Clone)]
-pub struct RobustZ {
-    window: usize,
-    k: f64,
-    buf: VecDeque<f64>,
+/// Names accepted by [`build`].
+pub const DETECTORS: &[&str] = &[
+    "robust_z",
+    "ewma",
+    "seasonal",
+    "iforest",
+    "autoencoder",
+    "ensemble",
+];
+
+/// A detector spec that cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// `name[:key=value,...]`, e.g. `robust_z:window=120,k=4`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub params: BTreeMap<String, f64>,
 }
 
-impl RobustZ {
-    /// `window`: past points kept (bounded memory); `k`: the |z| that scores 0.5 (3.5 is usual).
-    pub fn new(window: usize, k: f64) -> Self {
-        assert!(window >= 3 && k > 0.0);
-        RobustZ {
-            window,
-            k,
-            buf: VecDeque::with_capacity(window),
+impl Spec {
+    pub fn parse(s: &str) -> Result<Spec, SpecError> {
+        let (name, rest) = s.trim().split_once(':').unwrap_or((s.trim(), ""));
+        if !DETECTORS.contains(&name) {
+            return Err(SpecError(format!(
+                "unknown detector `{name}`; choose one of {}",
+                DETECTORS.join(", ")
+            )));
         }
-    }
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-impl Detector for RobustZ {
-    fn name(&self) -> &'static str {
-        "robust_z"
-    }
-
-    fn score(&mut self, _ts_ms: i64, x: f64) -> f64 {
-        if !x.is_finite() {
-            return 0.0;
+        let mut params = BTreeMap::new();
+        for kv in rest.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| SpecError(format!("`{kv}` in `{s}`: expected key=value")))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| SpecError(format!("`{kv}` in `{s}`: value is not a number")))?;
+            params.insert(k.trim().to_string(), v);
         }
-        let s = if self.buf.len() < 3 {
-            0.0
-        } else {
-            let mut v: Vec<f64> = self.buf.iter().copied().collect();
-            v.sort_by(f64::total_cmp);
-            let med = median(&v);
-            let mut dev: Vec<f64> = v.iter().map(|y| (y - med).abs()).collect();
-            dev.sort_by(f64::total_cmp);
-            let mad = 1.4826 * median(&dev);
-            let z = if mad > 0.0 {
-                (x - med).abs() / mad
-            } else if x == med {
-                0.0
-            } else {
-                f64::INFINITY // a flat history and a different value: maximal surprise
-            };
-            if z.is_infinite() {
-                1.0
-            } else {
-                z / (z + self.k)
+        Ok(Spec {
+            name: name.to_string(),
+            params,
+        })
+    }
+
+    fn get(&self, k: &str, default: f64) -> f64 {
+        self.params.get(k).copied().unwrap_or(default)
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<(), SpecError> {
+        for k in self.params.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(SpecError(format!(
+                    "detector `{}` has no parameter `{k}` (known: {})",
+                    self.name,
+                    known.join(", ")
+                )));
             }
-        };
-        if self.buf.len() == self.window {
-            self.buf.pop_front();
         }
-        self.buf.push_back(x);
-        s
+        Ok(())
     }
+}
+
+const CAL: &[&str] = &["calibrate", "history", "short", "hold", "damp"];
+
+/// Build a detector from a spec string. Every detector accepts `calibrate=1` (wrap in the
+/// likelihood calibration and alarm hold; parameters `history`, `short`, `hold`, `damp`).
+pub fn build(spec: &str) -> Result<Box<dyn Detector>, SpecError> {
+    build_spec(&Spec::parse(spec)?)
+}
+
+fn likelihood(s: &Spec) -> Likelihood {
+    let history = s.get("history", 2000.0) as usize;
+    Likelihood::new(
+        history,
+        s.get("short", 5.0) as usize,
+        (history / 10).max(50),
+    )
+}
+
+fn hold(s: &Spec) -> Hold {
+    Hold::new(s.get("hold", 300.0) as usize, s.get("damp", 0.5))
+}
+
+fn positive(s: &Spec, k: &str, default: f64) -> Result<f64, SpecError> {
+    let v = s.get(k, default);
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(SpecError(format!("`{k}` of `{}` must be > 0", s.name)))
+    }
+}
+
+fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
+    fn with<'a>(own: &[&'a str]) -> Vec<&'a str> {
+        let mut v: Vec<&'a str> = own.to_vec();
+        v.extend_from_slice(CAL);
+        v
+    }
+    let d: Box<dyn Detector> = match s.name.as_str() {
+        "robust_z" => {
+            s.check_known(&with(&["window", "k"]))?;
+            let w = positive(s, "window", 120.0)? as usize;
+            Box::new(RobustZ::new(w.max(3), positive(s, "k", 3.5)?))
+        }
+        "ewma" => {
+            s.check_known(&with(&["alpha", "k"]))?;
+            let a = positive(s, "alpha", 0.05)?;
+            if a > 1.0 {
+                return Err(SpecError("`alpha` of `ewma` must be in (0, 1]".into()));
+            }
+            Box::new(Ewma::new(a, positive(s, "k", 3.5)?))
+        }
+        "seasonal" => {
+            s.check_known(&with(&["period_s", "buckets", "alpha", "window", "k"]))?;
+            let a = positive(s, "alpha", 0.2)?.min(1.0);
+            Box::new(Seasonal::new(
+                (positive(s, "period_s", 86_400.0)? * 1000.0) as i64,
+                positive(s, "buckets", 288.0)? as usize,
+                a,
+                (positive(s, "window", 288.0)? as usize).max(3),
+                positive(s, "k", 3.5)?,
+            ))
+        }
+        "iforest" => {
+            s.check_known(&with(&["shingle", "window", "trees", "sample", "seed"]))?;
+            Box::new(IsolationForest::new(
+                positive(s, "shingle", 4.0)? as usize,
+                (positive(s, "window", 512.0)? as usize).max(16),
+                positive(s, "trees", 50.0)? as usize,
+                (positive(s, "sample", 128.0)? as usize).max(8),
+                s.get("seed", 1.0) as u64,
+            ))
+        }
+        "autoencoder" => {
+            s.check_known(&with(&[
+                "window",
+                "hidden",
+                "epochs",
+                "train_after",
+                "seed",
+            ]))?;
+            Box::new(autoencoder::OnlineAutoencoder::new(
+                autoencoder::OnlineConfig {
+                    window: positive(s, "window", 30.0)? as usize,
+                    hidden: positive(s, "hidden", 16.0)? as usize,
+                    epochs: positive(s, "epochs", 20.0)? as usize,
+                    train_after: positive(s, "train_after", 600.0)? as usize,
+                    seed: s.get("seed", 1.0) as u64,
+                },
+            ))
+        }
+        "ensemble" => return ensemble(s),
+        other => return Err(SpecError(format!("unknown detector `{other}`"))),
+    };
+    Ok(if s.get("calibrate", 0.0) != 0.0 {
+        Box::new(Calibrated::new(d, likelihood(s), Some(hold(s))))
+    } else {
+        d
+    })
+}
+
+/// The default ensemble: robust z, EWMA, seasonal residual and isolation forest, calibrated,
+/// combined by max, held. `ae=1` adds the online autoencoder.
+fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
+    s.check_known(&[
+        "history",
+        "short",
+        "hold",
+        "damp",
+        "mean",
+        "ae",
+        "rz_window",
+        "ewma_alpha",
+        "calibrate",
+    ])?;
+    let mut members: Vec<Box<dyn Detector>> = vec![
+        Box::new(RobustZ::new(
+            s.get("rz_window", 120.0).max(3.0) as usize,
+            3.5,
+        )),
+        Box::new(Ewma::new(s.get("ewma_alpha", 0.05).clamp(1e-4, 1.0), 3.5)),
+        Box::new(Seasonal::new(86_400_000, 288, 0.2, 288, 3.5)),
+        Box::new(IsolationForest::new(4, 512, 50, 128, 1)),
+    ];
+    if s.get("ae", 0.0) != 0.0 {
+        members.push(Box::new(autoencoder::OnlineAutoencoder::new(
+            autoencoder::OnlineConfig::default(),
+        )));
+    }
+    let members = members.into_iter().map(|d| (d, likelihood(s))).collect();
+    let combine = if s.get("mean", 0.0) != 0.0 {
+        Combine::Mean
+    } else {
+        Combine::Max
+    };
+    Ok(Box::new(Ensemble::new(members, combine, hold(s))))
 }
 
 #[cfg(test)]
@@ -96,41 +248,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_spike_in_noise_scores_high_and_normal_points_low() {
-        let mut d = RobustZ::new(60, 3.5);
-        let mut normal = Vec::new();
-        for i in 0..200 {
-            let x = 20.0 + ((i * 7919) % 13) as f64 * 0.1; // deterministic jitter
-            normal.push(d.score(i, x));
+    fn specs_build_and_bad_specs_say_why() {
+        for name in DETECTORS {
+            if *name != "autoencoder" {
+                assert_eq!(build(name).unwrap().name(), *name);
+            }
         }
-        assert!(normal[10..].iter().all(|s| *s < 0.5), "{normal:?}");
-        assert!(d.score(200, 35.0) > 0.9);
-    }
-
-    #[test]
-    fn uses_only_the_past_and_bounded_state() {
-        let mut d = RobustZ::new(5, 3.5);
-        assert_eq!(
-            d.score(0, 1e9),
-            0.0,
-            "nothing to compare the first point with"
+        assert!(build("robust_z:window=30,k=4,calibrate=1").is_ok());
+        let e = build("nope").err().unwrap().to_string();
+        assert!(
+            e.contains("unknown detector `nope`") && e.contains("ewma"),
+            "{e}"
         );
-        for i in 0..100 {
-            d.score(i, 1.0);
-        }
-        assert_eq!(d.buf.len(), 5);
-        assert_eq!(d.score(101, f64::NAN), 0.0);
-        assert_eq!(d.score(102, 1.0), 0.0);
-        assert_eq!(d.score(103, 2.0), 1.0, "flat history, new value");
+        let e = build("ewma:window=3").err().unwrap().to_string();
+        assert!(e.contains("no parameter `window`"), "{e}");
+        let e = build("ewma:alpha=x").err().unwrap().to_string();
+        assert!(e.contains("not a number"), "{e}");
+        assert!(build("ewma:alpha=0").is_err());
     }
 
     proptest::proptest! {
         #[test]
-        fn scores_stay_in_unit_interval(xs in proptest::collection::vec(proptest::num::f64::ANY, 0..300)) {
-            let mut d = RobustZ::new(30, 3.5);
-            for (i, x) in xs.iter().enumerate() {
-                let s = d.score(i as i64, *x);
-                proptest::prop_assert!((0.0..=1.0).contains(&s), "{s}");
+        fn every_detector_scores_in_unit_interval(xs in proptest::collection::vec(proptest::num::f64::ANY, 0..400)) {
+            for name in ["robust_z", "ewma", "seasonal", "iforest", "ensemble", "ewma:calibrate=1"] {
+                let mut d = build(name).unwrap();
+                for (i, x) in xs.iter().enumerate() {
+                    let s = d.score(i as i64 * 60_000, *x);
+                    proptest::prop_assert!((0.0..=1.0).contains(&s), "{name}: {s}");
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 //! Slow quantities are mean-reverting random walks ([`Driver`], an Ornstein-Uhlenbeck process)
 //! around physically plausible set points with a daily cycle where nature has one.
 
+use crate::builtin;
 use crate::scenario::Range;
 use fieldlab_core::config::DeviceSettings;
 use fieldlab_core::FieldValue;
@@ -17,8 +18,18 @@ use std::f64::consts::PI;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldInfo {
     pub name: &'static str,
+    /// Unit symbol; `bool` marks a boolean field (published as `true`/`false`).
     pub unit: &'static str,
     pub description: &'static str,
+}
+
+/// Shorthand for the field tables of the built-in types.
+pub const fn field(name: &'static str, unit: &'static str, description: &'static str) -> FieldInfo {
+    FieldInfo {
+        name,
+        unit,
+        description,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +87,15 @@ impl Driver {
 }
 
 /// Hour of day (UTC, fractional) of a timestamp.
-fn hour_of_day(t_ms: i64) -> f64 {
+pub(crate) fn hour_of_day(t_ms: i64) -> f64 {
     (t_ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0
 }
 
-fn daily(t_ms: i64, peak_hour: f64) -> f64 {
+pub(crate) fn daily(t_ms: i64, peak_hour: f64) -> f64 {
     (2.0 * PI * (hour_of_day(t_ms) - peak_hour + 6.0) / 24.0).sin()
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
 }
@@ -294,18 +305,56 @@ impl DeviceModel for PvInverter {
     }
 }
 
-/// Every built-in device type.
+/// Every device type: the built-in ones, then custom types from YAML ([`crate::custom`]).
 pub fn catalog() -> Vec<&'static TypeInfo> {
-    vec![&TEMPERATURE_SENSOR, &PRESSURE_VALVE, &PV_INVERTER]
+    let mut v = vec![
+        &TEMPERATURE_SENSOR,
+        &PRESSURE_VALVE,
+        &builtin::CNC_MACHINE,
+        &builtin::MOTOR,
+        &PV_INVERTER,
+        &builtin::WIND_TURBINE,
+        &builtin::BIOGAS_PLANT,
+        &builtin::HEAT_BOILER,
+        &builtin::ENERGY_STORAGE,
+        &builtin::ENGINE_TEST_BENCH,
+        &builtin::ALGAE_FARM,
+        &builtin::REEFER,
+    ];
+    v.extend(crate::custom::types());
+    v
 }
 
+/// Look a type up by name. Besides the exact name, the snake_case spelling
+/// (`temperature_sensor`, `pv_inverter`) is accepted.
 pub fn type_info(name: &str) -> Option<&'static TypeInfo> {
-    catalog().into_iter().find(|t| t.name == name)
+    let cat = catalog();
+    cat.iter()
+        .find(|t| t.name == name)
+        .or_else(|| cat.iter().find(|t| snake(t.name) == name))
+        .copied()
 }
 
-/// Instantiate a model for a configured device.
+/// `PvInverter` -> `pv_inverter`.
+pub fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Instantiate a model for a configured device (`type_name` as accepted by [`type_info`]).
 pub fn build(type_name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
-    Some(match type_name {
+    let info = type_info(type_name)?;
+    Some(match info.name {
         "TemperatureSensor" => Box::new(TemperatureSensor {
             temp: Driver::new(21.0, 0.05, 0.08),
             hum_noise: Driver::new(0.0, 0.05, 0.3),
@@ -323,23 +372,31 @@ pub fn build(type_name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>
             irradiance_override: Driver::new(0.0, 0.5, 5.0),
             energy_kwh: 0.0,
         }),
-        _ => return None,
+        other => builtin::build(other, s).or_else(|| crate::custom::build(info))?,
     })
 }
 
 /// Step a model and apply the phase's ranges to every field (derived ones included).
+/// Boolean fields (unit `bool`) come out as booleans.
 pub fn sample(
     m: &mut dyn DeviceModel,
     t_ms: i64,
     dt_s: f64,
     ranges: &BTreeMap<String, Range>,
     rng: &mut SmallRng,
-) -> Vec<(String, FieldValue)> {
+) -> Vec<(&'static str, FieldValue)> {
+    let info = m.info();
     m.step(t_ms, dt_s, ranges, rng)
         .into_iter()
         .map(|(k, v)| {
             let v = ranges.get(k).map_or(v, |r| v.clamp(r.lo, r.hi));
-            (k.to_string(), FieldValue::F64(v))
+            let is_bool = info.fields.iter().any(|f| f.name == k && f.unit == "bool");
+            let v = if is_bool {
+                FieldValue::Bool(v >= 0.5)
+            } else {
+                FieldValue::F64(v)
+            };
+            (k, v)
         })
         .collect()
 }
@@ -364,7 +421,7 @@ mod tests {
             .map(|i| {
                 sample(m.as_mut(), t0 + i as i64 * 1000, 1.0, ranges, &mut rng)
                     .into_iter()
-                    .map(|(k, v)| (k, v.as_f64().unwrap()))
+                    .map(|(k, v)| (k.to_string(), v.as_f64().unwrap()))
                     .collect()
             })
             .collect()

@@ -1,23 +1,67 @@
-//! Running devices: one lightweight tokio task and one MQTT connection per device.
+//! Running devices: the [`Emulator`] handle, its shard tasks and MQTT connections.
 //!
-//! Each device connects with its own client id (`fieldlab-<name>`; upstream used one fixed id,
-//! so devices kicked each other off the broker), sets a retained last-will `offline` status,
-//! publishes a retained `online` status on every (re)connect, and then one fieldlab JSON message
-//! per `update_interval` with its own sequence number and send timestamp, so loss and latency
-//! can be measured downstream.
+//! The fleet is split into a few shards (one tokio task each). A shard task asks its
+//! [`Shard`] what is due at `now` and publishes it; a device costs a timer entry, not a task.
+//!
+//! Connections (`devices.connection`):
+//! - `per_device` (default): each device has its own MQTT connection with its own client id
+//!   (`fieldlab-<name>`; upstream used one fixed id, so devices kicked each other off), a
+//!   retained last-will `offline` status and a retained `online` status on every (re)connect.
+//!   A `disconnect` fault really closes that connection.
+//! - `shared`: the devices of a shard share `shared_connections` connections
+//!   (`fieldlab-emu-<shard>-<n>`). This is how 100k..1M devices fit in one process. A broker
+//!   cannot tell the devices apart by connection, so there is no per-device last will: status
+//!   messages are published explicitly, and a `disconnect` fault makes the device silent and
+//!   `offline` instead of closing a shared connection.
+//!
+//! Control (start/stop, scenarios, faults) goes through the handle and takes effect at the
+//! device's next message; every fault is recorded as a ground-truth annotation.
 
+use crate::fault::{ActiveFault, FaultSpec};
+use crate::fleet::{
+    self, make_fault, DeviceState, FleetOptions, Message, MsgKind, ScenarioRun, Shard,
+};
 use crate::model::{self, type_info};
 use crate::scenario::Timeline;
-use fieldlab_core::config::{DeviceSettings, DeviceSpec, Qos, ScenarioSpec};
+use fieldlab_core::config::{
+    ConnectionMode, DeviceSettings, DeviceSpec, MqttProtocol, Qos, ScenarioSpec,
+};
 use fieldlab_core::DeviceDirectory;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use fieldlab_store::annotations::{Annotation, Annotations};
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde::Serialize;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Where "now" comes from: the system clock, or a clock a test moves by hand.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => fieldlab_core::time::now_ms(),
+            Clock::Manual(t) => t.load(Ordering::Relaxed),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct EmulatorSettings {
@@ -28,6 +72,36 @@ pub struct EmulatorSettings {
     pub keep_alive: Duration,
     pub qos: Qos,
     pub seed: u64,
+    pub connection: ConnectionMode,
+    /// Connections per shard in `shared` mode.
+    pub shared_connections: usize,
+    pub protocol: MqttProtocol,
+    pub topic_template: String,
+    /// Shard tasks (default: number of CPUs).
+    pub shards: usize,
+    pub max_devices: usize,
+    pub clock: Clock,
+}
+
+impl EmulatorSettings {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        EmulatorSettings {
+            host: host.into(),
+            port,
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(60),
+            qos: Qos::AtLeastOnce,
+            seed: 42,
+            connection: ConnectionMode::PerDevice,
+            shared_connections: 4,
+            protocol: MqttProtocol::V311,
+            topic_template: "devices/{type}/{id}/telemetry".into(),
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_devices: usize::MAX,
+            clock: Clock::System,
+        }
+    }
 }
 
 /// The demo fleet of `fieldlab up` when the config names none: one device of each kind the
@@ -70,52 +144,835 @@ pub fn demo_fleet() -> Vec<DeviceSpec> {
     ]
 }
 
+/// Check one device against the catalog. Errors carry the key below the device.
+pub fn validate_device(d: &DeviceSpec) -> Result<(), (String, String)> {
+    if d.name.is_empty() || d.name.contains(['/', '+', '#']) {
+        return Err((
+            "name".into(),
+            "must be non-empty and must not contain '/', '+' or '#'".into(),
+        ));
+    }
+    let info = type_info(&d.device_type).ok_or_else(|| {
+        (
+            "type".to_string(),
+            format!(
+                "unknown device type `{}`; built-in types: {}",
+                d.device_type,
+                model::catalog()
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
+    if !(d.config.update_interval > 0.0 && d.config.update_interval.is_finite()) {
+        return Err((
+            "config.update_interval".into(),
+            "must be a positive number of seconds".into(),
+        ));
+    }
+    Timeline::from_specs(&d.scenarios, &info.field_names())
+        .map_err(|(j, m)| (format!("scenarios[{j}].parameters"), m))?;
+    Ok(())
+}
+
 /// Check a fleet against the catalog. Errors carry the dotted config key.
 pub fn validate_fleet(fleet: &[DeviceSpec]) -> Result<(), (String, String)> {
     for (i, d) in fleet.iter().enumerate() {
-        let info = type_info(&d.device_type).ok_or_else(|| {
-            (
-                format!("devices.fleet[{i}].type"),
-                format!(
-                    "unknown device type `{}`; built-in types: {}",
-                    d.device_type,
-                    model::catalog()
-                        .iter()
-                        .map(|t| t.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
-        Timeline::from_specs(&d.scenarios, &info.field_names())
-            .map_err(|(j, m)| (format!("devices.fleet[{i}].scenarios[{j}].parameters"), m))?;
+        validate_device(d).map_err(|(k, m)| (format!("devices.fleet[{i}].{k}"), m))?;
     }
     Ok(())
 }
 
-/// The telemetry topic of a device.
+/// Register `devices.types` and check `devices.fleet`: what `fieldlab config check` runs.
+pub fn validate_devices(c: &fieldlab_core::config::DevicesConfig) -> Result<(), (String, String)> {
+    crate::custom::register_yaml(&c.types)?;
+    if let Some(f) = &c.fleet {
+        validate_fleet(f)?;
+    }
+    Ok(())
+}
+
+/// The telemetry topic of a device under the default template.
 pub fn telemetry_topic(d: &DeviceSpec) -> String {
-    d.config
-        .mqtt_topic
-        .clone()
-        .unwrap_or_else(|| format!("devices/{}/{}/telemetry", d.device_type, d.name))
+    fleet::topic_for(&FleetOptions::default().topic_template, d, &d.name)
 }
 
-fn status_topic(d: &DeviceSpec) -> String {
-    format!("devices/{}/{}/status", d.device_type, d.name)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
 }
 
-/// Running emulated devices.
-pub struct Emulator {
+/// `fieldlab_emulator_*` metrics.
+#[derive(Clone, Default)]
+pub struct EmulatorMetrics {
+    pub devices: Family<StateLabel, Gauge>,
+    pub published: Counter,
+    pub publish_errors: Counter,
+    pub active_scenarios: Gauge,
+    pub active_faults: Gauge,
+}
+
+impl EmulatorMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "fieldlab_emulator_devices",
+            "Emulated devices by state",
+            self.devices.clone(),
+        );
+        r.register(
+            "fieldlab_emulator_messages_published",
+            "Telemetry messages handed to the MQTT client",
+            self.published.clone(),
+        );
+        r.register(
+            "fieldlab_emulator_publish_errors",
+            "Messages the MQTT client refused (queue full, connection down)",
+            self.publish_errors.clone(),
+        );
+        r.register(
+            "fieldlab_emulator_active_scenarios",
+            "Devices running a scenario",
+            self.active_scenarios.clone(),
+        );
+        r.register(
+            "fieldlab_emulator_active_faults",
+            "Faults currently injected",
+            self.active_faults.clone(),
+        );
+    }
+}
+
+/// One telemetry message, as streamed to `/ws`.
+#[derive(Debug, Clone)]
+pub struct LiveMessage {
+    pub topic: String,
+    pub payload: Arc<[u8]>,
+}
+
+/// A control request that could not be carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlError {
+    NotFound(String),
+    Invalid { key: String, message: String },
+    Conflict(String),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::NotFound(m) | ControlError::Conflict(m) => f.write_str(m),
+            ControlError::Invalid { key, message } => write!(f, "{key}: {message}"),
+        }
+    }
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceView {
+    pub device_id: String,
+    pub device_type: String,
+    pub state: DeviceState,
+    pub update_interval: f64,
+    pub topic: String,
+    pub seq: u64,
+    pub messages_published: u64,
+    pub scenario: Option<ScenarioView>,
+    pub faults: Vec<ActiveFault>,
+    pub config: DeviceSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioView {
+    pub name: String,
+    pub phase: Option<String>,
+    pub looping: bool,
+    pub started: String,
+}
+
+struct Link {
+    client: AsyncClient,
+    paused: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+struct ShardHandle {
+    core: Mutex<Shard>,
+    notify: Notify,
+    /// per_device: slot -> link; shared: index -> link.
+    links: Mutex<HashMap<u32, Link>>,
+}
+
+struct Inner {
+    s: EmulatorSettings,
+    shards: Vec<ShardHandle>,
+    directory: DeviceDirectory,
+    annotations: Option<Arc<Annotations>>,
+    metrics: EmulatorMetrics,
+    live: broadcast::Sender<LiveMessage>,
     cancel: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The running emulator. Cheap to clone; every clone controls the same fleet.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+fn qos(q: Qos) -> QoS {
+    match q {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn status_payload(name: &str, ty: &str, state: &str) -> String {
+    serde_json::json!({"device_id": name, "device_type": ty, "status": state}).to_string()
+}
+
+/// Open one MQTT connection and drive it in a task (reconnecting with back-off).
+fn connect(
+    s: &EmulatorSettings,
+    client_id: String,
+    will: Option<(String, String, String)>,
+    cap: usize,
+    cancel: CancellationToken,
+) -> Link {
+    let mut opts = MqttOptions::new(client_id, s.host.clone(), s.port);
+    opts.set_keep_alive(s.keep_alive).set_inflight(1000);
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let online = will
+        .as_ref()
+        .map(|(topic, _, online)| (topic.clone(), online.clone()));
+    if let Some((topic, offline, _)) = &will {
+        opts.set_last_will(LastWill::new(
+            topic.clone(),
+            offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    }
+    let (client, mut el) = AsyncClient::new(opts, cap);
+    let paused = Arc::new(AtomicBool::new(false));
+    let (c2, p2) = (client.clone(), paused.clone());
+    let task = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if p2.load(Ordering::Relaxed) {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff = Duration::from_millis(100);
+                        if let Some((t, m)) = &online {
+                            let _ = c2.try_publish(t.clone(), QoS::AtLeastOnce, true, m.clone());
+                        }
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {}
+                    Ok(_) => {}
+                    Err(e) => {
+                        if !p2.load(Ordering::Relaxed) {
+                            tracing::debug!(error = %e, "device connection lost; reconnecting");
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                },
+            }
+        }
+        // Drain: let the offline status and DISCONNECT go out.
+        let drain = async {
+            while let Ok(ev) = el.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    });
+    Link {
+        client,
+        paused,
+        task,
+    }
 }
 
 impl Emulator {
+    /// Start the shard tasks (and, in shared mode, the shared connections). No devices yet.
+    pub fn new(
+        s: EmulatorSettings,
+        directory: DeviceDirectory,
+        annotations: Option<Arc<Annotations>>,
+        metrics: EmulatorMetrics,
+    ) -> Result<Emulator, String> {
+        if s.protocol == MqttProtocol::V5 {
+            return Err(
+                "devices.protocol: MQTT 5 device connections are not implemented yet; use 3.1.1"
+                    .into(),
+            );
+        }
+        let n = s.shards.max(1);
+        let cancel = CancellationToken::new();
+        let shards = (0..n)
+            .map(|_| ShardHandle {
+                core: Mutex::new(Shard::new(FleetOptions {
+                    seed: s.seed,
+                    topic_template: s.topic_template.clone(),
+                })),
+                notify: Notify::new(),
+                links: Mutex::new(HashMap::new()),
+            })
+            .collect::<Vec<_>>();
+        let (live, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            s,
+            shards,
+            directory,
+            annotations,
+            metrics,
+            live,
+            cancel,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let em = Emulator { inner };
+        if em.inner.s.connection == ConnectionMode::Shared {
+            for (i, sh) in em.inner.shards.iter().enumerate() {
+                let mut links = sh.links.lock();
+                for c in 0..em.inner.s.shared_connections.max(1) {
+                    let l = connect(
+                        &em.inner.s,
+                        format!("fieldlab-emu-{}-{i}-{c}", std::process::id()),
+                        None,
+                        100_000,
+                        em.inner.cancel.child_token(),
+                    );
+                    links.insert(c as u32, l);
+                }
+            }
+        }
+        for i in 0..n {
+            let e = em.clone();
+            em.inner
+                .tasks
+                .lock()
+                .push(tokio::spawn(async move { e.run_shard(i).await }));
+        }
+        let e = em.clone();
+        em.inner
+            .tasks
+            .lock()
+            .push(tokio::spawn(async move { e.run_metrics().await }));
+        Ok(em)
+    }
+
+    pub fn settings(&self) -> &EmulatorSettings {
+        &self.inner.s
+    }
+
+    pub fn metrics(&self) -> &EmulatorMetrics {
+        &self.inner.metrics
+    }
+
+    /// Live telemetry of every emulated device.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveMessage> {
+        self.inner.live.subscribe()
+    }
+
+    fn shard_of(&self, name: &str) -> usize {
+        let mut h = DefaultHasher::new();
+        name.hash(&mut h);
+        (h.finish() % self.inner.shards.len() as u64) as usize
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.s.clock.now_ms()
+    }
+
+    async fn run_shard(&self, i: usize) {
+        let sh = &self.inner.shards[i];
+        let mut out: Vec<Message> = Vec::new();
+        loop {
+            let now = self.now();
+            let next = {
+                let mut core = sh.core.lock();
+                core.poll(now, &mut out);
+                core.next_due()
+            };
+            if !out.is_empty() {
+                self.send(i, &mut out);
+            }
+            let wait = next.map_or(1000, |n| (n - now).clamp(0, 1000)) as u64;
+            if wait == 0 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => break,
+                _ = sh.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
+        }
+    }
+
+    fn send(&self, shard: usize, out: &mut Vec<Message>) {
+        let sh = &self.inner.shards[shard];
+        let links = sh.links.lock();
+        let shared = self.inner.s.connection == ConnectionMode::Shared;
+        let nlinks = links.len().max(1) as u32;
+        let q = qos(self.inner.s.qos);
+        let want_live = self.inner.live.receiver_count() > 0;
+        for m in out.drain(..) {
+            let key = if shared { m.slot % nlinks } else { m.slot };
+            let Some(link) = links.get(&key) else {
+                continue;
+            };
+            match m.kind {
+                MsgKind::Telemetry => {
+                    if want_live {
+                        let _ = self.inner.live.send(LiveMessage {
+                            topic: m.topic.clone(),
+                            payload: m.payload.clone().into(),
+                        });
+                    }
+                    match link.client.try_publish(m.topic, q, false, m.payload) {
+                        Ok(()) => self.inner.metrics.published.inc(),
+                        Err(_) => self.inner.metrics.publish_errors.inc(),
+                    };
+                }
+                MsgKind::Status => {
+                    let _ = link
+                        .client
+                        .try_publish(m.topic, QoS::AtLeastOnce, true, m.payload);
+                }
+                MsgKind::Disconnect if !shared => {
+                    link.paused.store(true, Ordering::Relaxed);
+                    let _ = link.client.try_disconnect();
+                }
+                MsgKind::Reconnect if !shared => link.paused.store(false, Ordering::Relaxed),
+                _ => {}
+            }
+        }
+    }
+
+    async fn run_metrics(&self) {
+        loop {
+            self.refresh_metrics();
+            tokio::select! {
+                _ = self.inner.cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Recount devices by state, scenarios and faults into the gauges.
+    pub fn refresh_metrics(&self) {
+        let (mut run, mut stop, mut disc, mut sc, mut f) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        let now = self.now();
+        for sh in &self.inner.shards {
+            let core = sh.core.lock();
+            for d in core.iter() {
+                match d.state() {
+                    DeviceState::Running => run += 1,
+                    DeviceState::Stopped => stop += 1,
+                    DeviceState::Disconnected => disc += 1,
+                }
+                sc += i64::from(d.scenario.is_some() && d.running);
+                f += d.faults.iter().filter(|x| x.active_at(now)).count() as i64;
+            }
+        }
+        let m = &self.inner.metrics;
+        for (s, v) in [("running", run), ("stopped", stop), ("disconnected", disc)] {
+            m.devices
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(v);
+        }
+        m.active_scenarios.set(sc);
+        m.active_faults.set(f);
+    }
+
+    /// Add devices (validated first). `running`: start them at once.
+    pub fn add_all(&self, fleet: Vec<DeviceSpec>, running: bool) -> Result<(), ControlError> {
+        for d in fleet {
+            self.create(d, running)?;
+        }
+        Ok(())
+    }
+
+    /// Add one device.
+    pub fn create(&self, spec: DeviceSpec, running: bool) -> Result<DeviceView, ControlError> {
+        validate_device(&spec).map_err(|(key, message)| ControlError::Invalid { key, message })?;
+        let spec = Arc::new(spec);
+        let name = spec.name.clone();
+        self.create_from(&name, spec, running)?;
+        self.get(&name)
+    }
+
+    /// Add a device named `name` from a (possibly shared) template: how load mode builds
+    /// 1M devices from one `Arc`.
+    pub fn create_from(
+        &self,
+        name: &str,
+        spec: Arc<DeviceSpec>,
+        running: bool,
+    ) -> Result<(), ControlError> {
+        if self.count() >= self.inner.s.max_devices {
+            return Err(ControlError::Conflict(format!(
+                "the emulator already runs devices.max_devices = {} devices",
+                self.inner.s.max_devices
+            )));
+        }
+        let i = self.shard_of(name);
+        let sh = &self.inner.shards[i];
+        let now = self.now();
+        let slot = sh
+            .core
+            .lock()
+            .add(name, spec.clone(), false, now)
+            .map_err(ControlError::Conflict)?;
+        if self.inner.s.connection == ConnectionMode::PerDevice {
+            let st = fleet::status_topic(&spec.device_type, name);
+            let link = connect(
+                &self.inner.s,
+                format!("fieldlab-{name}"),
+                Some((
+                    st,
+                    status_payload(name, &spec.device_type, "offline"),
+                    status_payload(name, &spec.device_type, "online"),
+                )),
+                256,
+                self.inner.cancel.child_token(),
+            );
+            sh.links.lock().insert(slot, link);
+        }
+        self.inner
+            .directory
+            .register_emulated(name, &spec.device_type);
+        if running {
+            sh.core.lock().start(name, now);
+            sh.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.core.lock().len()).sum()
+    }
+
+    fn with<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Shard, i64) -> Option<T>,
+    ) -> Result<T, ControlError> {
+        let sh = &self.inner.shards[self.shard_of(name)];
+        let r = f(&mut sh.core.lock(), self.now());
+        sh.notify.notify_one();
+        r.ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "no emulated device `{name}`; GET /api/v1/emulator/devices lists them"
+            ))
+        })
+    }
+
+    fn view(d: &fleet::Device, tmpl: &str, now: i64) -> DeviceView {
+        DeviceView {
+            device_id: d.name.to_string(),
+            device_type: d.info.name.to_string(),
+            state: d.state(),
+            update_interval: d.interval_ms as f64 / 1000.0,
+            topic: fleet::topic_for(tmpl, &d.spec, &d.name),
+            seq: d.seq,
+            messages_published: d.published,
+            scenario: d.scenario.as_ref().map(|s| ScenarioView {
+                name: s.name.clone(),
+                phase: s
+                    .timeline
+                    .phase_at(now - s.started_ms)
+                    .map(|p| p.name.clone()),
+                looping: s.looping,
+                started: fieldlab_core::time::format_ms(s.started_ms),
+            }),
+            faults: d
+                .faults
+                .iter()
+                .filter(|f| f.end_ms.is_none_or(|e| e > now))
+                .cloned()
+                .collect(),
+            config: DeviceSpec {
+                name: d.name.to_string(),
+                ..(*d.spec).clone()
+            },
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<DeviceView, ControlError> {
+        let tmpl = self.inner.s.topic_template.clone();
+        self.with(name, |s, now| {
+            s.get(name).map(|d| Self::view(d, &tmpl, now))
+        })
+    }
+
+    /// Every device, sorted by name (at most `limit`).
+    pub fn list(&self, limit: usize) -> Vec<DeviceView> {
+        let now = self.now();
+        let mut v = Vec::new();
+        for sh in &self.inner.shards {
+            let core = sh.core.lock();
+            v.extend(
+                core.iter()
+                    .take(limit)
+                    .map(|d| Self::view(d, &self.inner.s.topic_template, now)),
+            );
+        }
+        v.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        v.truncate(limit);
+        v
+    }
+
+    pub fn delete(&self, name: &str) -> Result<(), ControlError> {
+        let slot = self.with(name, |s, _| s.slot(name))?;
+        let sh = &self.inner.shards[self.shard_of(name)];
+        let d = sh.core.lock().remove(name);
+        if let (Some(d), Some(link)) = (d, sh.links.lock().remove(&slot)) {
+            let _ = link.client.try_publish(
+                fleet::status_topic(&d.spec.device_type, name),
+                QoS::AtLeastOnce,
+                true,
+                status_payload(name, d.info.name, "offline"),
+            );
+            let _ = link.client.try_disconnect();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), link.task).await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Start one device; `Ok(false)` if it was running already.
+    pub fn start_device(&self, name: &str) -> Result<bool, ControlError> {
+        self.with(name, |s, now| s.start(name, now))
+    }
+
+    /// Start a device at a random point of its first interval (by name hash), so that a
+    /// large fleet does not fire in the same millisecond.
+    pub fn start_spread(&self, name: &str) -> Result<bool, ControlError> {
+        let mut h = DefaultHasher::new();
+        name.hash(&mut h);
+        let off = h.finish();
+        self.with(name, |s, now| {
+            let iv = s.get(name)?.interval_ms.max(1) as u64;
+            s.start_at(name, now + (off % iv) as i64)
+        })
+    }
+
+    pub fn stop_device(&self, name: &str) -> Result<bool, ControlError> {
+        self.with(name, |s, _| s.stop(name))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.inner
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.core
+                    .lock()
+                    .iter()
+                    .map(|d| d.name.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Start every device; returns how many were stopped before.
+    pub fn start_all(&self) -> usize {
+        self.names()
+            .iter()
+            .filter(|n| self.start_device(n) == Ok(true))
+            .count()
+    }
+
+    pub fn stop_all(&self) -> usize {
+        self.names()
+            .iter()
+            .filter(|n| self.stop_device(n) == Ok(true))
+            .count()
+    }
+
+    /// Run a scenario on a device: one of its configured phases by `scenario` name, or the
+    /// given `phases`; looped or once (then normal operation returns).
+    pub fn start_scenario(
+        &self,
+        name: &str,
+        scenario: Option<&str>,
+        phases: Option<Vec<ScenarioSpec>>,
+        looping: bool,
+    ) -> Result<DeviceView, ControlError> {
+        let invalid = |key: &str, message: String| ControlError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let (spec, info) = self.with(name, |s, _| s.get(name).map(|d| (d.spec.clone(), d.info)))?;
+        let (label, specs) = match (scenario, phases) {
+            (_, Some(p)) if !p.is_empty() => (scenario.unwrap_or("custom").to_string(), p),
+            (Some(sc), _) => {
+                let p: Vec<ScenarioSpec> = spec
+                    .scenarios
+                    .iter()
+                    .filter(|p| p.name == sc)
+                    .cloned()
+                    .collect();
+                if p.is_empty() {
+                    return Err(invalid(
+                        "scenario",
+                        format!(
+                            "device `{name}` has no scenario `{sc}`; configured: {}; or send `phases`",
+                            spec.scenarios.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                (sc.to_string(), p)
+            }
+            _ => {
+                return Err(invalid(
+                    "scenario",
+                    "give `scenario` (a configured name) or `phases`".into(),
+                ))
+            }
+        };
+        for (i, p) in specs.iter().enumerate() {
+            if !(p.duration > 0.0 && p.duration.is_finite()) {
+                return Err(invalid(
+                    &format!("phases[{i}].duration"),
+                    "must be a positive number of seconds".into(),
+                ));
+            }
+        }
+        let tl = Timeline::from_specs(&specs, &info.field_names())
+            .map_err(|(i, m)| invalid(&format!("phases[{i}].parameters"), m))?;
+        self.with(name, |s, now| {
+            let d = s.get_mut(name)?;
+            d.scenario = Some(Box::new(ScenarioRun {
+                name: label,
+                timeline: Arc::new(tl),
+                started_ms: now,
+                looping,
+            }));
+            Some(())
+        })?;
+        self.get(name)
+    }
+
+    pub fn stop_scenario(&self, name: &str) -> Result<bool, ControlError> {
+        self.with(name, |s, _| {
+            Some(s.get_mut(name)?.scenario.take().is_some())
+        })
+    }
+
+    /// Inject a fault and record its ground truth.
+    pub fn add_fault(&self, name: &str, spec: FaultSpec) -> Result<ActiveFault, ControlError> {
+        let id = self
+            .inner
+            .annotations
+            .as_ref()
+            .map_or_else(|| rand::random::<u32>() as u64, |a| a.next_id());
+        let f = self.with(name, |s, now| {
+            let d = s.get_mut(name)?;
+            Some(make_fault(d, spec, id, now).map(|f| {
+                d.faults.push(f.clone());
+                f
+            }))
+        })?;
+        let f = f.map_err(|message| ControlError::Invalid {
+            key: "fault".into(),
+            message,
+        })?;
+        self.annotate(name, &f);
+        Ok(f)
+    }
+
+    /// End a fault now (its annotation gets the end time).
+    pub fn remove_fault(&self, name: &str, id: u64) -> Result<ActiveFault, ControlError> {
+        let f = self.with(name, |s, now| {
+            let d = s.get_mut(name)?;
+            let pos = d.faults.iter().position(|f| f.id == id)?;
+            let mut f = d.faults.remove(pos);
+            if f.end_ms.is_none_or(|e| e > now) {
+                f.end_ms = Some(now);
+            }
+            Some(f)
+        });
+        let f = f.map_err(|_| {
+            ControlError::NotFound(format!("device `{name}` has no active fault {id}"))
+        })?;
+        self.annotate(name, &f);
+        Ok(f)
+    }
+
+    fn annotate(&self, name: &str, f: &ActiveFault) {
+        if let Some(a) = &self.inner.annotations {
+            let rec = Annotation {
+                id: f.id,
+                device_id: name.to_string(),
+                fields: f.field.map(|x| vec![x.to_string()]).unwrap_or_default(),
+                kind: f.kind.as_str().to_string(),
+                start_ms: f.start_ms,
+                end_ms: f.end_ms,
+                parameters: serde_json::to_value(&f.spec).unwrap_or_default(),
+            };
+            if let Err(e) = a.record(&rec) {
+                tracing::warn!(error = %e, device = name, "cannot record the fault annotation");
+            }
+        }
+    }
+
     /// Publish `offline` for every device, disconnect, and wait for the tasks.
     pub async fn stop(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
+        for sh in &self.inner.shards {
+            let core = sh.core.lock();
+            let links = sh.links.lock();
+            if self.inner.s.connection == ConnectionMode::PerDevice {
+                for (slot, l) in links.iter() {
+                    if let Some(d) = core.by_slot(*slot) {
+                        let _ = l.client.try_publish(
+                            fleet::status_topic(&d.spec.device_type, &d.name),
+                            QoS::AtLeastOnce,
+                            true,
+                            status_payload(&d.name, d.info.name, "offline"),
+                        );
+                    }
+                }
+            }
+            for l in links.values() {
+                let _ = l.client.try_disconnect();
+            }
+        }
+        self.inner.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock());
+        let links: Vec<JoinHandle<()>> = self
+            .inner
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.links
+                    .lock()
+                    .drain()
+                    .map(|(_, l)| l.task)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for t in tasks.into_iter().chain(links) {
             let _ = t.await;
         }
     }
@@ -127,123 +984,21 @@ pub fn start(
     fleet: Vec<DeviceSpec>,
     directory: DeviceDirectory,
 ) -> Result<Emulator, String> {
+    start_with(s, fleet, directory, None, EmulatorMetrics::default())
+}
+
+/// [`start`], recording fault annotations and counting into `metrics`.
+pub fn start_with(
+    s: EmulatorSettings,
+    fleet: Vec<DeviceSpec>,
+    directory: DeviceDirectory,
+    annotations: Option<Arc<Annotations>>,
+    metrics: EmulatorMetrics,
+) -> Result<Emulator, String> {
     validate_fleet(&fleet).map_err(|(k, m)| format!("{k}: {m}"))?;
-    let cancel = CancellationToken::new();
-    let mut tasks = Vec::new();
-    for d in fleet {
-        directory.register_emulated(&d.name, &d.device_type);
-        tasks.push(tokio::spawn(run_device(s.clone(), d, cancel.clone())));
-    }
-    Ok(Emulator { cancel, tasks })
-}
-
-fn qos(q: Qos) -> QoS {
-    match q {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
-        Qos::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
-
-async fn run_device(s: EmulatorSettings, d: DeviceSpec, cancel: CancellationToken) {
-    let info = type_info(&d.device_type).expect("validated");
-    let mut model = model::build(&d.device_type, &d.config).expect("validated");
-    let timeline = Timeline::from_specs(&d.scenarios, &info.field_names()).expect("validated");
-    let mut h = DefaultHasher::new();
-    d.name.hash(&mut h);
-    let mut rng = SmallRng::seed_from_u64(s.seed ^ h.finish());
-
-    let topic = telemetry_topic(&d);
-    let status = status_topic(&d);
-    let status_msg = |state: &str| {
-        serde_json::json!({"device_id": d.name, "device_type": d.device_type, "status": state})
-            .to_string()
-    };
-    let mut opts = MqttOptions::new(format!("fieldlab-{}", d.name), s.host.clone(), s.port);
-    opts.set_keep_alive(s.keep_alive)
-        .set_last_will(LastWill::new(
-            status.clone(),
-            status_msg("offline"),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let (Some(u), Some(p)) = (&s.username, &s.password) {
-        opts.set_credentials(u.clone(), p.clone());
-    }
-    let (client, mut el) = AsyncClient::new(opts, 256);
-    let period = Duration::from_secs_f64(d.config.update_interval);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let started = fieldlab_core::time::now_ms();
-    let mut last_ms: Option<i64> = None;
-    let mut seq: u64 = 0;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = el.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(100);
-                    let _ = client.try_publish(status.clone(), QoS::AtLeastOnce, true, status_msg("online"));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(device = %d.name, error = %e, "device lost the broker; reconnecting");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            },
-            _ = tick.tick() => {
-                let now = fieldlab_core::time::now_ms();
-                let dt = last_ms.map_or(d.config.update_interval, |l| (now - l) as f64 / 1000.0);
-                last_ms = Some(now);
-                let phase = timeline.phase_at(now - started);
-                let empty = Default::default();
-                let ranges = phase.map_or(&empty, |p| &p.ranges);
-                let data: serde_json::Map<String, serde_json::Value> =
-                    model::sample(model.as_mut(), now, dt, ranges, &mut rng)
-                        .into_iter()
-                        .map(|(k, v)| (k, v.to_json()))
-                        .collect();
-                seq += 1;
-                let mut payload = serde_json::json!({
-                    "device_id": d.name,
-                    "device_type": d.device_type,
-                    "seq": seq,
-                    "ts": fieldlab_core::time::format_ms(now),
-                    "data": data,
-                    "status": "operational",
-                });
-                if !d.config.tags.is_empty() {
-                    payload["tags"] = serde_json::json!(d.config.tags);
-                }
-                if let Some(p) = phase {
-                    payload["scenario"] = serde_json::Value::String(p.name.clone());
-                }
-                // A full request queue means the broker is unreachable: the message is lost,
-                // as it would be on a real device with a small buffer; `seq` shows the gap.
-                let _ = client.try_publish(topic.clone(), qos(s.qos), false, payload.to_string());
-            }
-        }
-    }
-    let _ = client.try_publish(
-        status.clone(),
-        QoS::AtLeastOnce,
-        true,
-        status_msg("offline"),
-    );
-    let _ = client.try_disconnect();
-    let drain = async {
-        while let Ok(ev) = el.poll().await {
-            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+    let em = Emulator::new(s, directory, annotations, metrics)?;
+    em.add_all(fleet, true).map_err(|e| e.to_string())?;
+    Ok(em)
 }
 
 #[cfg(test)]

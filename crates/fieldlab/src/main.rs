@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 mod bench_store;
 mod data_cmds;
+mod nab;
+
+mod ratelimit;
+
+mod cap;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +47,15 @@ enum Cmd {
     Backup(data_cmds::BackupArgs),
     /// Restore a backup into an empty data dir.
     Restore(data_cmds::RestoreArgs),
+    /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (seed `cap`).
+    #[command(subcommand)]
+    Cap(cap::CapCmd),
+    /// The rate-limit service on its own.
+    #[command(subcommand)]
+    Ratelimit(ratelimit::RatelimitCmd),
+    /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
+    #[command(subcommand)]
+    Nab(nab::NabCmd),
 }
 
 #[derive(Args)]
@@ -98,6 +112,8 @@ enum BenchCmd {
     },
     /// Bytes/point on disk per generator, emulator field and NAB series; query latency.
     Store(bench_store::BenchStoreArgs),
+    /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
+    Ratelimit(ratelimit::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +122,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+        Cmd::Cap(c) => cap::run(c),
             ExitCode::FAILURE
         }
     }
@@ -118,7 +135,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Export(a) => data_cmds::export(a).map(|_| ExitCode::SUCCESS),
         Cmd::Backup(a) => data_cmds::backup(a).map(|_| ExitCode::SUCCESS),
         Cmd::Restore(a) => data_cmds::restore(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Ratelimit(c) => ratelimit::run(c),
+        Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

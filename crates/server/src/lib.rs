@@ -12,8 +12,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod data;
+pub mod emulator_api;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
+pub mod ui;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -82,6 +85,12 @@ pub struct AppState {
     pub started: Instant,
     /// Where the broker is, for the index page and banner.
     pub broker_url: String,
+    /// The rate limiter (service API and the guard of this API); None: not running.
+    pub ratelimit: Option<fieldlab_ratelimit::Limiter>,
+    /// The device emulator, when this process runs one (control API, `/ws`).
+    pub emulator: Option<fieldlab_emulator::Emulator>,
+    /// Ground-truth annotations of injected faults.
+    pub annotations: Option<Arc<fieldlab_store::annotations::Annotations>>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -115,12 +124,17 @@ pub async fn authenticate(mut req: Request, next: Next) -> Response {
 /// The full router with state, metrics and authentication middleware.
 pub fn app(state: AppState) -> axum::Router {
     let m = state.http.clone();
-    routes::router()
+    let rl = ratelimit::RatelimitState {
+        limiter: state.ratelimit.clone(),
+    };
+    let app = routes::router()
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
+        .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
         .layer(axum::middleware::from_fn(authenticate))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    ui::with_endpoint_probe(app)
 }
 
 /// Serve until `shutdown` resolves.
@@ -129,7 +143,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // With the peer address, for per-IP rate limits.
+    let svc = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, svc)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -10,6 +10,7 @@
 //! | `/api/v1/series` | series with tags, optional `device_id` |
 //! | `/api/v1/query`, `/api/v1/export`, `/api/v1/backup` | see [`crate::data`] |
 //! | `/api/v1/quarantine` | payloads that could not be parsed, newest first |
+//! | `/` (browsers), `/ui/...`, `/api/v1` (JSON index) | the web UI, see [`crate::ui`] |
 
 use crate::{AppState, Problem};
 use axum::extract::{Path, Query, State};
@@ -24,7 +25,6 @@ use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
         .route("/health", get(live))
         .route("/healthz", get(live))
         .route("/health/live", get(live))
@@ -39,6 +39,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/series", get(series))
         .route("/api/v1/quarantine", get(quarantine))
         .merge(crate::data::router())
+        .merge(crate::ui::router())
+        .merge(crate::ratelimit::routes())
+        .merge(crate::emulator_api::router())
 }
 
 pub async fn not_found(uri: Uri) -> Problem {
@@ -60,14 +63,14 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem
     )
 }
 
-async fn index(State(s): State<AppState>) -> Json<Value> {
+pub(crate) async fn index(State(s): State<AppState>) -> Json<Value> {
     Json(json!({
         "name": "fieldlab",
         "version": env!("CARGO_PKG_VERSION"),
         "mqtt": s.broker_url,
         "endpoints": ["/health", "/ready", "/metrics", "/api/v1/devices", "/api/v1/devices/{id}",
                       "/api/v1/series", "/api/v1/query", "/api/v1/export", "/api/v1/backup",
-                      "/api/v1/quarantine"],
+                      "/api/v1/quarantine", "/ui/"],
     }))
 }
 

@@ -38,6 +38,9 @@ async fn state(dir: &std::path::Path) -> AppState {
         http,
         started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
+        ratelimit: None,
+        emulator: None,
+        annotations: None,
     }
 }
 
@@ -166,4 +169,100 @@ async fn metrics_include_request_timings_and_active_devices() {
     assert!(text.contains("fieldlab_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/devices\",status=\"200\"} 1"), "{text}");
     assert!(text.contains("active_devices_count 0"));
     assert!(text.contains("fieldlab_store_points_total 120"));
+}
+
+/// One request with headers; status, headers and body bytes.
+async fn send(
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+    (parts.status, parts.headers, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn root_is_the_ui_for_browsers_and_the_json_index_for_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    let (st, ct, v) = get(&app, "/").await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/json"));
+    assert_eq!(v["name"], "fieldlab");
+    let (_, _, v) = get(&app, "/api/v1").await;
+    assert_eq!(v["name"], "fieldlab");
+
+    let browser = [(
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    )];
+    let (st, h, body) = send(&app, "/", &browser).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("/ui/js/app.js"), "{html}");
+    // No asset is fetched from another origin.
+    assert!(!html.contains("http://") && !html.contains("https://"));
+}
+
+#[tokio::test]
+async fn ui_assets_have_types_and_revalidate_with_etags() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    let (st, h, body) = send(&app, "/ui/js/app.js", &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(!body.is_empty());
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let (st, _, body) = send(&app, "/ui/js/app.js", &[("if-none-match", &etag)]).await;
+    assert_eq!(st, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    let (st, ct, v) = get(&app, "/ui/js/nope.js").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(ct, "application/problem+json");
+    assert!(v["detail"].as_str().unwrap().contains("nope.js"));
+}
+
+#[tokio::test]
+async fn endpoint_probe_tells_existing_routes_from_missing_ones_without_running_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(state(dir.path()).await);
+    let (st, _, v) = get(
+        &app,
+        "/api/v1/ui/endpoints?path=/api/v1/devices&path=/api/v1/devices/x&path=/no/such/route",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["/api/v1/devices"]["available"], true);
+    assert_eq!(
+        v["/api/v1/devices"]["status"], 405,
+        "OPTIONS runs no handler"
+    );
+    assert_eq!(v["/api/v1/devices/x"]["available"], true);
+    assert_eq!(v["/no/such/route"]["available"], false);
+
+    for uri in [
+        "/api/v1/ui/endpoints",
+        "/api/v1/ui/endpoints?path=relative",
+        "/api/v1/ui/endpoints?path=//evil.example/x",
+    ] {
+        let (st, ct, v) = get(&app, uri).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(v["parameter"], "path");
+    }
 }

@@ -27,6 +27,7 @@
 //!
 //! Architecture invariant: this crate knows nothing of MQTT, HTTP or payload formats.
 
+pub mod annotations;
 pub mod backup;
 mod bits;
 pub mod block;

@@ -17,6 +17,7 @@
 //! same wiring under load.
 
 pub mod bench;
+pub mod ratelimit;
 
 use anyhow::Context;
 use fieldlab_core::config::{parse_broker_url, Config};
@@ -65,6 +66,10 @@ pub async fn up(
     readiness.set("store", true);
     let quarantine =
         Arc::new(Quarantine::open(&cfg.storage.data_dir).context("cannot open the quarantine")?);
+    let annotations = Arc::new(
+        fieldlab_store::annotations::Annotations::open(&cfg.storage.data_dir)
+            .context("cannot open the annotations log")?,
+    );
     let directory = DeviceDirectory::new();
     for s in store.series(None) {
         directory.register_stored(&s.device_id, &s.tags.device_type, s.last_ts_ms);
@@ -95,13 +100,38 @@ pub async fn up(
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::default();
     let http_metrics = HttpMetrics::default();
+    let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
+    emulator_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
     ingest_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
+    let limiter = ratelimit::limiter(&cfg, &mut registry)?;
 
     // HTTP before the sources: /health answers at once and /ready reports what is still
     // starting (an external broker may take a while).
     let bind = format!("{}:{}", cfg.server.host, cfg.server.port);
+    // The emulator exists (without devices) before HTTP, so its control API is served; the
+    // devices start after ingest subscribed.
+    fieldlab_emulator::custom::register_yaml(&cfg.devices.types)
+        .map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    let mut es = EmulatorSettings::new(host.clone(), port);
+    es.username = cfg.mqtt.username.clone();
+    es.password = cfg.mqtt.password.clone();
+    es.keep_alive = Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64);
+    es.qos = cfg.ingest.qos;
+    es.seed = cfg.devices.seed;
+    es.connection = cfg.devices.connection;
+    es.shared_connections = cfg.devices.shared_connections;
+    es.protocol = cfg.devices.protocol;
+    es.topic_template = cfg.devices.topic_template.clone();
+    es.max_devices = cfg.devices.max_devices;
+    let emulator = fieldlab_emulator::Emulator::new(
+        es,
+        directory.clone(),
+        Some(annotations.clone()),
+        emulator_metrics,
+    )
+    .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| {
         format!("cannot listen for HTTP on {bind}; pick another port with --http-port N (0 = any free port)")
     })?;
@@ -115,6 +145,9 @@ pub async fn up(
         http: http_metrics,
         started,
         broker_url: mqtt_url.clone(),
+        emulator: Some(emulator.clone()),
+        annotations: Some(annotations.clone()),
+        ratelimit: Some(limiter),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
@@ -129,8 +162,11 @@ pub async fn up(
         .unwrap_or_else(fieldlab_emulator::demo_fleet);
     let mut topics = cfg.ingest.topics.clone();
     for d in &fleet {
-        let t = fieldlab_emulator::runner::telemetry_topic(d);
-        if d.config.mqtt_topic.is_some() && !topics.contains(&t) {
+        let t = fieldlab_emulator::fleet::topic_for(&cfg.devices.topic_template, d, &d.name);
+        if (d.config.mqtt_topic.is_some()
+            || cfg.devices.topic_template != "devices/{type}/{id}/telemetry")
+            && !topics.contains(&t)
+        {
             topics.push(t);
         }
     }
@@ -164,20 +200,10 @@ pub async fn up(
         tracing::warn!(broker = %mqtt_url, "ingest is not connected yet; continuing, /ready stays 503 until it is");
     }
 
-    let emulator = fieldlab_emulator::start(
-        EmulatorSettings {
-            host: host.clone(),
-            port,
-            username: cfg.mqtt.username.clone(),
-            password: cfg.mqtt.password.clone(),
-            keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64),
-            qos: cfg.ingest.qos,
-            seed: cfg.devices.seed,
-        },
-        fleet.clone(),
-        directory.clone(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    fieldlab_emulator::validate_fleet(&fleet).map_err(|(k, m)| anyhow::anyhow!("{k}: {m}"))?;
+    emulator
+        .add_all(fleet.clone(), true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let endpoints = Endpoints {
         http: fieldlab_broker::connectable(http_addr),

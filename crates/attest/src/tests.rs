@@ -1,0 +1,229 @@
+//! End-to-end: example CSVs -> commitments -> policy -> manifest -> proof -> bundle -> verify,
+//! and the tamper test: every single-byte change of every file in a bundle is refused.
+
+use crate::bundle::{self, write_zip};
+use crate::policy;
+use crate::proof::{self, Evidence, SortedList, Status};
+use crate::records::{Schema, Workspace};
+use crate::sign::KeyPair;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cap")
+        .join(name)
+}
+
+pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) {
+    let d = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(d.path());
+    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+        .unwrap();
+    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+        .unwrap();
+    let linted = policy::lint(&std::fs::read_to_string(example(policy_file)).unwrap());
+    let ir = linted.ir.expect("example policy compiles");
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let key = KeyPair::generate(None).unwrap();
+    let zip = bundle::export(&ir, &m, &p, &key).unwrap();
+    (d, zip, key)
+}
+
+fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).unwrap();
+            (f.name().to_string(), b)
+        })
+        .collect()
+}
+
+#[test]
+fn fresh_bundle_verifies_and_every_rule_is_evaluated() {
+    let (_d, zip, key) = build("lksg_v2.yaml");
+    let r = bundle::verify(&zip, Some(&key.public_file()));
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.policy_status, Some(Status::Pass));
+    assert_eq!(r.rules.len(), 6);
+    assert!(r
+        .rules
+        .iter()
+        .any(|c| c.rule == "not-sanctioned" && c.basis == "verified"));
+    // Pinned to another key: refused.
+    let other = KeyPair::generate(None).unwrap();
+    assert!(!bundle::verify(&zip, Some(&other.public_file())).ok);
+}
+
+#[test]
+fn violated_policy_gives_a_valid_bundle_with_the_violating_record() {
+    let (_d, zip, _) = build("lksg_v2_strict.yaml");
+    let r = bundle::verify(&zip, None);
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.policy_status, Some(Status::Fail));
+    assert!(
+        r.rules[0].detail.contains("audit_score = 68.25"),
+        "{}",
+        r.rules[0].detail
+    );
+}
+
+#[test]
+fn v1_policy_links_every_supplier_to_a_ubo() {
+    let (_d, zip, _) = build("lksg_v1.yaml");
+    let files = unzip(&zip);
+    let proof: proof::Proof =
+        serde_json::from_slice(&files.iter().find(|f| f.0 == "proof.json").unwrap().1).unwrap();
+    match &proof.results[0].evidence {
+        Evidence::UboLinks { links } => assert_eq!(links.len(), 8),
+        e => panic!("unexpected evidence {e:?}"),
+    }
+    assert!(bundle::verify(&zip, None).ok);
+}
+
+#[test]
+fn sanctioned_supplier_is_caught_with_a_membership_proof() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    std::fs::write(
+        &csv,
+        "id,name,country\nS1,Good Co,DE\nS2,  umbra   LOGISTICS jsc ,DE\n",
+    )
+    .unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: suppliers, field: name, list: sanctions}\n").ir.unwrap();
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    assert_eq!(p.status, Status::Fail);
+    assert!(
+        matches!(&p.results[0].evidence, Evidence::Membership { key, .. } if key == "umbra logistics jsc")
+    );
+    proof::verify_proof(&ir, &m, &p).unwrap();
+    // Claiming a pass with that evidence is refused.
+    let mut forged = p.clone();
+    forged.results[0].status = Status::Pass;
+    forged.status = Status::Pass;
+    assert!(proof::verify_proof(&ir, &m, &forged).is_err());
+}
+
+#[test]
+fn forged_non_membership_neighbours_are_refused() {
+    let (_d, zip, _) = build("lksg_v2.yaml");
+    let files = unzip(&zip);
+    let get = |n: &str| files.iter().find(|f| f.0 == n).unwrap().1.clone();
+    let ir: policy::PolicyIr = serde_json::from_slice(&get("policy.ir.json")).unwrap();
+    let m: proof::Manifest = serde_json::from_slice(&get("manifest.json")).unwrap();
+    let p: proof::Proof = serde_json::from_slice(&get("proof.json")).unwrap();
+    proof::verify_proof(&ir, &m, &p).unwrap();
+    let Evidence::NonMembership { items, .. } = &p.results[5].evidence else {
+        panic!()
+    };
+    assert_eq!(items.len(), 8);
+    // Drop one supplier's non-membership item: not every record is covered any more.
+    let mut q = p.clone();
+    if let Evidence::NonMembership { items, .. } = &mut q.results[5].evidence {
+        items.pop();
+    }
+    assert!(proof::verify_proof(&ir, &m, &q).is_err());
+    // Swap a neighbour for a non-adjacent one.
+    let mut q = p.clone();
+    if let Evidence::NonMembership { items, .. } = &mut q.results[5].evidence {
+        let it = items
+            .iter_mut()
+            .find(|i| i.lower.is_some() && i.upper.is_some())
+            .unwrap();
+        it.lower.as_mut().unwrap().index = it.lower.as_ref().unwrap().index.saturating_sub(1);
+    }
+    assert!(proof::verify_proof(&ir, &m, &q).is_err());
+}
+
+/// Flip bits of byte `i` of one file, re-pack (so the container itself is valid) and verify.
+#[test]
+fn every_single_byte_change_of_every_file_fails() {
+    let (_d, zip, _) = build("lksg_v1.yaml");
+    let files = unzip(&zip);
+    let mut checked = 0;
+    for (fi, (name, body)) in files.iter().enumerate() {
+        for i in 0..body.len() {
+            for mask in [0x01u8, 0x20] {
+                let mut tampered = files.clone();
+                tampered[fi].1[i] ^= mask;
+                let z = write_zip(&tampered).unwrap();
+                let r = bundle::verify(&z, None);
+                assert!(!r.ok, "{name} byte {i} ^ {mask:#x} was accepted");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 2000, "only {checked} changes tested");
+}
+
+#[test]
+fn container_byte_changes_fail() {
+    let (_d, zip, _) = build("lksg_v1.yaml");
+    assert!(bundle::verify(&zip, None).ok);
+    // Every byte outside the file contents (headers, central directory) plus a dense sample
+    // of the rest: all refused.
+    for i in (0..zip.len()).step_by(3) {
+        let mut z = zip.clone();
+        z[i] ^= 0x01;
+        assert!(!bundle::verify(&z, None).ok, "zip byte {i} accepted");
+    }
+    assert!(!bundle::verify(&zip[..zip.len() - 1], None).ok);
+    let mut longer = zip.clone();
+    longer.push(0);
+    assert!(!bundle::verify(&longer, None).ok);
+}
+
+#[test]
+fn prepare_reports_bad_rows_with_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    std::fs::write(&csv, "id,name,country,tier\nS1,A,DE,1\nS2,B,DE,two\n").unwrap();
+    let e = Workspace::new(d.path().join("w"))
+        .prepare("suppliers", &csv, &Schema::suppliers())
+        .unwrap_err();
+    assert!(
+        e.contains("s.csv:3") && e.contains("`two` is not an integer"),
+        "{e}"
+    );
+    std::fs::write(&csv, "id,name,colour\nS1,A,red\n").unwrap();
+    let e = Workspace::new(d.path().join("w"))
+        .prepare("suppliers", &csv, &Schema::suppliers())
+        .unwrap_err();
+    assert!(e.contains("column `colour`"), "{e}");
+}
+
+#[test]
+fn per_record_inclusion_proofs_verify_against_the_commitment() {
+    let d = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(d.path());
+    let c = ws
+        .prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+        .unwrap();
+    let rs = ws.load_set("suppliers").unwrap();
+    let root = crate::canon::parse_hex32(&c.root).unwrap();
+    for i in 0..rs.records.len() {
+        let o = rs.open(i);
+        o.verify(&root, c.count).unwrap();
+        let mut bad = o.clone();
+        bad.record["country"] = serde_json::json!("XX");
+        assert!(bad.verify(&root, c.count).is_err());
+    }
+}

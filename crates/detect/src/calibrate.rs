@@ -1,0 +1,185 @@
+//! Turning a detector's raw surprise into a score that means the same on every series.
+//!
+//! NAB picks one threshold for all files, and an operator sets one alert level for all
+//! devices, so "0.9" must be rare everywhere. [`Likelihood`] does what Numenta's anomaly
+//! likelihood does: it compares the short-term mean of the raw surprise with its long-term
+//! distribution (bounded ring buffers, running sums) and reports the Gaussian tail on a log
+//! scale, so a score near 1 means "this much surprise has almost never been seen here".
+//! [`Hold`] keeps one alarm per event: after a high score, repeats of the same level are
+//! damped for a while (fewer duplicate alerts; NAB charges every repeated detection).
+
+use std::collections::VecDeque;
+
+/// Ring buffer with running sum and sum of squares (Kahan-free: values are bounded scores).
+#[derive(Debug, Clone)]
+struct RunningWindow {
+    cap: usize,
+    buf: VecDeque<f64>,
+    sum: f64,
+    sumsq: f64,
+}
+
+impl RunningWindow {
+    fn new(cap: usize) -> Self {
+        RunningWindow {
+            cap,
+            buf: VecDeque::with_capacity(cap),
+            sum: 0.0,
+            sumsq: 0.0,
+        }
+    }
+    fn push(&mut self, x: f64) {
+        if self.buf.len() == self.cap {
+            let o = self.buf.pop_front().expect("full");
+            self.sum -= o;
+            self.sumsq -= o * o;
+        }
+        self.buf.push_back(x);
+        self.sum += x;
+        self.sumsq += x * x;
+    }
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+    fn mean(&self) -> f64 {
+        self.sum / self.buf.len().max(1) as f64
+    }
+    fn sd(&self) -> f64 {
+        let n = self.buf.len().max(1) as f64;
+        let m = self.sum / n;
+        (self.sumsq / n - m * m).max(0.0).sqrt()
+    }
+}
+
+/// Standard normal CDF (Abramowitz-Stegun 7.1.26 via erf; |error| < 1.5e-7).
+pub fn normal_cdf(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    let erf = if x >= 0.0 { y } else { -y };
+    0.5 * (1.0 + erf)
+}
+
+/// Numenta-style anomaly likelihood on a log scale, in `[0, 1]`.
+#[derive(Debug, Clone)]
+pub struct Likelihood {
+    long: RunningWindow,
+    short: RunningWindow,
+    min_history: usize,
+    min_sd: f64,
+}
+
+impl Likelihood {
+    /// `history`: raw scores that form the reference distribution; `short`: points averaged
+    /// before comparing (smooths single-point noise); `min_history`: points before any
+    /// non-zero output.
+    pub fn new(history: usize, short: usize, min_history: usize) -> Self {
+        Likelihood {
+            long: RunningWindow::new(history.max(2)),
+            short: RunningWindow::new(short.max(1)),
+            min_history,
+            min_sd: 0.0001,
+        }
+    }
+
+    /// Feed one raw surprise (non-negative, larger = more surprising); get the score.
+    pub fn update(&mut self, raw: f64) -> f64 {
+        let raw = if raw.is_finite() { raw } else { 1e6 };
+        self.short.push(raw);
+        let out = if self.long.len() >= self.min_history.max(2) {
+            let sd = self.long.sd().max(self.min_sd);
+            let z = (self.short.mean() - self.long.mean()) / sd;
+            log_score(normal_cdf(z))
+        } else {
+            0.0
+        };
+        self.long.push(raw);
+        out
+    }
+}
+
+/// Numenta's `computeLogLikelihood`: 0.5 at likelihood 0.99999, 1 at 1 - 1e-10.
+pub fn log_score(likelihood: f64) -> f64 {
+    ((1.000_000_000_1 - likelihood).ln() / (1.0f64 - 0.999_999_999_9).ln()).clamp(0.0, 1.0)
+}
+
+/// Damp repeated alarms: a score that does not exceed what was already reported in the last
+/// `hold` points is multiplied by `damp`.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    hold: usize,
+    damp: f64,
+    level: f64,
+    since: usize,
+}
+
+impl Hold {
+    pub fn new(hold: usize, damp: f64) -> Self {
+        Hold {
+            hold,
+            damp,
+            level: 0.0,
+            since: usize::MAX,
+        }
+    }
+
+    pub fn apply(&mut self, s: f64) -> f64 {
+        self.since = self.since.saturating_add(1);
+        if self.since > self.hold {
+            self.level = 0.0;
+        }
+        if s > self.level {
+            // a new, higher alarm: report it and hold at this level
+            if s >= 0.5 {
+                self.level = s;
+                self.since = 0;
+            }
+            s
+        } else {
+            s * self.damp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_cdf_reference_values() {
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
+        assert!((normal_cdf(-3.0) - 0.00135).abs() < 1e-5);
+    }
+
+    #[test]
+    fn likelihood_is_quiet_on_steady_noise_and_loud_on_a_burst() {
+        let mut l = Likelihood::new(500, 5, 100);
+        let mut max_quiet: f64 = 0.0;
+        for i in 0..1000 {
+            let s = l.update(0.2 + ((i * 37) % 11) as f64 * 0.01);
+            if i > 200 {
+                max_quiet = max_quiet.max(s);
+            }
+        }
+        assert!(max_quiet < 0.3, "{max_quiet}");
+        let burst = (0..5).map(|_| l.update(0.95)).fold(0.0, f64::max);
+        assert!(burst > 0.9, "{burst}");
+    }
+
+    #[test]
+    fn hold_damps_repeats_but_not_a_higher_alarm() {
+        let mut h = Hold::new(10, 0.1);
+        assert_eq!(h.apply(0.9), 0.9);
+        assert!((h.apply(0.9) - 0.09).abs() < 1e-12);
+        assert_eq!(h.apply(0.95), 0.95);
+        for _ in 0..11 {
+            h.apply(0.0);
+        }
+        assert_eq!(h.apply(0.9), 0.9, "hold expired");
+    }
+}

@@ -1,0 +1,96 @@
+//! The ensemble: several detectors look at the same point, each raw score is calibrated per
+//! series ([`Likelihood`]), the calibrated scores are combined, and repeats are damped
+//! ([`Hold`]). Different detectors see different faults (a spike, a level shift, a broken
+//! daily rhythm, an odd shape); calibration makes their opinions comparable.
+
+use crate::calibrate::{Hold, Likelihood};
+use crate::Detector;
+
+/// A detector whose raw score is passed through a likelihood calibration.
+pub struct Calibrated {
+    inner: Box<dyn Detector>,
+    lik: Likelihood,
+    hold: Option<Hold>,
+}
+
+impl Calibrated {
+    pub fn new(inner: Box<dyn Detector>, lik: Likelihood, hold: Option<Hold>) -> Self {
+        Calibrated { inner, lik, hold }
+    }
+}
+
+impl Detector for Calibrated {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn score(&mut self, ts: i64, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        let s = self.lik.update(self.inner.score(ts, x));
+        match &mut self.hold {
+            Some(h) => h.apply(s),
+            None => s,
+        }
+    }
+}
+
+/// How member scores are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Combine {
+    Max,
+    Mean,
+}
+
+/// Calibrated members, combined, then held.
+pub struct Ensemble {
+    members: Vec<(Box<dyn Detector>, Likelihood)>,
+    combine: Combine,
+    hold: Hold,
+    last: Vec<f64>,
+}
+
+impl Ensemble {
+    pub fn new(
+        members: Vec<(Box<dyn Detector>, Likelihood)>,
+        combine: Combine,
+        hold: Hold,
+    ) -> Self {
+        let n = members.len();
+        Ensemble {
+            members,
+            combine,
+            hold,
+            last: vec![0.0; n],
+        }
+    }
+
+    /// The calibrated member scores of the last point, in member order.
+    pub fn member_scores(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.members
+            .iter()
+            .map(|(d, _)| d.name())
+            .zip(self.last.iter().copied())
+    }
+}
+
+impl Detector for Ensemble {
+    fn name(&self) -> &'static str {
+        "ensemble"
+    }
+
+    fn score(&mut self, ts: i64, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        for (i, (d, lik)) in self.members.iter_mut().enumerate() {
+            self.last[i] = lik.update(d.score(ts, x));
+        }
+        let s = match self.combine {
+            Combine::Max => self.last.iter().copied().fold(0.0, f64::max),
+            Combine::Mean => self.last.iter().sum::<f64>() / self.last.len().max(1) as f64,
+        };
+        self.hold.apply(s).clamp(0.0, 1.0)
+    }
+}

@@ -1,0 +1,288 @@
+//! Load mode (`fieldlab emulate`): a fleet against any broker, measured from the outside.
+//!
+//! Like emqtt-bench, but with real device payloads: N devices publish every `interval`; a
+//! separate subscriber takes everything back from the broker and measures, per message,
+//! latency (receive time minus the payload's send timestamp) and, per device, loss by
+//! sequence number (a seq never received is lost; one received twice is a duplicate).
+
+use crate::runner::{Emulator, EmulatorMetrics, EmulatorSettings};
+use fieldlab_core::config::{ConnectionMode, DeviceSpec, Qos};
+use fieldlab_core::DeviceDirectory;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub settings: EmulatorSettings,
+    pub fleet: Vec<DeviceSpec>,
+    pub duration: Duration,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub devices: usize,
+    pub seconds: f64,
+    /// Messages the devices produced (sum of their final seq).
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub loss_percent: f64,
+    pub publish_errors: u64,
+    pub msgs_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "devices {}  duration {:.1} s  sent {}  received {}  lost {} ({:.3} %)  duplicates {}  publish errors {}\n\
+             throughput {:.0} msgs/s  latency p50 {:.1} ms  p99 {:.1} ms",
+            self.devices,
+            self.seconds,
+            self.sent,
+            self.received,
+            self.lost,
+            self.loss_percent,
+            self.duplicates,
+            self.publish_errors,
+            self.msgs_per_s,
+            self.latency_p50_ms,
+            self.latency_p99_ms
+        )
+    }
+}
+
+/// Seen sequence numbers of one device (a growable bitmap: 1 bit per message).
+#[derive(Default)]
+struct Seen {
+    bits: Vec<u64>,
+    distinct: u64,
+    dups: u64,
+}
+
+impl Seen {
+    fn mark(&mut self, seq: u64) {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        if self.bits.len() <= w {
+            self.bits.resize(w + 1, 0);
+        }
+        if self.bits[w] & (1 << b) != 0 {
+            self.dups += 1;
+        } else {
+            self.bits[w] |= 1 << b;
+            self.distinct += 1;
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn qos(q: Qos) -> QoS {
+    match q {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// `count` devices of `device_type` named `<prefix>-<i>`, one message every `interval_ms`.
+pub fn generated_fleet(
+    count: usize,
+    device_type: &str,
+    prefix: &str,
+    interval_ms: u64,
+) -> Vec<DeviceSpec> {
+    (0..count)
+        .map(|i| DeviceSpec {
+            name: format!("{prefix}-{i}"),
+            device_type: device_type.into(),
+            config: fieldlab_core::config::DeviceSettings {
+                update_interval: interval_ms as f64 / 1000.0,
+                ..Default::default()
+            },
+            scenarios: vec![],
+        })
+        .collect()
+}
+
+/// Run the fleet for `duration`, then stop it and wait (at most 10 s) for the last messages.
+pub async fn run(o: LoadOptions) -> anyhow::Result<LoadReport> {
+    let s = o.settings.clone();
+    // The subscriber first, so nothing is missed.
+    let mut so = MqttOptions::new(
+        format!("fieldlab-load-sub-{}", std::process::id()),
+        s.host.clone(),
+        s.port,
+    );
+    so.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(1000);
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        so.set_credentials(u.clone(), p.clone());
+    }
+    let (sub, mut el) = AsyncClient::new(so, 1000);
+    let filter = if s.topic_template == "devices/{type}/{id}/telemetry" {
+        "devices/+/+/telemetry".to_string()
+    } else {
+        "#".to_string()
+    };
+    sub.subscribe(filter, qos(s.qos)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(100_000);
+    let (suback_tx, suback_rx) = tokio::sync::oneshot::channel::<()>();
+    let poller = tokio::spawn(async move {
+        let mut suback = Some(suback_tx);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p.payload).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = suback.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "load subscriber lost the broker; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), suback_rx)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the subscriber was not subscribed within 10 s; is the broker at {}:{} up?",
+                s.host,
+                s.port
+            )
+        })??;
+
+    let metrics = EmulatorMetrics::default();
+    let em = Emulator::new(s.clone(), DeviceDirectory::new(), None, metrics.clone())
+        .map_err(anyhow::Error::msg)?;
+    let n = o.fleet.len();
+    // Devices created from a fleet share nothing but their type; start them spread over the
+    // first interval so that they do not all fire in the same millisecond.
+    for d in o.fleet {
+        let name = d.name.clone();
+        em.create_from(&name, Arc::new(d), false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        em.start_spread(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if s.connection == ConnectionMode::PerDevice {
+        tracing::info!(devices = n, "connecting one client per device");
+    }
+
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut lat: Vec<f64> = Vec::new();
+    let mut received = 0u64;
+    let t0 = Instant::now();
+    let mut last_print = Instant::now();
+    let on_msg = |payload: &[u8], seen: &mut HashMap<String, Seen>, lat: &mut Vec<f64>| {
+        let now = fieldlab_core::time::now_ms();
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let (Some(id), Some(seq)) = (v["device_id"].as_str(), v["seq"].as_u64()) else {
+            return;
+        };
+        if let Some(ts) = v["ts"]
+            .as_str()
+            .and_then(|t| fieldlab_core::time::parse_instant_ms(t, now).ok())
+        {
+            lat.push((now - ts) as f64);
+        }
+        match seen.get_mut(id) {
+            Some(s) => s.mark(seq),
+            None => seen.entry(id.to_string()).or_default().mark(seq),
+        }
+    };
+    while t0.elapsed() < o.duration {
+        tokio::select! {
+            m = rx.recv() => if let Some(p) = m { received += 1; on_msg(&p, &mut seen, &mut lat); },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if o.progress && last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            eprintln!(
+                "  {:>5.1} s  published {:>10}  received {:>10}  ({:.0} msgs/s)",
+                t0.elapsed().as_secs_f64(),
+                metrics.published.get(),
+                received,
+                received as f64 / t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    em.stop_all();
+    let seconds = t0.elapsed().as_secs_f64();
+    let sent: u64 = em.list(usize::MAX).iter().map(|d| d.seq).sum();
+    // Drain: until everything arrived or nothing came for 2 s (at most 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let distinct = |seen: &HashMap<String, Seen>| seen.values().map(|s| s.distinct).sum::<u64>();
+    while distinct(&seen) < sent && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            Ok(Some(p)) => on_msg(&p, &mut seen, &mut lat),
+            _ => break,
+        }
+    }
+    em.clone().stop().await;
+    let _ = sub.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+
+    let got = distinct(&seen);
+    let dups: u64 = seen.values().map(|s| s.dups).sum();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let lost = sent.saturating_sub(got);
+    Ok(LoadReport {
+        devices: n,
+        seconds,
+        sent,
+        received: got,
+        duplicates: dups,
+        lost,
+        loss_percent: if sent == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / sent as f64
+        },
+        publish_errors: metrics.publish_errors.get(),
+        msgs_per_s: got as f64 / seconds,
+        latency_p50_ms: percentile(&lat, 0.5),
+        latency_p99_ms: percentile(&lat, 0.99),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_counts_distinct_and_duplicates() {
+        let mut s = Seen::default();
+        for q in [1, 2, 2, 200, 3] {
+            s.mark(q);
+        }
+        assert_eq!((s.distinct, s.dups), (4, 1));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.5), 3.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.99), 3.0);
+    }
+}

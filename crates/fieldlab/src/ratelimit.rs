@@ -1,0 +1,147 @@
+//! `fieldlab ratelimit serve` and `fieldlab bench ratelimit`: argument parsing and wiring only;
+//! the service and the benchmark live in `fieldlab-topology::ratelimit`.
+
+use clap::{Args, Subcommand};
+use fieldlab_core::config::{Config, RatelimitBackend};
+use fieldlab_topology::ratelimit as rl;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum RatelimitCmd {
+    /// Run only the rate-limit service (POST /api/ratelimit/check, config, stats, /metrics).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// fieldlab.yaml to load (its `ratelimit`, `server`, `storage.data_dir` and `logging` sections).
+    #[arg(long, env = "FIELDLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where rules set through the API are kept (ratelimit/rules.json). Default ./data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP port; 0 picks a free one and prints it. Default 8080.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// memory | redis | hybrid.
+    #[arg(long)]
+    backend: Option<RatelimitBackend>,
+    /// Redis URL for the redis and hybrid backends (also REDIS_URL).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Threads (in-process; wrk -t).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// In-process decisions per run.
+    #[arg(long, default_value_t = 4_000_000)]
+    decisions: usize,
+    /// Requests in flight for Redis (redis-benchmark -c) and HTTP (wrk -c).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Redis checks per run.
+    #[arg(long, default_value_t = 200_000)]
+    redis_requests: usize,
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 10)]
+    wrk_seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Use this Redis instead of starting a temporary redis-server.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Only these parts: memory, redis, http (comma-separated). Default all.
+    #[arg(long, value_delimiter = ',', default_value = "memory,redis,http")]
+    only: Vec<String>,
+}
+
+pub fn run(cmd: RatelimitCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RatelimitCmd::Serve(a) => serve(a),
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(
+        a.config.as_deref(),
+        |k| std::env::var(k).ok(),
+        std::env::vars(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(d) = a.data_dir {
+        cfg.storage.data_dir = d;
+    }
+    if let Some(p) = a.http_port {
+        cfg.server.port = p;
+    }
+    if let Some(b) = a.backend {
+        cfg.ratelimit.backend = b;
+    }
+    if let Some(u) = a.redis_url {
+        cfg.ratelimit.redis_url = u;
+    }
+    crate::init_logging(cfg.logging.level.as_str(), cfg.logging.format);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(rl::serve(cfg, crate::shutdown_signal(), |_| {}))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    crate::init_logging("warn", fieldlab_core::config::LogFormat::Text);
+    let b = rl::RatelimitBench {
+        threads: a.threads.max(1),
+        keys: a.keys.max(1),
+        decisions: a.decisions.max(1000),
+        concurrency: a.concurrency.max(1),
+        redis_requests: a.redis_requests.max(1000),
+        wrk_duration_s: a.wrk_seconds.max(1),
+        runs: a.runs.max(1),
+        redis_url: a.redis_url,
+    };
+    let want = |p: &str| a.only.iter().any(|o| o == p);
+    println!(
+        "bench ratelimit: {} threads, {} keys, {} runs (medians)",
+        b.threads, b.keys, b.runs
+    );
+    if want("memory") {
+        let (ours, gov, frac) = rl::bench_in_process(&b);
+        println!(
+            "in-process  GCRA 100/s burst 50 per key, {} decisions/run: fieldlab {:.0}/s, governor {:.0}/s, ratio {:.2}x ({:.0}% allowed)",
+            b.decisions, ours, gov, ours / gov, frac * 100.0
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(b.threads)
+        .enable_all()
+        .build()?;
+    if want("redis") {
+        let temp;
+        let url = match &b.redis_url {
+            Some(u) => u.clone(),
+            None => {
+                temp = rl::TempRedis::start()?;
+                format!("redis://127.0.0.1:{}", temp.port)
+            }
+        };
+        let (ours, peer, frac) = rt.block_on(rl::bench_redis(&b, &url))?;
+        println!(
+            "redis       token bucket script, {} in flight on one multiplexed connection: fieldlab {:.0} checks/s; redis-benchmark -c {} -P 1 EVALSHA 'return 1': {:.0}/s; ratio {:.2}x ({:.0}% allowed)",
+            b.concurrency, ours, b.concurrency, peer, ours / peer, frac * 100.0
+        );
+    }
+    if want("http") {
+        let (rps, p50, p99, non2xx) = rt.block_on(rl::bench_http(&b))?;
+        println!(
+            "http        wrk -t {} -c {} -d {}s POST /api/ratelimit/check (in-process backend): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({:.0} of them 429s)",
+            b.threads, b.concurrency, b.wrk_duration_s, rps, p50, p99, non2xx
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

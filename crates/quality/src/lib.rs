@@ -1,0 +1,578 @@
+//! fieldlab-quality: data-quality rules that run on every parsed reading.
+//!
+//! Why it exists: students learn what bad sensor data looks like, and operators must not
+//! mistake a broken sensor for an anomaly in the process. A reading can be well-formed and
+//! still wrong: a missing field, a value outside the sensor's range, a jump faster than the
+//! physics allows, the same message twice, a timestamp that goes backwards or lies in the
+//! future, a device that went silent, or fields that contradict each other (PV power above
+//! what voltage and current allow). Each violation becomes a [`QualityEvent`] with its rule
+//! and a human reason; [`Checker::score`] gives the share of clean readings per device and
+//! time window.
+//!
+//! Architecture invariant: pure — no I/O, no clock (`now_ms` is an argument); state per
+//! device is bounded (last timestamp, last sequence numbers, last value per field, and a
+//! fixed number of score buckets).
+
+use fieldlab_core::reading::{FieldValue, Reading};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Which rules apply and their limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    /// Required fields per device type.
+    pub required: BTreeMap<String, Vec<String>>,
+    /// Allowed `[min, max]` per field name.
+    pub ranges: BTreeMap<String, (f64, f64)>,
+    /// Largest allowed |change| per second per field name.
+    pub max_rate_per_s: BTreeMap<String, f64>,
+    /// A device silent for longer than this is stale (ms; 0 = off).
+    pub stale_after_ms: i64,
+    /// A timestamp this far ahead of the receiving clock is clock skew (ms).
+    pub max_future_ms: i64,
+    /// Apply the lab's physics rules.
+    pub physics: bool,
+    /// Width of one quality-score bucket (ms).
+    pub bucket_ms: i64,
+}
+
+impl Default for Rules {
+    /// Ranges and rates for the emulator's device types, staleness 60 s, physics on.
+    fn default() -> Self {
+        let ranges = [
+            ("temperature", (-40.0, 85.0)),
+            ("humidity", (0.0, 100.0)),
+            ("pressure", (0.0, 40.0)),
+            ("valve_position", (0.0, 100.0)),
+            ("flow_rate", (0.0, 500.0)),
+            ("irradiance", (0.0, 1500.0)),
+            ("module_temperature", (-40.0, 100.0)),
+            ("dc_voltage", (0.0, 1500.0)),
+            ("dc_current", (0.0, 100.0)),
+            ("dc_power", (0.0, 150_000.0)),
+            ("ac_power", (0.0, 150_000.0)),
+            ("wind_speed", (0.0, 75.0)),
+            ("soc", (0.0, 100.0)),
+            ("state_of_charge", (0.0, 100.0)),
+        ];
+        let rates = [
+            ("temperature", 2.0),
+            ("humidity", 5.0),
+            ("module_temperature", 2.0),
+            ("energy_total", 1000.0),
+        ];
+        let required = [
+            ("TemperatureSensor", vec!["temperature"]),
+            ("PressureValve", vec!["pressure", "valve_position"]),
+            (
+                "PvInverter",
+                vec!["dc_voltage", "dc_current", "dc_power", "ac_power"],
+            ),
+        ];
+        Rules {
+            required: required
+                .into_iter()
+                .map(|(t, f)| (t.to_string(), f.into_iter().map(String::from).collect()))
+                .collect(),
+            ranges: ranges
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            max_rate_per_s: rates.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            stale_after_ms: 60_000,
+            max_future_ms: 5_000,
+            physics: true,
+            bucket_ms: 60_000,
+        }
+    }
+}
+
+/// One violation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QualityEvent {
+    pub device_id: String,
+    /// The reading's timestamp (for staleness: the check time).
+    pub ts_ms: i64,
+    /// Stable rule name: `required`, `range`, `rate`, `stale`, `duplicate`, `out_of_order`,
+    /// `clock_skew`, `non_finite`, `physics`.
+    pub rule: String,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+struct DeviceState {
+    last_ts: Option<i64>,
+    last_seen_at: i64,
+    stale_reported: bool,
+    recent_seqs: VecDeque<u64>,
+    last_values: HashMap<String, (i64, f64)>,
+    /// (bucket start, readings, readings with a violation), oldest first, bounded.
+    buckets: VecDeque<(i64, u64, u64)>,
+}
+
+const MAX_BUCKETS: usize = 1440;
+const SEQ_MEMORY: usize = 64;
+
+/// Quality score of one device over one time range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QualityScore {
+    pub device_id: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub readings: u64,
+    pub flagged: u64,
+    /// `1 - flagged / readings` (1 when there were no readings).
+    pub score: f64,
+}
+
+/// Applies [`Rules`] to a stream of readings, keeping per-device state.
+#[derive(Debug, Default)]
+pub struct Checker {
+    rules: Rules,
+    devices: HashMap<String, DeviceState>,
+}
+
+fn num(fields: &[(String, FieldValue)], names: &[&str]) -> Option<(String, f64)> {
+    names.iter().find_map(|n| {
+        fields
+            .iter()
+            .find(|(k, _)| k == n)
+            .and_then(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+    })
+}
+
+impl Checker {
+    pub fn new(rules: Rules) -> Self {
+        Checker {
+            rules,
+            devices: HashMap::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Check one reading received at `now_ms`; returns its violations.
+    pub fn check(&mut self, r: &Reading, now_ms: i64) -> Vec<QualityEvent> {
+        let mut ev = Vec::new();
+        let mut push = |rule: &str, field: Option<&str>, reason: String| {
+            ev.push(QualityEvent {
+                device_id: r.device_id.clone(),
+                ts_ms: r.ts_ms,
+                rule: rule.to_string(),
+                field: field.map(String::from),
+                reason,
+            })
+        };
+        let rules = &self.rules;
+        let st = self.devices.entry(r.device_id.clone()).or_default();
+        st.last_seen_at = now_ms;
+        st.stale_reported = false;
+
+        if let Some(req) = rules.required.get(&r.device_type) {
+            for f in req {
+                if !r.fields.iter().any(|(k, _)| k == f) {
+                    push(
+                        "required",
+                        Some(f),
+                        format!("required field `{f}` is missing"),
+                    );
+                }
+            }
+        }
+        let mut duplicate = false;
+        if let Some(seq) = r.seq {
+            if st.recent_seqs.contains(&seq) {
+                duplicate = true;
+                push(
+                    "duplicate",
+                    None,
+                    format!("sequence number {seq} was already received"),
+                );
+            } else {
+                if st.recent_seqs.len() == SEQ_MEMORY {
+                    st.recent_seqs.pop_front();
+                }
+                st.recent_seqs.push_back(seq);
+            }
+        }
+        if let Some(last) = st.last_ts {
+            if r.ts_ms < last && !duplicate {
+                push(
+                    "out_of_order",
+                    None,
+                    format!(
+                        "timestamp is {} ms older than the previous reading",
+                        last - r.ts_ms
+                    ),
+                );
+            } else if r.ts_ms == last && r.seq.is_none() {
+                push(
+                    "duplicate",
+                    None,
+                    "same timestamp as the previous reading".into(),
+                );
+            }
+        }
+        if r.ts_ms > now_ms + rules.max_future_ms {
+            push(
+                "clock_skew",
+                None,
+                format!(
+                    "timestamp is {:.1} s ahead of the receiving clock",
+                    (r.ts_ms - now_ms) as f64 / 1000.0
+                ),
+            );
+        }
+        for (k, v) in &r.fields {
+            let Some(x) = v.as_f64() else { continue };
+            if !x.is_finite() {
+                push("non_finite", Some(k), format!("`{k}` is {x}"));
+                continue;
+            }
+            if let Some((lo, hi)) = rules.ranges.get(k) {
+                if x < *lo || x > *hi {
+                    push(
+                        "range",
+                        Some(k),
+                        format!("`{k}` = {x} is outside [{lo}, {hi}]"),
+                    );
+                }
+            }
+            if let (Some(max), Some((t0, x0))) =
+                (rules.max_rate_per_s.get(k), st.last_values.get(k))
+            {
+                let dt = (r.ts_ms - t0) as f64 / 1000.0;
+                if dt > 0.0 {
+                    let rate = (x - x0).abs() / dt;
+                    if rate > *max {
+                        push(
+                            "rate",
+                            Some(k),
+                            format!("`{k}` changed {:.3}/s (from {x0} to {x} in {dt:.1} s), limit {max}/s", rate),
+                        );
+                    }
+                }
+            }
+        }
+        if rules.physics {
+            physics(&r.fields, &mut push);
+        }
+        // learn
+        if !duplicate && st.last_ts.is_none_or(|l| r.ts_ms >= l) {
+            st.last_ts = Some(r.ts_ms);
+            for (k, v) in &r.fields {
+                if let Some(x) = v.as_f64().filter(|x| x.is_finite()) {
+                    st.last_values.insert(k.clone(), (r.ts_ms, x));
+                }
+            }
+        }
+        let b = now_ms.div_euclid(rules.bucket_ms) * rules.bucket_ms;
+        match st.buckets.back_mut() {
+            Some(last) if last.0 == b => {
+                last.1 += 1;
+                last.2 += (!ev.is_empty()) as u64;
+            }
+            _ => {
+                if st.buckets.len() == MAX_BUCKETS {
+                    st.buckets.pop_front();
+                }
+                st.buckets.push_back((b, 1, (!ev.is_empty()) as u64));
+            }
+        }
+        ev
+    }
+
+    /// Devices silent for longer than `stale_after` (each reported once per silence).
+    pub fn stale(&mut self, now_ms: i64) -> Vec<QualityEvent> {
+        let after = self.rules.stale_after_ms;
+        if after <= 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (id, st) in &mut self.devices {
+            if !st.stale_reported && now_ms - st.last_seen_at > after {
+                st.stale_reported = true;
+                out.push(QualityEvent {
+                    device_id: id.clone(),
+                    ts_ms: now_ms,
+                    rule: "stale".into(),
+                    field: None,
+                    reason: format!(
+                        "no reading for {:.0} s (limit {:.0} s)",
+                        (now_ms - st.last_seen_at) as f64 / 1000.0,
+                        after as f64 / 1000.0
+                    ),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        out
+    }
+
+    /// Quality score per device over `[from_ms, to_ms)` (by receive time), sorted by device.
+    pub fn score(&self, from_ms: i64, to_ms: i64, device: Option<&str>) -> Vec<QualityScore> {
+        let mut v: Vec<QualityScore> = self
+            .devices
+            .iter()
+            .filter(|(id, _)| device.is_none_or(|d| d == id.as_str()))
+            .map(|(id, st)| {
+                let (mut n, mut bad) = (0, 0);
+                for (b, c, f) in &st.buckets {
+                    if *b + self.rules.bucket_ms > from_ms && *b < to_ms {
+                        n += c;
+                        bad += f;
+                    }
+                }
+                QualityScore {
+                    device_id: id.clone(),
+                    from_ms,
+                    to_ms,
+                    readings: n,
+                    flagged: bad,
+                    score: if n == 0 {
+                        1.0
+                    } else {
+                        1.0 - bad as f64 / n as f64
+                    },
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        v
+    }
+}
+
+/// The lab's physics rules (PRODUCT.md section 2). Field names are matched from short alias
+/// lists so that every emulator type and hand-written payloads are covered.
+fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&str>, String)) {
+    // PV: DC power cannot exceed voltage x current (10 % tolerance for sampling skew).
+    if let (Some((pk, p)), Some((_, v)), Some((_, i))) = (
+        num(fields, &["dc_power", "pv_power"]),
+        num(fields, &["dc_voltage", "pv_voltage"]),
+        num(fields, &["dc_current", "pv_current"]),
+    ) {
+        if p > 1.1 * v * i + 1e-9 {
+            push(
+                "physics",
+                Some(&pk),
+                format!(
+                    "PV power {p} W exceeds 1.1 x {v} V x {i} A = {:.1} W",
+                    1.1 * v * i
+                ),
+            );
+        }
+    }
+    // Wind: no power outside the cut-in..cut-out speed range 3..25 m/s.
+    if let (Some((sk, s)), Some((_, p))) = (
+        num(fields, &["wind_speed"]),
+        num(
+            fields,
+            &["power", "active_power", "power_output", "electrical_power"],
+        ),
+    ) {
+        if !(3.0..=25.0).contains(&s) && p.abs() > 1e-6 {
+            push(
+                "physics",
+                Some(&sk),
+                format!("wind turbine produces {p} W at {s} m/s (outside 3..25 m/s)"),
+            );
+        }
+    }
+    // Battery: below 10 % state of charge it must not keep discharging (power < 0 = discharge).
+    if let (Some((sk, soc)), Some((_, p))) = (
+        num(fields, &["soc", "state_of_charge"]),
+        num(fields, &["battery_power", "power"]),
+    ) {
+        if soc < 10.0 && p < 0.0 {
+            push(
+                "physics",
+                Some(&sk),
+                format!("battery discharging ({p} W) at SOC {soc} % (< 10 %)"),
+            );
+        }
+    }
+    // Boiler: water is heated, so not colder than ambient (1 K tolerance).
+    if let (Some((wk, w)), Some((_, a))) = (
+        num(
+            fields,
+            &[
+                "water_temperature",
+                "boiler_temperature",
+                "flow_temperature",
+            ],
+        ),
+        num(fields, &["ambient_temperature"]),
+    ) {
+        if w < a - 1.0 {
+            push(
+                "physics",
+                Some(&wk),
+                format!("boiler water {w} °C is colder than ambient {a} °C"),
+            );
+        }
+    }
+    // Engine: oil runs hotter than coolant (2 K tolerance).
+    if let (Some((ok, o)), Some((_, c))) = (
+        num(fields, &["oil_temperature"]),
+        num(fields, &["coolant_temperature"]),
+    ) {
+        if o < c - 2.0 {
+            push(
+                "physics",
+                Some(&ok),
+                format!("engine oil {o} °C is colder than coolant {c} °C"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(dev: &str, ty: &str, ts: i64, seq: Option<u64>, f: &[(&str, f64)]) -> Reading {
+        Reading {
+            device_id: dev.into(),
+            device_type: ty.into(),
+            ts_ms: ts,
+            seq,
+            fields: f
+                .iter()
+                .map(|(k, v)| (k.to_string(), FieldValue::F64(*v)))
+                .collect(),
+            units: Default::default(),
+            tags: Default::default(),
+            status: None,
+        }
+    }
+
+    fn rules_of(ev: &[QualityEvent]) -> Vec<&str> {
+        ev.iter().map(|e| e.rule.as_str()).collect()
+    }
+
+    #[test]
+    fn clean_readings_pass_and_score_one() {
+        let mut c = Checker::new(Rules::default());
+        for i in 0..10 {
+            let r = reading(
+                "t1",
+                "TemperatureSensor",
+                i * 1000,
+                Some(i as u64),
+                &[("temperature", 21.0), ("humidity", 40.0)],
+            );
+            assert!(c.check(&r, i * 1000).is_empty());
+        }
+        let s = c.score(0, 60_000, None);
+        assert_eq!((s[0].readings, s[0].flagged, s[0].score), (10, 0, 1.0));
+    }
+
+    #[test]
+    fn each_rule_fires_with_a_reason() {
+        let mut c = Checker::new(Rules::default());
+        let t = "TemperatureSensor";
+        c.check(
+            &reading("t1", t, 10_000, Some(1), &[("temperature", 21.0)]),
+            10_000,
+        );
+        let e = c.check(
+            &reading("t1", t, 11_000, Some(2), &[("humidity", 40.0)]),
+            11_000,
+        );
+        assert_eq!(rules_of(&e), ["required"]);
+        assert!(e[0].reason.contains("`temperature`"));
+        let e = c.check(
+            &reading("t1", t, 12_000, Some(3), &[("temperature", 120.0)]),
+            12_000,
+        );
+        assert_eq!(rules_of(&e), ["range", "rate"], "{e:?}");
+        let e = c.check(
+            &reading("t1", t, 13_000, Some(3), &[("temperature", 21.0)]),
+            13_000,
+        );
+        assert_eq!(rules_of(&e), ["duplicate"]);
+        let e = c.check(
+            &reading("t1", t, 9_000, Some(4), &[("temperature", 21.0)]),
+            14_000,
+        );
+        assert_eq!(rules_of(&e), ["out_of_order"]);
+        let e = c.check(
+            &reading("t1", t, 60_000, Some(5), &[("temperature", 21.0)]),
+            15_000,
+        );
+        assert_eq!(rules_of(&e), ["clock_skew"]);
+        let e = c.check(
+            &reading("t1", t, 61_000, Some(6), &[("temperature", f64::NAN)]),
+            16_000,
+        );
+        assert_eq!(rules_of(&e), ["non_finite"]);
+        assert!(c.stale(70_000).is_empty());
+        let e = c.stale(80_000);
+        assert_eq!(rules_of(&e), ["stale"]);
+        assert!(c.stale(90_000).is_empty(), "reported once per silence");
+        let s = &c.score(0, 100_000, Some("t1"))[0];
+        assert_eq!((s.readings, s.flagged), (7, 6));
+    }
+
+    #[test]
+    fn physics_rules_of_the_lab() {
+        let mut c = Checker::new(Rules::default());
+        let cases: &[(&str, &[(&str, f64)], bool)] = &[
+            (
+                "PvInverter",
+                &[
+                    ("dc_voltage", 400.0),
+                    ("dc_current", 10.0),
+                    ("dc_power", 4000.0),
+                    ("ac_power", 3800.0),
+                ],
+                false,
+            ),
+            (
+                "PvInverter",
+                &[
+                    ("dc_voltage", 400.0),
+                    ("dc_current", 10.0),
+                    ("dc_power", 4500.0),
+                    ("ac_power", 3800.0),
+                ],
+                true,
+            ),
+            ("Wind", &[("wind_speed", 2.0), ("power", 500.0)], true),
+            ("Wind", &[("wind_speed", 12.0), ("power", 500.0)], false),
+            ("Wind", &[("wind_speed", 30.0), ("power", 0.0)], false),
+            ("Battery", &[("soc", 8.0), ("battery_power", -200.0)], true),
+            ("Battery", &[("soc", 8.0), ("battery_power", 200.0)], false),
+            (
+                "Boiler",
+                &[("water_temperature", 15.0), ("ambient_temperature", 20.0)],
+                true,
+            ),
+            (
+                "Boiler",
+                &[("water_temperature", 60.0), ("ambient_temperature", 20.0)],
+                false,
+            ),
+            (
+                "Engine",
+                &[("oil_temperature", 60.0), ("coolant_temperature", 85.0)],
+                true,
+            ),
+            (
+                "Engine",
+                &[("oil_temperature", 95.0), ("coolant_temperature", 85.0)],
+                false,
+            ),
+        ];
+        for (i, (ty, f, bad)) in cases.iter().enumerate() {
+            let e = c.check(&reading(&format!("d{i}"), ty, 1000, None, f), 1000);
+            assert_eq!(
+                e.iter().any(|e| e.rule == "physics"),
+                *bad,
+                "{ty} {f:?}: {e:?}"
+            );
+        }
+    }
+}

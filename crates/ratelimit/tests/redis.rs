@@ -1,0 +1,241 @@
+//! The Redis backend against a real `redis-server` (Debian package; `scripts/test.sh` installs
+//! it): the Lua script decides exactly as the in-process code, keys carry hash tags, the server
+//! clock is used, and an unreachable Redis fails open or closed per policy.
+
+use fieldlab_core::config::{FailMode, RatelimitBackend, RatelimitConfig};
+use fieldlab_ratelimit::redis::RedisBackend;
+use fieldlab_ratelimit::{
+    check_all, Algorithm, Limit, Limiter, LimiterSettings, Policy, RatelimitMetrics, State,
+};
+use proptest::prelude::*;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A redis-server on a free port in a temp dir, without persistence; killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is not installed; run scripts/test.sh (apt-get install redis-server)",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn backend(r: &RedisServer) -> RedisBackend {
+    RedisBackend::new(&r.url(), None, Duration::from_secs(2)).unwrap()
+}
+
+fn limit_strategy() -> impl Strategy<Value = Limit> {
+    (0usize..7, 1u64..8, 1u64..1500, 1u64..6, 0u64..1500).prop_map(|(a, lim, per, burst, md)| {
+        Limit::new(Algorithm::ALL[a], lim, per)
+            .with_burst(burst)
+            .with_max_delay(md)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// Same requests, same clock: the Lua script and algo.rs give identical decisions, for
+    /// single limits and composites of up to three.
+    #[test]
+    fn lua_decides_exactly_as_the_in_process_code(
+        limits in proptest::collection::vec(limit_strategy(), 1..4),
+        reqs in proptest::collection::vec((0i64..300, 0u64..4), 1..60),
+    ) {
+        let server = REDIS.with(|r| r.port);
+        let b = RedisBackend::new(&format!("redis://127.0.0.1:{server}"), None, Duration::from_secs(2)).unwrap();
+        let name = format!("p{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let policy = Policy { limits: limits.clone(), ..Policy::single(&name, limits[0]) };
+        let t0 = 1_700_000_000_000i64;
+        let mut states: Vec<State> = limits.iter().map(|l| l.state(t0)).collect();
+        let mut t = t0;
+        let rt = rt();
+        for (i, &(dt, n)) in reqs.iter().enumerate() {
+            t += dt;
+            let want = check_all(&limits, &mut states, t, n, i as u64);
+            let got = rt.block_on(b.check(&policy, "k", n, i as u64, Some(t))).unwrap();
+            prop_assert_eq!(got, want, "request {} ({} units at +{} ms)", i, n, t - t0);
+        }
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    static REDIS: RedisServer = RedisServer::start();
+}
+
+#[test]
+fn keys_carry_hash_tags_and_the_server_clock_is_used() {
+    let r = RedisServer::start();
+    let b = backend(&r);
+    let p = Policy {
+        limits: vec![
+            Limit::new(Algorithm::FixedWindow, 3, 60_000),
+            Limit::new(Algorithm::SlidingLog, 5, 60_000),
+        ],
+        ..Policy::single("hz", Limit::new(Algorithm::FixedWindow, 3, 60_000))
+    };
+    for k in RedisBackend::keys(&p, "user:1") {
+        assert!(k.starts_with("fieldlab:rl:{user:1}:"), "{k}");
+    }
+    let rt = rt();
+    let allowed: Vec<bool> = (0..5)
+        .map(|i| {
+            rt.block_on(b.check(&p, "user:1", 1, i, None))
+                .unwrap()
+                .iter()
+                .all(|d| d.allowed)
+        })
+        .collect();
+    assert_eq!(allowed, [true, true, true, false, false]);
+    // The rejected requests consumed nothing from the sliding log (composite all-or-nothing).
+    let d = rt.block_on(b.check(&p, "user:1", 0, 9, None)).unwrap();
+    assert_eq!(d[1].remaining, 2);
+    // The state lives in Redis with an expiry, not forever.
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&RedisBackend::keys(&p, "user:1")[0])
+        .query(&mut c)
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 61_000, "ttl {ttl}");
+}
+
+fn limiter(url: &str, fail: FailMode) -> Limiter {
+    let mut cfg = RatelimitConfig {
+        backend: RatelimitBackend::Redis,
+        redis_url: url.to_string(),
+        redis_timeout: "200ms".into(),
+        ..RatelimitConfig::default()
+    };
+    cfg.default.fail = fail;
+    cfg.default.limits[0].limit = 2;
+    Limiter::new(
+        LimiterSettings {
+            config: cfg,
+            state_dir: None,
+        },
+        RatelimitMetrics::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn unreachable_redis_fails_open_or_closed_per_policy_and_reconnects() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let rt = rt();
+    let open = limiter(&url, FailMode::Open);
+    let closed = limiter(&url, FailMode::Closed);
+    let o = rt.block_on(open.check("k", 1));
+    assert!(o.allowed && o.backend_error.is_some(), "{o:?}");
+    assert_eq!(open.metrics().fail_open.get(), 1);
+    let c = rt.block_on(closed.check("k", 1));
+    assert!(!c.allowed && c.backend_error.is_some());
+    assert_eq!(closed.metrics().fail_open.get(), 0);
+    assert!(closed.metrics().redis_errors.get() >= 1);
+
+    // Redis comes up on that port: the limiter reconnects (back-off) and enforces again.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let o = rt.block_on(closed.check("k2", 1));
+        if o.backend_error.is_none() {
+            assert!(o.allowed);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reconnected: {:?}",
+            o.backend_error
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(rt.block_on(closed.check("k2", 1)).allowed);
+    let third = rt.block_on(closed.check("k2", 1));
+    assert!(
+        !third.allowed && third.backend_error.is_none(),
+        "limit 2 enforced: {third:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

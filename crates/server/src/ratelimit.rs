@@ -1,0 +1,506 @@
+//! Rate limiting over HTTP: the service API and the layer that guards fieldlab's own API.
+//!
+//! Why here: the limiter (`fieldlab-ratelimit`) knows nothing of HTTP. This module maps it to
+//! the seed's paths and fieldlab's native ones, and to the IETF headers:
+//!
+//! | path (also under `/api/v1/ratelimit/...`) | what |
+//! |---|---|
+//! | `POST /api/ratelimit/check` `{key, tokens}` | 200 allowed / 429 rejected, body with remaining, reset, retry_after |
+//! | `POST /api/ratelimit/release` `{key, lease}` | give back a concurrency lease |
+//! | `GET /api/ratelimit/config` | every rule and where it came from (admin) |
+//! | `PUT\|POST\|DELETE /api/ratelimit/config/keys/{key}` | exact-key policy (admin) |
+//! | `PUT\|POST\|DELETE /api/ratelimit/config/patterns/{pattern}` | pattern policy, `*` wildcard (admin) |
+//! | `PUT\|POST /api/ratelimit/config/default` | the default policy (admin) |
+//! | `GET /api/ratelimit/stats` | decisions per policy, backend facts |
+//!
+//! Every limited response carries `RateLimit-Policy` and `RateLimit`
+//! (draft-ietf-httpapi-ratelimit-headers-10) and, when rejected, `Retry-After`.
+//! [`guard`] limits API requests per principal (or client IP, `X-Forwarded-For` believed only
+//! from trusted proxies) with the `ratelimit.api` policy.
+
+use crate::Problem;
+use axum::extract::{ConnectInfo, FromRef, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use fieldlab_core::config::{RatelimitLimitSpec, RatelimitPolicySpec};
+use fieldlab_core::{AuthMethod, Principal};
+use fieldlab_ratelimit::{ConfigChangeError, Limiter, Outcome};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the rate-limit handlers need; built from [`crate::AppState`] or alone for
+/// `fieldlab ratelimit serve`.
+#[derive(Clone)]
+pub struct RatelimitState {
+    pub limiter: Option<Limiter>,
+}
+
+impl FromRef<crate::AppState> for RatelimitState {
+    fn from_ref(s: &crate::AppState) -> Self {
+        RatelimitState {
+            limiter: s.ratelimit.clone(),
+        }
+    }
+}
+
+/// The routes, for any router state that can give a [`RatelimitState`].
+pub fn routes<S>() -> Router<S>
+where
+    RatelimitState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    let mut r = Router::new();
+    for base in ["/api/ratelimit", "/api/v1/ratelimit"] {
+        r = r
+            .route(&format!("{base}/check"), post(check))
+            .route(&format!("{base}/release"), post(release))
+            .route(&format!("{base}/stats"), get(stats))
+            .route(&format!("{base}/config"), get(config))
+            .route(
+                &format!("{base}/config/keys/{{key}}"),
+                get(get_key).put(put_key).post(put_key).delete(delete_key),
+            )
+            .route(
+                &format!("{base}/config/patterns/{{pattern}}"),
+                get(get_pattern)
+                    .put(put_pattern)
+                    .post(put_pattern)
+                    .delete(delete_pattern),
+            )
+            .route(
+                &format!("{base}/config/default"),
+                get(get_default).put(put_default).post(put_default),
+            );
+    }
+    r
+}
+
+fn limiter(s: &RatelimitState) -> Result<&Limiter, Problem> {
+    s.limiter.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ratelimit-disabled",
+            "Rate limiting is not running",
+            "this server was started without a rate limiter",
+        )
+    })
+}
+
+fn admin(p: &Principal) -> Result<(), Problem> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "`{}` may not change rate-limit configuration; it needs the admin role",
+                p.subject
+            ),
+        ))
+    }
+}
+
+fn bad_body(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-body",
+        "Invalid request body",
+        detail,
+    )
+}
+
+/// Parse a JSON body ourselves so that errors are problem+json, not axum's plain text.
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], example: &str) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| bad_body(format!("{e}; send JSON like {example}")))
+}
+
+fn apply_headers(h: &mut HeaderMap, o: &Outcome) {
+    for (k, v) in o.headers() {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(HeaderName::from_static(k), v);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    key: String,
+    #[serde(default = "one")]
+    tokens: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+const CHECK_EXAMPLE: &str = r#"{"key": "user:42", "tokens": 1}"#;
+
+fn check_key(key: &str) -> Result<(), Problem> {
+    if key.is_empty() || key.len() > 512 {
+        return Err(Problem::bad_parameter(
+            "key",
+            "`key` must be 1 to 512 bytes, e.g. user:42",
+        ));
+    }
+    Ok(())
+}
+
+async fn check(State(s): State<RatelimitState>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let l = limiter(&s)?;
+        let b: CheckBody = parse(&body, CHECK_EXAMPLE)?;
+        check_key(&b.key)?;
+        let o = l.check(&b.key, b.tokens).await;
+        let mut v = o.to_json(&b.key, b.tokens);
+        v["tokensRequested"] = json!(b.tokens); // the seed's field name
+        let status = if o.allowed {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let mut resp = (status, Json(v)).into_response();
+        apply_headers(resp.headers_mut(), &o);
+        Ok::<Response, Problem>(resp)
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    key: String,
+    lease: String,
+}
+
+async fn release(
+    State(s): State<RatelimitState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Problem> {
+    let l = limiter(&s)?;
+    let b: ReleaseBody = parse(
+        &body,
+        r#"{"key": "user:42", "lease": "<lease from /check>"}"#,
+    )?;
+    let lease: u64 = b
+        .lease
+        .parse()
+        .map_err(|_| Problem::bad_parameter("lease", "`lease` is the string /check returned"))?;
+    let released = l.release(&b.key, lease).await.map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend-unavailable",
+            "Rate-limit backend unavailable",
+            e,
+        )
+    })?;
+    Ok(Json(
+        json!({"key": b.key, "lease": b.lease, "released": released}),
+    ))
+}
+
+async fn stats(State(s): State<RatelimitState>) -> Result<Json<Value>, Problem> {
+    Ok(Json(limiter(&s)?.stats_json()))
+}
+
+async fn config(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    Ok(Json(limiter(&s)?.config_json()))
+}
+
+/// A policy body: fieldlab's shape `{limits: [...], shadow, fail}`, or the seed's
+/// `{capacity, refillRate[, algorithm]}` (a token bucket refilled `refillRate` per second).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PolicyBody {
+    Native(RatelimitPolicySpec),
+    Seed(SeedPolicy),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedPolicy {
+    capacity: u64,
+    refill_rate: u64,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    cleanup_interval_ms: Option<u64>,
+}
+
+const POLICY_EXAMPLE: &str = r#"{"limits": [{"algorithm": "token_bucket", "limit": 10, "period": "1s", "burst": 20}], "shadow": false, "fail": "open"} (or the seed's {"capacity": 20, "refillRate": 10})"#;
+
+fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
+    // Native first with its exact error, since it is the documented shape.
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if v.get("limits").is_some() {
+            return parse::<RatelimitPolicySpec>(body, POLICY_EXAMPLE);
+        }
+    }
+    match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {
+        PolicyBody::Native(p) => Ok(p),
+        PolicyBody::Seed(s) => {
+            let _ = s.cleanup_interval_ms;
+            let algorithm = match s.algorithm.as_deref().map(str::to_ascii_lowercase) {
+                None => "token_bucket".to_string(),
+                Some(a) => a,
+            };
+            Ok(RatelimitPolicySpec {
+                limits: vec![RatelimitLimitSpec {
+                    algorithm,
+                    limit: s.refill_rate,
+                    period: "1s".into(),
+                    burst: Some(s.capacity),
+                    max_delay: None,
+                }],
+                ..RatelimitPolicySpec::default()
+            })
+        }
+    }
+}
+
+fn change_error(e: ConfigChangeError) -> Problem {
+    match e {
+        ConfigChangeError::Invalid { field, message } => {
+            let mut p = bad_body(format!("`{field}`: {message}"));
+            p.parameter = Some(field);
+            p
+        }
+        ConfigChangeError::DefinedInFile(key) => Problem::new(
+            StatusCode::CONFLICT,
+            "defined-in-config-file",
+            "Defined in fieldlab.yaml",
+            format!("`{key}` comes from fieldlab.yaml; change it there and restart"),
+        ),
+        ConfigChangeError::Persist(e) => Problem::internal(e),
+    }
+}
+
+fn rule_json(
+    kind: &str,
+    name: &str,
+    p: Option<&Arc<fieldlab_ratelimit::Policy>>,
+) -> Result<Json<Value>, Problem> {
+    let p = p.ok_or_else(|| {
+        Problem::not_found(format!(
+            "no {kind} `{name}`; GET /api/ratelimit/config lists them"
+        ))
+    })?;
+    Ok(Json(json!({kind: name, "policy": p.spec})))
+}
+
+async fn get_key(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    let rules = limiter(&s)?.rules();
+    rule_json("key", &key, rules.keys.get(&key))
+}
+
+async fn put_key(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    let l = limiter(&s)?;
+    check_key(&key)?;
+    let spec = policy_body(&body)?;
+    l.set_key(&key, spec.clone()).map_err(change_error)?;
+    Ok(Json(json!({"key": key, "policy": spec})))
+}
+
+async fn delete_key(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, Problem> {
+    admin(&p)?;
+    match limiter(&s)?.delete_key(&key).map_err(change_error)? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(Problem::not_found(format!(
+            "no key `{key}` was set through the API"
+        ))),
+    }
+}
+
+async fn get_pattern(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(pat): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    let rules = limiter(&s)?.rules();
+    let found = rules.patterns().find(|(k, _)| **k == pat).map(|(_, p)| p);
+    rule_json("pattern", &pat, found)
+}
+
+async fn put_pattern(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(pat): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    let l = limiter(&s)?;
+    check_key(&pat)?;
+    let spec = policy_body(&body)?;
+    l.set_pattern(&pat, spec.clone()).map_err(change_error)?;
+    Ok(Json(json!({"pattern": pat, "policy": spec})))
+}
+
+async fn delete_pattern(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    Path(pat): Path<String>,
+) -> Result<StatusCode, Problem> {
+    admin(&p)?;
+    match limiter(&s)?.delete_pattern(&pat).map_err(change_error)? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(Problem::not_found(format!(
+            "no pattern `{pat}` was set through the API"
+        ))),
+    }
+}
+
+async fn get_default(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    Ok(Json(json!({"policy": limiter(&s)?.rules().default.spec})))
+}
+
+async fn put_default(
+    State(s): State<RatelimitState>,
+    Extension(p): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Problem> {
+    admin(&p)?;
+    let spec = policy_body(&body)?;
+    limiter(&s)?
+        .set_default(spec.clone())
+        .map_err(change_error)?;
+    Ok(Json(json!({"policy": spec})))
+}
+
+/// Paths never limited: probes and scrapes must see the truth even under load.
+fn exempt(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/healthz" | "/ready" | "/readyz" | "/metrics" | "/actuator/health"
+    ) || path.starts_with("/health/")
+}
+
+/// Who a request counts against: the authenticated subject, else the client IP.
+pub fn identity(limiter: &Limiter, req: &Request) -> String {
+    if let Some(p) = req.extensions().get::<Principal>() {
+        if p.method != AuthMethod::Disabled {
+            return format!("sub:{}", p.subject);
+        }
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let xff: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    format!("ip:{}", limiter.trusted_proxies().client_ip(peer, &xff))
+}
+
+/// Tower layer (as axum middleware): limit every API request with the `ratelimit.api` policy.
+/// Runs inside `authenticate`, so the principal is known.
+pub async fn guard(State(s): State<RatelimitState>, req: Request, next: Next) -> Response {
+    let Some(l) = s.limiter.as_ref().filter(|l| l.api_policy().is_some()) else {
+        return next.run(req).await;
+    };
+    if exempt(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let who = identity(l, &req);
+    let Some(o) = l.check_api(&who).await else {
+        return next.run(req).await;
+    };
+    if !o.allowed {
+        let mut resp = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            match o.retry_after_ms() {
+                Some(ms) => format!(
+                    "`{who}` is over the `{}` limit; retry in {} s",
+                    o.policy.name,
+                    fieldlab_ratelimit::Decision::secs(ms).max(1)
+                ),
+                None => format!("`{who}` is over the `{}` limit", o.policy.name),
+            },
+        )
+        .into_response();
+        apply_headers(resp.headers_mut(), &o);
+        return resp;
+    }
+    if o.delay_ms() > 0 {
+        // Leaky bucket: the request was queued; it proceeds once its slot comes.
+        tokio::time::sleep(std::time::Duration::from_millis(o.delay_ms())).await;
+    }
+    let mut resp = next.run(req).await;
+    apply_headers(resp.headers_mut(), &o);
+    if o.policy.has_concurrency() {
+        let _ = l.release_lease(&o.policy, &who, o.lease).await;
+    }
+    resp
+}
+
+/// The rate-limit service alone (`fieldlab ratelimit serve`): the routes above, `/health`,
+/// `/ready`, `/actuator/health` and `/metrics`, with authentication and the API guard.
+pub fn standalone(limiter: Limiter, registry: Arc<Registry>) -> Router {
+    let st = RatelimitState {
+        limiter: Some(limiter),
+    };
+    let metrics = move || {
+        let reg = registry.clone();
+        async move {
+            let mut out = String::new();
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+                return Problem::internal(format!("encoding metrics failed: {e}")).into_response();
+            }
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                out,
+            )
+                .into_response()
+        }
+    };
+    let up = || async { Json(json!({"status": "UP"})) };
+    routes::<RatelimitState>()
+        .route("/health", get(up))
+        .route("/ready", get(up))
+        .route("/actuator/health", get(up))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+        .layer(axum::middleware::from_fn(crate::authenticate))
+        .fallback(crate::routes::not_found)
+        .with_state(st)
+}

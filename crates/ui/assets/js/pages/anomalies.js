@@ -1,0 +1,39 @@
+// Anomaly feed: detector events, newest first; live over the WebSocket when it carries them.
+
+import { h, fill, table, pageTitle, errorNotice, unavailable } from "../dom.js";
+import { available, get, listOf, qs } from "../api.js";
+import { fmtTime, fmtValue, toMs, unitOf } from "../format.js";
+
+export default async function anomalies(root, _p, { live }) {
+  const { anomalies: ok } = await available("anomalies");
+  if (!ok) {
+    fill(root, pageTitle("Anomalies"), unavailable("The anomaly feed", "GET /api/v1/anomalies", "anomaly-detection issue (#5)"));
+    return;
+  }
+  let items = [];
+  const box = h("div", {});
+  fill(root, pageTitle("Anomalies"),
+    h("p", { class: "lead" }, "Points the streaming detectors scored as anomalous, newest first."), box);
+  function draw() {
+    fill(box, table([
+      { label: "Time", cell: (a) => fmtTime(a.ts ?? a.timestamp) },
+      { label: "Device", cell: (a) => h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id) },
+      { label: "Field", cell: (a) => a.field || "—" },
+      { label: "Value", cell: (a) => fmtValue(a.value, unitOf(a.field || "")) },
+      { label: "Score", num: true, cell: (a) => (typeof a.score === "number" ? a.score.toFixed(3) : "—") },
+      { label: "Detector", cell: (a) => a.detector || a.method || "—" },
+      { label: "Reason", cell: (a) => a.reason || "" },
+    ], items.slice(0, 500), { empty: "No anomalies detected." }));
+  }
+  async function load() {
+    try {
+      items = listOf(await get(`/api/v1/anomalies${qs({ limit: 500 })}`), "anomalies")
+        .sort((a, b) => (toMs(b.ts ?? b.timestamp) ?? 0) - (toMs(a.ts ?? a.timestamp) ?? 0));
+      draw();
+    } catch (e) { fill(box, errorNotice(e, "Could not load anomalies")); }
+  }
+  await load();
+  const off = live.on("anomaly", (a) => { items.unshift(a); draw(); });
+  const t = setInterval(() => { if (!live.isLive) load(); }, 5000);
+  return () => { off(); clearInterval(t); };
+}

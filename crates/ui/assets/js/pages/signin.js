@@ -1,0 +1,42 @@
+// Sign-in, for servers with auth enabled (roles admin, operator, viewer, teacher, student).
+// The token lives in sessionStorage (gone with the tab) and is sent as a bearer token; what a
+// role may do is decided by the server, whose 403 explanation the pages show.
+
+import { h, fill, pageTitle, errorNotice, unavailable } from "../dom.js";
+import { ENDPOINTS, available, post, session } from "../api.js";
+
+export default async function signin(root, _p, { navigate }) {
+  const { authToken } = await available("authToken");
+  if (!authToken) {
+    fill(root, pageTitle("Sign in"), unavailable("Sign-in", `POST ${ENDPOINTS.authToken}`, "operations issue (#9)"),
+      h("p", {}, "Without auth every page is open (the local demo binds to 127.0.0.1)."));
+    return;
+  }
+  const s = session();
+  const user = h("input", { type: "text", id: "signin-user", autocomplete: "username", required: true });
+  const pass = h("input", { type: "password", id: "signin-pass", autocomplete: "current-password", required: true });
+  const msg = h("div", { "aria-live": "polite" });
+  const form = h("form", { class: "panel", style: "max-width:26rem" },
+    h("div", { class: "row" }, h("label", { class: "field", for: "signin-user" }, "User name", user)),
+    h("div", { class: "row", style: "margin-top:.6rem" }, h("label", { class: "field", for: "signin-pass" }, "Password", pass)),
+    h("div", { class: "toolbar", style: "margin-top:.8rem" }, h("button", { type: "submit", class: "primary" }, "Sign in")),
+    msg);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const r = await post(ENDPOINTS.authToken, { username: user.value, password: pass.value });
+      const token = r.access_token ?? r.token;
+      if (!token) throw new Error("the server answered without a token");
+      sessionStorage.setItem("fieldlab.token", token);
+      window.dispatchEvent(new Event("fieldlab:session"));
+      navigate(sessionStorage.getItem("fieldlab.after") || "#/");
+    } catch (err) {
+      fill(msg, errorNotice(err, "Sign-in failed"));
+    }
+  });
+  fill(root, pageTitle("Sign in"),
+    s ? h("p", {}, `Signed in as ${s.user}${s.role ? ` (${s.role})` : ""}. `,
+      h("button", { type: "button", onclick: () => { sessionStorage.removeItem("fieldlab.token"); window.dispatchEvent(new Event("fieldlab:session")); navigate("#/"); } }, "Sign out"))
+      : h("p", { class: "lead" }, "This server requires sign-in. Students see their own devices; teachers and admins more."),
+    form);
+}
