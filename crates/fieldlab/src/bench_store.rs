@@ -102,7 +102,7 @@ fn emulator_series(n: usize) -> Vec<(String, Vec<(i64, FieldValue)>)> {
             for (k, v) in
                 fieldlab_emulator::model::sample(m.as_mut(), ts, 1.0, &BTreeMap::new(), &mut rng)
             {
-                fields.entry(k).or_default().push((ts, v));
+                fields.entry(k.to_string()).or_default().push((ts, v));
             }
         }
         for (k, v) in fields {
