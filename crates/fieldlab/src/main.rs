@@ -114,8 +114,6 @@ enum BenchCmd {
     Store(bench_store::BenchStoreArgs),
     /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
     Ratelimit(ratelimit::BenchArgs),
-    /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
-    Cap(cap::BenchCapArgs),
 }
 
 fn main() -> ExitCode {
@@ -140,7 +138,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
         Cmd::Cap(c) => cap::run(c),
-        Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
         Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
