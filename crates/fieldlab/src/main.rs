@@ -12,6 +12,8 @@ mod bench_emulator;
 mod devices;
 mod emulate;
 mod logging;
+mod bench_store;
+mod data_cmds;
 mod nab;
 mod users;
 
@@ -45,6 +47,14 @@ enum Cmd {
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Query stored series (reads the data dir read-only): table, CSV or JSON.
+    Query(data_cmds::QueryArgs),
+    /// Export series as CSV, JSON lines or Parquet (reads the data dir read-only), streamed.
+    Export(data_cmds::ExportArgs),
+    /// Write a consistent snapshot of the whole data dir to a tar file (online with --url).
+    Backup(data_cmds::BackupArgs),
+    /// Restore a backup into an empty data dir.
+    Restore(data_cmds::RestoreArgs),
     /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (seed `cap`).
     #[command(subcommand)]
     Cap(cap::CapCmd),
@@ -106,6 +116,8 @@ enum BenchCmd {
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
     },
+    /// Bytes/point on disk per generator, emulator field and NAB series; query latency.
+    Store(bench_store::BenchStoreArgs),
     /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
     Ratelimit(ratelimit::BenchArgs),
     /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
@@ -120,7 +132,6 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-        Cmd::Cap(c) => cap::run(c),
             ExitCode::FAILURE
         }
     }
@@ -128,12 +139,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Bench(BenchCmd::Store(a)) => bench_store::run(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Query(a) => data_cmds::query(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Export(a) => data_cmds::export(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Backup(a) => data_cmds::backup(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Restore(a) => data_cmds::restore(a).map(|_| ExitCode::SUCCESS),
         Cmd::Ratelimit(c) => ratelimit::run(c),
         Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
         Cmd::Users(a) => users::run(a),
-        Cmd::Nab(c) => nab::run(c),
         Cmd::Cap(c) => cap::run(c),
+        Cmd::Nab(c) => nab::run(c),
         Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);

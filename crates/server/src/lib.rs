@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth_routes;
+pub mod data;
 pub mod emulator_api;
 pub mod problem;
 pub mod ratelimit;

@@ -8,7 +8,7 @@
 //! | `/api/v1/devices`, `/devices` | known devices with type and last-seen time |
 //! | `/api/v1/devices/{id}` | one device and its series |
 //! | `/api/v1/series` | series with tags, optional `device_id` |
-//! | `/api/v1/query` | points, or one value per `step` bucket with `agg` |
+//! | `/api/v1/query`, `/api/v1/export`, `/api/v1/backup` | see [`crate::data`] |
 //! | `/api/v1/quarantine` | payloads that could not be parsed, newest first |
 //! | `/` (browsers), `/ui/...`, `/api/v1` (JSON index) | the web UI, see [`crate::ui`] |
 
@@ -18,9 +18,8 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use fieldlab_core::time::{format_ms, now_ms, parse_duration_ms, parse_instant_ms};
-use fieldlab_core::SeriesKey;
-use fieldlab_store::{downsample, Agg, SeriesInfo};
+use fieldlab_core::time::{format_ms, now_ms};
+use fieldlab_store::SeriesInfo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -38,8 +37,8 @@ pub fn router() -> Router<AppState> {
         .route("/devices", get(devices))
         .route("/api/v1/devices/{id}", get(device))
         .route("/api/v1/series", get(series))
-        .route("/api/v1/query", get(query))
         .route("/api/v1/quarantine", get(quarantine))
+        .merge(crate::data::router())
         .merge(crate::ui::router())
         .merge(crate::ratelimit::routes())
         .merge(crate::emulator_api::router())
@@ -70,7 +69,8 @@ pub(crate) async fn index(State(s): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "mqtt": s.broker_url,
         "endpoints": ["/health", "/ready", "/metrics", "/api/v1/devices", "/api/v1/devices/{id}",
-                      "/api/v1/series", "/api/v1/query", "/api/v1/quarantine", "/ui/"],
+                      "/api/v1/series", "/api/v1/query", "/api/v1/export", "/api/v1/backup",
+                      "/api/v1/quarantine", "/ui/"],
     }))
 }
 
@@ -168,137 +168,6 @@ async fn series(
         .map(series_json)
         .collect();
     Json(json!({"count": list.len(), "series": list}))
-}
-
-/// `GET /api/v1/query?device_id=D[&field=F][&from=T1][&to=T2][&step=60s&agg=mean][&limit=N][&order=desc]`
-///
-/// Without `from`/`to` the whole stored range is returned. Without `field`, every field of the
-/// device. `step` buckets are aligned to the epoch; `agg` defaults to `mean` when `step` is given.
-async fn query(
-    State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
-    let now = now_ms();
-    let device = q
-        .get("device_id")
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Problem::bad_parameter("device_id", "`device_id` is required, e.g. /api/v1/query?device_id=temperature_sensor_1&field=temperature&from=-1h"))?;
-    let time = |name: &str, default: i64| -> Result<i64, Problem> {
-        q.get(name).map_or(Ok(default), |v| {
-            parse_instant_ms(v, now).map_err(|e| Problem::bad_parameter(name, e.to_string()))
-        })
-    };
-    let from = time("from", i64::MIN)?;
-    let to = time("to", i64::MAX)?;
-    if from > to {
-        return Err(Problem::bad_parameter("from", "`from` is after `to`"));
-    }
-    let step = match q.get("step") {
-        None => None,
-        Some(v) => {
-            let ms =
-                parse_duration_ms(v).map_err(|e| Problem::bad_parameter("step", e.to_string()))?;
-            if ms <= 0 {
-                return Err(Problem::bad_parameter(
-                    "step",
-                    "`step` must be positive, e.g. 60s",
-                ));
-            }
-            Some(ms)
-        }
-    };
-    let agg = match (q.get("agg"), step) {
-        (Some(a), Some(_)) => Some(
-            a.parse::<Agg>()
-                .map_err(|e| Problem::bad_parameter("agg", e))?,
-        ),
-        (Some(_), None) => {
-            return Err(Problem::bad_parameter(
-                "agg",
-                "`agg` needs a `step`, e.g. &step=60s&agg=mean",
-            ))
-        }
-        (None, Some(_)) => Some(Agg::Mean),
-        (None, None) => None,
-    };
-    let limit = match q.get("limit") {
-        None => None,
-        Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            Problem::bad_parameter("limit", "`limit` must be a positive integer")
-        })?),
-    };
-    let desc = match q.get("order").map(String::as_str) {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(o) => {
-            return Err(Problem::bad_parameter(
-                "order",
-                format!("`{o}`: use asc or desc"),
-            ))
-        }
-    };
-
-    let all = s.store.series(Some(device));
-    if all.is_empty() {
-        return Err(Problem::not_found(format!(
-            "no data stored for device `{device}`; GET /api/v1/series lists the stored series"
-        )));
-    }
-    let selected: Vec<&SeriesInfo> = match q.get("field") {
-        Some(f) => {
-            let wanted: Vec<&str> = f.split(',').map(str::trim).collect();
-            let sel: Vec<&SeriesInfo> = all
-                .iter()
-                .filter(|i| wanted.contains(&i.field.as_str()))
-                .collect();
-            if sel.is_empty() {
-                let fields: Vec<&str> = all.iter().map(|i| i.field.as_str()).collect();
-                return Err(Problem::not_found(format!(
-                    "device `{device}` has no field `{f}`; its fields: {}",
-                    fields.join(", ")
-                )));
-            }
-            sel
-        }
-        None => all.iter().collect(),
-    };
-    let mut out = Vec::new();
-    for info in selected {
-        let key = SeriesKey::new(&info.device_id, &info.field);
-        let mut pts = s
-            .store
-            .range(&key, from, to)
-            .map_err(|e| Problem::internal(e.to_string()))?;
-        if let (Some(step), Some(agg)) = (step, agg) {
-            pts = downsample(&pts, step, agg);
-        }
-        if desc {
-            pts.reverse();
-        }
-        let truncated = limit.is_some_and(|l| pts.len() > l);
-        if let Some(l) = limit {
-            pts.truncate(l);
-        }
-        let points: Vec<Value> = pts
-            .iter()
-            .map(|(t, v)| json!({"ts": format_ms(*t), "value": v.to_json()}))
-            .collect();
-        out.push(json!({
-            "device_id": info.device_id,
-            "field": info.field,
-            "tags": info.tags.flat(),
-            "count": points.len(),
-            "truncated": truncated,
-            "points": points,
-        }));
-    }
-    Ok(Json(json!({
-        "from": (from != i64::MIN).then(|| format_ms(from)),
-        "to": (to != i64::MAX).then(|| format_ms(to)),
-        "step": q.get("step"),
-        "agg": agg.map(|a| format!("{a:?}").to_lowercase()),
-        "series": out,
-    })))
 }
 
 async fn quarantine(

@@ -69,6 +69,31 @@ pub fn write_block<'a>(
     series: impl Iterator<Item = (&'a SeriesKey, &'a Tags, &'a [(i64, FieldValue)])>,
 ) -> io::Result<(PathBuf, BlockIndex)> {
     fs::create_dir_all(dir)?;
+    let (buf, index) = encode_block(seq, wal_upto, fieldlab_core::time::now_ms(), series)?;
+    let path = block_path(dir, seq);
+    write_file_atomically(&path, &path.with_extension("block.tmp"), &buf)?;
+    Ok((path, index))
+}
+
+/// Write `buf` to `tmp`, fsync, rename to `path`, fsync the directory: the file at `path`
+/// then exists completely (old or new content), never half.
+pub fn write_file_atomically(path: &Path, tmp: &Path, buf: &[u8]) -> io::Result<()> {
+    {
+        let mut f = File::create(tmp)?;
+        f.write_all(buf)?;
+        f.sync_all()?;
+    }
+    fs::rename(tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Encode a block file in memory. `created_ms` is when its data arrived (retention).
+pub fn encode_block<'a>(
+    seq: u64,
+    wal_upto: u64,
+    created_ms: i64,
+    series: impl Iterator<Item = (&'a SeriesKey, &'a Tags, &'a [(i64, FieldValue)])>,
+) -> io::Result<(Vec<u8>, BlockIndex)> {
     let mut buf = Vec::with_capacity(1 << 16);
     buf.extend_from_slice(MAGIC);
     let mut index = BlockIndex {
@@ -78,7 +103,7 @@ pub fn write_block<'a>(
         min_ts: i64::MAX,
         max_ts: i64::MIN,
         points: 0,
-        created_ms: fieldlab_core::time::now_ms(),
+        created_ms,
         chunks: Vec::new(),
     };
     let mut series: Vec<_> = series.filter(|(_, _, p)| !p.is_empty()).collect();
@@ -108,17 +133,7 @@ pub fn write_block<'a>(
     buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
     buf.extend_from_slice(END);
-
-    let path = block_path(dir, seq);
-    let tmp = path.with_extension("block.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
-    Ok((path, index))
+    Ok((buf, index))
 }
 
 /// An open block: its index in memory, its chunks on disk.
@@ -179,6 +194,11 @@ impl Block {
             .map(|i| &self.index.chunks[i])
     }
 
+    /// Every point of one series in this block.
+    pub fn read_all(&self, key: &SeriesKey) -> io::Result<Vec<(i64, FieldValue)>> {
+        self.read_range(key, i64::MIN, i64::MAX)
+    }
+
     /// Points of one series within `[from, to]`.
     pub fn read_range(
         &self,
@@ -204,11 +224,34 @@ impl Block {
             return Err(corrupt());
         }
         let pts = decode_chunk(&buf, meta.count as usize).ok_or_else(corrupt)?;
+        if from <= meta.min_ts && meta.max_ts <= to {
+            return Ok(pts);
+        }
         Ok(pts
             .into_iter()
             .filter(|(t, _)| *t >= from && *t <= to)
             .collect())
     }
+}
+
+/// Block sequence numbers in `dir`, ascending, touching nothing (for read-only opens).
+pub fn list_blocks_readonly(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        if let Some(n) = name
+            .to_string_lossy()
+            .strip_suffix(".block")
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Block sequence numbers in `dir`, ascending. Leftover `.tmp` files (a crash during a block
@@ -222,7 +265,7 @@ pub fn list_blocks(dir: &Path) -> io::Result<Vec<u64>> {
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".block.tmp") {
+        if name.ends_with(".tmp") {
             tracing::warn!(file = %e.path().display(), "removing unfinished block (its data is in the WAL)");
             fs::remove_file(e.path())?;
         } else if let Some(n) = name.strip_suffix(".block").and_then(|s| s.parse().ok()) {

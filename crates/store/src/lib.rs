@@ -19,13 +19,20 @@
 //!   torn WAL tail is truncated with a warning.
 //! - Queries merge blocks, frozen head and head; the same timestamp in a later source replaces
 //!   an earlier one, so replays never duplicate points.
+//! - A maintenance thread applies retention and compacts runs of small adjacent blocks into
+//!   one (`compact.rs`), off the write path.
+//! - `snapshot` takes a consistent online cut for backups (`backup.rs`).
+//! - One process writes a data dir at a time (`LOCK`, flock); readers (`open_read_only`, used
+//!   by `fieldlab query` and `fieldlab export`) take no lock and change nothing.
 //!
 //! Architecture invariant: this crate knows nothing of MQTT, HTTP or payload formats.
 
 pub mod annotations;
+pub mod backup;
 mod bits;
 pub mod block;
 pub mod codec;
+mod compact;
 pub mod head;
 pub mod quarantine;
 pub mod query;
@@ -50,7 +57,7 @@ use tokio::sync::oneshot;
 use wal::Wal;
 
 pub use quarantine::{Quarantine, QuarantineEntry};
-pub use query::{downsample, Agg};
+pub use query::{aggregate, downsample, Agg, QuerySpec, Row, Selector, SeriesResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +65,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store is closed")]
     Closed,
+    #[error("{0} is in use by another fieldlab process; stop it, or read it with a read-only command (query, export) or back it up online (backup --url)")]
+    Locked(PathBuf),
+    #[error("the store was opened read-only")]
+    ReadOnly,
 }
 
 /// How the store behaves; built from `storage:` in fieldlab.yaml.
@@ -69,6 +80,11 @@ pub struct StoreOptions {
     pub head_max_points: usize,
     pub block_max_age: Duration,
     pub retention: Duration,
+    /// How often the maintenance thread applies retention and looks for blocks to compact.
+    pub maintenance_interval: Duration,
+    /// Blocks with fewer points than this are "small" and merged with their small neighbours
+    /// (up to `head_max_points` per merged block).
+    pub compact_below_points: usize,
 }
 
 impl StoreOptions {
@@ -83,6 +99,8 @@ impl StoreOptions {
             head_max_points: c.head_max_points,
             block_max_age: Duration::from_millis(ms(&c.block_max_age, 600_000)),
             retention: Duration::from_secs(c.data_retention_days as u64 * 86_400),
+            maintenance_interval: Duration::from_secs(30),
+            compact_below_points: (c.head_max_points / 4).max(1),
         }
     }
 
@@ -114,6 +132,8 @@ pub struct StoreMetrics {
     pub blocks: Gauge,
     pub head_points: Gauge,
     pub series: Gauge,
+    pub compactions: Counter,
+    pub retention_deleted_blocks: Counter,
 }
 
 impl StoreMetrics {
@@ -158,6 +178,16 @@ impl StoreMetrics {
             "Series known to the store",
             self.series.clone(),
         );
+        r.register(
+            "fieldlab_store_compactions",
+            "Runs of small blocks merged into one",
+            self.compactions.clone(),
+        );
+        r.register(
+            "fieldlab_store_retention_deleted_blocks",
+            "Blocks deleted by retention",
+            self.retention_deleted_blocks.clone(),
+        );
     }
 }
 
@@ -179,13 +209,17 @@ enum Cmd {
     Write(Vec<Point>, WriteAck),
     Flush(Ack),
     Close(Ack),
+    Snapshot(PathBuf, oneshot::Sender<Result<backup::Cut, String>>),
 }
 
 struct Shared {
     opts: StoreOptions,
     wal_dir: PathBuf,
     block_dir: PathBuf,
-    // Lock order: blocks -> frozen -> head.
+    /// Held while the set of block files changes (compaction swap, retention) and while a
+    /// snapshot links them, so a snapshot never sees half a swap. Never taken on the write path.
+    maintenance: Mutex<()>,
+    // Lock order: maintenance -> blocks -> frozen -> head.
     blocks: RwLock<Vec<Arc<Block>>>,
     frozen: RwLock<Option<Arc<Head>>>,
     head: RwLock<Head>,
@@ -194,12 +228,40 @@ struct Shared {
     metrics: StoreMetrics,
 }
 
+/// The maintenance thread and the channel that stops it.
+type Maintenance = (flume::Sender<()>, JoinHandle<()>);
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
     tx: flume::Sender<Cmd>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    maintenance: Arc<Mutex<Option<Maintenance>>>,
+    read_only: bool,
+    /// The flock on `LOCK`, held until `close` (or the process ends).
+    lock: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+/// Take an exclusive, non-blocking flock on `<dir>/LOCK` (released when the file is closed,
+/// also when the process dies, so a crash never leaves a stale lock).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(StoreError::Locked(dir.to_path_buf()));
+        }
+        return Err(e.into());
+    }
+    Ok(f)
 }
 
 /// What recovery found at open.
@@ -216,10 +278,47 @@ pub struct Recovery {
 impl Store {
     /// Open (or create) the store under `opts.data_dir`, recovering blocks and the WAL.
     pub fn open(opts: StoreOptions) -> Result<(Store, Recovery), StoreError> {
+        Self::open_mode(opts, false)
+    }
+
+    /// Open a data dir for reading only, also while another process writes it: no lock, no
+    /// WAL truncation, no threads; writes fail with `ReadOnly`. Sees what was acknowledged up
+    /// to the moment of opening.
+    pub fn open_read_only(data_dir: &Path) -> Result<(Store, Recovery), StoreError> {
+        if !data_dir.join("wal").is_dir() && !data_dir.join("blocks").is_dir() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} holds no fieldlab store (no wal/ or blocks/); pass the data dir of `fieldlab up`",
+                    data_dir.display()
+                ),
+            )));
+        }
+        // A writer may cut a block and delete the WAL segments it covers while we read; if
+        // the block list changed under us, read again.
+        let mut last = None;
+        for _ in 0..5 {
+            let before = block::list_blocks_readonly(&data_dir.join("blocks"))?;
+            let r = Self::open_mode(StoreOptions::new(data_dir), true);
+            let after = block::list_blocks_readonly(&data_dir.join("blocks"))?;
+            if before == after {
+                return r;
+            }
+            last = Some(r);
+        }
+        last.expect("at least one attempt")
+    }
+
+    fn open_mode(opts: StoreOptions, read_only: bool) -> Result<(Store, Recovery), StoreError> {
         let wal_dir = opts.data_dir.join("wal");
         let block_dir = opts.data_dir.join("blocks");
-        std::fs::create_dir_all(&wal_dir)?;
-        std::fs::create_dir_all(&block_dir)?;
+        let lock = if read_only {
+            None
+        } else {
+            std::fs::create_dir_all(&wal_dir)?;
+            std::fs::create_dir_all(&block_dir)?;
+            Some(lock_data_dir(&opts.data_dir)?)
+        };
         let metrics = StoreMetrics::default();
         let mut rec = Recovery::default();
 
@@ -227,7 +326,12 @@ impl Store {
         let mut catalog = BTreeMap::new();
         let mut wal_upto = 0;
         let mut max_seq = 0;
-        for seq in list_blocks(&block_dir)? {
+        let seqs = if read_only {
+            block::list_blocks_readonly(&block_dir)?
+        } else {
+            list_blocks(&block_dir)?
+        };
+        for seq in seqs {
             max_seq = max_seq.max(seq);
             let path = block::block_path(&block_dir, seq);
             match Block::open(&path) {
@@ -238,6 +342,10 @@ impl Store {
                         note_series(&mut catalog, &c.key, &c.tags, c.min_ts, c.max_ts);
                     }
                     blocks.push(Arc::new(b));
+                }
+                Err(e) if read_only => {
+                    tracing::warn!(error = %e, "block cannot be read; skipped");
+                    rec.corrupt_blocks.push(path.display().to_string());
                 }
                 Err(e) => {
                     // A block is written by rename, so damage means the disk changed it. Keep
@@ -251,7 +359,7 @@ impl Store {
         }
         rec.blocks = blocks.len();
 
-        let replay = wal::replay(&wal_dir, wal_upto)?;
+        let replay = wal::replay_mode(&wal_dir, wal_upto, !read_only)?;
         rec.wal_segments = replay.segments.len();
         rec.wal_truncated_bytes = replay.truncated.iter().map(|t| t.1).sum();
         metrics
@@ -273,8 +381,6 @@ impl Store {
             .unwrap_or(wal_upto)
             .max(wal_upto)
             + 1;
-        let wal = Wal::create(&wal_dir, next_seg)?;
-
         metrics.blocks.set(blocks.len() as i64);
         metrics.head_points.set(head.points as i64);
         metrics.series.set(catalog.len() as i64);
@@ -282,6 +388,7 @@ impl Store {
             opts: opts.clone(),
             wal_dir,
             block_dir,
+            maintenance: Mutex::new(()),
             blocks: RwLock::new(blocks),
             frozen: RwLock::new(None),
             head: RwLock::new(head),
@@ -290,17 +397,161 @@ impl Store {
             metrics,
         });
         let (tx, rx) = flume::bounded(1024);
+        if read_only {
+            drop(rx);
+            let store = Store {
+                shared,
+                tx,
+                writer: Arc::new(Mutex::new(None)),
+                maintenance: Arc::new(Mutex::new(None)),
+                read_only: true,
+                lock: Arc::new(Mutex::new(None)),
+            };
+            return Ok((store, rec));
+        }
+        let wal = Wal::create(&shared.wal_dir, next_seg)?;
         let sh = shared.clone();
         let writer = std::thread::Builder::new()
             .name("fieldlab-store-writer".into())
             .spawn(move || Writer::new(sh, wal).run(rx))?;
+        apply_retention(&shared);
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let sh = shared.clone();
+        let maint = std::thread::Builder::new()
+            .name("fieldlab-store-maintenance".into())
+            .spawn(move || {
+                while let Err(flume::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(sh.opts.maintenance_interval)
+                {
+                    apply_retention(&sh);
+                    compact::compact_once(&sh);
+                }
+            })?;
         let store = Store {
             shared,
             tx,
             writer: Arc::new(Mutex::new(Some(writer))),
+            maintenance: Arc::new(Mutex::new(Some((stop_tx, maint)))),
+            read_only: false,
+            lock: Arc::new(Mutex::new(lock)),
         };
-        store.apply_retention();
         Ok((store, rec))
+    }
+
+    /// Is this a read-only view (`open_read_only`)?
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Merge runs of small adjacent blocks now (the maintenance thread does this periodically).
+    /// Returns how many blocks were merged away.
+    pub fn compact(&self) -> usize {
+        if self.read_only {
+            return 0;
+        }
+        compact::compact_once(&self.shared)
+    }
+
+    /// Series matching a selector, in key order.
+    pub fn select(&self, sel: &Selector) -> Vec<SeriesInfo> {
+        self.shared
+            .catalog
+            .read()
+            .values()
+            .filter(|i| sel.matches(i))
+            .cloned()
+            .collect()
+    }
+
+    /// Run a query: every matching series, its rows shaped by `q`.
+    pub fn query(&self, q: &QuerySpec) -> Result<Vec<SeriesResult>, StoreError> {
+        let mut out = Vec::new();
+        for info in self.select(&q.selector) {
+            if info.last_ts_ms < q.from || info.first_ts_ms > q.to {
+                continue;
+            }
+            let key = SeriesKey::new(&info.device_id, &info.field);
+            let pts = self.range(&key, q.from, q.to)?;
+            let (rows, truncated) = q.rows(pts);
+            out.push(SeriesResult {
+                info,
+                rows,
+                truncated,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Time windows that split one series into pieces of bounded size for streaming (export):
+    /// each window overlaps few block chunks, so reading window by window keeps memory near
+    /// one chunk whatever the series' length.
+    pub fn windows(&self, key: &SeriesKey, from: i64, to: i64) -> Vec<(i64, i64)> {
+        let mut bounds: Vec<i64> = self
+            .shared
+            .blocks
+            .read()
+            .iter()
+            .filter_map(|b| b.chunk_meta(key))
+            .map(|c| c.max_ts)
+            .filter(|t| *t >= from && *t < to)
+            .collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let mut out = Vec::with_capacity(bounds.len() + 1);
+        let mut lo = from;
+        for b in bounds {
+            out.push((lo, b));
+            lo = b + 1;
+        }
+        out.push((lo, to));
+        out
+    }
+
+    /// Write a consistent online backup of the whole data dir as a tar archive to `out`
+    /// (see `backup.rs`). Ingest goes on meanwhile; the archive holds exactly what was
+    /// acknowledged at the cut.
+    pub async fn backup<W: std::io::Write + Send + 'static>(
+        &self,
+        out: W,
+    ) -> Result<(W, backup::Manifest), StoreError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let data_dir = self.shared.opts.data_dir.clone();
+        let snap = data_dir.join(format!(
+            ".snapshot-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let cut = self.snapshot(&snap).await;
+        let res = match cut {
+            Ok(cut) => {
+                let s = snap.clone();
+                tokio::task::spawn_blocking(move || backup::write_archive(&data_dir, &s, &cut, out))
+                    .await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+                    .map_err(StoreError::Io)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&snap);
+        res
+    }
+
+    /// Take a consistent cut of the store into `dir` (hard links of blocks and WAL segments,
+    /// see `backup.rs`). Runs on the writer thread between two group commits.
+    pub async fn snapshot(&self, dir: &Path) -> Result<backup::Cut, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send_async(Cmd::Snapshot(dir.to_path_buf(), tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(StoreError::Io(std::io::Error::other(e))),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 
     pub fn metrics(&self) -> &StoreMetrics {
@@ -316,6 +567,12 @@ impl Store {
     pub async fn write(&self, points: Vec<Point>) -> Result<(), WriteError> {
         if points.is_empty() {
             return Ok(());
+        }
+        if self.read_only {
+            return Err(WriteError {
+                error: StoreError::ReadOnly,
+                points,
+            });
         }
         let (tx, rx) = oneshot::channel();
         if let Err(flume::SendError(cmd)) = self.tx.send_async(Cmd::Write(points, tx)).await {
@@ -359,10 +616,25 @@ impl Store {
         }
         let r = Self::answer(rx.await);
         let writer = self.writer.lock().take();
-        if let Some(h) = writer {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
-        }
+        let maint = self.maintenance.lock().take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(h) = writer {
+                let _ = h.join();
+            }
+            if let Some((stop, h)) = maint {
+                let _ = stop.send(());
+                let _ = h.join();
+            }
+        })
+        .await;
+        self.lock.lock().take();
         r
+    }
+
+    /// Tests simulate a crash by leaking a store; a real crash also drops the flock.
+    #[cfg(test)]
+    pub(crate) fn release_lock_for_crash_test(&self) {
+        self.lock.lock().take();
     }
 
     fn answer(r: Result<Result<(), String>, oneshot::error::RecvError>) -> Result<(), StoreError> {
@@ -457,12 +729,26 @@ fn note_series(
 }
 
 /// Merge sorted runs; for equal timestamps the run listed later wins.
-fn merge(mut parts: Vec<Vec<(i64, FieldValue)>>) -> Vec<(i64, FieldValue)> {
+pub(crate) fn merge(mut parts: Vec<Vec<(i64, FieldValue)>>) -> Vec<(i64, FieldValue)> {
     parts.retain(|p| !p.is_empty());
     match parts.len() {
         0 => return Vec::new(),
         1 => return parts.pop().unwrap(),
         _ => {}
+    }
+    // The common case: runs that do not overlap in time (consecutive blocks, then the head).
+    // Concatenating them in time order is then the whole merge.
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i][0].0);
+    let disjoint = order
+        .windows(2)
+        .all(|w| parts[w[0]].last().unwrap().0 < parts[w[1]][0].0);
+    if disjoint {
+        let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for i in order {
+            out.append(&mut parts[i]);
+        }
+        return out;
     }
     let mut all: Vec<(i64, usize, FieldValue)> = parts
         .into_iter()
@@ -486,7 +772,6 @@ struct Writer {
     wal: Wal,
     dirty: bool,
     last_sync: Instant,
-    last_retention: Instant,
     flusher: Option<JoinHandle<()>>,
 }
 
@@ -497,7 +782,6 @@ impl Writer {
             wal,
             dirty: false,
             last_sync: Instant::now(),
-            last_retention: Instant::now(),
             flusher: None,
         }
     }
@@ -541,6 +825,9 @@ impl Writer {
                     Cmd::Close(ack) => {
                         let _ = ack.send(self.close().map_err(|e| e.to_string()));
                         return;
+                    }
+                    Cmd::Snapshot(dir, ack) => {
+                        let _ = ack.send(self.snapshot(&dir).map_err(|e| e.to_string()));
                     }
                     Cmd::Write(..) => unreachable!(),
                 }
@@ -622,10 +909,32 @@ impl Writer {
                 tracing::error!(error = %e, "cutting the head into a block failed; data stays in the WAL");
             }
         }
-        if self.last_retention.elapsed() >= Duration::from_secs(60) {
-            self.last_retention = Instant::now();
-            apply_retention(&self.sh);
+    }
+
+    /// The consistent cut for backups: every batch acknowledged before this command and none
+    /// after. Waits for an in-flight block write (so its WAL segments are either still there
+    /// or covered by a listed block), fsyncs the WAL, then hard-links every live block and WAL
+    /// segment and notes the current segment's length; later appends to that segment are
+    /// beyond the noted length and are left out of the archive.
+    fn snapshot(&mut self, dir: &Path) -> std::io::Result<backup::Cut> {
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
         }
+        self.sync()?;
+        let _m = self.sh.maintenance.lock();
+        let blocks: Vec<PathBuf> = self
+            .sh
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.path.clone())
+            .collect();
+        let segments: Vec<PathBuf> = wal::list_segments(&self.sh.wal_dir)?
+            .into_iter()
+            .map(|n| wal::segment_path(&self.sh.wal_dir, n))
+            .collect();
+        let active = wal::segment_path(&self.sh.wal_dir, self.wal.segment());
+        backup::link_cut(dir, &blocks, &segments, &active, self.wal.bytes_written())
     }
 
     /// Freeze the head and write it as a block, in the background unless `wait`.
@@ -684,11 +993,16 @@ impl Writer {
 /// Delete blocks whose data arrived more than `data_retention_days` ago.
 fn apply_retention(sh: &Shared) {
     let cutoff = fieldlab_core::time::now_ms() - sh.opts.retention.as_millis() as i64;
+    let _m = sh.maintenance.lock();
+    if !sh.blocks.read().iter().any(|b| b.index.created_ms < cutoff) {
+        return;
+    }
     let mut blocks = sh.blocks.write();
     let (old, keep): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.index.created_ms < cutoff);
     *blocks = keep;
     sh.metrics.blocks.set(blocks.len() as i64);
     drop(blocks);
+    sh.metrics.retention_deleted_blocks.inc_by(old.len() as u64);
     for b in old {
         tracing::info!(block = %b.path.display(), "retention: deleting block older than data_retention_days");
         if let Err(e) = std::fs::remove_file(&b.path) {

@@ -1,11 +1,246 @@
-//! Downsampling: one value per time bucket.
+//! Queries: which series ([`Selector`]), which time range, raw points or one row per time
+//! bucket with several aggregations ([`QuerySpec`]), newest-first and limits.
 //!
 //! Buckets are aligned to multiples of `step` since the Unix epoch, so the same query asked
 //! twice, or by two instances, gives the same bucket boundaries. A bucket is labelled with its
 //! start time. Empty buckets are omitted.
+//!
+//! This module is pure (no I/O): `Store::query` reads the points and hands them here.
 
+use crate::SeriesInfo;
 use fieldlab_core::FieldValue;
+use std::collections::BTreeMap;
 use std::str::FromStr;
+
+/// Which series a query reads. Every non-empty list is a filter (a series must match one of
+/// its values); filters combine with AND. An empty selector matches every series.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selector {
+    pub device_ids: Vec<String>,
+    pub device_types: Vec<String>,
+    pub fields: Vec<String>,
+    /// Any other tag (`site`, `line`, ...): tag name -> accepted values.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.device_ids.is_empty()
+            && self.device_types.is_empty()
+            && self.fields.is_empty()
+            && self.tags.is_empty()
+    }
+
+    /// Add a filter by tag name; `device_id`, `device_type` and `field` are the built-in ones.
+    /// `values` is a comma-separated list.
+    pub fn add(&mut self, name: &str, values: &str) {
+        let vals = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from);
+        match name {
+            "device_id" | "device" => self.device_ids.extend(vals),
+            "device_type" | "type" => self.device_types.extend(vals),
+            "field" => self.fields.extend(vals),
+            _ => self.tags.entry(name.to_string()).or_default().extend(vals),
+        }
+    }
+
+    pub fn matches(&self, s: &SeriesInfo) -> bool {
+        let any = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        any(&self.device_ids, &s.device_id)
+            && any(&self.device_types, &s.tags.device_type)
+            && any(&self.fields, &s.field)
+            && self.tags.iter().all(|(k, vals)| {
+                s.tags
+                    .extra
+                    .get(k)
+                    .is_some_and(|v| vals.is_empty() || vals.contains(v))
+            })
+    }
+}
+
+/// A whole query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySpec {
+    pub selector: Selector,
+    /// Inclusive bounds, epoch ms.
+    pub from: i64,
+    pub to: i64,
+    /// Bucket width in ms; `None` returns raw points.
+    pub step: Option<i64>,
+    /// Aggregations per bucket (ignored without `step`); empty means `mean`.
+    pub aggs: Vec<Agg>,
+    /// At most this many rows per series (after ordering).
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub desc: bool,
+}
+
+impl Default for QuerySpec {
+    fn default() -> Self {
+        QuerySpec {
+            selector: Selector::default(),
+            from: i64::MIN,
+            to: i64::MAX,
+            step: None,
+            aggs: Vec::new(),
+            limit: None,
+            desc: false,
+        }
+    }
+}
+
+impl QuerySpec {
+    /// The column names of each row's values: the aggregations, or `value` for raw points.
+    pub fn columns(&self) -> Vec<&'static str> {
+        match self.step {
+            None => vec!["value"],
+            Some(_) => self.effective_aggs().iter().map(|a| a.name()).collect(),
+        }
+    }
+
+    pub fn effective_aggs(&self) -> Vec<Agg> {
+        if self.aggs.is_empty() {
+            vec![Agg::Mean]
+        } else {
+            self.aggs.clone()
+        }
+    }
+
+    /// Shape one series' points (sorted, oldest first) into rows.
+    pub fn rows(&self, points: Vec<(i64, FieldValue)>) -> (Vec<Row>, bool) {
+        let mut rows: Vec<Row> = match self.step {
+            None => points
+                .into_iter()
+                .map(|(t, v)| (t, vec![Some(v)]))
+                .collect(),
+            Some(step) => aggregate(&points, step, &self.effective_aggs()),
+        };
+        if self.desc {
+            rows.reverse();
+        }
+        let truncated = self.limit.is_some_and(|l| rows.len() > l);
+        if let Some(l) = self.limit {
+            rows.truncate(l);
+        }
+        (rows, truncated)
+    }
+}
+
+/// A bad query parameter: which one, and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub param: String,
+    pub message: String,
+}
+
+impl QuerySpec {
+    /// Parameter names `from_params` understands (besides `tag.<name>`).
+    pub const PARAMS: &'static [&'static str] = &[
+        "device_id",
+        "device_type",
+        "field",
+        "site",
+        "from",
+        "to",
+        "step",
+        "agg",
+        "limit",
+        "order",
+    ];
+
+    /// Build a query from URL-style parameters: `device_id`, `device_type`, `field`, `site`,
+    /// `tag.<name>` (comma-separated values, OR within a filter, AND across filters), `from`,
+    /// `to` (RFC 3339, epoch ms or relative like `-1h`), `step` (`60s`), `agg`
+    /// (`mean,max,...`), `limit`, `order` (`asc`|`desc`). Parameters in `ignore` are skipped.
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now_ms: i64,
+        ignore: &[&str],
+    ) -> Result<QuerySpec, ParamError> {
+        use fieldlab_core::time::{parse_duration_ms, parse_instant_ms};
+        let bad = |p: &str, m: String| ParamError {
+            param: p.to_string(),
+            message: m,
+        };
+        let mut q = QuerySpec::default();
+        let mut agg: Option<&str> = None;
+        for (k, v) in params {
+            match k {
+                "device_id" | "device_type" | "field" | "site" => q.selector.add(k, v),
+                "from" => {
+                    q.from = parse_instant_ms(v, now_ms).map_err(|e| bad(k, e.to_string()))?
+                }
+                "to" => q.to = parse_instant_ms(v, now_ms).map_err(|e| bad(k, e.to_string()))?,
+                "step" => {
+                    let ms = parse_duration_ms(v).map_err(|e| bad(k, e.to_string()))?;
+                    if ms <= 0 {
+                        return Err(bad(k, "`step` must be positive, e.g. 60s".into()));
+                    }
+                    q.step = Some(ms);
+                }
+                "agg" => agg = Some(v),
+                "limit" => {
+                    q.limit = Some(
+                        v.parse::<usize>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| bad(k, "`limit` must be a positive integer".into()))?,
+                    )
+                }
+                "order" => {
+                    q.desc = match v {
+                        "asc" => false,
+                        "desc" => true,
+                        o => return Err(bad(k, format!("`{o}`: use asc or desc"))),
+                    }
+                }
+                _ if ignore.contains(&k) => {}
+                _ => match k.strip_prefix("tag.") {
+                    Some(tag) if !tag.is_empty() => q.selector.add(tag, v),
+                    _ => {
+                        return Err(bad(
+                            k,
+                            format!(
+                                "unknown parameter `{k}`; use {}, or tag.<name> for any other tag",
+                                QuerySpec::PARAMS.join(", ")
+                            ),
+                        ))
+                    }
+                },
+            }
+        }
+        if q.from > q.to {
+            return Err(bad("from", "`from` is after `to`".into()));
+        }
+        match (agg, q.step) {
+            (Some(a), Some(_)) => q.aggs = Agg::parse_list(a).map_err(|e| bad("agg", e))?,
+            (Some(_), None) => {
+                return Err(bad(
+                    "agg",
+                    "`agg` needs a `step`, e.g. &step=60s&agg=mean".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(q)
+    }
+}
+
+/// One output row: a timestamp (bucket start) and one value per column (`None`: no value,
+/// e.g. the mean of strings or the stddev of one point).
+pub type Row = (i64, Vec<Option<FieldValue>>);
+
+/// The answer for one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesResult {
+    pub info: SeriesInfo,
+    pub rows: Vec<Row>,
+    /// `limit` cut rows off.
+    pub truncated: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
@@ -16,11 +251,36 @@ pub enum Agg {
     Count,
     First,
     Last,
+    /// Sample standard deviation (n - 1), as InfluxQL's STDDEV; none for a single point.
+    Stddev,
 }
 
 impl Agg {
-    pub const NAMES: &'static [&'static str] =
-        &["mean", "min", "max", "sum", "count", "first", "last"];
+    pub const NAMES: &'static [&'static str] = &[
+        "mean", "min", "max", "sum", "count", "first", "last", "stddev",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Agg::Mean => "mean",
+            Agg::Min => "min",
+            Agg::Max => "max",
+            Agg::Sum => "sum",
+            Agg::Count => "count",
+            Agg::First => "first",
+            Agg::Last => "last",
+            Agg::Stddev => "stddev",
+        }
+    }
+
+    /// A comma-separated list, e.g. `mean,max,stddev`.
+    pub fn parse_list(s: &str) -> Result<Vec<Agg>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::parse)
+            .collect()
+    }
 }
 
 impl FromStr for Agg {
@@ -34,6 +294,7 @@ impl FromStr for Agg {
             "count" => Agg::Count,
             "first" => Agg::First,
             "last" => Agg::Last,
+            "stddev" | "std" => Agg::Stddev,
             _ => {
                 return Err(format!(
                     "`{s}` is not an aggregation; use one of {}",
@@ -46,35 +307,54 @@ impl FromStr for Agg {
 
 /// Aggregate time-sorted points into buckets of `step_ms`.
 pub fn downsample(points: &[(i64, FieldValue)], step_ms: i64, agg: Agg) -> Vec<(i64, FieldValue)> {
+    aggregate(points, step_ms, &[agg])
+        .into_iter()
+        .filter_map(|(t, mut v)| v.pop().flatten().map(|v| (t, v)))
+        .collect()
+}
+
+/// Aggregate time-sorted points into buckets of `step_ms`, several aggregations per bucket in
+/// one pass. Numbers are accumulated as f64 (booleans as 0/1); strings only count and have a
+/// first and last.
+pub fn aggregate(points: &[(i64, FieldValue)], step_ms: i64, aggs: &[Agg]) -> Vec<Row> {
     assert!(step_ms > 0);
     let mut out = Vec::new();
     let mut i = 0;
     while i < points.len() {
         let start = points[i].0.div_euclid(step_ms) * step_ms;
-        let mut j = i;
-        while j < points.len() && points[j].0 < start + step_ms {
-            j += 1;
-        }
+        let end = start.saturating_add(step_ms);
+        let j = i + points[i..].partition_point(|p| p.0 < end);
         let bucket = &points[i..j];
-        let nums = bucket
-            .iter()
-            .filter_map(|p| p.1.as_f64())
-            .filter(|f| !f.is_nan());
-        let v = match agg {
-            Agg::Count => Some(FieldValue::I64(bucket.len() as i64)),
-            Agg::First => Some(bucket[0].1.clone()),
-            Agg::Last => Some(bucket[bucket.len() - 1].1.clone()),
-            Agg::Min => nums.reduce(f64::min).map(FieldValue::F64),
-            Agg::Max => nums.reduce(f64::max).map(FieldValue::F64),
-            Agg::Sum => nums.reduce(|a, b| a + b).map(FieldValue::F64),
-            Agg::Mean => {
-                let (s, n) = nums.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-                (n > 0).then(|| FieldValue::F64(s / n as f64))
+        // One pass: count, sum, min, max and Welford's mean/M2 for the stddev.
+        let (mut n, mut sum, mut min, mut max, mut mean, mut m2) =
+            (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY, 0.0, 0.0);
+        for x in bucket.iter().filter_map(|p| p.1.as_f64()) {
+            if x.is_nan() {
+                continue;
             }
-        };
-        if let Some(v) = v {
-            out.push((start, v));
+            n += 1;
+            sum += x;
+            min = min.min(x);
+            max = max.max(x);
+            let d = x - mean;
+            mean += d / n as f64;
+            m2 += d * (x - mean);
         }
+        let num = |ok: bool, v: f64| ok.then_some(FieldValue::F64(v));
+        let vals = aggs
+            .iter()
+            .map(|a| match a {
+                Agg::Count => Some(FieldValue::I64(bucket.len() as i64)),
+                Agg::First => Some(bucket[0].1.clone()),
+                Agg::Last => Some(bucket[bucket.len() - 1].1.clone()),
+                Agg::Min => num(n > 0, min),
+                Agg::Max => num(n > 0, max),
+                Agg::Sum => num(n > 0, sum),
+                Agg::Mean => num(n > 0, sum / n as f64),
+                Agg::Stddev => num(n > 1, (m2 / (n - 1) as f64).sqrt()),
+            })
+            .collect();
+        out.push((start, vals));
         i = j;
     }
     out
@@ -126,5 +406,133 @@ mod tests {
         // Negative timestamps bucket correctly too.
         let neg = vec![(-1, FieldValue::F64(1.0))];
         assert_eq!(downsample(&neg, 10, Agg::Sum)[0].0, -10);
+    }
+
+    #[test]
+    fn several_aggregations_per_bucket_including_stddev() {
+        let pts: Vec<_> = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0, 1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as i64, FieldValue::F64(v)))
+            .collect();
+        let rows = aggregate(
+            &pts,
+            8,
+            &Agg::parse_list("mean,stddev,first,last,count").unwrap(),
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1[0], Some(FieldValue::F64(5.0)));
+        // Sample stddev of 2,4,4,4,5,5,7,9 is sqrt(32/7).
+        let Some(FieldValue::F64(sd)) = rows[0].1[1] else {
+            panic!()
+        };
+        assert!((sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        assert_eq!(rows[0].1[2], Some(FieldValue::F64(2.0)));
+        assert_eq!(rows[0].1[3], Some(FieldValue::F64(9.0)));
+        assert_eq!(rows[1].1[1], None, "one point has no sample stddev");
+        assert_eq!(rows[1].1[4], Some(FieldValue::I64(1)));
+        assert!(Agg::parse_list("mean,median").is_err());
+    }
+
+    #[test]
+    fn selectors_filter_on_id_type_field_and_any_tag() {
+        let info = |d: &str, t: &str, f: &str, site: Option<&str>| SeriesInfo {
+            device_id: d.into(),
+            field: f.into(),
+            tags: fieldlab_core::Tags {
+                device_type: t.into(),
+                extra: site
+                    .map(|s| [("site".to_string(), s.to_string())].into())
+                    .unwrap_or_default(),
+            },
+            first_ts_ms: 0,
+            last_ts_ms: 0,
+        };
+        let a = info("t1", "TemperatureSensor", "temperature", Some("berlin"));
+        let b = info("p1", "PvInverter", "ac_power", Some("lyon"));
+        let c = info("t2", "TemperatureSensor", "humidity", None);
+        let mut s = Selector::default();
+        assert!(s.matches(&a) && s.matches(&b) && s.matches(&c));
+        s.add("device_type", "TemperatureSensor");
+        assert!(s.matches(&a) && !s.matches(&b) && s.matches(&c));
+        s.add("site", "berlin,lyon");
+        assert!(s.matches(&a) && !s.matches(&c));
+        let mut s = Selector::default();
+        s.add("device_id", "t1, p1");
+        s.add("field", "ac_power");
+        assert!(!s.matches(&a) && s.matches(&b));
+    }
+
+    #[test]
+    fn parameters_build_queries_and_name_the_bad_one() {
+        let q = QuerySpec::from_params(
+            [
+                ("device_type", "PvInverter"),
+                ("tag.line", "3"),
+                ("site", "lyon"),
+                ("from", "-1h"),
+                ("step", "60s"),
+                ("agg", "mean,stddev"),
+                ("order", "desc"),
+                ("format", "csv"),
+            ],
+            10_000_000,
+            &["format"],
+        )
+        .unwrap();
+        assert_eq!(q.from, 10_000_000 - 3_600_000);
+        assert_eq!(q.step, Some(60_000));
+        assert_eq!(q.aggs, vec![Agg::Mean, Agg::Stddev]);
+        assert!(q.desc);
+        assert_eq!(q.selector.tags["line"], vec!["3".to_string()]);
+        assert_eq!(q.selector.tags["site"], vec!["lyon".to_string()]);
+        for (params, bad) in [
+            (vec![("agg", "max")], "agg"),
+            (vec![("step", "0s")], "step"),
+            (vec![("limit", "0")], "limit"),
+            (vec![("colour", "red")], "colour"),
+            (
+                vec![
+                    ("from", "2026-01-02T00:00:00Z"),
+                    ("to", "2026-01-01T00:00:00Z"),
+                ],
+                "from",
+            ),
+            (vec![("step", "1m"), ("agg", "median")], "agg"),
+        ] {
+            let e = QuerySpec::from_params(params, 0, &[]).unwrap_err();
+            assert_eq!(e.param, bad, "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn rows_are_ordered_and_limited() {
+        let pts: Vec<_> = (0..10).map(|i| (i * 1000, FieldValue::I64(i))).collect();
+        let q = QuerySpec {
+            desc: true,
+            limit: Some(3),
+            ..Default::default()
+        };
+        let (rows, truncated) = q.rows(pts.clone());
+        assert!(truncated);
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![9000, 8000, 7000]
+        );
+        let q = QuerySpec {
+            step: Some(5000),
+            aggs: vec![Agg::Sum, Agg::Max],
+            ..Default::default()
+        };
+        let (rows, truncated) = q.rows(pts);
+        assert!(!truncated);
+        assert_eq!(
+            rows[1],
+            (
+                5000,
+                vec![Some(FieldValue::F64(35.0)), Some(FieldValue::F64(9.0))]
+            )
+        );
+        assert_eq!(q.columns(), vec!["sum", "max"]);
     }
 }

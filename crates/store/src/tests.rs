@@ -32,6 +32,7 @@ async fn acknowledged_points_survive_reopen_without_close() {
         s.write(pts("a", 0, 100)).await.unwrap();
         s.write(pts("b", 0, 10)).await.unwrap();
         // Dropped without close: as after a crash, only the WAL has the data.
+        s.release_lock_for_crash_test();
         std::mem::forget(s);
     }
     let (s, rec) = Store::open(StoreOptions::new(dir.path())).unwrap();
@@ -188,4 +189,257 @@ fn merge_prefers_later_sources() {
             (3, FieldValue::I64(30))
         ]
     );
+}
+
+fn tagged(device: &str, ty: &str, site: &str, field: &str, n: i64) -> Vec<Point> {
+    (0..n)
+        .map(|i| Point {
+            key: SeriesKey::new(device, field),
+            tags: Tags {
+                device_type: ty.into(),
+                extra: [("site".to_string(), site.to_string())].into(),
+            },
+            ts_ms: T0 + i * 1000,
+            value: FieldValue::F64(i as f64),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn queries_select_by_tags_and_aggregate_several_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    s.write(tagged(
+        "t1",
+        "TemperatureSensor",
+        "berlin",
+        "temperature",
+        120,
+    ))
+    .await
+    .unwrap();
+    s.flush().await.unwrap(); // one series from a block, the others from the head
+    s.write(tagged(
+        "t2",
+        "TemperatureSensor",
+        "lyon",
+        "temperature",
+        120,
+    ))
+    .await
+    .unwrap();
+    s.write(tagged("p1", "PvInverter", "berlin", "ac_power", 120))
+        .await
+        .unwrap();
+    let mut q = QuerySpec::default();
+    q.selector.add("device_type", "TemperatureSensor");
+    q.step = Some(60_000);
+    q.aggs = Agg::parse_list("min,max,mean,count").unwrap();
+    let res = s.query(&q).unwrap();
+    assert_eq!(res.len(), 2);
+    for r in &res {
+        assert_eq!(r.rows.len(), 2);
+        assert_eq!(
+            r.rows[1].1,
+            vec![
+                Some(FieldValue::F64(60.0)),
+                Some(FieldValue::F64(119.0)),
+                Some(FieldValue::F64(89.5)),
+                Some(FieldValue::I64(60))
+            ]
+        );
+    }
+    let mut q = QuerySpec::default();
+    q.selector.add("site", "berlin");
+    q.desc = true;
+    q.limit = Some(5);
+    q.from = T0 + 10_000;
+    q.to = T0 + 20_000;
+    let res = s.query(&q).unwrap();
+    let ids: Vec<&str> = res.iter().map(|r| r.info.device_id.as_str()).collect();
+    assert_eq!(ids, vec!["p1", "t1"]);
+    assert!(res.iter().all(|r| r.truncated && r.rows.len() == 5));
+    assert_eq!(
+        res[1].rows[0],
+        (T0 + 20_000, vec![Some(FieldValue::F64(20.0))])
+    );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn compaction_merges_small_blocks_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = StoreOptions::new(dir.path());
+    o.head_max_points = 10_000;
+    o.compact_below_points = 1_000;
+    o.maintenance_interval = Duration::from_secs(3600); // compaction is called by hand here
+    let (s, _) = Store::open(o.clone()).unwrap();
+    for i in 0..10 {
+        s.write(pts("a", i * 100, 100)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.metrics().blocks.get(), 10);
+    // A writer that keeps going while compaction runs; every write must be acknowledged.
+    let w = s.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..200 {
+            w.write(pts("live", i * 10, 10)).await.unwrap();
+        }
+    });
+    let c = s.clone();
+    let merged = tokio::task::spawn_blocking(move || c.compact())
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(merged, 9);
+    assert_eq!(s.metrics().blocks.get(), 1);
+    assert_eq!(s.metrics().compactions.get(), 1);
+    let a = s.range(&key("a"), i64::MIN, i64::MAX).unwrap();
+    assert_eq!(a, s_points(&pts("a", 0, 1000)));
+    assert_eq!(
+        s.range(&key("live"), i64::MIN, i64::MAX).unwrap().len(),
+        2000
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .count(),
+        1
+    );
+    s.close().await.unwrap();
+    let (s, rec) = Store::open(o).unwrap();
+    assert_eq!(rec.blocks, 2, "the merged block and the one close wrote");
+    assert_eq!(s.range(&key("a"), i64::MIN, i64::MAX).unwrap().len(), 1000);
+    assert_eq!(
+        s.range(&key("live"), i64::MIN, i64::MAX).unwrap().len(),
+        2000
+    );
+    s.close().await.unwrap();
+}
+
+fn s_points(p: &[Point]) -> Vec<(i64, FieldValue)> {
+    p.iter().map(|p| (p.ts_ms, p.value.clone())).collect()
+}
+
+#[tokio::test]
+async fn background_retention_deletes_expired_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = StoreOptions::new(dir.path());
+    o.retention = Duration::from_millis(300);
+    o.maintenance_interval = Duration::from_millis(50);
+    let (s, _) = Store::open(o).unwrap();
+    s.write(pts("old", 0, 100)).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.metrics().blocks.get(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.metrics().blocks.get() > 0 {
+        assert!(Instant::now() < deadline, "retention never ran");
+        // Ingest keeps working meanwhile.
+        s.write(pts("new", 0, 1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.range(&key("old"), i64::MIN, i64::MAX).unwrap().is_empty());
+    assert_eq!(s.range(&key("new"), i64::MIN, i64::MAX).unwrap().len(), 1);
+    assert_eq!(s.metrics().retention_deleted_blocks.get(), 1);
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_writer_per_data_dir_and_read_only_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    s.write(pts("a", 0, 50)).await.unwrap();
+    s.flush().await.unwrap();
+    s.write(pts("a", 50, 50)).await.unwrap(); // in the WAL only
+    assert!(matches!(
+        Store::open(StoreOptions::new(dir.path())),
+        Err(StoreError::Locked(_))
+    ));
+    let (r, _) = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(r.range(&key("a"), i64::MIN, i64::MAX).unwrap().len(), 100);
+    let e = r.write(pts("a", 0, 1)).await.unwrap_err();
+    assert!(matches!(e.error, StoreError::ReadOnly));
+    r.close().await.unwrap();
+    s.close().await.unwrap();
+    let (s, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    s.close().await.unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    assert!(Store::open_read_only(empty.path()).is_err());
+}
+
+#[tokio::test]
+async fn online_backup_is_a_consistent_cut_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("quarantine")).unwrap();
+    std::fs::write(
+        dir.path().join("quarantine/quarantine.jsonl"),
+        "{\"x\":1}\n",
+    )
+    .unwrap();
+    let (s, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    s.write(pts("a", 0, 1000)).await.unwrap();
+    s.flush().await.unwrap();
+    s.write(pts("a", 1000, 500)).await.unwrap(); // WAL + head only
+                                                 // One point per write, in time order: whatever the cut, "live" must be a gap-free prefix.
+    let w = s.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut i = 0;
+        while !st.load(Ordering::Relaxed) {
+            w.write(pts("live", i, 1)).await.unwrap();
+            i += 1;
+        }
+        i
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (archive, manifest) = s.backup(Vec::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert_eq!(manifest.blocks, 1);
+    assert_eq!(
+        manifest.files,
+        vec!["quarantine/quarantine.jsonl".to_string()]
+    );
+    assert!(
+        !dir.path().read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".snapshot")),
+        "snapshot links are removed"
+    );
+    s.close().await.unwrap();
+
+    let target = tempfile::tempdir().unwrap();
+    let restored = target.path().join("data");
+    let m = backup::restore(&archive[..], &restored).unwrap();
+    assert_eq!(m, manifest);
+    assert!(
+        backup::restore(&archive[..], &restored).is_err(),
+        "target must be empty"
+    );
+    assert_eq!(
+        std::fs::read_to_string(restored.join("quarantine/quarantine.jsonl")).unwrap(),
+        "{\"x\":1}\n"
+    );
+    let (r, rec) = Store::open(StoreOptions::new(&restored)).unwrap();
+    assert_eq!(
+        rec.wal_truncated_bytes, 0,
+        "the cut ends on a record boundary"
+    );
+    assert_eq!(
+        r.range(&key("a"), i64::MIN, i64::MAX).unwrap(),
+        s_points(&pts("a", 0, 1500))
+    );
+    let live = r.range(&key("live"), i64::MIN, i64::MAX).unwrap();
+    assert!(
+        !live.is_empty() && (live.len() as i64) < written,
+        "{} of {written}",
+        live.len()
+    );
+    assert_eq!(live, s_points(&pts("live", 0, live.len() as i64)));
+    r.close().await.unwrap();
+    assert!(backup::restore(&b"not a tar"[..], &target.path().join("x")).is_err());
 }

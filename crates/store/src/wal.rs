@@ -58,14 +58,28 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 /// Read every segment after `after` (segments up to `after` are covered by blocks), truncating
 /// torn tails in place.
 pub fn replay(dir: &Path, after: u64) -> io::Result<Replay> {
+    replay_mode(dir, after, true)
+}
+
+/// `replay`, optionally without changing anything (`truncate: false`, for read-only opens
+/// while a writer may still be appending: a short last record is then just not read yet).
+pub fn replay_mode(dir: &Path, after: u64, truncate: bool) -> io::Result<Replay> {
     let mut rep = Replay::default();
+    if !dir.is_dir() {
+        return Ok(rep);
+    }
     for no in list_segments(dir)? {
         if no <= after {
             continue;
         }
-        rep.segments.push(no);
         let path = segment_path(dir, no);
-        let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut f = match OpenOptions::new().read(true).write(truncate).open(&path) {
+            Ok(f) => f,
+            // Deleted by a running writer after its block became durable.
+            Err(e) if !truncate && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        rep.segments.push(no);
         let len = f.metadata()?.len();
         let mut r = BufReader::new(&mut f);
         let mut good = 0u64;
@@ -92,7 +106,7 @@ pub fn replay(dir: &Path, after: u64) -> io::Result<Replay> {
             good += (HEADER + n) as u64;
         }
         drop(r);
-        if good < len {
+        if good < len && truncate {
             tracing::warn!(
                 segment = %path.display(),
                 kept_bytes = good,

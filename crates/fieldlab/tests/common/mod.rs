@@ -191,13 +191,18 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// Start with extra lines appended to the configuration.
+    pub fn start_with(extra_conf: &str) -> Mosquitto {
         let bin = find_tool("mosquitto");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nmax_inflight_messages 1000\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nmax_inflight_messages 1000\n{extra_conf}"),
         )
         .unwrap();
         let child = Command::new(bin)

@@ -1,0 +1,454 @@
+//! fieldlab-export: the store's data as files for notebooks — CSV, JSON lines, Parquet.
+//!
+//! Why it exists: analysis happens in pandas, polars, DuckDB or Spark, which all read these
+//! three formats. An export may be larger than memory, so it is streamed: series by series,
+//! and within a series window by window (`Store::windows` splits at block-chunk boundaries,
+//! re-aligned to `step` buckets so no bucket is cut in two). Memory stays near one block
+//! chunk plus one Parquet row group, whatever the export's size.
+//!
+//! Every format has the same columns: `ts`, `device_id`, `device_type`, `field`, one column
+//! per tag of the selected series (`site`, ...), then the values — `value` for raw points
+//! (Parquet: `value` as DOUBLE for numbers and booleans, `value_text` for strings), or one
+//! column per aggregation when the query has a `step`.
+//!
+//! Architecture invariant: reads through `Store` only; knows nothing of HTTP (the server and
+//! the CLI hand it a `Write`).
+
+use fieldlab_core::time::format_ms;
+use fieldlab_core::{FieldValue, SeriesKey};
+use fieldlab_store::{aggregate, QuerySpec, SeriesInfo, Store};
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the store: {0}")]
+    Store(#[from] fieldlab_store::StoreError),
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+    Parquet,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "csv" => Format::Csv,
+            "jsonl" | "ndjson" | "json" => Format::JsonLines,
+            "parquet" => Format::Parquet,
+            _ => {
+                return Err(format!(
+                    "`{s}` is not an export format; use csv, jsonl or parquet"
+                ))
+            }
+        })
+    }
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::JsonLines => "application/x-ndjson",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::JsonLines => "jsonl",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub series: usize,
+    pub rows: u64,
+}
+
+/// Rows per Parquet row group (and the most rows buffered at once).
+const ROW_GROUP: usize = 65_536;
+
+/// Export what `q` selects (its selector, time range, step and aggregations; `limit` and
+/// `order` do not apply: exports are complete and oldest first) to `out`.
+pub fn export<W: Write + Send>(
+    store: &Store,
+    q: &QuerySpec,
+    format: Format,
+    out: W,
+) -> Result<(W, Summary), ExportError> {
+    let series: Vec<SeriesInfo> = store
+        .select(&q.selector)
+        .into_iter()
+        .filter(|i| i.last_ts_ms >= q.from && i.first_ts_ms <= q.to)
+        .collect();
+    let tags: Vec<String> = series
+        .iter()
+        .flat_map(|s| s.tags.extra.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();
+    let mut sink: Box<dyn Sink<W>> = match format {
+        Format::Csv => Box::new(CsvSink::new(out, &tags, &columns)?),
+        Format::JsonLines => Box::new(JsonSink {
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            columns: columns.clone(),
+        }),
+        Format::Parquet => Box::new(ParquetSink::new(out, &tags, &columns, q.step.is_none())?),
+    };
+    let mut sum = Summary {
+        series: series.len(),
+        rows: 0,
+    };
+    for info in &series {
+        let key = SeriesKey::new(&info.device_id, &info.field);
+        for (lo, hi) in windows(store, &key, q) {
+            let pts = store.range(&key, lo, hi)?;
+            if pts.is_empty() {
+                continue;
+            }
+            let rows = match q.step {
+                None => pts.into_iter().map(|(t, v)| (t, vec![Some(v)])).collect(),
+                Some(step) => aggregate(&pts, step, &q.effective_aggs()),
+            };
+            for (ts, vals) in &rows {
+                sink.row(info, &tags, *ts, vals)?;
+            }
+            sum.rows += rows.len() as u64;
+        }
+    }
+    Ok((sink.finish()?, sum))
+}
+
+/// The store's windows for one series, with every boundary moved to the end of a `step`
+/// bucket so that aggregating window by window gives the same buckets as one pass.
+fn windows(store: &Store, key: &SeriesKey, q: &QuerySpec) -> Vec<(i64, i64)> {
+    let raw = store.windows(key, q.from, q.to);
+    let Some(step) = q.step else {
+        return raw;
+    };
+    let mut out = Vec::new();
+    let mut lo = q.from;
+    for (_, hi) in &raw[..raw.len() - 1] {
+        let end = (hi + 1).div_euclid(step) * step - 1;
+        if end >= lo {
+            out.push((lo, end));
+            lo = end + 1;
+        }
+    }
+    out.push((lo, q.to));
+    out
+}
+
+trait Sink<W> {
+    fn row(
+        &mut self,
+        s: &SeriesInfo,
+        tags: &[String],
+        ts: i64,
+        vals: &[Option<FieldValue>],
+    ) -> Result<(), ExportError>;
+    fn finish(self: Box<Self>) -> Result<W, ExportError>;
+}
+
+fn text(v: &Option<FieldValue>) -> String {
+    match v {
+        None => String::new(),
+        Some(FieldValue::F64(f)) => f.to_string(),
+        Some(FieldValue::I64(i)) => i.to_string(),
+        Some(FieldValue::Bool(b)) => b.to_string(),
+        Some(FieldValue::Str(s)) => s.clone(),
+    }
+}
+
+struct CsvSink<W: Write> {
+    w: csv::Writer<W>,
+}
+
+impl<W: Write> CsvSink<W> {
+    fn new(out: W, tags: &[String], columns: &[String]) -> Result<Self, ExportError> {
+        let mut w = csv::WriterBuilder::new()
+            .buffer_capacity(1 << 16)
+            .from_writer(out);
+        let mut header = vec!["ts", "device_id", "device_type", "field"];
+        header.extend(tags.iter().map(String::as_str));
+        header.extend(columns.iter().map(String::as_str));
+        w.write_record(&header)?;
+        Ok(CsvSink { w })
+    }
+}
+
+impl<W: Write> Sink<W> for CsvSink<W> {
+    fn row(
+        &mut self,
+        s: &SeriesInfo,
+        tags: &[String],
+        ts: i64,
+        vals: &[Option<FieldValue>],
+    ) -> Result<(), ExportError> {
+        let mut rec = vec![
+            format_ms(ts),
+            s.device_id.clone(),
+            s.tags.device_type.clone(),
+            s.field.clone(),
+        ];
+        rec.extend(
+            tags.iter()
+                .map(|t| s.tags.extra.get(t).cloned().unwrap_or_default()),
+        );
+        rec.extend(vals.iter().map(text));
+        self.w.write_record(&rec)?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<W, ExportError> {
+        self.w
+            .into_inner()
+            .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string())))
+    }
+}
+
+struct JsonSink<W: Write> {
+    out: std::io::BufWriter<W>,
+    columns: Vec<String>,
+}
+
+impl<W: Write> Sink<W> for JsonSink<W> {
+    fn row(
+        &mut self,
+        s: &SeriesInfo,
+        _tags: &[String],
+        ts: i64,
+        vals: &[Option<FieldValue>],
+    ) -> Result<(), ExportError> {
+        let mut o = serde_json::Map::new();
+        o.insert("ts".into(), format_ms(ts).into());
+        o.insert("device_id".into(), s.device_id.clone().into());
+        o.insert("device_type".into(), s.tags.device_type.clone().into());
+        o.insert("field".into(), s.field.clone().into());
+        o.insert(
+            "tags".into(),
+            serde_json::to_value(&s.tags.extra).unwrap_or_default(),
+        );
+        for (c, v) in self.columns.iter().zip(vals) {
+            o.insert(
+                c.clone(),
+                v.as_ref().map_or(serde_json::Value::Null, |v| v.to_json()),
+            );
+        }
+        serde_json::to_writer(&mut self.out, &o).map_err(std::io::Error::from)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<W, ExportError> {
+        self.out
+            .into_inner()
+            .map_err(|e| ExportError::Io(e.into_error()))
+    }
+}
+
+/// A Parquet column name from a tag name: letters, digits and `_` only, and never one of
+/// the fixed columns.
+fn column_name(tag: &str) -> String {
+    let s: String = tag
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if [
+        "ts",
+        "device_id",
+        "device_type",
+        "field",
+        "value",
+        "value_text",
+    ]
+    .contains(&s.as_str())
+        || s.is_empty()
+        || s.starts_with(|c: char| c.is_ascii_digit())
+    {
+        format!("tag_{s}")
+    } else {
+        s
+    }
+}
+
+/// Buffers up to `ROW_GROUP` rows column by column, then writes them as one row group.
+struct ParquetSink<W: Write + Send> {
+    w: SerializedFileWriter<W>,
+    raw: bool,
+    ts: Vec<i64>,
+    ids: Vec<ByteArray>,
+    types: Vec<ByteArray>,
+    fields: Vec<ByteArray>,
+    /// Per tag: present values and definition levels.
+    tags: Vec<(Vec<ByteArray>, Vec<i16>)>,
+    /// Per value column: present values and definition levels.
+    nums: Vec<(Vec<f64>, Vec<i16>)>,
+    texts: (Vec<ByteArray>, Vec<i16>),
+}
+
+impl<W: Write + Send> ParquetSink<W> {
+    fn new(out: W, tags: &[String], columns: &[String], raw: bool) -> Result<Self, ExportError> {
+        let mut schema = String::from(
+            "message fieldlab_export {\n  REQUIRED INT64 ts (TIMESTAMP(MILLIS,true));\n  REQUIRED BYTE_ARRAY device_id (UTF8);\n  REQUIRED BYTE_ARRAY device_type (UTF8);\n  REQUIRED BYTE_ARRAY field (UTF8);\n",
+        );
+        for t in tags {
+            schema.push_str(&format!(
+                "  OPTIONAL BYTE_ARRAY {} (UTF8);\n",
+                column_name(t)
+            ));
+        }
+        for c in columns {
+            schema.push_str(&format!("  OPTIONAL DOUBLE {c};\n"));
+        }
+        if raw {
+            schema.push_str("  OPTIONAL BYTE_ARRAY value_text (UTF8);\n");
+        }
+        schema.push('}');
+        let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema)?);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by(format!("fieldlab {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(ParquetSink {
+            w: SerializedFileWriter::new(out, schema, Arc::new(props))?,
+            raw,
+            ts: Vec::new(),
+            ids: Vec::new(),
+            types: Vec::new(),
+            fields: Vec::new(),
+            tags: vec![Default::default(); tags.len()],
+            nums: vec![Default::default(); columns.len()],
+            texts: Default::default(),
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let mut rg = self.w.next_row_group()?;
+        let mut i = 0;
+        while let Some(mut col) = rg.next_column()? {
+            // Schema order: ts, device_id, device_type, field, tags..., values..., [value_text].
+            let ntags = self.tags.len();
+            let nnums = self.nums.len();
+            match i {
+                0 => {
+                    col.typed::<Int64Type>().write_batch(&self.ts, None, None)?;
+                }
+                1..=3 => {
+                    let v = [&self.ids, &self.types, &self.fields][i - 1];
+                    col.typed::<ByteArrayType>().write_batch(v, None, None)?;
+                }
+                _ if i < 4 + ntags => {
+                    let (v, d) = &self.tags[i - 4];
+                    col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
+                }
+                _ if i < 4 + ntags + nnums => {
+                    let (v, d) = &self.nums[i - 4 - ntags];
+                    col.typed::<DoubleType>().write_batch(v, Some(d), None)?;
+                }
+                _ => {
+                    let (v, d) = &self.texts;
+                    col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
+                }
+            }
+            col.close()?;
+            i += 1;
+        }
+        rg.close()?;
+        self.ts.clear();
+        self.ids.clear();
+        self.types.clear();
+        self.fields.clear();
+        for (v, d) in &mut self.tags {
+            v.clear();
+            d.clear();
+        }
+        for (v, d) in &mut self.nums {
+            v.clear();
+            d.clear();
+        }
+        self.texts.0.clear();
+        self.texts.1.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> Sink<W> for ParquetSink<W> {
+    fn row(
+        &mut self,
+        s: &SeriesInfo,
+        tags: &[String],
+        ts: i64,
+        vals: &[Option<FieldValue>],
+    ) -> Result<(), ExportError> {
+        self.ts.push(ts);
+        self.ids.push(ByteArray::from(s.device_id.as_str()));
+        self.types
+            .push(ByteArray::from(s.tags.device_type.as_str()));
+        self.fields.push(ByteArray::from(s.field.as_str()));
+        for (t, (v, d)) in tags.iter().zip(&mut self.tags) {
+            match s.tags.extra.get(t) {
+                Some(x) => {
+                    v.push(ByteArray::from(x.as_str()));
+                    d.push(1);
+                }
+                None => d.push(0),
+            }
+        }
+        for (val, (v, d)) in vals.iter().zip(&mut self.nums) {
+            match val.as_ref().and_then(FieldValue::as_f64) {
+                Some(x) => {
+                    v.push(x);
+                    d.push(1);
+                }
+                None => d.push(0),
+            }
+        }
+        if self.raw {
+            match vals.first() {
+                Some(Some(FieldValue::Str(x))) => {
+                    self.texts.0.push(ByteArray::from(x.as_str()));
+                    self.texts.1.push(1);
+                }
+                _ => self.texts.1.push(0),
+            }
+        }
+        if self.ts.len() >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<W, ExportError> {
+        self.flush()?;
+        Ok(self.w.into_inner()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

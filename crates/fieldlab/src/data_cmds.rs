@@ -1,0 +1,371 @@
+//! `fieldlab query`, `export`, `backup`, `restore`: the store's data on the command line.
+//!
+//! `query` and `export` open the data dir **read-only** (no lock, nothing changed), so they
+//! work whether or not `fieldlab up` is running on it, and need no network; they see what was
+//! acknowledged when they start. `backup` needs a consistent cut of a store that may be
+//! taking writes: with `--url` it asks the running instance (`GET /api/v1/backup`); without,
+//! it opens the data dir itself, which fails with a clear message if an instance holds it.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use fieldlab_core::time::{format_ms, now_ms};
+use fieldlab_core::FieldValue;
+use fieldlab_export::Format;
+use fieldlab_store::{QuerySpec, SeriesResult, Store, StoreOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Which series and which time range; shared by `query` and `export`.
+#[derive(Args, Clone)]
+pub struct Selection {
+    /// Data directory of `fieldlab up`.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Device ids (comma-separated).
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Device types (comma-separated), e.g. PvInverter.
+    #[arg(long)]
+    device_type: Option<String>,
+    /// Fields (comma-separated), e.g. temperature,humidity.
+    #[arg(long)]
+    field: Option<String>,
+    /// Site tag (comma-separated).
+    #[arg(long)]
+    site: Option<String>,
+    /// Any tag, NAME=VALUE[,VALUE2]; repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    tag: Vec<String>,
+    /// Start: RFC 3339, epoch ms, or relative like -1h. Default: the beginning.
+    #[arg(long)]
+    from: Option<String>,
+    /// End (inclusive), same forms. Default: the end.
+    #[arg(long)]
+    to: Option<String>,
+    /// Bucket width, e.g. 60s; one row per bucket.
+    #[arg(long)]
+    step: Option<String>,
+    /// Aggregations per bucket (comma-separated): mean, min, max, sum, count, first, last, stddev.
+    #[arg(long)]
+    agg: Option<String>,
+}
+
+impl Selection {
+    fn params(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut p = Vec::new();
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                p.push((k.to_string(), v.clone()));
+            }
+        };
+        put("device_id", &self.device_id);
+        put("device_type", &self.device_type);
+        put("field", &self.field);
+        put("site", &self.site);
+        put("from", &self.from);
+        put("to", &self.to);
+        put("step", &self.step);
+        put("agg", &self.agg);
+        for t in &self.tag {
+            let (k, v) = t
+                .split_once('=')
+                .with_context(|| format!("--tag {t}: use NAME=VALUE, e.g. --tag line=3"))?;
+            p.push((format!("tag.{k}"), v.to_string()));
+        }
+        Ok(p)
+    }
+
+    fn spec(&self, extra: &[(String, String)]) -> anyhow::Result<QuerySpec> {
+        let mut p = self.params()?;
+        p.extend_from_slice(extra);
+        QuerySpec::from_params(
+            p.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            now_ms(),
+            &[],
+        )
+        .map_err(|e| {
+            let flag = e.param.replace('_', "-");
+            anyhow::anyhow!("--{flag}: {}", e.message)
+        })
+    }
+
+    fn open(&self) -> anyhow::Result<Store> {
+        let (s, _) = Store::open_read_only(&self.data_dir)
+            .with_context(|| format!("cannot read the store in {}", self.data_dir.display()))?;
+        Ok(s)
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// At most N rows per series.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Newest first.
+    #[arg(long)]
+    desc: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Output,
+}
+
+fn cell(v: &Option<FieldValue>) -> String {
+    match v {
+        None => String::new(),
+        Some(FieldValue::F64(f)) => f.to_string(),
+        Some(FieldValue::I64(i)) => i.to_string(),
+        Some(FieldValue::Bool(b)) => b.to_string(),
+        Some(FieldValue::Str(s)) => s.clone(),
+    }
+}
+
+pub fn query(a: QueryArgs) -> anyhow::Result<()> {
+    let mut extra = Vec::new();
+    if let Some(l) = a.limit {
+        extra.push(("limit".to_string(), l.to_string()));
+    }
+    if a.desc {
+        extra.push(("order".to_string(), "desc".to_string()));
+    }
+    let q = a.sel.spec(&extra)?;
+    if q.selector.is_empty() {
+        bail!("select series with at least one of --device-id, --device-type, --field, --site, --tag (fieldlab export takes everything)");
+    }
+    let store = a.sel.open()?;
+    let res = store.query(&q)?;
+    if res.is_empty() {
+        bail!("no stored series matches these filters");
+    }
+    let cols = q.columns();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.format {
+        Output::Json => {
+            let v = fieldlab_server::data::query_json(&q, a.sel.step.as_deref(), &res);
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        }
+        Output::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            let mut header = vec!["ts", "device_id", "field"];
+            header.extend(&cols);
+            w.write_record(&header)?;
+            for r in &res {
+                for (t, vals) in &r.rows {
+                    let mut rec = vec![
+                        format_ms(*t),
+                        r.info.device_id.clone(),
+                        r.info.field.clone(),
+                    ];
+                    rec.extend(vals.iter().map(cell));
+                    w.write_record(&rec)?;
+                }
+            }
+            w.flush()?;
+        }
+        Output::Table => table(&mut out, &res, &cols)?,
+    }
+    Ok(())
+}
+
+/// Aligned columns, one row per point (or bucket), series after series.
+fn table(out: &mut impl Write, res: &[SeriesResult], cols: &[&str]) -> anyhow::Result<()> {
+    let mut header: Vec<String> = vec!["ts".into(), "device_id".into(), "field".into()];
+    header.extend(cols.iter().map(|c| c.to_string()));
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in res {
+        for (t, vals) in &r.rows {
+            let mut row = vec![
+                format_ms(*t),
+                r.info.device_id.clone(),
+                r.info.field.clone(),
+            ];
+            row.extend(vals.iter().map(cell));
+            rows.push(row);
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    let cut = res.iter().filter(|r| r.truncated).count();
+    if cut > 0 {
+        writeln!(out, "({cut} series cut at --limit)")?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// csv, jsonl or parquet.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// File to write; default standard output (not for parquet on a terminal).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let format: Format = a
+        .format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    let q = a.sel.spec(&[])?;
+    let store = a.sel.open()?;
+    let sum = match &a.out {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            let f = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let (f, sum) = fieldlab_export::export(&store, &q, format, f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            sum
+        }
+        None => {
+            use std::io::IsTerminal;
+            if format == Format::Parquet && std::io::stdout().is_terminal() {
+                bail!("--format parquet is binary; pass --out FILE or redirect standard output");
+            }
+            let out = std::io::BufWriter::new(std::io::stdout());
+            let (mut out, sum) = fieldlab_export::export(&store, &q, format, out)?;
+            out.flush()?;
+            sum
+        }
+    };
+    eprintln!(
+        "exported {} rows of {} series as {}",
+        sum.rows,
+        sum.series,
+        format.extension()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Archive to write (a tar).
+    #[arg(long)]
+    out: PathBuf,
+    /// Back up a running instance through its HTTP API, e.g. http://127.0.0.1:8080.
+    #[arg(long, conflicts_with = "data_dir")]
+    url: Option<String>,
+    /// Back up this data dir directly (no instance may be running on it).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let tmp = a.out.with_extension("partial");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let r = match &a.url {
+        Some(url) => backup_online(url, &mut f),
+        None => backup_offline(&a.data_dir, f.try_clone()?),
+    };
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, &a.out)?;
+    println!(
+        "backup written to {} ({} bytes)",
+        a.out.display(),
+        std::fs::metadata(&a.out)?.len()
+    );
+    Ok(())
+}
+
+fn backup_online(url: &str, f: &mut std::fs::File) -> anyhow::Result<()> {
+    let u = format!("{}/api/v1/backup", url.trim_end_matches('/'));
+    let mut r = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()?
+        .get(&u)
+        .send()
+        .with_context(|| format!("cannot reach {u}; is fieldlab up running there?"))?;
+    if !r.status().is_success() {
+        bail!("{u}: {} {}", r.status(), r.text().unwrap_or_default());
+    }
+    r.copy_to(f)
+        .with_context(|| format!("{u}: transfer broken"))?;
+    Ok(())
+}
+
+fn backup_offline(dir: &Path, f: std::fs::File) -> anyhow::Result<()> {
+    if !dir.join("wal").is_dir() && !dir.join("blocks").is_dir() {
+        bail!(
+            "{} holds no fieldlab store; pass --data-dir, or --url for a running instance",
+            dir.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (store, _) = Store::open(StoreOptions::new(dir)).map_err(|e| match e {
+            fieldlab_store::StoreError::Locked(_) => anyhow::anyhow!(
+                "{} is in use by a running fieldlab; back it up online with --url http://HOST:PORT",
+                dir.display()
+            ),
+            e => anyhow::Error::from(e),
+        })?;
+        let r = store.backup(f).await;
+        store.close().await?;
+        r?;
+        anyhow::Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Archive written by `fieldlab backup`.
+    file: PathBuf,
+    /// Empty (or new) directory to restore into.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    let f = std::fs::File::open(&a.file)
+        .with_context(|| format!("cannot open {}", a.file.display()))?;
+    let m = fieldlab_store::backup::restore(std::io::BufReader::new(f), &a.data_dir)
+        .with_context(|| format!("cannot restore {}", a.file.display()))?;
+    let (store, rec) = Store::open_read_only(&a.data_dir)?;
+    println!(
+        "restored {} into {}: backup of {} (fieldlab {}), {} blocks, {} WAL segments, {} other files; {} series, {} points",
+        a.file.display(),
+        a.data_dir.display(),
+        m.created,
+        m.fieldlab_version,
+        m.blocks,
+        m.wal_segments,
+        m.files.len(),
+        store.series(None).len(),
+        rec.block_points + rec.wal_points
+    );
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Data out of the store over HTTP: queries, streamed exports, online backups.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /api/v1/query` | several series by `device_id`, `device_type`, `field`, `site`, `tag.<name>`; raw points or one row per `step` with `agg=mean,max,...`; `limit`, `order=desc` |
+//! | `GET /api/v1/export` | the same selection as `format=csv|jsonl|parquet`, streamed |
+//! | `GET /api/v1/backup` | a consistent tar of the whole data dir (admin), streamed |
+//!
+//! Exports and backups run on a blocking thread that writes into a bounded channel the
+//! response body drains, so memory stays bounded whatever the size, and a client that goes
+//! away stops the work (the next write fails).
+
+use crate::{AppState, Problem};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use fieldlab_core::time::{format_ms, now_ms};
+use fieldlab_core::Principal;
+use fieldlab_export::Format;
+use fieldlab_store::{QuerySpec, SeriesResult};
+use serde_json::{json, Value};
+use std::io::Write;
+use tokio::sync::mpsc;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/query", get(query))
+        .route("/api/v1/export", get(export))
+        .route("/api/v1/backup", get(backup))
+}
+
+type Params = Vec<(String, String)>;
+
+fn spec(params: &Params, ignore: &[&str], need_selector: bool) -> Result<QuerySpec, Problem> {
+    let q = QuerySpec::from_params(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        now_ms(),
+        ignore,
+    )
+    .map_err(|e| Problem::bad_parameter(&e.param, e.message))?;
+    if need_selector && q.selector.is_empty() {
+        return Err(Problem::bad_parameter(
+            "device_id",
+            "select series with at least one of device_id, device_type, field, site or tag.<name>, e.g. /api/v1/query?device_id=temperature_sensor_1&from=-1h",
+        ));
+    }
+    Ok(q)
+}
+
+/// Nothing matched: say which filter found nothing, with what exists instead.
+fn nothing_found(s: &AppState, q: &QuerySpec) -> Problem {
+    let sel = &q.selector;
+    if !sel.device_ids.is_empty() {
+        let only_devices = fieldlab_store::Selector {
+            device_ids: sel.device_ids.clone(),
+            ..Default::default()
+        };
+        let series = s.store.select(&only_devices);
+        if series.is_empty() {
+            return Problem::not_found(format!(
+                "no data stored for device `{}`; GET /api/v1/series lists the stored series",
+                sel.device_ids.join(",")
+            ));
+        }
+        if !sel.fields.is_empty() {
+            let fields: Vec<&str> = series.iter().map(|i| i.field.as_str()).collect();
+            return Problem::not_found(format!(
+                "device `{}` has no field `{}`; its fields: {}",
+                sel.device_ids.join(","),
+                sel.fields.join(","),
+                fields.join(", ")
+            ));
+        }
+    }
+    Problem::not_found(
+        "no stored series matches these filters; GET /api/v1/series lists the stored series with their tags",
+    )
+}
+
+fn value_json(v: &Option<fieldlab_core::FieldValue>) -> Value {
+    v.as_ref().map_or(Value::Null, |v| v.to_json())
+}
+
+fn series_json(r: &SeriesResult, columns: &[&str]) -> Value {
+    let points: Vec<Value> = r
+        .rows
+        .iter()
+        .map(|(t, vals)| {
+            let mut o = serde_json::Map::new();
+            o.insert("ts".into(), format_ms(*t).into());
+            if columns.len() == 1 {
+                o.insert("value".into(), value_json(&vals[0]));
+            } else {
+                for (c, v) in columns.iter().zip(vals) {
+                    o.insert(c.to_string(), value_json(v));
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+    json!({
+        "device_id": r.info.device_id,
+        "field": r.info.field,
+        "tags": r.info.tags.flat(),
+        "count": points.len(),
+        "truncated": r.truncated,
+        "points": points,
+    })
+}
+
+/// `GET /api/v1/query?device_id=D[,D2][&device_type=T][&site=S][&tag.line=3][&field=F]
+/// [&from=T1][&to=T2][&step=60s&agg=mean,max][&limit=N][&order=desc]`
+///
+/// Without `from`/`to` the whole stored range. `step` buckets are aligned to the epoch; `agg`
+/// defaults to `mean` when `step` is given. With one column a point is `{ts, value}`, with
+/// several aggregations `{ts, mean, max, ...}`.
+async fn query(
+    State(s): State<AppState>,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, Problem> {
+    let q = spec(&params, &[], true)?;
+    let store = s.store.clone();
+    let q2 = q.clone();
+    let res = tokio::task::spawn_blocking(move || store.query(&q2))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    if res.is_empty() {
+        return Err(nothing_found(&s, &q));
+    }
+    let step = params
+        .iter()
+        .find(|(k, _)| k == "step")
+        .map(|(_, v)| v.as_str());
+    Ok(Json(query_json(&q, step, &res)))
+}
+
+/// The JSON answer of a query (also printed by `fieldlab query --format json`).
+pub fn query_json(q: &QuerySpec, step: Option<&str>, res: &[SeriesResult]) -> Value {
+    let columns = q.columns();
+    let aggs: Vec<&str> = q.effective_aggs().iter().map(|a| a.name()).collect();
+    json!({
+        "from": (q.from != i64::MIN).then(|| format_ms(q.from)),
+        "to": (q.to != i64::MAX).then(|| format_ms(q.to)),
+        "step": step,
+        "agg": match (q.step, aggs.len()) {
+            (None, _) => Value::Null,
+            (Some(_), 1) => json!(aggs[0]),
+            (Some(_), _) => json!(aggs),
+        },
+        "series": res.iter().map(|r| series_json(r, &columns)).collect::<Vec<_>>(),
+    })
+}
+
+/// A `Write` that hands 64 KiB pieces to an HTTP response body through a bounded channel.
+/// Blocks when the client reads slowly; fails once the client is gone.
+struct BodyWriter {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl BodyWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(1 << 16),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for BodyWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 16 {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Run `job` on a blocking thread writing into the response body; it hands the writer back.
+fn stream_body<F>(job: F) -> Body
+where
+    F: FnOnce(BodyWriter) -> Result<BodyWriter, String> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let w = BodyWriter {
+            buf: Vec::with_capacity(1 << 16),
+            tx: tx.clone(),
+        };
+        let r = job(w).and_then(|mut w| w.flush().map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "streamed response aborted");
+            // Ends the body with an error, so the client sees a broken transfer rather than
+            // a silently short file.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// `GET /api/v1/export?format=csv|jsonl|parquet&<query parameters>`
+async fn export(
+    State(s): State<AppState>,
+    Query(params): Query<Params>,
+) -> Result<Response, Problem> {
+    let format: Format = params
+        .iter()
+        .find(|(k, _)| k == "format")
+        .map_or(Ok(Format::Csv), |(_, v)| v.parse())
+        .map_err(|e| Problem::bad_parameter("format", e))?;
+    // Without filters an export is everything (a notebook's "give me the lot").
+    let q = spec(&params, &["format"], false)?;
+    if s.store.select(&q.selector).is_empty() {
+        return Err(nothing_found(&s, &q));
+    }
+    let store = s.store.clone();
+    let body = stream_body(move |w| {
+        fieldlab_export::export(&store, &q, format, w)
+            .map(|(w, _)| w)
+            .map_err(|e| e.to_string())
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"fieldlab-export.{}\"",
+                    format.extension()
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/backup`: a tar of the data dir at one consistent cut (see the store's
+/// `backup.rs`); `fieldlab backup --url` calls this. Admin only.
+async fn backup(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, Problem> {
+    if !who.is_admin() {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "backups contain all data; only an admin may take one",
+        ));
+    }
+    let store = s.store.clone();
+    let handle = tokio::runtime::Handle::current();
+    let body = stream_body(move |w| {
+        handle
+            .block_on(store.backup(w))
+            .map(|(w, _)| w)
+            .map_err(|e| e.to_string())
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"fieldlab-backup-{}.tar\"",
+                    now_ms() / 1000
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
