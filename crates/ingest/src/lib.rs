@@ -14,4 +14,4 @@ pub mod payload;
 pub mod source;
 
 pub use payload::parse;
-pub use source::{start, Ingest, IngestMetrics, IngestSettings};
+pub use source::{start, Ingest, IngestMetrics, IngestSettings, Observers};

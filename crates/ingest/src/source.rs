@@ -41,6 +41,18 @@ pub struct IngestSettings {
     /// Keep the broker session across reconnects, so an external broker queues messages
     /// while fieldlab restarts.
     pub persistent_session: bool,
+    /// Called with every parsed reading and its receive time before it is stored.
+    pub observers: Observers,
+}
+
+/// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
+#[derive(Clone, Default)]
+pub struct Observers(pub Vec<Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.len())
+    }
 }
 
 /// Ingest metrics, registered under `fieldlab_ingest_*`.
@@ -225,6 +237,7 @@ pub fn start(
     let writer = tokio::spawn(write_loop(
         rx,
         client,
+        s.observers.clone(),
         s.batch_max,
         store,
         quarantine,
@@ -241,6 +254,7 @@ pub fn start(
 async fn write_loop(
     mut rx: mpsc::Receiver<Publish>,
     client: AsyncClient,
+    observers: Observers,
     batch_max: usize,
     store: Store,
     quarantine: Arc<Quarantine>,
@@ -258,6 +272,9 @@ async fn write_loop(
             match parse(&m.topic, &m.payload, now) {
                 Ok(readings) => {
                     for r in readings {
+                        for o in &observers.0 {
+                            o(&r, now);
+                        }
                         seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
                         points.extend(r.into_points());
                     }

@@ -11,6 +11,7 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod detect;
 pub mod problem;
 pub mod routes;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     pub started: Instant,
     /// Where the broker is, for the index page and banner.
     pub broker_url: String,
+    /// Quality rules, detectors, events and `/predict` (None: detection disabled).
+    pub watch: Option<fieldlab_watch::Watch>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/series", get(series))
         .route("/api/v1/query", get(query))
         .route("/api/v1/quarantine", get(quarantine))
+        .merge(crate::detect::router())
 }
 
 pub async fn not_found(uri: Uri) -> Problem {

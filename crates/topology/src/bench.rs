@@ -71,6 +71,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 batch_max: 4096,
                 max_payload_size: 1 << 20,
                 persistent_session: false,
+                observers: Default::default(),
             },
             store.clone(),
             quarantine,

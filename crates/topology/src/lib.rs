@@ -17,6 +17,7 @@
 //! same wiring under load.
 
 pub mod bench;
+pub mod watch;
 
 use anyhow::Context;
 use fieldlab_core::config::{parse_broker_url, Config};
@@ -65,6 +66,7 @@ pub async fn up(
     readiness.set("store", true);
     let quarantine =
         Arc::new(Quarantine::open(&cfg.storage.data_dir).context("cannot open the quarantine")?);
+    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
     let directory = DeviceDirectory::new();
     for s in store.series(None) {
         directory.register_stored(&s.device_id, &s.tags.device_type, s.last_ts_ms);
@@ -115,6 +117,7 @@ pub async fn up(
         http: http_metrics,
         started,
         broker_url: mqtt_url.clone(),
+        watch: watch.clone(),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(fieldlab_server::serve(listener, state, async {
@@ -147,6 +150,7 @@ pub async fn up(
             batch_max: cfg.ingest.batch_max,
             max_payload_size: cfg.mqtt.max_payload_size,
             persistent_session: !embedded,
+            observers: watch::observers(&watch),
         },
         store.clone(),
         quarantine.clone(),
@@ -154,6 +158,11 @@ pub async fn up(
         readiness.clone(),
         ingest_metrics.clone(),
     );
+
+    let events = watch.clone().map(|w| {
+        let creds = cfg.mqtt.username.clone().zip(cfg.mqtt.password.clone());
+        watch::spawn_publisher(w, host.clone(), port, creds, cfg.detect.webhook_url.clone())
+    });
 
     // Wait for ingest before starting devices, so the first messages are not missed.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -205,6 +214,9 @@ pub async fn up(
         last = now;
     }
     ingest.stop().await;
+    if let Some(t) = events {
+        t.abort();
+    }
     let _ = stop_http_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
