@@ -313,7 +313,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(|| {
                 Box::new(NaiveRobustZ {
                     buf: Default::default(),
-                })
+                }) as Box<dyn Detector>
             }),
         ),
         (
@@ -337,7 +337,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(move || {
                 Box::new(fieldlab_detect::autoencoder::OnlineAutoencoder::with_model(
                     GruAutoencoder::load(&dir).expect("saved above"),
-                ))
+                )) as Box<dyn Detector>
             }),
         ),
         (
