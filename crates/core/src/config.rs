@@ -29,6 +29,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub devices: DevicesConfig,
     pub storage: StorageConfig,
+    pub detect: DetectConfig,
     pub ratelimit: RatelimitConfig,
     pub auth: AuthConfig,
     /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
@@ -660,6 +661,68 @@ pub struct RatelimitLimitSpec {
     pub max_delay: Option<String>,
 }
 
+/// Anomaly detection and data quality (`detect:`). Specs are detector names with optional
+/// parameters (`robust_z:window=120`); `fieldlab-detect` checks them at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub enabled: bool,
+    /// Detector for every numeric series without an entry in `series`.
+    pub default_detector: String,
+    /// `<device_id or device_type>.<field>` or `<field>` -> detector spec.
+    pub series: BTreeMap<String, String>,
+    /// Score at or above which an anomaly event is raised (0..1).
+    pub threshold: f64,
+    /// `/predict` defaults (the seed's `window_size` and `batch_size`).
+    pub window_size: usize,
+    pub batch_size: usize,
+    /// Autoencoder saved by `fieldlab detect train`, loaded at start-up.
+    pub model_path: Option<PathBuf>,
+    /// POST every anomaly event as JSON to this URL.
+    pub webhook_url: Option<String>,
+    /// A device silent this long gets a `stale` quality event (e.g. `60s`; `0s` = off).
+    pub stale_after: String,
+    /// Apply the lab's physics rules (PV power <= 1.1 V I, wind cut-in/out, ...).
+    pub physics: bool,
+    /// Per field `[min, max]`, added to (and overriding) the built-in ranges.
+    pub ranges: BTreeMap<String, [f64; 2]>,
+    /// Per field, largest |change| per second, added to the built-in limits.
+    pub max_rate_per_s: BTreeMap<String, f64>,
+    /// Per device type, required fields, added to the built-in ones.
+    pub required: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            enabled: true,
+            default_detector: "ensemble".into(),
+            // Defaults per emulator type: daily rhythms get the seasonal residual, counters
+            // and set-points a short robust z; everything else the ensemble.
+            series: [
+                ("TemperatureSensor.temperature", "seasonal"),
+                ("PressureValve.valve_position", "robust_z:window=60"),
+                ("PvInverter.irradiance", "seasonal"),
+                ("PvInverter.module_temperature", "seasonal"),
+                ("PvInverter.energy_total", "robust_z:window=60"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            threshold: 0.9,
+            window_size: 30,
+            batch_size: 32,
+            model_path: None,
+            webhook_url: None,
+            stale_after: "60s".into(),
+            physics: true,
+            ranges: BTreeMap::new(),
+            max_rate_per_s: BTreeMap::new(),
+            required: BTreeMap::new(),
+        }
+    }
+}
+
 /// A configuration error, pointing at where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -794,6 +857,23 @@ impl Config {
                 "ingest.topics".into(),
                 "needs at least one topic filter, e.g. devices/+/+/telemetry".into(),
             ));
+        }
+        let d = &self.detect;
+        if !(0.0..=1.0).contains(&d.threshold) {
+            return Err(("detect.threshold".into(), "must be between 0 and 1".into()));
+        }
+        if d.window_size < 2 {
+            return Err(("detect.window_size".into(), "must be at least 2".into()));
+        }
+        crate::time::parse_duration_ms(&d.stale_after)
+            .map_err(|e| ("detect.stale_after".to_string(), e.to_string()))?;
+        for (k, [lo, hi]) in &d.ranges {
+            if lo > hi {
+                return Err((
+                    format!("detect.ranges.{k}"),
+                    format!("min {lo} is above max {hi}"),
+                ));
+            }
         }
         crate::config::validate_ratelimit(&self.ratelimit)?;
         self.validate_ops()?;

@@ -36,6 +36,9 @@ impl Detector for Calibrated {
     }
 }
 
+/// Raw member score that raises an alarm on its own.
+pub const RAW_ALARM: f64 = 0.999;
+
 /// How member scores are combined.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Combine {
@@ -84,13 +87,21 @@ impl Detector for Ensemble {
         if !x.is_finite() {
             return 0.0;
         }
+        let mut max_raw: f64 = 0.0;
         for (i, (d, lik)) in self.members.iter_mut().enumerate() {
-            self.last[i] = lik.update(d.score(ts, x));
+            let raw = d.score(ts, x);
+            max_raw = max_raw.max(raw);
+            self.last[i] = lik.update(raw);
         }
-        let s = match self.combine {
+        let mut s = match self.combine {
             Combine::Max => self.last.iter().copied().fold(0.0, f64::max),
             Combine::Mean => self.last.iter().sum::<f64>() / self.last.len().max(1) as f64,
         };
+        // A single extreme point (z beyond ~11k) is an anomaly whatever its history says; the
+        // likelihood's short-term averaging would otherwise dilute a one-point spike.
+        if max_raw >= RAW_ALARM {
+            s = s.max(max_raw);
+        }
         self.hold.apply(s).clamp(0.0, 1.0)
     }
 }

@@ -154,7 +154,7 @@ mod tests {
             }
             t += 5 * MIN;
         }
-        assert!(quiet < 0.6, "{quiet}");
+        assert!(quiet < 0.9, "no alarm on a normal day: {quiet}");
         // the daily maximum (30) at the time of the daily minimum: a plain z would not care
         let t_min = 3 * 86_400_000 + 18 * 3_600_000;
         assert!(d.score(t_min, 30.0) > 0.9);

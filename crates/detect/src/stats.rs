@@ -82,19 +82,21 @@ fn median_sorted(s: &[f64]) -> f64 {
     }
 }
 
-/// Map a non-negative surprise `z` to `[0, 1)` so that `z = k` scores 0.5.
+/// Map a non-negative surprise `z` to `[0, 1]` as `1 - 2^(-(z/k)^2)`: `z = k` scores 0.5,
+/// `z = 2k` scores 0.94, so a fixed alarm level (0.9 ~ `z = 1.8k`) means the same for every
+/// detector that reports a z.
 pub(crate) fn squash(z: f64, k: f64) -> f64 {
     if z.is_nan() {
         0.0
     } else if z.is_infinite() {
         1.0
     } else {
-        z / (z + k)
+        1.0 - (-(z / k).powi(2)).exp2()
     }
 }
 
 /// Robust z-score against a rolling window: `z = (x - median) / (1.4826 * MAD)`, mapped to
-/// `[0, 1]` as `|z| / (|z| + k)`, so `|z| = k` scores 0.5.
+/// `[0, 1]` by [`squash`], so `|z| = k` scores 0.5.
 #[derive(Debug, Clone)]
 pub struct RobustZ {
     k: f64,

@@ -7,6 +7,7 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod detect;
 mod bench_influx;
 mod bench_emulator;
 mod devices;
@@ -66,6 +67,9 @@ enum Cmd {
     /// The Numenta Anomaly Benchmark: run detectors over its data, score their results.
     #[command(subcommand)]
     Nab(nab::NabCmd),
+    /// Anomaly detection: train the autoencoder.
+    #[command(subcommand)]
+    Detect(detect::DetectCmd),
 }
 
 #[derive(Args)]
@@ -106,6 +110,8 @@ enum BenchCmd {
     Ingest {
         #[arg(long, default_value_t = 50_000)]
         messages: usize,
+    /// Detector throughput (points/s, one thread) and /predict latency for a 30x3 window.
+    Detect(detect::BenchArgs),
         #[arg(long, default_value_t = 10)]
         fields: usize,
         #[arg(long, default_value_t = 4)]
@@ -137,6 +143,8 @@ fn main() -> ExitCode {
     }
 }
 
+        Cmd::Detect(c) => detect::run(c),
+        Cmd::Bench(BenchCmd::Detect(a)) => detect::bench(a),
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Bench(BenchCmd::Store(a)) => bench_store::run(a).map(|_| ExitCode::SUCCESS),

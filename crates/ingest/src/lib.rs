@@ -15,4 +15,4 @@ pub mod payload;
 pub mod source;
 
 pub use payload::parse;
-pub use source::{default_client_id, start, Ingest, IngestMetrics, IngestSettings};
+pub use source::{default_client_id, start, Ingest, IngestMetrics, IngestSettings, Observers};

@@ -41,6 +41,18 @@ pub struct IngestSettings {
     pub port: u16,
     pub client_id: String,
     pub keep_alive: Duration,
+    /// Called with every parsed reading and its receive time before it is stored.
+    pub observers: Observers,
+}
+
+/// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
+#[derive(Clone, Default)]
+pub struct Observers(pub Vec<Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.len())
+    }
     pub username: Option<String>,
     pub password: Option<String>,
     pub topics: Vec<String>,
@@ -225,6 +237,7 @@ impl Ingest {
         self.cancel.cancel();
         let _ = self.poller.await;
         let _ = self.writer.await;
+        s.observers.clone(),
     }
 }
 
@@ -241,6 +254,7 @@ fn qos(q: Qos) -> QoS {
 pub fn start(
     s: IngestSettings,
     store: Store,
+    observers: Observers,
     quarantine: Arc<Quarantine>,
     directory: DeviceDirectory,
     readiness: Readiness,
@@ -258,6 +272,9 @@ pub fn start(
         where_: format!("{}:{}", s.host, s.port),
         tx,
     };
+                        for o in &observers.0 {
+                            o(&r, now);
+                        }
     let (poller, acker) = if s.mqtt5 {
         let (client, eventloop) = connect_v5(&s);
         let filters: Vec<Filter5> = s

@@ -33,6 +33,10 @@ pub struct Rules {
     pub physics: bool,
     /// Width of one quality-score bucket (ms).
     pub bucket_ms: i64,
+    /// Fields that are never exactly constant when the sensor works (noisy analog values)...
+    pub stuck_fields: Vec<String>,
+    /// ...are reported `stuck` after this many identical consecutive values (0 = off).
+    pub stuck_after: u32,
 }
 
 impl Default for Rules {
@@ -82,6 +86,11 @@ impl Default for Rules {
             max_future_ms: 5_000,
             physics: true,
             bucket_ms: 60_000,
+            stuck_fields: ["temperature", "humidity", "pressure", "module_temperature"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            stuck_after: 30,
         }
     }
 }
@@ -93,7 +102,7 @@ pub struct QualityEvent {
     /// The reading's timestamp (for staleness: the check time).
     pub ts_ms: i64,
     /// Stable rule name: `required`, `range`, `rate`, `stale`, `duplicate`, `out_of_order`,
-    /// `clock_skew`, `non_finite`, `physics`.
+    /// `clock_skew`, `non_finite`, `stuck`, `physics`.
     pub rule: String,
     pub field: Option<String>,
     pub reason: String,
@@ -106,6 +115,8 @@ struct DeviceState {
     stale_reported: bool,
     recent_seqs: VecDeque<u64>,
     last_values: HashMap<String, (i64, f64)>,
+    /// Identical consecutive values per field (for `stuck`).
+    repeats: HashMap<String, u32>,
     /// (bucket start, readings, readings with a violation), oldest first, bounded.
     buckets: VecDeque<(i64, u64, u64)>,
 }
@@ -240,9 +251,27 @@ impl Checker {
                     );
                 }
             }
-            if let (Some(max), Some((t0, x0))) =
-                (rules.max_rate_per_s.get(k), st.last_values.get(k))
-            {
+            if rules.stuck_after > 0 && rules.stuck_fields.contains(k) && !duplicate {
+                let same = st.last_values.get(k).is_some_and(|(_, x0)| *x0 == x);
+                let n = st.repeats.entry(k.clone()).or_insert(0);
+                *n = if same { *n + 1 } else { 0 };
+                if *n + 1 == rules.stuck_after {
+                    push(
+                        "stuck",
+                        Some(k),
+                        format!(
+                            "`{k}` has been exactly {x} for {} readings in a row (sensor stuck?)",
+                            rules.stuck_after
+                        ),
+                    );
+                }
+            }
+            let last = if duplicate {
+                None
+            } else {
+                st.last_values.get(k)
+            };
+            if let (Some(max), Some((t0, x0))) = (rules.max_rate_per_s.get(k), last) {
                 let dt = (r.ts_ms - t0) as f64 / 1000.0;
                 if dt > 0.0 {
                     let rate = (x - x0).abs() / dt;
@@ -263,7 +292,14 @@ impl Checker {
         if !duplicate && st.last_ts.is_none_or(|l| r.ts_ms >= l) {
             st.last_ts = Some(r.ts_ms);
             for (k, v) in &r.fields {
-                if let Some(x) = v.as_f64().filter(|x| x.is_finite()) {
+                // an out-of-range value is not a baseline for the next rate check
+                let in_range = |x: &f64| {
+                    rules
+                        .ranges
+                        .get(k)
+                        .is_none_or(|(lo, hi)| lo <= x && x <= hi)
+                };
+                if let Some(x) = v.as_f64().filter(|x| x.is_finite() && in_range(x)) {
                     st.last_values.insert(k.clone(), (r.ts_ms, x));
                 }
             }
@@ -505,15 +541,27 @@ mod tests {
         assert_eq!(rules_of(&e), ["clock_skew"]);
         let e = c.check(
             &reading("t1", t, 61_000, Some(6), &[("temperature", f64::NAN)]),
-            16_000,
+            61_000,
         );
         assert_eq!(rules_of(&e), ["non_finite"]);
-        assert!(c.stale(70_000).is_empty());
-        let e = c.stale(80_000);
+        for i in 0..30 {
+            let ts = 62_000 + i * 100;
+            let e = c.check(
+                &reading("t1", t, ts, Some(10 + i as u64), &[("temperature", 22.0)]),
+                ts,
+            );
+            assert_eq!(
+                rules_of(&e),
+                if i == 29 { vec!["stuck"] } else { vec![] },
+                "{i}"
+            );
+        }
+        assert!(c.stale(100_000).is_empty());
+        let e = c.stale(130_000);
         assert_eq!(rules_of(&e), ["stale"]);
-        assert!(c.stale(90_000).is_empty(), "reported once per silence");
-        let s = &c.score(0, 100_000, Some("t1"))[0];
-        assert_eq!((s.readings, s.flagged), (7, 6));
+        assert!(c.stale(140_000).is_empty(), "reported once per silence");
+        let s = &c.score(0, 200_000, Some("t1"))[0];
+        assert_eq!((s.readings, s.flagged), (37, 7));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod detect;
 pub mod auth_routes;
 pub mod data;
 pub mod emulator_api;
@@ -81,6 +82,8 @@ impl HttpMetrics {
 pub struct AppState {
     pub store: Store,
     pub quarantine: Arc<Quarantine>,
+    /// Quality rules, detectors, events and `/predict` (None: detection disabled).
+    pub watch: Option<fieldlab_watch::Watch>,
     pub directory: DeviceDirectory,
     pub readiness: Readiness,
     pub registry: Arc<Registry>,

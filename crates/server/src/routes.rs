@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/quarantine", get(quarantine))
         .merge(crate::data::router())
         .merge(crate::ui::router())
+        .merge(crate::detect::router())
         .merge(crate::ratelimit::routes())
         .merge(crate::emulator_api::router())
 }

@@ -38,6 +38,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         http,
         started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
+        watch: None,
         ratelimit: None,
         auth: None,
         emulator: None,

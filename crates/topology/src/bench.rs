@@ -71,6 +71,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 qos: Qos::AtLeastOnce,
                 batch_max: 4096,
                 max_payload_size: 1 << 20,
+                observers: Default::default(),
                 persistent_session: false,
                 mqtt5: false,
                 share_group: None,

@@ -17,6 +17,7 @@
 //! same wiring under load.
 
 pub mod bench;
+pub mod watch;
 pub mod ratelimit;
 pub mod bench_influx;
 
@@ -65,6 +66,7 @@ pub async fn up(
         )
     })?;
     tracing::info!(?rec, "store opened");
+    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
     readiness.set("store", true);
     let quarantine =
         Arc::new(Quarantine::open(&cfg.storage.data_dir).context("cannot open the quarantine")?);
@@ -115,6 +117,7 @@ pub async fn up(
                 _ => None,
             };
             let check: Option<fieldlab_broker::MqttAuth> = auth.clone().map(|a| {
+        watch: watch.clone(),
                 Arc::new(move |id: &str, u: &str, p: &str| a.check_mqtt(id, u, p))
                     as fieldlab_broker::MqttAuth
             });
@@ -147,6 +150,7 @@ pub async fn up(
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::default();
     let http_metrics = HttpMetrics::default();
+            observers: watch::observers(&watch),
     let sink_metrics = fieldlab_sinks::SinkMetrics::default();
     let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
     emulator_metrics.register(&mut registry);
@@ -278,6 +282,11 @@ pub async fn up(
         sinks.clone(),
     );
 
+    let events = watch.clone().map(|w| {
+        let creds = cfg.mqtt.username.clone().zip(cfg.mqtt.password.clone());
+        watch::spawn_publisher(w, host.clone(), port, creds, cfg.detect.webhook_url.clone())
+    });
+
     // Wait for ingest before starting devices, so the first messages are not missed.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !readiness.is_ready() && Instant::now() < deadline {
@@ -328,6 +337,9 @@ pub async fn up(
         let now = ingest_metrics.messages.get();
         if now == last || Instant::now() > deadline {
             break;
+    if let Some(t) = events {
+        t.abort();
+    }
         }
         last = now;
     }

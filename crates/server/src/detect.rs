@@ -1,0 +1,282 @@
+//! Anomaly detection and data quality over HTTP: the seed's `/predict` API (also under
+//! `/api/v1/predict`), anomaly and quality events, quality scores, and loading a model.
+//!
+//! | path | what |
+//! |---|---|
+//! | `POST /predict`, `/api/v1/predict` | score rows `{data, window_size, method, threshold, async}` |
+//! | `POST /predict/batch`, `/api/v1/predict/batch` | several row sets as one job: 202 + id |
+//! | `GET /predict/status/{id}`, `/api/v1/predict/status/{id}` | a job's state and results |
+//! | `GET /api/v1/anomalies` | anomaly events, newest first (`device_id`, `from`, `limit`) |
+//! | `GET /api/v1/quality` | quality score per device over `from..to`, and recent events |
+//! | `POST /api/v1/models/load` | load an autoencoder saved by `fieldlab detect train` |
+
+use crate::{AppState, Problem};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fieldlab_core::time::{format_ms, now_ms, parse_instant_ms};
+use fieldlab_watch::predict::{self, PredictError, PredictRequest};
+use fieldlab_watch::Watch;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/predict", post(predict_one))
+        .route("/api/v1/predict", post(predict_one))
+        .route("/predict/batch", post(predict_batch))
+        .route("/api/v1/predict/batch", post(predict_batch))
+        .route("/predict/status/{id}", get(status))
+        .route("/api/v1/predict/status/{id}", get(status))
+        .route("/api/v1/anomalies", get(anomalies))
+        .route("/api/v1/quality", get(quality))
+        .route("/api/v1/models/load", post(load_model))
+}
+
+fn watch(s: &AppState) -> Result<Watch, Problem> {
+    s.watch.clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "detection-disabled",
+            "Detection is disabled",
+            "anomaly detection is not running; set detect.enabled: true in fieldlab.yaml",
+        )
+    })
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+    b.map(|Json(v)| v).map_err(|e| {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            format!("{}; expected JSON like {{\"data\": [[1.2, 3.4], [2.3, 4.5]], \"window_size\": 30, \"method\": \"ensemble\"}}", e.body_text()),
+        );
+        p.parameter = Some("body".into());
+        p
+    })
+}
+
+fn predict_problem(e: PredictError) -> Problem {
+    let (status, slug, title) = if e.conflict {
+        (
+            StatusCode::CONFLICT,
+            "model-not-loaded",
+            "Method not available",
+        )
+    } else {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+        )
+    };
+    let mut p = Problem::new(status, slug, title, e.detail);
+    p.parameter = Some(e.field);
+    p
+}
+
+fn run(w: &Watch, r: &PredictRequest) -> Result<predict::PredictResult, PredictError> {
+    let m = w.model();
+    let c = w.config();
+    predict::predict(r, m.as_deref(), c.window_size, c.threshold)
+}
+
+async fn predict_one(
+    State(s): State<AppState>,
+    b: Result<Json<PredictRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let w = watch(&s)?;
+    let req = body(b)?;
+    if req.run_async {
+        // validate now so that a bad request fails now, not in the job
+        run(
+            &w,
+            &PredictRequest {
+                run_async: false,
+                ..req.clone()
+            },
+        )
+        .map_err(predict_problem)?;
+        let id = w.jobs().create();
+        let (jw, jid) = (w.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = run(&jw, &req).map_err(|e| e.detail);
+            jw.jobs().finish(&jid, vec![r]);
+        });
+        return Ok(accepted(&id));
+    }
+    let r = tokio::task::spawn_blocking(move || run(&w, &req))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(predict_problem)?;
+    Ok(Json(r).into_response())
+}
+
+fn accepted(id: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, format!("/api/v1/predict/status/{id}"))],
+        Json(json!({"id": id, "status": "pending", "status_url": format!("/api/v1/predict/status/{id}")})),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    data: Vec<Vec<Vec<Option<f64>>>>,
+    #[serde(default)]
+    window_size: Option<usize>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    threshold: Option<f64>,
+}
+
+async fn predict_batch(
+    State(s): State<AppState>,
+    b: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let w = watch(&s)?;
+    let b = body(b)?;
+    if b.data.is_empty() {
+        return Err(predict_problem(PredictError {
+            field: "data".into(),
+            detail: "data is an empty list; send a list of row sets".into(),
+            conflict: false,
+        }));
+    }
+    let id = w.jobs().create();
+    let (jw, jid) = (w.clone(), id.clone());
+    tokio::task::spawn_blocking(move || {
+        let results = b
+            .data
+            .into_iter()
+            .map(|data| {
+                let r = PredictRequest {
+                    data,
+                    window_size: b.window_size,
+                    method: b.method.clone(),
+                    threshold: b.threshold,
+                    run_async: false,
+                };
+                run(&jw, &r).map_err(|e| format!("{}: {}", e.field, e.detail))
+            })
+            .collect();
+        jw.jobs().finish(&jid, results);
+    });
+    Ok(accepted(&id))
+}
+
+async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+    let w = watch(&s)?;
+    let st = w.jobs().get(&id).ok_or_else(|| {
+        Problem::not_found(format!(
+            "no job `{id}` (jobs are kept for the last 1000 requests)"
+        ))
+    })?;
+    let mut v = serde_json::to_value(st).map_err(|e| Problem::internal(e.to_string()))?;
+    v["id"] = json!(id);
+    Ok(Json(v))
+}
+
+fn window(q: &HashMap<String, String>, default_from: &str) -> Result<(i64, i64), Problem> {
+    let now = now_ms();
+    let t = |name: &str, d: &str| -> Result<i64, Problem> {
+        let v = q.get(name).map(String::as_str).unwrap_or(d);
+        parse_instant_ms(v, now).map_err(|e| Problem::bad_parameter(name, e.to_string()))
+    };
+    let (from, to) = (t("from", default_from)?, t("to", "now")?);
+    if from > to {
+        return Err(Problem::bad_parameter("from", "`from` is after `to`"));
+    }
+    Ok((from, to))
+}
+
+fn limit(q: &HashMap<String, String>) -> Result<usize, Problem> {
+    match q.get("limit") {
+        None => Ok(100),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                Problem::bad_parameter(
+                    "limit",
+                    format!("`limit={v}`: use a number from 1 to 10000"),
+                )
+            }),
+    }
+}
+
+async fn anomalies(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
+    let w = watch(&s)?;
+    let (from, _) = window(&q, "-24h")?;
+    let list = w.anomalies(q.get("device_id").map(String::as_str), from, limit(&q)?);
+    let items: Vec<Value> = list
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["time"] = json!(format_ms(e.ts_ms));
+            v
+        })
+        .collect();
+    Ok(Json(json!({"count": items.len(), "anomalies": items})))
+}
+
+async fn quality(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
+    let w = watch(&s)?;
+    let (from, to) = window(&q, "-1h")?;
+    let dev = q.get("device_id").map(String::as_str);
+    let scores = w.quality_scores(from, to, dev);
+    let events = w.quality_events(dev, from, limit(&q)?);
+    Ok(Json(json!({
+        "from": format_ms(from),
+        "to": format_ms(to),
+        "devices": scores,
+        "events": events,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    path: String,
+}
+
+async fn load_model(
+    State(s): State<AppState>,
+    b: Result<Json<LoadRequest>, JsonRejection>,
+) -> Result<Json<Value>, Problem> {
+    let w = watch(&s)?;
+    let b = body(b)?;
+    let path = std::path::PathBuf::from(&b.path);
+    let m = tokio::task::spawn_blocking(move || {
+        fieldlab_detect::autoencoder::GruAutoencoder::load(&path)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(|e| {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-model",
+            "Model cannot be loaded",
+            e.to_string(),
+        );
+        p.parameter = Some("path".into());
+        p
+    })?;
+    let meta = serde_json::to_value(&m.meta).unwrap_or_default();
+    w.set_model(m);
+    Ok(Json(json!({"loaded": b.path, "model": meta})))
+}

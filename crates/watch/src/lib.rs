@@ -1,0 +1,425 @@
+//! fieldlab-watch: the transform stage that watches every parsed reading.
+//!
+//! Why it exists: quality rules and anomaly detectors are pure (`fieldlab-quality`,
+//! `fieldlab-detect`); something has to keep one detector per series, run the rules in order,
+//! remember what was found and tell the world. [`Watch::observe`] does that for one reading:
+//! quality events first (a reading that breaks a rule is not fed to the detectors, so a
+//! broken sensor is reported as a quality problem, not as an anomaly), then every numeric
+//! field through its series' detector. Events are appended to JSON-lines files under the data
+//! directory (`events/quality.jsonl`, `events/anomalies.jsonl`), kept in a bounded in-memory
+//! ring for the API, and sent on a broadcast channel that topology forwards to MQTT
+//! (`fieldlab/quality/<device_id>`, `fieldlab/anomalies/<device_id>`) and the webhook.
+//!
+//! Architecture invariant: no network I/O here (publishing is the subscriber's job); the
+//! only files written are the two event logs.
+
+pub mod predict;
+
+use fieldlab_core::reading::Reading;
+use fieldlab_core::SeriesKey;
+use fieldlab_detect::autoencoder::GruAutoencoder;
+use fieldlab_detect::Detector;
+use fieldlab_quality::{Checker, QualityEvent, QualityScore, Rules};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An anomaly found by a detector.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnomalyEvent {
+    pub device_id: String,
+    pub field: String,
+    pub ts_ms: i64,
+    pub value: f64,
+    pub score: f64,
+    pub detector: String,
+}
+
+/// Anything the watch reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Quality(QualityEvent),
+    Anomaly(AnomalyEvent),
+}
+
+impl Event {
+    pub fn device_id(&self) -> &str {
+        match self {
+            Event::Quality(q) => &q.device_id,
+            Event::Anomaly(a) => &a.device_id,
+        }
+    }
+
+    /// The MQTT topic the event belongs on.
+    pub fn topic(&self) -> String {
+        match self {
+            Event::Quality(q) => format!("fieldlab/quality/{}", q.device_id),
+            Event::Anomaly(a) => format!("fieldlab/anomalies/{}", a.device_id),
+        }
+    }
+}
+
+/// Settings of the watch (from the `detect:` section of fieldlab.yaml).
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub enabled: bool,
+    /// Detector spec for series without an entry in `series`.
+    pub default_detector: String,
+    /// `<device_type or device_id>.<field>` (or just `<field>`) -> detector spec.
+    pub series: BTreeMap<String, String>,
+    /// Score at or above which an anomaly event is raised.
+    pub threshold: f64,
+    pub window_size: usize,
+    pub rules: Rules,
+    /// Events kept in memory per kind for the API.
+    pub keep: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            enabled: true,
+            default_detector: "ensemble".into(),
+            series: BTreeMap::new(),
+            threshold: 0.9,
+            window_size: 30,
+            rules: Rules::default(),
+            keep: 10_000,
+        }
+    }
+}
+
+/// A problem opening the event logs.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct WatchError {
+    path: String,
+    source: std::io::Error,
+}
+
+struct Log {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Log {
+    fn open(path: PathBuf) -> Result<Log, WatchError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| WatchError {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Log { path, file })
+    }
+
+    fn append<T: serde::Serialize>(&mut self, v: &T) {
+        let mut line = serde_json::to_vec(v).expect("events serialise");
+        line.push(b'\n');
+        if let Err(e) = self.file.write_all(&line) {
+            // An event log that cannot be written must not stop ingest; it is logged loudly.
+            eprintln!("fieldlab: cannot append to {}: {e}", self.path.display());
+        }
+    }
+}
+
+struct Inner {
+    cfg: WatchConfig,
+    checker: Mutex<Checker>,
+    detectors: Mutex<HashMap<SeriesKey, Box<dyn Detector>>>,
+    quality: Mutex<(VecDeque<QualityEvent>, Log)>,
+    anomalies: Mutex<(VecDeque<AnomalyEvent>, Log)>,
+    tx: tokio::sync::broadcast::Sender<Event>,
+    model: RwLock<Option<Arc<GruAutoencoder>>>,
+    jobs: predict::Jobs,
+}
+
+/// Cloneable handle to the watch stage.
+#[derive(Clone)]
+pub struct Watch {
+    inner: Arc<Inner>,
+}
+
+fn tail_events<T: serde::de::DeserializeOwned>(path: &Path, keep: usize) -> VecDeque<T> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut q: VecDeque<T> = VecDeque::new();
+    for line in text.lines() {
+        if let Ok(e) = serde_json::from_str(line) {
+            if q.len() == keep {
+                q.pop_front();
+            }
+            q.push_back(e);
+        }
+    }
+    q
+}
+
+impl Watch {
+    /// Open (or create) the event logs under `data_dir/events`, reloading recent events.
+    pub fn open(data_dir: &Path, cfg: WatchConfig) -> Result<Watch, WatchError> {
+        let dir = data_dir.join("events");
+        std::fs::create_dir_all(&dir).map_err(|source| WatchError {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let qp = dir.join("quality.jsonl");
+        let ap = dir.join("anomalies.jsonl");
+        let quality = (tail_events(&qp, cfg.keep), Log::open(qp)?);
+        let anomalies = (tail_events(&ap, cfg.keep), Log::open(ap)?);
+        let (tx, _) = tokio::sync::broadcast::channel(4096);
+        Ok(Watch {
+            inner: Arc::new(Inner {
+                checker: Mutex::new(Checker::new(cfg.rules.clone())),
+                cfg,
+                detectors: Mutex::new(HashMap::new()),
+                quality: Mutex::new(quality),
+                anomalies: Mutex::new(anomalies),
+                tx,
+                model: RwLock::new(None),
+                jobs: predict::Jobs::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &WatchConfig {
+        &self.inner.cfg
+    }
+
+    /// Events as they happen (quality and anomalies).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.tx.subscribe()
+    }
+
+    /// The detector spec for one series: device id, then device type, then field, then default.
+    pub fn spec_for(&self, device_id: &str, device_type: &str, field: &str) -> String {
+        let s = &self.inner.cfg.series;
+        s.get(&format!("{device_id}.{field}"))
+            .or_else(|| s.get(&format!("{device_type}.{field}")))
+            .or_else(|| s.get(field))
+            .cloned()
+            .unwrap_or_else(|| self.inner.cfg.default_detector.clone())
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.inner.tx.send(e);
+    }
+
+    /// Run the quality rules and the detectors on one reading received at `now_ms`.
+    pub fn observe(&self, r: &Reading, now_ms: i64) -> Vec<Event> {
+        if !self.inner.cfg.enabled {
+            return Vec::new();
+        }
+        let q = self.inner.checker.lock().check(r, now_ms);
+        let mut out: Vec<Event> = Vec::new();
+        let bad_fields: Vec<Option<String>> = q.iter().map(|e| e.field.clone()).collect();
+        let whole_reading_bad = q
+            .iter()
+            .any(|e| matches!(e.rule.as_str(), "duplicate" | "out_of_order" | "clock_skew"));
+        if !q.is_empty() {
+            let mut g = self.inner.quality.lock();
+            for e in q {
+                g.1.append(&e);
+                if g.0.len() == self.inner.cfg.keep {
+                    g.0.pop_front();
+                }
+                g.0.push_back(e.clone());
+                out.push(Event::Quality(e));
+            }
+        }
+        if !whole_reading_bad {
+            let mut dets = self.inner.detectors.lock();
+            for (field, v) in &r.fields {
+                let Some(x) = v.as_f64() else { continue };
+                if bad_fields
+                    .iter()
+                    .any(|b| b.as_deref() == Some(field.as_str()))
+                    || !x.is_finite()
+                {
+                    continue;
+                }
+                let key = SeriesKey::new(r.device_id.clone(), field.clone());
+                let d = dets.entry(key).or_insert_with(|| {
+                    let spec = self.spec_for(&r.device_id, &r.device_type, field);
+                    fieldlab_detect::build(&spec)
+                        .unwrap_or_else(|_| fieldlab_detect::build("robust_z").expect("builds"))
+                });
+                let s = d.score(r.ts_ms, x);
+                if s >= self.inner.cfg.threshold {
+                    let e = AnomalyEvent {
+                        device_id: r.device_id.clone(),
+                        field: field.clone(),
+                        ts_ms: r.ts_ms,
+                        value: x,
+                        score: s,
+                        detector: d.name().to_string(),
+                    };
+                    let mut g = self.inner.anomalies.lock();
+                    g.1.append(&e);
+                    if g.0.len() == self.inner.cfg.keep {
+                        g.0.pop_front();
+                    }
+                    g.0.push_back(e.clone());
+                    out.push(Event::Anomaly(e));
+                }
+            }
+        }
+        for e in &out {
+            self.emit(e.clone());
+        }
+        out
+    }
+
+    /// Report devices that went silent (call periodically).
+    pub fn check_stale(&self, now_ms: i64) -> Vec<Event> {
+        let evs = self.inner.checker.lock().stale(now_ms);
+        let mut out = Vec::new();
+        let mut g = self.inner.quality.lock();
+        for e in evs {
+            g.1.append(&e);
+            g.0.push_back(e.clone());
+            if g.0.len() > self.inner.cfg.keep {
+                g.0.pop_front();
+            }
+            out.push(Event::Quality(e));
+        }
+        drop(g);
+        for e in &out {
+            self.emit(e.clone());
+        }
+        out
+    }
+
+    /// Recent anomaly events, newest first, optionally for one device, at most `limit`.
+    pub fn anomalies(
+        &self,
+        device: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Vec<AnomalyEvent> {
+        let g = self.inner.anomalies.lock();
+        g.0.iter()
+            .rev()
+            .filter(|e| device.is_none_or(|d| d == e.device_id) && e.ts_ms >= since_ms)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Recent quality events, newest first.
+    pub fn quality_events(
+        &self,
+        device: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Vec<QualityEvent> {
+        let g = self.inner.quality.lock();
+        g.0.iter()
+            .rev()
+            .filter(|e| device.is_none_or(|d| d == e.device_id) && e.ts_ms >= since_ms)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Quality score per device over `[from, to)`.
+    pub fn quality_scores(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        device: Option<&str>,
+    ) -> Vec<QualityScore> {
+        self.inner.checker.lock().score(from_ms, to_ms, device)
+    }
+
+    /// The autoencoder used by `/predict` (and by `autoencoder` detectors started afterwards).
+    pub fn set_model(&self, m: GruAutoencoder) {
+        *self.inner.model.write() = Some(Arc::new(m));
+    }
+
+    pub fn model(&self) -> Option<Arc<GruAutoencoder>> {
+        self.inner.model.read().clone()
+    }
+
+    pub fn jobs(&self) -> &predict::Jobs {
+        &self.inner.jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fieldlab_core::reading::FieldValue;
+
+    fn reading(ts: i64, seq: u64, t: f64) -> Reading {
+        Reading {
+            device_id: "t1".into(),
+            device_type: "TemperatureSensor".into(),
+            ts_ms: ts,
+            seq: Some(seq),
+            fields: vec![("temperature".into(), FieldValue::F64(t))],
+            units: Default::default(),
+            tags: Default::default(),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn quality_and_anomaly_events_are_logged_published_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            default_detector: "robust_z:window=60".into(),
+            ..WatchConfig::default()
+        };
+        let w = Watch::open(dir.path(), cfg.clone()).unwrap();
+        let mut rx = w.subscribe();
+        for i in 0..300u64 {
+            let t = 21.0 + ((i * 7919) % 13) as f64 * 0.05;
+            assert!(
+                w.observe(&reading(i as i64 * 10_000, i, t), i as i64 * 10_000)
+                    .is_empty(),
+                "{i}"
+            );
+        }
+        // a step within the rate limit (2 °C/s over 10 s) but far outside the noise: an anomaly
+        let ev = w.observe(&reading(3_000_000, 300, 35.0), 3_000_000);
+        assert!(
+            matches!(&ev[..], [Event::Anomaly(a)] if a.field == "temperature"),
+            "{ev:?}"
+        );
+        // a value outside the sensor's range: a quality event, not fed to the detector
+        let ev = w.observe(&reading(3_010_000, 301, 500.0), 3_010_000);
+        assert!(
+            ev.iter().all(|e| matches!(e, Event::Quality(_))) && !ev.is_empty(),
+            "{ev:?}"
+        );
+        assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/anomalies/t1");
+        assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/quality/t1");
+        let again = Watch::open(dir.path(), cfg).unwrap();
+        assert_eq!(again.anomalies(Some("t1"), 0, 10).len(), 1);
+        assert!(!again.quality_events(None, 0, 10).is_empty());
+    }
+
+    #[test]
+    fn per_series_detector_choice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = WatchConfig::default();
+        cfg.series
+            .insert("TemperatureSensor.temperature".into(), "seasonal".into());
+        cfg.series.insert("t9.temperature".into(), "ewma".into());
+        let w = Watch::open(dir.path(), cfg).unwrap();
+        assert_eq!(
+            w.spec_for("t1", "TemperatureSensor", "temperature"),
+            "seasonal"
+        );
+        assert_eq!(w.spec_for("t9", "TemperatureSensor", "temperature"), "ewma");
+        assert_eq!(
+            w.spec_for("t1", "TemperatureSensor", "humidity"),
+            "ensemble"
+        );
+    }
+}
