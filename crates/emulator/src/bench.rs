@@ -46,6 +46,7 @@ fn embedded() -> anyhow::Result<std::net::SocketAddr> {
         port: 0,
         max_payload_size: 1 << 20,
         max_connections: 10_000,
+        ..Default::default()
     })?;
     Ok(b.local_addr())
 }

@@ -29,7 +29,7 @@ pub struct InfluxArgs {
 }
 
 pub fn run(a: InfluxArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn", LogFormat::Text);
+    crate::logging::init_stderr("warn", LogFormat::Text);
     let b = fieldlab_topology::bench_influx::InfluxBench {
         ingest: fieldlab_topology::bench::IngestBench {
             messages: a.messages,

@@ -7,14 +7,14 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod detect;
-mod bench_influx;
 mod bench_emulator;
+mod bench_influx;
+mod bench_store;
+mod data_cmds;
+mod detect;
 mod devices;
 mod emulate;
 mod logging;
-mod bench_store;
-mod data_cmds;
 mod nab;
 mod users;
 
@@ -110,8 +110,6 @@ enum BenchCmd {
     Ingest {
         #[arg(long, default_value_t = 50_000)]
         messages: usize,
-    /// Detector throughput (points/s, one thread) and /predict latency for a 30x3 window.
-    Detect(detect::BenchArgs),
         #[arg(long, default_value_t = 10)]
         fields: usize,
         #[arg(long, default_value_t = 4)]
@@ -130,6 +128,8 @@ enum BenchCmd {
     Cap(cap::BenchCapArgs),
     /// Emulator memory (100k / 1M devices) and publish rate: embedded broker vs Mosquitto.
     Emulator(bench_emulator::BenchEmulatorArgs),
+    /// Detector throughput (points/s, one thread) and /predict latency for a 30x3 window.
+    Detect(detect::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -143,10 +143,10 @@ fn main() -> ExitCode {
     }
 }
 
-        Cmd::Detect(c) => detect::run(c),
-        Cmd::Bench(BenchCmd::Detect(a)) => detect::bench(a),
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Detect(c) => detect::run(c),
+        Cmd::Bench(BenchCmd::Detect(a)) => detect::bench(a),
         Cmd::Bench(BenchCmd::Store(a)) => bench_store::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Query(a) => data_cmds::query(a).map(|_| ExitCode::SUCCESS),
         Cmd::Export(a) => data_cmds::export(a).map(|_| ExitCode::SUCCESS),
@@ -166,11 +166,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
         Cmd::Devices(c) => devices::run(c),
         Cmd::Emulate(a) => {
-            init_logging("warn", LogFormat::Text);
+            logging::init_stderr("warn", LogFormat::Text);
             emulate::run(a)
         }
         Cmd::Bench(BenchCmd::Emulator(a)) => {
-            init_logging("warn", LogFormat::Text);
+            logging::init_stderr("warn", LogFormat::Text);
             bench_emulator::run(a)
         }
         Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),

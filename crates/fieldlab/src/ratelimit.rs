@@ -87,14 +87,14 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(u) = a.redis_url {
         cfg.ratelimit.redis_url = u;
     }
-    crate::init_logging(cfg.logging.level.as_str(), cfg.logging.format);
+    crate::logging::init_stderr(cfg.logging.level.as_str(), cfg.logging.format);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(rl::serve(cfg, crate::shutdown_signal(), |_| {}))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging("warn", fieldlab_core::config::LogFormat::Text);
+    crate::logging::init_stderr("warn", fieldlab_core::config::LogFormat::Text);
     let b = rl::RatelimitBench {
         threads: a.threads.max(1),
         keys: a.keys.max(1),

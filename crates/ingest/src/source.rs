@@ -41,18 +41,6 @@ pub struct IngestSettings {
     pub port: u16,
     pub client_id: String,
     pub keep_alive: Duration,
-    /// Called with every parsed reading and its receive time before it is stored.
-    pub observers: Observers,
-}
-
-/// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
-#[derive(Clone, Default)]
-pub struct Observers(pub Vec<Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>>);
-
-impl std::fmt::Debug for Observers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Observers({})", self.0.len())
-    }
     pub username: Option<String>,
     pub password: Option<String>,
     pub topics: Vec<String>,
@@ -68,6 +56,19 @@ impl std::fmt::Debug for Observers {
     pub share_group: Option<String>,
     /// Recent (seq, ts) pairs remembered per device for de-duplication; 0 = off.
     pub dedup_window: usize,
+    /// Called with every parsed reading and its receive time before it is stored (duplicates
+    /// included, so the quality rules see them).
+    pub observers: Observers,
+}
+
+/// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
+#[derive(Clone, Default)]
+pub struct Observers(pub Vec<Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.0.len())
+    }
 }
 
 impl IngestSettings {
@@ -237,7 +238,6 @@ impl Ingest {
         self.cancel.cancel();
         let _ = self.poller.await;
         let _ = self.writer.await;
-        s.observers.clone(),
     }
 }
 
@@ -254,7 +254,6 @@ fn qos(q: Qos) -> QoS {
 pub fn start(
     s: IngestSettings,
     store: Store,
-    observers: Observers,
     quarantine: Arc<Quarantine>,
     directory: DeviceDirectory,
     readiness: Readiness,
@@ -272,9 +271,6 @@ pub fn start(
         where_: format!("{}:{}", s.host, s.port),
         tx,
     };
-                        for o in &observers.0 {
-                            o(&r, now);
-                        }
     let (poller, acker) = if s.mqtt5 {
         let (client, eventloop) = connect_v5(&s);
         let filters: Vec<Filter5> = s
@@ -297,6 +293,7 @@ pub fn start(
     let writer = tokio::spawn(write_loop(
         rx,
         acker,
+        s.observers.clone(),
         s.batch_max,
         Dedup::new(s.dedup_window),
         store,
@@ -483,6 +480,7 @@ async fn poll_v5(
 async fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     acker: Acker,
+    observers: Observers,
     batch_max: usize,
     mut dedup: Dedup,
     store: Store,
@@ -507,6 +505,9 @@ async fn write_loop(
             match parse(&topic, m.payload(), now) {
                 Ok(readings) => {
                     for r in readings {
+                        for o in &observers.0 {
+                            o(&r, now);
+                        }
                         if let (Some(seq), true) = (r.seq, dedup.enabled()) {
                             let k = (r.device_id.clone(), seq, r.ts_ms);
                             if dedup.seen(&k.0, seq, r.ts_ms) || !fresh.insert(k) {

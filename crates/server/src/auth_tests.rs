@@ -62,6 +62,9 @@ async fn start(cfg: AuthConfig, tls: Option<Arc<tokio_rustls::rustls::ServerConf
         auth: Some(auth.clone()),
         emulator: None,
         annotations: None,
+        ratelimit: None,
+        extra_routes: None,
+        watch: None,
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();

@@ -11,15 +11,15 @@
 // Problems are HTTP response bodies built once per failed request; their size does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod detect;
 pub mod auth_routes;
 pub mod data;
+pub mod detect;
 pub mod emulator_api;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
-pub mod ui;
 pub mod tls;
+pub mod ui;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};

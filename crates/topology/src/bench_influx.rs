@@ -176,6 +176,10 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
         broker_url: String::new(),
         emulator: None,
         annotations: None,
+        ratelimit: None,
+        auth: None,
+        extra_routes: None,
+        watch: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -17,9 +17,9 @@
 //! same wiring under load.
 
 pub mod bench;
-pub mod watch;
-pub mod ratelimit;
 pub mod bench_influx;
+pub mod ratelimit;
+pub mod watch;
 
 use anyhow::Context;
 use fieldlab_core::config::{parse_broker_url, Config, MqttVersion};
@@ -66,10 +66,10 @@ pub async fn up(
         )
     })?;
     tracing::info!(?rec, "store opened");
-    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
     readiness.set("store", true);
     let quarantine =
         Arc::new(Quarantine::open(&cfg.storage.data_dir).context("cannot open the quarantine")?);
+    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
     let annotations = Arc::new(
         fieldlab_store::annotations::Annotations::open(&cfg.storage.data_dir)
             .context("cannot open the annotations log")?,
@@ -117,7 +117,6 @@ pub async fn up(
                 _ => None,
             };
             let check: Option<fieldlab_broker::MqttAuth> = auth.clone().map(|a| {
-        watch: watch.clone(),
                 Arc::new(move |id: &str, u: &str, p: &str| a.check_mqtt(id, u, p))
                     as fieldlab_broker::MqttAuth
             });
@@ -150,7 +149,6 @@ pub async fn up(
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::default();
     let http_metrics = HttpMetrics::default();
-            observers: watch::observers(&watch),
     let sink_metrics = fieldlab_sinks::SinkMetrics::default();
     let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
     emulator_metrics.register(&mut registry);
@@ -204,6 +202,7 @@ pub async fn up(
         annotations: Some(annotations.clone()),
         ratelimit: Some(limiter),
         extra_routes: Some(cap_routes),
+        watch: watch.clone(),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let stop_http = async {
@@ -273,6 +272,7 @@ pub async fn up(
             mqtt5,
             share_group: cfg.ingest.share_group.clone(),
             dedup_window: cfg.ingest.dedup_window,
+            observers: watch::observers(&watch),
         },
         store.clone(),
         quarantine.clone(),
@@ -282,8 +282,9 @@ pub async fn up(
         sinks.clone(),
     );
 
+    // Quality and anomaly events go out on MQTT (and the webhook) as they happen.
     let events = watch.clone().map(|w| {
-        let creds = cfg.mqtt.username.clone().zip(cfg.mqtt.password.clone());
+        let creds = mqtt_user.clone().zip(mqtt_pass.clone());
         watch::spawn_publisher(w, host.clone(), port, creds, cfg.detect.webhook_url.clone())
     });
 
@@ -337,13 +338,13 @@ pub async fn up(
         let now = ingest_metrics.messages.get();
         if now == last || Instant::now() > deadline {
             break;
-    if let Some(t) = events {
-        t.abort();
-    }
         }
         last = now;
     }
     ingest.stop().await;
+    if let Some(t) = events {
+        t.abort();
+    }
     // Ingest is quiet: deliver what the sinks still hold (or spool it for the next start).
     sinks.close().await;
     let _ = stop_http_tx.send(());
