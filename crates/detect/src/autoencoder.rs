@@ -372,12 +372,12 @@ impl GruAutoencoder {
         let mut err = 0.0f64;
         for r in w {
             self.dec.step(&z, &mut hdec, &mut gi, &mut gh);
-            for j in 0..f {
+            for (j, rj) in r.iter().enumerate().take(f) {
                 let mut y = self.out_b[j];
                 for (k, hv) in hdec.iter().enumerate() {
                     y += self.out_w[j * hd + k] * hv;
                 }
-                err += ((y - r[j]) as f64).powi(2);
+                err += ((y - rj) as f64).powi(2);
             }
         }
         err / (w.len() * f) as f64

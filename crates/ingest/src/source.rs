@@ -63,7 +63,10 @@ pub struct IngestSettings {
 
 /// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
 #[derive(Clone, Default)]
-pub struct Observers(pub Vec<Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>>);
+pub struct Observers(pub Vec<Observer>);
+
+/// One hook: the reading and the time it was received (epoch ms).
+pub type Observer = Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>;
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -69,7 +69,10 @@ pub fn read_windows(path: &Path) -> Result<Windows, CorpusError> {
 }
 
 /// Split a CSV file into a header and rows of fields, with 1-based line numbers.
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>), CorpusError> {
+/// A CSV's header and its rows, each with its line number.
+type Csv = (Vec<String>, Vec<(usize, Vec<String>)>);
+
+fn read_csv(path: &Path) -> Result<Csv, CorpusError> {
     let text = std::fs::read_to_string(path).map_err(|e| err(path, e.to_string()))?;
     let mut lines = text
         .lines()

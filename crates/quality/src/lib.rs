@@ -567,6 +567,7 @@ mod tests {
     #[test]
     fn physics_rules_of_the_lab() {
         let mut c = Checker::new(Rules::default());
+        #[allow(clippy::type_complexity)]
         let cases: &[(&str, &[(&str, f64)], bool)] = &[
             (
                 "PvInverter",

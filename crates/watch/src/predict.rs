@@ -240,10 +240,13 @@ pub enum JobStatus {
     },
 }
 
+/// Next job number, jobs by id, ids oldest first.
+type JobTable = (u64, BTreeMap<String, JobStatus>, VecDeque<String>);
+
 /// Recent jobs (bounded: the oldest are forgotten).
 #[derive(Clone, Default)]
 pub struct Jobs {
-    inner: Arc<Mutex<(u64, BTreeMap<String, JobStatus>, VecDeque<String>)>>,
+    inner: Arc<Mutex<JobTable>>,
 }
 
 const MAX_JOBS: usize = 1000;

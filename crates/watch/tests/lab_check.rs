@@ -74,10 +74,8 @@ fn run(kind: &str, detector: &str) -> (Option<(String, usize)>, usize) {
         let i = WARM + k;
         let now = i as i64 * STEP;
         let mut evs = Vec::new();
-        for e in fault(kind, k, i) {
-            if let Some((ts, recv, seq, v)) = e {
-                evs.extend(w.observe(&reading(ts, seq, v), recv));
-            }
+        for (ts, recv, seq, v) in fault(kind, k, i).into_iter().flatten() {
+            evs.extend(w.observe(&reading(ts, seq, v), recv));
         }
         evs.extend(w.check_stale(now));
         if let Some(e) = evs.first() {
