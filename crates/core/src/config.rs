@@ -230,7 +230,7 @@ pub struct MqttConfig {
     /// Embedded broker: MQTT 3.1.1 port; 0 picks a free port.
     pub port: u16,
     /// Client id of the ingest connection (devices use their own ids). Empty (default):
-    /// `fieldlab-ingest-<hostname>-<pid>`, unique per instance. Set it per instance (e.g. the
+    /// `fieldlab-ingest-<hostname>-<data-dir hash>`, unique per instance. Set it per instance (e.g. the
     /// pod name) to keep an external broker's persistent session across restarts.
     pub client_id: String,
     /// Keep-alive in seconds.

@@ -536,12 +536,6 @@ impl Emulator {
         annotations: Option<Arc<Annotations>>,
         metrics: EmulatorMetrics,
     ) -> Result<Emulator, String> {
-        if s.protocol == MqttProtocol::V5 {
-            return Err(
-                "devices.protocol: MQTT 5 device connections are not implemented yet; use 3.1.1"
-                    .into(),
-            );
-        }
         let n = s.shards.max(1);
         let cancel = CancellationToken::new();
         let shards = (0..n)

@@ -88,8 +88,19 @@ impl IngestSettings {
     }
 }
 
-/// A client id unique per process: `fieldlab-ingest-<hostname>-<pid>`.
-pub fn default_client_id() -> String {
+/// A client id unique per instance and stable across its restarts:
+/// `fieldlab-ingest-<hostname>-<hash of the data dir>`. Stable matters: with an external broker
+/// the session is persistent, and a restarted instance must resume it to receive what the broker
+/// queued while it was down (a per-process id would orphan that queue). Two instances on one
+/// host have different data dirs, so they still get different ids.
+pub fn default_client_id(data_dir: &std::path::Path) -> String {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: a few lines, and unlike std's hasher its output never changes between releases.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -106,7 +117,7 @@ pub fn default_client_id() -> String {
             }
         })
         .collect();
-    format!("fieldlab-ingest-{host}-{}", std::process::id())
+    format!("fieldlab-ingest-{host}-{:08x}", h as u32)
 }
 
 /// A received message of either protocol version.
@@ -398,9 +409,14 @@ async fn poll_v4(
             ev = eventloop.poll() => ev,
         };
         match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
                 ctx.connected();
+                // A resumed session already holds the subscriptions, and the broker sends what
+                // it queued before it answers the new SUBSCRIBE: ingest is receiving now.
+                if ack.session_present {
+                    ctx.subscribed();
+                }
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
                 }
@@ -440,9 +456,13 @@ async fn poll_v5(
             ev = eventloop.poll() => ev,
         };
         match ev {
-            Ok(Event5::Incoming(Packet5::ConnAck(_))) => {
+            Ok(Event5::Incoming(Packet5::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
                 ctx.connected();
+                // As in `poll_v4`: a resumed session is receiving before its SUBACK.
+                if ack.session_present {
+                    ctx.subscribed();
+                }
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
                 }

@@ -252,7 +252,7 @@ pub async fn up(
         );
     }
     let client_id = if cfg.mqtt.client_id.is_empty() {
-        fieldlab_ingest::default_client_id()
+        fieldlab_ingest::default_client_id(&cfg.storage.data_dir)
     } else {
         cfg.mqtt.client_id.clone()
     };
