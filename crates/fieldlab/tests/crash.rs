@@ -225,9 +225,10 @@ fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none()
             .collect();
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "acknowledged messages missing after restart, e.g. {missing:?} ({} stored, {} acknowledged)",
+            "acknowledged messages missing after restart, e.g. {missing:?} ({} stored, {} acknowledged)\nfieldlab stderr:\n{}",
             got.len(),
-            acked.len()
+            acked.len(),
+            f.stderr.lock().unwrap().join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     };
