@@ -141,7 +141,7 @@ fn newest_wal_segment(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "regressed when the store, sinks (MQTT 5, per-instance client ids) and detect branches were merged: the restarted instance stores nothing the broker queued; see the issue 4 note"]
+#[ignore = "intermittent: about 1 run in 4 stalls after the restart (acknowledged messages stop arriving); see the issue 4 note. Run with --ignored"]
 fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none() {
     // Unlimited queue for the offline session, so Mosquitto never drops what it acknowledged.
     let m = Mosquitto::start_with("max_queued_messages 0\n");

@@ -342,7 +342,18 @@ fn connect_v4(s: &IngestSettings) -> (AsyncClient, rumqttc::EventLoop) {
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    AsyncClient::new(opts, 1024)
+    AsyncClient::new(opts, request_capacity(s))
+}
+
+/// Room in the client's request channel for every acknowledgement that can be outstanding.
+///
+/// The poller awaits the writer's channel while holding the event loop, and only a polled event
+/// loop drains the request channel. If the writer could block on `ack()` while the poller blocks
+/// on a full writer channel, neither would move (seen after a session resume flooded ingest with
+/// queued messages). Unacknowledged messages are at most the writer channel (4 x batch_max) plus
+/// the batch in hand, so this capacity means `ack()` never waits on the poller.
+fn request_capacity(s: &IngestSettings) -> usize {
+    s.batch_max.max(1) * 5 + 1024
 }
 
 fn connect_v5(s: &IngestSettings) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
@@ -358,7 +369,7 @@ fn connect_v5(s: &IngestSettings) -> (rumqttc::v5::AsyncClient, rumqttc::v5::Eve
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
-    rumqttc::v5::AsyncClient::new(opts, 1024)
+    rumqttc::v5::AsyncClient::new(opts, request_capacity(s))
 }
 
 /// What both pollers share.
