@@ -51,7 +51,16 @@ impl SortedWindow {
         let mut next = || -> f64 {
             let dl = if l > 0 { med - s[l - 1] } else { f64::INFINITY };
             let dr = if r < n { s[r] - med } else { f64::INFINITY };
-            if dl <= dr {
+            // Decide by which run is left, not only by distance: with infinite or NaN values
+            // in the window both distances can be infinite (or NaN) while one run is empty.
+            let take_left = if l == 0 {
+                false
+            } else if r >= n {
+                true
+            } else {
+                !matches!(dr.partial_cmp(&dl), Some(std::cmp::Ordering::Less))
+            };
+            if take_left {
                 l -= 1;
                 dl
             } else {
