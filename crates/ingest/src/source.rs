@@ -382,9 +382,14 @@ struct PollCtx {
 }
 
 impl PollCtx {
-    fn connected(&self) {
+    /// On CONNACK. A resumed session already holds the subscriptions, and the broker sends
+    /// what it queued before it answers the new SUBSCRIBE: ingest is receiving now.
+    fn connected(&self, session_present: bool) {
         self.readiness.set("broker", true);
-        tracing::info!(broker = %self.where_, "ingest connected; subscribing");
+        tracing::info!(broker = %self.where_, session_present, "ingest connected; subscribing");
+        if session_present {
+            self.subscribed();
+        }
     }
 
     fn subscribed(&self) {
@@ -422,12 +427,7 @@ async fn poll_v4(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
-                ctx.connected();
-                // A resumed session already holds the subscriptions, and the broker sends what
-                // it queued before it answers the new SUBSCRIBE: ingest is receiving now.
-                if ack.session_present {
-                    ctx.subscribed();
-                }
+                ctx.connected(ack.session_present);
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
                 }
@@ -469,11 +469,7 @@ async fn poll_v5(
         match ev {
             Ok(Event5::Incoming(Packet5::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
-                ctx.connected();
-                // As in `poll_v4`: a resumed session is receiving before its SUBACK.
-                if ack.session_present {
-                    ctx.subscribed();
-                }
+                ctx.connected(ack.session_present);
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
                 }
