@@ -15,6 +15,7 @@ pub mod auth_routes;
 pub mod data;
 pub mod detect;
 pub mod emulator_api;
+pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
@@ -102,6 +103,8 @@ pub struct AppState {
     /// Routes of other parts with their own state and auth (the proof verifier API at
     /// `/verify`, `/policy/...`, `/proof/upload`, `/registry/...`), merged as they are.
     pub extra_routes: Option<axum::Router>,
+    /// The OpenAPI 3.1 fragment describing `extra_routes`, folded into `/openapi.json`.
+    pub extra_openapi: Option<serde_json::Value>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -278,9 +281,13 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         limiter: state.ratelimit.clone(),
     };
     let extra = state.extra_routes.clone();
+    let state_for_extra = state.clone();
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
-        .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            rl.clone(),
+            ratelimit::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -289,8 +296,18 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state);
+    // Merged routes of other parts pass the same metrics, rate limit, authentication and
+    // request ids (they used to be merged bare, open to anyone whatever their own auth said).
     let app = match extra {
-        Some(r) => app.merge(r),
+        Some(r) => app.merge(
+            r.route_layer(axum::middleware::from_fn_with_state(m, track))
+                .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
+                .layer(axum::middleware::from_fn_with_state(
+                    state_for_extra,
+                    authenticate,
+                ))
+                .layer(axum::middleware::from_fn(request_id)),
+        ),
         None => app,
     };
     ui::with_endpoint_probe(app)
