@@ -57,6 +57,18 @@ pub fn document(extra: Option<&Value>, public_metrics: bool) -> Value {
         "emulator",
     );
     emulator_responses(&mut paths);
+    // Real type names, so generated requests can create devices rather than only be refused.
+    if let Some(t) = schemas
+        .get_mut("DeviceSpec")
+        .and_then(|d| d.pointer_mut("/properties/type"))
+    {
+        let names: Vec<&str> = fieldlab_emulator::model::catalog()
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        t["examples"] = json!(names);
+        t["description"] = json!("a type of `fieldlab devices types` (built-in or custom)");
+    }
     if let Some(x) = extra {
         fold(&mut paths, &mut schemas, x, "proofs");
         verifier_parameters(&mut paths);
@@ -698,12 +710,12 @@ fn emulator_responses(paths: &mut Map<String, Value>) {
     if let Some(op) = paths.get_mut("/ws").and_then(|i| i.get_mut("get")) {
         op["description"] = json!("A WebSocket handshake (`Upgrade: websocket`); each text message is `{topic, message}` or `{lagged: n}`. Browsers may pass the bearer token as `?access_token=`.");
         op["responses"] = json!({"101": {"description": "switching to WebSocket"}});
-        op["parameters"].as_array_mut().map(|a| {
+        if let Some(a) = op["parameters"].as_array_mut() {
             a.push(
                 json!({"name": "access_token", "in": "query", "schema": {"type": "string"},
                 "description": "bearer token (only here, for browsers)"}),
-            )
-        });
+            );
+        }
     }
 }
 
@@ -1044,7 +1056,7 @@ fn schemas() -> Map<String, Value> {
             "key": {"type": "string"}, "lease": {"type": "string", "description": "the lease /check returned"}}},
         "Released": obj(json!({"key": {"type": "string"}, "lease": {"type": "string"}, "released": {"type": "boolean"}}), &["released"]),
         "Rule": obj(json!({"key": {"type": "string"}, "pattern": {"type": "string"}, "policy": {"type": "object"}}), &["policy"]),
-        "Policy": {"oneOf": [
+        "Policy": {"anyOf": [
             {"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
                 "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
                     "algorithm": {"enum": ["token_bucket", "fixed_window", "sliding_window", "leaky_bucket", "gcra", "concurrency"]},
