@@ -310,7 +310,41 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         ),
         None => app,
     };
-    ui::with_endpoint_probe(app)
+    ui::with_endpoint_probe(app).layer(axum::middleware::from_fn(problem_errors))
+}
+
+/// axum's own rejections (a path segment that is not a number, a query string that does not
+/// parse, a missing WebSocket upgrade) answer `text/plain`; every error of this API is
+/// problem+json, so such answers are rewritten here, keeping their status, text and headers.
+pub async fn problem_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let slug = title.to_ascii_lowercase().replace(' ', "-");
+    let detail = if text.is_empty() {
+        title.to_string()
+    } else {
+        text
+    };
+    let mut out = Problem::new(status, &slug, title, detail).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Serve until `shutdown` resolves.

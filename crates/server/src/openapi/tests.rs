@@ -172,3 +172,33 @@ fn guarded_operations_have_concrete_paths_and_roles() {
     assert!(!g.iter().any(|o| o.path == "/health"));
     assert_eq!(concrete("/ui/{*path}", |_| "a".into()), "/ui/a");
 }
+
+#[tokio::test]
+async fn axum_rejections_are_problem_json_too() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::app(state(dir.path()));
+    for (method, uri, status) in [
+        ("DELETE", "/api/v1/devices/t1/faults/not-a-number", 400),
+        ("GET", "/ws", 400),
+        ("PROPFIND", "/api/v1/ui/endpoints", 405),
+    ] {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {uri}");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        if status == 405 {
+            assert_eq!(resp.headers()["allow"], "GET,HEAD", "headers are kept");
+        }
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], status, "{v}");
+        assert!(!v["detail"].as_str().unwrap().is_empty(), "{v}");
+    }
+}
