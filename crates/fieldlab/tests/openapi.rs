@@ -186,34 +186,46 @@ fn schemathesis_finds_no_server_error() {
         st.is_ok_and(|o| o.status.success()),
         "schemathesis is not installed; run scripts/test.sh (pip install schemathesis)"
     );
-    let report = u._dir.path().join("schemathesis");
-    let out = Command::new("schemathesis")
-        .args(["run", &u.f.url("/openapi.json")])
-        // No 5xx, and every answer's status, content type and body as documented.
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        ])
-        .args(["--max-examples", "10", "--seed", "7", "--workers", "2"])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--request-timeout", "10"])
-        .args(["-H", &format!("Authorization: Bearer {}", u.admin)])
-        // A WebSocket handshake cannot be driven over plain HTTP requests.
-        .args(["--exclude-path", "/ws"])
-        .arg("--report-dir")
-        .arg(&report)
-        .env("NO_COLOR", "1")
-        .env("SCHEMATHESIS_HOOKS", "")
-        .current_dir(u._dir.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = || {
+        let out = Command::new("schemathesis")
+            .args(["run", &u.f.url("/openapi.json")])
+            // No 5xx, and every answer's status, content type and body as documented.
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            ])
+            .args(["--max-examples", "10", "--seed", "7", "--workers", "2"])
+            .args(["--phases", "examples,coverage,fuzzing"])
+            .args(["--request-timeout", "30"])
+            .args(["-H", &format!("Authorization: Bearer {}", u.admin)])
+            // A WebSocket handshake cannot be driven over plain HTTP requests.
+            .args(["--exclude-path", "/ws"])
+            .env("NO_COLOR", "1")
+            .current_dir(u._dir.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (mut ok, mut text) = run();
+    // CPython 3.11 sometimes fails inside Hypothesis while it describes a strategy ("AST
+    // constructor recursion depth mismatch", a "Runtime Error" of the tool, seen on a loaded
+    // machine); that says nothing about the API, so such a run is repeated. A failed check
+    // (marked ❌) is never retried.
+    for _ in 0..2 {
+        if ok || text.contains('❌') || !text.contains("AST constructor recursion depth mismatch")
+        {
+            break;
+        }
+        eprintln!("schemathesis hit the CPython AST recursion bug; running it again");
+        (ok, text) = run();
+    }
     eprintln!("{text}");
-    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(ok, "schemathesis found problems:\n{text}");
     // It did test the API, not an empty document.
     assert!(text.contains("passed"), "{text}");
 }
