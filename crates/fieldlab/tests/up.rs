@@ -272,3 +272,36 @@ fn readiness_is_503_while_the_external_broker_is_down() {
         "liveness does not depend on the broker"
     );
 }
+
+#[test]
+fn watch_events_are_pushed_on_the_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fieldlab::start(dir.path(), &[]);
+    f.wait_ready(Duration::from_secs(10));
+    let ws_url = f
+        .url("/ws/events?device_id=ws_probe_1&kind=quality")
+        .replacen("http", "ws", 1);
+    let (mut ws, _) = tungstenite::connect(ws_url).expect("websocket handshake");
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    }
+    // A reading that goes back in time is a quality event (out of order) for this device.
+    for (seq, t) in [(1, "00:00:10"), (2, "00:00:05")] {
+        let p = format!(
+            r#"{{"device_id":"ws_probe_1","device_type":"TemperatureSensor","seq":{seq},"ts":"2026-01-01T{t}.000Z","data":{{"temperature":21.0}}}}"#
+        );
+        mosquitto_pub(
+            f.mqtt_port,
+            "devices/TemperatureSensor/ws_probe_1/telemetry",
+            p.as_bytes(),
+        );
+    }
+    let msg = ws.read().expect("an event within 15 s");
+    let v: serde_json::Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+    assert_eq!(v["kind"], "quality", "{v}");
+    assert_eq!(v["device_id"], "ws_probe_1", "{v}");
+
+    // A bad filter is a problem+json 400, not a silent empty stream.
+    let (st, p) = f.get("/ws/events?kind=nope");
+    assert_eq!(st, 400, "{p}");
+}

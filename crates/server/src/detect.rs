@@ -9,6 +9,7 @@
 //! | `GET /api/v1/anomalies` | anomaly events, newest first (`device_id`, `from`, `limit`) |
 //! | `GET /api/v1/quality` | quality score per device over `from..to`, and recent events |
 //! | `POST /api/v1/models/load` | load an autoencoder saved by `fieldlab detect train` |
+//! | `GET /ws/events` | quality and anomaly events pushed as they happen (WebSocket) |
 
 use crate::{AppState, Problem};
 use axum::extract::rejection::JsonRejection;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/anomalies", get(anomalies))
         .route("/api/v1/quality", get(quality))
         .route("/api/v1/models/load", post(load_model))
+        .route("/ws/events", get(ws_events))
 }
 
 fn watch(s: &AppState) -> Result<Watch, Problem> {
@@ -279,4 +281,73 @@ async fn load_model(
     let meta = serde_json::to_value(&m.meta).unwrap_or_default();
     w.set_model(m);
     Ok(Json(json!({"loaded": b.path, "model": meta})))
+}
+
+/// `GET /ws/events?device_id=a,b&kind=anomaly|quality`: every watch event as it happens, as a
+/// JSON text message (`{"kind": "anomaly", ...}`); a client too slow for the stream is told
+/// how many it missed (`{"lagged": n}`) instead of slowing ingest down.
+async fn ws_events(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    up: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, Problem> {
+    let w = watch(&s)?;
+    let ids: Vec<String> = q
+        .get("device_id")
+        .map(|v| {
+            v.split(',')
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let kind = match q.get("kind").map(String::as_str) {
+        None | Some("") => None,
+        Some(k @ ("anomaly" | "quality")) => Some(k.to_string()),
+        Some(other) => {
+            return Err(Problem::bad_parameter(
+                "kind",
+                format!("kind `{other}`: expected anomaly or quality"),
+            ))
+        }
+    };
+    let rx = w.subscribe();
+    Ok(up.on_upgrade(move |sock| push_events(sock, rx, ids, kind)))
+}
+
+async fn push_events(
+    mut sock: axum::extract::ws::WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<fieldlab_watch::Event>,
+    ids: Vec<String>,
+    kind: Option<String>,
+) {
+    use axum::extract::ws::Message;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            e = rx.recv() => {
+                let text = match e {
+                    Ok(e) => {
+                        if !ids.is_empty() && !ids.iter().any(|x| x == e.device_id()) {
+                            continue;
+                        }
+                        let v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                        if kind.as_deref().is_some_and(|k| v["kind"] != k) {
+                            continue;
+                        }
+                        v.to_string()
+                    }
+                    Err(RecvError::Lagged(n)) => json!({"lagged": n}).to_string(),
+                    Err(RecvError::Closed) => break,
+                };
+                if sock.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            r = sock.recv() => match r {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            },
+        }
+    }
 }

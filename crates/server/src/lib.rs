@@ -153,8 +153,8 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         };
         let mut authorization = header("authorization");
         // Browsers cannot set headers on a WebSocket handshake: /ws also takes the token as
-        // `?access_token=` (RFC 6750 section 2.3), and only there.
-        if authorization.is_none() && req.uri().path() == "/ws" {
+        // `?access_token=` (RFC 6750 section 2.3), and only there (and on /ws/events).
+        if authorization.is_none() && matches!(req.uri().path(), "/ws" | "/ws/events") {
             authorization = req.uri().query().and_then(|q| {
                 q.split('&')
                     .find_map(|kv| kv.strip_prefix("access_token="))

@@ -453,6 +453,32 @@ fn native_paths() -> Map<String, Value> {
     );
     put(
         &mut p,
+        "/ws/events",
+        "get",
+        Op::new(detect, "Quality and anomaly events pushed over WebSocket")
+            .query(
+                "device_id",
+                string(),
+                "only these devices (comma-separated)",
+            )
+            .query(
+                "kind",
+                json!({"type": "string", "enum": ["anomaly", "quality"]}),
+                "only this kind",
+            )
+            .query(
+                "access_token",
+                string(),
+                "bearer token (only here and on /ws, for browsers)",
+            )
+            .resp(
+                "101",
+                "switching to WebSocket; each text message is one event or `{lagged: n}`",
+                None,
+            ),
+    );
+    put(
+        &mut p,
         "/api/v1/quality",
         "get",
         Op::new(detect, "Quality score per device and recent quality events")
