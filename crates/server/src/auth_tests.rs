@@ -129,6 +129,17 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
             .status();
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
+    // The UI's endpoint probe is public and says sign-in is required.
+    let v: Value = c
+        .get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["auth"]["enabled"], true, "{v}");
+    assert_eq!(v["/ws"]["available"], true, "{v}");
     // Every guarded route: 401 without credentials, with a Bearer challenge.
     for p in GUARDED {
         let resp = c.get(format!("{}{p}", r.base)).send().await.unwrap();
