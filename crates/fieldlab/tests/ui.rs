@@ -767,7 +767,8 @@ fn sign_in(b: &mut Browser, user: &str, role: &str) {
     b.wait_for(
         "the sign-in form",
         Duration::from_secs(10),
-        "(() => { const u = document.getElementById('signin-user'); if (!u) return null; u.focus(); return true; })()",
+        "(() => { const u = document.getElementById('signin-user'); if (!u) return null; \
+           u.value = ''; document.getElementById('signin-pass').value = ''; u.focus(); return true; })()",
     );
     b.call("Input.insertText", serde_json::json!({"text": user}));
     b.press("Tab");
