@@ -109,6 +109,9 @@ export class LiveFeed {
   dispatch(text) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
+    // User Timing mark of the first live message (devtools' Performance panel shows it; the
+    // browser test reads it for the time-to-first-live-value figure).
+    if (!this.marked) { this.marked = true; performance.mark("fieldlab:first-live"); }
     for (let m of Array.isArray(msg) ? msg : [msg]) {
       // fieldlab's /ws wraps each MQTT message as {topic, message}; a slow client is told how
       // many it missed with {lagged: n}.
