@@ -605,7 +605,7 @@ fn anomaly_quality_ratelimit_and_verify_pages_show_real_data() {
            return score && ev ? [score, ev] : null; })()",
     );
     eprintln!("quality: {row}");
-    b.screenshot(&shots().join("quality.png"));
+    b.screenshot(&shots().join("quality-duplicates.png"));
 
     // Anomalies: spikes on the warm sensor show up in the feed with detector and score.
     b.eval("location.hash = '#/anomalies'; true");
@@ -644,7 +644,7 @@ fn anomaly_quality_ratelimit_and_verify_pages_show_real_data() {
         cells[4].parse::<f64>().is_ok() && cells[5].starts_with("robust_z"),
         "{cells:?}"
     );
-    b.screenshot(&shots().join("anomalies.png"));
+    b.screenshot(&shots().join("anomalies-spike.png"));
 
     // Rate limits: the policies, and decisions counted live as checks arrive.
     for _ in 0..3 {
@@ -689,7 +689,7 @@ fn anomaly_quality_ratelimit_and_verify_pages_show_real_data() {
             before + 4
         ),
     );
-    b.screenshot(&shots().join("ratelimit.png"));
+    b.screenshot(&shots().join("ratelimit-decisions.png"));
 
     // Verify: the good bundle dropped on the drop zone is OK with every check passed.
     use base64::Engine;
@@ -731,7 +731,7 @@ fn anomaly_quality_ratelimit_and_verify_pages_show_real_data() {
     ] {
         assert!(names.contains(want), "check `{want}` not shown: {names}");
     }
-    b.screenshot(&shots().join("verify.png"));
+    b.screenshot(&shots().join("verify-ok.png"));
     // The tampered copy chosen with the file input: FAIL, the reason, and the failing check.
     let doc = b.call("DOM.getDocument", serde_json::json!({}));
     let node = b.call(
@@ -863,7 +863,7 @@ fn sign_in_roles_and_a_lesson_end_to_end() {
         "{:#?}",
         b.console_problems()
     );
-    b.screenshot(&shots().join("signin.png"));
+    b.screenshot(&shots().join("signin-auth.png"));
     // A wrong password is refused with the server's words.
     b.eval("document.getElementById('signin-user').value = 'stu'; document.getElementById('signin-pass').value = 'nope'; \
             document.querySelector('main form button[type=submit]').click(); true");

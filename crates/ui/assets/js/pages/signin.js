@@ -38,6 +38,6 @@ export default async function signin(root, _p, { navigate }) {
   fill(root, pageTitle("Sign in"),
     s ? h("p", {}, `Signed in as ${s.user}${s.role ? ` (${s.role})` : ""}. `,
       h("button", { type: "button", onclick: () => { sessionStorage.removeItem("fieldlab.token"); window.dispatchEvent(new Event("fieldlab:session")); navigate("#/"); } }, "Sign out"))
-      : h("p", { class: "lead" }, "This server requires sign-in. Students see their own devices; teachers and admins more."),
+      : h("p", { class: "lead" }, "This server requires sign-in. Students watch every page, reveal lessons and verify bundles; teachers also start and stop devices and inject faults; admins also change rate limits and users."),
     form);
 }
