@@ -114,6 +114,17 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
             .status();
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
+    // The UI's endpoint probe is public and says sign-in is required.
+    let v: Value = c
+        .get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["auth"]["enabled"], true, "{v}");
+    assert_eq!(v["/ws"]["available"], true, "{v}");
     // (Every guarded operation's 401 and 403: `every_guarded_operation_...` below.)
     // Garbage and forged tokens are 401 too.
     let resp = c

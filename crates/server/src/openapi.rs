@@ -1052,7 +1052,10 @@ fn schemas() -> Map<String, Value> {
                 &["device_id", "field", "points"])}}), &["series"]),
         "Index": obj(json!({"name": {"type": "string"}, "version": {"type": "string"}, "mqtt": {"type": "string"},
             "endpoints": {"type": "array", "items": {"type": "string"}}}), &["name", "version"]),
-        "EndpointProbe": {"type": "object", "additionalProperties":
+        "EndpointProbe": {"type": "object",
+            "properties": {"auth": obj(json!({"enabled": {"type": "boolean"}}), &["enabled"])},
+            "required": ["auth"],
+            "additionalProperties":
             obj(json!({"available": {"type": "boolean"}, "status": {"type": "integer"}}), &["available", "status"])},
     });
     let s2 = json!({

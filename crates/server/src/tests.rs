@@ -259,6 +259,10 @@ async fn endpoint_probe_tells_existing_routes_from_missing_ones_without_running_
     );
     assert_eq!(v["/api/v1/devices/x"]["available"], true);
     assert_eq!(v["/no/such/route"]["available"], false);
+    assert_eq!(
+        v["auth"]["enabled"], false,
+        "auth is off in this state: {v}"
+    );
 
     for uri in [
         "/api/v1/ui/endpoints",

@@ -12,6 +12,10 @@
 //! `GET /api/v1/ui/endpoints?path=/ws&path=/verify` by routing an `OPTIONS` request for each path
 //! through the real router: 404 means no such route; anything else (405 for a route without
 //! OPTIONS, 401/403 when auth guards it) means the route exists. OPTIONS runs no handler.
+//! The answer also says whether sign-in is required (`"auth": {"enabled": true}`, found by
+//! routing an anonymous `GET /api/v1/auth/whoami`, a read without side effects, is
+//! refused with 401 only when auth is on; OPTIONS would not do, it is answered 405 before the
+//! auth layer), so the UI goes to its sign-in page before it makes a request that would fail.
 
 use crate::{AppState, Problem};
 use axum::body::Body;
@@ -180,6 +184,19 @@ async fn probe(
             json!({"available": status != StatusCode::NOT_FOUND, "status": status.as_u16()}),
         );
     }
+    let anonymous = Request::builder()
+        .method(Method::GET)
+        .uri("/api/v1/auth/whoami")
+        .body(Body::empty())
+        .expect("static request");
+    let status = match app.oneshot(anonymous).await {
+        Ok(r) => r.status(),
+        Err(never) => match never {},
+    };
+    out.insert(
+        "auth".into(),
+        json!({"enabled": status == StatusCode::UNAUTHORIZED}),
+    );
     Json(Value::Object(out)).into_response()
 }
 

@@ -96,11 +96,18 @@ export async function available(...names) {
       const r = await get(`/api/v1/ui/endpoints?${q}`);
       if (!fresh) cache = { at: Date.now(), result: {} };
       for (const n of missing) cache.result[n] = !!r[path(ENDPOINTS[n], "_probe")]?.available;
+      cache.auth = r.auth?.enabled === true;
     } catch {
       for (const n of missing) cache.result[n] = false;
     }
   }
   return Object.fromEntries(names.map((n) => [n, cache.result[n]]));
+}
+
+/** Whether this server requires sign-in (the probe says so; it is public). */
+export async function authEnabled() {
+  await available("authToken");
+  return cache.auth === true;
 }
 
 /** Items of a list answer, whatever the wrapper key: [..], {items:[..]}, {anomalies:[..]}... */

@@ -6,7 +6,7 @@
 // server serves one HTML file.
 
 import { h, fill } from "./dom.js";
-import { available, get, session } from "./api.js";
+import { authEnabled, get, session } from "./api.js";
 import { live } from "./live.js";
 import { timeZone } from "./format.js";
 
@@ -129,22 +129,33 @@ function setupLiveStatus() {
   });
 }
 
-// The account control appears only on servers with auth; a 401 anywhere leads to sign-in.
-async function setupSession() {
-  const { authToken } = await available("authToken");
-  if (!authToken) return;
+// With auth on, nothing but the sign-in page asks the API for anything until a token exists
+// (a request without one is a 401, and a console error); a 401 later (expired or revoked token)
+// leads back to sign-in. The account control appears only on servers with auth.
+let needAuth = false;
+const signedIn = () => !needAuth || !!session();
+
+function toSignin() {
+  if (location.hash === "#/signin") return;
+  sessionStorage.setItem("fieldlab.after", location.hash || "#/");
+  location.hash = "#/signin";
+}
+
+function setupSession() {
+  if (!needAuth) return;
   const slot = document.getElementById("account");
   const draw = () => {
     const s = session();
     fill(slot, h("a", { href: "#/signin", class: "btn" }, s ? `${s.user}${s.role ? ` (${s.role})` : ""}` : "Sign in"));
   };
   draw();
-  window.addEventListener("fieldlab:session", draw);
-  window.addEventListener("fieldlab:unauthorized", () => {
-    if (location.hash === "#/signin") return;
-    sessionStorage.setItem("fieldlab.after", location.hash || "#/");
-    location.hash = "#/signin";
+  window.addEventListener("fieldlab:session", () => {
+    draw();
+    // A new token (or none): the live feed reconnects with it, or stops.
+    live.stop();
+    if (session()) { live.start(); serverInfo(); }
   });
+  window.addEventListener("fieldlab:unauthorized", toSignin);
 }
 
 async function serverInfo() {
@@ -159,10 +170,18 @@ document.getElementById("skip").addEventListener("click", (e) => {
   e.preventDefault();
   (main.querySelector("h1") || main).focus();
 });
-setupTheme();
-setupLiveStatus();
-window.addEventListener("hashchange", route);
-route();
-live.start();
-serverInfo();
-setupSession();
+async function boot() {
+  setupTheme();
+  setupLiveStatus();
+  needAuth = await authEnabled();
+  setupSession();
+  if (!signedIn()) toSignin();
+  window.addEventListener("hashchange", () => {
+    if (!signedIn() && location.hash !== "#/signin") toSignin();
+    else route();
+  });
+  route();
+  if (signedIn()) { live.start(); serverInfo(); }
+}
+
+boot();

@@ -66,7 +66,8 @@ export class LiveFeed {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     this.stopPolling();
-    if (this.ws) this.ws.close();
+    // Detached first: a later start() must not see this socket's close as its own.
+    if (this.ws) { this.ws.onclose = null; this.ws.onmessage = null; this.ws.close(); this.ws = null; }
   }
 
   async connect() {
@@ -80,6 +81,10 @@ export class LiveFeed {
     }
     const url = new URL(this.wsPath, location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    // Browsers cannot set headers on a handshake: with auth on, /ws takes the bearer token
+    // as `?access_token=` (RFC 6750 section 2.3).
+    const token = sessionStorage.getItem("fieldlab.token");
+    if (token) url.searchParams.set("access_token", token);
     let opened = false;
     const sock = new WebSocket(url);
     this.ws = sock;
@@ -104,6 +109,9 @@ export class LiveFeed {
   dispatch(text) {
     let msg;
     try { msg = JSON.parse(text); } catch { return; }
+    // User Timing mark of the first live message (devtools' Performance panel shows it; the
+    // browser test reads it for the time-to-first-live-value figure).
+    if (!this.marked) { this.marked = true; performance.mark("fieldlab:first-live"); }
     for (let m of Array.isArray(msg) ? msg : [msg]) {
       // fieldlab's /ws wraps each MQTT message as {topic, message}; a slow client is told how
       // many it missed with {lagged: n}.

@@ -1,8 +1,14 @@
-// Anomaly feed: detector events, newest first; live over the WebSocket when it carries them.
+// Anomaly feed: detector events, newest first. Shape: GET /api/v1/anomalies {count, anomalies:
+// [{device_id, field, ts_ms, time, value, score, detector}]}. /ws carries telemetry only, so the
+// feed polls every 3 s even while the live connection is up (and takes `anomaly` messages too,
+// should /ws ever carry them).
 
 import { h, fill, table, pageTitle, errorNotice, unavailable } from "../dom.js";
 import { available, get, listOf, qs } from "../api.js";
 import { fmtTime, fmtValue, toMs, unitOf } from "../format.js";
+
+/** The event's time: `ts_ms` from fieldlab-watch, older shapes' `ts`/`timestamp`. */
+export const when = (a) => a.ts_ms ?? a.time ?? a.ts ?? a.timestamp;
 
 export default async function anomalies(root, _p, { live }) {
   const { anomalies: ok } = await available("anomalies");
@@ -16,24 +22,23 @@ export default async function anomalies(root, _p, { live }) {
     h("p", { class: "lead" }, "Points the streaming detectors scored as anomalous, newest first."), box);
   function draw() {
     fill(box, table([
-      { label: "Time", cell: (a) => fmtTime(a.ts ?? a.timestamp) },
+      { label: "Time", cell: (a) => fmtTime(when(a)) },
       { label: "Device", cell: (a) => h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id) },
       { label: "Field", cell: (a) => a.field || "—" },
       { label: "Value", cell: (a) => fmtValue(a.value, unitOf(a.field || "")) },
       { label: "Score", num: true, cell: (a) => (typeof a.score === "number" ? a.score.toFixed(3) : "—") },
       { label: "Detector", cell: (a) => a.detector || a.method || "—" },
-      { label: "Reason", cell: (a) => a.reason || "" },
     ], items.slice(0, 500), { empty: "No anomalies detected." }));
   }
   async function load() {
     try {
       items = listOf(await get(`/api/v1/anomalies${qs({ limit: 500 })}`), "anomalies")
-        .sort((a, b) => (toMs(b.ts ?? b.timestamp) ?? 0) - (toMs(a.ts ?? a.timestamp) ?? 0));
+        .sort((a, b) => (toMs(when(b)) ?? 0) - (toMs(when(a)) ?? 0));
       draw();
     } catch (e) { fill(box, errorNotice(e, "Could not load anomalies")); }
   }
   await load();
   const off = live.on("anomaly", (a) => { items.unshift(a); draw(); });
-  const t = setInterval(() => { if (!live.isLive) load(); }, 5000);
+  const t = setInterval(load, 3000);
   return () => { off(); clearInterval(t); };
 }

@@ -112,7 +112,10 @@ export default async function device(root, [id], { live, onTheme }) {
   const act = (what, fn) => async () => {
     status.textContent = `${what}…`;
     try { await fn(); status.textContent = `${what}: done.`; refreshDevice(); loadNotes(); }
-    catch (e) { status.textContent = `${what} failed: ${e.message}`; }
+    catch (e) {
+      // 403: the server's reason names the roles that may do this and the caller's.
+      status.textContent = e.status === 403 ? `${what} refused: ${e.message}` : `${what} failed: ${e.message}`;
+    }
   };
   // What is running now; redrawn on refresh without touching the form the user may be filling.
   const activeBox = h("div", {});

@@ -149,7 +149,9 @@ export default async function lessons(root, [id]) {
       if (l.scenario && has.deviceScenario) await post(path(ENDPOINTS.deviceScenario, l.device), { scenario: l.scenario });
       status.textContent = `Started at ${fmtTime(Date.now())}. Open the device and find it, then come back and reveal.`;
     } catch (e) {
-      status.textContent = `Could not start: ${e.message}`;
+      status.textContent = e.status === 403
+        ? `Only a teacher (or an operator or admin) can inject this fault; ask yours to start the lesson, then find it and reveal. The server said: ${e.message}`
+        : `Could not start: ${e.message}`;
     }
   }
 
@@ -159,7 +161,7 @@ export default async function lessons(root, [id]) {
       has.annotations ? get(`/api/v1/annotations${qs(q)}`).then((d) => listOf(d, "annotations")
         .filter((a) => (toMs(a.end ?? a.end_ms) ?? Date.now()) >= toMs(q.from))).catch(() => []) : null,
       has.anomalies ? get(`/api/v1/anomalies${qs(q)}`).then((d) => listOf(d, "anomalies")).catch(() => []) : null,
-      has.quality ? get(`/api/v1/quality${qs({ device_id: l.device })}`).catch(() => null) : null,
+      has.quality ? get(`/api/v1/quality${qs({ device_id: l.device, limit: 200 })}`).catch(() => null) : null,
     ]);
     fill(reveal,
       h("h2", {}, "What the rules and detectors saw"),
@@ -169,10 +171,16 @@ export default async function lessons(root, [id]) {
         { label: "Start", cell: (a) => fmtTime(a.start ?? a.start_ms) }, { label: "End", cell: (a) => ((a.end ?? a.end_ms) ? fmtTime(a.end ?? a.end_ms) : "active") },
       ], ann)] : h("p", { class: "muted" }, "Ground truth: GET /api/v1/annotations is not available on this server yet."),
       an ? [h("h3", {}, "Detector events"), table([
-        { label: "Time", cell: (a) => fmtTime(a.ts ?? a.timestamp) }, { label: "Field", cell: (a) => a.field || "—" },
+        { label: "Time", cell: (a) => fmtTime(a.ts_ms ?? a.ts) }, { label: "Field", cell: (a) => a.field || "—" },
         { label: "Score", num: true, cell: (a) => a.score?.toFixed?.(3) ?? "—" }, { label: "Detector", cell: (a) => a.detector || "—" },
       ], an, { empty: "No detector fired." })] : h("p", { class: "muted" }, "Detectors: GET /api/v1/anomalies is not available on this server yet."),
-      qual ? [h("h3", {}, "Quality report"), h("pre", {}, JSON.stringify(qual, null, 2))]
+      qual ? [h("h3", {}, "Quality rules"),
+        h("p", {}, "Quality score of ", l.device, " over the last hour: ",
+          ...listOf(qual, "devices").map((d) => `${(d.score * 100).toFixed(1)} % (${d.flagged} of ${d.readings} readings flagged)`)),
+        table([
+          { label: "Time", cell: (e) => fmtTime(e.ts_ms) }, { label: "Rule", cell: (e) => badge(e.rule, "warn") },
+          { label: "Field", cell: (e) => e.field || "—" }, { label: "Reason", cell: (e) => e.reason },
+        ], listOf(qual, "events").filter((e) => e.ts_ms >= toMs(q.from)).slice(0, 50), { empty: "No rule fired since the lesson started." })]
         : h("p", { class: "muted" }, "Quality rules: GET /api/v1/quality is not available on this server yet."));
   }
 

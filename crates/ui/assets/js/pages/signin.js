@@ -2,14 +2,15 @@
 // The token lives in sessionStorage (gone with the tab) and is sent as a bearer token; what a
 // role may do is decided by the server, whose 403 explanation the pages show.
 
-import { h, fill, pageTitle, errorNotice, unavailable } from "../dom.js";
-import { ENDPOINTS, available, post, session } from "../api.js";
+import { h, fill, pageTitle, errorNotice } from "../dom.js";
+import { ENDPOINTS, authEnabled, post, session } from "../api.js";
 
 export default async function signin(root, _p, { navigate }) {
-  const { authToken } = await available("authToken");
-  if (!authToken) {
-    fill(root, pageTitle("Sign in"), unavailable("Sign-in", `POST ${ENDPOINTS.authToken}`, "operations issue (#9)"),
-      h("p", {}, "Without auth every page is open (the local demo binds to 127.0.0.1)."));
+  if (!(await authEnabled())) {
+    fill(root, pageTitle("Sign in"),
+      h("div", { class: "notice", role: "status", dataset: { unavailable: "auth" } },
+        h("h2", {}, "Sign-in is off on this server"),
+        h("p", {}, "auth.enabled is false: every page is open and every request acts as the local admin (the local demo binds to 127.0.0.1). Turn it on in fieldlab.yaml and add users with ", h("code", {}, "fieldlab users add NAME --role student"), ".")));
     return;
   }
   const s = session();
@@ -37,6 +38,6 @@ export default async function signin(root, _p, { navigate }) {
   fill(root, pageTitle("Sign in"),
     s ? h("p", {}, `Signed in as ${s.user}${s.role ? ` (${s.role})` : ""}. `,
       h("button", { type: "button", onclick: () => { sessionStorage.removeItem("fieldlab.token"); window.dispatchEvent(new Event("fieldlab:session")); navigate("#/"); } }, "Sign out"))
-      : h("p", { class: "lead" }, "This server requires sign-in. Students see their own devices; teachers and admins more."),
+      : h("p", { class: "lead" }, "This server requires sign-in. Students watch every page, reveal lessons and verify bundles; teachers also start and stop devices and inject faults; admins also change rate limits and users."),
     form);
 }
