@@ -356,3 +356,124 @@ fn service_config_crud_precedence_and_persistence() {
     assert_eq!(bad.status().as_u16(), 400);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
 }
+
+/// Publish every line of `lines` as one QoS 1 message with the real `mosquitto_pub -l`.
+fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is not installed; run scripts/test.sh");
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+#[test]
+fn ingest_quarantines_messages_over_the_device_limit_and_drops_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fieldlab.yaml");
+    // 5 at once, then 1 per hour: within the test, exactly 5 messages of a device pass.
+    std::fs::write(
+        &cfg,
+        "devices:\n  fleet: []\nratelimit:\n  ingest:\n    limits:\n      - {algorithm: token_bucket, limit: 1, period: 1h, burst: 5}\n",
+    )
+    .unwrap();
+    let f = Fieldlab::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    f.wait_ready(Duration::from_secs(20));
+    let published = 40u64;
+    let msg = |dev: &str, i: u64| {
+        json!({"device_id": dev, "device_type": "TemperatureSensor", "seq": i,
+               "ts": format!("2026-01-01T00:00:{i:02}.000Z"), "data": {"temperature": 20.0 + i as f64}})
+        .to_string()
+    };
+    let flood: Vec<String> = (0..published).map(|i| msg("flood_1", i)).collect();
+    mosquitto_pub_lines(
+        f.mqtt_port,
+        "devices/TemperatureSensor/flood_1/telemetry",
+        &flood,
+    );
+    // Another device has its own limit.
+    let calm: Vec<String> = (0..3).map(|i| msg("calm_1", i)).collect();
+    mosquitto_pub_lines(
+        f.mqtt_port,
+        "devices/TemperatureSensor/calm_1/telemetry",
+        &calm,
+    );
+
+    let stored = |dev: &str| {
+        let (st, v) = f.get(&format!("/api/v1/query?device_id={dev}&field=temperature"));
+        if st != 200 {
+            return 0;
+        }
+        v["series"][0]["points"]
+            .as_array()
+            .map_or(0, |p| p.len() as u64)
+    };
+    let limited = || {
+        let (_, v) = f.get("/api/v1/quarantine?limit=1000");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["reason"] == "rate limited")
+            .inspect(|i| assert_eq!(i["topic"], "devices/TemperatureSensor/flood_1/telemetry"))
+            .count() as u64
+    };
+    let (s, q) = eventually(
+        Duration::from_secs(15),
+        "every message stored or quarantined",
+        || {
+            let (s, q) = (stored("flood_1"), limited());
+            (s + q == published && stored("calm_1") == 3).then_some((s, q))
+        },
+    );
+    assert!(q > 0, "nothing was rate limited");
+    assert_eq!((s, q), (5, published - 5), "burst 5, refill 1/h");
+    // Nothing is counted twice: a little later the sums still hold.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((stored("flood_1"), limited()), (5, published - 5));
+
+    let (_, text) = f.text("/metrics");
+    let metric = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(
+        metric("fieldlab_ingest_rate_limited_total"),
+        (published - 5) as f64
+    );
+    assert_eq!(
+        metric("fieldlab_ingest_quarantined_total"),
+        (published - 5) as f64
+    );
+    let stats: Value = reqwest::blocking::get(f.url("/api/ratelimit/stats"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        stats["policies"]["ingest"]["rejected"],
+        published - 5,
+        "{stats}"
+    );
+}

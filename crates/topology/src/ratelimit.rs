@@ -33,6 +33,16 @@ pub fn limiter(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Limiter>
     .map_err(|e| anyhow::anyhow!("rate limiting: {e}"))
 }
 
+/// The ingest hook of `ratelimit.ingest` (None when not configured): one unit per message per
+/// device; a refusal quarantines the message as "rate limited".
+pub fn ingest_admit(limiter: &Limiter) -> Option<fieldlab_ingest::Admit> {
+    let guard = limiter.ingest_guard()?;
+    Some(fieldlab_ingest::Admit(Arc::new(move |device: String| {
+        let g = guard.clone();
+        Box::pin(async move { g.admit(&device).await })
+    })))
+}
+
 /// `fieldlab ratelimit serve`: the service API, health and metrics on `server.host:port`.
 pub async fn serve(
     cfg: Config,
