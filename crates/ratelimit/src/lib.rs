@@ -32,6 +32,10 @@ pub use policy::{FailMode, Policy, Rules};
 
 use serde::Serialize;
 
+/// One [`Decision`] per limit of a policy, inline for policies of up to two limits (no heap
+/// allocation per check on the hot path).
+pub type Decisions = smallvec::SmallVec<[Decision; 2]>;
+
 /// The outcome of one limit for one check, with what the IETF RateLimit headers need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Decision {

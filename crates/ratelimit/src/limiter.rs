@@ -15,7 +15,7 @@ use crate::memory::MemoryBackend;
 use crate::metrics::{BackendLabels, DecisionLabels, RatelimitMetrics};
 use crate::policy::{PolicyStats, Rules};
 use crate::redis::RedisBackend;
-use crate::{BackendError, Decision, FailMode, Policy, NEVER};
+use crate::{BackendError, Decision, Decisions, FailMode, Policy, NEVER};
 use fieldlab_core::config::{RatelimitBackend, RatelimitConfig, RatelimitPolicySpec};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ pub struct Outcome {
     pub allowed: bool,
     pub policy: Arc<Policy>,
     /// One decision per limit of the policy.
-    pub decisions: Vec<Decision>,
+    pub decisions: Decisions,
     /// Shadow mode: the policy would have rejected this.
     pub would_reject: bool,
     /// The backend failed; the policy's fail mode decided.
@@ -453,7 +453,7 @@ impl Limiter {
     fn finish(
         &self,
         policy: &Arc<Policy>,
-        res: Result<Vec<Decision>, BackendError>,
+        res: Result<Decisions, BackendError>,
         lease: u64,
     ) -> Outcome {
         let m = &self.inner.metrics;

@@ -5,22 +5,33 @@
 //! sharded map the same way). Why LRU: memory is bounded by `max_keys`; the least recently used
 //! key is forgotten first — forgetting a key is the same as it never having been seen, so keep
 //! `max_keys` above the number of keys active within one window. Evictions are counted.
+//!
+//! The hot path allocates nothing for a known key: the state id is built in a per-thread
+//! buffer, hashed once with foldhash (shard choice), looked up by `&str`, and a key's states sit
+//! inline in its slot (no second heap hop for policies of up to two limits).
 
 use crate::algo::{check_all, State};
-use crate::{Decision, Policy};
+use crate::{Decisions, Policy};
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::hash::{BuildHasher, Hash, Hasher};
+use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-type Slot = (u64, Vec<State>);
+type Slot = (u64, SmallVec<[State; 2]>);
 type Shard = Mutex<LruCache<Box<str>, Slot>>;
 
 pub struct MemoryBackend {
     shards: Box<[Shard]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     evictions: AtomicU64,
+}
+
+thread_local! {
+    /// Where the state id of the key being checked is built (no allocation per check).
+    static ID: RefCell<String> = RefCell::new(String::with_capacity(128));
 }
 
 impl MemoryBackend {
@@ -43,7 +54,9 @@ impl MemoryBackend {
     }
 
     fn shard(&self, id: &str) -> &Shard {
-        &self.shards[(self.hasher.hash_one(id) as usize) & (self.shards.len() - 1)]
+        // High bits: the map inside the shard uses the low bits of its own hash.
+        let h = self.hasher.hash_one(id);
+        &self.shards[((h >> 40) as usize) & (self.shards.len() - 1)]
     }
 
     /// The state id of a key under a policy: the policy's name and a fingerprint of its limits,
@@ -53,50 +66,59 @@ impl MemoryBackend {
     }
 
     fn fingerprint(policy: &Policy) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        policy.limits.hash(&mut h);
-        h.finish()
+        foldhash::fast::FixedState::with_seed(0x5eed).hash_one(&policy.limits)
+    }
+
+    /// Run `f` with the state id of `key` under `policy` (see [`MemoryBackend::state_id`]).
+    fn with_id<R>(policy: &Policy, key: &str, f: impl FnOnce(&str) -> R) -> R {
+        ID.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut id) => {
+                id.clear();
+                id.push_str(&policy.name);
+                id.push('\u{0}');
+                id.push_str(key);
+                f(&id)
+            }
+            // Re-entered from `f` (not done today): fall back to a fresh string.
+            Err(_) => f(&Self::state_id(policy, key)),
+        })
     }
 
     /// Decide `n` units for `key` under `policy` at `now_ms`.
-    pub fn check(
-        &self,
-        policy: &Policy,
-        key: &str,
-        n: u64,
-        now_ms: i64,
-        lease: u64,
-    ) -> Vec<Decision> {
-        let id = Self::state_id(policy, key);
+    pub fn check(&self, policy: &Policy, key: &str, n: u64, now_ms: i64, lease: u64) -> Decisions {
         let fp = Self::fingerprint(policy);
-        let mut shard = self.shard(&id).lock();
-        if let Some((f, states)) = shard.get_mut(id.as_str()) {
-            if *f == fp {
-                return check_all(&policy.limits, states, now_ms, n, lease);
+        Self::with_id(policy, key, |id| {
+            let mut shard = self.shard(id).lock();
+            if let Some((f, states)) = shard.get_mut(id) {
+                if *f == fp {
+                    return check_all(&policy.limits, states, now_ms, n, lease);
+                }
             }
-        }
-        let mut states: Vec<State> = policy.limits.iter().map(|l| l.state(now_ms)).collect();
-        let d = check_all(&policy.limits, &mut states, now_ms, n, lease);
-        if shard
-            .push(id.into_boxed_str(), (fp, states))
-            .is_some_and(|(k, _)| {
-                // `push` returns the replaced entry for an existing key too; only a different key
-                // is an eviction.
-                k.as_ref() != Self::state_id(policy, key)
-            })
-        {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
-        d
+            let mut states: SmallVec<[State; 2]> =
+                policy.limits.iter().map(|l| l.state(now_ms)).collect();
+            let d = check_all(&policy.limits, &mut states, now_ms, n, lease);
+            // `push` returns the replaced entry for an existing key too (a changed policy);
+            // only a different key is an eviction.
+            if shard
+                .push(Box::from(id), (fp, states))
+                .is_some_and(|(k, _)| &*k != id)
+            {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            d
+        })
     }
 
     /// Release a concurrency lease. True if the lease was held.
     pub fn release(&self, policy: &Policy, key: &str, lease: u64) -> bool {
-        let id = Self::state_id(policy, key);
-        let mut shard = self.shard(&id).lock();
-        shard
-            .get_mut(id.as_str())
-            .is_some_and(|(_, states)| states.iter_mut().fold(false, |a, s| s.release(lease) | a))
+        Self::with_id(policy, key, |id| {
+            self.shard(id)
+                .lock()
+                .get_mut(id)
+                .is_some_and(|(_, states)| {
+                    states.iter_mut().fold(false, |a, s| s.release(lease) | a)
+                })
+        })
     }
 
     pub fn len(&self) -> usize {
