@@ -422,7 +422,7 @@ impl Limiter {
     /// Check `n` units of `key` under `policy`: backend, then fail mode, shadow mode, metrics.
     pub async fn check_policy(&self, policy: &Arc<Policy>, key: &str, n: u64) -> Outcome {
         let lease = self.inner.lease_seq.fetch_add(1, Ordering::Relaxed);
-        let now = fieldlab_core::time::now_ms();
+        let now = crate::now_ms();
         let t0 = Instant::now();
         let res = match &self.inner.backend {
             Backend::Memory(m) => Ok(m.check(policy, key, n, now, lease)),
@@ -446,7 +446,7 @@ impl Limiter {
             return None;
         };
         let lease = self.inner.lease_seq.fetch_add(1, Ordering::Relaxed);
-        let d = m.check(policy, key, n, fieldlab_core::time::now_ms(), lease);
+        let d = m.check(policy, key, n, crate::now_ms(), lease);
         Some(self.finish(policy, Ok(d), lease))
     }
 

@@ -1,27 +1,57 @@
-//! In-process backend: per-key state in sharded LRU maps.
+//! In-process backend: per-key state in sharded maps with bounded size.
 //!
 //! Why sharded: a check holds one shard's mutex for a few hundred nanoseconds, so threads
 //! checking different keys rarely meet (the `governor` crate, our benchmark peer, uses a
-//! sharded map the same way). Why LRU: memory is bounded by `max_keys`; the least recently used
-//! key is forgotten first — forgetting a key is the same as it never having been seen, so keep
-//! `max_keys` above the number of keys active within one window. Evictions are counted.
+//! sharded map the same way). Memory is bounded by `max_keys`: when a shard is full, the least
+//! recently used half of its keys is forgotten in one sweep (amortised O(1) per new key, and no
+//! linked list to relink on every hit, which is what a strict LRU costs) — forgetting a key is
+//! the same as it never having been seen, so keep `max_keys` above the number of keys active
+//! within one window. Evictions are counted.
 //!
 //! The hot path allocates nothing for a known key: the state id is built in a per-thread
-//! buffer, hashed once with foldhash (shard choice), looked up by `&str`, and a key's states sit
-//! inline in its slot (no second heap hop for policies of up to two limits).
+//! buffer, looked up by `&str` in a map whose entries hold the key's states inline (one limit;
+//! composites spill to the heap).
 
 use crate::algo::{check_all, State};
 use crate::{Decisions, Policy};
-use lru::LruCache;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-type Slot = (u64, SmallVec<[State; 2]>);
-type Shard = Mutex<LruCache<Box<str>, Slot>>;
+struct Slot {
+    /// Fingerprint of the policy's limits: a changed policy starts its keys afresh.
+    fp: u64,
+    /// The shard's clock at the last use (for eviction).
+    used: u64,
+    states: SmallVec<[State; 1]>,
+}
+
+struct ShardMap {
+    map: HashMap<Box<str>, Slot, foldhash::fast::RandomState>,
+    clock: u64,
+    cap: usize,
+}
+
+impl ShardMap {
+    /// Make room for one more key: forget the least recently used half. Returns how many.
+    fn make_room(&mut self) -> u64 {
+        if self.map.len() < self.cap {
+            return 0;
+        }
+        let mut ages: Vec<u64> = self.map.values().map(|s| s.used).collect();
+        let mid = ages.len() / 2;
+        let (_, cut, _) = ages.select_nth_unstable(mid);
+        let cut = *cut;
+        let before = self.map.len();
+        self.map.retain(|_, s| s.used > cut);
+        (before - self.map.len()) as u64
+    }
+}
+
+type Shard = Mutex<ShardMap>;
 
 pub struct MemoryBackend {
     shards: Box<[Shard]>,
@@ -39,9 +69,17 @@ impl MemoryBackend {
     /// a power of two).
     pub fn new(max_keys: usize, shards: usize) -> MemoryBackend {
         let n = shards.max(1).next_power_of_two();
-        let per = NonZeroUsize::new(max_keys.div_ceil(n).max(1)).unwrap();
+        let per = max_keys.div_ceil(n).max(1);
         MemoryBackend {
-            shards: (0..n).map(|_| Mutex::new(LruCache::new(per))).collect(),
+            shards: (0..n)
+                .map(|_| {
+                    Mutex::new(ShardMap {
+                        map: HashMap::default(),
+                        clock: 0,
+                        cap: per,
+                    })
+                })
+                .collect(),
             hasher: Default::default(),
             evictions: AtomicU64::new(0),
         }
@@ -89,22 +127,31 @@ impl MemoryBackend {
         let fp = Self::fingerprint(policy);
         Self::with_id(policy, key, |id| {
             let mut shard = self.shard(id).lock();
-            if let Some((f, states)) = shard.get_mut(id) {
-                if *f == fp {
-                    return check_all(&policy.limits, states, now_ms, n, lease);
+            shard.clock += 1;
+            let clock = shard.clock;
+            if let Some(slot) = shard.map.get_mut(id) {
+                slot.used = clock;
+                if slot.fp != fp {
+                    slot.fp = fp;
+                    slot.states = policy.limits.iter().map(|l| l.state(now_ms)).collect();
                 }
+                return check_all(&policy.limits, &mut slot.states, now_ms, n, lease);
             }
-            let mut states: SmallVec<[State; 2]> =
+            let evicted = shard.make_room();
+            if evicted > 0 {
+                self.evictions.fetch_add(evicted, Ordering::Relaxed);
+            }
+            let mut states: SmallVec<[State; 1]> =
                 policy.limits.iter().map(|l| l.state(now_ms)).collect();
             let d = check_all(&policy.limits, &mut states, now_ms, n, lease);
-            // `push` returns the replaced entry for an existing key too (a changed policy);
-            // only a different key is an eviction.
-            if shard
-                .push(Box::from(id), (fp, states))
-                .is_some_and(|(k, _)| &*k != id)
-            {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
+            shard.map.insert(
+                Box::from(id),
+                Slot {
+                    fp,
+                    used: clock,
+                    states,
+                },
+            );
             d
         })
     }
@@ -112,17 +159,16 @@ impl MemoryBackend {
     /// Release a concurrency lease. True if the lease was held.
     pub fn release(&self, policy: &Policy, key: &str, lease: u64) -> bool {
         Self::with_id(policy, key, |id| {
-            self.shard(id)
-                .lock()
-                .get_mut(id)
-                .is_some_and(|(_, states)| {
-                    states.iter_mut().fold(false, |a, s| s.release(lease) | a)
-                })
+            self.shard(id).lock().map.get_mut(id).is_some_and(|slot| {
+                slot.states
+                    .iter_mut()
+                    .fold(false, |a, s| s.release(lease) | a)
+            })
         })
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -153,7 +153,7 @@ pub fn bench_in_process(b: &RatelimitBench) -> (f64, f64, f64) {
                         let mut ok = 0u64;
                         for i in 0..per_thread {
                             let k = &keys[(i * 7 + t * 13) % keys.len()];
-                            let now = fieldlab_core::time::now_ms();
+                            let now = fieldlab_ratelimit::now_ms();
                             ok += mem.check(&policy, k, 1, now, 0)[0].allowed as u64;
                         }
                         ok
