@@ -172,12 +172,12 @@ impl Limit {
             }),
             Algorithm::Gcra => State::Gcra(Gcra { tat_us: i64::MIN }),
             Algorithm::FixedWindow => State::FixedWindow(FixedWindow::default()),
-            Algorithm::SlidingLog => State::SlidingLog(SlidingLog::default()),
+            Algorithm::SlidingLog => State::SlidingLog(Box::default()),
             Algorithm::SlidingCounter => State::SlidingCounter(SlidingCounter::default()),
             Algorithm::LeakyBucket => State::LeakyBucket(LeakyBucket {
                 next_free_us: i64::MIN,
             }),
-            Algorithm::Concurrency => State::Concurrency(Concurrency::default()),
+            Algorithm::Concurrency => State::Concurrency(Box::default()),
         }
     }
 
@@ -194,10 +194,12 @@ pub enum State {
     TokenBucket(TokenBucket),
     Gcra(Gcra),
     FixedWindow(FixedWindow),
-    SlidingLog(SlidingLog),
+    /// Boxed (like `Concurrency`): the fixed-size states stay small, so a key's slot in the
+    /// in-process map is about one cache line.
+    SlidingLog(Box<SlidingLog>),
     SlidingCounter(SlidingCounter),
     LeakyBucket(LeakyBucket),
-    Concurrency(Concurrency),
+    Concurrency(Box<Concurrency>),
 }
 
 impl State {

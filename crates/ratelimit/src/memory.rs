@@ -85,10 +85,11 @@ impl MemoryBackend {
         }
     }
 
-    /// Shards for this machine: 4 per core, so contention stays low.
+    /// Shards for this machine: 32 per core and at least 64, so two threads rarely want the
+    /// same shard (a thread preempted while holding a shard stalls only that shard's keys).
     pub fn with_capacity(max_keys: usize) -> MemoryBackend {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        MemoryBackend::new(max_keys, cores * 4)
+        MemoryBackend::new(max_keys, (cores * 32).max(64))
     }
 
     fn shard(&self, id: &str) -> &Shard {
@@ -197,6 +198,13 @@ mod tests {
         }
         assert!(m.len() <= 64, "{} keys held", m.len());
         assert!(m.evictions() >= 1000 - 64);
+    }
+
+    #[test]
+    fn a_key_slot_stays_small() {
+        // The variable-size states are boxed; a slot is about one cache line.
+        assert!(std::mem::size_of::<State>() <= 32);
+        assert!(std::mem::size_of::<(Box<str>, Slot)>() <= 80);
     }
 
     #[test]
