@@ -12,7 +12,7 @@
 //! | `GET`/`HEAD` of anything else | any signed-in role except `device` |
 //! | device control (`/api/v1/devices/...`, scenarios, faults, `/devices/...`) | operator, teacher, admin |
 //! | lessons (`/api/v1/lessons/...`) | student, teacher, operator, admin |
-//! | verification and scoring (`/verify`, `/api/v1/verify`, `/api/v1/proofs/verify`, `/predict`), rate-limit checks | any signed-in role |
+//! | verification and scoring (`/verify`, `/api/v1/verify`, `/api/v1/proofs/verify`, `/predict`), rate-limit checks and lease releases | any signed-in role |
 //! | telemetry ingest over HTTP (`/api/v1/ingest`, `/api/v1/telemetry`) | device, operator, admin |
 //! | any other write | operator, admin |
 
@@ -112,6 +112,7 @@ pub fn required(method: &str, path: &str, public_metrics: bool) -> Requirement {
     .any(|p| under(path, p))
         || path.ends_with("/ratelimit/check")
         || under(path, "/api/ratelimit/check")
+        || path.ends_with("/ratelimit/release")
     {
         return Requirement::AnyOf(EVERYONE);
     }
@@ -198,6 +199,7 @@ mod tests {
         assert!(ok("POST", "/api/v1/ingest", Role::Device));
         assert!(!ok("POST", "/api/v1/ingest", Role::Viewer));
         assert!(ok("POST", "/verify", Role::Viewer));
+        assert!(ok("POST", "/api/v1/ratelimit/release", Role::Device));
         assert!(!ok("DELETE", "/api/v1/whatever", Role::Teacher));
         assert!(ok("DELETE", "/api/v1/whatever", Role::Operator));
         assert!(!ok("POST", "/api/v1/usersx", Role::Viewer));

@@ -10,6 +10,10 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum RatelimitCmd {
     /// Run only the rate-limit service (POST /api/ratelimit/check, config, stats, /metrics).
+    ///
+    /// Always authenticated, whatever auth.enabled says: a check needs an API key or token of
+    /// any role, configuration needs an admin. Make them with `fieldlab users key add NAME
+    /// --role viewer` / `fieldlab users add NAME --role admin` in the same --data-dir.
     Serve(ServeArgs),
 }
 

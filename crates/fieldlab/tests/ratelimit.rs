@@ -65,16 +65,46 @@ impl Drop for Redis {
     }
 }
 
-/// A running `fieldlab ratelimit serve`.
+/// A running `fieldlab ratelimit serve`, with an API key of each kind made by the real CLI.
 struct Service {
     child: Child,
     http: String,
+    /// Role viewer: may check, may not configure.
+    viewer_key: String,
+    /// Role admin.
+    admin_key: String,
     _dir: tempfile::TempDir,
+}
+
+/// `fieldlab <args> --data-dir <data>` with `stdin`; panics unless it succeeds; its stdout.
+fn cli(args: &[&str], data: &std::path::Path, stdin: &str) -> String {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "fieldlab {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 impl Service {
     fn start(config: &str) -> Service {
         let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str, role: &str| {
+            cli(
+                &["users", "key", "add", name, "--role", role],
+                dir.path(),
+                "",
+            )
+        };
+        let (viewer_key, admin_key) = (key("client", "viewer"), key("ops", "admin"));
         let cfg = dir.path().join("fieldlab.yaml");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
@@ -105,13 +135,27 @@ impl Service {
         Service {
             child,
             http,
+            viewer_key,
+            admin_key,
             _dir: dir,
         }
     }
 
+    /// A client that sends `key` with every request.
+    fn client(key: &str) -> reqwest::blocking::Client {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-api-key", key.parse().unwrap());
+        reqwest::blocking::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap()
+    }
+
+    /// Check one unit of `key` with the viewer's API key.
     fn check(&self, c: &reqwest::blocking::Client, key: &str) -> (u16, Value) {
         let r = c
             .post(format!("{}/api/ratelimit/check", self.http))
+            .header("x-api-key", &self.viewer_key)
             .json(&json!({"key": key, "tokens": 1}))
             .send()
             .unwrap();
@@ -272,7 +316,7 @@ fn up_guards_its_own_api_with_ietf_headers_and_admin_only_config() {
 #[test]
 fn service_config_crud_precedence_and_persistence() {
     let svc = Service::start("ratelimit:\n  default:\n    limits:\n      - {algorithm: fixed_window, limit: 3, period: 1h}\n");
-    let c = reqwest::blocking::Client::new();
+    let c = Service::client(&svc.admin_key);
     let put = |path: &str, body: Value| {
         let r = c
             .put(format!("{}{path}", svc.http))
@@ -355,4 +399,254 @@ fn service_config_crud_precedence_and_persistence() {
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
+}
+
+/// Publish every line of `lines` as one QoS 1 message with the real `mosquitto_pub -l`.
+fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub is not installed; run scripts/test.sh");
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+#[test]
+fn ingest_quarantines_messages_over_the_device_limit_and_drops_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fieldlab.yaml");
+    // 5 at once, then 1 per hour: within the test, exactly 5 messages of a device pass.
+    std::fs::write(
+        &cfg,
+        "devices:\n  fleet: []\nratelimit:\n  ingest:\n    limits:\n      - {algorithm: token_bucket, limit: 1, period: 1h, burst: 5}\n",
+    )
+    .unwrap();
+    let f = Fieldlab::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    f.wait_ready(Duration::from_secs(20));
+    let published = 40u64;
+    let msg = |dev: &str, i: u64| {
+        json!({"device_id": dev, "device_type": "TemperatureSensor", "seq": i,
+               "ts": format!("2026-01-01T00:00:{i:02}.000Z"), "data": {"temperature": 20.0 + i as f64}})
+        .to_string()
+    };
+    let flood: Vec<String> = (0..published).map(|i| msg("flood_1", i)).collect();
+    mosquitto_pub_lines(
+        f.mqtt_port,
+        "devices/TemperatureSensor/flood_1/telemetry",
+        &flood,
+    );
+    // Another device has its own limit.
+    let calm: Vec<String> = (0..3).map(|i| msg("calm_1", i)).collect();
+    mosquitto_pub_lines(
+        f.mqtt_port,
+        "devices/TemperatureSensor/calm_1/telemetry",
+        &calm,
+    );
+
+    let stored = |dev: &str| {
+        let (st, v) = f.get(&format!("/api/v1/query?device_id={dev}&field=temperature"));
+        if st != 200 {
+            return 0;
+        }
+        v["series"][0]["points"]
+            .as_array()
+            .map_or(0, |p| p.len() as u64)
+    };
+    let limited = || {
+        let (_, v) = f.get("/api/v1/quarantine?limit=1000");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["reason"] == "rate limited")
+            .inspect(|i| assert_eq!(i["topic"], "devices/TemperatureSensor/flood_1/telemetry"))
+            .count() as u64
+    };
+    let (s, q) = eventually(
+        Duration::from_secs(15),
+        "every message stored or quarantined",
+        || {
+            let (s, q) = (stored("flood_1"), limited());
+            (s + q == published && stored("calm_1") == 3).then_some((s, q))
+        },
+    );
+    assert!(q > 0, "nothing was rate limited");
+    assert_eq!((s, q), (5, published - 5), "burst 5, refill 1/h");
+    // Nothing is counted twice: a little later the sums still hold.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((stored("flood_1"), limited()), (5, published - 5));
+
+    let (_, text) = f.text("/metrics");
+    let metric = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert_eq!(
+        metric("fieldlab_ingest_rate_limited_total"),
+        (published - 5) as f64
+    );
+    assert_eq!(
+        metric("fieldlab_ingest_quarantined_total"),
+        (published - 5) as f64
+    );
+    let stats: Value = reqwest::blocking::get(f.url("/api/ratelimit/stats"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        stats["policies"]["ingest"]["rejected"],
+        published - 5,
+        "{stats}"
+    );
+}
+
+#[test]
+fn service_needs_credentials_to_check_and_admin_to_configure() {
+    let svc = Service::start("ratelimit:\n  default:\n    limits:\n      - {algorithm: fixed_window, limit: 3, period: 1h}\n");
+    let url = |p: &str| format!("{}{p}", svc.http);
+    let anon = reqwest::blocking::Client::new();
+    let check_body = json!({"key": "k", "tokens": 1});
+    // No credentials: 401 problem+json with a Bearer challenge, and the limit is not touched.
+    let r = anon
+        .post(url("/api/ratelimit/check"))
+        .json(&check_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"fieldlab\"");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = anon
+        .post(url("/api/ratelimit/check"))
+        .header("x-api-key", "flk_000000000000_not-a-real-key")
+        .json(&check_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Probes stay open.
+    assert_eq!(
+        anon.get(url("/health")).send().unwrap().status().as_u16(),
+        200
+    );
+
+    let viewer = Service::client(&svc.viewer_key);
+    let r = viewer
+        .post(url("/api/ratelimit/check"))
+        .json(&check_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.json::<Value>().unwrap()["remaining"],
+        2,
+        "the 401s used nothing"
+    );
+    // A viewer may not read or change the configuration.
+    let policy = json!({"limits": [{"algorithm": "gcra", "limit": 1, "period": "1s"}]});
+    for (st, what) in [
+        (
+            viewer
+                .put(url("/api/ratelimit/config/keys/x"))
+                .json(&policy)
+                .send()
+                .unwrap()
+                .status(),
+            "PUT key",
+        ),
+        (
+            viewer
+                .get(url("/api/v1/ratelimit/config"))
+                .send()
+                .unwrap()
+                .status(),
+            "GET config",
+        ),
+        (
+            viewer
+                .delete(url("/api/ratelimit/config/patterns/a*"))
+                .send()
+                .unwrap()
+                .status(),
+            "DELETE pattern",
+        ),
+        (
+            anon.put(url("/api/ratelimit/config/default"))
+                .json(&policy)
+                .send()
+                .unwrap()
+                .status(),
+            "anonymous PUT",
+        ),
+    ] {
+        let want = if what.starts_with("anonymous") {
+            401
+        } else {
+            403
+        };
+        assert_eq!(st.as_u16(), want, "{what}");
+    }
+    let admin = Service::client(&svc.admin_key);
+    let r = admin
+        .put(url("/api/ratelimit/config/keys/x"))
+        .json(&policy)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A user signs in for a JWT (same token endpoint as `fieldlab up`) and checks with it.
+    cli(
+        &[
+            "users",
+            "add",
+            "ann",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        svc._dir.path(),
+        "correct horse battery\n",
+    );
+    let tok: Value = anon
+        .post(url("/api/v1/auth/token"))
+        .json(&json!({"username": "ann", "password": "correct horse battery"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let jwt = tok["access_token"].as_str().expect("a token").to_string();
+    let r = anon
+        .post(url("/api/ratelimit/check"))
+        .bearer_auth(&jwt)
+        .json(&check_body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = anon
+        .put(url("/api/ratelimit/config/keys/y"))
+        .bearer_auth(&jwt)
+        .json(&policy)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "an operator is not an admin");
 }

@@ -4,8 +4,8 @@
 //! external broker. This crate subscribes to the telemetry topics, turns each message into
 //! [`Reading`](fieldlab_core::Reading)s ([`payload`]), writes their points to the store in
 //! batches and acknowledges the messages to the broker only after the store has made them
-//! durable ([`source`]). A message that cannot be parsed is quarantined with its reason; it is
-//! never dropped.
+//! durable ([`source`]). A message that cannot be parsed is quarantined with its reason, and so
+//! is a message of a device over its rate limit (reason "rate limited"); none is dropped.
 //!
 //! Architecture invariant: parsing ([`payload`]) is pure — no I/O — so every payload format can
 //! be tested, fuzzed and benchmarked without a broker.
@@ -15,4 +15,6 @@ pub mod payload;
 pub mod source;
 
 pub use payload::parse;
-pub use source::{default_client_id, start, Ingest, IngestMetrics, IngestSettings, Observers};
+pub use source::{
+    default_client_id, start, Admit, Ingest, IngestMetrics, IngestSettings, Observers,
+};

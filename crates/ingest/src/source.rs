@@ -6,7 +6,8 @@
 //!   falls behind, the channel fills, polling pauses and TCP back-pressure reaches the broker;
 //! - the *writer* drains the channel into batches, parses them, writes the points to the store
 //!   and, only after the store has acknowledged the batch, sends the MQTT PUBACKs (manual acks).
-//!   Unparseable messages are fsynced to the quarantine before they are acknowledged.
+//!   Unparseable messages are fsynced to the quarantine before they are acknowledged, and so
+//!   are messages of a device over its rate limit ([`Admit`], reason "rate limited").
 //!
 //! So with QoS 1, "acknowledged to the broker" means "on disk in fieldlab".
 //!
@@ -28,6 +29,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use rumqttc::v5::mqttbytes::v5::{Filter as Filter5, Packet as Packet5, Publish as Publish5};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -59,6 +62,25 @@ pub struct IngestSettings {
     /// Called with every parsed reading and its receive time before it is stored (duplicates
     /// included, so the quality rules see them).
     pub observers: Observers,
+    /// Per-device admission (the rate-limit guard plugs in here). None: every message is admitted.
+    pub admit: Option<Admit>,
+}
+
+/// Asked once per device named in a parsed message, before anything of it is stored: `Ok` lets
+/// it through, `Err(reason)` sends the whole message to the quarantine with that reason (counted
+/// in `fieldlab_ingest_rate_limited_total`) — never a silent drop. A hook rather than a
+/// dependency, so ingest stays free of the rate limiter's Redis client.
+#[derive(Clone)]
+pub struct Admit(pub Arc<AdmitFn>);
+
+/// What an [`Admit`] calls: device id in, `Ok` or the quarantine reason out.
+pub type AdmitFn =
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<(), &'static str>> + Send>> + Send + Sync;
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit")
+    }
 }
 
 /// Hooks on the parsed stream (the watch stage of quality rules and detectors plugs in here).
@@ -171,6 +193,8 @@ impl Acker {
 pub struct IngestMetrics {
     pub messages: Counter,
     pub quarantined: Counter,
+    /// Messages quarantined because their device was over its rate limit.
+    pub rate_limited: Counter,
     pub points: Counter,
     pub batches: Counter,
     pub write_errors: Counter,
@@ -184,6 +208,7 @@ impl Default for IngestMetrics {
         IngestMetrics {
             messages: Counter::default(),
             quarantined: Counter::default(),
+            rate_limited: Counter::default(),
             points: Counter::default(),
             batches: Counter::default(),
             write_errors: Counter::default(),
@@ -203,8 +228,13 @@ impl IngestMetrics {
         );
         r.register(
             "fieldlab_ingest_quarantined",
-            "Messages that could not be parsed and were quarantined",
+            "Messages quarantined (unparseable, or their device over its rate limit)",
             self.quarantined.clone(),
+        );
+        r.register(
+            "fieldlab_ingest_rate_limited",
+            "Messages quarantined with reason \"rate limited\" (device over ingest's rate limit)",
+            self.rate_limited.clone(),
         );
         r.register(
             "fieldlab_ingest_points",
@@ -308,6 +338,7 @@ pub fn start(
         rx,
         acker,
         s.observers.clone(),
+        s.admit.clone(),
         s.batch_max,
         Dedup::new(s.dedup_window),
         store,
@@ -511,6 +542,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     acker: Acker,
     observers: Observers,
+    admit: Option<Admit>,
     batch_max: usize,
     mut dedup: Dedup,
     store: Store,
@@ -530,9 +562,20 @@ async fn write_loop(
         // batch the store refused is not mistaken for a duplicate when it is redelivered.
         let mut fresh: std::collections::HashSet<(String, u64, i64)> = Default::default();
         let mut duplicates = 0u64;
+        let mut limited = 0u64;
         for m in &batch {
             let topic = m.topic();
-            match parse(&topic, m.payload(), now) {
+            let parsed = match (parse(&topic, m.payload(), now), &admit) {
+                (Ok(readings), Some(admit)) => match admit_all(admit, &readings).await {
+                    Ok(()) => Ok(readings),
+                    Err(reason) => {
+                        limited += 1;
+                        Err(reason.to_string())
+                    }
+                },
+                (other, _) => other,
+            };
+            match parsed {
                 Ok(readings) => {
                     for r in readings {
                         for o in &observers.0 {
@@ -593,6 +636,7 @@ async fn write_loop(
             match res {
                 Ok(Ok(_)) => {
                     metrics.quarantined.inc_by(n);
+                    metrics.rate_limited.inc_by(limited);
                 }
                 other => {
                     // Not acknowledging is the only way not to lose them: the broker
@@ -629,4 +673,18 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// Ask `admit` for each distinct device of one message; the first refusal decides (the message
+/// is the unit that is stored or quarantined). Note: a batch the store refuses is redelivered
+/// and asked again, so its devices are charged twice — failing toward limiting, never loss.
+async fn admit_all(admit: &Admit, readings: &[fieldlab_core::Reading]) -> Result<(), &'static str> {
+    let mut asked: Vec<&str> = Vec::with_capacity(1);
+    for r in readings {
+        if !asked.contains(&r.device_id.as_str()) {
+            asked.push(&r.device_id);
+            (admit.0)(r.device_id.clone()).await?;
+        }
+    }
+    Ok(())
 }

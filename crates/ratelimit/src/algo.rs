@@ -10,7 +10,7 @@
 //! one key holds for it. `State::check` decides and, when allowed, consumes; a rejected request
 //! never changes rate state (only time-driven housekeeping such as dropping expired entries).
 
-use crate::Decision;
+use crate::{Decision, Decisions};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -172,12 +172,12 @@ impl Limit {
             }),
             Algorithm::Gcra => State::Gcra(Gcra { tat_us: i64::MIN }),
             Algorithm::FixedWindow => State::FixedWindow(FixedWindow::default()),
-            Algorithm::SlidingLog => State::SlidingLog(SlidingLog::default()),
+            Algorithm::SlidingLog => State::SlidingLog(Box::default()),
             Algorithm::SlidingCounter => State::SlidingCounter(SlidingCounter::default()),
             Algorithm::LeakyBucket => State::LeakyBucket(LeakyBucket {
                 next_free_us: i64::MIN,
             }),
-            Algorithm::Concurrency => State::Concurrency(Concurrency::default()),
+            Algorithm::Concurrency => State::Concurrency(Box::default()),
         }
     }
 
@@ -194,10 +194,12 @@ pub enum State {
     TokenBucket(TokenBucket),
     Gcra(Gcra),
     FixedWindow(FixedWindow),
-    SlidingLog(SlidingLog),
+    /// Boxed (like `Concurrency`): the fixed-size states stay small, so a key's slot in the
+    /// in-process map is about one cache line.
+    SlidingLog(Box<SlidingLog>),
     SlidingCounter(SlidingCounter),
     LeakyBucket(LeakyBucket),
-    Concurrency(Concurrency),
+    Concurrency(Box<Concurrency>),
 }
 
 impl State {
@@ -577,13 +579,13 @@ pub fn check_all(
     now_ms: i64,
     n: u64,
     lease: u64,
-) -> Vec<Decision> {
+) -> Decisions {
     debug_assert_eq!(limits.len(), states.len());
     if limits.len() == 1 {
-        return vec![states[0].check(&limits[0], now_ms, n, lease)];
+        return smallvec::smallvec![states[0].check(&limits[0], now_ms, n, lease)];
     }
     let mut trial: Vec<State> = states.to_vec();
-    let decisions: Vec<Decision> = limits
+    let decisions: Decisions = limits
         .iter()
         .zip(trial.iter_mut())
         .map(|(l, s)| s.check(l, now_ms, n, lease))

@@ -8,13 +8,13 @@
 //! bounded by `max_keys`.
 
 use crate::redis::RedisBackend;
-use crate::{BackendError, Decision, Policy, NEVER};
+use crate::{BackendError, Decisions, Policy, NEVER};
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-type Cached = (i64, u64, Vec<Decision>, i64);
+type Cached = (i64, u64, Decisions, i64);
 
 pub struct HybridBackend {
     pub redis: RedisBackend,
@@ -45,7 +45,7 @@ impl HybridBackend {
         n: u64,
         lease: u64,
         now_ms: i64,
-    ) -> Result<Vec<Decision>, BackendError> {
+    ) -> Result<Decisions, BackendError> {
         let id = (policy.name.clone(), key.to_string());
         if let Some((until, units, ds, at)) = self.over.lock().get(&id).cloned() {
             if now_ms < until && n >= units {

@@ -32,6 +32,10 @@ pub use policy::{FailMode, Policy, Rules};
 
 use serde::Serialize;
 
+/// One [`Decision`] per limit of a policy, inline for policies of up to two limits (no heap
+/// allocation per check on the hot path).
+pub type Decisions = smallvec::SmallVec<[Decision; 2]>;
+
 /// The outcome of one limit for one check, with what the IETF RateLimit headers need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -54,6 +58,14 @@ impl Decision {
     pub fn secs(ms: u64) -> u64 {
         ms.div_ceil(1000)
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, read once per check. Plain `SystemTime`, no
+/// calendar conversion: on the in-process hot path chrono's `Utc::now` cost a quarter of a check.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A backend failed to answer (Redis down, timed out, script error).

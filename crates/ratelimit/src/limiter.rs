@@ -15,7 +15,7 @@ use crate::memory::MemoryBackend;
 use crate::metrics::{BackendLabels, DecisionLabels, RatelimitMetrics};
 use crate::policy::{PolicyStats, Rules};
 use crate::redis::RedisBackend;
-use crate::{BackendError, Decision, FailMode, Policy, NEVER};
+use crate::{BackendError, Decision, Decisions, FailMode, Policy, NEVER};
 use fieldlab_core::config::{RatelimitBackend, RatelimitConfig, RatelimitPolicySpec};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -67,7 +67,7 @@ pub struct Outcome {
     pub allowed: bool,
     pub policy: Arc<Policy>,
     /// One decision per limit of the policy.
-    pub decisions: Vec<Decision>,
+    pub decisions: Decisions,
     /// Shadow mode: the policy would have rejected this.
     pub would_reject: bool,
     /// The backend failed; the policy's fail mode decided.
@@ -134,28 +134,48 @@ impl Outcome {
     }
 
     /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10), one list
-    /// member per limit, plus `Retry-After` (seconds) when rejected.
+    /// member per limit, plus `Retry-After` (seconds) when rejected. Both fields are RFC 9651
+    /// Lists written by `sfv`: each member is the policy name as an sf-string with parameters —
+    /// `"api";q=100;w=60` (`qu="concurrent-requests"` for a concurrency limit, which has no
+    /// window) and `"api";r=42;t=30`. `t` is the seconds until more quota is available: the
+    /// retry-after of a limit that rejected (so `Retry-After` is never earlier than any `t`),
+    /// else the time until the limit is back to unused (an upper bound).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-        let mut policy = Vec::new();
-        let mut state = Vec::new();
+        use sfv::{Integer, KeyRef, ListSerializer, StringRef};
+        let int = |v: u64| Integer::try_from(v).unwrap_or(Integer::MAX);
+        let mut policy = ListSerializer::new();
+        let mut state = ListSerializer::new();
         for (i, (l, d)) in self.policy.limits.iter().zip(&self.decisions).enumerate() {
-            let name = q(&self.item_name(i));
+            let name = sf_string(&self.item_name(i));
+            let name = StringRef::from_str(&name).expect("sf_string leaves printable ASCII");
             let (quota, window) = l.quota();
-            policy.push(match window {
-                Some(w) => format!("{name};q={quota};w={w}"),
-                None => format!("{name};q={quota}"),
-            });
-            state.push(format!(
-                "{name};r={};t={}",
-                d.remaining,
-                Decision::secs(d.reset_ms)
-            ));
+            let mut p = policy
+                .bare_item(name)
+                .parameter(KeyRef::constant("q"), int(quota));
+            if l.algorithm == crate::Algorithm::Concurrency {
+                p = p.parameter(
+                    KeyRef::constant("qu"),
+                    StringRef::constant("concurrent-requests"),
+                );
+            }
+            if let Some(w) = window {
+                _ = p.parameter(KeyRef::constant("w"), int(w));
+            }
+            let t_ms = if !d.allowed && d.retry_after_ms != NEVER {
+                d.retry_after_ms
+            } else {
+                d.reset_ms
+            };
+            _ = state
+                .bare_item(name)
+                .parameter(KeyRef::constant("r"), int(d.remaining))
+                .parameter(KeyRef::constant("t"), int(Decision::secs(t_ms)));
         }
-        let mut h = vec![
-            ("ratelimit-policy", policy.join(", ")),
-            ("ratelimit", state.join(", ")),
-        ];
+        let mut h = Vec::with_capacity(3);
+        if let (Some(p), Some(s)) = (policy.finish(), state.finish()) {
+            h.push(("ratelimit-policy", p));
+            h.push(("ratelimit", s));
+        }
         if !self.allowed {
             if let Some(r) = self.retry_after_ms() {
                 h.push(("retry-after", Decision::secs(r).max(1).to_string()));
@@ -402,7 +422,7 @@ impl Limiter {
     /// Check `n` units of `key` under `policy`: backend, then fail mode, shadow mode, metrics.
     pub async fn check_policy(&self, policy: &Arc<Policy>, key: &str, n: u64) -> Outcome {
         let lease = self.inner.lease_seq.fetch_add(1, Ordering::Relaxed);
-        let now = fieldlab_core::time::now_ms();
+        let now = crate::now_ms();
         let t0 = Instant::now();
         let res = match &self.inner.backend {
             Backend::Memory(m) => Ok(m.check(policy, key, n, now, lease)),
@@ -426,14 +446,14 @@ impl Limiter {
             return None;
         };
         let lease = self.inner.lease_seq.fetch_add(1, Ordering::Relaxed);
-        let d = m.check(policy, key, n, fieldlab_core::time::now_ms(), lease);
+        let d = m.check(policy, key, n, crate::now_ms(), lease);
         Some(self.finish(policy, Ok(d), lease))
     }
 
     fn finish(
         &self,
         policy: &Arc<Policy>,
-        res: Result<Vec<Decision>, BackendError>,
+        res: Result<Decisions, BackendError>,
         lease: u64,
     ) -> Outcome {
         let m = &self.inner.metrics;
@@ -665,6 +685,20 @@ impl Limiter {
     }
 }
 
+/// A policy name as the text of an sf-string, which allows printable ASCII only: other bytes
+/// (keys may be any UTF-8) are percent-encoded; the serializer escapes `"` and `\`.
+fn sf_string(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if (0x20..=0x7e).contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Check a policy given through the API; the field is relative to the body (`limits[0].period`).
 fn validate(spec: &RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
     Policy::from_spec("check", spec)
@@ -774,6 +808,104 @@ mod tests {
         assert!(h
             .iter()
             .any(|(k, v)| *k == "ratelimit" && v.starts_with("\"default\";r=0;")));
+    }
+
+    /// Both headers parse as RFC 9651 Lists (with `sfv`) in the draft-10 shape: an sf-string
+    /// policy name per limit with integer q/w (or qu) and r/t parameters.
+    #[tokio::test]
+    async fn ietf_headers_parse_as_structured_field_lists() {
+        use sfv::{BareItem, List, ListEntry, Parser};
+        let key = "user:\"ann\"\\é";
+        let mut cfg = RatelimitConfig::default();
+        let mut composite = spec("fixed_window", 2, "1m");
+        composite
+            .limits
+            .push(spec("concurrency", 5, "30s").limits.remove(0));
+        cfg.keys.insert(key.into(), composite);
+        let l = limiter(cfg, None);
+        let outs = futures_lite(&l, key, 3).await;
+        assert!(outs[1].allowed && !outs[2].allowed);
+        let h: BTreeMap<&str, String> = outs[2].headers().into_iter().collect();
+        type Members = Vec<(String, BTreeMap<String, BareItem>)>;
+        let parse = |name: &str| -> Members {
+            let list: List = Parser::new(&h[name]).parse().unwrap_or_else(|e| {
+                panic!("{name}: {:?} is not a structured field List: {e}", h[name])
+            });
+            list.into_iter()
+                .map(|m| match m {
+                    ListEntry::Item(i) => {
+                        let BareItem::String(s) = i.bare_item else {
+                            panic!("{name}: the policy name must be an sf-string")
+                        };
+                        let params = i
+                            .params
+                            .into_iter()
+                            .map(|(k, v)| (k.as_str().to_string(), v))
+                            .collect();
+                        (s.as_str().to_string(), params)
+                    }
+                    ListEntry::InnerList(_) => panic!("{name}: inner lists are not allowed"),
+                })
+                .collect()
+        };
+        let int = |v: &BareItem| match v {
+            BareItem::Integer(i) => i64::from(*i),
+            other => panic!("{other:?} is not an sf-integer"),
+        };
+        let names = [
+            "key:user:\"ann\"\\%C3%A9.0".to_string(),
+            "key:user:\"ann\"\\%C3%A9.1".to_string(),
+        ];
+        let policy = parse("ratelimit-policy");
+        assert_eq!(
+            policy.iter().map(|p| &p.0).collect::<Vec<_>>(),
+            [&names[0], &names[1]]
+        );
+        let (fw, conc) = (&policy[0].1, &policy[1].1);
+        assert_eq!((int(&fw["q"]), int(&fw["w"])), (2, 60));
+        assert_eq!(fw.len(), 2);
+        assert_eq!(int(&conc["q"]), 5);
+        assert_eq!(
+            conc["qu"],
+            BareItem::String(sfv::String::from_string("concurrent-requests".into()).unwrap())
+        );
+        assert!(!conc.contains_key("w"), "a concurrency limit has no window");
+
+        let state = parse("ratelimit");
+        assert_eq!(
+            state.iter().map(|p| &p.0).collect::<Vec<_>>(),
+            [&names[0], &names[1]]
+        );
+        let (fw, conc) = (&state[0].1, &state[1].1);
+        assert_eq!(int(&fw["r"]), 0);
+        assert_eq!(
+            int(&conc["r"]),
+            3,
+            "two leases held of 5, and the third check was refused by the window"
+        );
+        let retry_after: i64 = h["retry-after"].parse().unwrap();
+        let t = int(&fw["t"]);
+        assert!((1..=60).contains(&t), "{t}");
+        assert!(
+            retry_after >= t,
+            "Retry-After {retry_after} earlier than t={t}"
+        );
+        // Allowed responses carry the same shape.
+        let ok: BTreeMap<&str, String> = outs[0].headers().into_iter().collect();
+        assert!(!ok.contains_key("retry-after"));
+        assert_eq!(int(&parse_one(&ok["ratelimit"])["r"]), 1);
+    }
+
+    fn parse_one(field: &str) -> BTreeMap<String, sfv::BareItem> {
+        let list: sfv::List = sfv::Parser::new(field).parse().unwrap();
+        match list.into_iter().next().unwrap() {
+            sfv::ListEntry::Item(i) => i
+                .params
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_string(), v))
+                .collect(),
+            sfv::ListEntry::InnerList(_) => panic!("inner list"),
+        }
     }
 
     async fn futures_lite(l: &Limiter, key: &str, n: usize) -> Vec<Outcome> {

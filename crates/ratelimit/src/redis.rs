@@ -11,7 +11,7 @@
 //! attempt is made at most once per back-off step (100 ms doubling up to 5 s).
 
 use crate::algo::{Algorithm, NEVER};
-use crate::{BackendError, Decision, Policy};
+use crate::{BackendError, Decision, Decisions, Policy};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::{Duration, Instant};
@@ -160,7 +160,7 @@ impl RedisBackend {
         n: u64,
         lease: u64,
         now_ms: Option<i64>,
-    ) -> Result<Vec<Decision>, BackendError> {
+    ) -> Result<Decisions, BackendError> {
         let mut conn = self.connection().await?;
         let inv = self.invocation(policy, key, n, lease, now_ms);
         let res: Result<Vec<i64>, _> =
@@ -194,7 +194,7 @@ impl RedisBackend {
 }
 
 /// Six integers per limit, as `check.lua` returns them.
-pub fn parse_reply(v: &[i64], limits: usize) -> Result<Vec<Decision>, BackendError> {
+pub fn parse_reply(v: &[i64], limits: usize) -> Result<Decisions, BackendError> {
     if v.len() != limits * 6 {
         return Err(BackendError::Redis(format!(
             "script returned {} values for {limits} limits",

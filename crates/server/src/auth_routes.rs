@@ -6,7 +6,7 @@
 //! OAuth2 token response shape, so both scripts and OAuth2 client libraries can use it.
 
 use crate::{AppState, Problem};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,22 @@ use axum::{Extension, Form, Json, Router};
 use fieldlab_core::Principal;
 use serde::Deserialize;
 
-pub fn router() -> Router<AppState> {
+/// The credentials checker, for any router state that has one (`fieldlab up`'s [`AppState`],
+/// `fieldlab ratelimit serve`). None: auth disabled.
+#[derive(Clone)]
+pub struct AuthState(pub Option<std::sync::Arc<fieldlab_auth::Authenticator>>);
+
+impl FromRef<AppState> for AuthState {
+    fn from_ref(s: &AppState) -> Self {
+        AuthState(s.auth.clone())
+    }
+}
+
+pub fn router<S>() -> Router<S>
+where
+    AuthState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/api/v1/auth/token", post(token))
         .route("/api/v1/auth/whoami", get(whoami))
@@ -27,8 +42,8 @@ struct TokenRequest {
     password: String,
 }
 
-async fn token(State(s): State<AppState>, req: Request) -> Response {
-    let Some(auth) = s.auth.clone() else {
+async fn token(State(AuthState(auth)): State<AuthState>, req: Request) -> Response {
+    let Some(auth) = auth else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "auth-disabled",

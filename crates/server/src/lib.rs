@@ -132,9 +132,13 @@ pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Re
 /// paths (health, readiness, `/`, UI assets, the token endpoint, `/metrics` unless configured
 /// otherwise) pass with the caller's principal if valid credentials came along, else an
 /// anonymous one. With auth disabled every request is the local admin.
-pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(auth_routes::AuthState(auth)): State<auth_routes::AuthState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     use fieldlab_auth::policy::{allows, required, Requirement};
-    let Some(auth) = s.auth.clone() else {
+    let Some(auth) = auth else {
         req.extensions_mut().insert(Principal::local_admin());
         return next.run(req).await;
     };

@@ -475,17 +475,40 @@ pub async fn guard(State(s): State<RatelimitState>, req: Request, next: Next) ->
     resp
 }
 
-/// The rate-limit service alone (`fieldlab ratelimit serve`): the routes above, `/health`,
-/// `/ready`, `/actuator/health` and `/metrics`, with authentication and the API guard.
-async fn local_admin(mut req: Request, next: axum::middleware::Next) -> axum::response::Response {
-    req.extensions_mut()
-        .insert(fieldlab_core::Principal::local_admin());
-    next.run(req).await
+/// State of the standalone service: the limiter and the credentials checker.
+#[derive(Clone)]
+struct Standalone {
+    rl: RatelimitState,
+    auth: crate::auth_routes::AuthState,
 }
 
-pub fn standalone(limiter: Limiter, registry: Arc<Registry>) -> Router {
-    let st = RatelimitState {
-        limiter: Some(limiter),
+impl FromRef<Standalone> for RatelimitState {
+    fn from_ref(s: &Standalone) -> Self {
+        s.rl.clone()
+    }
+}
+
+impl FromRef<Standalone> for crate::auth_routes::AuthState {
+    fn from_ref(s: &Standalone) -> Self {
+        s.auth.clone()
+    }
+}
+
+/// The rate-limit service alone (`fieldlab ratelimit serve`): the routes above, `/health`,
+/// `/ready`, `/actuator/health`, `/metrics` and `POST /api/v1/auth/token`, behind the same
+/// authentication as `fieldlab up` ([`crate::authenticate`] with [`fieldlab_auth::policy`]): a
+/// check needs any valid token or API key, configuration needs the admin role. Always
+/// authenticated: this service is meant to be reached by other teams' services over a network.
+pub fn standalone(
+    limiter: Limiter,
+    registry: Arc<Registry>,
+    auth: Arc<fieldlab_auth::Authenticator>,
+) -> Router {
+    let st = Standalone {
+        rl: RatelimitState {
+            limiter: Some(limiter),
+        },
+        auth: crate::auth_routes::AuthState(Some(auth)),
     };
     let metrics = move || {
         let reg = registry.clone();
@@ -505,15 +528,17 @@ pub fn standalone(limiter: Limiter, registry: Arc<Registry>) -> Router {
         }
     };
     let up = || async { Json(json!({"status": "UP"})) };
-    routes::<RatelimitState>()
+    routes::<Standalone>()
+        .merge(crate::auth_routes::router::<Standalone>())
         .route("/health", get(up))
         .route("/ready", get(up))
         .route("/actuator/health", get(up))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
-        // Standalone mode has no user store: every caller acts as the local admin, so
-        // `fieldlab ratelimit serve` must sit behind a trusted network boundary.
-        .layer(axum::middleware::from_fn(local_admin))
+        .layer(axum::middleware::from_fn_with_state(st.rl.clone(), guard))
+        .layer(axum::middleware::from_fn_with_state(
+            st.auth.clone(),
+            crate::authenticate,
+        ))
         .fallback(crate::routes::not_found)
         .with_state(st)
 }

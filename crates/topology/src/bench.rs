@@ -72,6 +72,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 batch_max: 4096,
                 max_payload_size: 1 << 20,
                 observers: Default::default(),
+                admit: None,
                 persistent_session: false,
                 mqtt5: false,
                 share_group: None,

@@ -157,6 +157,7 @@ pub async fn up(
     sink_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
     let limiter = ratelimit::limiter(&cfg, &mut registry)?;
+    let admit = ratelimit::ingest_admit(&limiter);
     let cap_routes = cap_verifier(&cfg.storage.data_dir, &mut registry)?;
 
     // HTTP before the sources: /health answers at once and /ready reports what is still
@@ -274,6 +275,7 @@ pub async fn up(
             share_group: cfg.ingest.share_group.clone(),
             dedup_window: cfg.ingest.dedup_window,
             observers: watch::observers(&watch),
+            admit,
         },
         store.clone(),
         quarantine.clone(),

@@ -33,6 +33,16 @@ pub fn limiter(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Limiter>
     .map_err(|e| anyhow::anyhow!("rate limiting: {e}"))
 }
 
+/// The ingest hook of `ratelimit.ingest` (None when not configured): one unit per message per
+/// device; a refusal quarantines the message as "rate limited".
+pub fn ingest_admit(limiter: &Limiter) -> Option<fieldlab_ingest::Admit> {
+    let guard = limiter.ingest_guard()?;
+    Some(fieldlab_ingest::Admit(Arc::new(move |device: String| {
+        let g = guard.clone();
+        Box::pin(async move { g.admit(&device).await })
+    })))
+}
+
 /// `fieldlab ratelimit serve`: the service API, health and metrics on `server.host:port`.
 pub async fn serve(
     cfg: Config,
@@ -41,6 +51,26 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let limiter = limiter(&cfg, &mut registry)?;
+    // Always authenticated (whatever `auth.enabled` says): the service is for other teams'
+    // services, over a network. Same users file, secrets and OAuth2 settings as `fieldlab up`.
+    let auth = fieldlab_auth::Authenticator::new(&cfg.auth, &cfg.storage.data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let (users, keys) = auth
+        .users()
+        .current()
+        .map_or((0, 0), |f| (f.users.len(), f.keys.len()));
+    let data = cfg.storage.data_dir.display();
+    let auth_line = if users + keys == 0 {
+        format!(
+            "on — no users or API keys yet: `fieldlab users add NAME --role admin --data-dir {data}` \
+             (config), `fieldlab users key add NAME --role viewer --data-dir {data}` (checks)"
+        )
+    } else {
+        format!(
+            "on ({users} users, {keys} API keys); checks need a token or key, config needs admin"
+        )
+    };
     let bind = format!("{}:{}", cfg.server.host, cfg.server.port);
     let listener = tokio::net::TcpListener::bind(&bind).await.with_context(|| {
         format!("cannot listen for HTTP on {bind}; pick another port with --http-port N (0 = any free port)")
@@ -54,12 +84,12 @@ pub async fn serve(
         "fieldlab ratelimit is up\n\
          \x20 HTTP    http://{addr}  (POST /api/ratelimit/check, /api/ratelimit/config, /api/ratelimit/stats, /metrics)\n\
          \x20 backend {backend}\n\
-         \x20 rules   {}/ratelimit/rules.json (changes made through the API)\n\
-         Press Ctrl-C to stop.",
-        cfg.storage.data_dir.display()
+         \x20 rules   {data}/ratelimit/rules.json (changes made through the API)\n\
+         \x20 auth    {auth_line}\n\
+         Press Ctrl-C to stop."
     );
     on_ready(addr);
-    let app = fieldlab_server::ratelimit::standalone(limiter, Arc::new(registry))
+    let app = fieldlab_server::ratelimit::standalone(limiter, Arc::new(registry), Arc::new(auth))
         .into_make_service_with_connect_info::<SocketAddr>();
     axum_serve(listener, app, shutdown).await?;
     println!("fieldlab ratelimit: stopped");
@@ -123,7 +153,7 @@ pub fn bench_in_process(b: &RatelimitBench) -> (f64, f64, f64) {
                         let mut ok = 0u64;
                         for i in 0..per_thread {
                             let k = &keys[(i * 7 + t * 13) % keys.len()];
-                            let now = fieldlab_core::time::now_ms();
+                            let now = fieldlab_ratelimit::now_ms();
                             ok += mem.check(&policy, k, 1, now, 0)[0].allowed as u64;
                         }
                         ok
@@ -289,6 +319,11 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f6
         ..RatelimitConfig::default()
     };
     cfg.ratelimit.default.fail = FailMode::Open;
+    // The service authenticates every check: wrk sends an API key, as a client service would.
+    let key = fieldlab_auth::UserDb::open(dir.path())
+        .update(|f| f.add_key("bench", &[fieldlab_core::Role::Viewer]))
+        .map_err(|e| anyhow::anyhow!("cannot make an API key for wrk: {e}"))?
+        .secret;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (atx, arx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(serve(
@@ -301,6 +336,23 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f6
         },
     ));
     let addr = arx.await?;
+    // wrk only counts non-2xx answers: make sure they would be 429s, not 401s.
+    let probe = |with_key: bool| {
+        let mut r = reqwest::Client::new()
+            .post(format!("http://{addr}/api/ratelimit/check"))
+            .header("content-type", "application/json")
+            .body(r#"{"key":"probe","tokens":1}"#);
+        if with_key {
+            r = r.header("x-api-key", &key);
+        }
+        async move { r.send().await.map(|r| r.status().as_u16()) }
+    };
+    anyhow::ensure!(
+        probe(false).await? == 401,
+        "the service answered a check without a key"
+    );
+    let st = probe(true).await?;
+    anyhow::ensure!(st == 200, "a check with the bench's API key answered {st}");
     let script = dir.path().join("check.lua");
     std::fs::write(
         &script,
@@ -309,7 +361,7 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f6
              request = function()\n\
                counter = counter + 1\n\
                local body = '{{\"key\":\"client:' .. (counter % {}) .. '\",\"tokens\":1}}'\n\
-               return wrk.format('POST', '/api/ratelimit/check', {{['Content-Type']='application/json'}}, body)\n\
+               return wrk.format('POST', '/api/ratelimit/check', {{['Content-Type']='application/json', ['X-API-Key']='{key}'}}, body)\n\
              end\n",
             b.keys
         ),
