@@ -74,6 +74,17 @@ fn scenario_text(v: &DeviceView) -> String {
     }
 }
 
+/// The device id of a payload the emulator encoded (it writes `{"device_id":"<id>",` first),
+/// without parsing the rest; `None` for anything else (then the full parse decides).
+fn leading_device_id(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"device_id":""#)?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 impl Mirror {
     pub(crate) fn new(
         nm: Arc<SimpleNodeManager>,
@@ -323,6 +334,11 @@ impl Mirror {
 
     /// Apply one telemetry message to its device's variables.
     fn apply(&self, m: &LiveMessage) {
+        if let Some(id) = leading_device_id(&m.payload) {
+            if !self.devices.lock().contains_key(id) {
+                return; // not shown (beyond max_devices): skip the JSON parse
+            }
+        }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
             return;
         };
@@ -401,5 +417,21 @@ impl Mirror {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leading_device_id;
+
+    #[test]
+    fn device_id_from_the_payload_prefix() {
+        assert_eq!(
+            leading_device_id(br#"{"device_id":"oven_1","seq":1}"#),
+            Some("oven_1")
+        );
+        assert_eq!(leading_device_id(br#"{"device_id":"a\"b","seq":1}"#), None);
+        assert_eq!(leading_device_id(br#"{"seq":1,"device_id":"x"}"#), None);
+        assert_eq!(leading_device_id(b"garbage"), None);
     }
 }

@@ -1,6 +1,6 @@
 """An independent OPC UA client (python-asyncua) against fieldlab's OPC UA server.
 
-Usage: opcua_client.py URL DEVICE FIELD SECURITY [CERT_DIR]
+Usage: opcua_client.py URL DEVICE FIELD SECURITY [CERT_DIR [SCENARIO]]
   SECURITY: none | basic256sha256 (then a client certificate is generated in CERT_DIR)
 
 Browses Objects/DeviceEmulator, reads DEVICE/FIELD until the value changes, calls Stop, checks
@@ -26,7 +26,7 @@ async def child_by_name(node, ns, name):
     raise SystemExit(f"no child {ns}:{name} under {node}")
 
 
-async def run(url, device, field, security, cert_dir):
+async def run(url, device, field, security, cert_dir, scenario):
     client = Client(url=url, timeout=10)
     if security == "basic256sha256":
         from asyncua.crypto.cert_gen import setup_self_signed_certificate
@@ -87,7 +87,7 @@ async def run(url, device, field, security, cert_dir):
         except ua.UaStatusCodeError as e:
             out["bad_scenario"] = type(e).__name__
         out["run_scenario"] = await dev.call_method(
-            children["RunScenario"].nodeid, ua.Variant("hot", ua.VariantType.String), True)
+            children["RunScenario"].nodeid, ua.Variant(scenario, ua.VariantType.String), True)
         for _ in range(50):
             out["scenario"] = await children["Scenario"].read_value()
             if out["scenario"]:
@@ -99,4 +99,5 @@ async def run(url, device, field, security, cert_dir):
 if __name__ == "__main__":
     url, device, field, security = sys.argv[1:5]
     cert_dir = sys.argv[5] if len(sys.argv) > 5 else "."
-    asyncio.run(run(url, device, field, security, cert_dir))
+    scenario = sys.argv[6] if len(sys.argv) > 6 else "hot"
+    asyncio.run(run(url, device, field, security, cert_dir, scenario))
