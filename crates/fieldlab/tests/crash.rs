@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const DEVICES: usize = 4;
+const MAX_MESSAGES: usize = 40_000;
 
 fn ts(i: usize) -> String {
     // 2026-01-01T00:00:00Z + i seconds (unique per message).
@@ -53,7 +54,9 @@ impl Publisher {
         let (st, se, ac) = (stop.clone(), sent.clone(), acked.clone());
         let publisher = std::thread::spawn(move || {
             let mut i = 0;
-            while !st.load(Ordering::Relaxed) {
+            // Bounded, so that catching up after the restart does not depend on how fast a
+            // debug build on a loaded machine ingests.
+            while !st.load(Ordering::Relaxed) && i < MAX_MESSAGES {
                 let topic = format!("devices/CrashTest/crash_{}/telemetry", i % DEVICES);
                 if client
                     .publish(topic, QoS::AtLeastOnce, false, payload(i))
@@ -141,7 +144,6 @@ fn newest_wal_segment(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "intermittent: about 1 run in 4 stalls after the restart (acknowledged messages stop arriving); see the issue 4 note. Run with --ignored"]
 fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none() {
     // Unlimited queue for the offline session, so Mosquitto never drops what it acknowledged.
     let m = Mosquitto::start_with("max_queued_messages 0\n");
@@ -212,9 +214,14 @@ fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none()
 
     let f = Fieldlab::start(&data, &args);
     f.wait_ready(Duration::from_secs(15));
-    let t0 = Instant::now();
+    // Eventually: fail only when ingest makes no progress for a while (a stall), not on a
+    // fixed deadline that a slow machine could miss.
+    let mut progress = (Instant::now(), 0usize);
     let got = loop {
         let got = stored(&f);
+        if got.len() > progress.1 {
+            progress = (Instant::now(), got.len());
+        }
         if acked.iter().all(|n| got.contains_key(n)) {
             break got;
         }
@@ -224,13 +231,13 @@ fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none()
             .take(5)
             .collect();
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "acknowledged messages missing after restart, e.g. {missing:?} ({} stored, {} acknowledged)\nfieldlab stderr:\n{}",
+            progress.0.elapsed() < Duration::from_secs(20),
+            "acknowledged messages missing after restart, no progress for 20 s, e.g. {missing:?} ({} stored, {} acknowledged)\nfieldlab stderr:\n{}",
             got.len(),
             acked.len(),
             f.stderr.lock().unwrap().join("\n")
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     };
     // Nothing invented: every stored message was published, at its own timestamp.
     for (n, t) in &got {
