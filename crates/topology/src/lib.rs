@@ -408,6 +408,17 @@ fn is_exposed(host: &str) -> bool {
 /// With auth off, refuse to listen beyond loopback unless `auth.allow_open_network` says so.
 /// Refusing (not warning) because an open fieldlab lets anyone stop devices and read data.
 fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    // The OPC UA server has anonymous access only (no fieldlab users yet): beyond loopback it
+    // needs auth.allow_open_network even with auth on.
+    let opcua_open = cfg!(feature = "opcua") && cfg.opcua.enabled && is_exposed(&cfg.opcua.host);
+    if cfg.auth.enabled && opcua_open && !cfg.auth.allow_open_network {
+        anyhow::bail!(
+            "refusing to serve OPC UA on opcua.host = {}: its access is anonymous (fieldlab users do not apply to it yet), \
+             so anyone on the network could stop devices. Bind it to 127.0.0.1, set opcua.enabled: false, \
+             or set auth.allow_open_network: true on a network you trust",
+            cfg.opcua.host
+        );
+    }
     if cfg.auth.enabled {
         return Ok(());
     }
@@ -418,7 +429,7 @@ fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
     if cfg.mqtt.broker_url.is_none() && is_exposed(&cfg.mqtt.host) {
         open.push(format!("mqtt.host = {}", cfg.mqtt.host));
     }
-    if cfg!(feature = "opcua") && cfg.opcua.enabled && is_exposed(&cfg.opcua.host) {
+    if opcua_open {
         open.push(format!("opcua.host = {}", cfg.opcua.host));
     }
     if open.is_empty() {
