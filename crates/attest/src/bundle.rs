@@ -176,10 +176,13 @@ impl Report {
 }
 
 fn parse_canonical<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, String> {
-    if !canon::is_canonical(bytes) {
+    // Parsed once: the value is checked for canonical form and then deserialized.
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| format!("{name} is not in canonical RFC 8785 form"))?;
+    if !canon::is_canonical_value(bytes, &v) {
         return Err(format!("{name} is not in canonical RFC 8785 form"));
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("{name}: {e}"))
+    serde_json::from_value(v).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Verify a bundle offline. `trusted`: the only key allowed to have signed it.
@@ -303,17 +306,18 @@ pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
+    let (ir_hash, manifest_hash) = (ir.hash(), manifest.hash());
     r.policy_id = Some(ir.id.clone());
-    r.policy_hash = Some(ir.hash());
-    r.manifest_hash = Some(manifest.hash());
-    if meta.policy_hash != ir.hash()
+    r.policy_hash = Some(ir_hash.clone());
+    r.manifest_hash = Some(manifest_hash.clone());
+    if meta.policy_hash != ir_hash
         || meta.policy_id != ir.id
-        || meta.manifest_hash != manifest.hash()
+        || meta.manifest_hash != manifest_hash
         || meta.proof_status != proof.status
     {
         return r.fail("metadata.json does not describe this policy, manifest and proof");
     }
-    match proof::verify_proof(&ir, &manifest, &proof) {
+    match proof::verify_proof_hashed(&ir, &ir_hash, &manifest, &manifest_hash, &proof) {
         Ok(rules) => {
             r.rules = rules;
             r.policy_status = Some(proof.status);

@@ -58,7 +58,14 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonError> {
             let mut keys: Vec<&String> = m.keys().collect();
             // RFC 8785 §3.2.3: sort by UTF-16 code units (differs from UTF-8 byte order only
             // for characters above U+FFFF against U+E000..U+FFFF).
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            // ASCII keys (nearly all) compare the same in both orders; skip the UTF-16 walk.
+            keys.sort_by(|a, b| {
+                if a.is_ascii() && b.is_ascii() {
+                    a.cmp(b)
+                } else {
+                    a.encode_utf16().cmp(b.encode_utf16())
+                }
+            });
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
@@ -102,6 +109,12 @@ fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) -> Result<(), CanonEr
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Fast path: most strings (hashes, names) need no escaping at all.
+    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -130,13 +143,13 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
 
 /// `true` when `bytes` are exactly the canonical encoding of the JSON they contain.
 pub fn is_canonical(bytes: &[u8]) -> bool {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => {
-            let mut out = Vec::with_capacity(bytes.len());
-            write_value(&mut out, &v).is_ok() && out == bytes
-        }
-        Err(_) => false,
-    }
+    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| is_canonical_value(bytes, &v))
+}
+
+/// `true` when `bytes` (which parsed to `v`) are exactly the canonical encoding of `v`.
+pub fn is_canonical_value(bytes: &[u8], v: &Value) -> bool {
+    let mut out = Vec::with_capacity(bytes.len());
+    write_value(&mut out, v).is_ok() && out == bytes
 }
 
 /// SHA-256 of the canonical encoding.

@@ -22,11 +22,19 @@ pub struct JwtVerifier {
     keys: Vec<Key>,
     issuer: String,
     audience: String,
+    /// Tokens already verified, until their expiry (as Envoy's `jwt_cache_config` does): a
+    /// client sends the same token with every request, and an RS256/EdDSA check costs far more
+    /// than the request it guards. Keys never change after construction, so an entry stays
+    /// true until `exp`. Bounded: cleared when full.
+    cache: std::sync::Mutex<std::collections::HashMap<String, (Principal, i64)>>,
 }
+
+const CACHE_MAX: usize = 4096;
 
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    exp: i64,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -39,6 +47,7 @@ impl JwtVerifier {
             keys: Vec::new(),
             issuer: issuer.into(),
             audience: audience.into(),
+            cache: Default::default(),
         }
     }
 
@@ -102,6 +111,16 @@ impl JwtVerifier {
 
     /// Verify a compact JWS; the principal carries `sub` and the scopes.
     pub fn verify(&self, token: &str) -> Result<Principal, String> {
+        let now = fieldlab_core::time::now_ms() / 1000;
+        if let Some((p, exp)) = self.cache.lock().unwrap().get(token) {
+            if now < *exp {
+                return Ok(p.clone());
+            }
+        }
+        self.verify_uncached(token)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Principal, String> {
         let h = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if !matches!(h.alg, Algorithm::RS256 | Algorithm::EdDSA) {
             return Err(format!(
@@ -130,12 +149,18 @@ impl JwtVerifier {
                         .map(String::from)
                         .collect();
                     scopes.extend(d.claims.scp.unwrap_or_default());
-                    return Ok(Principal {
+                    let p = Principal {
                         subject: d.claims.sub.unwrap_or_else(|| "unknown".into()),
                         roles: Vec::new(),
                         scopes,
                         method: AuthMethod::Jwt,
-                    });
+                    };
+                    let mut c = self.cache.lock().unwrap();
+                    if c.len() >= CACHE_MAX {
+                        c.clear();
+                    }
+                    c.insert(token.to_string(), (p.clone(), d.claims.exp));
+                    return Ok(p);
                 }
                 Err(e) => last = e.to_string(),
             }

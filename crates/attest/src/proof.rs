@@ -602,24 +602,35 @@ pub fn verify_proof(
     manifest: &Manifest,
     proof: &Proof,
 ) -> Result<Vec<RuleCheck>, String> {
+    verify_proof_hashed(ir, &ir.hash(), manifest, &manifest.hash(), proof)
+}
+
+/// [`verify_proof`] with the IR and manifest hashes already computed by the caller (the bundle
+/// verifier needs them too; each is a canonical encoding plus SHA-256).
+pub fn verify_proof_hashed(
+    ir: &PolicyIr,
+    ir_hash: &str,
+    manifest: &Manifest,
+    manifest_hash: &str,
+    proof: &Proof,
+) -> Result<Vec<RuleCheck>, String> {
     if proof.format != PROOF_FORMAT
         || manifest.format != MANIFEST_FORMAT
         || ir.format != crate::policy::IR_FORMAT
     {
         return Err("unknown proof, manifest or policy IR format".into());
     }
-    let ph = ir.hash();
+    let ph = ir_hash;
     if manifest.policy.hash != ph || proof.policy_hash != ph || manifest.policy.id != ir.id {
         return Err(format!(
             "policy hash mismatch: IR {ph}, manifest {}, proof {}",
             manifest.policy.hash, proof.policy_hash
         ));
     }
-    if proof.manifest_hash != manifest.hash() {
+    if proof.manifest_hash != manifest_hash {
         return Err(format!(
-            "proof refers to manifest {}, but the manifest hashes to {}",
+            "proof refers to manifest {}, but the manifest hashes to {manifest_hash}",
             proof.manifest_hash,
-            manifest.hash()
         ));
     }
     if proof.results.len() != ir.rules.len() {

@@ -7,7 +7,7 @@
 //!
 //! | requests | who |
 //! |---|---|
-//! | health, readiness, `/`, UI assets, `POST /api/v1/auth/token`, `/metrics` (configurable) | anyone |
+//! | health, readiness, `/`, UI assets, `/openapi.json`, the UI's endpoint probe, `POST /api/v1/auth/token`, `/metrics` (configurable) | anyone |
 //! | users, API keys, config, rate-limit configuration, backups | admin |
 //! | `GET`/`HEAD` of anything else | any signed-in role except `device` |
 //! | device control (`/api/v1/devices/...`, scenarios, faults, `/devices/...`) | operator, teacher, admin |
@@ -61,6 +61,10 @@ const PUBLIC_EXACT: &[&str] = &[
     "/favicon.ico",
     "/openapi.json",
     "/docs",
+    // The UI's page without the slash, like `/ui/`.
+    "/ui",
+    // Which routes exist (the UI asks before sign-in): no more than /openapi.json tells.
+    "/api/v1/ui/endpoints",
 ];
 /// Path prefixes anyone may GET: the web UI's static assets.
 const PUBLIC_PREFIXES: &[&str] = &["/ui/", "/assets/", "/static/", "/docs/"];

@@ -9,6 +9,8 @@
 //! - `forest`: a streaming isolation forest over shingles ([`IsolationForest`]);
 //! - `autoencoder`: a GRU autoencoder over windows (candle, CPU), trained by `fieldlab detect
 //!   train` or online after a warm-up ([`autoencoder::GruAutoencoder`]);
+//! - `sequence`: order and time-of-day surprise with Numenta-style likelihood ([`Sequence`]),
+//!   the best of these on NAB;
 //! - `calibrate` and `ensemble`: per-series likelihood calibration, alarm hold, the ensemble.
 //!
 //! Detectors are built by name from a spec string (`ewma`, `robust_z:window=120`, ...), see
@@ -22,12 +24,14 @@ pub mod calibrate;
 pub mod ensemble;
 pub mod forest;
 pub mod seasonal;
+pub mod sequence;
 pub mod stats;
 
 pub use calibrate::{Hold, Likelihood};
 pub use ensemble::{Calibrated, Combine, Ensemble};
 pub use forest::IsolationForest;
 pub use seasonal::Seasonal;
+pub use sequence::{Sequence, SequenceConfig};
 pub use stats::{Ewma, RobustZ};
 
 use std::collections::BTreeMap;
@@ -48,6 +52,7 @@ pub const DETECTORS: &[&str] = &[
     "seasonal",
     "iforest",
     "autoencoder",
+    "sequence",
     "ensemble",
 ];
 
@@ -196,6 +201,27 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 },
             ))
         }
+        "sequence" => {
+            s.check_known(&with(&[
+                "buckets",
+                "order",
+                "slots",
+                "sensitivity",
+                "tolerance",
+                "probation",
+                "history",
+            ]))?;
+            let d = SequenceConfig::default();
+            Box::new(Sequence::new(SequenceConfig {
+                buckets: (positive(s, "buckets", d.buckets as f64)? as usize).clamp(2, 4096),
+                order: (s.get("order", d.order as f64).max(0.0) as usize).min(3),
+                slots: s.get("slots", d.slots as f64).clamp(0.0, 1440.0) as usize,
+                sensitivity: positive(s, "sensitivity", d.sensitivity)?,
+                tolerance: s.get("tolerance", d.tolerance).max(0.0),
+                probation: s.get("probation", d.probation as f64).max(0.0) as usize,
+                history: (positive(s, "history", d.history as f64)? as usize).max(10),
+            }))
+        }
         "ensemble" => return ensemble(s),
         other => return Err(SpecError(format!("unknown detector `{other}`"))),
     };
@@ -270,7 +296,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_detector_scores_in_unit_interval(xs in proptest::collection::vec(proptest::num::f64::ANY, 0..400)) {
-            for name in ["robust_z", "ewma", "seasonal", "iforest", "ensemble", "ewma:calibrate=1"] {
+            for name in ["robust_z", "ewma", "seasonal", "iforest", "sequence", "ensemble", "ewma:calibrate=1"] {
                 let mut d = build(name).unwrap();
                 for (i, x) in xs.iter().enumerate() {
                     let s = d.score(i as i64 * 60_000, *x);

@@ -11,8 +11,10 @@ pub struct BenchEmulatorArgs {
     /// Devices of the publish-rate runs.
     #[arg(long, default_value_t = 1000)]
     rate_devices: usize,
-    /// Interval (ms) of each device in the publish-rate runs.
-    #[arg(long, default_value_t = 5)]
+    /// Interval (ms) of each device in the publish-rate runs. The default offers 333k msgs/s,
+    /// above the 200k msgs/s target, so the figure shows what the broker delivers, not what
+    /// was offered.
+    #[arg(long, default_value_t = 3)]
     rate_interval: u64,
     /// Seconds per publish-rate run.
     #[arg(long, default_value_t = 5.0)]

@@ -23,9 +23,9 @@ pub struct RunArgs {
     /// Where result directories are written.
     #[arg(long)]
     out: PathBuf,
-    /// Detector spec: robust_z, ewma, seasonal, iforest, autoencoder, ensemble, with optional
+    /// Detector spec: robust_z, ewma, seasonal, iforest, autoencoder, sequence, ensemble, with optional
     /// parameters (`robust_z:window=120,calibrate=1`).
-    #[arg(long, default_value = "ensemble")]
+    #[arg(long, default_value = "sequence")]
     detector: String,
     /// Name of the result directory (default: the detector name).
     #[arg(long)]
@@ -71,7 +71,17 @@ fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let out = a.out.join(&name);
     let started = std::time::Instant::now();
-    let make = || fieldlab_detect::build(&a.detector).expect("checked above");
+    // NAB hands every detector the file's probationary length; `sequence` uses it as its
+    // learning period unless the spec sets `probation` itself.
+    let make = |rows: usize| {
+        let mut spec = a.detector.clone();
+        if spec.starts_with("sequence") && !spec.contains("probation") {
+            let p = fieldlab_nab::score::probationary_length(rows, 0.15) as usize;
+            spec.push_str(if spec.contains(':') { "," } else { ":" });
+            spec.push_str(&format!("probation={p}"));
+        }
+        fieldlab_detect::build(&spec).expect("checked above")
+    };
     let (files, rows) = fieldlab_nab::run::run_corpus(&a.data, &windows, &out, &name, &make)?;
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -62,13 +62,13 @@ pub fn run_corpus(
     windows: &Windows,
     out: &Path,
     detector: &str,
-    make: &(dyn Fn() -> Box<dyn Detector> + Sync),
+    make: &(dyn Fn(usize) -> Box<dyn Detector> + Sync),
 ) -> Result<(usize, usize), CorpusError> {
     let files = corpus::data_files(data)?;
     let mut rows = 0;
     for (key, path) in &files {
         let s = corpus::read_series(path, key)?;
-        let mut d = make();
+        let mut d = make(s.values.len());
         let scores = score_series(&s, d.as_mut());
         let w = windows.get(key).map(Vec::as_slice).unwrap_or(&[]);
         write_result(out, detector, &s, &scores, &labels(&s, w))?;

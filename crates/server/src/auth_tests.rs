@@ -10,22 +10,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Every route of the spine that is not public. A route added later is covered by the same
-/// router-wide layer; the policy table's own tests cover the role rules.
-const GUARDED: &[&str] = &[
-    "/api/v1/devices",
-    "/devices",
-    "/api/v1/devices/t1",
-    "/api/v1/series",
-    "/api/v1/query?device_id=t1",
-    "/api/v1/quarantine",
-    "/api/v1/auth/whoami",
-    "/api/v1/emulator/devices",
-    "/api/v1/annotations",
-    "/api/v1/devices/t1/history",
-    "/ws",
-];
-
 struct Running {
     base: String,
     auth: Arc<Authenticator>,
@@ -64,6 +48,7 @@ async fn start(cfg: AuthConfig, tls: Option<Arc<tokio_rustls::rustls::ServerConf
         annotations: None,
         ratelimit: None,
         extra_routes: None,
+        extra_openapi: None,
         watch: None,
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -129,17 +114,7 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
             .status();
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
-    // Every guarded route: 401 without credentials, with a Bearer challenge.
-    for p in GUARDED {
-        let resp = c.get(format!("{}{p}", r.base)).send().await.unwrap();
-        assert!(resp.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer"));
-        let (st, v) = problem(resp).await;
-        assert_eq!(st, StatusCode::UNAUTHORIZED, "{p}");
-        assert_eq!(v["type"], "https://fieldlab.dev/problems/unauthorized");
-    }
+    // (Every guarded operation's 401 and 403: `every_guarded_operation_...` below.)
     // Garbage and forged tokens are 401 too.
     let resp = c
         .get(format!("{}/api/v1/devices", r.base))
@@ -164,21 +139,6 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     assert_eq!(problem(resp).await.0, StatusCode::UNAUTHORIZED);
 
     let t = token(&c, &r, "vera").await;
-    for p in GUARDED {
-        let resp = c
-            .get(format!("{}{p}", r.base))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
-        // Past auth: the handler answers (404 for no data, 503 without an emulator, 400 for
-        // /ws without an upgrade), never 401/403.
-        let st = resp.status();
-        assert!(
-            st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
-            "{p}: {st}"
-        );
-    }
     // Browsers' WebSockets carry the token in the query, on /ws only.
     let q = format!("?access_token={t}");
     let st = c
@@ -247,6 +207,87 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     let (st, v) = problem(resp).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
+}
+
+/// Generated from `/openapi.json`: every operation with a `security` requirement answers 401
+/// problem+json without credentials, 403 problem+json to every role outside its
+/// `x-required-roles`, and neither to a role inside it. A route added without documentation
+/// fails `openapi::tests::the_document_describes_every_route_and_only_those`; one documented
+/// with the wrong security fails here.
+#[tokio::test]
+async fn every_guarded_operation_of_the_document_answers_401_and_403() {
+    let r = start(AuthConfig::default(), None).await;
+    let c = reqwest::Client::new();
+    let resp = c
+        .get(format!("{}/openapi.json", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the document is public");
+    let doc: Value = resp.json().await.unwrap();
+    let ops = crate::openapi::guarded(&doc);
+    assert!(ops.len() > 60, "{}", ops.len());
+    // A credential for every role: tokens for people, an API key for devices.
+    let mut cred = std::collections::HashMap::new();
+    for role in Role::ALL {
+        let name = role.as_str();
+        let c2 = if role == Role::Device {
+            let k = r.auth.users().update(|f| f.add_key(name, &[role])).unwrap();
+            k.secret
+        } else {
+            add_user(&r, name, role);
+            token(&c, &r, name).await
+        };
+        cred.insert(role, c2);
+    }
+    let (mut n401, mut n403, mut n_ok) = (0, 0, 0);
+    for op in &ops {
+        let what = format!("{} {}", op.method, op.path);
+        let method = reqwest::Method::from_bytes(op.method.as_bytes()).unwrap();
+        let url = format!("{}{}", r.base, op.path);
+        let resp = c.request(method.clone(), &url).send().await.unwrap();
+        assert!(
+            resp.headers()
+                .get("www-authenticate")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")),
+            "{what}"
+        );
+        let (st, v) = problem(resp).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            v["type"], "https://fieldlab.dev/problems/unauthorized",
+            "{what}"
+        );
+        n401 += 1;
+        for role in Role::ALL {
+            let resp = c
+                .request(method.clone(), &url)
+                .bearer_auth(&cred[&role])
+                .send()
+                .await
+                .unwrap();
+            if op.roles.contains(&role) {
+                // Past auth: the handler answers (404 for no data, 503 for a part this
+                // server does not run, 4xx for a missing body), never 401/403.
+                let st = resp.status();
+                assert!(
+                    st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+                    "{what} as {role:?}: {st}"
+                );
+                n_ok += 1;
+            } else {
+                let (st, v) = problem(resp).await;
+                assert_eq!(st, StatusCode::FORBIDDEN, "{what} as {role:?}");
+                assert_eq!(
+                    v["type"], "https://fieldlab.dev/problems/forbidden",
+                    "{what}"
+                );
+                n403 += 1;
+            }
+        }
+    }
+    assert!(n403 > 100 && n_ok > 100, "{n401} {n403} {n_ok}");
+    eprintln!("{n401} operations: {n401} x 401, {n403} x 403, {n_ok} allowed");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub mod auth_routes;
 pub mod data;
 pub mod detect;
 pub mod emulator_api;
+pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
@@ -102,6 +103,8 @@ pub struct AppState {
     /// Routes of other parts with their own state and auth (the proof verifier API at
     /// `/verify`, `/policy/...`, `/proof/upload`, `/registry/...`), merged as they are.
     pub extra_routes: Option<axum::Router>,
+    /// The OpenAPI 3.1 fragment describing `extra_routes`, folded into `/openapi.json`.
+    pub extra_openapi: Option<serde_json::Value>,
 }
 
 /// Time every request by its route template (not the raw path, to bound label cardinality).
@@ -278,9 +281,13 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         limiter: state.ratelimit.clone(),
     };
     let extra = state.extra_routes.clone();
+    let state_for_extra = state.clone();
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
-        .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            rl.clone(),
+            ratelimit::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -289,11 +296,55 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state);
+    // Merged routes of other parts pass the same metrics, rate limit, authentication and
+    // request ids (they used to be merged bare, open to anyone whatever their own auth said).
     let app = match extra {
-        Some(r) => app.merge(r),
+        Some(r) => app.merge(
+            r.route_layer(axum::middleware::from_fn_with_state(m, track))
+                .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
+                .layer(axum::middleware::from_fn_with_state(
+                    state_for_extra,
+                    authenticate,
+                ))
+                .layer(axum::middleware::from_fn(request_id)),
+        ),
         None => app,
     };
-    ui::with_endpoint_probe(app)
+    ui::with_endpoint_probe(app).layer(axum::middleware::from_fn(problem_errors))
+}
+
+/// axum's own rejections (a path segment that is not a number, a query string that does not
+/// parse, a missing WebSocket upgrade) answer `text/plain`; every error of this API is
+/// problem+json, so such answers are rewritten here, keeping their status, text and headers.
+pub async fn problem_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let slug = title.to_ascii_lowercase().replace(' ', "-");
+    let detail = if text.is_empty() {
+        title.to_string()
+    } else {
+        text
+    };
+    let mut out = Problem::new(status, &slug, title, detail).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Serve until `shutdown` resolves.

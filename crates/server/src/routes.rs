@@ -11,6 +11,7 @@
 //! | `/api/v1/query`, `/api/v1/export`, `/api/v1/backup` | see [`crate::data`] |
 //! | `/api/v1/quarantine` | payloads that could not be parsed, newest first |
 //! | `/` (browsers), `/ui/...`, `/api/v1` (JSON index) | the web UI, see [`crate::ui`] |
+//! | `/openapi.json` | OpenAPI 3.1 of every route, see [`crate::openapi`] |
 
 use crate::{AppState, Problem};
 use axum::extract::{Path, Query, State};
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .merge(crate::detect::router())
         .merge(crate::ratelimit::routes())
         .merge(crate::emulator_api::router())
+        .merge(crate::openapi::router())
 }
 
 pub async fn not_found(uri: Uri) -> Problem {

@@ -44,6 +44,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         emulator: None,
         annotations: None,
         extra_routes: None,
+        extra_openapi: None,
     }
 }
 

@@ -107,12 +107,19 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 b.fields,
             )));
         }
-        let timeout = Instant::now() + Duration::from_secs(300);
+        // Wait while points keep arriving; give up after 30 s without progress.
+        let mut progress = (Instant::now(), 0u64);
         while store.points_written() < want {
+            let now = store.points_written();
+            if now > progress.1 {
+                progress = (Instant::now(), now);
+            }
             anyhow::ensure!(
-                Instant::now() < timeout,
-                "only {} of {want} points arrived within 300 s",
-                store.points_written()
+                progress.0.elapsed() < Duration::from_secs(30),
+                "only {now} of {want} points arrived (no progress for 30 s); ingest saw {} messages, {} duplicates, {} quarantined",
+                metrics.messages.get(),
+                metrics.duplicates.get(),
+                metrics.quarantined.get()
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -179,6 +179,7 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
         ratelimit: None,
         auth: None,
         extra_routes: None,
+        extra_openapi: None,
         watch: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -220,6 +220,7 @@ pub async fn up(
         annotations: Some(annotations.clone()),
         ratelimit: Some(limiter),
         extra_routes: Some(cap_routes),
+        extra_openapi: Some(fieldlab_verifier::openapi()),
         watch: watch.clone(),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
