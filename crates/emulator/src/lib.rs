@@ -22,6 +22,7 @@ pub mod load;
 pub mod model;
 pub mod runner;
 pub mod scenario;
+pub mod tls;
 
 pub use model::{catalog, DeviceModel, FieldInfo, TypeInfo};
 pub use runner::{

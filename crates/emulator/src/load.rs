@@ -134,6 +134,9 @@ pub async fn run(o: LoadOptions) -> anyhow::Result<LoadReport> {
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         so.set_credentials(u.clone(), p.clone());
     }
+    if let Some(t) = &s.tls {
+        so.set_transport(rumqttc::Transport::tls_with_config(t.clone()));
+    }
     let (sub, mut el) = AsyncClient::new(so, 1000);
     let filter = if s.topic_template == "devices/{type}/{id}/telemetry" {
         "devices/+/+/telemetry".to_string()

@@ -81,6 +81,8 @@ pub struct EmulatorSettings {
     pub shards: usize,
     pub max_devices: usize,
     pub clock: Clock,
+    /// MQTT over TLS (built once by [`crate::tls::client_config`], shared by every connection).
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 impl EmulatorSettings {
@@ -100,6 +102,7 @@ impl EmulatorSettings {
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_devices: usize::MAX,
             clock: Clock::System,
+            tls: None,
         }
     }
 }
@@ -391,6 +394,9 @@ fn connect(
         let mut opts = v5::MqttOptions::new(client_id, s.host.clone(), s.port);
         opts.set_keep_alive(s.keep_alive)
             .set_outgoing_inflight_upper_limit(1000);
+        if let Some(t) = &s.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(t.clone()));
+        }
         if let (Some(u), Some(p)) = (&s.username, &s.password) {
             opts.set_credentials(u.clone(), p.clone());
         }
@@ -431,6 +437,9 @@ fn connect(
     }
     let mut opts = MqttOptions::new(client_id, s.host.clone(), s.port);
     opts.set_keep_alive(s.keep_alive).set_inflight(1000);
+    if let Some(t) = &s.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(t.clone()));
+    }
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }

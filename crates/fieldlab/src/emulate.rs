@@ -8,9 +8,19 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct EmulateArgs {
-    /// Broker to load, e.g. mqtt://localhost:1883.
+    /// Broker to load, e.g. mqtt://localhost:1883, or mqtts://host:8883 for TLS.
     #[arg(long)]
     broker: String,
+    /// TLS: PEM CA bundle the broker's certificate must chain to (default: the system's
+    /// trust store). Needs an mqtts:// broker.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// TLS: PEM client certificate (with --key), for brokers that require one.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS: PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
     /// Devices from a YAML file (`devices: [...]` as in the seed's devices.yaml, or a list).
     #[arg(long, conflicts_with = "count")]
     devices: Option<PathBuf>,
@@ -62,9 +72,29 @@ fn load_fleet(p: &PathBuf) -> anyhow::Result<Vec<DeviceSpec>> {
 
 pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     let b = parse_broker_url(&a.broker).map_err(|m| anyhow::anyhow!("--broker: {m}"))?;
-    if b.tls {
-        anyhow::bail!("--broker: TLS (mqtts://) is not supported by load mode yet; use mqtt://");
-    }
+    let tls = match (b.tls, &a.ca, &a.cert) {
+        (true, _, _) => Some(
+            fieldlab_emulator::tls::client_config(&fieldlab_core::config::MqttTlsConfig {
+                ca_file: a.ca.clone(),
+                cert_file: a.cert.clone(),
+                key_file: a.key.clone(),
+                server_name: None,
+            })
+            .map_err(|e| {
+                let flag = match e.key.as_str() {
+                    "ca_file" => "--ca",
+                    "cert_file" => "--cert",
+                    "key_file" => "--key",
+                    _ => "--broker",
+                };
+                anyhow::anyhow!("{flag}: {}", e.message)
+            })?,
+        ),
+        (false, Some(_), _) | (false, _, Some(_)) => {
+            anyhow::bail!("--ca/--cert/--key are for TLS; write the broker as mqtts://HOST:PORT")
+        }
+        _ => None,
+    };
     let fleet = match (&a.devices, a.count) {
         (Some(p), _) => load_fleet(p)?,
         (None, Some(n)) if n > 0 => {
@@ -84,6 +114,7 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     s.seed = a.seed;
     s.username = a.username;
     s.password = a.password;
+    s.tls = tls;
     if a.connections > 0 {
         s.connection = ConnectionMode::Shared;
         s.shared_connections = a.connections.div_ceil(s.shards.max(1));

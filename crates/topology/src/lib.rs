@@ -98,6 +98,7 @@ pub async fn up(
         _ => (cfg.mqtt.username.clone(), cfg.mqtt.password.clone()),
     };
     let mut mqtt_extra = Vec::new();
+    let mut tls_listen = None; // the embedded broker's TLS listener, for devices.tls
 
     // The broker: embedded unless an external one is configured.
     let (host, port, embedded) = match &cfg.mqtt.broker_url {
@@ -130,6 +131,7 @@ pub async fn up(
                 tls: tls.clone(),
                 auth: check,
             })?;
+            tls_listen = b.tls_listen;
             if let Some(t) = b.tls_listen {
                 mqtt_extra.push(format!("mqtts://{}", fieldlab_broker::connectable(t)));
             }
@@ -178,6 +180,22 @@ pub async fn up(
     es.protocol = cfg.devices.protocol;
     es.topic_template = cfg.devices.topic_template.clone();
     es.max_devices = cfg.devices.max_devices;
+    if let Some(t) = &cfg.devices.tls {
+        // Devices over TLS: to the embedded broker's TLS listener (ingest stays on the plain
+        // loopback listener).
+        let Some(l) = tls_listen.filter(|_| embedded) else {
+            anyhow::bail!(
+                "devices.tls: the devices can use TLS with the embedded broker's TLS listener; \
+                 set mqtt.tls_port, mqtt.server_cert_file and mqtt.server_key_file"
+            );
+        };
+        es.tls = Some(
+            fieldlab_emulator::tls::client_config(t)
+                .map_err(|e| anyhow::anyhow!("devices.tls.{}: {}", e.key, e.message))?,
+        );
+        es.host = t.server_name.clone().unwrap_or_else(|| "localhost".into());
+        es.port = l.port();
+    }
     let emulator = fieldlab_emulator::Emulator::new(
         es,
         directory.clone(),
@@ -311,6 +329,8 @@ pub async fn up(
         embedded_broker: embedded,
     };
     on_ready(&endpoints);
+    #[cfg(feature = "opcua")]
+    let opcua = opcua(&cfg, &emulator).await?;
     let security = Security {
         tls: tls_on,
         mqtt_extra,
@@ -326,12 +346,20 @@ pub async fn up(
             1,
         );
     }
+    #[cfg(feature = "opcua")]
+    {
+        banner = banner.replacen("\n  data", &format!("\n  OPC UA  {}\n  data", opcua.1), 1);
+    }
     println!("{banner}");
 
     shutdown.await;
     println!("fieldlab: shutting down (stopping devices, draining ingest, flushing the store)...");
     readiness.set("store", false); // stop receiving traffic from load balancers first
 
+    #[cfg(feature = "opcua")]
+    if let Some(o) = opcua.0 {
+        o.stop().await;
+    }
     emulator.stop().await;
     // Let ingest take what the devices published last (quiet for 300 ms, at most 3 s).
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -383,6 +411,17 @@ fn is_exposed(host: &str) -> bool {
 /// With auth off, refuse to listen beyond loopback unless `auth.allow_open_network` says so.
 /// Refusing (not warning) because an open fieldlab lets anyone stop devices and read data.
 fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
+    // The OPC UA server has anonymous access only (no fieldlab users yet): beyond loopback it
+    // needs auth.allow_open_network even with auth on.
+    let opcua_open = cfg!(feature = "opcua") && cfg.opcua.enabled && is_exposed(&cfg.opcua.host);
+    if cfg.auth.enabled && opcua_open && !cfg.auth.allow_open_network {
+        anyhow::bail!(
+            "refusing to serve OPC UA on opcua.host = {}: its access is anonymous (fieldlab users do not apply to it yet), \
+             so anyone on the network could stop devices. Bind it to 127.0.0.1, set opcua.enabled: false, \
+             or set auth.allow_open_network: true on a network you trust",
+            cfg.opcua.host
+        );
+    }
     if cfg.auth.enabled {
         return Ok(());
     }
@@ -392,6 +431,9 @@ fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
     }
     if cfg.mqtt.broker_url.is_none() && is_exposed(&cfg.mqtt.host) {
         open.push(format!("mqtt.host = {}", cfg.mqtt.host));
+    }
+    if opcua_open {
+        open.push(format!("opcua.host = {}", cfg.opcua.host));
     }
     if open.is_empty() {
         return Ok(());
@@ -464,6 +506,34 @@ fn banner(
 
 #[cfg(test)]
 mod tests;
+
+/// The OPC UA server over the fleet, and its banner line. A taken port is a warning, not an
+/// error: OPC UA is an add-on, and a second lab on this machine should still come up.
+#[cfg(feature = "opcua")]
+async fn opcua(
+    cfg: &Config,
+    emulator: &fieldlab_emulator::Emulator,
+) -> anyhow::Result<(Option<fieldlab_opcua::OpcuaServer>, String)> {
+    if !cfg.opcua.enabled {
+        return Ok((None, "off (opcua.enabled: false)".into()));
+    }
+    let s = fieldlab_opcua::OpcuaSettings::from_config(&cfg.opcua, &cfg.storage.data_dir)?;
+    match fieldlab_opcua::start(s, emulator.clone()).await {
+        Ok(o) => {
+            let line = format!(
+                "{}  (Objects/DeviceEmulator/<device>/<variable>; Start, Stop, RunScenario; security {}; anonymous)",
+                o.endpoint_url(),
+                cfg.opcua.security.join(", ")
+            );
+            Ok((Some(o), line))
+        }
+        Err(e @ fieldlab_opcua::OpcuaError::Bind { .. }) => {
+            tracing::warn!(error = %e, "OPC UA server not started");
+            Ok((None, format!("off: {e}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// The proof verifier API (`/verify`, `/policy/...`, `/proof/upload`, `/registry/...`) with its
 /// registry under `<data_dir>/cap`. It follows the rest of `fieldlab up` on auth (the local

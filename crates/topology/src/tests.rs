@@ -39,3 +39,22 @@ async fn up_starts_everything_and_shutdown_leaves_blocks_on_disk() {
         .collect();
     assert_eq!(devices.len(), 3, "{devices:?}");
 }
+
+/// OPC UA access is anonymous: beyond loopback it needs allow_open_network, auth or not.
+#[cfg(feature = "opcua")]
+#[test]
+fn an_exposed_opcua_server_needs_allow_open_network() {
+    let mut cfg = Config::default();
+    cfg.opcua.host = "0.0.0.0".into();
+    for auth in [false, true] {
+        cfg.auth.enabled = auth;
+        cfg.auth.allow_open_network = false;
+        let e = check_exposure(&cfg).unwrap_err().to_string();
+        assert!(e.contains("opcua.host = 0.0.0.0"), "{e}");
+        cfg.auth.allow_open_network = true;
+        check_exposure(&cfg).unwrap();
+    }
+    cfg.auth.allow_open_network = false;
+    cfg.opcua.enabled = false;
+    check_exposure(&cfg).unwrap();
+}

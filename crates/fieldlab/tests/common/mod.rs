@@ -89,7 +89,10 @@ impl Fieldlab {
                 }
                 if let Some(r) = l.strip_prefix("MQTT") {
                     let url = r.split_whitespace().next().unwrap_or_default();
-                    mqtt = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    // Skip `MQTT    also mqtts://...` (extra listeners) lines.
+                    if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                        mqtt = Some(p);
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

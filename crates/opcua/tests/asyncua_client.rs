@@ -1,0 +1,236 @@
+//! The OPC UA server spoken to by an independent client: python-asyncua from PyPI
+//! (`tests/opcua_client.py`), over the `None` endpoint and over Basic256Sha256 with a client
+//! certificate. The fleet publishes into the real embedded broker; the client browses
+//! Objects/DeviceEmulator, sees a value change, calls Stop, and the emulator's own API must
+//! agree that the device stopped.
+
+use fieldlab_core::config::{DeviceSettings, DeviceSpec, ScenarioSpec};
+use fieldlab_core::DeviceDirectory;
+use fieldlab_emulator::fleet::DeviceState;
+use fieldlab_emulator::{Emulator, EmulatorMetrics, EmulatorSettings};
+use fieldlab_opcua::{OpcuaSettings, Security};
+use std::path::Path;
+use std::time::Duration;
+
+fn device(name: &str, ty: &str) -> DeviceSpec {
+    DeviceSpec {
+        name: name.into(),
+        device_type: ty.into(),
+        config: DeviceSettings {
+            update_interval: 0.2,
+            ..Default::default()
+        },
+        scenarios: vec![ScenarioSpec {
+            name: "hot".into(),
+            duration: 60.0,
+            parameters: [(
+                "temperature_range".to_string(),
+                serde_yaml::to_value([45.0, 50.0]).unwrap(),
+            )]
+            .into(),
+        }],
+    }
+}
+
+fn fleet() -> Emulator {
+    let b = fieldlab_broker::start(&fieldlab_broker::BrokerSettings {
+        port: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let a = b.local_addr();
+    let em = Emulator::new(
+        EmulatorSettings::new(a.ip().to_string(), a.port()),
+        DeviceDirectory::new(),
+        None,
+        EmulatorMetrics::default(),
+    )
+    .unwrap();
+    em.add_all(
+        vec![
+            device("oven_1", "TemperatureSensor"),
+            DeviceSpec {
+                scenarios: vec![],
+                ..device("valve_1", "PressureValve")
+            },
+        ],
+        true,
+    )
+    .unwrap();
+    em
+}
+
+fn settings(pki: &Path, security: Vec<Security>) -> OpcuaSettings {
+    OpcuaSettings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        pki_dir: pki.to_path_buf(),
+        security,
+        trust_client_certs: true,
+        max_devices: 100,
+        sync_interval: Duration::from_millis(500),
+    }
+}
+
+/// Run the Python client; returns what it printed as JSON.
+async fn client(url: &str, security: &str, dir: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args([url, "oven_1", "temperature", security])
+            .arg(dir)
+            .output(),
+    )
+    .await
+    .expect("the OPC UA client did not finish within 60 s")
+    .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn check(r: &serde_json::Value, em: &Emulator) {
+    assert_eq!(
+        r["devices"],
+        serde_json::json!(["oven_1", "valve_1"]),
+        "{r}"
+    );
+    let children: Vec<&str> = r["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for c in [
+        "temperature",
+        "humidity",
+        "State",
+        "Seq",
+        "Start",
+        "Stop",
+        "RunScenario",
+    ] {
+        assert!(children.contains(&c), "{c} missing: {r}");
+    }
+    assert_ne!(r["first"], r["second"], "{r}");
+    assert!(r["second"].as_f64().is_some(), "{r}");
+    assert_eq!(r["state_before"], "running", "{r}");
+    assert_eq!(r["stop"], true, "Stop reports the change: {r}");
+    assert_eq!(r["state_after"], "stopped", "{r}");
+    assert_eq!(
+        r["still"][0], r["still"][1],
+        "a stopped device is silent: {r}"
+    );
+    assert_eq!(r["bad_scenario"], "BadInvalidArgument", "{r}");
+    assert_eq!(r["run_scenario"], true, "{r}");
+    assert_eq!(r["scenario"], "hot: hot", "{r}");
+    assert_eq!(
+        em.get("oven_1").unwrap().scenario.map(|s| s.name),
+        Some("hot".to_string())
+    );
+    // The emulator itself agrees: the device is stopped, the other one is not.
+    assert_eq!(em.get("oven_1").unwrap().state, DeviceState::Stopped);
+    assert_eq!(em.get("valve_1").unwrap().state, DeviceState::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncua_browses_reads_live_values_and_stops_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let em = fleet();
+    let srv = fieldlab_opcua::start(
+        settings(&dir.path().join("pki"), vec![Security::None]),
+        em.clone(),
+    )
+    .await
+    .unwrap();
+    let r = client(&srv.endpoint_url(), "none", dir.path()).await;
+    check(&r, &em);
+    // No secure endpoint asked for: no key material written.
+    assert!(!dir.path().join("pki/private/private.pem").exists());
+    srv.stop().await;
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic256sha256_with_a_generated_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let em = fleet();
+    let srv = fieldlab_opcua::start(
+        settings(&pki, vec![Security::None, Security::Basic256Sha256]),
+        em.clone(),
+    )
+    .await
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pki.join("private/private.pem")), 0o600);
+        assert_eq!(mode(&pki), 0o700);
+    }
+    assert!(pki.join("own/cert.der").exists());
+    let r = client(&srv.endpoint_url(), "basic256sha256", dir.path()).await;
+    check(&r, &em);
+    srv.stop().await;
+    em.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_created_and_deleted_later_appear_and_disappear() {
+    let dir = tempfile::tempdir().unwrap();
+    let em = fleet();
+    let srv = fieldlab_opcua::start(
+        settings(&dir.path().join("pki"), vec![Security::None]),
+        em.clone(),
+    )
+    .await
+    .unwrap();
+    em.create(
+        DeviceSpec {
+            scenarios: vec![],
+            ..device("late_1", "WindTurbine")
+        },
+        true,
+    )
+    .unwrap();
+    em.delete("valve_1").unwrap();
+    let script = r#"
+import asyncio, json, sys
+from asyncua import Client
+async def main():
+    async with Client(url=sys.argv[1], timeout=10) as c:
+        ns = await c.get_namespace_index("urn:fieldlab:emulator")
+        root = await c.nodes.objects.get_child([f"{ns}:DeviceEmulator"])
+        for _ in range(50):
+            names = sorted([(await d.read_browse_name()).Name for d in await root.get_children()])
+            if names == ["late_1", "oven_1"]:
+                break
+            await asyncio.sleep(0.2)
+        power = await root.get_child([f"{ns}:late_1", f"{ns}:power"])
+        print(json.dumps({"devices": names, "power_type": (await power.read_data_type_as_variant_type()).name}))
+asyncio.run(main())
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &srv.endpoint_url()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["devices"], serde_json::json!(["late_1", "oven_1"]), "{r}");
+    assert_eq!(r["power_type"], "Double", "{r}");
+    srv.stop().await;
+    em.stop().await;
+}
