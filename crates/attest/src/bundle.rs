@@ -306,7 +306,18 @@ pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
-    let (ir_hash, manifest_hash) = (ir.hash(), manifest.hash());
+    // Both files were checked to be canonical, so the SHA-256 of their bytes is the hash of
+    // their canonical encoding (`PolicyIr::hash`, `Manifest::hash`) without re-encoding them;
+    // a file with fields the structs do not know would hash differently and fail (stricter).
+    // Those hashes were just checked against metadata.json's file list.
+    let listed = |name: &str| {
+        meta.files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.sha256.clone())
+            .unwrap_or_else(|| hex32(&canon::sha256(map[name])))
+    };
+    let (ir_hash, manifest_hash) = (listed("policy.ir.json"), listed("manifest.json"));
     r.policy_id = Some(ir.id.clone());
     r.policy_hash = Some(ir_hash.clone());
     r.manifest_hash = Some(manifest_hash.clone());
