@@ -327,6 +327,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(|| fieldlab_detect::build("seasonal").unwrap()),
         ),
         (
+            "sequence (NAB default)",
+            a.points,
+            Box::new(|| fieldlab_detect::build("sequence:probation=100").unwrap()),
+        ),
+        (
             "iforest (50 trees)",
             a.points / 10,
             Box::new(|| fieldlab_detect::build("iforest").unwrap()),
