@@ -9,27 +9,12 @@ use common::Fieldlab;
 use fieldlab_server::openapi;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn fieldlab(args: &[&str], data: &Path, stdin: Option<&str>) -> String {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut i = c.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        i.write_all(s.as_bytes()).unwrap();
-    }
-    drop(i);
-    let out = c.wait_with_output().unwrap();
+    let out = common::fieldlab_cmd(args, data, stdin);
     assert!(out.status.success(), "fieldlab {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{eventually, free_port, Fieldlab};
+use common::{eventually, free_port, mosquitto_pub_lines, Fieldlab};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -399,34 +399,6 @@ fn service_config_crud_precedence_and_persistence() {
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
-}
-
-/// Publish every line of `lines` as one QoS 1 message with the real `mosquitto_pub -l`.
-fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) {
-    use std::io::Write;
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub is not installed; run scripts/test.sh");
-    let mut stdin = child.stdin.take().unwrap();
-    for l in lines {
-        writeln!(stdin, "{l}").unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "mosquitto_pub: {out:?}");
 }
 
 #[test]

@@ -238,8 +238,39 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Run a `fieldlab` subcommand on a data dir, feeding `stdin` (e.g. a password).
+pub fn fieldlab_cmd(args: &[&str], data: &Path, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut i = c.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        i.write_all(s.as_bytes()).unwrap();
+    }
+    drop(i);
+    c.wait_with_output().unwrap()
+}
+
 /// Publish with the real `mosquitto_pub` client (QoS 1).
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    mosquitto_pub_with(port, topic, "-s", payload)
+}
+
+/// Publish every line of `lines` as one QoS 1 message (`mosquitto_pub -l`).
+pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) {
+    let mut body = lines.join("\n");
+    body.push('\n');
+    mosquitto_pub_with(port, topic, "-l", body.as_bytes())
+}
+
+fn mosquitto_pub_with(port: u16, topic: &str, mode: &str, payload: &[u8]) {
     let mut child = Command::new(find_tool("mosquitto_pub"))
         .args([
             "-h",
@@ -250,7 +281,7 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
             "1",
             "-t",
             topic,
-            "-s",
+            mode,
         ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
