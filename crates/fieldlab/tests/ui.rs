@@ -449,22 +449,7 @@ fn post_json(
 
 /// Run `fieldlab <args>` in `dir`; its exit code and output.
 fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut i = c.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        i.write_all(s.as_bytes()).unwrap();
-    }
-    drop(i);
-    let out = c.wait_with_output().unwrap();
+    let out = fieldlab_in(dir, args, stdin);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

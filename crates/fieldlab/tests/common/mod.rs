@@ -240,11 +240,17 @@ impl Drop for Mosquitto {
 
 /// Run a `fieldlab` subcommand on a data dir, feeding `stdin` (e.g. a password).
 pub fn fieldlab_cmd(args: &[&str], data: &Path, stdin: Option<&str>) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", data.to_str().expect("UTF-8 temp path")]);
+    fieldlab_in(Path::new("."), &all, stdin)
+}
+
+/// Run `fieldlab <args>` with `cwd` as working directory, feeding `stdin`.
+pub fn fieldlab_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
     let mut c = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .current_dir(cwd)
         .args(args)
-        .arg("--data-dir")
-        .arg(data)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
