@@ -290,6 +290,14 @@ pub struct IngestConfig {
     /// Recent (seq, ts) pairs remembered per device to store a redelivered message once.
     /// 0 turns de-duplication off.
     pub dedup_window: usize,
+    /// MQTT connections of this instance's ingest, sharing one shared subscription and one
+    /// store writer. A broker caps unacknowledged messages per connection (rumqttd: 100), and
+    /// a store batch (one fsync) holds at most what is in flight, so more connections mean
+    /// bigger batches — on a broker whose shared subscriptions are cheap (Mosquitto, EMQX,
+    /// HiveMQ). 0 = auto = 1: the embedded broker (rumqttd 0.20) routes shared subscriptions
+    /// so slowly that 2 connections measured 4x slower than 1 (`fieldlab bench ingest
+    /// --connections 2`).
+    pub connections: usize,
 }
 
 impl Default for IngestConfig {
@@ -301,6 +309,7 @@ impl Default for IngestConfig {
             share_group: None,
             mqtt_version: MqttVersion::Auto,
             dedup_window: 256,
+            connections: 0,
         }
     }
 }
@@ -931,6 +940,12 @@ impl Config {
         self.validate_ops()?;
         if self.ingest.batch_max == 0 {
             return Err(("ingest.batch_max".into(), "must be at least 1".into()));
+        }
+        if self.ingest.connections > 64 {
+            return Err((
+                "ingest.connections".into(),
+                "must be at most 64 (0 = auto)".into(),
+            ));
         }
         if let Some(g) = &self.ingest.share_group {
             if g.is_empty() || g.contains(['/', '+', '#']) {

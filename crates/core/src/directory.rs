@@ -69,7 +69,7 @@ impl DeviceDirectory {
     pub fn seen(&self, device_id: &str, device_type: &str, seq: Option<u64>, at_ms: i64) {
         let mut map = self.inner.write();
         let e = Self::entry(&mut map, device_id, device_type);
-        if !device_type.is_empty() {
+        if !device_type.is_empty() && e.device_type != device_type {
             e.device_type = device_type.to_string();
         }
         e.last_seen_ms = Some(e.last_seen_ms.map_or(at_ms, |t| t.max(at_ms)));

@@ -4,7 +4,9 @@
 //!   optional `"tags": {"site": ".."}` stored as series tags
 //! - the seed-000 shape: `{"device":"..","timestamp":"..","data":{"p":{"unit":"..","value":1}}}`
 //! - flat JSON objects: `{"device_id":"t1","temperature":21.5}` (every non-reserved key a field)
-//! - InfluxDB line protocol: `measurement,device_id=t1 temperature=21.5,ok=true 1767225600000000000`
+//! - InfluxDB line protocol: `measurement,device_id=t1 temperature=21.5,ok=true 1767225600000000000`,
+//!   one or many lines per message
+//! - a JSON array of any of the object shapes above (a gateway's batch), stored all or nothing
 //!
 //! Device id and type come from the payload, else from the topic
 //! `devices/<type>/<device_id>/telemetry`. The time comes from `ts` / `timestamp` / `time`
@@ -43,16 +45,36 @@ pub fn parse(topic: &str, payload: &[u8], received_ms: i64) -> Result<Vec<Readin
     }
     if t.starts_with('{') || t.starts_with('[') || t.starts_with('"') {
         let v: Value = serde_json::from_str(t).map_err(|e| format!("invalid JSON: {e}"))?;
-        let obj = match v {
-            Value::Object(o) => o,
-            other => {
-                return Err(format!(
-                    "JSON payload must be an object, got {}",
-                    json_kind(&other)
-                ))
+        return match v {
+            Value::Object(o) => parse_json(o, topic_type, topic_id, received_ms).map(|r| vec![r]),
+            // A gateway's batch: an array of readings, each in any of the object shapes above.
+            // All or nothing: one bad element quarantines the message, naming the element.
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return Err("JSON batch is an empty array".into());
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::Object(o) => out.push(
+                            parse_json(o, topic_type, topic_id, received_ms)
+                                .map_err(|e| format!("batch element {i}: {e}"))?,
+                        ),
+                        other => {
+                            return Err(format!(
+                                "batch element {i} must be an object, got {}",
+                                json_kind(&other)
+                            ))
+                        }
+                    }
+                }
+                Ok(out)
             }
+            other => Err(format!(
+                "JSON payload must be an object or an array of objects, got {}",
+                json_kind(&other)
+            )),
         };
-        return parse_json(obj, topic_type, topic_id, received_ms).map(|r| vec![r]);
     }
     parse_line_protocol(t, topic_type, topic_id, received_ms)
 }
@@ -276,12 +298,13 @@ fn parse_line_protocol(
                 "expected `measurement[,tag=v] field=v[,field=v] [timestamp]`".into(),
             ));
         }
-        let mut head = split_unescaped(&parts[0], ',').into_iter();
-        let measurement = unescape(&head.next().unwrap_or_default());
+        let mut head = split_unescaped(parts[0], ',').into_iter();
+        let measurement = unescape(head.next().unwrap_or_default());
         if measurement.is_empty() {
             return Err(err("empty measurement".into()));
         }
         let mut device_id = None;
+        let mut device_type = None;
         let mut tags = BTreeMap::new();
         for tag in head {
             let (k, v) = tag
@@ -289,12 +312,14 @@ fn parse_line_protocol(
                 .ok_or_else(|| err(format!("tag `{tag}` has no `=`")))?;
             if k == "device_id" || k == "device" {
                 device_id = Some(unescape(v));
+            } else if k == "device_type" {
+                device_type = Some(unescape(v));
             } else {
                 tags.insert(unescape(k), unescape(v));
             }
         }
         let mut fields = Vec::new();
-        for f in split_unescaped(&parts[1], ',') {
+        for f in split_unescaped(parts[1], ',') {
             let (k, v) = f
                 .split_once('=')
                 .ok_or_else(|| err(format!("field `{f}` has no `=`")))?;
@@ -315,7 +340,9 @@ fn parse_line_protocol(
             .ok_or_else(|| err("no device id: add a `device_id` tag or publish to devices/<type>/<device_id>/telemetry".into()))?;
         out.push(Reading {
             device_id,
-            device_type: topic_type.map(str::to_string).unwrap_or(measurement),
+            device_type: device_type
+                .or(topic_type.map(str::to_string))
+                .unwrap_or(measurement),
             ts_ms,
             seq: None,
             fields,
@@ -362,41 +389,39 @@ fn lp_value(v: &str) -> Result<FieldValue, String> {
 }
 
 /// Split on `sep` outside double quotes and not preceded by a backslash.
-fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
+    // Byte-wise: the separators, `\\` and `"` are ASCII, so every cut is on a char boundary.
+    // The parts borrow from `s` (escapes kept); `unescape` resolves them where needed.
+    let sep = sep as u8;
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in s.chars() {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &c) in s.as_bytes().iter().enumerate() {
         if escaped {
-            cur.push(c);
             escaped = false;
             continue;
         }
         match c {
-            '\\' => {
-                cur.push(c);
-                escaped = true;
-            }
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
+            b'\\' => escaped = true,
+            b'"' => quoted = !quoted,
             c if c == sep && !quoted => {
-                if !cur.is_empty() || sep == ',' {
-                    out.push(std::mem::take(&mut cur));
+                if i > start || sep == b',' {
+                    out.push(&s[start..i]);
                 }
+                start = i + 1;
             }
-            c => cur.push(c),
+            _ => {}
         }
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    if s.len() > start {
+        out.push(&s[start..]);
     }
     out
 }
 
 fn unescape(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -507,12 +532,30 @@ mod tests {
     }
 
     #[test]
+    fn json_array_is_a_batch_of_readings() {
+        let v = parse(
+            T,
+            br#"[{"seq":1,"ts":1767225600000,"data":{"a":1.5}},{"device_id":"t2","seq":2,"b":2}]"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].device_id.as_str(), v[0].seq), ("t1", Some(1)));
+        assert_eq!(v[0].fields, vec![("a".into(), FieldValue::F64(1.5))]);
+        assert_eq!((v[1].device_id.as_str(), v[1].seq), ("t2", Some(2)));
+        assert_eq!(v[1].ts_ms, NOW);
+    }
+
+    #[test]
     fn bad_payloads_get_reasons() {
         let reason = |topic: &str, p: &[u8]| parse(topic, p, NOW).unwrap_err();
         assert!(reason(T, b"").contains("empty"));
         assert!(reason(T, &[0xff, 0x00]).contains("not UTF-8"));
         assert!(reason(T, b"{\"data\":").contains("invalid JSON"));
-        assert!(reason(T, b"[1,2]").contains("must be an object"));
+        assert!(reason(T, b"[1,2]").contains("batch element 0 must be an object"));
+        assert!(reason(T, b"[]").contains("empty array"));
+        assert!(reason(T, b"[{\"a\":1},{\"data\":{}}]").contains("batch element 1"));
+        assert!(reason(T, b"\"x\"").contains("object or an array"));
         assert!(reason(T, b"{\"data\":{}}").contains("no data fields"));
         assert!(reason(T, b"{\"data\":{\"a\":[1]}}").contains("field `a` is an array"));
         assert!(reason(T, b"{\"data\":{\"a\":1},\"ts\":\"yesterday\"}").contains("`ts`"));

@@ -59,6 +59,12 @@ pub struct IngestSettings {
     pub share_group: Option<String>,
     /// Recent (seq, ts) pairs remembered per device for de-duplication; 0 = off.
     pub dedup_window: usize,
+    /// MQTT connections feeding this ingest's one writer (>= 1). More than one subscribes as
+    /// a shared-subscription group (`share_group`, or the client id if none), so the broker
+    /// spreads messages over them: brokers cap the unacknowledged messages per connection
+    /// (rumqttd: 100), and a store batch can only hold what is in flight, so N connections
+    /// make N-times larger batches per fsync.
+    pub connections: usize,
     /// Called with every parsed reading and its receive time before it is stored (duplicates
     /// included, so the quality rules see them).
     pub observers: Observers,
@@ -97,9 +103,18 @@ impl std::fmt::Debug for Observers {
 }
 
 impl IngestSettings {
+    /// The shared-subscription group in effect, if any.
+    fn group(&self) -> Option<String> {
+        match (&self.share_group, self.connections > 1) {
+            (Some(g), _) => Some(g.clone()),
+            (None, true) => Some(self.client_id.clone()),
+            (None, false) => None,
+        }
+    }
+
     /// The filters actually subscribed: shared if a group is set.
     pub fn filters(&self) -> Vec<String> {
-        match &self.share_group {
+        match &self.group() {
             Some(g) => self
                 .topics
                 .iter()
@@ -272,7 +287,7 @@ impl IngestMetrics {
 /// A running ingest connection.
 pub struct Ingest {
     cancel: CancellationToken,
-    poller: JoinHandle<()>,
+    pollers: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
 }
 
@@ -280,7 +295,9 @@ impl Ingest {
     /// Stop receiving, finish the batch in flight (written and acknowledged), and return.
     pub async fn stop(self) {
         self.cancel.cancel();
-        let _ = self.poller.await;
+        for p in self.pollers {
+            let _ = p.await;
+        }
         let _ = self.writer.await;
     }
 }
@@ -304,39 +321,61 @@ pub fn start(
     metrics: IngestMetrics,
     sinks: Sinks,
 ) -> Ingest {
-    let (tx, rx) = mpsc::channel::<Msg>(s.batch_max.max(1) * 4);
+    let conns = s.connections.max(1);
+    let (tx, rx) = mpsc::channel::<(usize, Msg)>(s.batch_max.max(1) * 4);
     let cancel = CancellationToken::new();
     readiness.require("broker");
     readiness.require("ingest");
-    let ctx = PollCtx {
-        cancel: cancel.clone(),
-        readiness: readiness.clone(),
-        metrics: metrics.clone(),
-        where_: format!("{}:{}", s.host, s.port),
-        tx,
-    };
-    let (poller, acker) = if s.mqtt5 {
-        let (client, eventloop) = connect_v5(&s);
-        let filters: Vec<Filter5> = s
-            .filters()
-            .into_iter()
-            .map(|t| Filter5::new(t, qos5(s.qos)))
-            .collect();
-        let p = tokio::spawn(poll_v5(ctx, eventloop, client.clone(), filters));
-        (p, Acker::V5(client))
-    } else {
-        let (client, eventloop) = connect_v4(&s);
-        let filters: Vec<SubscribeFilter> = s
-            .filters()
-            .into_iter()
-            .map(|t| SubscribeFilter::new(t, qos(s.qos)))
-            .collect();
-        let p = tokio::spawn(poll_v4(ctx, eventloop, client.clone(), filters));
-        (p, Acker::V4(client))
-    };
+    let mut pollers = Vec::with_capacity(conns);
+    let mut ackers = Vec::with_capacity(conns);
+    for conn in 0..conns {
+        let ctx = PollCtx {
+            cancel: cancel.clone(),
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+            where_: format!("{}:{}", s.host, s.port),
+            conn,
+            tx: tx.clone(),
+        };
+        // Connection 0 keeps the configured id (a persistent session resumes under it).
+        let mut cs = s.clone();
+        if conn > 0 {
+            cs.client_id = format!("{}-{conn}", s.client_id);
+        }
+        if s.mqtt5 {
+            let (client, eventloop) = connect_v5(&cs);
+            let filters: Vec<Filter5> = s
+                .filters()
+                .into_iter()
+                .map(|t| Filter5::new(t, qos5(s.qos)))
+                .collect();
+            pollers.push(tokio::spawn(poll_v5(
+                ctx,
+                eventloop,
+                client.clone(),
+                filters,
+            )));
+            ackers.push(Acker::V5(client));
+        } else {
+            let (client, eventloop) = connect_v4(&cs);
+            let filters: Vec<SubscribeFilter> = s
+                .filters()
+                .into_iter()
+                .map(|t| SubscribeFilter::new(t, qos(s.qos)))
+                .collect();
+            pollers.push(tokio::spawn(poll_v4(
+                ctx,
+                eventloop,
+                client.clone(),
+                filters,
+            )));
+            ackers.push(Acker::V4(client));
+        }
+    }
+    drop(tx);
     let writer = tokio::spawn(write_loop(
         rx,
-        acker,
+        ackers,
         s.observers.clone(),
         s.admit.clone(),
         s.batch_max,
@@ -349,7 +388,7 @@ pub fn start(
     ));
     Ingest {
         cancel,
-        poller,
+        pollers,
         writer,
     }
 }
@@ -409,7 +448,9 @@ struct PollCtx {
     readiness: Readiness,
     metrics: IngestMetrics,
     where_: String,
-    tx: mpsc::Sender<Msg>,
+    /// Which connection this poller drives (its acknowledgements go back through it).
+    conn: usize,
+    tx: mpsc::Sender<(usize, Msg)>,
 }
 
 impl PollCtx {
@@ -465,7 +506,7 @@ async fn poll_v4(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => ctx.subscribed(),
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if ctx.tx.send(Msg::V4(p)).await.is_err() {
+                if ctx.tx.send((ctx.conn, Msg::V4(p))).await.is_err() {
                     break;
                 }
             }
@@ -520,7 +561,7 @@ async fn poll_v5(
                 }
             }
             Ok(Event5::Incoming(Packet5::Publish(p))) => {
-                if ctx.tx.send(Msg::V5(p)).await.is_err() {
+                if ctx.tx.send((ctx.conn, Msg::V5(p))).await.is_err() {
                     break;
                 }
             }
@@ -539,8 +580,8 @@ async fn poll_v5(
 
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
-    mut rx: mpsc::Receiver<Msg>,
-    acker: Acker,
+    mut rx: mpsc::Receiver<(usize, Msg)>,
+    ackers: Vec<Acker>,
     observers: Observers,
     admit: Option<Admit>,
     batch_max: usize,
@@ -551,11 +592,12 @@ async fn write_loop(
     metrics: IngestMetrics,
     sinks: Sinks,
 ) {
-    let mut batch: Vec<Msg> = Vec::with_capacity(batch_max);
-    while rx.recv_many(&mut batch, batch_max).await > 0 {
+    let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
+    while next_batch(&mut rx, &mut batch, batch_max).await {
         let started = Instant::now();
         let now = fieldlab_core::time::now_ms();
         let mut points = Vec::new();
+        let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut seen = Vec::new();
         // (device, seq, ts) of this batch, remembered only once the batch is durable, so a
@@ -563,7 +605,7 @@ async fn write_loop(
         let mut fresh: std::collections::HashSet<(String, u64, i64)> = Default::default();
         let mut duplicates = 0u64;
         let mut limited = 0u64;
-        for m in &batch {
+        for (_, m) in &batch {
             let topic = m.topic();
             let parsed = match (parse(&topic, m.payload(), now), &admit) {
                 (Ok(readings), Some(admit)) => match admit_all(admit, &readings).await {
@@ -576,24 +618,29 @@ async fn write_loop(
                 (other, _) => other,
             };
             match parsed {
-                Ok(readings) => {
-                    for r in readings {
-                        for o in &observers.0 {
-                            o(&r, now);
-                        }
-                        if let (Some(seq), true) = (r.seq, dedup.enabled()) {
-                            let k = (r.device_id.clone(), seq, r.ts_ms);
-                            if dedup.seen(&k.0, seq, r.ts_ms) || !fresh.insert(k) {
-                                duplicates += 1;
-                                continue;
-                            }
-                        }
-                        seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
-                        points.extend(r.into_points());
-                    }
-                }
+                Ok(readings) => good.extend(readings),
                 Err(reason) => bad.push((topic.into_owned(), m.payload().to_vec(), reason)),
             }
+        }
+        // Several connections deliver one device's messages round-robin, so their order in
+        // the batch is the order the pollers won the channel: restore time order (stable) so
+        // the quality rules do not see reordering that the devices never did.
+        if ackers.len() > 1 {
+            good.sort_by_key(|r| r.ts_ms);
+        }
+        for r in good.drain(..) {
+            for o in &observers.0 {
+                o(&r, now);
+            }
+            if let (Some(seq), true) = (r.seq, dedup.enabled()) {
+                let k = (r.device_id.clone(), seq, r.ts_ms);
+                if dedup.seen(&k.0, seq, r.ts_ms) || !fresh.insert(k) {
+                    duplicates += 1;
+                    continue;
+                }
+            }
+            seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
+            points.extend(r.into_points());
         }
         metrics.messages.inc_by(batch.len() as u64);
         let n_points = points.len() as u64;
@@ -665,14 +712,44 @@ async fn write_loop(
         if let Some(p) = for_sinks {
             sinks.send(p).await;
         }
-        for m in batch.drain(..) {
+        for (conn, m) in batch.drain(..) {
             if m.needs_ack() {
-                if let Err(e) = acker.ack(&m).await {
+                if let Err(e) = ackers[conn].ack(&m).await {
                     tracing::debug!(error = %e, "could not acknowledge (connection closing?)");
                 }
             }
         }
     }
+}
+
+/// Payload bytes per store batch, besides `batch_max` messages: gateways send thousands of
+/// readings per message, and a batch of 4096 such messages would be millions of points (and
+/// hundreds of MB of `Point`s) per store write. ~1 MiB keeps batches in the tens of thousands of
+/// points: large enough to amortise the fsync, small enough to stay in the allocator's caches.
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
+/// Wait for one message, then take what is already queued, up to `max` messages or
+/// [`BATCH_MAX_BYTES`] of payload (always at least one message). False when the channel closed.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<(usize, Msg)>,
+    batch: &mut Vec<(usize, Msg)>,
+    max: usize,
+) -> bool {
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
+    let mut bytes = first.1.payload().len();
+    batch.push(first);
+    while batch.len() < max && bytes < BATCH_MAX_BYTES {
+        match rx.try_recv() {
+            Ok(m) => {
+                bytes += m.1.payload().len();
+                batch.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 /// Ask `admit` for each distinct device of one message; the first refusal decides (the message

@@ -36,7 +36,7 @@ impl SeriesBuf {
 
 #[derive(Debug, Default)]
 pub struct Head {
-    pub series: HashMap<SeriesKey, SeriesBuf>,
+    pub series: HashMap<SeriesKey, SeriesBuf, foldhash::fast::RandomState>,
     pub points: usize,
     /// Wall-clock time (ms) of the first write into this head.
     pub opened_ms: Option<i64>,

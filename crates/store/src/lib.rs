@@ -47,7 +47,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -861,12 +861,27 @@ impl Writer {
         {
             let mut head = self.sh.head.write();
             let mut cat = self.sh.catalog.write();
+            // The catalog (a BTreeMap) is updated once per series of the commit, not per point.
+            let mut spans: HashMap<&SeriesKey, (i64, i64, &Tags), foldhash::fast::RandomState> =
+                HashMap::default();
             for (pts, _) in &writes {
                 for p in pts {
                     head.insert(p, now);
-                    note_series(&mut cat, &p.key, &p.tags, p.ts_ms, p.ts_ms);
+                    spans
+                        .entry(&p.key)
+                        .and_modify(|(lo, hi, tags)| {
+                            *lo = (*lo).min(p.ts_ms);
+                            if p.ts_ms >= *hi {
+                                *hi = p.ts_ms;
+                                *tags = &p.tags;
+                            }
+                        })
+                        .or_insert((p.ts_ms, p.ts_ms, &p.tags));
                 }
                 n += pts.len() as u64;
+            }
+            for (key, (lo, hi, tags)) in spans {
+                note_series(&mut cat, key, tags, lo, hi);
             }
             self.sh.metrics.head_points.set(head.points as i64);
             self.sh.metrics.series.set(cat.len() as i64);

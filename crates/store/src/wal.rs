@@ -23,6 +23,8 @@ pub struct Wal {
     seg_no: u64,
     file: File,
     bytes: u64,
+    /// Scratch buffer reused by `append`.
+    buf: Vec<u8>,
 }
 
 /// What replay found.
@@ -134,6 +136,7 @@ impl Wal {
             seg_no,
             file,
             bytes: 0,
+            buf: Vec::new(),
         })
     }
 
@@ -143,16 +146,28 @@ impl Wal {
 
     /// Append records (one per batch) with one `write` call; not yet durable.
     pub fn append(&mut self, batches: &[&[Point]]) -> io::Result<u64> {
-        let mut buf = Vec::new();
+        // One reused buffer: each record is serialised in place behind an 8-byte header
+        // (length, crc) filled in afterwards, so no per-record Vec and no copy.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for b in batches {
-            let payload = postcard::to_stdvec(b).map_err(io::Error::other)?;
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            buf.extend_from_slice(&payload);
+            let at = buf.len();
+            buf.extend_from_slice(&[0u8; 8]);
+            buf = postcard::to_extend(b, buf).map_err(io::Error::other)?;
+            let len = (buf.len() - at - 8) as u32;
+            let crc = crc32fast::hash(&buf[at + 8..]);
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         }
-        self.file.write_all(&buf)?;
-        self.bytes += buf.len() as u64;
-        Ok(buf.len() as u64)
+        let res = self.file.write_all(&buf);
+        let n = buf.len() as u64;
+        // Keep the buffer for the next append unless one huge batch inflated it.
+        if buf.capacity() <= 64 << 20 {
+            self.buf = buf;
+        }
+        res?;
+        self.bytes += n;
+        Ok(n)
     }
 
     /// Force appended records to disk.
@@ -164,7 +179,9 @@ impl Wal {
     pub fn rotate(&mut self) -> io::Result<u64> {
         self.sync()?;
         let old = self.seg_no;
+        let buf = std::mem::take(&mut self.buf);
         *self = Wal::create(&self.dir, old + 1)?;
+        self.buf = buf;
         Ok(old)
     }
 

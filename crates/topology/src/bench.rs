@@ -1,9 +1,11 @@
 //! `fieldlab bench ingest`: durable points per second through the real pipeline.
 //!
-//! Publishers (rumqttc, QoS 1, one connection each) send N fieldlab-JSON messages of M fields
-//! through the embedded broker; ingest parses them and writes them to a fresh store with the
-//! configured fsync policy. The clock stops when the store has acknowledged all N*M points as
-//! durable — so the figure is "points on disk per second", not "messages sent per second".
+//! Publishers (rumqttc, QoS 1, one connection each) send N readings of M fields through the
+//! embedded broker, `batch` readings per MQTT message: one fieldlab-JSON reading per message
+//! (a device), or a gateway's batch as a JSON array or as InfluxDB line protocol (the very bytes
+//! `bench influx` POSTs to InfluxDB). Ingest parses them and writes them to a fresh store with
+//! the configured fsync policy. The clock stops when the store has acknowledged all N*M points
+//! as durable — so the figure is "points on disk per second", not "messages sent per second".
 
 use fieldlab_core::config::{FsyncPolicy, Qos};
 use fieldlab_core::{DeviceDirectory, Readiness};
@@ -13,10 +15,105 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How the benchmark encodes readings into MQTT messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchFormat {
+    /// fieldlab JSON; a batch is a JSON array of readings.
+    Json,
+    /// InfluxDB line protocol, one line per reading, nanosecond timestamps.
+    Line,
+}
+
+impl std::str::FromStr for BenchFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "line" => Ok(Self::Line),
+            o => Err(format!("unknown format `{o}` (json | line)")),
+        }
+    }
+}
+
+impl BenchFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Line => "line",
+        }
+    }
+}
+
+/// The value of field `f` in reading `i`: a slow ramp at 0.01 resolution, as a sensor sends.
+fn value(i: usize, f: usize) -> f64 {
+    20.0 + ((i + f) % 100) as f64 * 0.01
+}
+
+/// Readings `from..to` of publisher `p` encoded as one message body; reading `i` is at
+/// `ts0_ms + i`. `bench influx` sends `Line` bodies of the same readings to InfluxDB.
+pub fn encode(
+    format: BenchFormat,
+    p: usize,
+    from: usize,
+    to: usize,
+    fields: usize,
+    ts0_ms: i64,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity((to - from) * (fields * 14 + 80));
+    match format {
+        BenchFormat::Line => {
+            for i in from..to {
+                let _ = write!(out, "bench,device_id=bench-{p},device_type=Bench ");
+                for f in 0..fields {
+                    if f > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "f{f}={:.3}", value(i, f));
+                }
+                let _ = writeln!(out, " {}", (ts0_ms + i as i64) * 1_000_000);
+            }
+        }
+        BenchFormat::Json => {
+            let batch = to - from > 1;
+            if batch {
+                out.push('[');
+            }
+            for i in from..to {
+                if i > from {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    "{{\"device_id\":\"bench-{p}\",\"device_type\":\"Bench\",\"seq\":{i},\"ts\":{},\"data\":{{",
+                    ts0_ms + i as i64
+                );
+                for f in 0..fields {
+                    if f > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "\"f{f}\":{:.3}", value(i, f));
+                }
+                out.push_str("}}");
+            }
+            if batch {
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestBench {
+    /// Readings in all (each of `fields` points).
     pub messages: usize,
     pub fields: usize,
+    /// Readings per MQTT message.
+    pub batch: usize,
+    pub format: BenchFormat,
+    /// Ingest's MQTT connections (a shared subscription when > 1).
+    pub connections: usize,
     pub publishers: usize,
     pub runs: usize,
     pub fsync: FsyncPolicy,
@@ -77,6 +174,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 mqtt5: false,
                 share_group: None,
                 dedup_window: 256,
+                connections: b.connections,
             },
             store.clone(),
             quarantine,
@@ -105,7 +203,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 run,
                 p,
                 n,
-                b.fields,
+                b.clone(),
             )));
         }
         // Wait while points keep arriving; give up after 30 s without progress.
@@ -137,14 +235,15 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
             quarantined: metrics.quarantined.get(),
         };
         println!(
-            "run {}: {} messages x {} fields = {} points durable in {:.3} s = {:.0} points/s ({:.0} msgs/s)",
+            "run {}: {} readings x {} fields = {} points durable in {:.3} s = {:.0} points/s ({:.0} readings/s, {:.0} MQTT msgs/s)",
             run + 1,
             b.messages,
             b.fields,
             r.points,
             r.seconds,
             r.points_per_s,
-            b.messages as f64 / secs
+            b.messages as f64 / secs,
+            b.messages.div_ceil(b.batch.max(1)) as f64 / secs
         );
         out.push(r);
     }
@@ -157,17 +256,23 @@ async fn publish(
     run: usize,
     p: usize,
     n: usize,
-    fields: usize,
+    b: IngestBench,
 ) -> anyhow::Result<()> {
     let mut o = MqttOptions::new(format!("bench-pub-{run}-{p}"), host, port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_inflight(1000)
         .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(o, 1000);
+    // PUBACKs received: a QoS 1 message is the broker's only once acknowledged, so the
+    // publisher disconnects only after the last one (as a correct device would).
+    let (acked_tx, mut acked) = tokio::sync::watch::channel(0usize);
     let driver = tokio::spawn(async move {
         loop {
             match el.poll().await {
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                    acked_tx.send_modify(|n| *n += 1);
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "bench publisher connection ended");
@@ -178,27 +283,22 @@ async fn publish(
     });
     let topic = format!("devices/Bench/bench-{p}/telemetry");
     let t0 = fieldlab_core::time::now_ms();
-    for i in 0..n {
-        let mut data = String::with_capacity(fields * 16);
-        for f in 0..fields {
-            if f > 0 {
-                data.push(',');
-            }
-            data.push_str(&format!(
-                "\"f{f}\":{:.3}",
-                20.0 + ((i + f) % 100) as f64 * 0.01
-            ));
-        }
-        let payload = format!(
-            "{{\"device_id\":\"bench-{p}\",\"device_type\":\"Bench\",\"seq\":{i},\"ts\":{},\"data\":{{{data}}}}}",
-            t0 + i as i64
-        );
+    let step = b.batch.max(1);
+    let (mut i, mut sent) = (0, 0);
+    while i < n {
+        let end = (i + step).min(n);
+        let payload = encode(b.format, p, i, end, b.fields, t0);
         client
             .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
             .await?;
+        sent += 1;
+        i = end;
     }
-    // Give the last PUBACKs time, then disconnect.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|a| *a >= sent))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("publisher {p}: {sent} messages sent, PUBACKs missing after 60 s")
+        })??;
     client.disconnect().await?;
     let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     Ok(())
@@ -207,6 +307,28 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_batches_parse_back_to_the_same_readings() {
+        for format in [BenchFormat::Json, BenchFormat::Line] {
+            for (from, to) in [(0, 1), (5, 9)] {
+                // A real epoch-ms time: JSON `ts` below 1e11 reads as seconds.
+                let t0 = 1_767_225_600_000;
+                let body = encode(format, 3, from, to, 4, t0);
+                let r =
+                    fieldlab_ingest::parse("devices/Bench/bench-3/telemetry", body.as_bytes(), 0)
+                        .unwrap();
+                assert_eq!(r.len(), to - from, "{format:?} {body}");
+                assert_eq!(r[0].device_id, "bench-3");
+                assert_eq!(r[0].ts_ms, t0 + from as i64);
+                assert_eq!(r[0].fields.len(), 4);
+                assert_eq!(
+                    r.last().unwrap().fields[1].1,
+                    fieldlab_core::FieldValue::F64(value(to - 1, 1))
+                );
+            }
+        }
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {

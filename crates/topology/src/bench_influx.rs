@@ -1,8 +1,10 @@
 //! `fieldlab bench influx`: fieldlab against a real InfluxDB 1.x, measured in the same run.
 //!
 //! Three comparisons, each printed with medians and the ratio:
-//! 1. **Durable ingest.** fieldlab: `bench ingest` (MQTT through the embedded broker, JSON,
-//!    WAL fsync per batch). InfluxDB: the same points as line protocol, POSTed to `/write` by as
+//! 1. **Durable ingest.** fieldlab: `bench ingest` (MQTT QoS 1 through the embedded broker, WAL
+//!    fsync per batch), once with one JSON reading per message (a device) and once with the
+//!    line-protocol bodies InfluxDB gets, one per message (a gateway). InfluxDB: the same points
+//!    as line protocol, POSTed to `/write` by as
 //!    many concurrent writers as there are publishers, 5000 points per request (InfluxData's
 //!    recommended batch), the clock stopping when every request answered 204 (InfluxDB 1.x
 //!    fsyncs its WAL before answering). Both sides encode their payloads inside the clock.
@@ -13,17 +15,19 @@
 //!    loopback for both (`/api/v1/query?step=60s&agg=mean` vs InfluxQL `mean() GROUP BY
 //!    time(1m)`), p50 of `--queries` queries after a warm-up.
 
-use crate::bench::{ingest, median, IngestBench};
+use crate::bench::{encode, ingest, median, BenchFormat, IngestBench};
 use fieldlab_core::{DeviceDirectory, FieldValue, Point, Readiness, SeriesKey, Tags};
 use fieldlab_sinks::local::{dir_bytes, InfluxServer};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct InfluxBench {
     pub ingest: IngestBench,
+    /// Also measure fieldlab with gateway batches: the line protocol InfluxDB gets, one
+    /// 5000-point request body per MQTT message.
+    pub gateway: bool,
     /// Series of one day at 1 Hz for the disk and query comparisons.
     pub series: usize,
     pub queries: usize,
@@ -40,16 +44,13 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
         influx.dir.path().display()
     );
 
-    // 1. Durable ingest.
+    // 1. Durable ingest. InfluxDB first (its figure does not depend on our message shape), then
+    // fieldlab once per shape: as configured (by default one JSON reading per MQTT message, as a
+    // device sends), and as a gateway batching the same line protocol InfluxDB received.
     println!(
-        "\n== durable ingest: {} messages x {} fields ==",
+        "\n== durable ingest: {} readings x {} fields ==",
         b.ingest.messages, b.ingest.fields
     );
-    let ours: Vec<f64> = ingest(&b.ingest)
-        .await?
-        .iter()
-        .map(|r| r.points_per_s)
-        .collect();
     let mut theirs = Vec::new();
     for run in 0..b.ingest.runs {
         let db = format!("ingest{run}");
@@ -73,11 +74,34 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || influx_query(&i, &d, &format!("DROP DATABASE {d}")))
             .await??;
     }
-    let (mo, mt) = (median(&ours), median(&theirs));
-    println!(
-        "ingest median: fieldlab {mo:.0} points/s, InfluxDB {mt:.0} points/s, ratio {:.2}x (target >= 2)",
-        mo / mt
-    );
+    let mt = median(&theirs);
+    let mut shapes = vec![b.ingest.clone()];
+    if b.gateway {
+        shapes.push(IngestBench {
+            batch: (5000 / b.ingest.fields).max(1),
+            format: BenchFormat::Line,
+            ..b.ingest.clone()
+        });
+    }
+    for shape in shapes {
+        println!(
+            "fieldlab: {} reading(s) per MQTT message as {}",
+            shape.batch,
+            shape.format.as_str()
+        );
+        let ours: Vec<f64> = ingest(&shape)
+            .await?
+            .iter()
+            .map(|r| r.points_per_s)
+            .collect();
+        let mo = median(&ours);
+        println!(
+            "ingest median, {} reading(s)/message as {}: fieldlab {mo:.0} points/s, InfluxDB {mt:.0} points/s (5000 points/request), ratio {:.2}x (target >= 2)",
+            shape.batch,
+            shape.format.as_str(),
+            mo / mt
+        );
+    }
 
     // 2. Bytes per point, one day at 1 Hz.
     let n_points = b.series as u64 * 86_400;
@@ -305,11 +329,12 @@ fn influx_query(url: &str, db: &str, q: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ingest benchmark's points as line protocol through `publishers` concurrent writers;
-/// returns points/s.
+/// The ingest benchmark's points as line protocol through `publishers` concurrent writers,
+/// 5000 points per request; returns points/s. The bodies are `bench::encode(Line, ..)`, byte
+/// for byte what a line-protocol gateway publishes over MQTT in `bench ingest --format line`.
 async fn influx_ingest(url: &str, db: &str, b: &IngestBench) -> anyhow::Result<f64> {
     let client = reqwest::Client::new();
-    let write = format!("{url}/write?db={db}&precision=ms");
+    let write = format!("{url}/write?db={db}");
     let per = b.messages.div_ceil(b.publishers);
     let lines_per_req = (5000 / b.fields).max(1);
     let t0 = Instant::now();
@@ -322,17 +347,7 @@ async fn influx_ingest(url: &str, db: &str, b: &IngestBench) -> anyhow::Result<f
             let mut i = 0;
             while i < n {
                 let end = (i + lines_per_req).min(n);
-                let mut body = String::with_capacity((end - i) * fields * 16);
-                for j in i..end {
-                    let _ = write!(body, "bench,device_id=bench-{p},device_type=Bench ");
-                    for f in 0..fields {
-                        if f > 0 {
-                            body.push(',');
-                        }
-                        let _ = write!(body, "f{f}={:.3}", 20.0 + ((j + f) % 100) as f64 * 0.01);
-                    }
-                    let _ = writeln!(body, " {}", ts0 + j as i64);
-                }
+                let body = encode(BenchFormat::Line, p, i, end, fields, ts0);
                 let r = client.post(&write).body(body).send().await?;
                 anyhow::ensure!(r.status().is_success(), "InfluxDB write: {}", r.status());
                 i = end;

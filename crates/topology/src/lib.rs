@@ -292,6 +292,7 @@ pub async fn up(
             mqtt5,
             share_group: cfg.ingest.share_group.clone(),
             dedup_window: cfg.ingest.dedup_window,
+            connections: cfg.ingest.connections.max(1),
             observers: watch::observers(&watch),
             admit,
         },
