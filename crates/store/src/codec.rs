@@ -171,11 +171,35 @@ pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> 
     let ts = decode_timestamps(buf.get(pos..pos.checked_add(ts_len)?)?, count)?;
     pos += ts_len;
     let rest = &buf[pos..];
+    // The numeric codecs zip straight into the output (one allocation, no Vec<FieldValue>).
     let values: Vec<FieldValue> = match codec {
-        ValueCodec::Xor => decode_xor(rest, count)?
-            .into_iter()
-            .map(FieldValue::F64)
-            .collect(),
+        ValueCodec::Xor | ValueCodec::Decimal => {
+            let f = match codec {
+                ValueCodec::Xor => decode_xor(rest, count)?,
+                _ => decode_decimal(rest, count)?,
+            };
+            if f.len() != ts.len() {
+                return None;
+            }
+            return Some(
+                ts.into_iter()
+                    .zip(f)
+                    .map(|(t, v)| (t, FieldValue::F64(v)))
+                    .collect(),
+            );
+        }
+        ValueCodec::PackedInt => {
+            let v = decode_ints(rest, count)?;
+            if v.len() != ts.len() {
+                return None;
+            }
+            return Some(
+                ts.into_iter()
+                    .zip(v)
+                    .map(|(t, v)| (t, FieldValue::I64(v)))
+                    .collect(),
+            );
+        }
         ValueCodec::DeltaInt => {
             let mut p = 0;
             let mut prev = 0i64;
@@ -219,14 +243,6 @@ pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> 
             }
             v
         }
-        ValueCodec::Decimal => decode_decimal(rest, count)?
-            .into_iter()
-            .map(FieldValue::F64)
-            .collect(),
-        ValueCodec::PackedInt => decode_ints(rest, count)?
-            .into_iter()
-            .map(FieldValue::I64)
-            .collect(),
         ValueCodec::BoolRuns => decode_runs(rest, count)?
             .into_iter()
             .map(FieldValue::Bool)
