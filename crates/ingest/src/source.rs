@@ -59,6 +59,9 @@ pub struct IngestSettings {
     pub share_group: Option<String>,
     /// Recent (seq, ts) pairs remembered per device for de-duplication; 0 = off.
     pub dedup_window: usize,
+    /// MQTT over TLS (an `mqtts://` broker): built once by `fieldlab_mqtt_tls::client_config`
+    /// from `mqtt.tls` (CA, client certificate for mTLS, server name). None: plain TCP.
+    pub tls: Option<rumqttc::TlsConfiguration>,
     /// Called with every parsed reading and its receive time before it is stored (duplicates
     /// included, so the quality rules see them).
     pub observers: Observers,
@@ -373,6 +376,9 @@ fn connect_v4(s: &IngestSettings) -> (AsyncClient, rumqttc::EventLoop) {
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
+    if let Some(t) = &s.tls {
+        opts.set_transport(rumqttc::Transport::Tls(t.clone()));
+    }
     AsyncClient::new(opts, request_capacity(s))
 }
 
@@ -399,6 +405,9 @@ fn connect_v5(s: &IngestSettings) -> (rumqttc::v5::AsyncClient, rumqttc::v5::Eve
     }
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(t) = &s.tls {
+        opts.set_transport(rumqttc::Transport::Tls(t.clone()));
     }
     rumqttc::v5::AsyncClient::new(opts, request_capacity(s))
 }
@@ -433,13 +442,38 @@ impl PollCtx {
         self.metrics.connected.set(0);
         self.readiness.set("ingest", false);
         self.readiness.set("broker", false);
-        tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting");
+        match tls_hint(&error) {
+            Some(hint) => {
+                tracing::error!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest cannot connect over TLS: {hint}")
+            }
+            None => {
+                tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting")
+            }
+        }
         let go_on = tokio::select! {
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(*backoff) => true,
         };
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
         go_on
+    }
+}
+
+/// What to do about a TLS failure, from rustls' error text; None for other errors.
+fn tls_hint(error: &str) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    if e.contains("unknownissuer") || e.contains("badsignature") {
+        Some("the broker's certificate is not signed by a trusted CA; set mqtt.tls.ca_file to the CA that issued it")
+    } else if e.contains("notvalidforname") {
+        Some("the broker's certificate does not name the host connected to; connect by the name in the certificate or set mqtt.tls.server_name")
+    } else if e.contains("expired") || e.contains("notvalidyet") {
+        Some("the broker's certificate is outside its validity period (check the clocks)")
+    } else if e.contains("certificaterequired") || e.contains("certificate required") {
+        Some("the broker requires a client certificate; set mqtt.tls.cert_file and mqtt.tls.key_file")
+    } else if e.contains("unknownca") || e.contains("bad certificate") || e.contains("badcertificate") {
+        Some("the broker refused the client certificate; it must be issued by a CA the broker trusts")
+    } else {
+        None
     }
 }
 

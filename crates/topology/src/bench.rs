@@ -77,6 +77,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 mqtt5: false,
                 share_group: None,
                 dedup_window: 256,
+                tls: None,
             },
             store.clone(),
             quarantine,
