@@ -464,7 +464,7 @@ fn tls_hint(error: &str) -> Option<&'static str> {
     let e = error.to_ascii_lowercase();
     if e.contains("unknownissuer") || e.contains("badsignature") {
         Some("the broker's certificate is not signed by a trusted CA; set mqtt.tls.ca_file to the CA that issued it")
-    } else if e.contains("notvalidforname") {
+    } else if e.contains("notvalidforname") || e.contains("not valid for name") {
         Some("the broker's certificate does not name the host connected to; connect by the name in the certificate or set mqtt.tls.server_name")
     } else if e.contains("expired") || e.contains("notvalidyet") {
         Some("the broker's certificate is outside its validity period (check the clocks)")
@@ -721,4 +721,19 @@ async fn admit_all(admit: &Admit, readings: &[fieldlab_core::Reading]) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tls_hint_tests {
+    use super::tls_hint;
+
+    /// The texts rumqttc/rustls produce (seen against Mosquitto in crates/fieldlab/tests/tls.rs).
+    #[test]
+    fn tls_failures_get_the_fix_and_others_none() {
+        let h = |e: &str| tls_hint(e).unwrap_or("");
+        assert!(h("TLS: I/O: invalid peer certificate: UnknownIssuer").contains("mqtt.tls.ca_file"));
+        assert!(h("TLS: I/O: invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")").contains("mqtt.tls.server_name"));
+        assert!(h("I/O: received fatal alert: CertificateRequired").contains("mqtt.tls.cert_file"));
+        assert_eq!(tls_hint("I/O: Connection refused (os error 111)"), None);
+    }
 }
