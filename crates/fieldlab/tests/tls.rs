@@ -85,7 +85,8 @@ fn up_ingests_from_an_external_mqtts_broker_and_refuses_a_foreign_ca() {
     let mut f = Fieldlab::start(&data, &["--config", &cfg, "--broker", &broker]);
     let banner = f.stdout_text();
     assert!(
-        banner.contains(&format!("mqtts://127.0.0.1:{tls_port}")) && banner.contains("external broker"),
+        banner.contains(&format!("mqtts://127.0.0.1:{tls_port}"))
+            && banner.contains("external broker"),
         "{banner}"
     );
     f.wait_ready(Duration::from_secs(15));
@@ -114,8 +115,18 @@ fn up_ingests_from_an_external_mqtts_broker_and_refuses_a_foreign_ca() {
         &format!("mqtt:\n  tls:\n    ca_file: {}\n", other.ca.display()),
     );
     let broker = format!("mqtts://localhost:{tls_port}");
-    let f = Fieldlab::start(&dir.path().join("data2"), &["--config", &cfg, "--broker", &broker]);
-    refused(&f, &["UnknownIssuer", "not signed by a trusted CA", "mqtt.tls.ca_file"]);
+    let f = Fieldlab::start(
+        &dir.path().join("data2"),
+        &["--config", &cfg, "--broker", &broker],
+    );
+    refused(
+        &f,
+        &[
+            "UnknownIssuer",
+            "not signed by a trusted CA",
+            "mqtt.tls.ca_file",
+        ],
+    );
     assert_eq!(count(&f, "pv_inverter_1"), 0);
     drop(f);
 
@@ -125,7 +136,10 @@ fn up_ingests_from_an_external_mqtts_broker_and_refuses_a_foreign_ca() {
         &format!("mqtt:\n  tls:\n    ca_file: {}\n", lab.ca.display()),
     );
     let broker = format!("mqtts://127.0.0.1:{tls_port}");
-    let f = Fieldlab::start(&dir.path().join("data3"), &["--config", &cfg, "--broker", &broker]);
+    let f = Fieldlab::start(
+        &dir.path().join("data3"),
+        &["--config", &cfg, "--broker", &broker],
+    );
     refused(&f, &["not valid for name", "mqtt.tls.server_name"]);
 }
 
@@ -142,7 +156,10 @@ fn up_uses_client_certificates_when_the_mqtts_broker_requires_them() {
         dir.path(),
         &format!("mqtt:\n  tls:\n    ca_file: {}\n", lab.ca.display()),
     );
-    let f = Fieldlab::start(&dir.path().join("data0"), &["--config", &cfg, "--broker", &broker]);
+    let f = Fieldlab::start(
+        &dir.path().join("data0"),
+        &["--config", &cfg, "--broker", &broker],
+    );
     refused(&f, &["mqtt.tls.cert_file"]);
     drop(f);
 
@@ -157,7 +174,10 @@ fn up_uses_client_certificates_when_the_mqtts_broker_requires_them() {
             client_key.display()
         ),
     );
-    let mut f = Fieldlab::start(&dir.path().join("data"), &["--config", &cfg, "--broker", &broker]);
+    let mut f = Fieldlab::start(
+        &dir.path().join("data"),
+        &["--config", &cfg, "--broker", &broker],
+    );
     f.wait_ready(Duration::from_secs(15));
     eventually(Duration::from_secs(15), "demo devices via mTLS", || {
         (count(&f, "temperature_sensor_1") >= 1).then_some(())
@@ -182,7 +202,15 @@ fn tls_settings_that_cannot_work_are_clear_errors() {
     let run = |cfg: &str, broker: Option<&str>| {
         let cfg = write_config(dir.path(), cfg);
         let data = dir.path().join("data");
-        let mut args = vec!["up", "--config", &cfg, "--http-port", "0", "--mqtt-port", "0"];
+        let mut args = vec![
+            "up",
+            "--config",
+            &cfg,
+            "--http-port",
+            "0",
+            "--mqtt-port",
+            "0",
+        ];
         args.extend(["--data-dir", data.to_str().unwrap()]);
         if let Some(b) = broker {
             args.extend(["--broker", b]);
@@ -200,9 +228,16 @@ fn tls_settings_that_cannot_work_are_clear_errors() {
         "mqtt:\n  tls:\n    ca_file: /nonexistent/ca.pem\n",
         Some("mqtts://localhost:1"),
     );
-    assert!(e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+    assert!(
+        e.contains("mqtt.tls.ca_file") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
     let e = run(
-        &format!("mqtt:\n  tls:\n    ca_file: {}\n    cert_file: {}\n", lab.ca.display(), lab.cert.display()),
+        &format!(
+            "mqtt:\n  tls:\n    ca_file: {}\n    cert_file: {}\n",
+            lab.ca.display(),
+            lab.cert.display()
+        ),
         Some("mqtts://localhost:1"),
     );
     assert!(e.contains("mqtt.tls.key_file"), "{e}");
@@ -277,11 +312,20 @@ fn up_with_https_mqtts_and_websocket_together() {
     let out = std::process::Command::new("mosquitto_pub")
         .args(["-h", "localhost", "-p", &tls_port.to_string()])
         .args(["--cafile", lab.ca.to_str().unwrap()])
-        .args(["-q", "1", "-t", "devices/TemperatureSensor/over_tls_1/telemetry"])
+        .args([
+            "-q",
+            "1",
+            "-t",
+            "devices/TemperatureSensor/over_tls_1/telemetry",
+        ])
         .args(["-m", "{\"data\":{\"temperature\":23.5},\"seq\":1}"])
         .output()
         .expect("run mosquitto_pub");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // wss: rumqttc over WebSocket + TLS with the same rustls settings fieldlab's clients use.
     let rt = tokio::runtime::Runtime::new().unwrap();

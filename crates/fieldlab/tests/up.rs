@@ -319,7 +319,12 @@ fn models_load_is_confined_to_the_models_directory() {
     let mut csv = String::from("ts,a,b\n");
     for i in 0..240 {
         let x = i as f64 / 10.0;
-        csv.push_str(&format!("{},{:.4},{:.4}\n", 1_700_000_000_000i64 + i * 1000, x.sin(), x.cos()));
+        csv.push_str(&format!(
+            "{},{:.4},{:.4}\n",
+            1_700_000_000_000i64 + i * 1000,
+            x.sin(),
+            x.cos()
+        ));
     }
     let input = dir.path().join("train.csv");
     std::fs::write(&input, csv).unwrap();
@@ -327,12 +332,28 @@ fn models_load_is_confined_to_the_models_directory() {
     let out = fieldlab_in(
         dir.path(),
         &[
-            "detect", "train", "--input", input.to_str().unwrap(), "--out", good.to_str().unwrap(),
-            "--epochs", "1", "--hidden", "4", "--window-size", "10", "--batch-size", "16",
+            "detect",
+            "train",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            good.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--hidden",
+            "4",
+            "--window-size",
+            "10",
+            "--batch-size",
+            "16",
         ],
         None,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The same model outside the models directory, and a symlink in it pointing there.
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -343,7 +364,11 @@ fn models_load_is_confined_to_the_models_directory() {
     let half = models.join("half");
     std::fs::create_dir_all(&half).unwrap();
     std::os::unix::fs::symlink(outside.join("model.json"), half.join("model.json")).unwrap();
-    std::fs::copy(good.join("model.safetensors"), half.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        good.join("model.safetensors"),
+        half.join("model.safetensors"),
+    )
+    .unwrap();
 
     let f = Fieldlab::start(&data, &[]);
     f.wait_ready(Duration::from_secs(15));
@@ -366,7 +391,10 @@ fn models_load_is_confined_to_the_models_directory() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["model"]["features"], serde_json::json!(["a", "b"]), "{v}");
     let (st, _, v) = load(good.to_str().unwrap());
-    assert_eq!(st, 200, "an absolute path inside the directory is fine: {v}");
+    assert_eq!(
+        st, 200,
+        "an absolute path inside the directory is fine: {v}"
+    );
 
     let outside_abs = outside.to_str().unwrap().to_string();
     for (path, status, slug) in [
@@ -388,6 +416,9 @@ fn models_load_is_confined_to_the_models_directory() {
             "{path}: {v}"
         );
         assert_eq!(v["parameter"], "path", "{path}: {v}");
-        assert!(v["detail"].as_str().unwrap().contains("models"), "{path}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("models"),
+            "{path}: {v}"
+        );
     }
 }

@@ -470,7 +470,10 @@ fn tls_hint(error: &str) -> Option<&'static str> {
         Some("the broker's certificate is outside its validity period (check the clocks)")
     } else if e.contains("certificaterequired") || e.contains("certificate required") {
         Some("the broker requires a client certificate; set mqtt.tls.cert_file and mqtt.tls.key_file")
-    } else if e.contains("unknownca") || e.contains("bad certificate") || e.contains("badcertificate") {
+    } else if e.contains("unknownca")
+        || e.contains("bad certificate")
+        || e.contains("badcertificate")
+    {
         Some("the broker refused the client certificate; it must be issued by a CA the broker trusts")
     } else {
         None

@@ -303,7 +303,10 @@ fn path_problem(status: StatusCode, slug: &str, title: &str, detail: String) -> 
 /// really lies in `dir`: 400 for `..` or an unusable path, 403 for anything (an absolute path,
 /// a symlink) that leads outside, 404 when it does not exist. The files the loader reads are
 /// checked too, so a symlinked `model.json` cannot point elsewhere.
-pub(crate) fn model_path(dir: &std::path::Path, requested: &str) -> Result<std::path::PathBuf, Problem> {
+pub(crate) fn model_path(
+    dir: &std::path::Path,
+    requested: &str,
+) -> Result<std::path::PathBuf, Problem> {
     use std::path::{Component, Path};
     let hint = format!(
         "name a model directory inside {} (detect.models_dir), e.g. {{\"path\": \"my-model\"}} after `fieldlab detect train --out {}/my-model`",
@@ -452,7 +455,10 @@ mod model_path_tests {
         assert_eq!(model_path(&dir, "a/b").unwrap(), root.join("a/b"));
         assert_eq!(model_path(&dir, "./a").unwrap(), root.join("a"));
         let abs = dir.join("a");
-        assert_eq!(model_path(&dir, abs.to_str().unwrap()).unwrap(), root.join("a"));
+        assert_eq!(
+            model_path(&dir, abs.to_str().unwrap()).unwrap(),
+            root.join("a")
+        );
         let code = |p: &str| model_path(&dir, p).unwrap_err().status;
         assert_eq!(code("../secret"), 400);
         assert_eq!(code("a/../../secret"), 400);
@@ -465,6 +471,10 @@ mod model_path_tests {
         // No models directory at all: 404 that says how to make one.
         let e = model_path(&t.path().join("none"), "m").unwrap_err();
         assert_eq!(e.status, 404);
-        assert!(e.detail.contains("fieldlab detect train --out"), "{}", e.detail);
+        assert!(
+            e.detail.contains("fieldlab detect train --out"),
+            "{}",
+            e.detail
+        );
     }
 }

@@ -163,7 +163,11 @@ pub async fn up(
             (a.ip().to_string(), a.port(), true)
         }
     };
-    let scheme = if broker_tls.is_some() { "mqtts" } else { "mqtt" };
+    let scheme = if broker_tls.is_some() {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
     let mqtt_url = format!("{scheme}://{host}:{port}");
 
     let mut registry = Registry::default();

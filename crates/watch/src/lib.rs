@@ -166,7 +166,8 @@ fn tail_events<T: serde::de::DeserializeOwned>(path: &Path, keep: usize) -> VecD
 impl Watch {
     /// Open (or create) the event logs under `data_dir/events`, reloading recent events.
     pub fn open(data_dir: &Path, mut cfg: WatchConfig) -> Result<Watch, WatchError> {
-        cfg.models_dir.get_or_insert_with(|| data_dir.join("models"));
+        cfg.models_dir
+            .get_or_insert_with(|| data_dir.join("models"));
         let dir = data_dir.join("events");
         std::fs::create_dir_all(&dir).map_err(|source| WatchError {
             path: dir.display().to_string(),
