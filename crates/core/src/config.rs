@@ -225,7 +225,8 @@ impl Qos {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    /// External broker (`mqtt://host:port`). Empty: run the embedded broker.
+    /// External broker (`mqtt://host:port`, or `mqtts://host:8883` for TLS). Empty: run the
+    /// embedded broker.
     pub broker_url: Option<String>,
     /// Embedded broker: bind address.
     pub host: String,
@@ -249,6 +250,11 @@ pub struct MqttConfig {
     /// Embedded broker: PEM certificate chain and key for the TLS listener.
     pub server_cert_file: Option<PathBuf>,
     pub server_key_file: Option<PathBuf>,
+    /// TLS of fieldlab's own connections to an external `mqtts://` broker (ingest, the event
+    /// publisher, and the emulated devices unless `devices.tls` is set): CA, client certificate
+    /// for brokers that require one (mTLS), the name checked in the broker's certificate.
+    /// Unset with an `mqtts://` broker: the system's trust store, the URL's host.
+    pub tls: Option<MqttTlsConfig>,
 }
 
 impl Default for MqttConfig {
@@ -266,6 +272,7 @@ impl Default for MqttConfig {
             ws_port: None,
             server_cert_file: None,
             server_key_file: None,
+            tls: None,
         }
     }
 }
@@ -739,6 +746,9 @@ pub struct DetectConfig {
     pub batch_size: usize,
     /// Autoencoder saved by `fieldlab detect train`, loaded at start-up.
     pub model_path: Option<PathBuf>,
+    /// The only directory `POST /api/v1/models/load` loads from (paths in requests are relative
+    /// to it). Unset: `<data_dir>/models`.
+    pub models_dir: Option<PathBuf>,
     /// POST every anomaly event as JSON to this URL.
     pub webhook_url: Option<String>,
     /// A device silent this long gets a `stale` quality event (e.g. `60s`; `0s` = off).
@@ -774,6 +784,7 @@ impl Default for DetectConfig {
             window_size: 30,
             batch_size: 32,
             model_path: None,
+            models_dir: None,
             webhook_url: None,
             stale_after: "60s".into(),
             physics: true,
@@ -1141,12 +1152,14 @@ impl Config {
                 ));
             }
         }
-        if let Some(t) = &self.devices.tls {
-            if t.cert_file.is_some() != t.key_file.is_some() {
-                return Err((
-                    "devices.tls.key_file".into(),
-                    "set both devices.tls.cert_file and devices.tls.key_file for a client certificate".into(),
-                ));
+        for (section, tls) in [("devices", &self.devices.tls), ("mqtt", &self.mqtt.tls)] {
+            if let Some(t) = tls {
+                if t.cert_file.is_some() != t.key_file.is_some() {
+                    return Err((
+                        format!("{section}.tls.key_file"),
+                        format!("set both {section}.tls.cert_file and {section}.tls.key_file for a client certificate"),
+                    ));
+                }
             }
         }
         parse_size(&self.logging.max_size).map_err(|m| ("logging.max_size".to_string(), m))?;

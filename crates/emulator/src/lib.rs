@@ -22,7 +22,8 @@ pub mod load;
 pub mod model;
 pub mod runner;
 pub mod scenario;
-pub mod tls;
+/// MQTT over TLS: shared with ingest, see `fieldlab-mqtt-tls`.
+pub use fieldlab_mqtt_tls as tls;
 
 pub use model::{catalog, DeviceModel, FieldInfo, TypeInfo};
 pub use runner::{

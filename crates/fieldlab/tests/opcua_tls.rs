@@ -9,42 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-struct Pki {
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-/// A CA and a `localhost` server certificate, made now (nothing checked in).
-fn pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "fieldlab test CA");
-    let ca = p.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let w = |n: &str, t: String| {
-        let path = dir.join(n);
-        std::fs::write(&path, t).unwrap();
-        path
-    };
-    Pki {
-        ca: w("ca.pem", ca.pem()),
-        cert: w("server.pem", cert.pem()),
-        key: w("server.key", key.serialize_pem()),
-    }
-}
-
 #[test]
 fn up_serves_opcua_and_devices_publish_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = pki(dir.path());
+    let certs = Pki::new(dir.path(), "lab", &["localhost"]);
     let cfg = dir.path().join("fieldlab.yaml");
     std::fs::write(
         &cfg,
@@ -119,13 +87,9 @@ fn up_serves_opcua_and_devices_publish_over_tls() {
 #[test]
 fn emulate_loads_a_mosquitto_tls_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = pki(dir.path());
+    let certs = Pki::new(dir.path(), "lab", &["localhost"]);
     let tls_port = free_port();
-    let _m = Mosquitto::start_with(&format!(
-        "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
-        certs.cert.display(),
-        certs.key.display()
-    ));
+    let _m = Mosquitto::start_with(&mosquitto_tls_listener(tls_port, &certs, false));
     eventually(Duration::from_secs(10), "mosquitto's TLS listener", || {
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok()
     });

@@ -305,3 +305,120 @@ fn watch_events_are_pushed_on_the_websocket() {
     let (st, p) = f.get("/ws/events?kind=nope");
     assert_eq!(st, 400, "{p}");
 }
+
+/// `POST /api/v1/models/load` reads only inside `<data_dir>/models`: a model there loads;
+/// `..`, absolute paths elsewhere and symlinks out of the directory are problem+json 400/403,
+/// and nothing outside is opened.
+#[test]
+fn models_load_is_confined_to_the_models_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let models = data.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    // A real (tiny) autoencoder, trained by the CLI.
+    let mut csv = String::from("ts,a,b\n");
+    for i in 0..240 {
+        let x = i as f64 / 10.0;
+        csv.push_str(&format!(
+            "{},{:.4},{:.4}\n",
+            1_700_000_000_000i64 + i * 1000,
+            x.sin(),
+            x.cos()
+        ));
+    }
+    let input = dir.path().join("train.csv");
+    std::fs::write(&input, csv).unwrap();
+    let good = models.join("m1");
+    let out = fieldlab_in(
+        dir.path(),
+        &[
+            "detect",
+            "train",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            good.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--hidden",
+            "4",
+            "--window-size",
+            "10",
+            "--batch-size",
+            "16",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same model outside the models directory, and a symlink in it pointing there.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for f in ["model.json", "model.safetensors"] {
+        std::fs::copy(good.join(f), outside.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(&outside, models.join("escape")).unwrap();
+    let half = models.join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::os::unix::fs::symlink(outside.join("model.json"), half.join("model.json")).unwrap();
+    std::fs::copy(
+        good.join("model.safetensors"),
+        half.join("model.safetensors"),
+    )
+    .unwrap();
+
+    let f = Fieldlab::start(&data, &[]);
+    f.wait_ready(Duration::from_secs(15));
+    let http = reqwest::blocking::Client::new();
+    let load = |path: &str| -> (u16, String, Value) {
+        let r = http
+            .post(f.url("/api/v1/models/load"))
+            .json(&serde_json::json!({ "path": path }))
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (st, ct, r.json().unwrap_or(Value::Null))
+    };
+    let (st, _, v) = load("m1");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["model"]["features"], serde_json::json!(["a", "b"]), "{v}");
+    let (st, _, v) = load(good.to_str().unwrap());
+    assert_eq!(
+        st, 200,
+        "an absolute path inside the directory is fine: {v}"
+    );
+
+    let outside_abs = outside.to_str().unwrap().to_string();
+    for (path, status, slug) in [
+        ("../outside", 400, "path-traversal"),
+        ("m1/../../outside", 400, "path-traversal"),
+        ("", 400, "invalid-path"),
+        (outside_abs.as_str(), 403, "path-outside-models-dir"),
+        ("/etc", 403, "path-outside-models-dir"),
+        ("escape", 403, "path-outside-models-dir"),
+        ("half", 403, "path-outside-models-dir"),
+        ("nope", 404, "model-not-found"),
+    ] {
+        let (st, ct, v) = load(path);
+        assert_eq!(st, status, "{path}: {v}");
+        assert_eq!(ct, "application/problem+json", "{path}");
+        assert_eq!(
+            v["type"],
+            format!("https://fieldlab.dev/problems/{slug}"),
+            "{path}: {v}"
+        );
+        assert_eq!(v["parameter"], "path", "{path}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("models"),
+            "{path}: {v}"
+        );
+    }
+}

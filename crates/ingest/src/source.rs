@@ -65,6 +65,9 @@ pub struct IngestSettings {
     /// (rumqttd: 100), and a store batch can only hold what is in flight, so N connections
     /// make N-times larger batches per fsync.
     pub connections: usize,
+    /// MQTT over TLS (an `mqtts://` broker): built once by `fieldlab_mqtt_tls::client_config`
+    /// from `mqtt.tls` (CA, client certificate for mTLS, server name). None: plain TCP.
+    pub tls: Option<rumqttc::TlsConfiguration>,
     /// Called with every parsed reading and its receive time before it is stored (duplicates
     /// included, so the quality rules see them).
     pub observers: Observers,
@@ -412,6 +415,9 @@ fn connect_v4(s: &IngestSettings) -> (AsyncClient, rumqttc::EventLoop) {
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
+    if let Some(t) = &s.tls {
+        opts.set_transport(rumqttc::Transport::Tls(t.clone()));
+    }
     AsyncClient::new(opts, request_capacity(s))
 }
 
@@ -438,6 +444,9 @@ fn connect_v5(s: &IngestSettings) -> (rumqttc::v5::AsyncClient, rumqttc::v5::Eve
     }
     if let (Some(u), Some(p)) = (&s.username, &s.password) {
         opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(t) = &s.tls {
+        opts.set_transport(rumqttc::Transport::Tls(t.clone()));
     }
     rumqttc::v5::AsyncClient::new(opts, request_capacity(s))
 }
@@ -474,13 +483,41 @@ impl PollCtx {
         self.metrics.connected.set(0);
         self.readiness.set("ingest", false);
         self.readiness.set("broker", false);
-        tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting");
+        match tls_hint(&error) {
+            Some(hint) => {
+                tracing::error!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest cannot connect over TLS: {hint}")
+            }
+            None => {
+                tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting")
+            }
+        }
         let go_on = tokio::select! {
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(*backoff) => true,
         };
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
         go_on
+    }
+}
+
+/// What to do about a TLS failure, from rustls' error text; None for other errors.
+fn tls_hint(error: &str) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    if e.contains("unknownissuer") || e.contains("badsignature") {
+        Some("the broker's certificate is not signed by a trusted CA; set mqtt.tls.ca_file to the CA that issued it")
+    } else if e.contains("notvalidforname") || e.contains("not valid for name") {
+        Some("the broker's certificate does not name the host connected to; connect by the name in the certificate or set mqtt.tls.server_name")
+    } else if e.contains("expired") || e.contains("notvalidyet") {
+        Some("the broker's certificate is outside its validity period (check the clocks)")
+    } else if e.contains("certificaterequired") || e.contains("certificate required") {
+        Some("the broker requires a client certificate; set mqtt.tls.cert_file and mqtt.tls.key_file")
+    } else if e.contains("unknownca")
+        || e.contains("bad certificate")
+        || e.contains("badcertificate")
+    {
+        Some("the broker refused the client certificate; it must be issued by a CA the broker trusts")
+    } else {
+        None
     }
 }
 
@@ -764,4 +801,19 @@ async fn admit_all(admit: &Admit, readings: &[fieldlab_core::Reading]) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tls_hint_tests {
+    use super::tls_hint;
+
+    /// The texts rumqttc/rustls produce (seen against Mosquitto in crates/fieldlab/tests/tls.rs).
+    #[test]
+    fn tls_failures_get_the_fix_and_others_none() {
+        let h = |e: &str| tls_hint(e).unwrap_or("");
+        assert!(h("TLS: I/O: invalid peer certificate: UnknownIssuer").contains("mqtt.tls.ca_file"));
+        assert!(h("TLS: I/O: invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")").contains("mqtt.tls.server_name"));
+        assert!(h("I/O: received fatal alert: CertificateRequired").contains("mqtt.tls.cert_file"));
+        assert_eq!(tls_hint("I/O: Connection refused (os error 111)"), None);
+    }
 }

@@ -8,8 +8,13 @@
 //! | `GET /predict/status/{id}`, `/api/v1/predict/status/{id}` | a job's state and results |
 //! | `GET /api/v1/anomalies` | anomaly events, newest first (`device_id`, `from`, `limit`) |
 //! | `GET /api/v1/quality` | quality score per device over `from..to`, and recent events |
-//! | `POST /api/v1/models/load` | load an autoencoder saved by `fieldlab detect train` |
+//! | `POST /api/v1/models/load` | load an autoencoder saved by `fieldlab detect train` under the models directory |
 //! | `GET /ws/events` | quality and anomaly events pushed as they happen (WebSocket) |
+//!
+//! Model loading reads only inside the models directory (`detect.models_dir`, default
+//! `<data_dir>/models`): a caller holding the operator role must not be able to make the server
+//! open arbitrary files, so `..`, and paths or symlinks leading out of that directory, are
+//! refused before anything is read.
 
 use crate::{AppState, Problem};
 use axum::extract::rejection::JsonRejection;
@@ -262,7 +267,12 @@ async fn load_model(
 ) -> Result<Json<Value>, Problem> {
     let w = watch(&s)?;
     let b = body(b)?;
-    let path = std::path::PathBuf::from(&b.path);
+    let dir = w
+        .config()
+        .models_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("models"));
+    let path = model_path(&dir, &b.path)?;
     let m = tokio::task::spawn_blocking(move || {
         fieldlab_detect::autoencoder::GruAutoencoder::load(&path)
     })
@@ -281,6 +291,84 @@ async fn load_model(
     let meta = serde_json::to_value(&m.meta).unwrap_or_default();
     w.set_model(m);
     Ok(Json(json!({"loaded": b.path, "model": meta})))
+}
+
+fn path_problem(status: StatusCode, slug: &str, title: &str, detail: String) -> Problem {
+    let mut p = Problem::new(status, slug, title, detail);
+    p.parameter = Some("path".into());
+    p
+}
+
+/// Resolve `requested` (relative to `dir`, or absolute inside it) to a model directory that
+/// really lies in `dir`: 400 for `..` or an unusable path, 403 for anything (an absolute path,
+/// a symlink) that leads outside, 404 when it does not exist. The files the loader reads are
+/// checked too, so a symlinked `model.json` cannot point elsewhere.
+pub(crate) fn model_path(
+    dir: &std::path::Path,
+    requested: &str,
+) -> Result<std::path::PathBuf, Problem> {
+    use std::path::{Component, Path};
+    let hint = format!(
+        "name a model directory inside {} (detect.models_dir), e.g. {{\"path\": \"my-model\"}} after `fieldlab detect train --out {}/my-model`",
+        dir.display(),
+        dir.display()
+    );
+    if requested.trim().is_empty() || requested.chars().any(char::is_control) {
+        return Err(path_problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-path",
+            "Invalid model path",
+            format!("`path` must be a non-empty path without control characters; {hint}"),
+        ));
+    }
+    let req = Path::new(requested);
+    if req.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(path_problem(
+            StatusCode::BAD_REQUEST,
+            "path-traversal",
+            "Path traversal refused",
+            format!("`{requested}` contains `..`; {hint}"),
+        ));
+    }
+    let root = std::fs::canonicalize(dir).map_err(|e| {
+        path_problem(
+            StatusCode::NOT_FOUND,
+            "model-not-found",
+            "Model not found",
+            format!("the models directory {} cannot be opened ({e}); create it and save models there with `fieldlab detect train --out {}/NAME`", dir.display(), dir.display()),
+        )
+    })?;
+    let outside = || {
+        path_problem(
+            StatusCode::FORBIDDEN,
+            "path-outside-models-dir",
+            "Path outside the models directory",
+            format!("`{requested}` is outside the models directory; {hint}"),
+        )
+    };
+    // An absolute path must already point inside; `join` would otherwise replace the root.
+    if req.is_absolute() && !req.starts_with(dir) && !req.starts_with(&root) {
+        return Err(outside());
+    }
+    let target = std::fs::canonicalize(dir.join(req)).map_err(|e| {
+        path_problem(
+            StatusCode::NOT_FOUND,
+            "model-not-found",
+            "Model not found",
+            format!("`{requested}` does not exist in the models directory ({e}); {hint}"),
+        )
+    })?;
+    if !target.starts_with(&root) {
+        return Err(outside());
+    }
+    for f in ["model.json", "model.safetensors"] {
+        if let Ok(real) = std::fs::canonicalize(target.join(f)) {
+            if !real.starts_with(&root) {
+                return Err(outside());
+            }
+        }
+    }
+    Ok(target)
 }
 
 /// `GET /ws/events?device_id=a,b&kind=anomaly|quality`: every watch event as it happens, as a
@@ -349,5 +437,44 @@ async fn push_events(
                 _ => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod model_path_tests {
+    use super::model_path;
+
+    /// A configured models directory (detect.models_dir) anywhere, not only under the data dir.
+    #[test]
+    fn only_paths_inside_the_configured_directory_resolve() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("conf-models");
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::create_dir_all(t.path().join("secret")).unwrap();
+        let root = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(model_path(&dir, "a/b").unwrap(), root.join("a/b"));
+        assert_eq!(model_path(&dir, "./a").unwrap(), root.join("a"));
+        let abs = dir.join("a");
+        assert_eq!(
+            model_path(&dir, abs.to_str().unwrap()).unwrap(),
+            root.join("a")
+        );
+        let code = |p: &str| model_path(&dir, p).unwrap_err().status;
+        assert_eq!(code("../secret"), 400);
+        assert_eq!(code("a/../../secret"), 400);
+        assert_eq!(code(" "), 400);
+        assert_eq!(code("a\u{0}b"), 400);
+        assert_eq!(code(t.path().join("secret").to_str().unwrap()), 403);
+        std::os::unix::fs::symlink(t.path().join("secret"), dir.join("link")).unwrap();
+        assert_eq!(code("link"), 403);
+        assert_eq!(code("missing"), 404);
+        // No models directory at all: 404 that says how to make one.
+        let e = model_path(&t.path().join("none"), "m").unwrap_err();
+        assert_eq!(e.status, 404);
+        assert!(
+            e.detail.contains("fieldlab detect train --out"),
+            "{}",
+            e.detail
+        );
     }
 }

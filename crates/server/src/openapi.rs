@@ -498,10 +498,13 @@ fn native_paths() -> Map<String, Value> {
         "post",
         Op::new(
             detect,
-            "Load an autoencoder saved by `fieldlab detect train`",
+            "Load an autoencoder saved by `fieldlab detect train` under the models directory (detect.models_dir, default <data_dir>/models)",
         )
         .json_body("ModelLoadRequest")
         .json("200", "loaded", "ModelLoaded")
+        .problem("400", "empty path, or `..` in it (path traversal)")
+        .problem("403", "the path leads outside the models directory (absolute path or symlink)")
+        .problem("404", "no such model in the models directory")
         .problem("422", "the file is not a model"),
     );
 
@@ -1073,7 +1076,7 @@ fn schemas() -> Map<String, Value> {
         "Anomalies": obj(json!({"count": {"type": "integer"}, "anomalies": {"type": "array", "items": {"type": "object"}}}), &["count", "anomalies"]),
         "Quality": obj(json!({"from": {"type": "string"}, "to": {"type": "string"}, "devices": {}, "events": {}}), &["from", "to"]),
         "ModelLoadRequest": {"type": "object", "required": ["path"], "additionalProperties": false,
-            "properties": {"path": {"type": "string", "description": "a model file on the server"}}},
+            "properties": {"path": {"type": "string", "description": "a model directory relative to the models directory (detect.models_dir, default <data_dir>/models), or an absolute path inside it"}}},
         "ModelLoaded": obj(json!({"loaded": {"type": "string"}, "model": {"type": "object"}}), &["loaded"]),
     });
     let s3 = json!({

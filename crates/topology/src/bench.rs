@@ -175,6 +175,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 share_group: None,
                 dedup_window: 256,
                 connections: b.connections,
+                tls: None,
             },
             store.clone(),
             quarantine,

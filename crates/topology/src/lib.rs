@@ -100,15 +100,32 @@ pub async fn up(
     let mut mqtt_extra = Vec::new();
     let mut tls_listen = None; // the embedded broker's TLS listener, for devices.tls
 
+    // TLS of fieldlab's own clients on an external mqtts:// broker (ingest, events, devices
+    // without devices.tls), built once from mqtt.tls.
+    let mut broker_tls = None;
+
     // The broker: embedded unless an external one is configured.
     let (host, port, embedded) = match &cfg.mqtt.broker_url {
         Some(url) => {
             let b = parse_broker_url(url).map_err(anyhow::Error::msg)?;
             if b.tls {
-                anyhow::bail!("mqtts:// (TLS) brokers are not supported yet; use mqtt://HOST:PORT");
+                let t = cfg.mqtt.tls.clone().unwrap_or_default();
+                broker_tls = Some(
+                    fieldlab_mqtt_tls::client_config(&t)
+                        .map_err(|e| anyhow::anyhow!("mqtt.tls.{}: {}", e.key, e.message))?,
+                );
+            } else if cfg.mqtt.tls.is_some() {
+                anyhow::bail!(
+                    "mqtt.tls is set but the broker {url} is plain MQTT; write it as mqtts://HOST:PORT \
+                     (--broker or mqtt.broker_url), or remove mqtt.tls"
+                );
             }
             (b.host, b.port, false)
         }
+        None if cfg.mqtt.tls.is_some() => anyhow::bail!(
+            "mqtt.tls is for an external mqtts:// broker (mqtt.broker_url or --broker); the embedded \
+             broker's TLS listener is mqtt.tls_port with mqtt.server_cert_file and mqtt.server_key_file"
+        ),
         None => {
             let tls = match (&cfg.mqtt.server_cert_file, &cfg.mqtt.server_key_file) {
                 (Some(c), Some(k)) => Some(fieldlab_broker::BrokerTls {
@@ -146,7 +163,12 @@ pub async fn up(
             (a.ip().to_string(), a.port(), true)
         }
     };
-    let mqtt_url = format!("mqtt://{host}:{port}");
+    let scheme = if broker_tls.is_some() {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
+    let mqtt_url = format!("{scheme}://{host}:{port}");
 
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::default();
@@ -180,21 +202,37 @@ pub async fn up(
     es.protocol = cfg.devices.protocol;
     es.topic_template = cfg.devices.topic_template.clone();
     es.max_devices = cfg.devices.max_devices;
-    if let Some(t) = &cfg.devices.tls {
-        // Devices over TLS: to the embedded broker's TLS listener (ingest stays on the plain
-        // loopback listener).
-        let Some(l) = tls_listen.filter(|_| embedded) else {
-            anyhow::bail!(
-                "devices.tls: the devices can use TLS with the embedded broker's TLS listener; \
-                 set mqtt.tls_port, mqtt.server_cert_file and mqtt.server_key_file"
+    match (&cfg.devices.tls, embedded, &broker_tls) {
+        (Some(t), true, _) => {
+            // Devices over TLS: to the embedded broker's TLS listener (ingest stays on the
+            // plain loopback listener).
+            let Some(l) = tls_listen else {
+                anyhow::bail!(
+                    "devices.tls: the devices can use TLS with the embedded broker's TLS listener; \
+                     set mqtt.tls_port, mqtt.server_cert_file and mqtt.server_key_file"
+                );
+            };
+            es.tls = Some(
+                fieldlab_mqtt_tls::client_config(t)
+                    .map_err(|e| anyhow::anyhow!("devices.tls.{}: {}", e.key, e.message))?,
             );
-        };
-        es.tls = Some(
-            fieldlab_emulator::tls::client_config(t)
-                .map_err(|e| anyhow::anyhow!("devices.tls.{}: {}", e.key, e.message))?,
-        );
-        es.host = t.server_name.clone().unwrap_or_else(|| "localhost".into());
-        es.port = l.port();
+            es.host = t.server_name.clone().unwrap_or_else(|| "localhost".into());
+            es.port = l.port();
+        }
+        // An external mqtts:// broker: the devices' own TLS settings (e.g. their client
+        // certificate), checked against the URL's host or devices.tls.server_name.
+        (Some(t), false, Some(_)) => {
+            es.tls = Some(
+                fieldlab_mqtt_tls::client_config(t)
+                    .map_err(|e| anyhow::anyhow!("devices.tls.{}: {}", e.key, e.message))?,
+            );
+        }
+        (Some(_), false, None) => anyhow::bail!(
+            "devices.tls: the external broker is plain MQTT; write it as mqtts://HOST:PORT for TLS, \
+             or remove devices.tls"
+        ),
+        // No devices.tls: the devices share fieldlab's mqtt.tls on an mqtts:// broker.
+        (None, _, t) => es.tls = t.clone(),
     }
     let emulator = fieldlab_emulator::Emulator::new(
         es,
@@ -293,6 +331,7 @@ pub async fn up(
             share_group: cfg.ingest.share_group.clone(),
             dedup_window: cfg.ingest.dedup_window,
             connections: cfg.ingest.connections.max(1),
+            tls: broker_tls.clone(),
             observers: watch::observers(&watch),
             admit,
         },
@@ -307,7 +346,14 @@ pub async fn up(
     // Quality and anomaly events go out on MQTT (and the webhook) as they happen.
     let events = watch.clone().map(|w| {
         let creds = mqtt_user.clone().zip(mqtt_pass.clone());
-        watch::spawn_publisher(w, host.clone(), port, creds, cfg.detect.webhook_url.clone())
+        watch::spawn_publisher(
+            w,
+            host.clone(),
+            port,
+            creds,
+            broker_tls.clone(),
+            cfg.detect.webhook_url.clone(),
+        )
     });
 
     // Wait for ingest before starting devices, so the first messages are not missed.

@@ -45,6 +45,7 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
         threshold: d.threshold,
         window_size: d.window_size,
         rules,
+        models_dir: d.models_dir.clone(),
         ..WatchConfig::default()
     })
 }
@@ -88,6 +89,7 @@ pub fn spawn_publisher(
     host: String,
     port: u16,
     credentials: Option<(String, String)>,
+    tls: Option<rumqttc::TlsConfiguration>,
     webhook: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
     let mut opts = MqttOptions::new(
@@ -98,6 +100,9 @@ pub fn spawn_publisher(
     opts.set_keep_alive(Duration::from_secs(30));
     if let Some((u, p)) = credentials {
         opts.set_credentials(u, p);
+    }
+    if let Some(t) = tls {
+        opts.set_transport(rumqttc::Transport::Tls(t));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut rx = w.subscribe();

@@ -76,6 +76,9 @@ pub struct WatchConfig {
     pub rules: Rules,
     /// Events kept in memory per kind for the API.
     pub keep: usize,
+    /// The only directory models are loaded from over the API. None: `<data_dir>/models`
+    /// (filled in by [`Watch::open`]).
+    pub models_dir: Option<PathBuf>,
 }
 
 impl Default for WatchConfig {
@@ -88,6 +91,7 @@ impl Default for WatchConfig {
             window_size: 30,
             rules: Rules::default(),
             keep: 10_000,
+            models_dir: None,
         }
     }
 }
@@ -161,7 +165,9 @@ fn tail_events<T: serde::de::DeserializeOwned>(path: &Path, keep: usize) -> VecD
 
 impl Watch {
     /// Open (or create) the event logs under `data_dir/events`, reloading recent events.
-    pub fn open(data_dir: &Path, cfg: WatchConfig) -> Result<Watch, WatchError> {
+    pub fn open(data_dir: &Path, mut cfg: WatchConfig) -> Result<Watch, WatchError> {
+        cfg.models_dir
+            .get_or_insert_with(|| data_dir.join("models"));
         let dir = data_dir.join("events");
         std::fs::create_dir_all(&dir).map_err(|source| WatchError {
             path: dir.display().to_string(),

@@ -317,3 +317,82 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A certificate authority made at test time (rcgen), its PEM file, and a server certificate
+/// and key it signed. Nothing is checked in: every run has fresh keys.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    dir: PathBuf,
+    name: String,
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    /// A CA called `name` and a server certificate for `sans` (DNS names or IP addresses),
+    /// written as `<name>-ca.pem`, `<name>-server.pem` and `<name>-server.key` in `dir`.
+    pub fn new(dir: &Path, name: &str, sans: &[&str]) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca_cert = p.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let cert = CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+        let w = |n: &str, t: String| {
+            let path = dir.join(format!("{name}-{n}"));
+            std::fs::write(&path, t).unwrap();
+            path
+        };
+        Pki {
+            ca: w("ca.pem", ca_cert.pem()),
+            cert: w("server.pem", cert.pem()),
+            key: w("server.key", key.serialize_pem()),
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            ca_cert,
+            ca_key,
+        }
+    }
+
+    /// A client certificate (extended key usage clientAuth) for `cn`, signed by this CA:
+    /// the certificate and key files.
+    pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        let c = self.dir.join(format!("{}-client-{cn}.pem", self.name));
+        let k = self.dir.join(format!("{}-client-{cn}.key", self.name));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+/// A Mosquitto TLS listener line block for `port` serving `pki`'s server certificate; with
+/// `require_client_cert`, clients must present a certificate signed by `pki`'s CA (mTLS).
+pub fn mosquitto_tls_listener(port: u16, pki: &Pki, require_client_cert: bool) -> String {
+    let mut s = format!(
+        "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    if require_client_cert {
+        s.push_str(&format!(
+            "cafile {}\nrequire_certificate true\n",
+            pki.ca.display()
+        ));
+    }
+    s
+}
