@@ -7,6 +7,9 @@ use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench_emulator;
 mod bench_influx;
 mod bench_store;
