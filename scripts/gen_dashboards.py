@@ -64,7 +64,7 @@ PANELS = {
             ("sum(rate(fieldlab_ratelimit_fail_open_total[5m]))", "let through unchecked/s")]),
     ]),
     "proofs": ("fieldlab / Proofs", [
-        ("Bundles sealed per hour", "short", [("sum(increase(fieldlab_attest_bundles_total[1h]))", "bundles")]),
+        ("Bundles registered per hour", "short", [("sum(increase(fieldlab_attest_bundles_total[1h]))", "bundles")]),
         ("Verifications by result", "ops", [
             ("sum by (result) (rate(fieldlab_attest_verifications_total[5m]))", "{{result}}")]),
     ]),

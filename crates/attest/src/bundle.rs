@@ -176,13 +176,12 @@ impl Report {
 }
 
 fn parse_canonical<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, String> {
-    // Parsed once: the value is checked for canonical form and then deserialized.
-    let v: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|_| format!("{name} is not in canonical RFC 8785 form"))?;
-    if !canon::is_canonical_value(bytes, &v) {
+    // The bytes are checked for canonical form in one pass, then deserialized straight into
+    // the typed struct (no intermediate `serde_json::Value`).
+    if !canon::is_canonical(bytes) {
         return Err(format!("{name} is not in canonical RFC 8785 form"));
     }
-    serde_json::from_value(v).map_err(|e| format!("{name}: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Verify a bundle offline. `trusted`: the only key allowed to have signed it.

@@ -58,14 +58,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonError> {
             let mut keys: Vec<&String> = m.keys().collect();
             // RFC 8785 §3.2.3: sort by UTF-16 code units (differs from UTF-8 byte order only
             // for characters above U+FFFF against U+E000..U+FFFF).
-            // ASCII keys (nearly all) compare the same in both orders; skip the UTF-16 walk.
-            keys.sort_by(|a, b| {
-                if a.is_ascii() && b.is_ascii() {
-                    a.cmp(b)
-                } else {
-                    a.encode_utf16().cmp(b.encode_utf16())
-                }
-            });
+            keys.sort_by(|a, b| key_order(a, b));
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
@@ -142,8 +135,171 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// `true` when `bytes` are exactly the canonical encoding of the JSON they contain.
+///
+/// Checked in one pass over the bytes, without building a `serde_json::Value` (the bundle
+/// verifier runs this on every file of every bundle): the answer is the same as parsing the
+/// bytes and comparing them with [`write_value`] of the result ([`is_canonical_value`]; a
+/// property test below holds the two to agree). Scalars are decided by the very code the
+/// reference uses: a number's text is parsed by serde_json and re-encoded by the same number
+/// writer; a string with an escape is decoded by serde_json and re-encoded by [`write_string`].
 pub fn is_canonical(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| is_canonical_value(bytes, &v))
+    let mut c = Checker { b: bytes, i: 0 };
+    c.value(0) && c.i == bytes.len()
+}
+
+/// serde_json refuses input nested deeper than this; so does [`is_canonical`].
+const MAX_DEPTH: usize = 128;
+
+struct Checker<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Checker<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'n') => self.literal(b"null"),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'"') => self.string().is_some(),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'[') => {
+                if depth >= MAX_DEPTH {
+                    return false;
+                }
+                self.i += 1;
+                if self.eat(b']') {
+                    return true;
+                }
+                loop {
+                    if !self.value(depth + 1) {
+                        return false;
+                    }
+                    if self.eat(b']') {
+                        return true;
+                    }
+                    if !self.eat(b',') {
+                        return false;
+                    }
+                }
+            }
+            Some(b'{') => {
+                if depth >= MAX_DEPTH {
+                    return false;
+                }
+                self.i += 1;
+                if self.eat(b'}') {
+                    return true;
+                }
+                let mut prev: Option<std::borrow::Cow<'a, str>> = None;
+                loop {
+                    if self.peek() != Some(b'"') {
+                        return false;
+                    }
+                    let Some(k) = self.string() else {
+                        return false;
+                    };
+                    // Members strictly ascending in RFC 8785 order: sorted and no duplicates
+                    // (a duplicate would collapse in the parsed value and not re-encode).
+                    if prev
+                        .as_ref()
+                        .is_some_and(|p| key_order(p, &k) != std::cmp::Ordering::Less)
+                    {
+                        return false;
+                    }
+                    if !self.eat(b':') || !self.value(depth + 1) {
+                        return false;
+                    }
+                    prev = Some(k);
+                    if self.eat(b'}') {
+                        return true;
+                    }
+                    if !self.eat(b',') {
+                        return false;
+                    }
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// A string at `self.i` in canonical form; its decoded text.
+    fn string(&mut self) -> Option<std::borrow::Cow<'a, str>> {
+        let start = self.i;
+        let mut j = start + 1;
+        let mut escaped = false;
+        loop {
+            match *self.b.get(j)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                c if c < 0x20 => return None,
+                _ => j += 1,
+            }
+        }
+        let lit = self.b.get(start..=j)?;
+        self.i = j + 1;
+        if !escaped {
+            // No escape and no control character: the canonical form is the text itself.
+            return std::str::from_utf8(&lit[1..lit.len() - 1])
+                .ok()
+                .map(std::borrow::Cow::Borrowed);
+        }
+        let s: String = serde_json::from_slice(lit).ok()?;
+        let mut again = Vec::with_capacity(lit.len());
+        write_string(&mut again, &s);
+        (again == lit).then_some(std::borrow::Cow::Owned(s))
+    }
+
+    fn number(&mut self) -> bool {
+        let start = self.i;
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.i += 1;
+        }
+        let lit = &self.b[start..self.i];
+        let Ok(n) = serde_json::from_slice::<serde_json::Number>(lit) else {
+            return false;
+        };
+        let mut again = Vec::with_capacity(lit.len());
+        write_number(&mut again, &n).is_ok() && again == lit
+    }
+}
+
+/// RFC 8785 §3.2.3 member order: by UTF-16 code units.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    // ASCII keys (nearly all) compare the same in both orders; skip the UTF-16 walk.
+    if a.is_ascii() && b.is_ascii() {
+        a.cmp(b)
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
 }
 
 /// `true` when `bytes` (which parsed to `v`) are exactly the canonical encoding of `v`.
@@ -259,5 +415,96 @@ mod tests {
             proptest::prop_assert_eq!(&ours, &serde_jcs::to_vec(&v).unwrap());
             proptest::prop_assert!(is_canonical(&ours));
         }
+
+        /// The one-pass checker answers exactly as "parse, re-encode, compare" does, for
+        /// canonical encodings and for every kind of damage to them.
+        #[test]
+        fn one_pass_check_agrees_with_reencoding(v in json_value(), edits in proptest::collection::vec((0usize..10_000, 0usize..4, proptest::sample::select(EDIT_BYTES.to_vec())), 0..3)) {
+            let mut b = canonical(&v).unwrap();
+            proptest::prop_assert!(is_canonical(&b));
+            proptest::prop_assert!(reference(&b));
+            for (at, kind, byte) in edits {
+                let at = at % (b.len() + 1);
+                match kind {
+                    0 => b.insert(at, byte),
+                    1 if at < b.len() => { b.remove(at); }
+                    2 if at < b.len() => b[at] = byte,
+                    _ if at < b.len() => b[at] ^= 1 << (byte % 8),
+                    _ => {}
+                }
+            }
+            proptest::prop_assert_eq!(is_canonical(&b), reference(&b), "{}", String::from_utf8_lossy(&b));
+        }
+    }
+
+    fn reference(bytes: &[u8]) -> bool {
+        serde_json::from_slice::<Value>(bytes).is_ok_and(|v| is_canonical_value(bytes, &v))
+    }
+
+    const EDIT_BYTES: &[u8] = b" \t\n\"\\,:{}[]0123456789.eE+-abfnrtu\x00\x1f\x7f\xc3\xa9\xff";
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text =
+            "([a-c\"\\/\u{0}-\u{1f}\u{7f}\u{e9}\u{e000}\u{ffff}\u{10000}\u{1f600}]|[a-z]){0,6}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|i| json!(i)),
+            (0..=MAX_SAFE).prop_map(|u| json!(u)),
+            (-1e25f64..1e25).prop_map(|f| json!(f)),
+            (-1e-5f64..1e-5).prop_map(|f| json!(f)),
+            proptest::string::string_regex(text)
+                .unwrap()
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    proptest::string::string_regex(text).unwrap(),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn one_pass_check_edge_cases() {
+        for (text, want) in [
+            ("{}", true),
+            ("[]", true),
+            ("\"\"", true),
+            ("-0", false),
+            ("0", true),
+            ("1.0", false),
+            ("1e21", false),
+            ("1e+21", true),
+            ("9007199254740993", false),
+            ("\"\\u0008\"", false),
+            ("\"\\b\"", true),
+            ("\"\\u001f\"", true),
+            ("\"\\u001F\"", false),
+            ("\"\\/\"", false),
+            ("\"\\ud83d\\ude00\"", false),
+            ("\"\u{1f600}\"", true),
+            ("{\"a\":1,\"a\":1}", false),
+            ("{\"b\":1,\"a\":1}", false),
+            ("{\"\u{10000}\":2,\"\u{e000}\":1}", true),
+            ("{\"\u{e000}\":1,\"\u{10000}\":2}", false),
+            ("[1,2] ", false),
+            (" [1,2]", false),
+            ("[1,]", false),
+            ("nul", false),
+            ("\"abc", false),
+        ] {
+            assert_eq!(is_canonical(text.as_bytes()), want, "{text}");
+            assert_eq!(reference(text.as_bytes()), want, "reference: {text}");
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert_eq!(is_canonical(deep.as_bytes()), reference(deep.as_bytes()));
+        assert!(!is_canonical(b"\"\xff\""));
     }
 }

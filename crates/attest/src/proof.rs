@@ -267,8 +267,14 @@ pub struct NonMember {
 }
 
 /// What a rule's result rests on.
+///
+/// Encoded as an object whose `type` member names the variant (serde's internally tagged
+/// form). Decoded through [`EvidenceWire`] instead of serde's derive for tagged enums, which
+/// first buffers the whole object (every witness record and proof hash) in an untyped tree
+/// because `type` sorts after other members in canonical JSON; the decoding is just as
+/// strict: the variant's members, all present, nothing else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "EvidenceWire")]
 pub enum Evidence {
     /// The committed count of a set.
     Count { set: String, count: u64 },
@@ -305,6 +311,154 @@ pub enum Evidence {
         key: String,
         entry: ListEntry,
     },
+}
+
+/// Every member any [`Evidence`] variant has (each name has one type across variants), for
+/// decoding in one pass. `null` is refused for all of them, as the tagged enum refuses it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceFields {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "present")]
+    set: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    count: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    field: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    checked: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    witnesses: Option<Vec<OpenedRecord>>,
+    #[serde(default, deserialize_with = "present")]
+    record: Option<OpenedRecord>,
+    #[serde(default, deserialize_with = "present")]
+    links: Option<Vec<UboLink>>,
+    #[serde(default, deserialize_with = "present")]
+    supplier: Option<OpenedRecord>,
+    #[serde(default, deserialize_with = "present")]
+    list: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    items: Option<Vec<NonMember>>,
+    #[serde(default, deserialize_with = "present")]
+    key: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    entry: Option<ListEntry>,
+}
+
+/// [`EvidenceFields`] from a JSON object only (serde's derives would also take an array of
+/// the members in declaration order, which no writer produces).
+struct EvidenceWire(EvidenceFields);
+
+impl<'de> Deserialize<'de> for EvidenceWire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EvidenceWire;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an evidence object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<EvidenceWire, A::Error> {
+                EvidenceFields::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(EvidenceWire)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A member that is present (and not `null`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl TryFrom<EvidenceWire> for Evidence {
+    type Error = String;
+
+    fn try_from(w: EvidenceWire) -> Result<Evidence, String> {
+        let EvidenceFields {
+            kind,
+            mut set,
+            mut count,
+            mut field,
+            mut checked,
+            mut witnesses,
+            mut record,
+            mut links,
+            mut supplier,
+            mut list,
+            mut items,
+            mut key,
+            mut entry,
+        } = w.0;
+        // Take the variant's members (each must be there), then insist nothing is left.
+        fn take<T>(v: &mut Option<T>, kind: &str, name: &str) -> Result<T, String> {
+            v.take()
+                .ok_or_else(|| format!("{kind} evidence: missing field `{name}`"))
+        }
+        let k = kind.as_str();
+        let e = match k {
+            "count" => Evidence::Count {
+                set: take(&mut set, k, "set")?,
+                count: take(&mut count, k, "count")?,
+            },
+            "values" => Evidence::Values {
+                set: take(&mut set, k, "set")?,
+                field: take(&mut field, k, "field")?,
+                checked: take(&mut checked, k, "checked")?,
+                witnesses: take(&mut witnesses, k, "witnesses")?,
+            },
+            "violation" => Evidence::Violation {
+                set: take(&mut set, k, "set")?,
+                field: take(&mut field, k, "field")?,
+                record: take(&mut record, k, "record")?,
+            },
+            "ubo_links" => Evidence::UboLinks {
+                links: take(&mut links, k, "links")?,
+            },
+            "missing_ubo" => Evidence::MissingUbo {
+                supplier: take(&mut supplier, k, "supplier")?,
+            },
+            "non_membership" => Evidence::NonMembership {
+                set: take(&mut set, k, "set")?,
+                field: take(&mut field, k, "field")?,
+                list: take(&mut list, k, "list")?,
+                items: take(&mut items, k, "items")?,
+            },
+            "membership" => Evidence::Membership {
+                set: take(&mut set, k, "set")?,
+                field: take(&mut field, k, "field")?,
+                list: take(&mut list, k, "list")?,
+                record: take(&mut record, k, "record")?,
+                key: take(&mut key, k, "key")?,
+                entry: take(&mut entry, k, "entry")?,
+            },
+            other => return Err(format!("unknown evidence type `{other}`")),
+        };
+        let left = [
+            ("set", set.is_some()),
+            ("count", count.is_some()),
+            ("field", field.is_some()),
+            ("checked", checked.is_some()),
+            ("witnesses", witnesses.is_some()),
+            ("record", record.is_some()),
+            ("links", links.is_some()),
+            ("supplier", supplier.is_some()),
+            ("list", list.is_some()),
+            ("items", items.is_some()),
+            ("key", key.is_some()),
+            ("entry", entry.is_some()),
+        ];
+        if let Some((name, _)) = left.iter().find(|(_, there)| *there) {
+            return Err(format!("{k} evidence: unknown field `{name}`"));
+        }
+        Ok(e)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -894,5 +1048,182 @@ fn check_gap(
                 })
         }
         _ => Err("neighbours are not adjacent entries of the list".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The decoding `Evidence` had before [`EvidenceWire`]: serde's derive for an internally
+    /// tagged enum. The one-pass decoding must accept and refuse exactly what this does.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    enum Reference {
+        Count {
+            set: String,
+            count: u64,
+        },
+        Values {
+            set: String,
+            field: String,
+            checked: u64,
+            witnesses: Vec<OpenedRecord>,
+        },
+        Violation {
+            set: String,
+            field: String,
+            record: OpenedRecord,
+        },
+        UboLinks {
+            links: Vec<UboLink>,
+        },
+        MissingUbo {
+            supplier: OpenedRecord,
+        },
+        NonMembership {
+            set: String,
+            field: String,
+            list: String,
+            items: Vec<NonMember>,
+        },
+        Membership {
+            set: String,
+            field: String,
+            list: String,
+            record: OpenedRecord,
+            key: String,
+            entry: ListEntry,
+        },
+    }
+
+    #[test]
+    fn evidence_decoding_is_as_strict_as_the_tagged_derive() {
+        let rec = || OpenedRecord {
+            index: 1,
+            record: json!({"id": "S1", "name": "A"}),
+            proof: vec!["00".repeat(32)],
+        };
+        let le = |i: u64, v: &str| ListEntry {
+            index: i,
+            value: v.into(),
+            proof: vec![],
+        };
+        let all = vec![
+            Evidence::Count {
+                set: "suppliers".into(),
+                count: 3,
+            },
+            Evidence::Values {
+                set: "s".into(),
+                field: "f".into(),
+                checked: 2,
+                witnesses: vec![rec(), rec()],
+            },
+            Evidence::Violation {
+                set: "s".into(),
+                field: "f".into(),
+                record: rec(),
+            },
+            Evidence::UboLinks {
+                links: vec![UboLink {
+                    supplier: rec(),
+                    ubo: rec(),
+                }],
+            },
+            Evidence::MissingUbo { supplier: rec() },
+            Evidence::NonMembership {
+                set: "s".into(),
+                field: "f".into(),
+                list: "l".into(),
+                items: vec![NonMember {
+                    record: rec(),
+                    key: "k".into(),
+                    lower: None,
+                    upper: Some(le(0, "z")),
+                }],
+            },
+            Evidence::Membership {
+                set: "s".into(),
+                field: "f".into(),
+                list: "l".into(),
+                record: rec(),
+                key: "k".into(),
+                entry: le(2, "k"),
+            },
+        ];
+        let extra: Vec<(&str, Value)> = vec![
+            ("set", json!("s")),
+            ("count", json!(1)),
+            ("field", json!("f")),
+            ("checked", json!(1)),
+            ("witnesses", json!([])),
+            ("record", serde_json::to_value(rec()).unwrap()),
+            ("links", json!([])),
+            ("supplier", serde_json::to_value(rec()).unwrap()),
+            ("list", json!("l")),
+            ("items", json!([])),
+            ("key", json!("k")),
+            ("entry", serde_json::to_value(le(0, "a")).unwrap()),
+            ("other", json!(1)),
+        ];
+        let same = |v: &Value| {
+            let text = v.to_string();
+            let ours = serde_json::from_str::<Evidence>(&text);
+            let theirs = serde_json::from_str::<Reference>(&text);
+            assert_eq!(
+                ours.is_ok(),
+                theirs.is_ok(),
+                "{text}: {ours:?} vs {theirs:?}"
+            );
+            if let Ok(e) = ours {
+                assert_eq!(
+                    serde_json::to_value(&e).unwrap(),
+                    *v,
+                    "round trip of {text}"
+                );
+            }
+        };
+        let mut checked = 0;
+        for e in &all {
+            let v = serde_json::to_value(e).unwrap();
+            assert!(serde_json::from_value::<Evidence>(v.clone()).unwrap() == *e);
+            same(&v);
+            let Value::Object(m) = &v else { panic!() };
+            for (k, _) in m.iter() {
+                // Each member missing, null, or of the wrong type.
+                let mut w = m.clone();
+                w.remove(k);
+                same(&Value::Object(w));
+                for bad in [Value::Null, json!(true), json!("x"), json!(-1)] {
+                    let mut w = m.clone();
+                    w.insert(k.clone(), bad);
+                    same(&Value::Object(w));
+                }
+            }
+            for (k, x) in &extra {
+                let mut w = m.clone();
+                w.insert(k.to_string(), x.clone());
+                same(&Value::Object(w));
+                checked += 1;
+            }
+            let mut w = m.clone();
+            w.insert("type".into(), json!("counts"));
+            same(&Value::Object(w));
+        }
+        assert_eq!(checked, all.len() * extra.len());
+        same(&json!(null));
+        same(&json!({}));
+        same(&json!("count"));
+        // Stricter than the derive on one point: the array form (the members in declaration
+        // order, which serde's derives accept and no writer produces) is refused.
+        for a in [json!([]), json!(["count", "suppliers", 3])] {
+            assert!(
+                serde_json::from_value::<Evidence>(a.clone()).is_err(),
+                "{a}"
+            );
+        }
+        assert!(serde_json::from_value::<Reference>(json!(["count", "suppliers", 3])).is_ok());
     }
 }

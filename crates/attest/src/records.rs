@@ -484,7 +484,8 @@ pub struct OpenedRecord {
 impl OpenedRecord {
     /// Check the record is leaf `index` of the tree with `root` and `size` leaves.
     pub fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
-        let bytes = canon::canonical(&self.record).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::with_capacity(128);
+        canon::write_value(&mut bytes, &self.record).map_err(|e| e.to_string())?;
         let path: Option<Vec<Hash>> = self.proof.iter().map(|h| canon::parse_hex32(h)).collect();
         let path = path.ok_or("inclusion proof has a malformed hash")?;
         if merkle::verify_inclusion(&merkle::leaf_hash(&bytes), self.index, size, &path, root) {

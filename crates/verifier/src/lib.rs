@@ -34,6 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,24 +50,42 @@ pub enum Auth {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReqLabels {
-    pub route: String,
-    pub result: String,
+    pub route: Cow<'static, str>,
+    pub result: Cow<'static, str>,
 }
 
-/// `cap_verifier_*` metrics of the seed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `fail`.
+    pub result: &'static str,
+}
+
+/// `cap_verifier_*` metrics of the seed, plus the `fieldlab_attest_*` names the Grafana
+/// "Proofs" dashboard queries.
 #[derive(Clone)]
 pub struct Metrics {
     pub requests: Family<ReqLabels, Counter>,
     pub duration: Histogram,
     pub auth_failures: Counter,
+    /// Every bundle verification (POST /verify and POST /proof/upload) by result.
+    pub verifications: Family<ResultLabel, Counter>,
+    /// Bundles that verified and were appended to the transparency log (POST /proof/upload).
+    pub bundles: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let verifications = Family::<ResultLabel, Counter>::default();
+        // Both series exist from the start (at 0), so `rate()` and `sum by (result)` have data.
+        for result in ["ok", "fail"] {
+            verifications.get_or_create(&ResultLabel { result });
+        }
         Metrics {
             requests: Family::default(),
             duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             auth_failures: Counter::default(),
+            verifications,
+            bundles: Counter::default(),
         }
     }
 }
@@ -88,6 +107,24 @@ impl Metrics {
             "Bearer tokens refused (missing, invalid, expired, wrong issuer or audience)",
             self.auth_failures.clone(),
         );
+        r.register(
+            "fieldlab_attest_verifications",
+            "Proof bundle verifications (POST /verify, POST /proof/upload) by result: ok or fail",
+            self.verifications.clone(),
+        );
+        r.register(
+            "fieldlab_attest_bundles",
+            "Proof bundles verified and registered in the transparency log (POST /proof/upload)",
+            self.bundles.clone(),
+        );
+    }
+
+    /// Count one bundle verification.
+    pub fn verified(&self, ok: bool) {
+        let result = if ok { "ok" } else { "fail" };
+        self.verifications
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 }
 
@@ -172,7 +209,7 @@ fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String
 /// Bearer JWT -> [`Principal`] in the request extensions; 401 when missing or invalid.
 async fn authenticate(State(v): State<Shared>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.uri().path().to_string();
+    let route = route_label(req.uri().path());
     let principal = match &v.auth {
         Auth::Disabled => Ok(Principal::local_admin()),
         Auth::Jwt(j) => {
@@ -202,34 +239,45 @@ async fn authenticate(State(v): State<Shared>, mut req: Request, next: Next) -> 
             r
         }
     };
-    let result = match resp.status().as_u16() {
-        200..=299 => resp
-            .headers()
-            .get("x-cap-result")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("ok")
-            .to_string(),
+    let result: Cow<'static, str> = match resp.status().as_u16() {
+        200..=299 => match resp.headers().get("x-cap-result").map(|h| h.as_bytes()) {
+            None => "ok".into(),
+            Some(b"ok") => "ok".into(),
+            Some(b"fail") => "fail".into(),
+            Some(other) => String::from_utf8_lossy(other).into_owned().into(),
+        },
         400..=499 => "rejected".into(),
         _ => "error".into(),
     };
-    let family_route = if route.starts_with("/policy/") && route != "/policy/compile" {
-        "/policy/{id}".into()
-    } else if route.starts_with("/registry/entries/") {
-        "/registry/entries/{index}".into()
-    } else if route.starts_with("/registry/proof/inclusion/") {
-        "/registry/proof/inclusion/{index}".into()
-    } else {
-        route
-    };
     v.metrics
         .requests
-        .get_or_create(&ReqLabels {
-            route: family_route,
-            result,
-        })
+        .get_or_create(&ReqLabels { route, result })
         .inc();
     v.metrics.duration.observe(start.elapsed().as_secs_f64());
     resp
+}
+
+/// The route template of a request path (one label value per route, not per id).
+fn route_label(path: &str) -> Cow<'static, str> {
+    const FIXED: [&str; 6] = [
+        "/verify",
+        "/policy/compile",
+        "/proof/upload",
+        "/registry/checkpoint",
+        "/registry/entries",
+        "/registry/proof/consistency",
+    ];
+    if let Some(f) = FIXED.iter().find(|f| **f == path) {
+        (*f).into()
+    } else if path.starts_with("/policy/") {
+        "/policy/{id}".into()
+    } else if path.starts_with("/registry/entries/") {
+        "/registry/entries/{index}".into()
+    } else if path.starts_with("/registry/proof/inclusion/") {
+        "/registry/proof/inclusion/{index}".into()
+    } else {
+        path.to_string().into()
+    }
 }
 
 fn need(p: &Principal, scope: &str) -> Result<(), Response> {
@@ -253,8 +301,8 @@ fn need(p: &Principal, scope: &str) -> Result<(), Response> {
     }
 }
 
-/// The bundle bytes: a raw zip body, or JSON `{"bundle_base64": "..."}`.
-fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> {
+/// The bundle bytes: a raw zip body (not copied), or JSON `{"bundle_base64": "..."}`.
+fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Bytes, Response> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -282,6 +330,7 @@ fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> 
             })?;
         base64::engine::general_purpose::STANDARD
             .decode(b)
+            .map(Bytes::from)
             .map_err(|_| {
                 problem(
                     StatusCode::BAD_REQUEST,
@@ -298,17 +347,32 @@ fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, Response> 
             "send the bundle (zip) as the request body",
         ))
     } else {
-        Ok(body.to_vec())
+        Ok(body.clone())
     }
 }
 
+/// The JSON answer for a verified bundle: the report, `result` (`OK`/`FAIL`) and any extra
+/// members, serialised in one go (no intermediate `serde_json::Value` of the report).
+#[derive(serde::Serialize)]
+struct ReportBody<'a> {
+    result: &'static str,
+    #[serde(flatten)]
+    report: &'a fieldlab_attest::bundle::Report,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
+}
+
 fn report_response(r: &fieldlab_attest::bundle::Report, extra: Value) -> Response {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    v["result"] = json!(if r.ok { "OK" } else { "FAIL" });
-    if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
-        m.extend(x);
-    }
-    let mut resp = Json(v).into_response();
+    let extra = match extra {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let body = ReportBody {
+        result: if r.ok { "OK" } else { "FAIL" },
+        report: r,
+        extra,
+    };
+    let mut resp = Json(body).into_response();
     resp.headers_mut().insert(
         "x-cap-result",
         if r.ok { "ok" } else { "fail" }.parse().unwrap(),
@@ -330,7 +394,8 @@ async fn verify(
         Err(r) => return r,
     };
     let r = fieldlab_attest::bundle::verify(&bytes, v.trusted.as_ref());
-    report_response(&r, json!({}))
+    v.metrics.verified(r.ok);
+    report_response(&r, Value::Null)
 }
 
 async fn upload(
@@ -347,6 +412,7 @@ async fn upload(
         Err(r) => return r,
     };
     let r = fieldlab_attest::bundle::verify(&bytes, v.trusted.as_ref());
+    v.metrics.verified(r.ok);
     if !r.ok {
         let mut p = Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -364,10 +430,13 @@ async fn upload(
     let name = format!("{}.zip", r.manifest_hash.clone().unwrap_or_default());
     let added = reg.lock().add(&name, &bytes, meta);
     match added {
-        Ok((e, note)) => report_response(
-            &r,
-            json!({"registered": true, "entry": e, "checkpoint": note}),
-        ),
+        Ok((e, note)) => {
+            v.metrics.bundles.inc();
+            report_response(
+                &r,
+                json!({"registered": true, "entry": e, "checkpoint": note}),
+            )
+        }
         Err(m) => Problem::internal(m).into_response(),
     }
 }

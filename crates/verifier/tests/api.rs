@@ -282,6 +282,14 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
         m.contains("cap_auth_token_validation_failures_total 1"),
         "{m}"
     );
+    // The dashboard names: /verify OK + FAIL, and the upload (verified OK, then registered).
+    for line in [
+        "fieldlab_attest_verifications_total{result=\"ok\"} 2",
+        "fieldlab_attest_verifications_total{result=\"fail\"} 1",
+        "fieldlab_attest_bundles_total 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no `{line}` in:\n{m}");
+    }
 
     // mTLS: a certificate with a subject not on the list, or none at all, gets no HTTP answer.
     assert!(client(&p, Some(&p.client_bad))
