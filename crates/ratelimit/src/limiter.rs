@@ -340,9 +340,9 @@ impl Limiter {
     /// ingest policies. The Redis error and fail-open counters have no labels and always show.
     fn init_series(&self) {
         let m = &self.inner.metrics;
-        m.backend_latency.get_or_create(&BackendLabels {
+        drop(m.backend_latency.get_or_create(&BackendLabels {
             backend: self.inner.backend.name(),
-        });
+        }));
         let default = self.inner.rules.read().default.name.clone();
         let names = [Some(default), self.inner.api.as_ref().map(|p| p.name.clone())]
             .into_iter()
@@ -350,10 +350,10 @@ impl Limiter {
             .flatten();
         for policy in names {
             for result in ["allowed", "rejected"] {
-                m.decisions.get_or_create(&DecisionLabels {
+                drop(m.decisions.get_or_create(&DecisionLabels {
                     policy: policy.clone(),
                     result,
-                });
+                }));
             }
         }
     }

@@ -263,10 +263,10 @@ mod tests {
 
     #[test]
     fn an_entry_stays_small() {
-        // The variable-size states are boxed; an entry with its id inline is under 1.5 lines.
+        // The variable-size states are boxed; an entry with its id inline is 1.5 lines.
         assert!(std::mem::size_of::<State>() <= 32);
         assert!(std::mem::size_of::<Id>() <= 32);
-        assert!(std::mem::size_of::<Entry>() <= 88);
+        assert!(std::mem::size_of::<Entry>() <= 96);
         assert_eq!(std::mem::align_of::<Shard>(), 128);
     }
 
