@@ -9,6 +9,12 @@
 -- ARGV[4 + 5*(i-1) ..]: algorithm code, limit, period_ms, burst, max_delay_ms of limit i.
 -- Returns 6 integers per limit: allowed (1/0), quota, remaining, retry_after_ms (-1: never),
 -- reset_ms, delay_ms. Nothing is written unless every limit allows.
+--
+-- State: token bucket "tokens:last", GCRA and leaky bucket "tat", fixed window and sliding
+-- counter "start:curr:prev", each one string written with SET .. PX (state and expiry in one
+-- call); the sliding log is a sorted set and the concurrency limit a hash. This script runs on
+-- every check, so it does the least it can: one read and one write per limit (plus TIME), no
+-- closures or tables on the way but the reply.
 
 local function idiv(a, b)
   local q = math.floor(a / b)
@@ -17,7 +23,7 @@ local function idiv(a, b)
 end
 local function cdiv(a, b) return idiv(a + b - 1, b) end
 local function ceil_us_ms(us) if us <= 0 then return 0 end return cdiv(us, 1000) end
-local function s(x) return string.format('%d', x) end
+local fmt, match = string.format, string.match
 local function max(a, b) if a > b then return a end return b end
 local function min(a, b) if a < b then return a end return b end
 
@@ -30,7 +36,8 @@ else
 end
 local lease = ARGV[3]
 
--- Decide limit i for n units; returns the decision and a function that writes the new state.
+-- Decide limit i for n units. Returns the decision, then how to write the new state: kind
+-- 's' (SET the string v), 'z' (ZADD score v, member w) or 'h' (HSET field w to v).
 local function check(i, n)
   local b = 3 + (i - 1) * 5
   local alg = tonumber(ARGV[b + 1])
@@ -40,13 +47,16 @@ local function check(i, n)
   local maxd = tonumber(ARGV[b + 5])
   local key = KEYS[i]
   local allowed, quota, remaining, retry, reset, delay = false, lim, 0, 0, 0, 0
-  local write
+  local kind, v, w = 's', nil, nil
 
   if alg == 1 then -- token bucket
-    local st = redis.call('HMGET', key, 'a', 'b')
+    local st = redis.call('GET', key)
     local cap = burst * per
-    local tokens = tonumber(st[1]) or cap
-    local last = tonumber(st[2]) or now
+    local tokens, last = cap, now
+    if st then
+      local a, b2 = match(st, '^(%d+):(%-?%d+)$')
+      tokens, last = tonumber(a), tonumber(b2)
+    end
     local el = min(max(now - last, 0), cdiv(cap, lim))
     tokens = min(cap, tokens + el * lim)
     last = max(last, now)
@@ -57,12 +67,12 @@ local function check(i, n)
     remaining = idiv(tokens, per)
     if allowed then retry = 0 elseif n > burst then retry = -1 else retry = cdiv(need - tokens, lim) end
     reset = cdiv(cap - tokens, lim)
-    write = function() redis.call('HSET', key, 'a', s(tokens), 'b', s(last)) end
+    v = fmt('%d:%d', tokens, last)
 
   elseif alg == 2 or alg == 6 then -- gcra, leaky bucket (both: one time in µs)
     local t = cdiv(per * 1000, lim)
     local nowu = now * 1000
-    local tat = tonumber(redis.call('HGET', key, 'a')) or nowu
+    local tat = tonumber(redis.call('GET', key)) or nowu
     if alg == 2 then
       local tol = burst * t
       local new_tat = max(tat, nowu) + n * t
@@ -85,14 +95,16 @@ local function check(i, n)
       if allowed then retry = 0; delay = ceil_us_ms(d) else retry = ceil_us_ms(d - md) end
       reset = ceil_us_ms(backlog)
     end
-    write = function() redis.call('HSET', key, 'a', s(tat)) end
+    v = fmt('%d', tat)
 
   elseif alg == 3 or alg == 5 then -- fixed window, sliding-window counter
-    local st = redis.call('HMGET', key, 'a', 'b', 'c')
+    local st = redis.call('GET', key)
     local start = idiv(now, per) * per
-    local ws = tonumber(st[1]) or -1
-    local curr = tonumber(st[2]) or 0
-    local prev = tonumber(st[3]) or 0
+    local ws, curr, prev = -1, 0, 0
+    if st then
+      local a, b2, c = match(st, '^(%-?%d+):(%d+):(%d+)$')
+      ws, curr, prev = tonumber(a), tonumber(b2), tonumber(c)
+    end
     if ws < 0 then ws = start end
     if start > ws then
       if alg == 5 and start - ws == per then prev = curr else prev = 0 end
@@ -122,13 +134,13 @@ local function check(i, n)
       end
       if curr > 0 then reset = to_end + per elseif prev > 0 then reset = to_end else reset = 0 end
     end
-    write = function() redis.call('HSET', key, 'a', s(ws), 'b', s(curr), 'c', s(prev)) end
+    v = fmt('%d:%d:%d', ws, curr, prev)
 
   elseif alg == 4 then -- sliding-window log: zset of "<units>:<lease>" scored by time
     local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     local t = now
     if newest[2] then t = max(t, tonumber(newest[2])) end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', s(t - per))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt('%d', t - per))
     local ents = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     local sum = 0
     for j = 1, #ents, 2 do sum = sum + tonumber(string.match(ents[j], '^(%d+):')) end
@@ -153,7 +165,7 @@ local function check(i, n)
       if newest[2] and #ents > 0 then last = tonumber(ents[#ents]) else last = nil end
     end
     if last then reset = max(last + per - now, 0) else reset = 0 end
-    write = function() if n > 0 then redis.call('ZADD', key, s(t), s(n) .. ':' .. lease) end end
+    kind, v, w = 'z', fmt('%d', t), fmt('%d:', n) .. lease
 
   elseif alg == 7 then -- concurrency: hash lease -> "<expiry>:<units>"
     local all_l = redis.call('HGETALL', key)
@@ -180,21 +192,45 @@ local function check(i, n)
     remaining = lim - used
     if allowed then retry = 0 elseif n > lim then retry = -1 elseif first then retry = first - now else retry = 0 end
     if last then reset = last - now else reset = 0 end
-    write = function() if n > 0 then redis.call('HSET', key, lease, s(exp) .. ':' .. s(n)) end end
+    kind, v, w = 'h', fmt('%d:%d', exp, n), lease
   else
     return redis.error_reply('unknown algorithm code ' .. tostring(alg))
   end
 
-  return allowed, quota, remaining, retry, reset, delay, write
+  return allowed, quota, remaining, retry, reset, delay, kind, v, w
+end
+
+-- Write limit i's new state (an allowed check). A state past its reset is the same as no
+-- state: Redis forgets it then (bounded memory).
+local function write(i, n, reset, kind, v, w)
+  local key = KEYS[i]
+  if kind == 's' then
+    if reset > 0 then redis.call('SET', key, v, 'PX', reset + 1000) else redis.call('DEL', key) end
+    return
+  end
+  if n > 0 then
+    if kind == 'z' then redis.call('ZADD', key, v, w) else redis.call('HSET', key, w, v) end
+  end
+  if reset > 0 then redis.call('PEXPIRE', key, reset + 1000) else redis.call('DEL', key) end
 end
 
 local n = tonumber(ARGV[2])
-local out, writes, resets, oks = {}, {}, {}, {}
+if #KEYS == 1 then
+  local allowed, quota, remaining, retry, reset, delay, kind, v, w = check(1, n)
+  local r = 0
+  if allowed then
+    r = 1
+    write(1, n, reset, kind, v, w)
+  end
+  return {r, quota, remaining, retry, reset, delay}
+end
+
+local out, pending, resets, oks = {}, {}, {}, {}
 local all = true
 for i = 1, #KEYS do
-  local allowed, quota, remaining, retry, reset, delay, write = check(i, n)
+  local allowed, quota, remaining, retry, reset, delay, kind, v, w = check(i, n)
   if not allowed then all = false end
-  oks[i], writes[i], resets[i] = allowed, write, reset
+  oks[i], resets[i], pending[i] = allowed, reset, {kind, v, w}
   local r = 0
   if allowed then r = 1 end
   local o = (i - 1) * 6
@@ -204,15 +240,10 @@ end
 
 if all then
   for i = 1, #KEYS do
-    writes[i]()
-    -- A state past its reset is the same as no state: Redis forgets it then (bounded memory).
-    if resets[i] > 0 then
-      redis.call('PEXPIRE', KEYS[i], resets[i] + 1000)
-    else
-      redis.call('DEL', KEYS[i])
-    end
+    local p = pending[i]
+    write(i, n, resets[i], p[1], p[2], p[3])
   end
-elseif #KEYS > 1 then
+else
   -- Composite rejected: nothing is consumed. Report what the passing limits really have left,
   -- by deciding 0 units (exactly as the in-process code does).
   for i = 1, #KEYS do

@@ -330,7 +330,32 @@ impl Limiter {
             .map_err(|(f, m)| format!("{f}: {m}"))?;
         *l.inner.rules.write() = Arc::new(rules);
         *l.inner.overrides.lock() = overrides;
+        l.init_series();
         Ok(l)
+    }
+
+    /// Start the series dashboards and alerts query at zero (a Prometheus counter that
+    /// appears only with its first increment hides that first increment from `rate()`): the
+    /// backend's latency histogram, and allowed/rejected decisions of the default, API and
+    /// ingest policies. The Redis error and fail-open counters have no labels and always show.
+    fn init_series(&self) {
+        let m = &self.inner.metrics;
+        drop(m.backend_latency.get_or_create(&BackendLabels {
+            backend: self.inner.backend.name(),
+        }));
+        let default = self.inner.rules.read().default.name.clone();
+        let names = [Some(default), self.inner.api.as_ref().map(|p| p.name.clone())]
+            .into_iter()
+            .chain([self.inner.ingest.as_ref().map(|p| p.name.clone())])
+            .flatten();
+        for policy in names {
+            for result in ["allowed", "rejected"] {
+                drop(m.decisions.get_or_create(&DecisionLabels {
+                    policy: policy.clone(),
+                    result,
+                }));
+            }
+        }
     }
 
     pub fn backend(&self) -> &Backend {

@@ -3,10 +3,12 @@
 //! Why a script: read-decide-write must be atomic across instances, or N instances allow N
 //! times the limit (upstream's bug). The script (`check.lua`) runs the same integer arithmetic
 //! as `algo.rs` for every limit of a policy, writes only if all pass, and is sent with EVALSHA
-//! (the `redis` crate loads it on NOSCRIPT): one round trip per check. All keys of a check
-//! carry the hash tag `{key}`, so they live in one Redis Cluster slot.
+//! (loaded with SCRIPT LOAD on connect, and again on NOSCRIPT after a Redis restart): one round
+//! trip per check. All keys of a check carry the hash tag `{key}`, so they live in one Redis
+//! Cluster slot.
 //!
-//! Connection: a `ConnectionManager` (multiplexed, reconnects with exponential back-off). While
+//! Connection: a `ConnectionManager` (multiplexed, reconnects with exponential back-off), or
+//! several, round robin ([`RedisBackend::with_connections`]). While
 //! no connection can be made, checks fail fast with [`BackendError::Unavailable`] and a new
 //! attempt is made at most once per back-off step (100 ms doubling up to 5 s).
 
@@ -14,6 +16,7 @@ use crate::algo::{Algorithm, NEVER};
 use crate::{BackendError, Decision, Decisions, Policy};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The check script, shared with tests and the benchmark.
@@ -23,7 +26,10 @@ pub struct RedisBackend {
     client: redis::Client,
     script: redis::Script,
     timeout: Duration,
-    conn: tokio::sync::RwLock<Option<ConnectionManager>>,
+    /// How many multiplexed connections checks are spread over (round robin).
+    connections: usize,
+    conns: tokio::sync::RwLock<Option<Box<[ConnectionManager]>>>,
+    next: AtomicUsize,
     /// When the next connection attempt may start, and the current back-off.
     retry: Mutex<(Instant, Duration)>,
 }
@@ -49,9 +55,19 @@ impl RedisBackend {
             client,
             script: redis::Script::new(SCRIPT),
             timeout,
-            conn: tokio::sync::RwLock::new(None),
+            connections: 1,
+            conns: tokio::sync::RwLock::new(None),
+            next: AtomicUsize::new(0),
             retry: Mutex::new((Instant::now(), BACKOFF_MIN)),
         })
+    }
+
+    /// Spread checks over `n` multiplexed connections (default 1: every concurrent check of
+    /// this instance is pipelined on one connection). Each check is still one EVALSHA, one
+    /// round trip, on one connection.
+    pub fn with_connections(mut self, n: usize) -> RedisBackend {
+        self.connections = n.max(1);
+        self
     }
 
     /// The SHA1 the script runs under (what `redis-benchmark` and `SCRIPT EXISTS` see).
@@ -60,8 +76,16 @@ impl RedisBackend {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, BackendError> {
-        if let Some(c) = self.conn.read().await.as_ref() {
-            return Ok(c.clone());
+        let pick = |cs: &[ConnectionManager]| {
+            let i = if cs.len() == 1 {
+                0
+            } else {
+                self.next.fetch_add(1, Ordering::Relaxed) % cs.len()
+            };
+            cs[i].clone()
+        };
+        if let Some(cs) = self.conns.read().await.as_ref() {
+            return Ok(pick(cs));
         }
         let backing_off = || {
             let r = self.retry.lock();
@@ -72,9 +96,9 @@ impl RedisBackend {
             return Err(e);
         }
         // One attempt at a time; callers arriving meanwhile wait for its result.
-        let mut guard = self.conn.write().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        let mut guard = self.conns.write().await;
+        if let Some(cs) = guard.as_ref() {
+            return Ok(pick(cs));
         }
         if let Some(e) = backing_off() {
             return Err(e);
@@ -85,16 +109,26 @@ impl RedisBackend {
             .set_number_of_retries(1)
             .set_factor(BACKOFF_MIN.as_millis() as u64)
             .set_max_delay(BACKOFF_MAX.as_millis() as u64);
-        match tokio::time::timeout(
-            self.timeout.max(Duration::from_millis(100)) * 2,
-            ConnectionManager::new_with_config(self.client.clone(), cfg),
-        )
-        .await
+        let connect = async {
+            let mut cs = Vec::with_capacity(self.connections);
+            for _ in 0..self.connections {
+                cs.push(ConnectionManager::new_with_config(self.client.clone(), cfg.clone()).await?);
+            }
+            // Load the script up front, so checks are EVALSHA from the first one.
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(&mut cs[0])
+                .await?;
+            Ok::<_, redis::RedisError>(cs)
+        };
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(100)) * 2, connect).await
         {
-            Ok(Ok(c)) => {
+            Ok(Ok(cs)) => {
                 *self.retry.lock() = (Instant::now(), BACKOFF_MIN);
-                tracing::info!("connected to redis");
-                *guard = Some(c.clone());
+                tracing::info!(connections = cs.len(), "connected to redis");
+                let c = pick(&cs);
+                *guard = Some(cs.into_boxed_slice());
                 Ok(c)
             }
             Ok(Err(e)) => Err(self.failed(e.to_string())),
@@ -110,46 +144,55 @@ impl RedisBackend {
         BackendError::Unavailable(why)
     }
 
-    /// Redis keys of `key` under `policy`: `fieldlab:rl:{key}:<policy>:<i>:<algorithm>`.
+    /// Redis keys of `key` under `policy`: `fieldlab:rl:{key}:<policy>:<i>:<algorithm>:v2`
+    /// (v2: the state of the rate algorithms is one string; v1 was a hash).
     pub fn keys(policy: &Policy, key: &str) -> Vec<String> {
-        policy
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                format!(
-                    "fieldlab:rl:{{{key}}}:{}:{i}:{}",
-                    policy.name,
-                    l.algorithm.as_str()
-                )
+        (0..policy.limits.len())
+            .map(|i| {
+                let mut k = String::new();
+                Self::push_key(&mut k, policy, key, i);
+                k
             })
             .collect()
     }
 
-    /// The script invocation of one check. `now_ms`: `None` = Redis server clock.
-    pub fn invocation(
+    fn push_key(out: &mut String, policy: &Policy, key: &str, i: usize) {
+        use std::fmt::Write;
+        let alg = policy.limits[i].algorithm.as_str();
+        let _ = write!(out, "fieldlab:rl:{{{key}}}:{}:{i}:{alg}:v2", policy.name);
+    }
+
+    /// The EVALSHA command of one check. `now_ms`: `None` = Redis server clock. Built in one
+    /// buffer (the `redis` crate's `Cmd`), no intermediate strings but the key names.
+    pub fn command(
         &self,
         policy: &Policy,
         key: &str,
         n: u64,
         lease: u64,
         now_ms: Option<i64>,
-    ) -> redis::ScriptInvocation<'_> {
-        let mut inv = self.script.prepare_invoke();
-        for k in Self::keys(policy, key) {
-            inv.key(k);
+    ) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(policy.limits.len());
+        let mut k = String::with_capacity(key.len() + policy.name.len() + 40);
+        for i in 0..policy.limits.len() {
+            k.clear();
+            Self::push_key(&mut k, policy, key, i);
+            cmd.arg(k.as_str());
         }
-        inv.arg(now_ms.map_or(String::new(), |t| t.to_string()))
-            .arg(n)
-            .arg(lease);
+        match now_ms {
+            Some(t) => cmd.arg(t),
+            None => cmd.arg(""),
+        };
+        cmd.arg(n).arg(lease);
         for l in &policy.limits {
-            inv.arg(l.algorithm.code())
+            cmd.arg(l.algorithm.code())
                 .arg(l.limit)
                 .arg(l.period_ms)
                 .arg(l.burst)
                 .arg(l.max_delay_ms);
         }
-        inv
+        cmd
     }
 
     /// Decide `n` units for `key` (one EVALSHA). `now_ms` overrides the server clock (tests).
@@ -162,13 +205,20 @@ impl RedisBackend {
         now_ms: Option<i64>,
     ) -> Result<Decisions, BackendError> {
         let mut conn = self.connection().await?;
-        let inv = self.invocation(policy, key, n, lease, now_ms);
-        let res: Result<Vec<i64>, _> =
-            tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-                .await
-                .map_err(|_| BackendError::Redis("timed out".into()))?;
+        let cmd = self.command(policy, key, n, lease, now_ms);
+        let t = self.timeout;
+        let mut res: Result<redis::Value, redis::RedisError> =
+            timed(t, cmd.query_async(&mut conn)).await?;
+        if matches!(&res, Err(e) if e.kind() == redis::ErrorKind::NoScriptError) {
+            // Redis restarted (or SCRIPT FLUSH): load the script and try once more.
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT).to_owned();
+            res = match timed(t, load.query_async::<redis::Value>(&mut conn)).await? {
+                Ok(_) => timed(t, cmd.query_async(&mut conn)).await?,
+                Err(e) => Err(e),
+            };
+        }
         let v = res.map_err(|e| BackendError::Redis(e.to_string()))?;
-        parse_reply(&v, policy.limits.len())
+        parse_value(&v, policy.limits.len())
     }
 
     /// Give a concurrency lease back (one HDEL per concurrency limit, pipelined).
@@ -193,6 +243,49 @@ impl RedisBackend {
     }
 }
 
+async fn timed<T>(
+    t: Duration,
+    fut: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+) -> Result<Result<T, redis::RedisError>, BackendError> {
+    tokio::time::timeout(t, fut)
+        .await
+        .map_err(|_| BackendError::Redis("timed out".into()))
+}
+
+/// The script's reply, read straight from the RESP value (no intermediate vector).
+fn parse_value(v: &redis::Value, limits: usize) -> Result<Decisions, BackendError> {
+    let bad = || BackendError::Redis(format!("unexpected script reply for {limits} limits: {v:?}"));
+    let redis::Value::Array(items) = v else {
+        return Err(bad());
+    };
+    if items.len() != limits * 6 {
+        return Err(bad());
+    }
+    let mut out = Decisions::new();
+    for c in items.chunks(6) {
+        let mut x = [0i64; 6];
+        for (slot, item) in x.iter_mut().zip(c) {
+            let redis::Value::Int(i) = item else {
+                return Err(bad());
+            };
+            *slot = *i;
+        }
+        out.push(decision(&x));
+    }
+    Ok(out)
+}
+
+fn decision(c: &[i64; 6]) -> Decision {
+    Decision {
+        allowed: c[0] == 1,
+        limit: c[1].max(0) as u64,
+        remaining: c[2].max(0) as u64,
+        retry_after_ms: if c[3] < 0 { NEVER } else { c[3] as u64 },
+        reset_ms: c[4].max(0) as u64,
+        delay_ms: c[5].max(0) as u64,
+    }
+}
+
 /// Six integers per limit, as `check.lua` returns them.
 pub fn parse_reply(v: &[i64], limits: usize) -> Result<Decisions, BackendError> {
     if v.len() != limits * 6 {
@@ -202,13 +295,6 @@ pub fn parse_reply(v: &[i64], limits: usize) -> Result<Decisions, BackendError> 
         )));
     }
     Ok(v.chunks(6)
-        .map(|c| Decision {
-            allowed: c[0] == 1,
-            limit: c[1].max(0) as u64,
-            remaining: c[2].max(0) as u64,
-            retry_after_ms: if c[3] < 0 { NEVER } else { c[3] as u64 },
-            reset_ms: c[4].max(0) as u64,
-            delay_ms: c[5].max(0) as u64,
-        })
+        .map(|c| decision(&[c[0], c[1], c[2], c[3], c[4], c[5]]))
         .collect())
 }

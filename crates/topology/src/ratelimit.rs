@@ -236,80 +236,165 @@ fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
     }
 }
 
-/// Redis: fieldlab checks/s (token bucket script, `concurrency` in flight on one multiplexed
-/// connection) vs `redis-benchmark -c concurrency -P 1 EVALSHA <return 1>`.
-pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<(f64, f64, f64)> {
+/// One Redis comparison: fieldlab's checks/s and redis-benchmark's, in the same shape.
+#[derive(Debug, Clone)]
+pub struct RedisShape {
+    /// Connections (redis-benchmark -c).
+    pub connections: usize,
+    /// Requests in flight per connection (redis-benchmark -P).
+    pub pipeline: usize,
+    /// fieldlab checks/s (token bucket, the real check script, one EVALSHA per check).
+    pub ours: f64,
+    /// redis-benchmark EVALSHA of `return 1` (the physical limit).
+    pub trivial: f64,
+    /// redis-benchmark EVALSHA of fieldlab's own check script with the same arguments (the
+    /// best any client can do with this script).
+    pub same_script: f64,
+    pub allowed_frac: f64,
+}
+
+/// Redis: fieldlab checks/s vs `redis-benchmark` on the same Redis, like for like, in two
+/// shapes with `concurrency` checks in flight:
+/// - `concurrency` clients, one connection each, one check in flight per connection, against
+///   `redis-benchmark -c concurrency -P 1`;
+/// - one multiplexed connection (what one fieldlab instance uses) with `concurrency` checks in
+///   flight, against `redis-benchmark -c 1 -P concurrency`.
+///
+/// Every fieldlab check is one EVALSHA of the real check script (token bucket, Redis clock):
+/// one round trip, no batching of decisions.
+pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<RedisShape>> {
     let (host, port) = host_port(url)?;
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let sha: String = redis::cmd("SCRIPT")
+    let trivial_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg("return 1")
         .query_async(&mut conn)
         .await?;
-    let backend =
-        Arc::new(RedisBackend::new(url, None, Duration::from_secs(5)).map_err(anyhow::Error::msg)?);
     let policy = Arc::new(Policy::single(
         "bench",
         Limit::new(Algorithm::TokenBucket, 1000, 1000).with_burst(1000),
     ));
-    // Warm up (loads the script).
-    backend.check(&policy, "warm", 1, 0, None).await?;
-    let (mut ours, mut theirs, mut allowed_frac) = (Vec::new(), Vec::new(), 0.0);
-    for _ in 0..b.runs {
-        let per_task = b.redis_requests / b.concurrency;
-        let t0 = Instant::now();
-        let mut tasks = Vec::new();
-        for t in 0..b.concurrency {
-            let (backend, policy) = (backend.clone(), policy.clone());
-            let keys = b.keys;
-            tasks.push(tokio::spawn(async move {
-                let mut ok = 0u64;
-                for i in 0..per_task {
-                    let k = format!("client:{}", (i * 7 + t * 13) % keys);
-                    let d = backend.check(&policy, &k, 1, 0, None).await?;
-                    ok += d[0].allowed as u64;
-                }
-                Ok::<u64, fieldlab_ratelimit::BackendError>(ok)
-            }));
-        }
-        let mut ok = 0;
-        for t in tasks {
-            ok += t.await??;
-        }
-        let n = per_task * b.concurrency;
-        ours.push(n as f64 / t0.elapsed().as_secs_f64());
-        allowed_frac = ok as f64 / n as f64;
-
+    let l = policy.limits[0];
+    let new_backend = || -> anyhow::Result<RedisBackend> {
+        RedisBackend::new(url, None, Duration::from_secs(5)).map_err(anyhow::Error::msg)
+    };
+    let probe = new_backend()?;
+    let sha = probe.script_hash().to_string();
+    // The same key layout as fieldlab's, with redis-benchmark's random 12-digit key part.
+    let key_pattern = RedisBackend::keys(&policy, "__rand_int__").remove(0);
+    let limit_args: Vec<String> = [
+        l.algorithm.code() as u64,
+        l.limit,
+        l.period_ms,
+        l.burst,
+        l.max_delay_ms,
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect();
+    let redis_benchmark = |c: usize, p: usize, args: Vec<String>| -> anyhow::Result<f64> {
         let out = Command::new("redis-benchmark")
             .args(["-h", &host, "-p", &port.to_string()])
-            .args([
-                "-c",
-                &b.concurrency.to_string(),
-                "-n",
-                &b.redis_requests.to_string(),
-                "-P",
-                "1",
-                "--csv",
-            ])
-            .args(["EVALSHA", &sha, "0"])
+            .args(["-c", &c.to_string(), "-P", &p.to_string()])
+            .args(["-n", &b.redis_requests.to_string()])
+            .args(["-r", &b.keys.to_string(), "--csv"])
+            .args(args)
             .output()
             .context("cannot run redis-benchmark (apt-get install redis-tools)")?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let rps = text
-            .lines()
+        text.lines()
             .filter_map(|l| l.split(',').nth(1))
             .filter_map(|f| f.trim_matches('"').parse::<f64>().ok())
             .next()
-            .with_context(|| format!("cannot read redis-benchmark output: {text}"))?;
-        theirs.push(rps);
+            .with_context(|| format!("cannot read redis-benchmark output: {text}"))
+    };
+    let mut shapes = Vec::new();
+    for (connections, pipeline) in [(b.concurrency, 1), (1, b.concurrency)] {
+        // One backend per connection: each carries exactly `pipeline` checks in flight.
+        let backends: Vec<Arc<RedisBackend>> = (0..connections)
+            .map(|_| new_backend().map(Arc::new))
+            .collect::<anyhow::Result<_>>()?;
+        for be in &backends {
+            // Connects and loads the script.
+            be.check(&policy, "warm", 1, 0, None).await?;
+        }
+        let (mut ours, mut trivial, mut same, mut frac) = (vec![], vec![], vec![], 0.0);
+        let per_task = b.redis_requests / (connections * pipeline);
+        for _ in 0..b.runs {
+            let t0 = Instant::now();
+            let mut tasks = Vec::new();
+            for (c, be) in backends.iter().enumerate() {
+                for p in 0..pipeline {
+                    let (be, policy) = (be.clone(), policy.clone());
+                    let (t, keys) = (c * pipeline + p, b.keys);
+                    tasks.push(tokio::spawn(async move {
+                        let mut ok = 0u64;
+                        let mut k = String::with_capacity(24);
+                        for i in 0..per_task {
+                            use std::fmt::Write;
+                            k.clear();
+                            let _ = write!(k, "client:{}", (i * 7 + t * 13) % keys);
+                            let d = be.check(&policy, &k, 1, 0, None).await?;
+                            ok += d[0].allowed as u64;
+                        }
+                        Ok::<u64, fieldlab_ratelimit::BackendError>(ok)
+                    }));
+                }
+            }
+            let mut ok = 0;
+            for t in tasks {
+                ok += t.await??;
+            }
+            let n = per_task * connections * pipeline;
+            ours.push(n as f64 / t0.elapsed().as_secs_f64());
+            frac = ok as f64 / n as f64;
+            trivial.push(redis_benchmark(
+                connections,
+                pipeline,
+                vec!["EVALSHA".into(), trivial_sha.clone(), "0".into()],
+            )?);
+            let mut args = vec![
+                "EVALSHA".into(),
+                sha.clone(),
+                "1".into(),
+                key_pattern.clone(),
+                String::new(),
+                "1".into(),
+                "0".into(),
+            ];
+            args.extend(limit_args.iter().cloned());
+            same.push(redis_benchmark(connections, pipeline, args)?);
+        }
+        shapes.push(RedisShape {
+            connections,
+            pipeline,
+            ours: median(ours),
+            trivial: median(trivial),
+            same_script: median(same),
+            allowed_frac: frac,
+        });
     }
-    Ok((median(ours), median(theirs), allowed_frac))
+    Ok(shapes)
 }
 
-/// HTTP: `wrk` against `fieldlab ratelimit serve` (in this process, in-process backend).
-/// Returns (requests/s, p50 ms, p99 ms, non-2xx/3xx responses) medians.
-pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f64)> {
+/// One `wrk` run of the HTTP bench (medians over the runs).
+#[derive(Debug, Clone)]
+pub struct HttpRun {
+    /// `spread`: keys spread over `keys` (almost all allowed); `limited`: every request for
+    /// one key whose limit is 10 per hour (almost all 429).
+    pub name: &'static str,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: f64,
+    /// Answers that were not 2xx (all 429s: the probe made sure auth passes).
+    pub non2xx: f64,
+}
+
+/// HTTP: `wrk` against `fieldlab ratelimit serve` (in this process, in-process backend), on
+/// the allowed path (`spread`) and the rejected path (`limited`).
+pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<Vec<HttpRun>> {
     let mut cfg = Config::default();
     let dir = tempfile::tempdir()?;
     cfg.storage.data_dir = dir.path().to_path_buf();
@@ -319,6 +404,20 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f6
         ..RatelimitConfig::default()
     };
     cfg.ratelimit.default.fail = FailMode::Open;
+    let limited_key = "bench:limited";
+    cfg.ratelimit.keys.insert(
+        limited_key.into(),
+        fieldlab_core::config::RatelimitPolicySpec {
+            limits: vec![fieldlab_core::config::RatelimitLimitSpec {
+                algorithm: "fixed_window".into(),
+                limit: 10,
+                period: "1h".into(),
+                burst: None,
+                max_delay: None,
+            }],
+            ..Default::default()
+        },
+    );
     // The service authenticates every check: wrk sends an API key, as a client service would.
     let key = fieldlab_auth::UserDb::open(dir.path())
         .update(|f| f.add_key("bench", &[fieldlab_core::Role::Viewer]))
@@ -337,78 +436,111 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<(f64, f64, f64, f6
     ));
     let addr = arx.await?;
     // wrk only counts non-2xx answers: make sure they would be 429s, not 401s.
-    let probe = |with_key: bool| {
+    let probe = |with_key: bool, k: &str| {
         let mut r = reqwest::Client::new()
             .post(format!("http://{addr}/api/ratelimit/check"))
             .header("content-type", "application/json")
-            .body(r#"{"key":"probe","tokens":1}"#);
+            .body(format!(r#"{{"key":"{k}","tokens":1}}"#));
         if with_key {
             r = r.header("x-api-key", &key);
         }
         async move { r.send().await.map(|r| r.status().as_u16()) }
     };
     anyhow::ensure!(
-        probe(false).await? == 401,
+        probe(false, "probe").await? == 401,
         "the service answered a check without a key"
     );
-    let st = probe(true).await?;
+    let st = probe(true, "probe").await?;
     anyhow::ensure!(st == 200, "a check with the bench's API key answered {st}");
-    let script = dir.path().join("check.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "counter = 0\n\
-             request = function()\n\
-               counter = counter + 1\n\
-               local body = '{{\"key\":\"client:' .. (counter % {}) .. '\",\"tokens\":1}}'\n\
-               return wrk.format('POST', '/api/ratelimit/check', {{['Content-Type']='application/json', ['X-API-Key']='{key}'}}, body)\n\
-             end\n",
-            b.keys
-        ),
-    )?;
-    let (mut rps, mut p50, mut p99, mut errs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..b.runs {
-        let out = tokio::process::Command::new("wrk")
-            .args([
-                "-t",
-                &b.threads.to_string(),
-                "-c",
-                &b.concurrency.to_string(),
-            ])
-            .args(["-d", &format!("{}s", b.wrk_duration_s), "--latency", "-s"])
-            .arg(&script)
-            .arg(format!("http://{addr}"))
-            .output()
-            .await
-            .context("cannot run wrk (apt-get install wrk)")?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let field = |prefix: &str| -> Option<String> {
-            text.lines()
-                .map(str::trim)
-                .find(|l| l.starts_with(prefix))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .map(str::to_string)
-        };
-        rps.push(
-            field("Requests/sec:")
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("cannot read wrk output: {text}"))?,
-        );
-        p50.push(field("50%").map(|v| wrk_ms(&v)).unwrap_or(f64::NAN));
-        p99.push(field("99%").map(|v| wrk_ms(&v)).unwrap_or(f64::NAN));
-        // wrk counts 429 as "Non-2xx or 3xx responses"; with 100/min per key most are 429s,
-        // which is the point: a rejection costs the same path as an allowance.
-        errs.push(
-            text.lines()
-                .find(|l| l.contains("Non-2xx"))
-                .and_then(|l| l.split(':').nth(1))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0),
-        );
+    let script = |name: &str, body_key: &str| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.path().join(format!("{name}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                "counter = 0\n\
+                 request = function()\n\
+                   counter = counter + 1\n\
+                   local body = '{{\"key\":\"' .. {body_key} .. '\",\"tokens\":1}}'\n\
+                   return wrk.format('POST', '/api/ratelimit/check', {{['Content-Type']='application/json', ['X-API-Key']='{key}'}}, body)\n\
+                 end\n"
+            ),
+        )?;
+        Ok(path)
+    };
+    let spread = script("spread", &format!("'client:' .. (counter % {})", b.keys))?;
+    let limited = script("limited", &format!("'{limited_key}'"))?;
+    let mut runs = Vec::new();
+    for (name, path) in [("spread", spread), ("limited", limited)] {
+        let (mut rps, mut p50, mut p99, mut reqs, mut errs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..b.runs {
+            let out = tokio::process::Command::new("wrk")
+                .args([
+                    "-t",
+                    &b.threads.to_string(),
+                    "-c",
+                    &b.concurrency.to_string(),
+                ])
+                .args(["-d", &format!("{}s", b.wrk_duration_s), "--latency", "-s"])
+                .arg(&path)
+                .arg(format!("http://{addr}"))
+                .output()
+                .await
+                .context("cannot run wrk (apt-get install wrk)")?;
+            let w = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+            rps.push(w.0);
+            p50.push(w.1);
+            p99.push(w.2);
+            reqs.push(w.3);
+            errs.push(w.4);
+        }
+        runs.push(HttpRun {
+            name,
+            rps: median(rps),
+            p50_ms: median(p50),
+            p99_ms: median(p99),
+            requests: median(reqs),
+            non2xx: median(errs),
+        });
     }
     let _ = tx.send(());
     let _ = server.await;
-    Ok((median(rps), median(p50), median(p99), median(errs)))
+    Ok(runs)
+}
+
+/// (requests/s, p50 ms, p99 ms, requests, non-2xx/3xx answers) from wrk's `--latency` output.
+fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64, f64, f64)> {
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    let rps = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("cannot read wrk output: {text}"))?;
+    let requests = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("cannot read wrk's request count: {text}"))?;
+    // wrk counts 429 as "Non-2xx or 3xx responses" (absent when there were none).
+    let non2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    Ok((
+        rps,
+        field("50%").map(|v| wrk_ms(&v)).unwrap_or(f64::NAN),
+        field("99%").map(|v| wrk_ms(&v)).unwrap_or(f64::NAN),
+        requests,
+        non2xx,
+    ))
 }
 
 /// wrk prints `1.23ms`, `456.00us`, `1.02s`.
@@ -427,6 +559,18 @@ fn wrk_ms(v: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wrk_output_is_read() {
+        let text = "Running 2s test @ http://127.0.0.1:1\n  2 threads and 50 connections\n  \
+            Latency Distribution\n     50%  312.00us\n     75%  400.00us\n     90%  1.10ms\n     \
+            99%    2.50ms\n  40000 requests in 2.00s, 9.00MB read\n  \
+            Non-2xx or 3xx responses: 39990\nRequests/sec:  20000.00\nTransfer/sec:      4.50MB\n";
+        let (rps, p50, p99, n, non2xx) = super::parse_wrk(text).unwrap();
+        assert_eq!((rps, n, non2xx), (20000.0, 40000.0, 39990.0));
+        assert_eq!((p50, p99), (0.312, 2.5));
+        assert!(super::parse_wrk("garbage").is_err());
+    }
+
     #[test]
     fn wrk_units() {
         assert_eq!(super::wrk_ms("1.50ms"), 1.5);
