@@ -95,7 +95,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_nanos(REANCHOR_NS * 2));
         let b = now_us();
         let sys = system_us();
-        assert!(b - a >= (REANCHOR_NS * 2 / 1000) as i64 - 1_000, "{a} -> {b}");
+        assert!(
+            b - a >= (REANCHOR_NS * 2 / 1000) as i64 - 1_000,
+            "{a} -> {b}"
+        );
         assert!((sys - b).abs() < 1_000, "{b} vs {sys}");
     }
 }

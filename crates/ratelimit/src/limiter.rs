@@ -344,10 +344,13 @@ impl Limiter {
             backend: self.inner.backend.name(),
         }));
         let default = self.inner.rules.read().default.name.clone();
-        let names = [Some(default), self.inner.api.as_ref().map(|p| p.name.clone())]
-            .into_iter()
-            .chain([self.inner.ingest.as_ref().map(|p| p.name.clone())])
-            .flatten();
+        let names = [
+            Some(default),
+            self.inner.api.as_ref().map(|p| p.name.clone()),
+        ]
+        .into_iter()
+        .chain([self.inner.ingest.as_ref().map(|p| p.name.clone())])
+        .flatten();
         for policy in names {
             for result in ["allowed", "rejected"] {
                 drop(m.decisions.get_or_create(&DecisionLabels {

@@ -276,7 +276,10 @@ mod tests {
         let ab = Policy::single("ab", Limit::new(Algorithm::FixedWindow, 1, 1000));
         let a = Policy::single("a", Limit::new(Algorithm::FixedWindow, 1, 1000));
         assert!(m.check(&ab, "c", 1, 0, 0)[0].allowed);
-        assert!(m.check(&a, "bc", 1, 0, 0)[0].allowed, "(a, bc) is not (ab, c)");
+        assert!(
+            m.check(&a, "bc", 1, 0, 0)[0].allowed,
+            "(a, bc) is not (ab, c)"
+        );
         assert!(!m.check(&ab, "c", 1, 0, 0)[0].allowed);
         // Long ids live on the heap and behave the same.
         let long = "k".repeat(200);

@@ -112,7 +112,9 @@ impl RedisBackend {
         let connect = async {
             let mut cs = Vec::with_capacity(self.connections);
             for _ in 0..self.connections {
-                cs.push(ConnectionManager::new_with_config(self.client.clone(), cfg.clone()).await?);
+                cs.push(
+                    ConnectionManager::new_with_config(self.client.clone(), cfg.clone()).await?,
+                );
             }
             // Load the script up front, so checks are EVALSHA from the first one.
             let _: String = redis::cmd("SCRIPT")
@@ -254,7 +256,11 @@ async fn timed<T>(
 
 /// The script's reply, read straight from the RESP value (no intermediate vector).
 fn parse_value(v: &redis::Value, limits: usize) -> Result<Decisions, BackendError> {
-    let bad = || BackendError::Redis(format!("unexpected script reply for {limits} limits: {v:?}"));
+    let bad = || {
+        BackendError::Redis(format!(
+            "unexpected script reply for {limits} limits: {v:?}"
+        ))
+    };
     let redis::Value::Array(items) = v else {
         return Err(bad());
     };

@@ -330,8 +330,7 @@ pub fn aggregate(points: &[(i64, FieldValue)], step_ms: i64, aggs: &[Agg]) -> Ve
         // through a running mean (Welford's update divides per point: it was half the query
         // time). The stddev, when asked for, takes a second pass over the bucket around the
         // exact mean: the classic two-pass formula, as accurate as Welford's.
-        let (mut n, mut sum, mut min, mut max) =
-            (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
         for x in bucket.iter().filter_map(|p| p.1.as_f64()) {
             if x.is_nan() {
                 continue;
