@@ -78,7 +78,7 @@ impl Default for Metrics {
         let verifications = Family::<ResultLabel, Counter>::default();
         // Both series exist from the start (at 0), so `rate()` and `sum by (result)` have data.
         for result in ["ok", "fail"] {
-            verifications.get_or_create(&ResultLabel { result });
+            let _ = verifications.get_or_create(&ResultLabel { result });
         }
         Metrics {
             requests: Family::default(),
