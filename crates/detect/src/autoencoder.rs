@@ -389,7 +389,7 @@ impl GruAutoencoder {
         self.window_error_scaled(&scaled)
     }
 
-    /// Score in `[0, 1]` for an error: 0.5 at three times the training p99, 0.94 at six times.
+    /// Score in `[0, 1]` for an error: 0.5 at three times the training p99, 0.8 at six times.
     pub fn error_score(&self, err: f64) -> f64 {
         squash(err, 3.0 * self.meta.training.error_p99.max(1e-9))
     }

@@ -36,8 +36,9 @@ impl Detector for Calibrated {
     }
 }
 
-/// Raw member score that raises an alarm on its own.
-pub const RAW_ALARM: f64 = 0.999;
+/// Raw member score that raises an alarm on its own: `z = 10k` for the z detectors (with
+/// [`crate::stats`]'s mapping), a point so far out that its history cannot excuse it.
+pub const RAW_ALARM: f64 = 0.99;
 
 /// How member scores are combined.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,25 +47,37 @@ pub enum Combine {
     Mean,
 }
 
-/// Calibrated members, combined, then held.
+/// One member: a detector and, unless its score is already a likelihood (`sequence`), the
+/// calibration that makes its score comparable with the others'.
+pub struct Member {
+    pub detector: Box<dyn Detector>,
+    pub calibrate: Option<Likelihood>,
+    /// Its raw score may raise an alarm on its own ([`RAW_ALARM`]): for point detectors.
+    pub raw_alarm: bool,
+}
+
+/// Calibrated members, combined, then held; silent for the first `warmup` points.
 pub struct Ensemble {
-    members: Vec<(Box<dyn Detector>, Likelihood)>,
+    members: Vec<Member>,
     combine: Combine,
     hold: Hold,
+    warmup: usize,
+    seen: usize,
     last: Vec<f64>,
 }
 
 impl Ensemble {
-    pub fn new(
-        members: Vec<(Box<dyn Detector>, Likelihood)>,
-        combine: Combine,
-        hold: Hold,
-    ) -> Self {
+    /// `warmup`: points during which every member learns and the ensemble scores 0 (no member
+    /// has a history worth judging by yet: a detector that has seen three points calls the
+    /// fourth a wild outlier).
+    pub fn new(members: Vec<Member>, combine: Combine, hold: Hold, warmup: usize) -> Self {
         let n = members.len();
         Ensemble {
             members,
             combine,
             hold,
+            warmup,
+            seen: 0,
             last: vec![0.0; n],
         }
     }
@@ -73,7 +86,7 @@ impl Ensemble {
     pub fn member_scores(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
         self.members
             .iter()
-            .map(|(d, _)| d.name())
+            .map(|m| m.detector.name())
             .zip(self.last.iter().copied())
     }
 }
@@ -87,18 +100,27 @@ impl Detector for Ensemble {
         if !x.is_finite() {
             return 0.0;
         }
+        self.seen = self.seen.saturating_add(1);
         let mut max_raw: f64 = 0.0;
-        for (i, (d, lik)) in self.members.iter_mut().enumerate() {
-            let raw = d.score(ts, x);
-            max_raw = max_raw.max(raw);
-            self.last[i] = lik.update(raw);
+        for (i, m) in self.members.iter_mut().enumerate() {
+            let raw = m.detector.score(ts, x);
+            if m.raw_alarm {
+                max_raw = max_raw.max(raw);
+            }
+            self.last[i] = match &mut m.calibrate {
+                Some(lik) => lik.update(raw),
+                None => raw,
+            };
+        }
+        if self.seen <= self.warmup {
+            return 0.0;
         }
         let mut s = match self.combine {
             Combine::Max => self.last.iter().copied().fold(0.0, f64::max),
             Combine::Mean => self.last.iter().sum::<f64>() / self.last.len().max(1) as f64,
         };
-        // A single extreme point (z beyond ~11k) is an anomaly whatever its history says; the
-        // likelihood's short-term averaging would otherwise dilute a one-point spike.
+        // A single extreme point is an anomaly whatever its history says; the likelihood's
+        // short-term averaging would otherwise dilute a one-point spike.
         if max_raw >= RAW_ALARM {
             s = s.max(max_raw);
         }

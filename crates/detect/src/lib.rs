@@ -28,7 +28,7 @@ pub mod sequence;
 pub mod stats;
 
 pub use calibrate::{Hold, Likelihood};
-pub use ensemble::{Calibrated, Combine, Ensemble};
+pub use ensemble::{Calibrated, Combine, Ensemble, Member};
 pub use forest::IsolationForest;
 pub use seasonal::Seasonal;
 pub use sequence::{Sequence, SequenceConfig};
@@ -232,8 +232,10 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     })
 }
 
-/// The default ensemble: robust z, EWMA, seasonal residual and isolation forest, calibrated,
-/// combined by max, held. `ae=1` adds the online autoencoder.
+/// The default ensemble: sequence (already a likelihood), and robust z, EWMA, seasonal
+/// residual and isolation forest, each calibrated; combined by max, held, silent during the
+/// warm-up (`warmup`, default: the sequence's `probation`). `ae=1` adds the online
+/// autoencoder; `seq`, `rz`, `ewma`, `seasonal`, `iforest` = 0 drop a member.
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
         "history",
@@ -245,28 +247,72 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "rz_window",
         "ewma_alpha",
         "calibrate",
+        "seq",
+        "rz",
+        "ewma",
+        "seasonal",
+        "iforest",
+        "probation",
+        "warmup",
     ])?;
-    let mut members: Vec<Box<dyn Detector>> = vec![
-        Box::new(RobustZ::new(
-            s.get("rz_window", 120.0).max(3.0) as usize,
-            3.5,
-        )),
-        Box::new(Ewma::new(s.get("ewma_alpha", 0.05).clamp(1e-4, 1.0), 3.5)),
-        Box::new(Seasonal::new(86_400_000, 288, 0.2, 288, 3.5)),
-        Box::new(IsolationForest::new(4, 512, 50, 128, 1)),
-    ];
-    if s.get("ae", 0.0) != 0.0 {
-        members.push(Box::new(autoencoder::OnlineAutoencoder::new(
-            autoencoder::OnlineConfig::default(),
-        )));
+    let on = |k: &str| s.get(k, 1.0) != 0.0;
+    let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
+        detector: d,
+        calibrate: Some(likelihood(s)),
+        raw_alarm,
+    };
+    let probation = s
+        .get("probation", SequenceConfig::default().probation as f64)
+        .max(0.0) as usize;
+    let mut members: Vec<Member> = Vec::new();
+    if on("seq") {
+        members.push(Member {
+            detector: Box::new(Sequence::new(SequenceConfig {
+                probation,
+                ..SequenceConfig::default()
+            })),
+            calibrate: None,
+            raw_alarm: false,
+        });
     }
-    let members = members.into_iter().map(|d| (d, likelihood(s))).collect();
+    if on("rz") {
+        let w = s.get("rz_window", 120.0).max(3.0) as usize;
+        members.push(calibrated(Box::new(RobustZ::new(w, 3.5)), true));
+    }
+    if on("ewma") {
+        let a = s.get("ewma_alpha", 0.05).clamp(1e-4, 1.0);
+        members.push(calibrated(Box::new(Ewma::new(a, 3.5)), true));
+    }
+    if on("seasonal") {
+        members.push(calibrated(
+            Box::new(Seasonal::new(86_400_000, 288, 0.2, 288, 3.5)),
+            true,
+        ));
+    }
+    if on("iforest") {
+        members.push(calibrated(
+            Box::new(IsolationForest::new(4, 512, 50, 128, 1)),
+            false,
+        ));
+    }
+    if s.get("ae", 0.0) != 0.0 {
+        members.push(calibrated(
+            Box::new(autoencoder::OnlineAutoencoder::new(
+                autoencoder::OnlineConfig::default(),
+            )),
+            false,
+        ));
+    }
+    if members.is_empty() {
+        return Err(SpecError("`ensemble` needs at least one member".into()));
+    }
     let combine = if s.get("mean", 0.0) != 0.0 {
         Combine::Mean
     } else {
         Combine::Max
     };
-    Ok(Box::new(Ensemble::new(members, combine, hold(s))))
+    let warmup = s.get("warmup", probation as f64).max(0.0) as usize;
+    Ok(Box::new(Ensemble::new(members, combine, hold(s), warmup)))
 }
 
 #[cfg(test)]

@@ -111,8 +111,7 @@ impl Detector for Seasonal {
         let first = *self.first_ts.get_or_insert(ts);
         let s = match self.residual(ts, x) {
             Some(r) => {
-                let z = self.residual.z(r);
-                self.residual.score(ts, r);
+                let z = self.residual.z_then_learn(r);
                 if ts - first >= self.period_ms {
                     squash(z.abs(), self.k)
                 } else {

@@ -91,16 +91,50 @@ fn median_sorted(s: &[f64]) -> f64 {
     }
 }
 
-/// Map a non-negative surprise `z` to `[0, 1]` as `1 - 2^(-(z/k)^2)`: `z = k` scores 0.5,
-/// `z = 2k` scores 0.94, so a fixed alarm level (0.9 ~ `z = 1.8k`) means the same for every
-/// detector that reports a z.
+/// Largest |z| a detector reports: a value off a perfectly flat history is "very surprising",
+/// not infinitely so, and every finite z keeps a distinct score below 1.
+pub(crate) const Z_MAX: f64 = 1e6;
+
+/// Map a non-negative surprise `z` to `[0, 1)` as `x^2 / (1 + x^2)` with `x = z / k`: `z = k`
+/// scores 0.5, `2k` 0.8, `3k` 0.9, `10k` 0.99. It never reaches 1 for a finite z (up to
+/// [`Z_MAX`]), so a larger surprise always scores higher: a threshold can still separate a
+/// huge spike from a merely large one. (The earlier `1 - 2^(-x^2)` was exactly 1.0 in `f64`
+/// from `z ~ 7.5k` on, so heavy-tailed series had thousands of points tied at 1 and NAB's
+/// threshold optimisation could do nothing but stay silent: robust_z and seasonal scored 0.)
 pub(crate) fn squash(z: f64, k: f64) -> f64 {
     if z.is_nan() {
-        0.0
-    } else if z.is_infinite() {
-        1.0
+        return 0.0;
+    }
+    let x = z.min(Z_MAX) / k;
+    let x2 = x * x;
+    if x2.is_finite() {
+        x2 / (1.0 + x2)
     } else {
-        1.0 - (-(z / k).powi(2)).exp2()
+        1.0
+    }
+}
+
+/// The scale below which a spread is no evidence: a share of the spread seen in the past
+/// (`long`, a slow average of earlier non-zero spreads) or, for a series that never moved,
+/// float rounding of its magnitude.
+fn spread_floor(long: f64, magnitude: f64) -> f64 {
+    (FLOOR_SHARE * long).max(1e-9 * magnitude)
+}
+
+const FLOOR_SHARE: f64 = 0.1;
+
+/// One step of the long-run spread: spreads above the floor are averaged in at rate `a`;
+/// while the series sits flat (spread under the floor) it only fades, a hundred times slower,
+/// so a long plateau does not make the next small step look infinite.
+fn learn_spread(long: f64, sigma: f64, a: f64) -> f64 {
+    if !sigma.is_finite() {
+        long
+    } else if long == 0.0 {
+        sigma
+    } else if sigma >= FLOOR_SHARE * long {
+        long + a * (sigma - long)
+    } else {
+        long * (1.0 - 0.01 * a)
     }
 }
 
@@ -110,6 +144,8 @@ pub(crate) fn squash(z: f64, k: f64) -> f64 {
 pub struct RobustZ {
     k: f64,
     win: SortedWindow,
+    /// Slow average of the window's non-zero spread (for the floor on flat stretches).
+    long_spread: f64,
 }
 
 impl RobustZ {
@@ -119,33 +155,69 @@ impl RobustZ {
         RobustZ {
             k,
             win: SortedWindow::new(window),
+            long_spread: 0.0,
         }
     }
 
-    /// The signed robust z of `x` against the window (0 before 3 points).
+    /// The signed robust z of `x` against the window (0 before 3 points), |z| <= [`Z_MAX`].
     pub fn z(&self, x: f64) -> f64 {
         if self.win.len() < 3 {
             return 0.0;
         }
         let med = self.win.median();
-        let mut mad = 1.4826 * self.win.mad(med);
-        if mad == 0.0 {
-            // More than half the window is one value: fall back to the mean absolute
-            // deviation (1.2533 * MeanAD estimates sigma for normal data), as is usual.
-            let n = self.win.len() as f64;
-            mad = 1.2533 * self.win.sorted.iter().map(|v| (v - med).abs()).sum::<f64>() / n;
-        }
-        // Differences at the level of float rounding are no evidence of anything.
+        self.z_against(x, med, self.spread(med))
+    }
+
+    fn z_against(&self, x: f64, med: f64, sigma: f64) -> f64 {
         let s = &self.win.sorted;
         let magnitude = s[0].abs().max(s[s.len() - 1].abs());
-        if mad > 1e-9 * magnitude {
-            (x - med) / mad
-        } else if (x - med).abs() <= 1e-9 * magnitude {
+        // A flat stretch (sigma 0) is judged against the spread the series had before, so a
+        // step off a plateau is large but finite and ranked by its size; differences at the
+        // level of float rounding are no evidence of anything.
+        let floor = spread_floor(self.long_spread, magnitude);
+        let d = x - med;
+        let sigma = sigma.max(floor);
+        if d.abs() <= 1e-9 * magnitude.max(x.abs()) {
             0.0
+        } else if sigma > 0.0 {
+            (d / sigma).clamp(-Z_MAX, Z_MAX)
         } else {
-            // A flat history and a different value: maximal surprise.
-            f64::INFINITY.copysign(x - med)
+            Z_MAX.copysign(d)
         }
+    }
+
+    /// `1.4826 * MAD` of the window, or `1.2533 * mean absolute deviation` when more than
+    /// half of the window is one value (both estimate sigma for normal data).
+    fn spread(&self, med: f64) -> f64 {
+        self.spreads(med).1
+    }
+
+    /// (`1.4826 * MAD`, the spread used: that, or the mean-deviation fallback).
+    fn spreads(&self, med: f64) -> (f64, f64) {
+        let mad = 1.4826 * self.win.mad(med);
+        if mad > 0.0 {
+            return (mad, mad);
+        }
+        let n = self.win.len() as f64;
+        let mean_ad = self.win.sorted.iter().map(|v| (v - med).abs()).sum::<f64>() / n;
+        (mad, 1.2533 * mean_ad)
+    }
+
+    /// The signed z of `x` against the past (as [`RobustZ::z`]), then learn `x`: into the
+    /// window, and the window's spread into the long-run average (only non-zero spreads: the
+    /// floor remembers how the series moves when it moves). One median/MAD per point.
+    pub fn z_then_learn(&mut self, x: f64) -> f64 {
+        let mut z = 0.0;
+        if self.win.len() >= 3 {
+            let med = self.win.median();
+            let (mad, sigma) = self.spreads(med);
+            z = self.z_against(x, med, sigma);
+            // Learnt from the MAD only (not the mean-deviation fallback, which one wild point
+            // in a mostly flat window would inflate).
+            self.long_spread = learn_spread(self.long_spread, mad, 1.0 / self.win.cap as f64);
+        }
+        self.win.push(x);
+        z
     }
 }
 
@@ -158,9 +230,7 @@ impl Detector for RobustZ {
         if !x.is_finite() {
             return 0.0;
         }
-        let s = squash(self.z(x).abs(), self.k);
-        self.win.push(x);
-        s
+        squash(self.z_then_learn(x).abs(), self.k)
     }
 }
 
@@ -171,6 +241,7 @@ pub struct Ewma {
     k: f64,
     mean: f64,
     var: f64,
+    long_sd: f64,
     n: u64,
 }
 
@@ -183,24 +254,33 @@ impl Ewma {
             k,
             mean: 0.0,
             var: 0.0,
+            long_sd: 0.0,
             n: 0,
         }
     }
 
-    /// Signed z of `x` against the current mean/variance.
+    /// Signed z of `x` against the current mean/variance, |z| <= [`Z_MAX`]; the spread is
+    /// floored as [`RobustZ`]'s (a share of the long-run spread, or float rounding).
     pub fn z(&self, x: f64) -> f64 {
         if self.n < 3 {
             return 0.0;
         }
-        let sd = self.var.sqrt();
+        let magnitude = self.mean.abs().max(1.0);
+        let sd = self.var.sqrt().max(spread_floor(self.long_sd, magnitude));
         let d = x - self.mean;
-        if sd > 1e-12 * self.mean.abs().max(1.0) {
-            d / sd
-        } else if d.abs() <= 1e-12 * self.mean.abs().max(1.0) {
+        if d.abs() <= 1e-12 * magnitude {
             0.0
+        } else if sd > 0.0 {
+            (d / sd).clamp(-Z_MAX, Z_MAX)
         } else {
-            f64::INFINITY.copysign(d)
+            Z_MAX.copysign(d)
         }
+    }
+
+    fn z_then_learn(&mut self, x: f64) -> f64 {
+        let z = self.z(x);
+        self.learn(x);
+        z
     }
 
     /// Learn `x` (West's incremental EW variance).
@@ -212,6 +292,8 @@ impl Ewma {
             let incr = self.alpha * d;
             self.mean += incr;
             self.var = (1.0 - self.alpha) * (self.var + d * incr);
+            // ten times slower than the mean: the spread the series usually has
+            self.long_sd = learn_spread(self.long_sd, self.var.sqrt(), 0.1 * self.alpha);
         }
         self.n += 1;
     }
@@ -226,9 +308,7 @@ impl Detector for Ewma {
         if !x.is_finite() {
             return 0.0;
         }
-        let s = squash(self.z(x).abs(), self.k);
-        self.learn(x);
-        s
+        squash(self.z_then_learn(x).abs(), self.k)
     }
 }
 
@@ -271,7 +351,42 @@ mod tests {
         assert_eq!(d.win.len(), 5);
         assert_eq!(d.score(101, f64::NAN), 0.0);
         assert_eq!(d.score(102, 1.0), 0.0);
-        assert_eq!(d.score(103, 2.0), 1.0, "flat history, new value");
+        let s = d.score(103, 2.0);
+        assert!(s > 0.999_999 && s < 1.0, "flat history, new value: {s}");
+    }
+
+    #[test]
+    fn scores_do_not_saturate_and_a_plateau_is_judged_by_the_past_spread() {
+        // Larger surprises score strictly higher, up to z in the millions.
+        let zs = [3.5, 35.0, 350.0, 3.5e3, 3.5e4, 3.5e5];
+        for w in zs.windows(2) {
+            assert!(squash(w[0], 3.5) < squash(w[1], 3.5), "{w:?}");
+        }
+        assert!(squash(1e300, 3.5) < 1.0 && squash(f64::INFINITY, 3.5) < 1.0);
+        assert_eq!(squash(3.5, 3.5), 0.5);
+        // A series that moved (sd ~0.3), then sat flat: a step of 0.5 off the plateau is
+        // judged against a floor from the past spread (a clear but not extreme score), a step
+        // of 100 far more; neither is "infinite".
+        let mut d = RobustZ::new(20, 3.5);
+        for i in 0..200 {
+            d.score(i, 10.0 + ((i * 7919) % 11) as f64 * 0.1);
+        }
+        for i in 200..260 {
+            d.score(i, 10.0);
+        }
+        let (small, big) = (d.clone().score(260, 10.5), d.clone().score(260, 110.0));
+        assert!(small > 0.5 && small < 0.99, "{small}");
+        assert!(big > small && big < 1.0, "{small} {big}");
+        let mut e = Ewma::new(0.05, 3.5);
+        for i in 0..200 {
+            e.score(i, 10.0 + ((i * 7919) % 11) as f64 * 0.1);
+        }
+        for i in 200..2000 {
+            e.score(i, 10.0);
+        }
+        let (small, big) = (e.clone().score(2000, 10.5), e.clone().score(2000, 110.0));
+        assert!(small > 0.5 && small < 0.99, "{small}");
+        assert!(big > small && big < 1.0, "{small} {big}");
     }
 
     #[test]
