@@ -229,6 +229,9 @@ pub struct BenchArgs {
     points: usize,
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Requests for the `/predict`-over-HTTP latency (p50/p99).
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
 }
 
 fn series(n: usize) -> Vec<(i64, f64)> {
@@ -429,5 +432,89 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             median(lat)
         );
     }
+    predict_over_http(&rows, a.requests)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `p`-quantile (0..1) of sorted `v`, nearest rank.
+fn quantile(v: &[f64], p: f64) -> f64 {
+    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+/// `POST /predict` with a 30x3 window over real HTTP: fieldlab's server (the same router,
+/// middleware and handlers as `fieldlab up`, without auth and rate limit) on a loopback port
+/// in this process, one keep-alive client sending requests one after another.
+fn predict_over_http(rows: &[Vec<Option<f64>>], requests: usize) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (store, _) = fieldlab_store::Store::open(fieldlab_store::StoreOptions::new(dir.path()))?;
+    let watch = fieldlab_watch::Watch::open(dir.path(), fieldlab_watch::WatchConfig::default())?;
+    let state = fieldlab_server::AppState {
+        store,
+        quarantine: Arc::new(fieldlab_store::Quarantine::open(dir.path())?),
+        directory: fieldlab_core::DeviceDirectory::new(),
+        readiness: fieldlab_core::Readiness::new(),
+        registry: Arc::new(prometheus_client::registry::Registry::default()),
+        http: fieldlab_server::HttpMetrics::default(),
+        started: Instant::now(),
+        broker_url: String::new(),
+        emulator: None,
+        annotations: None,
+        ratelimit: None,
+        auth: None,
+        extra_routes: None,
+        extra_openapi: None,
+        watch: Some(watch),
+    };
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(fieldlab_server::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://{addr}/predict");
+    for method in ["ensemble", "robust_z"] {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "data": rows,
+            "window_size": 30,
+            "method": method,
+        }))?;
+        let send = || -> anyhow::Result<()> {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()?;
+            let st = r.status();
+            let text = r.text()?;
+            anyhow::ensure!(st.is_success(), "POST /predict answered {st}: {text}");
+            std::hint::black_box(text);
+            Ok(())
+        };
+        for _ in 0..requests.min(100) {
+            send()?; // warm the connection and the allocator
+        }
+        let mut lat = Vec::with_capacity(requests);
+        for _ in 0..requests.max(1) {
+            let t0 = Instant::now();
+            send()?;
+            lat.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "  POST /predict 30x3 method={method:<9} p50 {:>8.1} µs  p99 {:>8.1} µs  over HTTP ({} requests, one keep-alive client, loopback)",
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99),
+            lat.len()
+        );
+    }
+    let _ = stop_tx.send(());
+    rt.block_on(server)??;
+    Ok(())
 }

@@ -71,11 +71,12 @@ fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let out = a.out.join(&name);
     let started = std::time::Instant::now();
-    // NAB hands every detector the file's probationary length; `sequence` uses it as its
-    // learning period unless the spec sets `probation` itself.
+    // NAB hands every detector the file's probationary length; `sequence` (and the ensemble,
+    // for its sequence member and warm-up) uses it as its learning period unless the spec
+    // sets `probation` itself.
     let make = |rows: usize| {
         let mut spec = a.detector.clone();
-        if spec.starts_with("sequence") && !spec.contains("probation") {
+        if (spec.starts_with("sequence") || spec.starts_with("ensemble")) && !spec.contains("probation") {
             let p = fieldlab_nab::score::probationary_length(rows, 0.15) as usize;
             spec.push_str(if spec.contains(':') { "," } else { ":" });
             spec.push_str(&format!("probation={p}"));

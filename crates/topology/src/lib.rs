@@ -180,6 +180,11 @@ pub async fn up(
     ingest_metrics.register(&mut registry);
     sink_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
+    // Detection counters; with detection disabled they are exported and stay at zero.
+    match &watch {
+        Some(w) => w.metrics().register(&mut registry),
+        None => fieldlab_watch::WatchMetrics::default().register(&mut registry),
+    }
     let limiter = ratelimit::limiter(&cfg, &mut registry)?;
     let admit = ratelimit::ingest_admit(&limiter);
     let cap_routes = cap_verifier(&cfg.storage.data_dir, &mut registry)?;

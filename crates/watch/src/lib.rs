@@ -10,6 +10,9 @@
 //! ring for the API, and sent on a broadcast channel that topology forwards to MQTT
 //! (`fieldlab/quality/<device_id>`, `fieldlab/anomalies/<device_id>`) and the webhook.
 //!
+//! Counters for Prometheus ([`WatchMetrics`]): points scored and anomalies raised per detector
+//! and device type, quality violations per rule; topology registers them for `/metrics`.
+//!
 //! Architecture invariant: no network I/O here (publishing is the subscriber's job); the
 //! only files written are the two event logs.
 
@@ -21,6 +24,10 @@ use fieldlab_detect::autoencoder::GruAutoencoder;
 use fieldlab_detect::Detector;
 use fieldlab_quality::{Checker, QualityEvent, QualityScore, Rules};
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -96,6 +103,60 @@ impl Default for WatchConfig {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectLabels {
+    pub detector: String,
+    pub device_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+/// The watch's counters, registered as `fieldlab_detect_points_scored_total`,
+/// `fieldlab_detect_anomalies_total` (labels `detector`, `device_type`: bounded by the
+/// detectors and device types in use) and `fieldlab_quality_violations_total` (`rule`).
+#[derive(Clone, Default)]
+pub struct WatchMetrics {
+    pub points_scored: Family<DetectLabels, Counter>,
+    pub anomalies: Family<DetectLabels, Counter>,
+    pub violations: Family<RuleLabels, Counter>,
+}
+
+impl WatchMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "fieldlab_detect_points_scored",
+            "Numeric field values scored by an anomaly detector",
+            self.points_scored.clone(),
+        );
+        r.register(
+            "fieldlab_detect_anomalies",
+            "Anomaly events raised (score at or above detect.threshold)",
+            self.anomalies.clone(),
+        );
+        r.register(
+            "fieldlab_quality_violations",
+            "Data-quality rule violations (quality events) by rule",
+            self.violations.clone(),
+        );
+    }
+
+    fn violation(&self, rule: &str) {
+        self.violations
+            .get_or_create(&RuleLabels { rule: rule.into() })
+            .inc();
+    }
+}
+
+/// One series' detector with its two counters (looked up once, not per point).
+struct SeriesDetector {
+    detector: Box<dyn Detector>,
+    scored: Counter,
+    anomalies: Counter,
+}
+
 /// A problem opening the event logs.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {source}")]
@@ -135,7 +196,8 @@ impl Log {
 struct Inner {
     cfg: WatchConfig,
     checker: Mutex<Checker>,
-    detectors: Mutex<HashMap<SeriesKey, Box<dyn Detector>>>,
+    detectors: Mutex<HashMap<SeriesKey, SeriesDetector>>,
+    metrics: WatchMetrics,
     quality: Mutex<(VecDeque<QualityEvent>, Log)>,
     anomalies: Mutex<(VecDeque<AnomalyEvent>, Log)>,
     tx: tokio::sync::broadcast::Sender<Event>,
@@ -183,6 +245,7 @@ impl Watch {
                 checker: Mutex::new(Checker::new(cfg.rules.clone())),
                 cfg,
                 detectors: Mutex::new(HashMap::new()),
+                metrics: WatchMetrics::default(),
                 quality: Mutex::new(quality),
                 anomalies: Mutex::new(anomalies),
                 tx,
@@ -194,6 +257,11 @@ impl Watch {
 
     pub fn config(&self) -> &WatchConfig {
         &self.inner.cfg
+    }
+
+    /// The counters (register them with [`WatchMetrics::register`]).
+    pub fn metrics(&self) -> &WatchMetrics {
+        &self.inner.metrics
     }
 
     /// Events as they happen (quality and anomalies).
@@ -229,6 +297,7 @@ impl Watch {
         if !q.is_empty() {
             let mut g = self.inner.quality.lock();
             for e in q {
+                self.inner.metrics.violation(&e.rule);
                 g.1.append(&e);
                 if g.0.len() == self.inner.cfg.keep {
                     g.0.pop_front();
@@ -251,18 +320,29 @@ impl Watch {
                 let key = SeriesKey::new(r.device_id.clone(), field.clone());
                 let d = dets.entry(key).or_insert_with(|| {
                     let spec = self.spec_for(&r.device_id, &r.device_type, field);
-                    fieldlab_detect::build(&spec)
-                        .unwrap_or_else(|_| fieldlab_detect::build("robust_z").expect("builds"))
+                    let detector = fieldlab_detect::build(&spec)
+                        .unwrap_or_else(|_| fieldlab_detect::build("robust_z").expect("builds"));
+                    let labels = DetectLabels {
+                        detector: detector.name().to_string(),
+                        device_type: r.device_type.clone(),
+                    };
+                    SeriesDetector {
+                        scored: self.inner.metrics.points_scored.get_or_create(&labels).clone(),
+                        anomalies: self.inner.metrics.anomalies.get_or_create(&labels).clone(),
+                        detector,
+                    }
                 });
-                let s = d.score(r.ts_ms, x);
+                let s = d.detector.score(r.ts_ms, x);
+                d.scored.inc();
                 if s >= self.inner.cfg.threshold {
+                    d.anomalies.inc();
                     let e = AnomalyEvent {
                         device_id: r.device_id.clone(),
                         field: field.clone(),
                         ts_ms: r.ts_ms,
                         value: x,
                         score: s,
-                        detector: d.name().to_string(),
+                        detector: d.detector.name().to_string(),
                     };
                     let mut g = self.inner.anomalies.lock();
                     g.1.append(&e);
@@ -286,6 +366,7 @@ impl Watch {
         let mut out = Vec::new();
         let mut g = self.inner.quality.lock();
         for e in evs {
+            self.inner.metrics.violation(&e.rule);
             g.1.append(&e);
             g.0.push_back(e.clone());
             if g.0.len() > self.inner.cfg.keep {
@@ -403,6 +484,18 @@ mod tests {
             ev.iter().all(|e| matches!(e, Event::Quality(_))) && !ev.is_empty(),
             "{ev:?}"
         );
+        let mut reg = Registry::default();
+        w.metrics().register(&mut reg);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let labels = r#"{detector="robust_z",device_type="TemperatureSensor"}"#;
+        for want in [
+            format!("fieldlab_detect_points_scored_total{labels} 301"),
+            format!("fieldlab_detect_anomalies_total{labels} 1"),
+            r#"fieldlab_quality_violations_total{rule="range"} 1"#.to_string(),
+        ] {
+            assert!(text.contains(&want), "{want} in\n{text}");
+        }
         assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/anomalies/t1");
         assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/quality/t1");
         let again = Watch::open(dir.path(), cfg).unwrap();
