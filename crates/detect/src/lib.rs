@@ -210,6 +210,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 "tolerance",
                 "probation",
                 "history",
+                "step_k",
             ]))?;
             let d = SequenceConfig::default();
             Box::new(Sequence::new(SequenceConfig {
@@ -220,6 +221,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 tolerance: s.get("tolerance", d.tolerance).max(0.0),
                 probation: s.get("probation", d.probation as f64).max(0.0) as usize,
                 history: (positive(s, "history", d.history as f64)? as usize).max(10),
+                step_k: s.get("step_k", d.step_k).max(0.0),
             }))
         }
         "ensemble" => return ensemble(s),

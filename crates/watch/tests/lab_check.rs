@@ -67,8 +67,12 @@ fn run(kind: &str, detector: &str) -> (Option<(String, usize)>, usize) {
     let mut false_alarms = 0;
     for i in 0..WARM {
         let ts = i as i64 * STEP;
-        false_alarms += w.observe(&reading(ts, i as u64, clean(i)), ts).len();
-        false_alarms += w.check_stale(ts).len();
+        let mut evs = w.observe(&reading(ts, i as u64, clean(i)), ts);
+        evs.extend(w.check_stale(ts));
+        for e in &evs {
+            eprintln!("{kind}: false alarm at clean reading {i}: {e:?}");
+        }
+        false_alarms += evs.len();
     }
     for k in 0..AFTER {
         let i = WARM + k;
