@@ -161,7 +161,10 @@ mod tests {
         }
         assert!(rfc3339_ms(-62_167_219_200_001, &mut buf).is_none());
         assert!(rfc3339_ms(253_402_300_800_000, &mut buf).is_none());
-        assert_eq!(format_ms(253_402_300_800_000), chrono_fmt(253_402_300_800_000));
+        assert_eq!(
+            format_ms(253_402_300_800_000),
+            chrono_fmt(253_402_300_800_000)
+        );
     }
 
     #[test]

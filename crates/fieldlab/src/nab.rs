@@ -76,7 +76,9 @@ fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // sets `probation` itself.
     let make = |rows: usize| {
         let mut spec = a.detector.clone();
-        if (spec.starts_with("sequence") || spec.starts_with("ensemble")) && !spec.contains("probation") {
+        if (spec.starts_with("sequence") || spec.starts_with("ensemble"))
+            && !spec.contains("probation")
+        {
             let p = fieldlab_nab::score::probationary_length(rows, 0.15) as usize;
             spec.push_str(if spec.contains(':') { "," } else { ":" });
             spec.push_str(&format!("probation={p}"));

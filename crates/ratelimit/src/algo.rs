@@ -183,6 +183,7 @@ impl Limit {
 
     /// Microseconds between two requests for GCRA and the leaky bucket, rounded up (so the
     /// rounding can only make the limit stricter, by less than 1 µs per request).
+    #[inline]
     pub fn interval_us(&self) -> i64 {
         (self.period_ms * 1000).div_ceil(self.limit) as i64
     }
@@ -205,6 +206,7 @@ pub enum State {
 impl State {
     /// Decide a request for `n` units at `now_ms`; consume only if allowed. `lease` names the
     /// lease a concurrency limit grants (ignored by the others).
+    #[inline]
     pub fn check(&mut self, l: &Limit, now_ms: i64, n: u64, lease: u64) -> Decision {
         match self {
             State::TokenBucket(s) => s.check(l, now_ms, n),
@@ -299,6 +301,7 @@ pub struct Gcra {
 }
 
 impl Gcra {
+    #[inline]
     pub fn check(&mut self, l: &Limit, now_ms: i64, n: u64) -> Decision {
         let t = l.interval_us();
         let now = now_ms * 1000;
@@ -573,6 +576,7 @@ impl Concurrency {
 /// Check every limit of a composite; all must pass. Nothing is consumed unless every limit
 /// allows: the states are decided on copies and written back only when all allowed.
 /// Returns one decision per limit.
+#[inline]
 pub fn check_all(
     limits: &[Limit],
     states: &mut [State],

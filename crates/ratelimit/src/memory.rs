@@ -59,6 +59,29 @@ impl Id {
         }
     }
 
+    /// The id when it fits inline (no allocation), else None.
+    #[inline]
+    fn inline(name: &[u8], key: &[u8]) -> Option<Id> {
+        (name.len() + key.len() <= INLINE).then(|| Id::new(name, key))
+    }
+
+    /// Same id as an inline probe: one fixed-size compare of the zero-padded bytes (the
+    /// compiler inlines it; two slice compares were two `memcmp` calls, 7% of a check).
+    #[inline]
+    fn same_inline(&self, probe: &Id) -> bool {
+        match (self, probe) {
+            (
+                Id::Inline { len, split, bytes },
+                Id::Inline {
+                    len: l2,
+                    split: s2,
+                    bytes: b2,
+                },
+            ) => len == l2 && split == s2 && bytes == b2,
+            _ => false,
+        }
+    }
+
     #[inline]
     fn parts(&self) -> (&[u8], &[u8]) {
         match self {
@@ -186,7 +209,12 @@ impl MemoryBackend {
         let shard = &mut *guard;
         shard.clock += 1;
         let clock = shard.clock;
-        if let Some(e) = shard.table.find_mut(h, |e| e.id.is(name, key)) {
+        let probe = Id::inline(name, key);
+        let found = match &probe {
+            Some(p) => shard.table.find_mut(h, |e| e.id.same_inline(p)),
+            None => shard.table.find_mut(h, |e| e.id.is(name, key)),
+        };
+        if let Some(e) = found {
             e.used = clock;
             if e.fp != fp {
                 e.fp = fp;
@@ -207,7 +235,7 @@ impl MemoryBackend {
             Entry {
                 fp,
                 used: clock,
-                id: Id::new(name, key),
+                id: probe.unwrap_or_else(|| Id::new(name, key)),
                 states,
             },
             |e| {

@@ -327,7 +327,12 @@ impl Watch {
                         device_type: r.device_type.clone(),
                     };
                     SeriesDetector {
-                        scored: self.inner.metrics.points_scored.get_or_create(&labels).clone(),
+                        scored: self
+                            .inner
+                            .metrics
+                            .points_scored
+                            .get_or_create(&labels)
+                            .clone(),
                         anomalies: self.inner.metrics.anomalies.get_or_create(&labels).clone(),
                         detector,
                     }
