@@ -13,6 +13,21 @@
 //! device is bounded (last timestamp, last sequence numbers, last value per field, and a
 //! fixed number of score buckets).
 
+/// Every rule a quality event can name (metrics start each at zero, so dashboards and alerts
+/// see the series before the first violation).
+pub const RULES: &[&str] = &[
+    "required",
+    "non_finite",
+    "range",
+    "rate",
+    "stuck",
+    "stale",
+    "duplicate",
+    "out_of_order",
+    "clock_skew",
+    "physics",
+];
+
 use fieldlab_core::reading::{FieldValue, Reading};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -485,6 +500,13 @@ mod tests {
     }
 
     fn rules_of(ev: &[QualityEvent]) -> Vec<&str> {
+        for e in ev {
+            assert!(
+                RULES.contains(&e.rule.as_str()),
+                "{} missing from RULES",
+                e.rule
+            );
+        }
         ev.iter().map(|e| e.rule.as_str()).collect()
     }
 

@@ -141,6 +141,11 @@ impl WatchMetrics {
             "Data-quality rule violations (quality events) by rule",
             self.violations.clone(),
         );
+        for rule in fieldlab_quality::RULES {
+            let _ = self.violations.get_or_create(&RuleLabels {
+                rule: (*rule).into(),
+            });
+        }
     }
 
     fn violation(&self, rule: &str) {
