@@ -90,7 +90,9 @@ async def run(url, device, field, security, cert_dir, scenario):
             children["RunScenario"].nodeid, ua.Variant(scenario, ua.VariantType.String), True)
         for _ in range(50):
             out["scenario"] = await children["Scenario"].read_value()
-            if out["scenario"]:
+            # Devices with configured scenarios start on their `configured` timeline; the
+            # mirror shows the new run once it has refreshed.
+            if out["scenario"].startswith(scenario + ":"):
                 break
             await asyncio.sleep(0.1)
     print(json.dumps(out))
