@@ -261,7 +261,8 @@ impl Detector for Sequence {
             self.min = self.min.min(value);
             self.max = self.max.max(value);
         }
-        if self.prev.is_finite() {
+        // The typical step only matters with `step_k` on; off, nothing is tracked.
+        if self.cfg.step_k > 0.0 && self.prev.is_finite() {
             let d = (value - self.prev).abs();
             self.step = if self.n <= 2 {
                 d

@@ -455,21 +455,11 @@ fn predict_over_http(rows: &[Vec<Option<f64>>], requests: usize) -> anyhow::Resu
     let (store, _) = fieldlab_store::Store::open(fieldlab_store::StoreOptions::new(dir.path()))?;
     let watch = fieldlab_watch::Watch::open(dir.path(), fieldlab_watch::WatchConfig::default())?;
     let state = fieldlab_server::AppState {
-        store,
-        quarantine: Arc::new(fieldlab_store::Quarantine::open(dir.path())?),
-        directory: fieldlab_core::DeviceDirectory::new(),
-        readiness: fieldlab_core::Readiness::new(),
-        registry: Arc::new(prometheus_client::registry::Registry::default()),
-        http: fieldlab_server::HttpMetrics::default(),
-        started: Instant::now(),
-        broker_url: String::new(),
-        emulator: None,
-        annotations: None,
-        ratelimit: None,
-        auth: None,
-        extra_routes: None,
-        extra_openapi: None,
         watch: Some(watch),
+        ..fieldlab_server::AppState::bare(
+            store,
+            Arc::new(fieldlab_store::Quarantine::open(dir.path())?),
+        )
     };
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;

@@ -107,6 +107,30 @@ pub struct AppState {
     pub extra_openapi: Option<serde_json::Value>,
 }
 
+impl AppState {
+    /// Only the store, its quarantine and fresh metrics: no broker, emulator, watch, rate
+    /// limiter or auth (benchmarks set the one optional part they measure).
+    pub fn bare(store: Store, quarantine: Arc<Quarantine>) -> AppState {
+        AppState {
+            store,
+            quarantine,
+            watch: None,
+            directory: DeviceDirectory::new(),
+            readiness: Readiness::new(),
+            registry: Arc::new(Registry::default()),
+            http: HttpMetrics::default(),
+            started: Instant::now(),
+            broker_url: String::new(),
+            ratelimit: None,
+            auth: None,
+            emulator: None,
+            annotations: None,
+            extra_routes: None,
+            extra_openapi: None,
+        }
+    }
+}
+
 /// Time every request by its route template (not the raw path, to bound label cardinality).
 pub async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();

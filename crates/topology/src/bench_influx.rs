@@ -16,7 +16,7 @@
 //!    time(1m)`), p50 of `--queries` queries after a warm-up.
 
 use crate::bench::{encode, ingest, median, BenchFormat, IngestBench};
-use fieldlab_core::{DeviceDirectory, FieldValue, Point, Readiness, SeriesKey, Tags};
+use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
 use fieldlab_sinks::local::{dir_bytes, InfluxServer};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
 use std::sync::Arc;
@@ -188,24 +188,8 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
         b.queries
     );
     let (store, _) = Store::open(opts)?;
-    let registry = Arc::new(prometheus_client::registry::Registry::default());
-    let state = fieldlab_server::AppState {
-        store: store.clone(),
-        quarantine: Arc::new(Quarantine::open(dir.path())?),
-        directory: DeviceDirectory::new(),
-        readiness: Readiness::new(),
-        registry,
-        http: fieldlab_server::HttpMetrics::default(),
-        started: Instant::now(),
-        broker_url: String::new(),
-        emulator: None,
-        annotations: None,
-        ratelimit: None,
-        auth: None,
-        extra_routes: None,
-        extra_openapi: None,
-        watch: None,
-    };
+    let state =
+        fieldlab_server::AppState::bare(store.clone(), Arc::new(Quarantine::open(dir.path())?));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
