@@ -1,38 +1,43 @@
 //! In-process backend: per-key state in sharded hash tables with bounded size.
 //!
-//! Why sharded: a check holds one shard's mutex for a few tens of nanoseconds, so threads
-//! checking different keys rarely meet (the `governor` crate, our benchmark peer, shards its
-//! map the same way). Each shard sits on its own cache lines, so two threads on two shards never
-//! bounce a line. Memory is bounded by `max_keys`: when a shard is full, the least recently used
-//! half of its keys is forgotten in one sweep (amortised O(1) per new key, and no linked list
-//! to relink on every hit, which is what a strict LRU costs) — forgetting a key is the same as
-//! it never having been seen, so keep `max_keys` above the number of keys active within one
-//! window. Evictions are counted.
+//! Why sharded, and why read locks: a check of a known key takes its shard's lock for reading
+//! only, so any number of threads look up keys at once (the `governor` crate, our benchmark
+//! peer, shards its map the same way). The key's state then changes without a lock where it
+//! can: a policy of one GCRA limit (the common case) keeps its theoretical arrival time in one
+//! atomic word, decided with compare-and-swap, so two threads checking the same key never
+//! wait for each other. Every other policy keeps its states behind the entry's own small lock,
+//! so only checks of the same key meet. The shard's write lock is taken only to insert a key,
+//! to reset one whose policy changed, and to evict.
+//!
+//! Memory is bounded by `max_keys`: when a shard is full, the least recently used half of its
+//! keys is forgotten in one sweep (amortised O(1) per new key, and no linked list to relink on
+//! every hit, which is what a strict LRU costs) — forgetting a key is the same as it never
+//! having been seen, so keep `max_keys` above the number of keys active within one window.
+//! Recency is the millisecond of the last check, written only when it changes. Evictions are
+//! counted.
 //!
 //! The hot path allocates nothing and follows no pointer for a known key: the state id (policy
 //! name + key) is hashed in place, and an entry holds its id inline when it is at most
-//! [`INLINE`] bytes, next to the key's states (one limit inline; composites spill to the heap),
+//! [`INLINE`] bytes, next to the key's state (one limit inline; composites spill to the heap),
 //! so a lookup touches the table's control bytes and the entry, nothing else.
 
-use crate::algo::{check_all, Limit, State};
+use crate::algo::{check_all, Algorithm, Gcra, Limit, State};
 use crate::{Decisions, Policy};
 use hashbrown::HashTable;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Bytes of a state id (policy name + key) kept inline in its entry; longer ids go to the heap.
-pub const INLINE: usize = 29;
+pub const INLINE: usize = 22;
 
 /// A state id: the policy's name, then the key (`split` = the name's length, so
 /// ("ab", "c") and ("a", "bc") are different ids).
 enum Id {
-    Inline {
-        len: u8,
-        split: u8,
-        bytes: [u8; INLINE],
-    },
+    /// Three words: byte 0 the total length, byte 1 the name's, then the name and the key,
+    /// zero-padded. Compared as three integers.
+    Inline([u64; 3]),
     Heap {
         split: usize,
         bytes: Box<[u8]>,
@@ -41,74 +46,158 @@ enum Id {
 
 impl Id {
     fn new(name: &[u8], key: &[u8]) -> Id {
-        let len = name.len() + key.len();
-        if len <= INLINE {
-            let mut bytes = [0u8; INLINE];
-            bytes[..name.len()].copy_from_slice(name);
-            bytes[name.len()..len].copy_from_slice(key);
-            Id::Inline {
-                len: len as u8,
-                split: name.len() as u8,
-                bytes,
-            }
-        } else {
-            Id::Heap {
+        match Id::inline(name, key) {
+            Some(w) => Id::Inline(w),
+            None => Id::Heap {
                 split: name.len(),
                 bytes: [name, key].concat().into_boxed_slice(),
-            }
+            },
         }
     }
 
-    /// The id when it fits inline (no allocation), else None.
+    /// The inline words of the id when it fits inline (no allocation), else None.
     #[inline]
-    fn inline(name: &[u8], key: &[u8]) -> Option<Id> {
-        (name.len() + key.len() <= INLINE).then(|| Id::new(name, key))
-    }
-
-    /// Same id as an inline probe: one fixed-size compare of the zero-padded bytes (the
-    /// compiler inlines it; two slice compares were two `memcmp` calls, 7% of a check).
-    #[inline]
-    fn same_inline(&self, probe: &Id) -> bool {
-        match (self, probe) {
-            (
-                Id::Inline { len, split, bytes },
-                Id::Inline {
-                    len: l2,
-                    split: s2,
-                    bytes: b2,
-                },
-            ) => len == l2 && split == s2 && bytes == b2,
-            _ => false,
+    fn inline(name: &[u8], key: &[u8]) -> Option<[u64; 3]> {
+        let len = name.len() + key.len();
+        if len > INLINE {
+            return None;
         }
+        let mut b = [0u8; 24];
+        b[0] = len as u8;
+        b[1] = name.len() as u8;
+        b[2..2 + name.len()].copy_from_slice(name);
+        b[2 + name.len()..2 + len].copy_from_slice(key);
+        Some(std::array::from_fn(|i| {
+            u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        }))
     }
 
+    /// Same id as an inline probe: three integer compares.
     #[inline]
-    fn parts(&self) -> (&[u8], &[u8]) {
+    fn same_inline(&self, probe: &[u64; 3]) -> bool {
+        matches!(self, Id::Inline(w) if w == probe)
+    }
+
+    /// Call `f` with the name and the key.
+    fn with_parts<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
         match self {
-            Id::Inline { len, split, bytes } => bytes[..*len as usize].split_at(*split as usize),
-            Id::Heap { split, bytes } => bytes.split_at(*split),
+            Id::Inline(w) => {
+                let mut b = [0u8; 24];
+                for (chunk, word) in b.chunks_exact_mut(8).zip(w) {
+                    chunk.copy_from_slice(&word.to_le_bytes());
+                }
+                let (len, split) = (b[0] as usize, b[1] as usize);
+                let (n, k) = b[2..2 + len].split_at(split);
+                f(n, k)
+            }
+            Id::Heap { split, bytes } => {
+                let (n, k) = bytes.split_at(*split);
+                f(n, k)
+            }
         }
     }
 
     #[inline]
     fn is(&self, name: &[u8], key: &[u8]) -> bool {
-        let (n, k) = self.parts();
-        n == name && k == key
+        self.with_parts(|n, k| n == name && k == key)
     }
 }
 
+/// One key: one cache line (aligned), the state inline for a GCRA policy.
+#[repr(align(64))]
 struct Entry {
     /// Fingerprint of the policy's limits: a changed policy starts its keys afresh.
-    fp: u64,
-    /// The shard's clock at the last use (for eviction).
-    used: u64,
+    fp: u32,
+    /// The second (since the epoch) of the last check, for eviction.
+    used: AtomicU32,
     id: Id,
-    states: SmallVec<[State; 1]>,
+    slot: Slot,
+}
+
+/// Where a key's state lives.
+enum Slot {
+    /// A policy of exactly one GCRA limit: the theoretical arrival time (µs), changed by
+    /// compare-and-swap, and the limit's emission interval (µs, fixed by the fingerprint).
+    Gcra { tat: AtomicI64, interval_us: i64 },
+    /// Any other policy: its states, behind this key's own lock (boxed, so that an entry
+    /// stays one cache line).
+    Locked(Box<Mutex<SmallVec<[State; 1]>>>),
+}
+
+impl Slot {
+    fn new(limits: &[Limit], now_ms: i64) -> Slot {
+        match limits {
+            [l] if l.algorithm == Algorithm::Gcra => match l.state(now_ms) {
+                State::Gcra(g) => Slot::Gcra {
+                    tat: AtomicI64::new(g.tat_us),
+                    interval_us: l.interval_us(),
+                },
+                _ => unreachable!("a GCRA limit starts a GCRA state"),
+            },
+            _ => Slot::Locked(Box::new(Mutex::new(
+                limits.iter().map(|l| l.state(now_ms)).collect(),
+            ))),
+        }
+    }
+
+    #[inline]
+    fn check(&self, limits: &[Limit], now_ms: i64, n: u64, lease: u64) -> Decisions {
+        match self {
+            Slot::Gcra { tat, interval_us } => {
+                // The same arithmetic as the locked path (`Gcra::check`), on a copy; written
+                // back only if no other thread changed the state meanwhile, else decided again.
+                let mut cur = tat.load(Ordering::Acquire);
+                loop {
+                    let mut g = Gcra { tat_us: cur };
+                    let d = g.check_with_interval(&limits[0], *interval_us, now_ms, n);
+                    if g.tat_us == cur {
+                        return smallvec::smallvec![d];
+                    }
+                    match tat.compare_exchange_weak(
+                        cur,
+                        g.tat_us,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return smallvec::smallvec![d],
+                        Err(now_there) => cur = now_there,
+                    }
+                }
+            }
+            Slot::Locked(states) => check_all(limits, &mut states.lock(), now_ms, n, lease),
+        }
+    }
+
+    fn release(&self, lease: u64) -> bool {
+        match self {
+            Slot::Gcra { .. } => false,
+            Slot::Locked(states) => states
+                .lock()
+                .iter_mut()
+                .fold(false, |a, s| s.release(lease) | a),
+        }
+    }
+}
+
+impl Entry {
+    #[inline]
+    fn touch(&self, now_ms: i64) {
+        // Written only when the second changes: a hot key's line is not written for recency.
+        let s = secs(now_ms);
+        if self.used.load(Ordering::Relaxed) != s {
+            self.used.store(s, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seconds since the epoch, as recency (u32: until 2106; before 1970 counts as 0).
+#[inline]
+fn secs(now_ms: i64) -> u32 {
+    now_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
 struct ShardMap {
     table: HashTable<Entry>,
-    clock: u64,
     cap: usize,
 }
 
@@ -118,19 +207,36 @@ impl ShardMap {
         if self.table.len() < self.cap {
             return 0;
         }
-        let mut ages: Vec<u64> = self.table.iter().map(|e| e.used).collect();
+        let mut ages: Vec<u32> = self
+            .table
+            .iter()
+            .map(|e| e.used.load(Ordering::Relaxed))
+            .collect();
         let mid = ages.len() / 2;
         let (_, cut, _) = ages.select_nth_unstable(mid);
         let cut = *cut;
+        // Everything older than the median goes, and as many as needed of those used in the
+        // median's second (recency has ties) to forget mid + 1 keys.
+        let mut tied = mid + 1 - ages.iter().filter(|a| **a < cut).count();
         let before = self.table.len();
-        self.table.retain(|e| e.used > cut);
+        self.table.retain(|e| {
+            let used = e.used.load(Ordering::Relaxed);
+            if used < cut {
+                return false;
+            }
+            if used == cut && tied > 0 {
+                tied -= 1;
+                return false;
+            }
+            true
+        });
         (before - self.table.len()) as u64
     }
 }
 
 /// One shard, alone on its cache lines (128 bytes: adjacent-line prefetch pairs lines).
 #[repr(align(128))]
-struct Shard(Mutex<ShardMap>);
+struct Shard(RwLock<ShardMap>);
 
 pub struct MemoryBackend {
     shards: Box<[Shard]>,
@@ -140,7 +246,7 @@ pub struct MemoryBackend {
 
 /// A cheap fingerprint of a policy's limits (two folded multiplies per limit): it only has to
 /// tell a changed policy from the one a key's state was made under.
-fn fingerprint(limits: &[Limit]) -> u64 {
+fn fingerprint(limits: &[Limit]) -> u32 {
     #[inline]
     fn mix(a: u64, b: u64) -> u64 {
         let p = (a as u128) * (b as u128);
@@ -154,7 +260,7 @@ fn fingerprint(limits: &[Limit]) -> u64 {
             0xbf58_476d_1ce4_e5b9 ^ l.max_delay_ms,
         );
     }
-    h
+    (h ^ (h >> 32)) as u32
 }
 
 impl MemoryBackend {
@@ -166,9 +272,8 @@ impl MemoryBackend {
         MemoryBackend {
             shards: (0..n)
                 .map(|_| {
-                    Shard(Mutex::new(ShardMap {
+                    Shard(RwLock::new(ShardMap {
                         table: HashTable::new(),
-                        clock: 0,
                         cap: per,
                     }))
                 })
@@ -195,7 +300,7 @@ impl MemoryBackend {
     }
 
     #[inline]
-    fn shard(&self, h: u64) -> &Mutex<ShardMap> {
+    fn shard(&self, h: u64) -> &RwLock<ShardMap> {
         // Bits 40..: the table inside the shard uses the low bits (bucket) and the top 7 (tag).
         &self.shards[((h >> 40) as usize) & (self.shards.len() - 1)].0
     }
@@ -205,43 +310,48 @@ impl MemoryBackend {
         let fp = fingerprint(&policy.limits);
         let (name, key) = (policy.name.as_bytes(), key.as_bytes());
         let h = Self::hash(&self.hasher, name, key);
-        let mut guard = self.shard(h).lock();
-        let shard = &mut *guard;
-        shard.clock += 1;
-        let clock = shard.clock;
+        let shard = self.shard(h);
         let probe = Id::inline(name, key);
-        let found = match &probe {
-            Some(p) => shard.table.find_mut(h, |e| e.id.same_inline(p)),
-            None => shard.table.find_mut(h, |e| e.id.is(name, key)),
+        let matches = |e: &Entry| match &probe {
+            Some(p) => e.id.same_inline(p),
+            None => e.id.is(name, key),
         };
-        if let Some(e) = found {
-            e.used = clock;
+        // A known key under the same policy: the read lock is all it takes.
+        {
+            let map = shard.read();
+            if let Some(e) = map.table.find(h, matches) {
+                if e.fp == fp {
+                    e.touch(now_ms);
+                    return e.slot.check(&policy.limits, now_ms, n, lease);
+                }
+            }
+        }
+        // A new key, or one whose policy changed.
+        let mut map = shard.write();
+        if let Some(e) = map.table.find_mut(h, matches) {
+            e.touch(now_ms);
             if e.fp != fp {
                 e.fp = fp;
-                e.states = policy.limits.iter().map(|l| l.state(now_ms)).collect();
+                e.slot = Slot::new(&policy.limits, now_ms);
             }
-            return check_all(&policy.limits, &mut e.states, now_ms, n, lease);
+            return e.slot.check(&policy.limits, now_ms, n, lease);
         }
-        let evicted = shard.make_room();
+        let evicted = map.make_room();
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
-        let mut states: SmallVec<[State; 1]> =
-            policy.limits.iter().map(|l| l.state(now_ms)).collect();
-        let d = check_all(&policy.limits, &mut states, now_ms, n, lease);
+        let slot = Slot::new(&policy.limits, now_ms);
+        let d = slot.check(&policy.limits, now_ms, n, lease);
         let hasher = &self.hasher;
-        shard.table.insert_unique(
+        map.table.insert_unique(
             h,
             Entry {
                 fp,
-                used: clock,
-                id: probe.unwrap_or_else(|| Id::new(name, key)),
-                states,
+                used: AtomicU32::new(secs(now_ms)),
+                id: probe.map_or_else(|| Id::new(name, key), Id::Inline),
+                slot,
             },
-            |e| {
-                let (n, k) = e.id.parts();
-                Self::hash(hasher, n, k)
-            },
+            |e| e.id.with_parts(|n, k| Self::hash(hasher, n, k)),
         );
         d
     }
@@ -251,14 +361,14 @@ impl MemoryBackend {
         let (name, key) = (policy.name.as_bytes(), key.as_bytes());
         let h = Self::hash(&self.hasher, name, key);
         self.shard(h)
-            .lock()
+            .read()
             .table
-            .find_mut(h, |e| e.id.is(name, key))
-            .is_some_and(|e| e.states.iter_mut().fold(false, |a, s| s.release(lease) | a))
+            .find(h, |e| e.id.is(name, key))
+            .is_some_and(|e| e.slot.release(lease))
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().table.len()).sum()
+        self.shards.iter().map(|s| s.0.read().table.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -291,10 +401,10 @@ mod tests {
 
     #[test]
     fn an_entry_stays_small() {
-        // The variable-size states are boxed; an entry with its id inline is 1.5 lines.
+        // The variable-size states are boxed; an entry with its id inline is one line.
         assert!(std::mem::size_of::<State>() <= 32);
         assert!(std::mem::size_of::<Id>() <= 32);
-        assert!(std::mem::size_of::<Entry>() <= 96);
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
         assert_eq!(std::mem::align_of::<Shard>(), 128);
     }
 
@@ -340,5 +450,61 @@ mod tests {
         let p2 = Policy::single("p", Limit::new(Algorithm::FixedWindow, 5, 1000));
         assert!(m.check(&p2, "k", 1, 0, 0)[0].allowed);
         assert_eq!(m.evictions(), 0);
+    }
+
+    #[test]
+    fn the_lock_free_gcra_decides_like_the_locked_one() {
+        let limits = [Limit::new(Algorithm::Gcra, 10, 1000).with_burst(4)];
+        let free = Slot::new(&limits, 0);
+        assert!(matches!(free, Slot::Gcra { .. }));
+        let locked = Slot::Locked(Box::new(Mutex::new(
+            limits.iter().map(|l| l.state(0)).collect(),
+        )));
+        let mut t = 0;
+        for i in 0..2000u64 {
+            t += (i * 37 % 11) as i64 * 13; // uneven steps, sometimes several per ms
+            let n = i % 3;
+            assert_eq!(
+                free.check(&limits, t, n, 0),
+                locked.check(&limits, t, n, 0),
+                "check {i} at {t} ms for {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn threads_hammering_one_key_never_get_more_than_the_burst() {
+        // All at one instant: exactly `burst` units may pass, however the CAS races go.
+        let m = std::sync::Arc::new(MemoryBackend::new(64, 1));
+        let p = std::sync::Arc::new(Policy::single(
+            "p",
+            Limit::new(Algorithm::Gcra, 1, 60_000).with_burst(50),
+        ));
+        let allowed: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let (m, p) = (m.clone(), p.clone());
+                    s.spawn(move || {
+                        (0..20_000)
+                            .map(|_| m.check(&p, "hot", 1, 1_000, 0)[0].allowed as u64)
+                            .sum::<u64>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(allowed, 50);
+    }
+
+    #[test]
+    fn eviction_with_millisecond_ties_forgets_half() {
+        let m = MemoryBackend::new(8, 1);
+        let p = Policy::single("p", Limit::new(Algorithm::Gcra, 1, 1000));
+        for k in 0..9 {
+            m.check(&p, &format!("k{k}"), 1, 5, 0);
+        }
+        // The ninth key found the shard full: 5 of the 8 (all used at 5 ms) were forgotten.
+        assert_eq!(m.evictions(), 5);
+        assert_eq!(m.len(), 4);
     }
 }
