@@ -136,7 +136,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         };
         for r in rt.block_on(rl::bench_redis(&b, &url))? {
             println!(
-                "redis       token bucket, one EVALSHA of the check script per check, {} connection(s) x {} in flight: fieldlab {:.0} checks/s; redis-benchmark -c {} -P {}: EVALSHA 'return 1' {:.0}/s, EVALSHA of the same check script {:.0}/s; ratio {:.2}x vs 'return 1', {:.2}x vs the same script ({:.0}% allowed)",
+                "redis       token bucket, one EVALSHA of the check script per check, {} connection(s) x {} in flight: fieldlab {:.0} checks/s; redis-benchmark -c {} -P {}: EVALSHA 'return 1' {:.0}/s, EVALSHA of the same check script {:.0}/s, EVALSHA of the floor script (TIME+GET+SET PX, no logic) {:.0}/s; ratio {:.2}x vs 'return 1', {:.2}x vs the same script, {:.2}x vs the floor (the floor itself is {:.2}x of 'return 1') ({:.0}% allowed)",
                 r.connections,
                 r.pipeline,
                 r.ours,
@@ -144,8 +144,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 r.pipeline,
                 r.trivial,
                 r.same_script,
+                r.floor,
                 r.ours / r.trivial,
                 r.ours / r.same_script,
+                r.ours / r.floor,
+                r.floor / r.trivial,
                 r.allowed_frac * 100.0
             );
         }

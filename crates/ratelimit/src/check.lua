@@ -16,6 +16,79 @@
 -- every check, so it does the least it can: one read and one write per limit (plus TIME), no
 -- closures or tables on the way but the reply.
 
+-- Fast path: one token bucket or one GCRA limit (most checks). The same arithmetic as
+-- check() below, inline, before any closure is made: about a third of the script's time on
+-- this path went to making the helper closures and returning through them.
+if #KEYS == 1 and (ARGV[4] == '1' or ARGV[4] == '2') then
+  local floor = math.floor
+  local now
+  if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+    local t = redis.call('TIME')
+    local us = tonumber(t[2])
+    local q = floor(us / 1000)
+    if q * 1000 > us then q = q - 1 elseif (q + 1) * 1000 <= us then q = q + 1 end
+    now = tonumber(t[1]) * 1000 + q
+  end
+  local n, lim, per, burst = tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local key = KEYS[1]
+  local st = redis.call('GET', key)
+  -- floor(a / b) and ceil(a / b) for integers, exact past 2^31 (see idiv below).
+  local function fdiv(a, b)
+    local q = floor(a / b)
+    if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+    return q
+  end
+  local r, remaining, retry, reset, v
+  if ARGV[4] == '1' then
+    local cap = burst * per
+    local tokens, last = cap, now
+    if st then
+      local a, b2 = string.match(st, '^(%d+):(%-?%d+)$')
+      tokens, last = tonumber(a), tonumber(b2)
+    end
+    local el = now - last
+    if el < 0 then el = 0 end
+    local full = fdiv(cap + lim - 1, lim)
+    if el > full then el = full end
+    tokens = tokens + el * lim
+    if tokens > cap then tokens = cap end
+    if now > last then last = now end
+    local need = n * per
+    if n <= burst and need <= tokens then
+      r, retry, tokens = 1, 0, tokens - need
+    elseif n > burst then r, retry = 0, -1
+    else r, retry = 0, fdiv(need - tokens + lim - 1, lim) end
+    remaining = fdiv(tokens, per)
+    reset = fdiv(cap - tokens + lim - 1, lim)
+    if r == 1 then v = string.format('%d:%d', tokens, last) end
+  else
+    local ti = fdiv(per * 1000 + lim - 1, lim)
+    local nowu = now * 1000
+    local tat = tonumber(st) or nowu
+    local tol = burst * ti
+    local base = tat
+    if nowu > base then base = nowu end
+    local new_tat = base + n * ti
+    if n <= burst and new_tat - nowu <= tol then r, retry, tat = 1, 0, new_tat
+    elseif n > burst then r, retry = 0, -1
+    else
+      local over = new_tat - nowu - tol
+      if over <= 0 then retry = 0 else retry = fdiv(over + 999, 1000) end
+      r = 0
+    end
+    local held = tat - nowu
+    if held < 0 then held = 0 end
+    remaining = fdiv(tol - held, ti)
+    if remaining < 0 then remaining = 0 end
+    if held <= 0 then reset = 0 else reset = fdiv(held + 999, 1000) end
+    if r == 1 then v = string.format('%d', tat) end
+  end
+  if r == 1 then
+    if reset > 0 then redis.call('SET', key, v, 'PX', reset + 1000) else redis.call('DEL', key) end
+  end
+  return {r, burst, remaining, retry, reset, 0}
+end
+
 local function idiv(a, b)
   local q = math.floor(a / b)
   if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end

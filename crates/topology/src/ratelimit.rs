@@ -250,8 +250,17 @@ pub struct RedisShape {
     /// redis-benchmark EVALSHA of fieldlab's own check script with the same arguments (the
     /// best any client can do with this script).
     pub same_script: f64,
+    /// redis-benchmark EVALSHA of [`FLOOR_SCRIPT`]: the least any correct check can do
+    /// (read the clock, read the state, write it with an expiry, reply six integers).
+    pub floor: f64,
     pub allowed_frac: f64,
 }
+
+/// The least a correct distributed check does on the server, with no decision logic at all:
+/// the Redis clock, one read and one write with expiry of the key's state, six integers back.
+/// Its rate bounds what any check script can reach on a given Redis.
+pub const FLOOR_SCRIPT: &str = "redis.call('TIME') redis.call('GET', KEYS[1]) \
+    redis.call('SET', KEYS[1], '1000:1700000000000', 'PX', 2000) return {1, 2, 3, 4, 5, 6}";
 
 /// Redis: fieldlab checks/s vs `redis-benchmark` on the same Redis, like for like, in two
 /// shapes with `concurrency` checks in flight:
@@ -269,6 +278,11 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
     let trivial_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg("return 1")
+        .query_async(&mut conn)
+        .await?;
+    let floor_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(FLOOR_SCRIPT)
         .query_async(&mut conn)
         .await?;
     let policy = Arc::new(Policy::single(
@@ -319,7 +333,8 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
             // Connects and loads the script.
             be.check(&policy, "warm", 1, 0, None).await?;
         }
-        let (mut ours, mut trivial, mut same, mut frac) = (vec![], vec![], vec![], 0.0);
+        let (mut ours, mut trivial, mut same, mut floor, mut frac) =
+            (vec![], vec![], vec![], vec![], 0.0);
         let per_task = b.redis_requests / (connections * pipeline);
         for _ in 0..b.runs {
             let t0 = Instant::now();
@@ -365,6 +380,16 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
             ];
             args.extend(limit_args.iter().cloned());
             same.push(redis_benchmark(connections, pipeline, args)?);
+            floor.push(redis_benchmark(
+                connections,
+                pipeline,
+                vec![
+                    "EVALSHA".into(),
+                    floor_sha.clone(),
+                    "1".into(),
+                    key_pattern.clone(),
+                ],
+            )?);
         }
         shapes.push(RedisShape {
             connections,
@@ -372,6 +397,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
             ours: median(ours),
             trivial: median(trivial),
             same_script: median(same),
+            floor: median(floor),
             allowed_frac: frac,
         });
     }
