@@ -327,23 +327,106 @@ impl Authenticator {
     /// role must also use its name as client id, so one device cannot pose as another), or a
     /// user's password. CPU-heavy for passwords (argon2): call it off the async executor.
     pub fn check_mqtt(&self, client_id: &str, username: &str, password: &str) -> bool {
+        self.mqtt_login(client_id, username, password).is_some()
+    }
+
+    /// [`Authenticator::check_mqtt`], saying who logged in: what the broker's topic ACL
+    /// ([`MqttLogin::topics`]) is made from.
+    pub fn mqtt_login(&self, client_id: &str, username: &str, password: &str) -> Option<MqttLogin> {
         if username == INTERNAL_MQTT_USER {
             return bool::from(
                 password
                     .as_bytes()
                     .ct_eq(self.internal_mqtt_password.as_bytes()),
-            );
-        }
-        let Ok(db) = self.db.current() else {
-            return false;
-        };
-        if password.starts_with(users::KEY_PREFIX) {
-            return db.check_key(password).is_some_and(|k| {
-                k.name == username
-                    && (k.roles.iter().any(|r| *r != Role::Device) || k.name == client_id)
+            )
+            .then(|| MqttLogin {
+                name: username.to_string(),
+                roles: vec![Role::Admin],
+                internal: true,
             });
         }
-        db.check_password(username, password).is_some()
+        let db = self.db.current().ok()?;
+        if password.starts_with(users::KEY_PREFIX) {
+            return db
+                .check_key(password)
+                .filter(|k| {
+                    k.name == username
+                        && (k.roles.iter().any(|r| *r != Role::Device) || k.name == client_id)
+                })
+                .map(|k| MqttLogin {
+                    name: k.name.clone(),
+                    roles: k.roles.clone(),
+                    internal: false,
+                });
+        }
+        db.check_password(username, password).map(|u| MqttLogin {
+            name: u.name.clone(),
+            roles: u.roles.clone(),
+            internal: false,
+        })
+    }
+}
+
+/// Who an MQTT CONNECT authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttLogin {
+    pub name: String,
+    pub roles: Vec<Role>,
+    /// fieldlab's own ingest, emulator and event publisher.
+    pub internal: bool,
+}
+
+/// Topic filters one login may use: `None` means any topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttTopics {
+    pub read: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
+}
+
+impl MqttLogin {
+    /// The topic ACL of this login, the same rules as `deploy/compose/mosquitto/acl`:
+    /// - fieldlab itself, admins, operators and teachers: every topic;
+    /// - viewers and students: read every device topic and fieldlab's events, write nothing;
+    /// - a device (a key with only the `device` role, whose name is the device id): write its
+    ///   own `devices/+/<id>/telemetry` and `devices/+/<id>/status`, read its own
+    ///   `devices/+/<id>/commands`. An id with MQTT wildcard or level characters gets nothing.
+    pub fn topics(&self) -> MqttTopics {
+        let all = MqttTopics {
+            read: None,
+            write: None,
+        };
+        if self.internal
+            || self
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Admin | Role::Operator | Role::Teacher))
+        {
+            return all;
+        }
+        if self
+            .roles
+            .iter()
+            .any(|r| matches!(r, Role::Viewer | Role::Student))
+        {
+            return MqttTopics {
+                read: Some(vec!["devices/#".into(), "fieldlab/#".into()]),
+                write: Some(vec![]),
+            };
+        }
+        let id = &self.name;
+        if id.is_empty() || id.contains(['+', '#', '/']) || id.starts_with('$') {
+            return MqttTopics {
+                read: Some(vec![]),
+                write: Some(vec![]),
+            };
+        }
+        MqttTopics {
+            read: Some(vec![format!("devices/+/{id}/commands")]),
+            write: Some(vec![
+                format!("devices/+/{id}/telemetry"),
+                format!("devices/+/{id}/status"),
+            ]),
+        }
     }
 }
 

@@ -107,6 +107,46 @@ async fn api_keys_and_mqtt_credentials() {
     assert!(a.check_mqtt("fieldlab-ingest", &u, &pw));
     assert!(!a.check_mqtt("fieldlab-ingest", &u, "guess"));
 
+    // Topic ACLs: the device writes its own telemetry and status and reads its own commands;
+    // fieldlab itself and ann (whatever roles the test user has) are checked below.
+    let dev = a
+        .mqtt_login("sensor_7", "sensor_7", &k.secret)
+        .unwrap()
+        .topics();
+    assert_eq!(
+        dev.write,
+        Some(vec![
+            "devices/+/sensor_7/telemetry".to_string(),
+            "devices/+/sensor_7/status".to_string()
+        ])
+    );
+    assert_eq!(
+        dev.read,
+        Some(vec!["devices/+/sensor_7/commands".to_string()])
+    );
+    let internal = a.mqtt_login("fieldlab-ingest", &u, &pw).unwrap();
+    assert!(internal.internal);
+    assert_eq!(
+        internal.topics().write,
+        None,
+        "fieldlab itself: every topic"
+    );
+    let login = |roles: Vec<Role>, name: &str| crate::MqttLogin {
+        name: name.into(),
+        roles,
+        internal: false,
+    };
+    assert_eq!(login(vec![Role::Operator], "o").topics().write, None);
+    let viewer = login(vec![Role::Viewer], "v").topics();
+    assert_eq!(viewer.write, Some(vec![]));
+    assert_eq!(
+        viewer.read,
+        Some(vec!["devices/#".to_string(), "fieldlab/#".to_string()])
+    );
+    // A device name that is an MQTT filter gets nothing, not a wildcard.
+    let sneaky = login(vec![Role::Device], "+").topics();
+    assert_eq!((sneaky.read, sneaky.write), (Some(vec![]), Some(vec![])));
+
     a.users().update(|f| f.revoke_key(&k.key.id)).unwrap();
     assert!(a.authenticate(None, Some(&k.secret)).await.is_err());
     assert!(!a.check_mqtt("sensor_7", "sensor_7", &k.secret));

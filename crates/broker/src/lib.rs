@@ -11,26 +11,46 @@
 //! - MQTT over WebSocket (`ws_port`, 9001, subprotocol `mqtt`); with TLS files set it is
 //!   WebSocket over TLS (`wss://`), so passwords never cross the network in the clear.
 //! - Username/password on every listener through [`MqttAuth`] (fieldlab checks users and
-//!   API keys; a device key also pins the client id to the device).
+//!   API keys; a device key also pins the client id to the device), and a topic ACL per
+//!   login ([`Acl`]).
 //!
-//! What rumqttd 0.20 does not offer: per-topic ACLs (no authorisation hook for PUBLISH or
-//! SUBSCRIBE), and client certificates without its multi-tenant mode (`verify-client-cert`
-//! makes a client certificate mandatory on every TLS listener and prefixes topics with the
-//! certificate's organisation). Deployments that need per-device topic ACLs run Mosquitto
-//! (`deploy/compose/mosquitto`, with an `acl_file` pattern per device) and point fieldlab at it.
+//! With auth on, the public listeners are fieldlab's topic ACL gate ([`gate`]), because
+//! rumqttd 0.20 has no authorisation hook for PUBLISH or SUBSCRIBE: the gate checks every
+//! packet against the client's ACL and relays it to rumqttd on a loopback port that accepts
+//! only the gate's random password. With auth off (the local demo) clients reach rumqttd
+//! directly. Still not offered: client certificates (rumqttd's `verify-client-cert` makes them
+//! mandatory on every TLS listener and prefixes topics per tenant).
 //!
 //! Architecture invariant: nothing else in fieldlab talks to rumqttd's internals; the broker is
 //! reached only through the MQTT protocol.
 
+pub mod gate;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Checks an MQTT CONNECT: `(client_id, username, password) -> allowed`. Called on a blocking
-/// thread, so it may hash passwords.
-pub type MqttAuth = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+/// Checks an MQTT CONNECT: `(client_id, username, password)` -> the login's topic ACL, or
+/// `None` to refuse it. Called on a blocking thread, so it may hash passwords.
+pub type MqttAuth = Arc<dyn Fn(&str, &str, &str) -> Option<Acl> + Send + Sync>;
+
+/// The MQTT topic filters one login may publish to (`write`) and subscribe within (`read`);
+/// `None` means any topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    pub read: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
+}
+
+impl Acl {
+    /// Every topic.
+    pub fn all() -> Acl {
+        Acl::default()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -101,12 +121,22 @@ pub struct EmbeddedBroker {
     pub listen: SocketAddr,
     pub tls_listen: Option<SocketAddr>,
     pub ws_listen: Option<SocketAddr>,
+    /// Refusals by the topic ACL gate (see [`EmbeddedBroker::denied`]).
+    denied: Arc<AtomicU64>,
+    /// rumqttd's loopback listener behind the gate (auth on).
+    upstream: Option<SocketAddr>,
 }
 
 impl EmbeddedBroker {
     /// An address clients on this machine can connect to.
     pub fn local_addr(&self) -> SocketAddr {
         connectable(self.listen)
+    }
+
+    /// rumqttd's loopback listener behind the topic ACL gate (auth on); `None` when clients
+    /// reach rumqttd directly. It accepts only the gate's login.
+    pub fn upstream(&self) -> Option<SocketAddr> {
+        self.upstream
     }
 }
 
@@ -135,6 +165,26 @@ fn probe(host: &str, port: u16) -> Result<SocketAddr, BrokerError> {
     Ok(l.local_addr().expect("bound socket has an address"))
 }
 
+/// Bind `host:port` and keep the listener (the gate serves it).
+fn bind(host: &str, port: u16) -> Result<TcpListener, BrokerError> {
+    let want = format!("{host}:{port}");
+    let addr: SocketAddr = want
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| BrokerError::Bind {
+            addr: want.clone(),
+            cause: std::io::Error::other("not a valid listen address"),
+        })?;
+    let l = TcpListener::bind(addr).map_err(|cause| BrokerError::Bind {
+        addr: want.clone(),
+        cause,
+    })?;
+    l.set_nonblocking(true)
+        .map_err(|cause| BrokerError::Bind { addr: want, cause })?;
+    Ok(l)
+}
+
 /// Check the PEM files now: rumqttd reads them at each TLS accept and only logs failures.
 fn check_tls(t: &BrokerTls) -> Result<(), BrokerError> {
     let read = |p: &PathBuf, what: &str| {
@@ -157,60 +207,76 @@ fn check_tls(t: &BrokerTls) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Start rumqttd and wait until every listener accepts TCP connections.
+/// Start the broker and wait until every listener accepts TCP connections: rumqttd on the
+/// public listeners (auth off), or the topic ACL gate on them in front of rumqttd on a
+/// loopback port (auth on).
 pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
-    let listen = probe(&s.host, s.port)?;
     if let Some(t) = &s.tls {
         check_tls(t)?;
     }
-    let tls_listen = match s.tls_port {
-        Some(_) if s.tls.is_none() => {
-            return Err(BrokerError::Tls(
-                "a TLS port needs mqtt.server_cert_file and mqtt.server_key_file".into(),
-            ))
-        }
-        Some(p) => Some(probe(&s.host, p)?),
-        None => None,
+    if s.tls_port.is_some() && s.tls.is_none() {
+        return Err(BrokerError::Tls(
+            "a TLS port needs mqtt.server_cert_file and mqtt.server_key_file".into(),
+        ));
+    }
+    let denied = Arc::new(AtomicU64::new(0));
+    let b = match s.auth.clone() {
+        None => start_direct(s, denied)?,
+        Some(auth) => start_gated(s, auth, denied)?,
     };
-    let ws_listen = s.ws_port.map(|p| probe(&s.host, p)).transpose()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for a in [Some(b.listen), b.tls_listen, b.ws_listen]
+        .into_iter()
+        .flatten()
+    {
+        wait_listening(a, deadline)?;
+    }
+    Ok(b)
+}
 
-    let mut conn = rumqttd::ConnectionSettings {
+fn wait_listening(a: SocketAddr, deadline: Instant) -> Result<(), BrokerError> {
+    while TcpStream::connect_timeout(&connectable(a), Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            return Err(BrokerError::NotListening(a));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn connection_settings(s: &BrokerSettings) -> rumqttd::ConnectionSettings {
+    rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: s.max_payload_size,
         max_inflight_count: 1000,
         auth: None,
         external_auth: None,
         dynamic_filters: true,
-    };
-    if let Some(check) = s.auth.clone() {
-        conn.set_auth_handler(move |client_id, user, pass| {
-            let check = check.clone();
-            async move {
-                // Password hashes cost CPU: off the broker's event loop.
-                tokio::task::spawn_blocking(move || check(&client_id, &user, &pass))
-                    .await
-                    .unwrap_or(false)
-            }
-        });
     }
-    let tls = s.tls.as_ref().map(|t| rumqttd::TlsConfig::Rustls {
-        capath: None,
-        certpath: t.cert.display().to_string(),
-        keypath: t.key.display().to_string(),
-    });
-    let server =
-        |name: &str, listen: SocketAddr, tls: Option<rumqttd::TlsConfig>| rumqttd::ServerSettings {
-            name: name.into(),
-            listen,
-            tls,
-            next_connection_delay_ms: 0,
-            connections: conn.clone(),
-        };
-    let mut v4 = HashMap::from([("1".to_string(), server("fieldlab-v4", listen, None))]);
-    if let Some(a) = tls_listen {
-        v4.insert("2".into(), server("fieldlab-v4-tls", a, tls.clone()));
+}
+
+fn server(
+    name: &str,
+    listen: SocketAddr,
+    tls: Option<rumqttd::TlsConfig>,
+    connections: &rumqttd::ConnectionSettings,
+) -> rumqttd::ServerSettings {
+    rumqttd::ServerSettings {
+        name: name.into(),
+        listen,
+        tls,
+        next_connection_delay_ms: 0,
+        connections: connections.clone(),
     }
-    let ws = ws_listen.map(|a| HashMap::from([("1".to_string(), server("fieldlab-ws", a, tls))]));
+}
+
+/// Run rumqttd with these listeners on its own thread.
+fn run_rumqttd(
+    s: &BrokerSettings,
+    v4: HashMap<String, rumqttd::ServerSettings>,
+    ws: Option<HashMap<String, rumqttd::ServerSettings>>,
+    listen: SocketAddr,
+) -> Result<(), BrokerError> {
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
@@ -232,26 +298,126 @@ pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })
+        .map(|_| ())
+        .map_err(|cause| BrokerError::Bind {
+            addr: listen.to_string(),
+            cause,
+        })
+}
+
+/// Auth off: rumqttd itself on every public listener, anyone may connect.
+fn start_direct(s: &BrokerSettings, denied: Arc<AtomicU64>) -> Result<EmbeddedBroker, BrokerError> {
+    let listen = probe(&s.host, s.port)?;
+    let tls_listen = s.tls_port.map(|p| probe(&s.host, p)).transpose()?;
+    let ws_listen = s.ws_port.map(|p| probe(&s.host, p)).transpose()?;
+    let conn = connection_settings(s);
+    let tls = s.tls.as_ref().map(|t| rumqttd::TlsConfig::Rustls {
+        capath: None,
+        certpath: t.cert.display().to_string(),
+        keypath: t.key.display().to_string(),
+    });
+    let mut v4 = HashMap::from([("1".to_string(), server("fieldlab-v4", listen, None, &conn))]);
+    if let Some(a) = tls_listen {
+        v4.insert("2".into(), server("fieldlab-v4-tls", a, tls.clone(), &conn));
+    }
+    let ws =
+        ws_listen.map(|a| HashMap::from([("1".to_string(), server("fieldlab-ws", a, tls, &conn))]));
+    run_rumqttd(s, v4, ws, listen)?;
+    Ok(EmbeddedBroker {
+        listen,
+        tls_listen,
+        ws_listen,
+        denied,
+        upstream: None,
+    })
+}
+
+/// Auth on: the gate on every public listener, rumqttd on a loopback port behind it.
+fn start_gated(
+    s: &BrokerSettings,
+    auth: MqttAuth,
+    denied: Arc<AtomicU64>,
+) -> Result<EmbeddedBroker, BrokerError> {
+    let addr = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
+    let public = bind(&s.host, s.port)?;
+    let tls_l = s.tls_port.map(|p| bind(&s.host, p)).transpose()?;
+    let ws_l = s.ws_port.map(|p| bind(&s.host, p)).transpose()?;
+    let (listen, tls_listen, ws_listen) = (
+        addr(&public),
+        tls_l.as_ref().map(addr),
+        ws_l.as_ref().map(addr),
+    );
+    let acceptor = s
+        .tls
+        .as_ref()
+        .map(gate::tls_acceptor)
+        .transpose()
+        .map_err(BrokerError::Tls)?;
+
+    // rumqttd on loopback, accepting only the gate's login (a fresh random password per
+    // start, never written anywhere).
+    let internal = probe("127.0.0.1", 0)?;
+    let password: String = rand::random::<[u8; 24]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut conn = connection_settings(s);
+    let expected = password.clone();
+    conn.set_auth_handler(move |_client_id, user, pass| {
+        let ok = user == gate::GATE_USER && pass == expected;
+        async move { ok }
+    });
+    let v4 = HashMap::from([(
+        "1".to_string(),
+        server("fieldlab-v4-internal", internal, None, &conn),
+    )]);
+    run_rumqttd(s, v4, None, internal)?;
+
+    let g = Arc::new(gate::Gate {
+        auth,
+        upstream: internal,
+        password,
+        max_packet: s.max_payload_size,
+        denied: denied.clone(),
+    });
+    let mut listeners = vec![(public, gate::Transport::Tcp)];
+    if let (Some(l), Some(a)) = (tls_l, &acceptor) {
+        listeners.push((l, gate::Transport::Tls(a.clone())));
+    }
+    if let Some(l) = ws_l {
+        listeners.push((l, gate::Transport::Ws(acceptor.clone())));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fieldlab-mqtt-gate")
+        .enable_all()
+        .build()
         .map_err(|cause| BrokerError::Bind {
             addr: listen.to_string(),
             cause,
         })?;
-
-    let b = EmbeddedBroker {
+    std::thread::Builder::new()
+        .name("fieldlab-mqtt-gate".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for (l, t) in listeners {
+                    tokio::spawn(gate::accept(g.clone(), l, t));
+                }
+                std::future::pending::<()>().await
+            })
+        })
+        .map_err(|cause| BrokerError::Bind {
+            addr: listen.to_string(),
+            cause,
+        })?;
+    wait_listening(internal, Instant::now() + Duration::from_secs(5))?;
+    Ok(EmbeddedBroker {
         listen,
         tls_listen,
         ws_listen,
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for a in [Some(listen), tls_listen, ws_listen].into_iter().flatten() {
-        while TcpStream::connect_timeout(&connectable(a), Duration::from_millis(200)).is_err() {
-            if Instant::now() > deadline {
-                return Err(BrokerError::NotListening(a));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    Ok(b)
+        denied,
+        upstream: Some(internal),
+    })
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ fn pki(dir: &Path) -> Pki {
 }
 
 fn only_dev1() -> MqttAuth {
-    Arc::new(|_id: &str, user: &str, pass: &str| user == "dev1" && pass == "secret-password-1")
+    Arc::new(|_id: &str, user: &str, pass: &str| {
+        (user == "dev1" && pass == "secret-password-1").then(Acl::all)
+    })
 }
 
 fn tls_transport(ca_pem: &str) -> Transport {
@@ -213,6 +215,188 @@ async fn websocket_listener_serves_mqtt() {
     .await;
     assert_eq!(got, b"over-ws");
     let (_c, el) = client("ws-bad", &url, ws, Transport::Ws, "guess");
+    assert!(!connects(el).await);
+}
+
+/// A device's ACL as fieldlab's auth gives it (`MqttLogin::topics`), and an operator's.
+fn device_and_operator() -> MqttAuth {
+    Arc::new(|_id: &str, user: &str, pass: &str| match (user, pass) {
+        ("dev1", "key-1") => Some(Acl {
+            read: Some(vec!["devices/+/dev1/commands".into()]),
+            write: Some(vec![
+                "devices/+/dev1/telemetry".into(),
+                "devices/+/dev1/status".into(),
+            ]),
+        }),
+        ("op", "op-password") => Some(Acl::all()),
+        _ => None,
+    })
+}
+
+fn login(id: &str, port: u16, user: &str, pass: &str) -> (AsyncClient, EventLoop) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_credentials(user, pass);
+    o.set_keep_alive(Duration::from_secs(5));
+    AsyncClient::new(o, 20)
+}
+
+/// Poll `el` until `until` says stop (or 15 s pass), collecting every incoming packet.
+async fn drive(el: &mut EventLoop, mut until: impl FnMut(&[Packet]) -> bool) -> Vec<Packet> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut got = Vec::new();
+    while !until(&got) {
+        match tokio::time::timeout_at(deadline, el.poll()).await {
+            Ok(Ok(Event::Incoming(p))) => got.push(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection failed: {e}; got {got:?}"),
+            Err(_) => panic!("timed out; got {got:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_enforces_each_devices_topic_acl() {
+    let b = start(&BrokerSettings {
+        port: 0,
+        auth: Some(device_and_operator()),
+        ..Default::default()
+    })
+    .unwrap();
+    let port = b.listen.port();
+
+    // The operator sees everything under devices/ and fieldlab/.
+    let (op, mut op_el) = login("op", port, "op", "op-password");
+    op.subscribe("devices/#", QoS::AtLeastOnce).await.unwrap();
+    op.subscribe("fieldlab/#", QoS::AtLeastOnce).await.unwrap();
+    drive(&mut op_el, |g| {
+        g.iter().filter(|p| matches!(p, Packet::SubAck(_))).count() == 2
+    })
+    .await;
+
+    // dev1 publishes its own telemetry (allowed) and, at every QoS, topics it may not write.
+    // Each refused publish still completes for the client (PUBACK, PUBREC + PUBCOMP).
+    let (dev, mut dev_el) = login("dev1", port, "dev1", "key-1");
+    dev.publish(
+        "devices/t/dev2/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        "forged",
+    )
+    .await
+    .unwrap();
+    dev.publish("devices/t/dev2/status", QoS::ExactlyOnce, false, "forged")
+        .await
+        .unwrap();
+    dev.publish("fieldlab/events", QoS::AtMostOnce, false, "forged")
+        .await
+        .unwrap();
+    dev.publish("devices/t/dev1/telemetry", QoS::AtLeastOnce, false, "own")
+        .await
+        .unwrap();
+    let got = drive(&mut dev_el, |g| {
+        g.iter().filter(|p| matches!(p, Packet::PubAck(_))).count() == 2
+            && g.iter().any(|p| matches!(p, Packet::PubComp(_)))
+    })
+    .await;
+    assert!(
+        got.iter().any(|p| matches!(p, Packet::PubRec(_))),
+        "{got:?}"
+    );
+
+    // The operator receives only the allowed one.
+    let seen = drive(&mut op_el, |g| {
+        g.iter().any(|p| matches!(p, Packet::Publish(_)))
+    })
+    .await;
+    let Some(Packet::Publish(p)) = seen.iter().find(|p| matches!(p, Packet::Publish(_))) else {
+        unreachable!()
+    };
+    assert_eq!(p.topic, "devices/t/dev1/telemetry");
+    assert_eq!(&p.payload[..], b"own");
+
+    // One SUBSCRIBE with an allowed and a refused filter: 0x80 for the refused one only.
+    dev.subscribe_many([
+        rumqttc::SubscribeFilter::new("devices/#".into(), QoS::AtLeastOnce),
+        rumqttc::SubscribeFilter::new("devices/t/dev1/commands".into(), QoS::AtLeastOnce),
+    ])
+    .await
+    .unwrap();
+    let got = drive(&mut dev_el, |g| {
+        g.iter().any(|p| matches!(p, Packet::SubAck(_)))
+    })
+    .await;
+    let Some(Packet::SubAck(ack)) = got.iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        ack.return_codes,
+        vec![
+            rumqttc::SubscribeReasonCode::Failure,
+            rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        ]
+    );
+    // Commands for dev2 do not reach dev1, its own do.
+    op.publish(
+        "devices/t/dev2/commands",
+        QoS::AtLeastOnce,
+        false,
+        "not yours",
+    )
+    .await
+    .unwrap();
+    op.publish("devices/t/dev1/commands", QoS::AtLeastOnce, false, "yours")
+        .await
+        .unwrap();
+    tokio::spawn(async move { while op_el.poll().await.is_ok() {} });
+    let got = drive(&mut dev_el, |g| {
+        g.iter().any(|p| matches!(p, Packet::Publish(_)))
+    })
+    .await;
+    let Some(Packet::Publish(p)) = got.iter().find(|p| matches!(p, Packet::Publish(_))) else {
+        unreachable!()
+    };
+    assert_eq!(p.topic, "devices/t/dev1/commands");
+    assert_eq!(&p.payload[..], b"yours");
+
+    // A subscription wholly outside the ACL gets only failure codes.
+    dev.subscribe("devices/+/+/commands", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let got = drive(&mut dev_el, |g| {
+        g.iter().any(|p| matches!(p, Packet::SubAck(_)))
+    })
+    .await;
+    let Some(Packet::SubAck(ack)) = got.iter().find(|p| matches!(p, Packet::SubAck(_))) else {
+        unreachable!()
+    };
+    assert_eq!(
+        ack.return_codes,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+
+    // A last will on another device's topic is refused at CONNECT (return code 5); a bad key
+    // with return code 4.
+    let mut o = MqttOptions::new("dev1", "127.0.0.1", port);
+    o.set_credentials("dev1", "key-1");
+    o.set_last_will(rumqttc::LastWill::new(
+        "devices/t/dev2/status",
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (_c, el) = AsyncClient::new(o, 10);
+    assert!(!connects(el).await);
+    let (_c, el) = login("dev1", port, "dev1", "key-2");
+    assert!(!connects(el).await);
+    // 3 publishes, 2 filters, 1 last will.
+    assert_eq!(b.denied(), 6);
+
+    // Nobody reaches rumqttd behind the gate without the gate's password.
+    let inner = b.upstream().expect("gated").port();
+    let (_c, el) = login("op", inner, "op", "op-password");
+    assert!(!connects(el).await);
+    let (_c, el) = login("x", inner, gate::GATE_USER, "guess");
     assert!(!connects(el).await);
 }
 

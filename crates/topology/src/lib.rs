@@ -134,9 +134,17 @@ pub async fn up(
                 }),
                 _ => None,
             };
+            // Each login's topic ACL, enforced by the broker's gate.
             let check: Option<fieldlab_broker::MqttAuth> = auth.clone().map(|a| {
-                Arc::new(move |id: &str, u: &str, p: &str| a.check_mqtt(id, u, p))
-                    as fieldlab_broker::MqttAuth
+                Arc::new(move |id: &str, u: &str, p: &str| {
+                    a.mqtt_login(id, u, p).map(|l| {
+                        let t = l.topics();
+                        fieldlab_broker::Acl {
+                            read: t.read,
+                            write: t.write,
+                        }
+                    })
+                }) as fieldlab_broker::MqttAuth
             });
             let b = fieldlab_broker::start(&fieldlab_broker::BrokerSettings {
                 host: cfg.mqtt.host.clone(),
