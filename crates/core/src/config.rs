@@ -1626,6 +1626,49 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_tls_from_the_environment() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = Config::load(
+            None,
+            |_| None,
+            env(&[
+                ("FIELDLAB__MQTT__BROKER_URL", "mqtts://broker.example:8883"),
+                ("FIELDLAB__MQTT__TLS__CA_FILE", "/etc/fieldlab/ca.pem"),
+                ("FIELDLAB__MQTT__TLS__CERT_FILE", "/etc/fieldlab/client.pem"),
+                ("FIELDLAB__MQTT__TLS__KEY_FILE", "/etc/fieldlab/client.key"),
+                ("FIELDLAB__MQTT__TLS__SERVER_NAME", "broker.internal"),
+            ]),
+        )
+        .unwrap();
+        let t = c.mqtt.tls.expect("mqtt.tls from the environment");
+        assert_eq!(
+            t.ca_file.as_deref(),
+            Some(Path::new("/etc/fieldlab/ca.pem"))
+        );
+        assert_eq!(
+            t.cert_file.as_deref(),
+            Some(Path::new("/etc/fieldlab/client.pem"))
+        );
+        assert_eq!(
+            t.key_file.as_deref(),
+            Some(Path::new("/etc/fieldlab/client.key"))
+        );
+        assert_eq!(t.server_name.as_deref(), Some("broker.internal"));
+        let e = Config::load(
+            None,
+            |_| None,
+            env(&[("FIELDLAB__MQTT__TLS__CA_FLIE", "x")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mqtt.tls.ca_flie"), "{e}");
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://127.0.0.1:1884").unwrap(),

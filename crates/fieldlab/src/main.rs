@@ -94,6 +94,16 @@ struct UpArgs {
     /// Use this external broker instead of the embedded one, e.g. mqtt://localhost:1883.
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
+    /// CA (PEM) the mqtts:// broker's certificate must chain to (mqtt.tls.ca_file; unset:
+    /// the system trust store).
+    #[arg(long, value_name = "FILE", requires = "broker")]
+    broker_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a broker that requires one (mqtt.tls.cert_file).
+    #[arg(long, value_name = "FILE", requires_all = ["broker", "broker_key"])]
+    broker_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, mqtt.tls.key_file).
+    #[arg(long, value_name = "FILE", requires_all = ["broker", "broker_cert"])]
+    broker_key: Option<PathBuf>,
     /// Seed of the emulator's generators (same seed, same values).
     #[arg(long)]
     seed: Option<u64>,
@@ -252,6 +262,16 @@ fn load_config(a: &UpArgs) -> anyhow::Result<Config> {
     if let Some(b) = &a.broker {
         fieldlab_core::config::parse_broker_url(b).map_err(|m| anyhow::anyhow!("--broker: {m}"))?;
         cfg.mqtt.broker_url = Some(b.clone());
+    }
+    if a.broker_ca.is_some() || a.broker_cert.is_some() {
+        let t = cfg.mqtt.tls.get_or_insert_with(Default::default);
+        if let Some(c) = &a.broker_ca {
+            t.ca_file = Some(c.clone());
+        }
+        if let (Some(c), Some(k)) = (&a.broker_cert, &a.broker_key) {
+            t.cert_file = Some(c.clone());
+            t.key_file = Some(k.clone());
+        }
     }
     if let Some(s) = a.seed {
         cfg.devices.seed = s;

@@ -163,20 +163,28 @@ fn up_uses_client_certificates_when_the_mqtts_broker_requires_them() {
     refused(&f, &["mqtt.tls.cert_file"]);
     drop(f);
 
-    // With the client certificate, over MQTT 3.1.1 this time.
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "mqtt:\n  tls:\n    ca_file: {}\n    cert_file: {}\n    key_file: {}\n\
-             ingest:\n  mqtt_version: \"3.1.1\"\n",
-            lab.ca.display(),
-            client_cert.display(),
-            client_key.display()
-        ),
+    // With the client certificate, over MQTT 3.1.1 this time, and the TLS files given as
+    // `up` flags instead of in the file.
+    let cfg = write_config(dir.path(), "ingest:\n  mqtt_version: \"3.1.1\"\n");
+    let (ca, cert, key) = (
+        lab.ca.display().to_string(),
+        client_cert.display().to_string(),
+        client_key.display().to_string(),
     );
     let mut f = Fieldlab::start(
         &dir.path().join("data"),
-        &["--config", &cfg, "--broker", &broker],
+        &[
+            "--config",
+            &cfg,
+            "--broker",
+            &broker,
+            "--broker-ca",
+            &ca,
+            "--broker-cert",
+            &cert,
+            "--broker-key",
+            &key,
+        ],
     );
     f.wait_ready(Duration::from_secs(15));
     eventually(Duration::from_secs(15), "demo devices via mTLS", || {
