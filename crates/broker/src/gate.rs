@@ -41,6 +41,7 @@ pub(crate) struct Gate {
     pub password: String,
     pub max_packet: usize,
     pub denied: Arc<AtomicU64>,
+    pub on_denied: Option<crate::OnDenied>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -158,8 +159,11 @@ impl Gate {
         }
     }
 
-    fn refused(&self, peer: SocketAddr, client: &str, what: &str, topic: &str) {
+    fn refused(&self, peer: SocketAddr, client: &str, what: &'static str, topic: &str) {
         self.denied.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &self.on_denied {
+            f(what);
+        }
         tracing::warn!(%peer, client, topic, "mqtt: {what} refused by the topic ACL");
     }
 
@@ -206,7 +210,7 @@ impl Gate {
         };
         if let Some(w) = &connect.last_will {
             if !acl.may_write(&w.topic) {
-                self.refused(peer, &connect.client_id, "last will", &w.topic);
+                self.refused(peer, &connect.client_id, "will", &w.topic);
                 put(
                     &mut out,
                     Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false)),

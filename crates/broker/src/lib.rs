@@ -77,7 +77,13 @@ pub struct BrokerSettings {
     pub tls: Option<BrokerTls>,
     /// `None`: anyone may connect (the local demo).
     pub auth: Option<MqttAuth>,
+    /// Called with "publish", "subscribe" or "will" for each refusal by the topic ACL (for
+    /// the `fieldlab_mqtt_acl_denied_total` metric).
+    pub on_denied: Option<OnDenied>,
 }
+
+/// See [`BrokerSettings::on_denied`].
+pub type OnDenied = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 impl Default for BrokerSettings {
     fn default() -> Self {
@@ -90,6 +96,7 @@ impl Default for BrokerSettings {
             ws_port: None,
             tls: None,
             auth: None,
+            on_denied: None,
         }
     }
 }
@@ -379,6 +386,7 @@ fn start_gated(
         password,
         max_packet: s.max_payload_size,
         denied: denied.clone(),
+        on_denied: s.on_denied.clone(),
     });
     let mut listeners = vec![(public, gate::Transport::Tcp)];
     if let (Some(l), Some(a)) = (tls_l, &acceptor) {

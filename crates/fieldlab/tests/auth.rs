@@ -154,6 +154,33 @@ fn token_flow_revocation_mqtt_credentials_and_request_ids_on_the_real_binary() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The topic ACL: dev9's key may not write dev8's telemetry. mosquitto_pub still gets its
+    // PUBACK (the message is dropped, as Mosquitto does), nothing is stored, and the refusal
+    // is counted in /metrics.
+    let forged = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
+        .args(["-u", "dev9", "-P", &key, "-i", "dev9"])
+        .args(["-t", "devices/TemperatureSensor/dev8/telemetry"])
+        .args(["-m", r#"{"device_id":"dev8","seq":1,"ts":"2026-01-01T00:00:00Z","data":{"temperature":99.0}}"#])
+        .output()
+        .unwrap();
+    assert!(forged.status.success(), "{forged:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = c.get(f.url("/metrics")).send().unwrap().text().unwrap();
+        if m.contains("fieldlab_mqtt_acl_denied_total{kind=\"publish\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusal not counted: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dev8 = c
+        .get(f.url("/api/v1/devices/dev8"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(dev8.status(), 404, "a forged message was stored");
+
     // Revocation through the CLI reaches the running server at the next request.
     let out = fieldlab(&["users", "revoke", "ann"], &data, None);
     assert!(out.status.success(), "{out:?}");

@@ -28,6 +28,8 @@ use fieldlab_emulator::EmulatorSettings;
 use fieldlab_ingest::{IngestMetrics, IngestSettings};
 use fieldlab_server::{AppState, HttpMetrics};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -99,6 +101,11 @@ pub async fn up(
     };
     let mut mqtt_extra = Vec::new();
     let mut tls_listen = None; // the embedded broker's TLS listener, for devices.tls
+                               // Refusals by the embedded broker's topic ACL gate, by kind; exported at zero.
+    let mqtt_denied: Family<Vec<(String, String)>, Counter> = Family::default();
+    for kind in ["publish", "subscribe", "will"] {
+        let _ = mqtt_denied.get_or_create(&vec![("kind".to_string(), kind.to_string())]);
+    }
 
     // TLS of fieldlab's own clients on an external mqtts:// broker (ingest, events, devices
     // without devices.tls), built once from mqtt.tls.
@@ -146,6 +153,12 @@ pub async fn up(
                     })
                 }) as fieldlab_broker::MqttAuth
             });
+            let denied = mqtt_denied.clone();
+            let on_denied: fieldlab_broker::OnDenied = Arc::new(move |kind: &'static str| {
+                denied
+                    .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                    .inc();
+            });
             let b = fieldlab_broker::start(&fieldlab_broker::BrokerSettings {
                 host: cfg.mqtt.host.clone(),
                 port: cfg.mqtt.port,
@@ -155,6 +168,7 @@ pub async fn up(
                 ws_port: cfg.mqtt.ws_port,
                 tls: tls.clone(),
                 auth: check,
+                on_denied: Some(on_denied),
             })?;
             tls_listen = b.tls_listen;
             if let Some(t) = b.tls_listen {
@@ -179,6 +193,11 @@ pub async fn up(
     let mqtt_url = format!("{scheme}://{host}:{port}");
 
     let mut registry = Registry::default();
+    registry.register(
+        "fieldlab_mqtt_acl_denied",
+        "MQTT publishes, subscription filters and last wills refused by the embedded broker's topic ACL",
+        mqtt_denied,
+    );
     let ingest_metrics = IngestMetrics::default();
     let http_metrics = HttpMetrics::default();
     let sink_metrics = fieldlab_sinks::SinkMetrics::default();
