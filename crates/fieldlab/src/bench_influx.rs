@@ -52,6 +52,7 @@ pub fn run(a: InfluxArgs) -> anyhow::Result<ExitCode> {
             publishers: a.publishers.max(1),
             runs: a.runs.max(1),
             fsync: a.fsync,
+            acl: false,
         },
         gateway: !a.no_gateway,
         series: a.series.max(1),

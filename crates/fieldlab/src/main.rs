@@ -144,6 +144,9 @@ enum BenchCmd {
         /// WAL fsync policy: always | interval | never.
         #[arg(long, default_value = "always")]
         fsync: FsyncPolicy,
+        /// Auth on: through the broker's topic ACL gate (every publish checked).
+        #[arg(long)]
+        acl: bool,
     },
     /// Bytes/point on disk per generator, emulator field and NAB series; query latency.
     Store(bench_store::BenchStoreArgs),
@@ -208,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             publishers,
             runs,
             fsync,
+            acl,
         }) => {
             logging::init_stderr("warn", LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
@@ -220,15 +224,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 publishers: publishers.max(1),
                 runs: runs.max(1),
                 fsync,
+                acl,
             };
             println!(
-                "bench ingest: {messages} readings x {fields} fields, {} per MQTT message as {}, {} publishers, {} ingest connection(s), QoS 1, wal_fsync={}, {} runs",
+                "bench ingest: {messages} readings x {fields} fields, {} per MQTT message as {}, {} publishers, {} ingest connection(s), QoS 1, wal_fsync={}, {} runs{}",
                 b.batch,
                 format.as_str(),
                 b.publishers,
                 b.connections,
                 fsync.as_str(),
-                b.runs
+                b.runs,
+                if b.acl {
+                    ", auth on: through the topic ACL gate"
+                } else {
+                    ""
+                }
             );
             let res = rt.block_on(fieldlab_topology::bench::ingest(&b))?;
             let rates: Vec<f64> = res.iter().map(|r| r.points_per_s).collect();

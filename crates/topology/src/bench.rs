@@ -117,7 +117,14 @@ pub struct IngestBench {
     pub publishers: usize,
     pub runs: usize,
     pub fsync: FsyncPolicy,
+    /// Auth on: clients log in, and reach rumqttd through the broker's topic ACL gate, which
+    /// checks every publish against a device-style write filter.
+    pub acl: bool,
 }
+
+/// The logins of `IngestBench::acl` (bench only; the broker lives as long as the bench).
+const BENCH_PUB: (&str, &str) = ("bench-device", "bench-device-password");
+const BENCH_INGEST: (&str, &str) = ("bench-ingest", "bench-ingest-password");
 
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -144,6 +151,20 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
         port: 0,
         max_payload_size: 1 << 20,
         max_connections: b.publishers + 16,
+        auth: b.acl.then(|| {
+            Arc::new(|_id: &str, user: &str, pass: &str| {
+                if (user, pass) == BENCH_INGEST {
+                    Some(fieldlab_broker::Acl::all())
+                } else if (user, pass) == BENCH_PUB {
+                    Some(fieldlab_broker::Acl {
+                        read: Some(vec![]),
+                        write: Some(vec!["devices/+/+/telemetry".into()]),
+                    })
+                } else {
+                    None
+                }
+            }) as fieldlab_broker::MqttAuth
+        }),
         ..Default::default()
     })?;
     let addr = broker.local_addr();
@@ -162,8 +183,8 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 port: addr.port(),
                 client_id: format!("bench-ingest-{run}"),
                 keep_alive: Duration::from_secs(30),
-                username: None,
-                password: None,
+                username: b.acl.then(|| BENCH_INGEST.0.to_string()),
+                password: b.acl.then(|| BENCH_INGEST.1.to_string()),
                 topics: vec!["devices/+/+/telemetry".into()],
                 qos: Qos::AtLeastOnce,
                 batch_max: 4096,
@@ -263,6 +284,9 @@ async fn publish(
     o.set_keep_alive(Duration::from_secs(30))
         .set_inflight(1000)
         .set_max_packet_size(1 << 20, 1 << 20);
+    if b.acl {
+        o.set_credentials(BENCH_PUB.0, BENCH_PUB.1);
+    }
     let (client, mut el) = AsyncClient::new(o, 1000);
     // PUBACKs received: a QoS 1 message is the broker's only once acknowledged, so the
     // publisher disconnects only after the last one (as a correct device would).
