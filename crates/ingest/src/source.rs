@@ -616,19 +616,64 @@ async fn poll_v5(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// One batch of messages, parsed and ready to be made durable.
+struct Parsed {
+    batch: Vec<(usize, Msg)>,
+    points: Vec<fieldlab_core::Point>,
+    bad: Vec<(String, Vec<u8>, String)>,
+    /// (device, seq, ts) of this batch: pending in [`DedupState`] until the batch is durable.
+    fresh: std::collections::HashSet<(String, u64, i64)>,
+    seen: Vec<(String, String, Option<u64>)>,
+    duplicates: u64,
+    limited: u64,
+    started: Instant,
+    now: i64,
+}
+
+/// Dedup across the two stages: keys of batches parsed but not yet durable are `pending`, so
+/// a redelivery arriving meanwhile is still a duplicate; they become remembered once durable,
+/// or are forgotten if the store refused their batch (the broker redelivers it).
+struct DedupState {
+    dedup: Dedup,
+    pending: std::collections::HashSet<(String, u64, i64)>,
+}
+
+/// Ingest's writer, in two stages so that parsing the next batch overlaps making the previous
+/// one durable (the store's WAL append and fsync run on its own thread): stage 1 (this task)
+/// batches, parses, rate-limits, runs the observers and drops duplicates; stage 2
+/// ([`commit_loop`]) writes to the store, quarantines, updates the directory, feeds the sinks
+/// and acknowledges. One parsed batch waits between them at most, so memory stays bounded and
+/// a slow store still holds back the reading of MQTT.
+#[allow(clippy::too_many_arguments)]
 async fn write_loop(
     mut rx: mpsc::Receiver<(usize, Msg)>,
     ackers: Vec<Acker>,
     observers: Observers,
     admit: Option<Admit>,
     batch_max: usize,
-    mut dedup: Dedup,
+    dedup: Dedup,
     store: Store,
     quarantine: Arc<Quarantine>,
     directory: DeviceDirectory,
     metrics: IngestMetrics,
     sinks: Sinks,
 ) {
+    let multi = ackers.len() > 1;
+    let dedup = Arc::new(parking_lot::Mutex::new(DedupState {
+        dedup,
+        pending: Default::default(),
+    }));
+    let (tx, parsed_rx) = mpsc::channel::<Parsed>(1);
+    let commit = tokio::spawn(commit_loop(
+        parsed_rx,
+        ackers,
+        dedup.clone(),
+        store,
+        quarantine,
+        directory,
+        metrics,
+        sinks,
+    ));
     let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
     while next_batch(&mut rx, &mut batch, batch_max).await {
         let started = Instant::now();
@@ -637,8 +682,6 @@ async fn write_loop(
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut seen = Vec::new();
-        // (device, seq, ts) of this batch, remembered only once the batch is durable, so a
-        // batch the store refused is not mistaken for a duplicate when it is redelivered.
         let mut fresh: std::collections::HashSet<(String, u64, i64)> = Default::default();
         let mut duplicates = 0u64;
         let mut limited = 0u64;
@@ -662,23 +705,71 @@ async fn write_loop(
         // Several connections deliver one device's messages round-robin, so their order in
         // the batch is the order the pollers won the channel: restore time order (stable) so
         // the quality rules do not see reordering that the devices never did.
-        if ackers.len() > 1 {
+        if multi {
             good.sort_by_key(|r| r.ts_ms);
         }
-        for r in good.drain(..) {
-            for o in &observers.0 {
-                o(&r, now);
-            }
-            if let (Some(seq), true) = (r.seq, dedup.enabled()) {
-                let k = (r.device_id.clone(), seq, r.ts_ms);
-                if dedup.seen(&k.0, seq, r.ts_ms) || !fresh.insert(k) {
-                    duplicates += 1;
-                    continue;
+        {
+            let mut d = dedup.lock();
+            for r in good.drain(..) {
+                for o in &observers.0 {
+                    o(&r, now);
                 }
+                if let (Some(seq), true) = (r.seq, d.dedup.enabled()) {
+                    let k = (r.device_id.clone(), seq, r.ts_ms);
+                    if d.dedup.seen(&k.0, seq, r.ts_ms) || d.pending.contains(&k) {
+                        duplicates += 1;
+                        continue;
+                    }
+                    d.pending.insert(k.clone());
+                    fresh.insert(k);
+                }
+                seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
+                points.extend(r.into_points());
             }
-            seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
-            points.extend(r.into_points());
         }
+        let parsed = Parsed {
+            batch: std::mem::replace(&mut batch, Vec::with_capacity(batch_max)),
+            points,
+            bad,
+            fresh,
+            seen,
+            duplicates,
+            limited,
+            started,
+            now,
+        };
+        if tx.send(parsed).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = commit.await;
+}
+
+/// Stage 2 of [`write_loop`]: make each parsed batch durable, then acknowledge it.
+#[allow(clippy::too_many_arguments)]
+async fn commit_loop(
+    mut rx: mpsc::Receiver<Parsed>,
+    ackers: Vec<Acker>,
+    dedup: Arc<parking_lot::Mutex<DedupState>>,
+    store: Store,
+    quarantine: Arc<Quarantine>,
+    directory: DeviceDirectory,
+    metrics: IngestMetrics,
+    sinks: Sinks,
+) {
+    while let Some(p) = rx.recv().await {
+        let Parsed {
+            mut batch,
+            points,
+            bad,
+            fresh,
+            seen,
+            duplicates,
+            limited,
+            started,
+            now,
+        } = p;
         metrics.messages.inc_by(batch.len() as u64);
         let n_points = points.len() as u64;
         // The sinks need their own copy: the store takes the batch.
@@ -701,12 +792,18 @@ async fn write_loop(
                 }
             }
         }
-        if !stored {
-            batch.clear();
-            continue;
+        {
+            // Durable: remembered as seen. Refused: forgotten, so the redelivery is stored.
+            let mut d = dedup.lock();
+            for k in fresh {
+                if stored {
+                    d.dedup.remember(&k.0, k.1, k.2);
+                }
+                d.pending.remove(&k);
+            }
         }
-        for (dev, seq, ts) in fresh {
-            dedup.remember(&dev, seq, ts);
+        if !stored {
+            continue;
         }
         metrics.duplicates.inc_by(duplicates);
         if !bad.is_empty() {
@@ -731,7 +828,6 @@ async fn write_loop(
                         Ok(Ok(_)) => unreachable!(),
                     };
                     tracing::error!(error = %why, "quarantine write failed; batch left unacknowledged");
-                    batch.clear();
                     continue;
                 }
             }
@@ -745,7 +841,7 @@ async fn write_loop(
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         // Hand the durable points to the sinks; a full sink buffer waits here, which holds
-        // back the acknowledgements and, through the bounded channel, the reading of MQTT.
+        // back the acknowledgements and, through the bounded channels, the reading of MQTT.
         if let Some(p) = for_sinks {
             sinks.send(p).await;
         }
