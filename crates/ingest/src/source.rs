@@ -675,7 +675,15 @@ async fn write_loop(
         sinks,
     ));
     let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
-    while next_batch(&mut rx, &mut batch, batch_max).await {
+    loop {
+        // Cut the next batch only once stage 2 has room for it: what arrives meanwhile joins
+        // it, so batches (and fsyncs) are as few as before the split.
+        let Ok(slot) = tx.reserve().await else {
+            break;
+        };
+        if !next_batch(&mut rx, &mut batch, batch_max).await {
+            break;
+        }
         let started = Instant::now();
         let now = fieldlab_core::time::now_ms();
         let mut points = Vec::new();
@@ -738,9 +746,7 @@ async fn write_loop(
             started,
             now,
         };
-        if tx.send(parsed).await.is_err() {
-            break;
-        }
+        slot.send(parsed);
     }
     drop(tx);
     let _ = commit.await;
