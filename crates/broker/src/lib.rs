@@ -157,38 +157,27 @@ pub fn connectable(mut addr: SocketAddr) -> SocketAddr {
 
 /// Bind `host:port` once to check it is free and to resolve port 0.
 fn probe(host: &str, port: u16) -> Result<SocketAddr, BrokerError> {
-    let want = format!("{host}:{port}");
-    let addr: SocketAddr = want
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| BrokerError::Bind {
-            addr: want.clone(),
-            cause: std::io::Error::other("not a valid listen address"),
-        })?;
     // rumqttd only logs bind failures from its own thread, and port 0 must be resolved to a
     // concrete port before rumqttd gets it.
-    let l = TcpListener::bind(addr).map_err(|cause| BrokerError::Bind { addr: want, cause })?;
-    Ok(l.local_addr().expect("bound socket has an address"))
+    Ok(bind(host, port)?
+        .local_addr()
+        .expect("bound socket has an address"))
 }
 
-/// Bind `host:port` and keep the listener (the gate serves it).
+/// Bind `host:port` and keep the listener (the gate serves it; non-blocking, for tokio).
 fn bind(host: &str, port: u16) -> Result<TcpListener, BrokerError> {
     let want = format!("{host}:{port}");
+    let failed = |cause| BrokerError::Bind {
+        addr: want.clone(),
+        cause,
+    };
     let addr: SocketAddr = want
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| BrokerError::Bind {
-            addr: want.clone(),
-            cause: std::io::Error::other("not a valid listen address"),
-        })?;
-    let l = TcpListener::bind(addr).map_err(|cause| BrokerError::Bind {
-        addr: want.clone(),
-        cause,
-    })?;
-    l.set_nonblocking(true)
-        .map_err(|cause| BrokerError::Bind { addr: want, cause })?;
+        .ok_or_else(|| failed(std::io::Error::other("not a valid listen address")))?;
+    let l = TcpListener::bind(addr).map_err(failed)?;
+    l.set_nonblocking(true).map_err(failed)?;
     Ok(l)
 }
 

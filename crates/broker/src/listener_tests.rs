@@ -255,6 +255,26 @@ async fn drive(el: &mut EventLoop, mut until: impl FnMut(&[Packet]) -> bool) -> 
     got
 }
 
+fn publish(p: &Packet) -> Option<rumqttc::Publish> {
+    match p {
+        Packet::Publish(x) => Some(x.clone()),
+        _ => None,
+    }
+}
+
+fn suback(p: &Packet) -> Option<rumqttc::SubAck> {
+    match p {
+        Packet::SubAck(x) => Some(x.clone()),
+        _ => None,
+    }
+}
+
+/// Drive `el` until the first packet `pick` accepts, and return what it picked.
+async fn first<T>(el: &mut EventLoop, pick: impl Fn(&Packet) -> Option<T>) -> T {
+    let got = drive(el, |g| g.iter().any(|p| pick(p).is_some())).await;
+    got.iter().find_map(pick).expect("drive stopped on it")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_enforces_each_devices_topic_acl() {
     let b = start(&BrokerSettings {
@@ -305,13 +325,7 @@ async fn the_gate_enforces_each_devices_topic_acl() {
     );
 
     // The operator receives only the allowed one.
-    let seen = drive(&mut op_el, |g| {
-        g.iter().any(|p| matches!(p, Packet::Publish(_)))
-    })
-    .await;
-    let Some(Packet::Publish(p)) = seen.iter().find(|p| matches!(p, Packet::Publish(_))) else {
-        unreachable!()
-    };
+    let p = first(&mut op_el, publish).await;
     assert_eq!(p.topic, "devices/t/dev1/telemetry");
     assert_eq!(&p.payload[..], b"own");
 
@@ -322,13 +336,7 @@ async fn the_gate_enforces_each_devices_topic_acl() {
     ])
     .await
     .unwrap();
-    let got = drive(&mut dev_el, |g| {
-        g.iter().any(|p| matches!(p, Packet::SubAck(_)))
-    })
-    .await;
-    let Some(Packet::SubAck(ack)) = got.iter().find(|p| matches!(p, Packet::SubAck(_))) else {
-        unreachable!()
-    };
+    let ack = first(&mut dev_el, suback).await;
     assert_eq!(
         ack.return_codes,
         vec![
@@ -349,13 +357,7 @@ async fn the_gate_enforces_each_devices_topic_acl() {
         .await
         .unwrap();
     tokio::spawn(async move { while op_el.poll().await.is_ok() {} });
-    let got = drive(&mut dev_el, |g| {
-        g.iter().any(|p| matches!(p, Packet::Publish(_)))
-    })
-    .await;
-    let Some(Packet::Publish(p)) = got.iter().find(|p| matches!(p, Packet::Publish(_))) else {
-        unreachable!()
-    };
+    let p = first(&mut dev_el, publish).await;
     assert_eq!(p.topic, "devices/t/dev1/commands");
     assert_eq!(&p.payload[..], b"yours");
 
@@ -363,13 +365,7 @@ async fn the_gate_enforces_each_devices_topic_acl() {
     dev.subscribe("devices/+/+/commands", QoS::AtMostOnce)
         .await
         .unwrap();
-    let got = drive(&mut dev_el, |g| {
-        g.iter().any(|p| matches!(p, Packet::SubAck(_)))
-    })
-    .await;
-    let Some(Packet::SubAck(ack)) = got.iter().find(|p| matches!(p, Packet::SubAck(_))) else {
-        unreachable!()
-    };
+    let ack = first(&mut dev_el, suback).await;
     assert_eq!(
         ack.return_codes,
         vec![rumqttc::SubscribeReasonCode::Failure]
