@@ -235,30 +235,27 @@ impl Gate {
         let (mut to_up, mut to_client) = (BytesMut::new(), BytesMut::new());
         let mut s = Session::default();
         loop {
-            tokio::select! {
-                n = cr.read_buf(&mut cbuf) => {
-                    if n? == 0 {
-                        break;
+            // What is buffered first: a client may send frames right behind its CONNECT.
+            while let Some(frame) = next_frame(&mut cbuf, max)? {
+                if everything {
+                    if frame[0] >> 4 == 1 {
+                        return Err(violation("a second CONNECT"));
                     }
-                    while let Some(frame) = next_frame(&mut cbuf, max)? {
-                        if everything {
-                            if frame[0] >> 4 == 1 {
-                                return Err(violation("a second CONNECT"));
-                            }
-                            to_up.extend_from_slice(&frame);
-                        } else {
-                            self.client_frame(frame, &acl, &mut s, &mut to_up, &mut to_client, peer, &client_id)?;
-                        }
-                    }
+                    to_up.extend_from_slice(&frame);
+                } else {
+                    self.client_frame(
+                        frame,
+                        &acl,
+                        &mut s,
+                        &mut to_up,
+                        &mut to_client,
+                        peer,
+                        &client_id,
+                    )?;
                 }
-                n = ur.read_buf(&mut ubuf) => {
-                    if n? == 0 {
-                        break;
-                    }
-                    while let Some(frame) = next_frame(&mut ubuf, usize::MAX)? {
-                        from_broker(frame, &mut s, &mut to_client)?;
-                    }
-                }
+            }
+            while let Some(frame) = next_frame(&mut ubuf, usize::MAX)? {
+                from_broker(frame, &mut s, &mut to_client)?;
             }
             if !to_up.is_empty() {
                 uw.write_all(&to_up).await?;
@@ -268,6 +265,12 @@ impl Gate {
                 cw.write_all(&to_client).await?;
                 cw.flush().await?;
                 to_client.clear();
+            }
+            cbuf.reserve(8192);
+            ubuf.reserve(8192);
+            tokio::select! {
+                n = cr.read_buf(&mut cbuf) => if n? == 0 { break },
+                n = ur.read_buf(&mut ubuf) => if n? == 0 { break },
             }
         }
         let _ = cw.shutdown().await;

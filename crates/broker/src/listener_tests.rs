@@ -396,6 +396,52 @@ async fn the_gate_enforces_each_devices_topic_acl() {
     assert!(!connects(el).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_right_behind_connect_are_relayed() {
+    use rumqttc::mqttbytes::v4;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = start(&BrokerSettings {
+        port: 0,
+        auth: Some(device_and_operator()),
+        ..Default::default()
+    })
+    .unwrap();
+    // CONNECT and a QoS 1 PUBLISH in one write, before any CONNACK: both must be answered
+    // without the client sending anything more.
+    let mut out = bytes::BytesMut::new();
+    let mut c = v4::Connect::new("dev1");
+    c.login = Some(v4::Login::new("dev1", "key-1"));
+    v4::Packet::Connect(c).write(&mut out, 1 << 20).unwrap();
+    let mut p = v4::Publish::new("devices/t/dev1/telemetry", QoS::AtLeastOnce, "{}");
+    p.pkid = 7;
+    v4::Packet::Publish(p).write(&mut out, 1 << 20).unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(b.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(&out).await.unwrap();
+    let mut got = bytes::BytesMut::new();
+    let mut packets = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !packets.iter().any(|p| matches!(p, v4::Packet::PubAck(_))) {
+        let n = tokio::time::timeout_at(deadline, tcp.read_buf(&mut got))
+            .await
+            .expect("no PUBACK within 10 s: the PUBLISH behind CONNECT was not relayed")
+            .unwrap();
+        assert!(n > 0, "closed; got {packets:?}");
+        while let Ok(p) = v4::Packet::read(&mut got, 1 << 20) {
+            packets.push(p);
+        }
+    }
+    assert!(
+        matches!(&packets[0], v4::Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success),
+        "{packets:?}"
+    );
+    assert!(
+        packets.contains(&v4::Packet::PubAck(v4::PubAck::new(7))),
+        "{packets:?}"
+    );
+}
+
 #[test]
 fn tls_port_without_files_or_with_bad_files_is_a_clear_error() {
     let e = start(&BrokerSettings {
