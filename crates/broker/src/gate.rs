@@ -50,11 +50,16 @@ fn violation(what: &str) -> BoxError {
     format!("MQTT protocol violation: {what}").into()
 }
 
+/// A filter starting with a wildcard never reaches topics (or filters) starting with `$`.
+fn hides_dollar(filter: &str, topic: &str) -> bool {
+    topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#'))
+}
+
 /// MQTT topic filter matching (MQTT 3.1.1 section 4.7): `+` one level, `#` the rest
 /// (including the parent level itself); a filter starting with a wildcard does not match
 /// topics starting with `$`.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+    if hides_dollar(filter, topic) {
         return false;
     }
     let mut f = filter.split('/');
@@ -73,7 +78,7 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 /// True when every topic `sub` can match is matched by `allowed` (a SUBSCRIBE filter inside
 /// a read filter).
 pub fn filter_covers(allowed: &str, sub: &str) -> bool {
-    if sub.starts_with('$') && (allowed.starts_with('+') || allowed.starts_with('#')) {
+    if hides_dollar(allowed, sub) {
         return false;
     }
     let mut a = allowed.split('/');

@@ -30,21 +30,11 @@ async fn state(dir: &std::path::Path) -> AppState {
         .collect();
     store.write(pts).await.unwrap();
     AppState {
-        store,
-        quarantine,
         directory,
-        readiness: Readiness::new(),
         registry: Arc::new(reg),
         http,
-        started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
-        watch: None,
-        ratelimit: None,
-        auth: None,
-        emulator: None,
-        annotations: None,
-        extra_routes: None,
-        extra_openapi: None,
+        ..AppState::bare(store, quarantine)
     }
 }
 

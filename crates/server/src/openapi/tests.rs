@@ -1,31 +1,14 @@
 //! The document against the router's real routes, and its security against the policy table.
 
 use super::*;
-use crate::{HttpMetrics, Readiness};
-use fieldlab_core::DeviceDirectory;
 use fieldlab_store::{Quarantine, Store, StoreOptions};
-use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::time::Instant;
 
 fn state(dir: &std::path::Path) -> AppState {
     let (store, _) = Store::open(StoreOptions::new(dir)).unwrap();
     AppState {
-        store,
-        quarantine: Arc::new(Quarantine::open(dir).unwrap()),
-        directory: DeviceDirectory::new(),
-        readiness: Readiness::new(),
-        registry: Arc::new(Registry::default()),
-        http: HttpMetrics::default(),
-        started: Instant::now(),
         broker_url: "mqtt://127.0.0.1:1883".into(),
-        watch: None,
-        ratelimit: None,
-        auth: None,
-        emulator: None,
-        annotations: None,
-        extra_routes: None,
-        extra_openapi: None,
+        ..AppState::bare(store, Arc::new(Quarantine::open(dir).unwrap()))
     }
 }
 
