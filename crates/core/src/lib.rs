@@ -7,11 +7,12 @@
 //! each other.
 //!
 //! Architecture invariant: this crate does no network I/O and starts no tasks. The only file it
-//! reads is the configuration file, on request.
+//! reads is the configuration file, on request. (`process` sets process flags, no I/O.)
 
 pub mod config;
 pub mod directory;
 pub mod principal;
+pub mod process;
 pub mod readiness;
 pub mod reading;
 pub mod time;

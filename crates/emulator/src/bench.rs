@@ -137,7 +137,7 @@ fn mosquitto() -> anyhow::Result<Mosquitto> {
         &conf,
         format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"),
     )?;
-    let child = Command::new(bin)
+    let child = fieldlab_core::process::peer_command(bin)
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())

@@ -1253,7 +1253,7 @@ fn bench_wrk(a: &BenchCapArgs, dir: &Path, zip: &[u8]) -> anyhow::Result<()> {
             .await
     });
     let run = |path: &str, script: Option<&Path>| -> anyhow::Result<(f64, String)> {
-        let mut c = std::process::Command::new("wrk");
+        let mut c = fieldlab_core::process::peer_command("wrk");
         c.args([
             "-t2",
             &format!("-c{}", a.connections),

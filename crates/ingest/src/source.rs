@@ -716,6 +716,9 @@ async fn write_loop(
         if multi {
             good.sort_by_key(|r| r.ts_ms);
         }
+        // One allocation for the batch's points (growing by doubling copied ~5% of the
+        // gateway-shaped profile in memmove).
+        points.reserve(good.iter().map(|r| r.fields.len()).sum());
         {
             let mut d = dedup.lock();
             for r in good.drain(..) {

@@ -15,7 +15,7 @@ use fieldlab_ratelimit::{Algorithm, Limit, Limiter, LimiterSettings, Policy, Rat
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,7 +198,7 @@ impl TempRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new("redis-server")
+        let child = fieldlab_core::process::peer_command("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
@@ -308,7 +308,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
     .map(|v| v.to_string())
     .collect();
     let redis_benchmark = |c: usize, p: usize, args: Vec<String>| -> anyhow::Result<f64> {
-        let out = Command::new("redis-benchmark")
+        let out = fieldlab_core::process::peer_command("redis-benchmark")
             .args(["-h", &host, "-p", &port.to_string()])
             .args(["-c", &c.to_string(), "-P", &p.to_string()])
             .args(["-n", &b.redis_requests.to_string()])
@@ -500,7 +500,7 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<Vec<HttpRun>> {
         let (mut rps, mut p50, mut p99, mut reqs, mut errs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..b.runs {
-            let out = tokio::process::Command::new("wrk")
+            let out = tokio::process::Command::from(fieldlab_core::process::peer_command("wrk"))
                 .args([
                     "-t",
                     &b.threads.to_string(),
