@@ -264,7 +264,8 @@ impl<'a> Checker<'a> {
             // Jump to the next quote or backslash; nothing in between may be a control
             // character (canonical JSON escapes them).
             let k = j + memchr::memchr2(b'"', b'\\', self.b.get(j..)?)?;
-            if self.b[j..k].iter().any(|&c| c < 0x20) {
+            // `fold` without early exit vectorises (`any` walks byte by byte).
+            if self.b[j..k].iter().fold(false, |a, &c| a | (c < 0x20)) {
                 return None;
             }
             if self.b[k] == b'"' {
@@ -295,6 +296,16 @@ impl<'a> Checker<'a> {
             self.i += 1;
         }
         let lit = &self.b[start..self.i];
+        // Fast path: an integer of at most 15 digits (below 2^53, so exactly what ECMAScript
+        // prints) without a leading zero or a minus zero is canonical as it stands.
+        let digits = lit.strip_prefix(b"-").unwrap_or(lit);
+        if !digits.is_empty()
+            && digits.len() <= 15
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits[0] != b'0' || (digits.len() == 1 && digits.len() == lit.len()))
+        {
+            return true;
+        }
         let Ok(n) = serde_json::from_slice::<serde_json::Number>(lit) else {
             return false;
         };
@@ -331,6 +342,52 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 /// Lower-case hex, the only hex form fieldlab writes or accepts.
 pub fn hex32(h: &[u8; 32]) -> String {
     hex::encode(h)
+}
+
+/// Serde for an audit path (`Vec<[u8; 32]>`) written as lower-case hex strings: decoded
+/// while parsing, straight from the input text (no `String` per hash; a bundle holds hundreds
+/// of them), with [`parse_hex32`]'s strictness.
+pub mod hex_hashes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(super::hex32))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        struct One;
+        impl Visitor<'_> for One {
+            type Value = [u8; 32];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("64 lower-case hex digits")
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<[u8; 32], E> {
+                super::parse_hex32(s).ok_or_else(|| E::custom(format!("`{s}` is not 64 lower-case hex digits")))
+            }
+        }
+        struct Hash([u8; 32]);
+        impl<'de> serde::Deserialize<'de> for Hash {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+                d.deserialize_str(One).map(Hash)
+            }
+        }
+        struct Seq;
+        impl<'de> Visitor<'de> for Seq {
+            type Value = Vec<[u8; 32]>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of hashes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+                while let Some(Hash(h)) = a.next_element()? {
+                    out.push(h);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Seq)
+    }
 }
 
 /// Parse exactly 64 lower-case hex digits (upper case is refused so that every hash has one

@@ -92,10 +92,7 @@ impl SortedList {
         ListEntry {
             index: i as u64,
             value: self.entries[i].clone(),
-            proof: merkle::inclusion_proof(leaves, i)
-                .iter()
-                .map(hex32)
-                .collect(),
+            proof: merkle::inclusion_proof(leaves, i),
         }
     }
 }
@@ -226,18 +223,18 @@ pub enum Status {
 pub struct ListEntry {
     pub index: u64,
     pub value: String,
-    pub proof: Vec<String>,
+    /// The audit path, leaf to root (hex in JSON).
+    #[serde(with = "crate::canon::hex_hashes")]
+    pub proof: Vec<Hash>,
 }
 
 impl ListEntry {
     fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
-        let path: Option<Vec<Hash>> = self.proof.iter().map(|h| parse_hex32(h)).collect();
-        let path = path.ok_or("list proof has a malformed hash")?;
         if merkle::verify_inclusion(
             &merkle::leaf_hash(self.value.as_bytes()),
             self.index,
             size,
-            &path,
+            &self.proof,
             root,
         ) {
             Ok(())
@@ -1103,7 +1100,7 @@ mod tests {
         let rec = || OpenedRecord {
             index: 1,
             record: json!({"id": "S1", "name": "A"}),
-            proof: vec!["00".repeat(32)],
+            proof: vec![[0; 32]],
         };
         let le = |i: u64, v: &str| ListEntry {
             index: i,

@@ -464,10 +464,7 @@ impl RecordSet {
         OpenedRecord {
             index: i as u64,
             record: self.records[i].clone(),
-            proof: merkle::inclusion_proof(&self.leaves, i)
-                .iter()
-                .map(hex32)
-                .collect(),
+            proof: merkle::inclusion_proof(&self.leaves, i),
         }
     }
 }
@@ -478,7 +475,9 @@ impl RecordSet {
 pub struct OpenedRecord {
     pub index: u64,
     pub record: Value,
-    pub proof: Vec<String>,
+    /// The audit path, leaf to root (hex in JSON).
+    #[serde(with = "canon::hex_hashes")]
+    pub proof: Vec<Hash>,
 }
 
 impl OpenedRecord {
@@ -486,9 +485,7 @@ impl OpenedRecord {
     pub fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
         let mut bytes = Vec::with_capacity(128);
         canon::write_value(&mut bytes, &self.record).map_err(|e| e.to_string())?;
-        let path: Option<Vec<Hash>> = self.proof.iter().map(|h| canon::parse_hex32(h)).collect();
-        let path = path.ok_or("inclusion proof has a malformed hash")?;
-        if merkle::verify_inclusion(&merkle::leaf_hash(&bytes), self.index, size, &path, root) {
+        if merkle::verify_inclusion(&merkle::leaf_hash(&bytes), self.index, size, &self.proof, root) {
             Ok(())
         } else {
             Err(format!(

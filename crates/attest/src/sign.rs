@@ -220,6 +220,30 @@ pub struct Signature {
     pub sig: String,
 }
 
+/// The decoded key of `pk`. Decoding is a point decompression (a field square root, ~2% of a
+/// bundle verification), and a verifier sees the same few keys again and again, so each
+/// thread keeps the last keys it decoded. The cache is keyed by all 32 bytes: it can only
+/// return what `from_bytes` would.
+fn verifying_key(pk: &[u8; 32]) -> Result<VerifyingKey, String> {
+    use std::cell::RefCell;
+    const KEEP: usize = 8;
+    thread_local! {
+        static LAST: RefCell<Vec<([u8; 32], VerifyingKey)>> = const { RefCell::new(Vec::new()) };
+    }
+    LAST.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(i) = c.iter().position(|(k, _)| k == pk) {
+            return Ok(c[i].1);
+        }
+        let vk = VerifyingKey::from_bytes(pk).map_err(|e| format!("bad public key: {e}"))?;
+        if c.len() == KEEP {
+            c.remove(0);
+        }
+        c.push((*pk, vk));
+        Ok(vk)
+    })
+}
+
 impl Signature {
     /// Verify the signature over `context || 0x00 || message`, and that `kid` belongs to the key.
     pub fn verify(&self, context: &str, message: &[u8]) -> Result<(), String> {
@@ -235,7 +259,7 @@ impl Signature {
                 kid(&pk)
             ));
         }
-        let vk = VerifyingKey::from_bytes(&pk).map_err(|e| format!("bad public key: {e}"))?;
+        let vk = verifying_key(&pk)?;
         let sig: [u8; 64] = unb64(&self.sig)
             .and_then(|v| v.try_into().ok())
             .ok_or("sig is not 64 bytes of canonical base64")?;

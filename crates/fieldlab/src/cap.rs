@@ -893,7 +893,8 @@ fn inspect(dir: &Path, prove: Option<&str>) -> anyhow::Result<ExitCode> {
             }
             let o = rs.open(i);
             let out = serde_json::json!({"set": set, "root": fieldlab_attest::canon::hex32(&rs.root()),
-                "size": rs.records.len(), "index": o.index, "record": o.record, "proof": o.proof});
+                "size": rs.records.len(), "index": o.index, "record": o.record,
+                "proof": o.proof.iter().map(fieldlab_attest::canon::hex32).collect::<Vec<_>>()});
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
     }
