@@ -363,7 +363,8 @@ pub mod hex_hashes {
                 f.write_str("64 lower-case hex digits")
             }
             fn visit_str<E: Error>(self, s: &str) -> Result<[u8; 32], E> {
-                super::parse_hex32(s).ok_or_else(|| E::custom(format!("`{s}` is not 64 lower-case hex digits")))
+                super::parse_hex32(s)
+                    .ok_or_else(|| E::custom(format!("`{s}` is not 64 lower-case hex digits")))
             }
         }
         struct Hash([u8; 32]);

@@ -485,7 +485,13 @@ impl OpenedRecord {
     pub fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
         let mut bytes = Vec::with_capacity(128);
         canon::write_value(&mut bytes, &self.record).map_err(|e| e.to_string())?;
-        if merkle::verify_inclusion(&merkle::leaf_hash(&bytes), self.index, size, &self.proof, root) {
+        if merkle::verify_inclusion(
+            &merkle::leaf_hash(&bytes),
+            self.index,
+            size,
+            &self.proof,
+            root,
+        ) {
             Ok(())
         } else {
             Err(format!(

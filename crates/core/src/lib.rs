@@ -21,4 +21,4 @@ pub use config::{Config, ConfigError};
 pub use directory::{DeviceDirectory, DeviceEntry};
 pub use principal::{AuthMethod, Principal, Role};
 pub use readiness::Readiness;
-pub use reading::{FieldValue, Point, Reading, SeriesKey, Tags};
+pub use reading::{FieldValue, Names, Point, Reading, SeriesKey, Tags};

@@ -210,7 +210,7 @@ impl<W: Write> Sink<W> for CsvSink<W> {
         let mut rec = vec![
             format_ms(ts),
             s.device_id.clone(),
-            s.tags.device_type.clone(),
+            s.tags.device_type.to_string(),
             s.field.clone(),
         ];
         rec.extend(
@@ -245,7 +245,7 @@ impl<W: Write> Sink<W> for JsonSink<W> {
         let mut o = serde_json::Map::new();
         o.insert("ts".into(), format_ms(ts).into());
         o.insert("device_id".into(), s.device_id.clone().into());
-        o.insert("device_type".into(), s.tags.device_type.clone().into());
+        o.insert("device_type".into(), s.tags.device_type.to_string().into());
         o.insert("field".into(), s.field.clone().into());
         o.insert(
             "tags".into(),
@@ -409,7 +409,7 @@ impl<W: Write + Send> Sink<W> for ParquetSink<W> {
         self.ts.push(ts);
         self.ids.push(ByteArray::from(s.device_id.as_str()));
         self.types
-            .push(ByteArray::from(s.tags.device_type.as_str()));
+            .push(ByteArray::from(&*s.tags.device_type));
         self.fields.push(ByteArray::from(s.field.as_str()));
         for (t, (v, d)) in tags.iter().zip(&mut self.tags) {
             match s.tags.extra.get(t) {

@@ -675,6 +675,8 @@ async fn write_loop(
         sinks,
     ));
     let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
+    // Device ids, types and field names of this stream, shared by all its points.
+    let mut names = fieldlab_core::Names::default();
     loop {
         // Cut the next batch only once stage 2 has room for it: what arrives meanwhile joins
         // it, so batches (and fsyncs) are as few as before the split.
@@ -735,7 +737,7 @@ async fn write_loop(
                     fresh.insert(k);
                 }
                 seen.push((r.device_id.clone(), r.device_type.clone(), r.seq));
-                points.extend(r.into_points());
+                r.push_points(&mut points, &mut names);
             }
         }
         let parsed = Parsed {

@@ -145,13 +145,13 @@ impl Target for Postgres {
             Vec::with_capacity(n),
         );
         for (i, p) in points.iter().enumerate() {
-            if last[&(p.key.device_id.as_str(), p.key.field.as_str(), p.ts_ms)] != i {
+            if last[&(p.key.device_id.as_ref(), p.key.field.as_ref(), p.ts_ms)] != i {
                 continue;
             }
-            d.push(p.key.device_id.as_str());
-            f.push(p.key.field.as_str());
+            d.push(p.key.device_id.as_ref());
+            f.push(p.key.field.as_ref());
             t.push(p.ts_ms);
-            dt.push(p.tags.device_type.as_str());
+            dt.push(p.tags.device_type.as_ref());
             tg.push(serde_json::to_string(&p.tags.extra).unwrap_or_else(|_| "{}".into()));
             let (a, b, c, s) = match &p.value {
                 FieldValue::F64(v) => (Some(*v), None, None, None),

@@ -11,7 +11,14 @@ use std::collections::HashMap;
 pub struct SeriesBuf {
     pub tags: Tags,
     pub points: Vec<(i64, FieldValue)>,
+    /// (commit number, slot in that commit's span list) of the last commit that wrote here:
+    /// [`Head::insert_spanned`] finds a series' span with the lookup it does anyway.
+    span: (u64, usize),
 }
+
+/// What one commit wrote to one series: the key, its time span, and the tags of its newest
+/// point (the catalog is updated from these once per series, not per point).
+pub type Span<'a> = (&'a SeriesKey, i64, i64, &'a Tags);
 
 impl SeriesBuf {
     /// Insert keeping time order; a point at an existing timestamp replaces it, so replaying
@@ -40,10 +47,43 @@ pub struct Head {
     pub points: usize,
     /// Wall-clock time (ms) of the first write into this head.
     pub opened_ms: Option<i64>,
+    /// Commits so far (numbers the span lists of [`Head::insert_spanned`]; 0 = none).
+    commits: u64,
 }
 
 impl Head {
     pub fn insert(&mut self, p: &Point, now_ms: i64) {
+        self.buf(p, |_| ());
+        self.finish(now_ms);
+    }
+
+    /// Start a commit: its inserts record their spans afresh.
+    pub fn begin_commit(&mut self) {
+        self.commits += 1;
+    }
+
+    /// [`Head::insert`], also recording the point in `spans` (one entry per series written
+    /// since [`Head::begin_commit`]), with the one hash lookup the insert needs anyway.
+    pub fn insert_spanned<'a>(&mut self, p: &'a Point, now_ms: i64, spans: &mut Vec<Span<'a>>) {
+        let commit = self.commits;
+        self.buf(p, |buf| {
+            if buf.span.0 == commit && commit != 0 {
+                let s = &mut spans[buf.span.1];
+                s.1 = s.1.min(p.ts_ms);
+                if p.ts_ms >= s.2 {
+                    s.2 = p.ts_ms;
+                    s.3 = &p.tags;
+                }
+            } else {
+                buf.span = (commit, spans.len());
+                spans.push((&p.key, p.ts_ms, p.ts_ms, &p.tags));
+            }
+        });
+        self.finish(now_ms);
+    }
+
+    /// Insert `p` into its series and hand the series to `then`.
+    fn buf<R>(&mut self, p: &Point, then: impl FnOnce(&mut SeriesBuf) -> R) -> R {
         // Look up before inserting: the key is only cloned for a new series (hot path).
         let buf = match self.series.get_mut(&p.key) {
             Some(b) => b,
@@ -53,6 +93,10 @@ impl Head {
             buf.tags = p.tags.clone();
         }
         buf.insert(p.ts_ms, p.value.clone());
+        then(buf)
+    }
+
+    fn finish(&mut self, now_ms: i64) {
         self.points += 1;
         self.opened_ms.get_or_insert(now_ms);
     }
@@ -78,5 +122,39 @@ mod tests {
         assert_eq!(s.range(2, 5).len(), 2);
         assert_eq!(s.range(10, 20).len(), 0);
         assert_eq!(s.range(6, 2).len(), 0);
+    }
+
+    #[test]
+    fn spans_are_per_series_and_per_commit_with_the_newest_points_tags() {
+        let pt = |dev: &str, ts: i64, site: &str| Point {
+            key: SeriesKey::new(dev, "t"),
+            tags: Tags {
+                device_type: "x".into(),
+                extra: [("site".to_string(), site.to_string())].into(),
+            },
+            ts_ms: ts,
+            value: FieldValue::F64(1.0),
+        };
+        let mut h = Head::default();
+        let first = [pt("a", 5, "s5"), pt("b", 1, "b"), pt("a", 9, "s9"), pt("a", 2, "s2")];
+        let mut spans = Vec::new();
+        h.begin_commit();
+        for p in &first {
+            h.insert_spanned(p, 0, &mut spans);
+        }
+        let got: Vec<_> = spans
+            .iter()
+            .map(|(k, lo, hi, t)| (k.device_id.as_str(), *lo, *hi, t.extra["site"].as_str()))
+            .collect();
+        assert_eq!(got, vec![("a", 2, 9, "s9"), ("b", 1, 1, "b")]);
+        // The next commit starts its spans afresh.
+        let second = [pt("a", 20, "s20")];
+        let mut spans = Vec::new();
+        h.begin_commit();
+        h.insert_spanned(&second[0], 0, &mut spans);
+        assert_eq!(spans.len(), 1);
+        assert_eq!((spans[0].1, spans[0].2), (20, 20));
+        assert_eq!(h.points, 5);
+        assert_eq!(h.series[&SeriesKey::new("a", "t")].points.len(), 4);
     }
 }

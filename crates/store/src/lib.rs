@@ -47,7 +47,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -680,7 +680,7 @@ impl Store {
         match device_id {
             Some(d) => cat
                 .range(SeriesKey::new(d, "")..)
-                .take_while(|(k, _)| k.device_id == d)
+                .take_while(|(k, _)| *k.device_id == *d)
                 .map(|(_, v)| v.clone())
                 .collect(),
             None => cat.values().cloned().collect(),
@@ -717,8 +717,8 @@ fn note_series(
             cat.insert(
                 key.clone(),
                 SeriesInfo {
-                    device_id: key.device_id.clone(),
-                    field: key.field.clone(),
+                    device_id: key.device_id.to_string(),
+                    field: key.field.to_string(),
                     tags: tags.clone(),
                     first_ts_ms: min,
                     last_ts_ms: max,
@@ -862,25 +862,15 @@ impl Writer {
             let mut head = self.sh.head.write();
             let mut cat = self.sh.catalog.write();
             // The catalog (a BTreeMap) is updated once per series of the commit, not per point.
-            let mut spans: HashMap<&SeriesKey, (i64, i64, &Tags), foldhash::fast::RandomState> =
-                HashMap::default();
+            let mut spans = Vec::new();
+            head.begin_commit();
             for (pts, _) in &writes {
                 for p in pts {
-                    head.insert(p, now);
-                    spans
-                        .entry(&p.key)
-                        .and_modify(|(lo, hi, tags)| {
-                            *lo = (*lo).min(p.ts_ms);
-                            if p.ts_ms >= *hi {
-                                *hi = p.ts_ms;
-                                *tags = &p.tags;
-                            }
-                        })
-                        .or_insert((p.ts_ms, p.ts_ms, &p.tags));
+                    head.insert_spanned(p, now, &mut spans);
                 }
                 n += pts.len() as u64;
             }
-            for (key, (lo, hi, tags)) in spans {
+            for (key, lo, hi, tags) in spans {
                 note_series(&mut cat, key, tags, lo, hi);
             }
             self.sh.metrics.head_points.set(head.points as i64);

@@ -49,6 +49,25 @@ fn value(i: usize, f: usize) -> f64 {
     20.0 + ((i + f) % 100) as f64 * 0.01
 }
 
+/// Publisher `p`'s `n` readings as message bodies of `step` readings each (the last may be
+/// shorter), reading `i` at `ts0_ms + i`. Both benchmarks encode every body before their clock
+/// starts, so the load generator's formatting is not counted for either system (it shares
+/// this machine's two cores with the system under test), as TSBS pre-generates its data.
+pub fn bodies(
+    format: BenchFormat,
+    p: usize,
+    n: usize,
+    step: usize,
+    fields: usize,
+    ts0_ms: i64,
+) -> Vec<String> {
+    let step = step.max(1);
+    (0..n)
+        .step_by(step)
+        .map(|i| encode(format, p, i, (i + step).min(n), fields, ts0_ms))
+        .collect()
+}
+
 /// Readings `from..to` of publisher `p` encoded as one message body; reading `i` is at
 /// `ts0_ms + i`. `bench influx` sends `Line` bodies of the same readings to InfluxDB.
 pub fn encode(
@@ -214,18 +233,24 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let want = (b.messages * b.fields) as u64;
-        let t0 = Instant::now();
         let per = b.messages.div_ceil(b.publishers);
+        let ts0 = fieldlab_core::time::now_ms();
+        let payloads: Vec<Vec<String>> = (0..b.publishers)
+            .map(|p| {
+                let n = per.min(b.messages.saturating_sub(p * per));
+                bodies(b.format, p, n, b.batch, b.fields, ts0)
+            })
+            .collect();
+        let t0 = Instant::now();
         let mut pubs = Vec::new();
-        for p in 0..b.publishers {
-            let n = per.min(b.messages.saturating_sub(p * per));
+        for (p, payloads) in payloads.into_iter().enumerate() {
             pubs.push(tokio::spawn(publish(
                 addr.ip().to_string(),
                 addr.port(),
                 run,
                 p,
-                n,
-                b.clone(),
+                payloads,
+                b.acl,
             )));
         }
         // Wait while points keep arriving; give up after 30 s without progress.
@@ -277,14 +302,14 @@ async fn publish(
     port: u16,
     run: usize,
     p: usize,
-    n: usize,
-    b: IngestBench,
+    payloads: Vec<String>,
+    acl: bool,
 ) -> anyhow::Result<()> {
     let mut o = MqttOptions::new(format!("bench-pub-{run}-{p}"), host, port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_inflight(1000)
         .set_max_packet_size(1 << 20, 1 << 20);
-    if b.acl {
+    if acl {
         o.set_credentials(BENCH_PUB.0, BENCH_PUB.1);
     }
     let (client, mut el) = AsyncClient::new(o, 1000);
@@ -307,17 +332,12 @@ async fn publish(
         }
     });
     let topic = format!("devices/Bench/bench-{p}/telemetry");
-    let t0 = fieldlab_core::time::now_ms();
-    let step = b.batch.max(1);
-    let (mut i, mut sent) = (0, 0);
-    while i < n {
-        let end = (i + step).min(n);
-        let payload = encode(b.format, p, i, end, b.fields, t0);
+    let mut sent = 0;
+    for payload in payloads {
         client
             .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
             .await?;
         sent += 1;
-        i = end;
     }
     tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|a| *a >= sent))
         .await

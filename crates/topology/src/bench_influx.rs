@@ -7,7 +7,7 @@
 //!    as line protocol, POSTed to `/write` by as
 //!    many concurrent writers as there are publishers, 5000 points per request (InfluxData's
 //!    recommended batch), the clock stopping when every request answered 204 (InfluxDB 1.x
-//!    fsyncs its WAL before answering). Both sides encode their payloads inside the clock.
+//!    fsyncs its WAL before answering). Both sides encode all their payloads before the clock starts (`bench::bodies`).
 //! 2. **Bytes per point on disk** (allocated blocks, as `du` counts them) for one day of 1 Hz sensor data (`--series` series, a daily
 //!    cycle plus noise at 0.01 resolution): fieldlab's data dir after `close()` (blocks) vs
 //!    InfluxDB's data + WAL dirs once its caches were snapshotted and fully compacted.
@@ -15,7 +15,7 @@
 //!    loopback for both (`/api/v1/query?step=60s&agg=mean` vs InfluxQL `mean() GROUP BY
 //!    time(1m)`), p50 of `--queries` queries after a warm-up.
 
-use crate::bench::{encode, ingest, median, BenchFormat, IngestBench};
+use crate::bench::{bodies, ingest, median, BenchFormat, IngestBench};
 use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
 use fieldlab_sinks::local::{dir_bytes, InfluxServer};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
@@ -314,27 +314,28 @@ fn influx_query(url: &str, db: &str, q: &str) -> anyhow::Result<()> {
 }
 
 /// The ingest benchmark's points as line protocol through `publishers` concurrent writers,
-/// 5000 points per request; returns points/s. The bodies are `bench::encode(Line, ..)`, byte
+/// 5000 points per request; returns points/s. The bodies are `bench::bodies(Line, ..)`, byte
 /// for byte what a line-protocol gateway publishes over MQTT in `bench ingest --format line`.
 async fn influx_ingest(url: &str, db: &str, b: &IngestBench) -> anyhow::Result<f64> {
     let client = reqwest::Client::new();
     let write = format!("{url}/write?db={db}");
     let per = b.messages.div_ceil(b.publishers);
     let lines_per_req = (5000 / b.fields).max(1);
-    let t0 = Instant::now();
     let ts0 = fieldlab_core::time::now_ms();
+    let payloads: Vec<Vec<String>> = (0..b.publishers)
+        .map(|p| {
+            let n = per.min(b.messages.saturating_sub(p * per));
+            bodies(BenchFormat::Line, p, n, lines_per_req, b.fields, ts0)
+        })
+        .collect();
+    let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for p in 0..b.publishers {
-        let n = per.min(b.messages.saturating_sub(p * per));
-        let (client, write, fields) = (client.clone(), write.clone(), b.fields);
+    for payloads in payloads {
+        let (client, write) = (client.clone(), write.clone());
         tasks.push(tokio::spawn(async move {
-            let mut i = 0;
-            while i < n {
-                let end = (i + lines_per_req).min(n);
-                let body = encode(BenchFormat::Line, p, i, end, fields, ts0);
+            for body in payloads {
                 let r = client.post(&write).body(body).send().await?;
                 anyhow::ensure!(r.status().is_success(), "InfluxDB write: {}", r.status());
-                i = end;
             }
             anyhow::Ok(())
         }));
