@@ -408,8 +408,7 @@ impl<W: Write + Send> Sink<W> for ParquetSink<W> {
     ) -> Result<(), ExportError> {
         self.ts.push(ts);
         self.ids.push(ByteArray::from(s.device_id.as_str()));
-        self.types
-            .push(ByteArray::from(&*s.tags.device_type));
+        self.types.push(ByteArray::from(&*s.tags.device_type));
         self.fields.push(ByteArray::from(s.field.as_str()));
         for (t, (v, d)) in tags.iter().zip(&mut self.tags) {
             match s.tags.extra.get(t) {

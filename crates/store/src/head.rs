@@ -136,7 +136,12 @@ mod tests {
             value: FieldValue::F64(1.0),
         };
         let mut h = Head::default();
-        let first = [pt("a", 5, "s5"), pt("b", 1, "b"), pt("a", 9, "s9"), pt("a", 2, "s2")];
+        let first = [
+            pt("a", 5, "s5"),
+            pt("b", 1, "b"),
+            pt("a", 9, "s9"),
+            pt("a", 2, "s2"),
+        ];
         let mut spans = Vec::new();
         h.begin_commit();
         for p in &first {
