@@ -149,7 +149,7 @@ mod tests {
         }
         let got: Vec<_> = spans
             .iter()
-            .map(|(k, lo, hi, t)| (k.device_id.as_str(), *lo, *hi, t.extra["site"].as_str()))
+            .map(|(k, lo, hi, t)| (k.device_id.as_ref(), *lo, *hi, t.extra["site"].as_str()))
             .collect();
         assert_eq!(got, vec![("a", 2, 9, "s9"), ("b", 1, 1, "b")]);
         // The next commit starts its spans afresh.
