@@ -324,7 +324,12 @@ fn pg_expected(pts: &[Point]) -> BTreeSet<(String, String, i64, String)> {
                 FieldValue::Bool(b) => b.to_string(),
                 FieldValue::Str(s) => s.clone(),
             };
-            (p.key.device_id.to_string(), p.key.field.to_string(), p.ts_ms, v)
+            (
+                p.key.device_id.to_string(),
+                p.key.field.to_string(),
+                p.ts_ms,
+                v,
+            )
         })
         .collect()
 }
