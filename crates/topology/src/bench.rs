@@ -49,22 +49,22 @@ fn value(i: usize, f: usize) -> f64 {
     20.0 + ((i + f) % 100) as f64 * 0.01
 }
 
-/// Publisher `p`'s `n` readings as message bodies of `step` readings each (the last may be
-/// shorter), reading `i` at `ts0_ms + i`. Both benchmarks encode every body before their clock
-/// starts, so the load generator's formatting is not counted for either system (it shares
-/// this machine's two cores with the system under test), as TSBS pre-generates its data.
-pub fn bodies(
-    format: BenchFormat,
-    p: usize,
-    n: usize,
-    step: usize,
-    fields: usize,
-    ts0_ms: i64,
-) -> Vec<String> {
+/// Every publisher's share of `b.messages` readings as message bodies of `step` readings each
+/// (the last may be shorter), reading `i` at `ts0_ms + i`; one `Vec` per publisher. Both
+/// benchmarks encode every body before their clock starts, so the load generator's formatting
+/// is not counted for either system (it shares this machine's two cores with the system under
+/// test), as TSBS pre-generates its data.
+pub fn bodies(b: &IngestBench, format: BenchFormat, step: usize, ts0_ms: i64) -> Vec<Vec<String>> {
     let step = step.max(1);
-    (0..n)
-        .step_by(step)
-        .map(|i| encode(format, p, i, (i + step).min(n), fields, ts0_ms))
+    let per = b.messages.div_ceil(b.publishers);
+    (0..b.publishers)
+        .map(|p| {
+            let n = per.min(b.messages.saturating_sub(p * per));
+            (0..n)
+                .step_by(step)
+                .map(|i| encode(format, p, i, (i + step).min(n), b.fields, ts0_ms))
+                .collect()
+        })
         .collect()
 }
 
@@ -233,14 +233,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let want = (b.messages * b.fields) as u64;
-        let per = b.messages.div_ceil(b.publishers);
-        let ts0 = fieldlab_core::time::now_ms();
-        let payloads: Vec<Vec<String>> = (0..b.publishers)
-            .map(|p| {
-                let n = per.min(b.messages.saturating_sub(p * per));
-                bodies(b.format, p, n, b.batch, b.fields, ts0)
-            })
-            .collect();
+        let payloads = bodies(b, b.format, b.batch, fieldlab_core::time::now_ms());
         let t0 = Instant::now();
         let mut pubs = Vec::new();
         for (p, payloads) in payloads.into_iter().enumerate() {

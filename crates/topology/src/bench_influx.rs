@@ -319,15 +319,13 @@ fn influx_query(url: &str, db: &str, q: &str) -> anyhow::Result<()> {
 async fn influx_ingest(url: &str, db: &str, b: &IngestBench) -> anyhow::Result<f64> {
     let client = reqwest::Client::new();
     let write = format!("{url}/write?db={db}");
-    let per = b.messages.div_ceil(b.publishers);
     let lines_per_req = (5000 / b.fields).max(1);
-    let ts0 = fieldlab_core::time::now_ms();
-    let payloads: Vec<Vec<String>> = (0..b.publishers)
-        .map(|p| {
-            let n = per.min(b.messages.saturating_sub(p * per));
-            bodies(BenchFormat::Line, p, n, lines_per_req, b.fields, ts0)
-        })
-        .collect();
+    let payloads = bodies(
+        b,
+        BenchFormat::Line,
+        lines_per_req,
+        fieldlab_core::time::now_ms(),
+    );
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for payloads in payloads {
