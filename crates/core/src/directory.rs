@@ -67,6 +67,19 @@ impl DeviceDirectory {
 
     /// Record one ingested message.
     pub fn seen(&self, device_id: &str, device_type: &str, seq: Option<u64>, at_ms: i64) {
+        self.seen_many(device_id, device_type, seq, 1, at_ms)
+    }
+
+    /// Record `n` ingested messages of one device at once, `seq` the newest of their sequence
+    /// numbers (a gateway's batch).
+    pub fn seen_many(
+        &self,
+        device_id: &str,
+        device_type: &str,
+        seq: Option<u64>,
+        n: u64,
+        at_ms: i64,
+    ) {
         let mut map = self.inner.write();
         let e = Self::entry(&mut map, device_id, device_type);
         if !device_type.is_empty() && e.device_type != device_type {
@@ -76,7 +89,7 @@ impl DeviceDirectory {
         if let Some(s) = seq {
             e.last_seq = Some(e.last_seq.map_or(s, |x| x.max(s)));
         }
-        e.messages += 1;
+        e.messages += n;
     }
 
     pub fn list(&self) -> Vec<DeviceEntry> {

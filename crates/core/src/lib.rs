@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does no network I/O and starts no tasks. The only file it
 //! reads is the configuration file, on request. (`process` sets process flags, no I/O.)
 
+pub mod batch;
 pub mod config;
 pub mod directory;
 pub mod principal;
@@ -17,6 +18,7 @@ pub mod readiness;
 pub mod reading;
 pub mod time;
 
+pub use batch::{Batch, Row, SeriesCache};
 pub use config::{Config, ConfigError};
 pub use directory::{DeviceDirectory, DeviceEntry};
 pub use principal::{AuthMethod, Principal, Role};

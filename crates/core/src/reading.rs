@@ -84,7 +84,7 @@ impl fmt::Display for SeriesKey {
 
 /// Descriptive labels of a series. `device_type` is always present; the rest (site, unit, ...)
 /// are free-form.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Tags {
     pub device_type: Arc<str>,
     /// (No `skip_serializing_if` here: the WAL and blocks use postcard, which needs every

@@ -4,20 +4,17 @@
 //! limits it is frozen (kept readable) and written out as a block by a background thread;
 //! a fresh head takes new writes meanwhile, so ingest never waits for a block write.
 
-use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
 use std::collections::HashMap;
 
 #[derive(Debug, Default)]
 pub struct SeriesBuf {
     pub tags: Tags,
     pub points: Vec<(i64, FieldValue)>,
-    /// (commit number, slot in that commit's span list) of the last commit that wrote here:
-    /// [`Head::insert_spanned`] finds a series' span with the lookup it does anyway.
-    span: (u64, usize),
 }
 
-/// What one commit wrote to one series: the key, its time span, and the tags of its newest
-/// point (the catalog is updated from these once per series, not per point).
+/// What one batch wrote to one of its series: the key, its time span, and its tags (the
+/// catalog is updated from these once per series of a batch, not per point).
 pub type Span<'a> = (&'a SeriesKey, i64, i64, &'a Tags);
 
 impl SeriesBuf {
@@ -41,68 +38,84 @@ impl SeriesBuf {
     }
 }
 
+/// Series in a `Vec`, found by key through an index: a batch resolves each of its series once
+/// and then inserts its rows by position, with no hashing per point.
 #[derive(Debug, Default)]
 pub struct Head {
-    pub series: HashMap<SeriesKey, SeriesBuf, foldhash::fast::RandomState>,
+    index: HashMap<SeriesKey, usize, foldhash::fast::RandomState>,
+    pub series: Vec<(SeriesKey, SeriesBuf)>,
     pub points: usize,
     /// Wall-clock time (ms) of the first write into this head.
     pub opened_ms: Option<i64>,
-    /// Commits so far (numbers the span lists of [`Head::insert_spanned`]; 0 = none).
-    commits: u64,
 }
 
 impl Head {
-    pub fn insert(&mut self, p: &Point, now_ms: i64) {
-        self.buf(p, |_| ());
-        self.finish(now_ms);
-    }
-
-    /// Start a commit: its inserts record their spans afresh.
-    pub fn begin_commit(&mut self) {
-        self.commits += 1;
-    }
-
-    /// [`Head::insert`], also recording the point in `spans` (one entry per series written
-    /// since [`Head::begin_commit`]), with the one hash lookup the insert needs anyway.
-    pub fn insert_spanned<'a>(&mut self, p: &'a Point, now_ms: i64, spans: &mut Vec<Span<'a>>) {
-        let commit = self.commits;
-        self.buf(p, |buf| {
-            if buf.span.0 == commit && commit != 0 {
-                let s = &mut spans[buf.span.1];
-                s.1 = s.1.min(p.ts_ms);
-                if p.ts_ms >= s.2 {
-                    s.2 = p.ts_ms;
-                    s.3 = &p.tags;
-                }
-            } else {
-                buf.span = (commit, spans.len());
-                spans.push((&p.key, p.ts_ms, p.ts_ms, &p.tags));
+    /// The position of `key`'s series (created if new), its tags set to `tags`.
+    fn slot(&mut self, key: &SeriesKey, tags: &Tags) -> usize {
+        let i = match self.index.get(key) {
+            Some(&i) => i,
+            None => {
+                self.series.push((key.clone(), SeriesBuf::default()));
+                self.index.insert(key.clone(), self.series.len() - 1);
+                self.series.len() - 1
             }
-        });
-        self.finish(now_ms);
-    }
-
-    /// Insert `p` into its series and hand the series to `then`.
-    fn buf<R>(&mut self, p: &Point, then: impl FnOnce(&mut SeriesBuf) -> R) -> R {
-        // Look up before inserting: the key is only cloned for a new series (hot path).
-        let buf = match self.series.get_mut(&p.key) {
-            Some(b) => b,
-            None => self.series.entry(p.key.clone()).or_default(),
         };
-        if buf.tags != p.tags {
-            buf.tags = p.tags.clone();
+        let buf = &mut self.series[i].1;
+        if buf.tags != *tags {
+            buf.tags = tags.clone();
         }
-        buf.insert(p.ts_ms, p.value.clone());
-        then(buf)
+        i
     }
 
-    fn finish(&mut self, now_ms: i64) {
+    pub fn insert(&mut self, p: &Point, now_ms: i64) {
+        let i = self.slot(&p.key, &p.tags);
+        self.series[i].1.insert(p.ts_ms, p.value.clone());
         self.points += 1;
         self.opened_ms.get_or_insert(now_ms);
     }
 
+    /// Insert every row of `batch` (its values are moved out; the series stay), and append to
+    /// `spans` one entry per series of the batch that has rows. A series listed twice (its
+    /// tags changed within the batch) ends with the later entry's tags.
+    pub fn insert_batch<'a>(
+        &mut self,
+        batch: &'a mut Batch,
+        now_ms: i64,
+        spans: &mut Vec<Span<'a>>,
+    ) {
+        let Batch { series, rows } = batch;
+        if rows.is_empty() {
+            return;
+        }
+        let slots: Vec<usize> = series.iter().map(|(k, t)| self.slot(k, t)).collect();
+        let mut lohi = vec![(i64::MAX, i64::MIN); slots.len()];
+        let n = rows.len();
+        for r in rows.drain(..) {
+            let s = r.series as usize;
+            let span = &mut lohi[s];
+            span.0 = span.0.min(r.ts_ms);
+            span.1 = span.1.max(r.ts_ms);
+            self.series[slots[s]].1.insert(r.ts_ms, r.value);
+        }
+        let series: &'a [(SeriesKey, Tags)] = series;
+        for ((k, t), (lo, hi)) in series.iter().zip(lohi) {
+            if lo <= hi {
+                spans.push((k, lo, hi, t));
+            }
+        }
+        self.points += n;
+        self.opened_ms.get_or_insert(now_ms);
+    }
+
     pub fn range(&self, key: &SeriesKey, from: i64, to: i64) -> &[(i64, FieldValue)] {
-        self.series.get(key).map_or(&[], |s| s.range(from, to))
+        self.index
+            .get(key)
+            .map_or(&[], |&i| self.series[i].1.range(from, to))
+    }
+
+    /// The series of `key`, if the head has it.
+    pub fn get(&self, key: &SeriesKey) -> Option<&SeriesBuf> {
+        self.index.get(key).map(|&i| &self.series[i].1)
     }
 }
 
@@ -125,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn spans_are_per_series_and_per_commit_with_the_newest_points_tags() {
+    fn batches_insert_by_series_and_report_spans() {
         let pt = |dev: &str, ts: i64, site: &str| Point {
             key: SeriesKey::new(dev, "t"),
             tags: Tags {
@@ -133,33 +146,33 @@ mod tests {
                 extra: [("site".to_string(), site.to_string())].into(),
             },
             ts_ms: ts,
-            value: FieldValue::F64(1.0),
+            value: FieldValue::F64(ts as f64),
         };
         let mut h = Head::default();
-        let first = [
-            pt("a", 5, "s5"),
+        let mut b = Batch::from_points(vec![
+            pt("a", 5, "s"),
             pt("b", 1, "b"),
-            pt("a", 9, "s9"),
-            pt("a", 2, "s2"),
-        ];
+            pt("a", 9, "s"),
+            pt("a", 2, "s"),
+        ]);
         let mut spans = Vec::new();
-        h.begin_commit();
-        for p in &first {
-            h.insert_spanned(p, 0, &mut spans);
-        }
+        h.insert_batch(&mut b, 0, &mut spans);
         let got: Vec<_> = spans
             .iter()
             .map(|(k, lo, hi, t)| (k.device_id.as_ref(), *lo, *hi, t.extra["site"].as_str()))
             .collect();
-        assert_eq!(got, vec![("a", 2, 9, "s9"), ("b", 1, 1, "b")]);
-        // The next commit starts its spans afresh.
-        let second = [pt("a", 20, "s20")];
+        assert_eq!(got, vec![("a", 2, 9, "s"), ("b", 1, 1, "b")]);
+        // A later batch with new tags for `a`: one series, the newer tags.
+        let mut b2 = Batch::from_points(vec![pt("a", 20, "s20"), pt("a", 3, "s")]);
         let mut spans = Vec::new();
-        h.begin_commit();
-        h.insert_spanned(&second[0], 0, &mut spans);
-        assert_eq!(spans.len(), 1);
-        assert_eq!((spans[0].1, spans[0].2), (20, 20));
-        assert_eq!(h.points, 5);
-        assert_eq!(h.series[&SeriesKey::new("a", "t")].points.len(), 4);
+        h.insert_batch(&mut b2, 0, &mut spans);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(h.points, 6);
+        let a = h.get(&SeriesKey::new("a", "t")).unwrap();
+        let ts: Vec<i64> = a.points.iter().map(|p| p.0).collect();
+        assert_eq!(ts, vec![2, 3, 5, 9, 20]);
+        assert_eq!(a.tags.extra["site"], "s");
+        assert_eq!(h.range(&SeriesKey::new("a", "t"), 3, 9).len(), 3);
+        assert_eq!(h.series.len(), 2);
     }
 }

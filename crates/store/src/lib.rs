@@ -40,7 +40,7 @@ pub mod wal;
 
 use block::{list_blocks, write_block, Block};
 use fieldlab_core::config::{FsyncPolicy, StorageConfig};
-use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
 use head::Head;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
@@ -194,19 +194,19 @@ impl StoreMetrics {
 /// Where the writer thread reports the outcome of a command.
 type Ack = oneshot::Sender<Result<(), String>>;
 /// A write's outcome; a refused batch comes back with the reason.
-type WriteAck = oneshot::Sender<Result<(), (String, Vec<Point>)>>;
+type WriteAck = oneshot::Sender<Result<(), (String, Batch)>>;
 
 /// A batch the store did not accept, handed back so the caller can retry it without copying.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct WriteError {
     pub error: StoreError,
-    /// The refused points (empty if the writer thread died holding them).
-    pub points: Vec<Point>,
+    /// The refused batch (empty if the writer thread died holding it).
+    pub batch: Batch,
 }
 
 enum Cmd {
-    Write(Vec<Point>, WriteAck),
+    Write(Batch, WriteAck),
     Flush(Ack),
     Close(Ack),
     Snapshot(PathBuf, oneshot::Sender<Result<backup::Cut, String>>),
@@ -367,12 +367,13 @@ impl Store {
             .inc_by(replay.truncated.len() as u64);
         let mut head = Head::default();
         let now = fieldlab_core::time::now_ms();
-        for batch in &replay.batches {
-            for p in batch {
-                head.insert(p, now);
-                note_series(&mut catalog, &p.key, &p.tags, p.ts_ms, p.ts_ms);
-            }
+        for mut batch in replay.batches {
             rec.wal_points += batch.len() as u64;
+            let mut spans = Vec::new();
+            head.insert_batch(&mut batch, now, &mut spans);
+            for (key, lo, hi, tags) in spans {
+                note_series(&mut catalog, key, tags, lo, hi);
+            }
         }
         let next_seg = replay
             .segments
@@ -562,38 +563,53 @@ impl Store {
         &self.shared.opts.data_dir
     }
 
+    /// Write points; returns once they are durable (per the fsync policy) and queryable.
+    /// A refused batch is handed back in the error. (Ingest builds [`Batch`]es directly and
+    /// calls [`Store::write_batch`].)
+    pub async fn write(&self, points: Vec<Point>) -> Result<(), WriteError> {
+        self.write_batch(Batch::from_points(points)).await
+    }
+
     /// Write a batch; returns once it is durable (per the fsync policy) and queryable.
     /// A refused batch is handed back in the error.
-    pub async fn write(&self, points: Vec<Point>) -> Result<(), WriteError> {
-        if points.is_empty() {
+    pub async fn write_batch(&self, batch: Batch) -> Result<(), WriteError> {
+        if batch.is_empty() {
             return Ok(());
+        }
+        if !batch.is_consistent() {
+            return Err(WriteError {
+                error: StoreError::Io(std::io::Error::other(
+                    "a batch row names a series the batch does not have",
+                )),
+                batch,
+            });
         }
         if self.read_only {
             return Err(WriteError {
                 error: StoreError::ReadOnly,
-                points,
+                batch,
             });
         }
         let (tx, rx) = oneshot::channel();
-        if let Err(flume::SendError(cmd)) = self.tx.send_async(Cmd::Write(points, tx)).await {
-            let points = match cmd {
-                Cmd::Write(p, _) => p,
-                _ => Vec::new(),
+        if let Err(flume::SendError(cmd)) = self.tx.send_async(Cmd::Write(batch, tx)).await {
+            let batch = match cmd {
+                Cmd::Write(b, _) => b,
+                _ => Batch::default(),
             };
             return Err(WriteError {
                 error: StoreError::Closed,
-                points,
+                batch,
             });
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err((reason, points))) => Err(WriteError {
+            Ok(Err((reason, batch))) => Err(WriteError {
                 error: StoreError::Io(std::io::Error::other(reason)),
-                points,
+                batch,
             }),
             Err(_) => Err(WriteError {
                 error: StoreError::Closed,
-                points: Vec::new(),
+                batch: Batch::default(),
             }),
         }
     }
@@ -837,8 +853,8 @@ impl Writer {
     }
 
     /// Group commit: one WAL write and (policy permitting) one fsync for all pending batches.
-    fn commit(&mut self, writes: Vec<(Vec<Point>, WriteAck)>) {
-        let slices: Vec<&[Point]> = writes.iter().map(|w| w.0.as_slice()).collect();
+    fn commit(&mut self, mut writes: Vec<(Batch, WriteAck)>) {
+        let slices: Vec<&Batch> = writes.iter().map(|w| &w.0).collect();
         let appended = self.wal.append(&slices);
         drop(slices);
         let res = appended.and_then(|n| {
@@ -851,8 +867,8 @@ impl Writer {
         });
         if let Err(e) = res {
             tracing::error!(error = %e, "WAL write failed; batches are rejected (not acknowledged)");
-            for (points, ack) in writes {
-                let _ = ack.send(Err((format!("WAL write failed: {e}"), points)));
+            for (batch, ack) in writes {
+                let _ = ack.send(Err((format!("WAL write failed: {e}"), batch)));
             }
             return;
         }
@@ -861,14 +877,11 @@ impl Writer {
         {
             let mut head = self.sh.head.write();
             let mut cat = self.sh.catalog.write();
-            // The catalog (a BTreeMap) is updated once per series of the commit, not per point.
+            // The catalog (a BTreeMap) is updated once per series of a batch, not per point.
             let mut spans = Vec::new();
-            head.begin_commit();
-            for (pts, _) in &writes {
-                for p in pts {
-                    head.insert_spanned(p, now, &mut spans);
-                }
-                n += pts.len() as u64;
+            for (batch, _) in writes.iter_mut() {
+                n += batch.len() as u64;
+                head.insert_batch(batch, now, &mut spans);
             }
             for (key, lo, hi, tags) in spans {
                 note_series(&mut cat, key, tags, lo, hi);

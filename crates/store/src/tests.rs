@@ -51,7 +51,7 @@ async fn close_writes_a_block_and_reopen_reads_it() {
     let refused = s.write(pts("a", 0, 3)).await.unwrap_err();
     assert!(matches!(refused.error, StoreError::Closed));
     assert_eq!(
-        refused.points.len(),
+        refused.batch.len(),
         3,
         "a refused batch is handed back for a retry"
     );

@@ -2,6 +2,9 @@
 //!
 //! The WAL is a directory of numbered segment files. Each record is
 //! `[len: u32 LE][crc32: u32 LE][payload]`, the payload being one batch of points (postcard).
+//! Two payload versions, told apart by the top bit of `len`: set, a columnar [`Batch`] (each
+//! series named once, then rows: what is written now); clear, a `Vec<Point>` (segments written
+//! before the columnar batch, still replayed).
 //! A new segment starts at every start-up and at every block cut; a segment is deleted once a
 //! block that covers it is durable (the block records `wal_upto`, the last segment it covers).
 //!
@@ -9,12 +12,14 @@
 //! fails its checksum: that is a torn write from a crash, so the segment is truncated there
 //! with a warning. Fieldlab never refuses to start because of a torn WAL tail.
 
-use fieldlab_core::Point;
+use fieldlab_core::{Batch, Point};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 const HEADER: usize = 8;
+/// Set in a record's `len` when its payload is a columnar [`Batch`].
+const COLUMNAR: u32 = 1 << 31;
 /// Largest record we accept on replay; anything bigger is corruption.
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 
@@ -30,7 +35,7 @@ pub struct Wal {
 /// What replay found.
 #[derive(Debug, Default)]
 pub struct Replay {
-    pub batches: Vec<Vec<Point>>,
+    pub batches: Vec<Batch>,
     pub segments: Vec<u64>,
     /// Segments whose tail was torn and has been truncated: (segment, bytes dropped).
     pub truncated: Vec<(u64, u64)>,
@@ -92,7 +97,9 @@ pub fn replay_mode(dir: &Path, after: u64, truncate: bool) -> io::Result<Replay>
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
-            let n = u32::from_le_bytes(hdr[..4].try_into().unwrap()) as usize;
+            let len_field = u32::from_le_bytes(hdr[..4].try_into().unwrap());
+            let columnar = len_field & COLUMNAR != 0;
+            let n = (len_field & !COLUMNAR) as usize;
             let crc = u32::from_le_bytes(hdr[4..].try_into().unwrap());
             if n > MAX_RECORD {
                 break;
@@ -101,10 +108,18 @@ pub fn replay_mode(dir: &Path, after: u64, truncate: bool) -> io::Result<Replay>
             if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
                 break;
             }
-            match postcard::from_bytes::<Vec<Point>>(&payload) {
-                Ok(batch) => rep.batches.push(batch),
-                Err(_) => break,
-            }
+            let batch = if columnar {
+                match postcard::from_bytes::<Batch>(&payload) {
+                    Ok(b) if b.is_consistent() => b,
+                    _ => break,
+                }
+            } else {
+                match postcard::from_bytes::<Vec<Point>>(&payload) {
+                    Ok(points) => Batch::from_points(points),
+                    Err(_) => break,
+                }
+            };
+            rep.batches.push(batch);
             good += (HEADER + n) as u64;
         }
         drop(r);
@@ -145,7 +160,7 @@ impl Wal {
     }
 
     /// Append records (one per batch) with one `write` call; not yet durable.
-    pub fn append(&mut self, batches: &[&[Point]]) -> io::Result<u64> {
+    pub fn append(&mut self, batches: &[&Batch]) -> io::Result<u64> {
         // One reused buffer: each record is serialised in place behind an 8-byte header
         // (length, crc) filled in afterwards, so no per-record Vec and no copy.
         let mut buf = std::mem::take(&mut self.buf);
@@ -155,8 +170,13 @@ impl Wal {
             buf.extend_from_slice(&[0u8; 8]);
             buf = postcard::to_extend(b, buf).map_err(io::Error::other)?;
             let len = (buf.len() - at - 8) as u32;
+            if len as usize > MAX_RECORD {
+                return Err(io::Error::other(format!(
+                    "a batch of {len} bytes is over the WAL's record limit of {MAX_RECORD}; write smaller batches"
+                )));
+            }
             let crc = crc32fast::hash(&buf[at + 8..]);
-            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            buf[at..at + 4].copy_from_slice(&(len | COLUMNAR).to_le_bytes());
             buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
         }
         let res = self.file.write_all(&buf);
@@ -210,16 +230,21 @@ mod tests {
     use super::*;
     use fieldlab_core::{FieldValue, SeriesKey, Tags};
 
-    fn batch(n: i64) -> Vec<Point> {
+    fn batch(n: i64) -> Batch {
+        Batch::from_points(points(n))
+    }
+
+    /// `n` points of 10 fields of one pump, at 1 Hz.
+    fn points(n: i64) -> Vec<Point> {
         (0..n)
             .map(|i| Point {
-                key: SeriesKey::new("d1", "t"),
+                key: SeriesKey::new("pump-0042", format!("field_{}", i % 10)),
                 tags: Tags {
-                    device_type: "T".into(),
+                    device_type: "PressureSensor".into(),
                     ..Default::default()
                 },
-                ts_ms: i,
-                value: FieldValue::F64(i as f64),
+                ts_ms: 1_767_225_600_000 + (i / 10) * 1000,
+                value: FieldValue::F64(i as f64 * 0.5),
             })
             .collect()
     }
@@ -236,6 +261,28 @@ mod tests {
         assert!(rep.truncated.is_empty());
         // Segments covered by blocks are skipped.
         assert!(replay(dir.path(), 1).unwrap().batches.is_empty());
+    }
+
+    /// Segments written before the columnar batch (records of `Vec<Point>`) still replay, and
+    /// a columnar record is less than half the size of the old one for the same points.
+    #[test]
+    fn old_point_records_replay_and_columnar_records_are_smaller() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = postcard::to_allocvec(&points(100)).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(old.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&old).to_le_bytes());
+        bytes.extend_from_slice(&old);
+        fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+        let mut w = Wal::create(dir.path(), 2).unwrap();
+        let n = w.append(&[&batch(100)]).unwrap();
+        w.sync().unwrap();
+        assert!(n * 2 < bytes.len() as u64, "{n} vs {}", bytes.len());
+        let rep = replay(dir.path(), 0).unwrap();
+        assert_eq!(rep.batches.len(), 2);
+        assert_eq!(rep.batches[0], batch(100));
+        assert_eq!(rep.batches[1], batch(100));
+        assert_eq!(rep.batches[0].points(), points(100));
     }
 
     #[test]
