@@ -280,7 +280,10 @@ fn parse_line_protocol(
     topic_id: Option<&str>,
     received_ms: i64,
 ) -> Result<Vec<Reading>, String> {
-    let mut out = Vec::new();
+    // Sized once: growing a Vec of readings (and each reading's fields) by doubling was ~8% of
+    // the gateway-shaped profile in realloc and its copies. The split buffers are reused.
+    let mut out = Vec::with_capacity(text.bytes().filter(|&b| b == b'\n').count() + 1);
+    let (mut parts, mut head, mut field_parts) = (Vec::new(), Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -292,21 +295,21 @@ fn parse_line_protocol(
                 n + 1
             )
         };
-        let parts = split_unescaped(line, ' ');
+        split_unescaped_into(line, ' ', &mut parts);
         if parts.len() < 2 || parts.len() > 3 {
             return Err(err(
                 "expected `measurement[,tag=v] field=v[,field=v] [timestamp]`".into(),
             ));
         }
-        let mut head = split_unescaped(parts[0], ',').into_iter();
-        let measurement = unescape(head.next().unwrap_or_default());
+        split_unescaped_into(parts[0], ',', &mut head);
+        let measurement = head.first().copied().unwrap_or_default();
         if measurement.is_empty() {
             return Err(err("empty measurement".into()));
         }
         let mut device_id = None;
         let mut device_type = None;
         let mut tags = BTreeMap::new();
-        for tag in head {
+        for &tag in &head[1..] {
             let (k, v) = split_eq(tag).ok_or_else(|| err(format!("tag `{tag}` has no `=`")))?;
             if k == "device_id" || k == "device" {
                 device_id = Some(unescape(v));
@@ -316,8 +319,9 @@ fn parse_line_protocol(
                 tags.insert(unescape(k), unescape(v));
             }
         }
-        let mut fields = Vec::new();
-        for f in split_unescaped(parts[1], ',') {
+        split_unescaped_into(parts[1], ',', &mut field_parts);
+        let mut fields = Vec::with_capacity(field_parts.len());
+        for &f in &field_parts {
             let (k, v) = split_eq(f).ok_or_else(|| err(format!("field `{f}` has no `=`")))?;
             fields.push((
                 unescape(k),
@@ -338,7 +342,7 @@ fn parse_line_protocol(
             device_id,
             device_type: device_type
                 .or(topic_type.map(str::to_string))
-                .unwrap_or(measurement),
+                .unwrap_or_else(|| unescape(measurement)),
             ts_ms,
             seq: None,
             fields,
@@ -392,13 +396,21 @@ fn split_eq(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Split on `sep` outside double quotes and not preceded by a backslash.
+#[cfg(test)]
 fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    split_unescaped_into(s, sep, &mut out);
+    out
+}
+
+/// [`split_unescaped`] into `out` (cleared first), so a caller can reuse one buffer.
+fn split_unescaped_into<'a>(s: &'a str, sep: char, out: &mut Vec<&'a str>) {
+    out.clear();
     // Byte-wise: the separators, `\\` and `"` are ASCII, so every cut is on a char boundary.
     // The parts borrow from `s` (escapes kept); `unescape` resolves them where needed. memchr
     // jumps from one interesting byte to the next (a gateway's line is mostly digits).
     let sep = sep as u8;
     let b = s.as_bytes();
-    let mut out = Vec::new();
     let (mut start, mut quoted, mut i) = (0, false, 0);
     while let Some(k) = memchr::memchr3(sep, b'\\', b'"', &b[i..]) {
         let j = i + k;
@@ -425,7 +437,6 @@ fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
     if s.len() > start {
         out.push(&s[start..]);
     }
-    out
 }
 
 fn unescape(s: &str) -> String {
