@@ -155,7 +155,7 @@ impl SeriesCache {
             gen,
         } = self;
         let gen = *gen + 1;
-        if !devices.contains_key(device_id.as_str()) && devices.len() >= Self::MAX_DEVICES {
+        if devices.len() >= Self::MAX_DEVICES && !devices.contains_key(device_id.as_str()) {
             devices.clear();
         }
         let dev = match devices.get_mut(device_id.as_str()) {

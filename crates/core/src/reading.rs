@@ -2,8 +2,8 @@
 //!
 //! A [`Reading`] is one message from one device: several named fields at one instant. The store
 //! does not keep readings; it keeps [`Point`]s, one per field, under a [`SeriesKey`]
-//! (`device_id` + `field`) with the series' [`Tags`]. `Reading::push_points` is the one place
-//! where that split happens.
+//! (`device_id` + `field`) with the series' [`Tags`]. Ingest makes that split in
+//! [`crate::SeriesCache`], straight into columnar batches; `Reading::into_points` is its plain form.
 //!
 //! Series names are `Arc<str>`: a reading's device id and type are shared by all its points,
 //! and ingest shares the names of a stream across its batches ([`Names`]), so splitting a
@@ -121,16 +121,9 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// Split the reading into one point per field.
+    /// Split the reading into one point per field (the plain form of what
+    /// [`crate::SeriesCache`] does for ingest's batches; tests hold the two equal).
     pub fn into_points(self) -> Vec<Point> {
-        let mut out = Vec::with_capacity(self.fields.len());
-        self.push_points(&mut out, &mut Names::default());
-        out
-    }
-
-    /// Split the reading into one point per field, appended to `out`; names already in
-    /// `names` are shared rather than copied.
-    pub fn push_points(self, out: &mut Vec<Point>, names: &mut Names) {
         let Reading {
             device_id,
             device_type,
@@ -140,26 +133,29 @@ impl Reading {
             tags,
             ..
         } = self;
-        let device_id = names.get(&device_id);
-        let device_type = names.get(&device_type);
-        out.extend(fields.into_iter().map(|(field, value)| {
-            let mut extra = tags.clone();
-            if let Some(u) = units.get(&field) {
-                extra.insert("unit".to_string(), u.clone());
-            }
-            Point {
-                key: SeriesKey {
-                    device_id: device_id.clone(),
-                    field: names.get(&field),
-                },
-                tags: Tags {
-                    device_type: device_type.clone(),
-                    extra,
-                },
-                ts_ms,
-                value,
-            }
-        }));
+        let device_id: Arc<str> = device_id.into();
+        let device_type: Arc<str> = device_type.into();
+        fields
+            .into_iter()
+            .map(|(field, value)| {
+                let mut extra = tags.clone();
+                if let Some(u) = units.get(&field) {
+                    extra.insert("unit".to_string(), u.clone());
+                }
+                Point {
+                    key: SeriesKey {
+                        device_id: device_id.clone(),
+                        field: field.into(),
+                    },
+                    tags: Tags {
+                        device_type: device_type.clone(),
+                        extra,
+                    },
+                    ts_ms,
+                    value,
+                }
+            })
+            .collect()
     }
 }
 
