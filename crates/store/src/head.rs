@@ -4,7 +4,7 @@
 //! limits it is frozen (kept readable) and written out as a block by a background thread;
 //! a fresh head takes new writes meanwhile, so ingest never waits for a block write.
 
-use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
+use fieldlab_core::{Batch, FieldValue, SeriesKey, Tags};
 use std::collections::HashMap;
 
 #[derive(Debug, Default)]
@@ -67,13 +67,6 @@ impl Head {
         i
     }
 
-    pub fn insert(&mut self, p: &Point, now_ms: i64) {
-        let i = self.slot(&p.key, &p.tags);
-        self.series[i].1.insert(p.ts_ms, p.value.clone());
-        self.points += 1;
-        self.opened_ms.get_or_insert(now_ms);
-    }
-
     /// Insert every row of `batch` (its values are moved out; the series stay), and append to
     /// `spans` one entry per series of the batch that has rows. A series listed twice (its
     /// tags changed within the batch) ends with the later entry's tags.
@@ -114,6 +107,7 @@ impl Head {
     }
 
     /// The series of `key`, if the head has it.
+    #[cfg(test)]
     pub fn get(&self, key: &SeriesKey) -> Option<&SeriesBuf> {
         self.index.get(key).map(|&i| &self.series[i].1)
     }
@@ -122,6 +116,7 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fieldlab_core::Point;
 
     #[test]
     fn keeps_order_and_replaces_same_timestamp() {
