@@ -273,18 +273,28 @@ impl TokenBucket {
         if allowed {
             self.tokens -= need;
         }
+        Self::decision(l, n, allowed, self.tokens)
+    }
+
+    /// The decision for `n` units from whether they were granted and the tokens (scaled) the
+    /// bucket holds after the check: all of it follows from these two. The Redis script for a
+    /// single token bucket replies with just them (`redis.rs`), and this turns them into the
+    /// same decision.
+    #[inline]
+    pub fn decision(l: &Limit, n: u64, allowed: bool, tokens: u64) -> Decision {
+        let cap = l.burst * l.period_ms;
         Decision {
             allowed,
             limit: l.burst,
-            remaining: self.tokens / l.period_ms,
+            remaining: tokens / l.period_ms,
             retry_after_ms: if allowed {
                 0
             } else if n > l.burst {
                 NEVER
             } else {
-                (need - self.tokens).div_ceil(l.limit)
+                (n * l.period_ms - tokens).div_ceil(l.limit)
             },
-            reset_ms: (cap - self.tokens).div_ceil(l.limit),
+            reset_ms: (cap.saturating_sub(tokens)).div_ceil(l.limit),
             delay_ms: 0,
         }
     }
@@ -319,7 +329,15 @@ impl Gcra {
         if allowed {
             self.tat_us = new_tat;
         }
-        let held = self.tat_us.max(now) - now;
+        Self::decision(l, t, n, allowed, self.tat_us.max(now) - now)
+    }
+
+    /// The decision for `n` units from whether they were granted and how far the `tat` is
+    /// ahead of now after the check (`held`, µs, >= 0): all of it follows from these two. The
+    /// Redis script for a single GCRA limit replies with just them (`redis.rs`).
+    #[inline]
+    pub fn decision(l: &Limit, t: i64, n: u64, allowed: bool, held: i64) -> Decision {
+        let tol = l.burst as i64 * t;
         Decision {
             allowed,
             limit: l.burst,
@@ -329,7 +347,9 @@ impl Gcra {
             } else if n > l.burst {
                 NEVER
             } else {
-                ceil_us_to_ms(new_tat - now - tol)
+                // Rejected: the tat did not move, so the request would have taken it to
+                // `held + n*t` ahead of now.
+                ceil_us_to_ms(held + n as i64 * t - tol)
             },
             reset_ms: ceil_us_to_ms(held),
             delay_ms: 0,

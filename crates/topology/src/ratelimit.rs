@@ -251,16 +251,17 @@ pub struct RedisShape {
     /// best any client can do with this script).
     pub same_script: f64,
     /// redis-benchmark EVALSHA of [`FLOOR_SCRIPT`]: the least any correct check can do
-    /// (read the clock, read the state, write it with an expiry, reply six integers).
+    /// (read the clock, read the state, write it with an expiry, reply one integer).
     pub floor: f64,
     pub allowed_frac: f64,
 }
 
 /// The least a correct distributed check does on the server, with no decision logic at all:
-/// the Redis clock, one read and one write with expiry of the key's state, six integers back.
-/// Its rate bounds what any check script can reach on a given Redis.
+/// the Redis clock, one read and one write with expiry of the key's state, one integer back
+/// (run with the same arguments as fieldlab's check: the key and the units). Its rate bounds
+/// what any check script can reach on a given Redis.
 pub const FLOOR_SCRIPT: &str = "redis.call('TIME') redis.call('GET', KEYS[1]) \
-    redis.call('SET', KEYS[1], '1000:1700000000000', 'PX', 2000) return {1, 2, 3, 4, 5, 6}";
+    redis.call('PSETEX', KEYS[1], '2000', '1000:1700000000000') return 1";
 
 /// Redis: fieldlab checks/s vs `redis-benchmark` on the same Redis, like for like, in two
 /// shapes with `concurrency` checks in flight:
@@ -289,24 +290,25 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
         "bench",
         Limit::new(Algorithm::TokenBucket, 1000, 1000).with_burst(1000),
     ));
-    let l = policy.limits[0];
     let new_backend = || -> anyhow::Result<RedisBackend> {
         RedisBackend::new(url, None, Duration::from_secs(5)).map_err(anyhow::Error::msg)
     };
     let probe = new_backend()?;
-    let sha = probe.script_hash().to_string();
-    // The same key layout as fieldlab's, with redis-benchmark's random 12-digit key part.
-    let key_pattern = RedisBackend::keys(&policy, "__rand_int__").remove(0);
-    let limit_args: Vec<String> = [
-        l.algorithm.code() as u64,
-        l.limit,
-        l.period_ms,
-        l.burst,
-        l.max_delay_ms,
-    ]
-    .iter()
-    .map(|v| v.to_string())
-    .collect();
+    // Exactly the command a fieldlab check sends (the script specialised to this limit), with
+    // redis-benchmark's random 12-digit key part in the key.
+    let check_args: Vec<String> = probe
+        .command(&policy, "__rand_int__", 1, 0, None)
+        .args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Arg::Cursor => String::new(),
+        })
+        .collect();
+    anyhow::ensure!(
+        check_args.len() == 5 && check_args[0] == "EVALSHA",
+        "unexpected check command {check_args:?}"
+    );
+    let key_pattern = check_args[3].clone();
     let redis_benchmark = |c: usize, p: usize, args: Vec<String>| -> anyhow::Result<f64> {
         let out = fieldlab_core::process::peer_command("redis-benchmark")
             .args(["-h", &host, "-p", &port.to_string()])
@@ -369,17 +371,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
                 pipeline,
                 vec!["EVALSHA".into(), trivial_sha.clone(), "0".into()],
             )?);
-            let mut args = vec![
-                "EVALSHA".into(),
-                sha.clone(),
-                "1".into(),
-                key_pattern.clone(),
-                String::new(),
-                "1".into(),
-                "0".into(),
-            ];
-            args.extend(limit_args.iter().cloned());
-            same.push(redis_benchmark(connections, pipeline, args)?);
+            same.push(redis_benchmark(connections, pipeline, check_args.clone())?);
             floor.push(redis_benchmark(
                 connections,
                 pipeline,
@@ -388,6 +380,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
                     floor_sha.clone(),
                     "1".into(),
                     key_pattern.clone(),
+                    "1".into(),
                 ],
             )?);
         }
