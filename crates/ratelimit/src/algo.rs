@@ -249,7 +249,11 @@ fn ceil_us_to_ms(us: i64) -> u64 {
 /// Exact semantics: tokens are counted in units of `1/period_ms` token, so refill per
 /// millisecond is exactly `limit` units. A request for `n` at `t` is allowed iff
 /// `min(burst, tokens + (t - last) * rate) >= n`; if allowed `n` tokens are taken; a rejected
-/// request takes nothing. Time going backwards counts as no time passing. Over any interval of
+/// request takes nothing and changes nothing (the refill it saw is recomputed next time, the
+/// same figure while time goes forward). Time going backwards counts as no time passing, except
+/// that a full bucket has no clock: it is the same as no state at all, which is what Redis keeps
+/// for it (the scripts delete a state that holds nothing), so the two backends agree even
+/// when clocks step back. Over any interval of
 /// length `T` at most `burst + limit * T / period` tokens are granted — never more, however long
 /// the bucket was idle (upstream granted `capacity + 1`).
 #[derive(Debug, Clone, PartialEq)]
@@ -264,16 +268,25 @@ impl TokenBucket {
         let cap = l.burst * l.period_ms;
         // Cap the elapsed time first: past `full_after` ms the bucket is full anyway, and the
         // product stays exact in Lua.
-        let full_after = cap.div_ceil(l.limit);
-        let elapsed = ((now_ms - self.last_ms).max(0) as u64).min(full_after);
-        self.tokens = (self.tokens + elapsed * l.limit).min(cap);
-        self.last_ms = self.last_ms.max(now_ms);
+        let (mut tokens, last) = if self.tokens >= cap {
+            // A full bucket has no clock (Redis holds no state for it).
+            (cap, now_ms)
+        } else {
+            let full_after = cap.div_ceil(l.limit);
+            let elapsed = ((now_ms - self.last_ms).max(0) as u64).min(full_after);
+            (
+                (self.tokens + elapsed * l.limit).min(cap),
+                self.last_ms.max(now_ms),
+            )
+        };
         let need = n.saturating_mul(l.period_ms);
-        let allowed = n <= l.burst && need <= self.tokens;
+        let allowed = n <= l.burst && need <= tokens;
         if allowed {
-            self.tokens -= need;
+            tokens -= need;
+            self.tokens = tokens;
+            self.last_ms = last;
         }
-        Self::decision(l, n, allowed, self.tokens)
+        Self::decision(l, n, allowed, tokens)
     }
 
     /// The decision for `n` units from whether they were granted and the tokens (scaled) the
@@ -327,9 +340,21 @@ impl Gcra {
         let new_tat = tat + n as i64 * t;
         let allowed = n <= l.burst && new_tat - now <= tol;
         if allowed {
-            self.tat_us = new_tat;
+            self.tat_us = Self::held_or_none(new_tat, now);
         }
         Self::decision(l, t, n, allowed, self.tat_us.max(now) - now)
+    }
+
+    /// A `tat` that is not ahead of now holds nothing: the same as no state (`i64::MIN`), which
+    /// is what Redis keeps for it, so a clock that steps back sees a fresh state on both
+    /// backends. Going forward the two are the same (`max(tat, now)`).
+    #[inline]
+    pub fn held_or_none(tat_us: i64, now_us: i64) -> i64 {
+        if tat_us > now_us {
+            tat_us
+        } else {
+            i64::MIN
+        }
     }
 
     /// The decision for `n` units from whether they were granted and how far the `tat` is
@@ -540,7 +565,7 @@ impl LeakyBucket {
         let delay = at - now;
         let allowed = delay <= max_delay;
         if allowed {
-            self.next_free_us = at + n as i64 * t;
+            self.next_free_us = Gcra::held_or_none(at + n as i64 * t, now);
         }
         let backlog = self.next_free_us.max(now) - now;
         Decision {
