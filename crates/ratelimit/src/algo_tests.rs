@@ -279,3 +279,34 @@ fn time_going_backwards_grants_nothing_extra() {
     assert!(!s.check(&l, 10_500, 1, 0).allowed);
     assert!(s.check(&l, 11_000, 1, 0).allowed);
 }
+
+/// What Redis keeps is the rule: a state that holds nothing is deleted there, and a rejected
+/// check writes nothing. The in-process code gives the same decisions, also when a clock steps
+/// back (the two backends take turns on a key in tests/redis.rs).
+#[test]
+fn a_state_that_holds_nothing_is_no_state_and_a_rejection_changes_nothing() {
+    // GCRA: a 0-unit check at 1000 ms holds nothing; at 999 ms the key is fresh again.
+    let g = Limit::new(Algorithm::Gcra, 1990, 1).with_burst(1);
+    let mut s = g.state(1000);
+    assert_eq!(s.check(&g, 1000, 0, 0).reset_ms, 0);
+    let d = s.check(&g, 999, 0, 0);
+    assert_eq!((d.remaining, d.reset_ms), (1, 0));
+    // Token bucket: a full bucket has no clock, so a first request stamped before the state's
+    // creation refills from its own time.
+    let t = Limit::new(Algorithm::TokenBucket, 3950, 1).with_burst(2);
+    let mut s = t.state(10_000);
+    assert!(s.check(&t, 9_391, 1, 0).allowed);
+    assert_eq!(s.check(&t, 9_392, 0, 0).remaining, 2);
+    // A rejection keeps the state it saw: the refill up to 500 ms is not stored, so a clock
+    // stepping back to 200 ms sees 200 ms of refill, not 500.
+    let t = Limit::new(Algorithm::TokenBucket, 1, 1000).with_burst(1);
+    let mut s = t.state(0);
+    assert!(s.check(&t, 0, 1, 0).allowed);
+    assert!(!s.check(&t, 500, 1, 0).allowed);
+    assert_eq!(s.check(&t, 200, 0, 0).reset_ms, 800);
+    // Leaky bucket: an empty queue is no queue.
+    let q = Limit::new(Algorithm::LeakyBucket, 1, 1000).with_max_delay(0);
+    let mut s = q.state(0);
+    assert_eq!(s.check(&q, 1000, 0, 0).reset_ms, 0);
+    assert_eq!(s.check(&q, 999, 0, 0).reset_ms, 0);
+}
