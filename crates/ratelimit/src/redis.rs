@@ -9,7 +9,7 @@
 //!
 //! A policy of one token bucket or one GCRA limit (most policies) runs `single.lua` instead:
 //! the same arithmetic specialised to that limit (its constants are in the script text, so the
-//! command carries only the key and the units) and replying with one integer that
+//! command carries only the key, and the units when they are not 1) and replying with one integer that
 //! [`TokenBucket::decision`] / [`Gcra::decision`] turn into the decision. On Redis 7 that cuts
 //! the server's work per check by about a third (the generic script's eight arguments and
 //! six-integer reply cost more than its arithmetic). One script per distinct limit, up to
@@ -274,7 +274,8 @@ impl RedisBackend {
         }
     }
 
-    /// `EVALSHA <single> 1 <key> <n> [<now_ms>]`.
+    /// `EVALSHA <single> 1 <key> [<n> [<now_ms>]]`: `n` is left out when it is 1 and the
+    /// server clock is used (the common check; each argument costs the script about 1 µs).
     fn single_command(
         s: &SingleScript,
         policy: &Policy,
@@ -285,7 +286,10 @@ impl RedisBackend {
         let mut cmd = redis::cmd("EVALSHA");
         let mut k = String::with_capacity(key.len() + policy.name.len() + 40);
         Self::push_key(&mut k, policy, key, 0);
-        cmd.arg(s.script.get_hash()).arg(1).arg(k.as_str()).arg(n);
+        cmd.arg(s.script.get_hash()).arg(1).arg(k.as_str());
+        if n != 1 || now_ms.is_some() {
+            cmd.arg(n);
+        }
         if let Some(t) = now_ms {
             cmd.arg(t);
         }

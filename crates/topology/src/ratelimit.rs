@@ -258,7 +258,7 @@ pub struct RedisShape {
 
 /// The least a correct distributed check does on the server, with no decision logic at all:
 /// the Redis clock, one read and one write with expiry of the key's state, one integer back
-/// (run with the same arguments as fieldlab's check: the key and the units). Its rate bounds
+/// (run with the same arguments as fieldlab's check of one unit: the key). Its rate bounds
 /// what any check script can reach on a given Redis.
 pub const FLOOR_SCRIPT: &str = "redis.call('TIME') redis.call('GET', KEYS[1]) \
     redis.call('PSETEX', KEYS[1], '2000', '1000:1700000000000') return 1";
@@ -305,7 +305,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
         })
         .collect();
     anyhow::ensure!(
-        check_args.len() == 5 && check_args[0] == "EVALSHA",
+        check_args.len() == 4 && check_args[0] == "EVALSHA",
         "unexpected check command {check_args:?}"
     );
     let key_pattern = check_args[3].clone();
@@ -380,7 +380,6 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
                     floor_sha.clone(),
                     "1".into(),
                     key_pattern.clone(),
-                    "1".into(),
                 ],
             )?);
         }
