@@ -380,9 +380,8 @@ impl RedisBackend {
                 pipe.hdel(k, lease);
             }
         }
-        let r: Vec<i64> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-            .await
-            .map_err(|_| BackendError::Redis("timed out".into()))?
+        let r: Vec<i64> = timed(self.timeout, pipe.query_async(&mut conn))
+            .await?
             .map_err(|e| BackendError::Redis(e.to_string()))?;
         Ok(r.iter().any(|x| *x > 0))
     }
