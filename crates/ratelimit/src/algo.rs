@@ -181,6 +181,25 @@ impl Limit {
         }
     }
 
+    /// For a token bucket or GCRA limit whose time per unit is a whole number of milliseconds:
+    /// `(t, b)`, that time and the longest the limit can be ahead of now (`burst * t`), in ms.
+    /// Such a limit's whole state is one instant in ms (when the bucket is full again, the
+    /// GCRA tat), which the Redis backend keeps as its key's expiry: no clock read, no
+    /// value to parse (`redis.rs`). `None` for other limits.
+    pub fn expiry_state(&self) -> Option<(u64, u64)> {
+        self.validate().ok()?;
+        let t = match self.algorithm {
+            Algorithm::TokenBucket if self.period_ms % self.limit == 0 => {
+                self.period_ms / self.limit
+            }
+            Algorithm::Gcra if self.interval_us() % 1000 == 0 => self.interval_us() as u64 / 1000,
+            _ => return None,
+        };
+        // Below 10^13 ms (317 years): the scripts pass these to Redis as Lua numbers, which
+        // Redis writes with 14 significant digits.
+        Some((t, self.burst.checked_mul(t)?)).filter(|&(_, b)| b < 10_000_000_000_000)
+    }
+
     /// Microseconds between two requests for GCRA and the leaky bucket, rounded up (so the
     /// rounding can only make the limit stricter, by less than 1 µs per request).
     #[inline]
@@ -247,15 +266,18 @@ fn ceil_us_to_ms(us: i64) -> u64 {
 /// `period_ms`.
 ///
 /// Exact semantics: tokens are counted in units of `1/period_ms` token, so refill per
-/// millisecond is exactly `limit` units. A request for `n` at `t` is allowed iff
-/// `min(burst, tokens + (t - last) * rate) >= n`; if allowed `n` tokens are taken; a rejected
-/// request takes nothing and changes nothing (the refill it saw is recomputed next time, the
-/// same figure while time goes forward). Time going backwards counts as no time passing, except
-/// that a full bucket has no clock: it is the same as no state at all, which is what Redis keeps
-/// for it (the scripts delete a state that holds nothing), so the two backends agree even
-/// when clocks step back. Over any interval of
-/// length `T` at most `burst + limit * T / period` tokens are granted — never more, however long
-/// the bucket was idle (upstream granted `capacity + 1`).
+/// millisecond is exactly `limit` units. At `t` the bucket holds
+/// `clamp(tokens + (t - last) * rate, 0, burst)`: what it held at `last`, refilled for the time
+/// since, never more than full and never less than empty. A request for `n` at `t` is allowed
+/// iff that is `>= n`; if allowed `n` tokens are taken and the state becomes (what is left, `t`);
+/// a rejected request takes nothing and changes nothing (the refill it saw is recomputed next
+/// time, the same figure while time goes forward). A clock that steps back takes back the
+/// refill of the time it steps over (down to empty), as the Redis backend does where the state is
+/// the instant the bucket is full again (the key's expiry, see `redis.rs`); and a full bucket has
+/// no clock: it is the same as no state at all, which is what Redis keeps for it, so the two
+/// backends agree even when clocks step back. Over any interval of length `T` at most
+/// `burst + limit * T / period` tokens are granted — never more, however long the bucket was
+/// idle (upstream granted `capacity + 1`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBucket {
     /// Scaled tokens: one token = `period_ms` units.
@@ -266,25 +288,22 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn check(&mut self, l: &Limit, now_ms: i64, n: u64) -> Decision {
         let cap = l.burst * l.period_ms;
-        // Cap the elapsed time first: past `full_after` ms the bucket is full anyway, and the
-        // product stays exact in Lua.
-        let (mut tokens, last) = if self.tokens >= cap {
+        let mut tokens = if self.tokens >= cap {
             // A full bucket has no clock (Redis holds no state for it).
-            (cap, now_ms)
+            cap
         } else {
-            let full_after = cap.div_ceil(l.limit);
-            let elapsed = ((now_ms - self.last_ms).max(0) as u64).min(full_after);
-            (
-                (self.tokens + elapsed * l.limit).min(cap),
-                self.last_ms.max(now_ms),
-            )
+            // Past `full_after` ms either way the bucket is full (or empty), and the product
+            // stays exact in Lua.
+            let full_after = cap.div_ceil(l.limit) as i64;
+            let elapsed = (now_ms - self.last_ms).clamp(-full_after, full_after);
+            (self.tokens as i64 + elapsed * l.limit as i64).clamp(0, cap as i64) as u64
         };
         let need = n.saturating_mul(l.period_ms);
         let allowed = n <= l.burst && need <= tokens;
         if allowed {
             tokens -= need;
             self.tokens = tokens;
-            self.last_ms = last;
+            self.last_ms = now_ms;
         }
         Self::decision(l, n, allowed, tokens)
     }

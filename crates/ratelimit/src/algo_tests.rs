@@ -310,3 +310,53 @@ fn a_state_that_holds_nothing_is_no_state_and_a_rejection_changes_nothing() {
     assert_eq!(s.check(&q, 1000, 0, 0).reset_ms, 0);
     assert_eq!(s.check(&q, 999, 0, 0).reset_ms, 0);
 }
+
+/// A token bucket's tokens at `t` are what it held at its last check, refilled for the time
+/// since: a clock that steps back takes that refill back, down to empty and no further (as in
+/// Redis, where such a bucket is the instant it is full again, kept as its key's expiry).
+#[test]
+fn a_clock_stepping_back_takes_back_refill_down_to_empty() {
+    // 1 token per second, capacity 2: one taken at 10 s leaves 1 (full again at 11 s).
+    let l = Limit::new(Algorithm::TokenBucket, 1, 1000).with_burst(2);
+    let mut s = l.state(10_000);
+    assert!(s.check(&l, 10_000, 1, 0).allowed);
+    // At 9.5 s the bucket is 1.5 s short of full: half a token, so one is refused.
+    let d = s.check(&l, 9_500, 1, 0);
+    assert!(!d.allowed);
+    assert_eq!((d.remaining, d.reset_ms, d.retry_after_ms), (0, 1500, 500));
+    // Far back it is empty, never less: full 2 s later, one token 1 s later.
+    let d = s.check(&l, 0, 0, 0);
+    assert!(d.allowed);
+    assert_eq!((d.remaining, d.reset_ms), (0, 2000));
+    // That 0-unit check stored "empty at 0 s"; going forward again refills from there.
+    assert_eq!(s.check(&l, 1_000, 0, 0).remaining, 1);
+    assert!(s.check(&l, 2_000, 2, 0).allowed);
+}
+
+#[test]
+fn a_whole_number_of_ms_per_unit_makes_the_state_one_instant() {
+    let tb = |lim, per, burst| Limit::new(Algorithm::TokenBucket, lim, per).with_burst(burst);
+    let g = |lim, per, burst| Limit::new(Algorithm::Gcra, lim, per).with_burst(burst);
+    assert_eq!(tb(1000, 1000, 1000).expiry_state(), Some((1, 1000)));
+    assert_eq!(tb(100, 60_000, 50).expiry_state(), Some((600, 30_000)));
+    assert_eq!(tb(3, 1000, 5).expiry_state(), None);
+    assert_eq!(g(100, 1000, 50).expiry_state(), Some((10, 500)));
+    // GCRA rounds its interval up to a µs: 2000 per 1999 ms is 999.5 µs -> 1000 µs = 1 ms.
+    assert_eq!(g(2000, 1999, 1).expiry_state(), Some((1, 1)));
+    assert_eq!(g(3, 10, 5).expiry_state(), None);
+    for alg in [
+        Algorithm::FixedWindow,
+        Algorithm::LeakyBucket,
+        Algorithm::SlidingLog,
+    ] {
+        assert_eq!(Limit::new(alg, 10, 1000).expiry_state(), None);
+    }
+    assert_eq!(tb(0, 1000, 1).expiry_state(), None, "invalid: no panic");
+}
+
+#[test]
+fn an_instant_too_far_for_lua_numbers_stays_a_string() {
+    let l = Limit::new(Algorithm::TokenBucket, 1, 10_000_000_000).with_burst(1000);
+    assert!(l.validate().is_ok());
+    assert_eq!(l.expiry_state(), None);
+}

@@ -6,13 +6,16 @@
 -- ARGV[1]: now in ms, or '' to use the Redis server clock (TIME) -- the normal case, so every
 --          instance uses one clock. ARGV[2]: units requested. ARGV[3]: lease id (concurrency,
 --          and a unique member for the sliding log).
--- ARGV[4 + 5*(i-1) ..]: algorithm code, limit, period_ms, burst, max_delay_ms of limit i.
+-- ARGV[4 + 5*(i-1) ..]: algorithm code, limit, period_ms, burst, max_delay_ms of limit i; the
+--          code + 10 for a token bucket or GCRA limit whose state is the key's expiry.
 -- Returns 6 integers per limit: allowed (1/0), quota, remaining, retry_after_ms (-1: never),
 -- reset_ms, delay_ms. Nothing is written unless every limit allows.
 --
 -- State: token bucket "tokens:last", GCRA and leaky bucket "tat", fixed window and sliding
 -- counter "start:curr:prev", each one string written with SET .. PX (state and expiry in one
--- call); the sliding log is a sorted set and the concurrency limit a hash. This script runs on
+-- call); the sliding log is a sorted set and the concurrency limit a hash. A token bucket or
+-- GCRA limit whose time per unit is a whole number of ms keeps its one instant (full again, the
+-- tat) as the key's expiry instead, read with PTTL (see single.lua). This script runs on
 -- every check, so it does the least it can: one read and one write per limit (plus TIME).
 -- A policy of one token bucket or one GCRA limit (most policies) runs single.lua instead, a
 -- script specialised to that limit; this one handles every other policy and composites.
@@ -37,11 +40,27 @@ else
 end
 local lease = ARGV[3]
 
+-- How far the instant a limit keeps as its key's expiry is ahead of now, in ms (>= 0): the
+-- key's TTL on the server clock; with a test clock, its absolute expiry minus now.
+local function held_ms(key)
+  local h
+  if ARGV[1] ~= '' then
+    h = redis.call('PEXPIRETIME', key)
+    if h >= 0 then h = h - now end
+  else
+    h = redis.call('PTTL', key)
+  end
+  if h < 0 then return 0 end
+  return h
+end
+
 -- Decide limit i for n units. Returns the decision, then how to write the new state: kind
 -- 's' (SET the string v), 'z' (ZADD score v, member w) or 'h' (HSET field w to v).
 local function check(i, n)
   local b = 3 + (i - 1) * 5
   local alg = tonumber(ARGV[b + 1])
+  local expiry = alg > 10
+  if expiry then alg = alg - 10 end
   local lim = tonumber(ARGV[b + 2])
   local per = tonumber(ARGV[b + 3])
   local burst = tonumber(ARGV[b + 4])
@@ -51,16 +70,23 @@ local function check(i, n)
   local kind, v, w = 's', nil, nil
 
   if alg == 1 then -- token bucket
-    local st = redis.call('GET', key)
     local cap = burst * per
+    local full_after = cdiv(cap, lim)
     local tokens, last = cap, now
-    if st then
-      local a, b2 = match(st, '^(%d+):(%-?%d+)$')
-      tokens, last = tonumber(a), tonumber(b2)
+    if expiry then
+      -- Full again in h ms: short of full by h ms of refill, never below empty.
+      tokens = cap - min(held_ms(key), full_after) * lim
+    else
+      local st = redis.call('GET', key)
+      if st then
+        local a, b2 = match(st, '^(%d+):(%-?%d+)$')
+        tokens, last = tonumber(a), tonumber(b2)
+      end
     end
-    local el = min(max(now - last, 0), cdiv(cap, lim))
-    tokens = min(cap, tokens + el * lim)
-    last = max(last, now)
+    -- Refill (or, if the clock went back, take back) for the time since, empty to full at most.
+    local el = min(max(now - last, -full_after), full_after)
+    tokens = min(cap, max(0, tokens + el * lim))
+    last = now
     local need = n * per
     allowed = n <= burst and need <= tokens
     if allowed then tokens = tokens - need end
@@ -68,12 +94,13 @@ local function check(i, n)
     remaining = idiv(tokens, per)
     if allowed then retry = 0 elseif n > burst then retry = -1 else retry = cdiv(need - tokens, lim) end
     reset = cdiv(cap - tokens, lim)
-    v = fmt('%d:%d', tokens, last)
+    if expiry then kind = 'e' else v = fmt('%d:%d', tokens, last) end
 
   elseif alg == 2 or alg == 6 then -- gcra, leaky bucket (both: one time in µs)
     local t = cdiv(per * 1000, lim)
     local nowu = now * 1000
-    local tat = tonumber(redis.call('GET', key)) or nowu
+    local tat
+    if expiry then tat = nowu + held_ms(key) * 1000 else tat = tonumber(redis.call('GET', key)) or nowu end
     if alg == 2 then
       local tol = burst * t
       local new_tat = max(tat, nowu) + n * t
@@ -84,6 +111,7 @@ local function check(i, n)
       remaining = max(idiv(tol - held, t), 0)
       if allowed then retry = 0 elseif n > burst then retry = -1 else retry = ceil_us_ms(new_tat - nowu - tol) end
       reset = ceil_us_ms(held)
+      if expiry then kind = 'e' end
     else
       local md = maxd * 1000
       local at = max(tat, nowu)
@@ -205,6 +233,12 @@ end
 -- state: Redis forgets it then (bounded memory).
 local function write(i, n, reset, kind, v, w)
   local key = KEYS[i]
+  if kind == 'e' then -- the state is the key's expiry, `reset` ms from now
+    if reset <= 0 then redis.call('DEL', key)
+    elseif ARGV[1] ~= '' then redis.call('SET', key, '', 'PXAT', now + reset)
+    else redis.call('SET', key, '', 'PX', reset) end
+    return
+  end
   if kind == 's' then
     if reset > 0 then redis.call('SET', key, v, 'PX', reset + 1000) else redis.call('DEL', key) end
     return

@@ -84,6 +84,11 @@ fn backend(r: &RedisServer) -> RedisBackend {
     RedisBackend::new(&r.url(), None, Duration::from_secs(2)).unwrap()
 }
 
+/// The test clock (ms): 2096, ahead of the server's. A token bucket or GCRA limit whose state
+/// is its key's expiry is written with an absolute expiry on a test clock; one in the server's
+/// past would expire at once.
+const TEST_CLOCK_MS: i64 = 4_000_000_000_000;
+
 fn limit_strategy() -> impl Strategy<Value = Limit> {
     (0usize..7, 1u64..8, 1u64..1500, 1u64..6, 0u64..1500).prop_map(|(a, lim, per, burst, md)| {
         Limit::new(Algorithm::ALL[a], lim, per)
@@ -105,7 +110,7 @@ proptest! {
         let b = RedisBackend::new(&format!("redis://127.0.0.1:{server}"), None, Duration::from_secs(2)).unwrap();
         let name = format!("p{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let policy = Policy { limits: limits.clone(), ..Policy::single(&name, limits[0]) };
-        let t0 = 1_700_000_000_000i64;
+        let t0 = TEST_CLOCK_MS;
         let mut states: Vec<State> = limits.iter().map(|l| l.state(t0)).collect();
         let mut t = t0;
         let rt = rt();
@@ -127,9 +132,10 @@ proptest! {
     #[test]
     fn the_single_limit_script_decides_exactly_as_the_in_process_code(
         gcra in any::<bool>(),
+        whole in any::<bool>(),
         lim in 1u64..1_000_000,
         per in 1u64..3_600_000,
-        burst in 1u64..10_000,
+        burst in prop_oneof![1u64..6, 1u64..10_000],
         reqs in proptest::collection::vec((-1_000i64..5_000, 0u64..12, any::<bool>()), 1..80),
     ) {
         let server = REDIS.with(|r| r.port);
@@ -140,9 +146,12 @@ proptest! {
             .with_single_scripts(false);
         let name = format!("f{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let alg = if gcra { Algorithm::Gcra } else { Algorithm::TokenBucket };
+        // Half the cases: a whole number of ms per unit, so the state is the key's expiry.
+        let (lim, per) = if whole { (lim % 1000 + 1, (lim % 1000 + 1) * (per % 3600 + 1)) } else { (lim, per) };
         let limit = Limit::new(alg, lim, per).with_burst(burst);
+        prop_assert!(!whole || limit.expiry_state().is_some());
         let policy = Policy::single(&name, limit);
-        let t0 = 1_700_000_000_000i64;
+        let t0 = TEST_CLOCK_MS;
         let mut state = vec![limit.state(t0)];
         let mut t = t0;
         let rt = rt();
@@ -196,6 +205,60 @@ fn keys_carry_hash_tags_and_the_server_clock_is_used() {
         .query(&mut c)
         .unwrap();
     assert!(ttl > 0 && ttl <= 61_000, "ttl {ttl}");
+}
+
+/// A token bucket and a GCRA limit of one unit per 400 ms, burst 3, on the server clock: their
+/// state is the key's expiry (`:v3` keys, PTTL), the single-limit and the generic script read
+/// and write it alike, and it refills with the server's time.
+#[test]
+fn a_state_kept_as_the_keys_expiry_runs_on_the_server_clock() {
+    let r = RedisServer::start();
+    let single = backend(&r);
+    let generic = backend(&r).with_single_scripts(false);
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let rt = rt();
+    for alg in [Algorithm::TokenBucket, Algorithm::Gcra] {
+        let l = Limit::new(alg, 5, 2000).with_burst(3);
+        assert_eq!(l.expiry_state(), Some((400, 1200)));
+        let p = Policy::single(alg.as_str(), l);
+        let key = RedisBackend::keys(&p, "dev").remove(0);
+        assert!(key.ends_with(":v3"), "{key}");
+        let check = |b: &RedisBackend, n| rt.block_on(b.check(&p, "dev", n, 0, None)).unwrap()[0];
+        let t0 = Instant::now();
+        // Three units, by the two scripts in turn; the fourth is refused by either.
+        for (i, b) in [&single, &generic, &single].into_iter().enumerate() {
+            let d = check(b, 1);
+            assert!(d.allowed, "{alg:?} unit {i}: {d:?}");
+            assert_eq!(d.remaining, 2 - i as u64, "{alg:?} unit {i}: {d:?}");
+        }
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+        let value: String = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
+        assert!(
+            (800..=1200).contains(&ttl) && value.is_empty(),
+            "{ttl} {value:?}"
+        );
+        for b in [&single, &generic] {
+            let d = check(b, 1);
+            assert!(!d.allowed, "{alg:?}: {d:?}");
+            assert!((1..=400).contains(&d.retry_after_ms), "{alg:?}: {d:?}");
+            assert!((800..=1200).contains(&d.reset_ms), "{alg:?}: {d:?}");
+        }
+        // More than the burst is never granted.
+        assert_eq!(check(&single, 4).retry_after_ms, fieldlab_ratelimit::NEVER);
+        // Redis's clock refills: 400 ms after the first unit (plus slack), one unit again.
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed()));
+        assert!(check(&generic, 1).allowed, "{alg:?} after 500 ms");
+        assert!(
+            !check(&single, 1).allowed,
+            "{alg:?}: only one unit came back"
+        );
+        // Full again: the key is gone (a state that holds nothing is no state).
+        std::thread::sleep(Duration::from_millis(1300));
+        let exists: i64 = redis::cmd("EXISTS").arg(&key).query(&mut c).unwrap();
+        assert_eq!(exists, 0, "{alg:?}");
+        assert_eq!(check(&single, 0).remaining, 3, "{alg:?}");
+    }
 }
 
 fn limiter(url: &str, fail: FailMode) -> Limiter {

@@ -245,23 +245,28 @@ pub struct RedisShape {
     pub pipeline: usize,
     /// fieldlab checks/s (token bucket, the real check script, one EVALSHA per check).
     pub ours: f64,
+    /// fieldlab checks/s for a token bucket whose time per token is not a whole number of ms
+    /// (999 per second): its state is a string, read and written with the clock (TIME + GET +
+    /// SET PX). Measured in the first shape only.
+    pub ours_string_state: Option<f64>,
     /// redis-benchmark EVALSHA of `return 1` (the physical limit).
     pub trivial: f64,
     /// redis-benchmark EVALSHA of fieldlab's own check script with the same arguments (the
     /// best any client can do with this script).
     pub same_script: f64,
     /// redis-benchmark EVALSHA of [`FLOOR_SCRIPT`]: the least any correct check can do
-    /// (read the clock, read the state, write it with an expiry, reply one integer).
+    /// (read the clock and the state, write the state, reply one integer).
     pub floor: f64,
     pub allowed_frac: f64,
 }
 
 /// The least a correct distributed check does on the server, with no decision logic at all:
-/// the Redis clock, one read and one write with expiry of the key's state, one integer back
-/// (run with the same arguments as fieldlab's check of one unit: the key). Its rate bounds
-/// what any check script can reach on a given Redis.
-pub const FLOOR_SCRIPT: &str = "redis.call('TIME') redis.call('GET', KEYS[1]) \
-    redis.call('PSETEX', KEYS[1], '2000', '1000:1700000000000') return 1";
+/// one read of the clock and the key's state together (PTTL: how far the state's instant is
+/// ahead of the server clock, as fieldlab keeps a token bucket or GCRA limit), one write of it,
+/// one integer back (run with the same arguments as fieldlab's check of one unit: the key).
+/// Its rate bounds what any check script can reach on a given Redis.
+pub const FLOOR_SCRIPT: &str =
+    "redis.call('PTTL', KEYS[1]) redis.call('SET', KEYS[1], '', 'PX', 1000) return 1";
 
 /// Redis: fieldlab checks/s vs `redis-benchmark` on the same Redis, like for like, in two
 /// shapes with `concurrency` checks in flight:
@@ -271,7 +276,10 @@ pub const FLOOR_SCRIPT: &str = "redis.call('TIME') redis.call('GET', KEYS[1]) \
 ///   flight, against `redis-benchmark -c 1 -P concurrency`.
 ///
 /// Every fieldlab check is one EVALSHA of the real check script (token bucket, Redis clock):
-/// one round trip, no batching of decisions.
+/// one round trip, no batching of decisions. The token bucket is fieldlab's default algorithm,
+/// 1000 per second: a whole number of ms per token, so its state is the key's expiry (see
+/// `fieldlab_ratelimit::redis`); the first shape also measures a bucket of 999 per second,
+/// whose state is a string with the clock read by TIME.
 pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<RedisShape>> {
     let (host, port) = host_port(url)?;
     let client = redis::Client::open(url)?;
@@ -289,6 +297,10 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
     let policy = Arc::new(Policy::single(
         "bench",
         Limit::new(Algorithm::TokenBucket, 1000, 1000).with_burst(1000),
+    ));
+    let string_policy = Arc::new(Policy::single(
+        "bench-string",
+        Limit::new(Algorithm::TokenBucket, 999, 1000).with_burst(1000),
     ));
     let new_backend = || -> anyhow::Result<RedisBackend> {
         RedisBackend::new(url, None, Duration::from_secs(5)).map_err(anyhow::Error::msg)
@@ -334,38 +346,17 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
         for be in &backends {
             // Connects and loads the script.
             be.check(&policy, "warm", 1, 0, None).await?;
+            be.check(&string_policy, "warm", 1, 0, None).await?;
         }
-        let (mut ours, mut trivial, mut same, mut floor, mut frac) =
-            (vec![], vec![], vec![], vec![], 0.0);
-        let per_task = b.redis_requests / (connections * pipeline);
+        let (mut ours, mut ours_string, mut trivial, mut same, mut floor, mut frac) =
+            (vec![], vec![], vec![], vec![], vec![], 0.0);
         for _ in 0..b.runs {
-            let t0 = Instant::now();
-            let mut tasks = Vec::new();
-            for (c, be) in backends.iter().enumerate() {
-                for p in 0..pipeline {
-                    let (be, policy) = (be.clone(), policy.clone());
-                    let (t, keys) = (c * pipeline + p, b.keys);
-                    tasks.push(tokio::spawn(async move {
-                        let mut ok = 0u64;
-                        let mut k = String::with_capacity(24);
-                        for i in 0..per_task {
-                            use std::fmt::Write;
-                            k.clear();
-                            let _ = write!(k, "client:{}", (i * 7 + t * 13) % keys);
-                            let d = be.check(&policy, &k, 1, 0, None).await?;
-                            ok += d[0].allowed as u64;
-                        }
-                        Ok::<u64, fieldlab_ratelimit::BackendError>(ok)
-                    }));
-                }
+            let (rate, f) = run_checks(b, &backends, pipeline, &policy).await?;
+            ours.push(rate);
+            frac = f;
+            if shapes.is_empty() {
+                ours_string.push(run_checks(b, &backends, pipeline, &string_policy).await?.0);
             }
-            let mut ok = 0;
-            for t in tasks {
-                ok += t.await??;
-            }
-            let n = per_task * connections * pipeline;
-            ours.push(n as f64 / t0.elapsed().as_secs_f64());
-            frac = ok as f64 / n as f64;
             trivial.push(redis_benchmark(
                 connections,
                 pipeline,
@@ -387,6 +378,7 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
             connections,
             pipeline,
             ours: median(ours),
+            ours_string_state: (!ours_string.is_empty()).then(|| median(ours_string)),
             trivial: median(trivial),
             same_script: median(same),
             floor: median(floor),
@@ -394,6 +386,43 @@ pub async fn bench_redis(b: &RatelimitBench, url: &str) -> anyhow::Result<Vec<Re
         });
     }
     Ok(shapes)
+}
+
+/// One run of fieldlab's checks for `policy`: `pipeline` tasks per backend, each checking one
+/// unit at a time over `b.keys` keys. Returns (checks/s, allowed fraction).
+async fn run_checks(
+    b: &RatelimitBench,
+    backends: &[Arc<RedisBackend>],
+    pipeline: usize,
+    policy: &Arc<Policy>,
+) -> anyhow::Result<(f64, f64)> {
+    let per_task = b.redis_requests / (backends.len() * pipeline);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, be) in backends.iter().enumerate() {
+        for p in 0..pipeline {
+            let (be, policy) = (be.clone(), policy.clone());
+            let (t, keys) = (c * pipeline + p, b.keys);
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                let mut k = String::with_capacity(24);
+                for i in 0..per_task {
+                    use std::fmt::Write;
+                    k.clear();
+                    let _ = write!(k, "client:{}", (i * 7 + t * 13) % keys);
+                    let d = be.check(&policy, &k, 1, 0, None).await?;
+                    ok += d[0].allowed as u64;
+                }
+                Ok::<u64, fieldlab_ratelimit::BackendError>(ok)
+            }));
+        }
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await??;
+    }
+    let n = per_task * backends.len() * pipeline;
+    Ok((n as f64 / t0.elapsed().as_secs_f64(), ok as f64 / n as f64))
 }
 
 /// One `wrk` run of the HTTP bench (medians over the runs).
