@@ -189,10 +189,12 @@ impl Limit {
     pub fn expiry_state(&self) -> Option<(u64, u64)> {
         self.validate().ok()?;
         let t = match self.algorithm {
-            Algorithm::TokenBucket if self.period_ms % self.limit == 0 => {
+            Algorithm::TokenBucket if self.period_ms.is_multiple_of(self.limit) => {
                 self.period_ms / self.limit
             }
-            Algorithm::Gcra if self.interval_us() % 1000 == 0 => self.interval_us() as u64 / 1000,
+            Algorithm::Gcra if (self.interval_us() as u64).is_multiple_of(1000) => {
+                self.interval_us() as u64 / 1000
+            }
             _ => return None,
         };
         // Below 10^13 ms (317 years): the scripts pass these to Redis as Lua numbers, which
