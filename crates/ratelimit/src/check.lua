@@ -111,7 +111,7 @@ local function check(i, n)
       remaining = max(idiv(tol - held, t), 0)
       if allowed then retry = 0 elseif n > burst then retry = -1 else retry = ceil_us_ms(new_tat - nowu - tol) end
       reset = ceil_us_ms(held)
-      if expiry then kind = 'e' end
+      if expiry then kind = 'e' else v = fmt('%d', tat) end
     else
       local md = maxd * 1000
       local at = max(tat, nowu)
@@ -123,8 +123,8 @@ local function check(i, n)
       if backlog <= md then remaining = idiv(md - backlog, t) + 1 else remaining = 0 end
       if allowed then retry = 0; delay = ceil_us_ms(d) else retry = ceil_us_ms(d - md) end
       reset = ceil_us_ms(backlog)
+      v = fmt('%d', tat)
     end
-    v = fmt('%d', tat)
 
   elseif alg == 3 or alg == 5 then -- fixed window, sliding-window counter
     local st = redis.call('GET', key)

@@ -261,17 +261,18 @@ impl RedisBackend {
         (0..policy.limits.len())
             .map(|i| {
                 let mut k = String::new();
-                Self::push_key(&mut k, policy, key, i);
+                let expiry = policy.limits[i].expiry_state().is_some();
+                Self::push_key(&mut k, policy, key, i, expiry);
                 k
             })
             .collect()
     }
 
-    fn push_key(out: &mut String, policy: &Policy, key: &str, i: usize) {
+    /// `expiry`: limit `i`'s state is its key's expiry ([`Limit::expiry_state`]).
+    fn push_key(out: &mut String, policy: &Policy, key: &str, i: usize, expiry: bool) {
         use std::fmt::Write;
-        let l = &policy.limits[i];
-        let v = if l.expiry_state().is_some() { 3 } else { 2 };
-        let alg = l.algorithm.as_str();
+        let v = if expiry { 3 } else { 2 };
+        let alg = policy.limits[i].algorithm.as_str();
         let _ = write!(out, "fieldlab:rl:{{{key}}}:{}:{i}:{alg}:v{v}", policy.name);
     }
 
@@ -303,7 +304,7 @@ impl RedisBackend {
     ) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         let mut k = String::with_capacity(key.len() + policy.name.len() + 40);
-        Self::push_key(&mut k, policy, key, 0);
+        Self::push_key(&mut k, policy, key, 0, s.expiry);
         cmd.arg(s.script.get_hash()).arg(1).arg(k.as_str());
         if n != 1 || now_ms.is_some() {
             cmd.arg(n);
@@ -327,9 +328,14 @@ impl RedisBackend {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash()).arg(policy.limits.len());
         let mut k = String::with_capacity(key.len() + policy.name.len() + 40);
-        for i in 0..policy.limits.len() {
+        let expiry: smallvec::SmallVec<[bool; 4]> = policy
+            .limits
+            .iter()
+            .map(|l| l.expiry_state().is_some())
+            .collect();
+        for (i, &e) in expiry.iter().enumerate() {
             k.clear();
-            Self::push_key(&mut k, policy, key, i);
+            Self::push_key(&mut k, policy, key, i, e);
             cmd.arg(k.as_str());
         }
         match now_ms {
@@ -337,10 +343,9 @@ impl RedisBackend {
             None => cmd.arg(""),
         };
         cmd.arg(n).arg(lease);
-        for l in &policy.limits {
+        for (l, &e) in policy.limits.iter().zip(&expiry) {
             // + 10: the state is the key's expiry.
-            let expiry = if l.expiry_state().is_some() { 10 } else { 0 };
-            cmd.arg(l.algorithm.code() + expiry)
+            cmd.arg(l.algorithm.code() + if e { 10 } else { 0 })
                 .arg(l.limit)
                 .arg(l.period_ms)
                 .arg(l.burst)
