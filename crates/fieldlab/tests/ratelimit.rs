@@ -171,18 +171,30 @@ impl Drop for Service {
 }
 
 fn redis_config(url: &str, fail: &str, limit: u64) -> String {
-    // A token bucket of `limit` refilled by 1 per hour: within the test, the exact number of
-    // grants is `limit` (+1 if the test ran for an hour).
+    redis_config_refilled(url, fail, limit, 1)
+}
+
+/// A token bucket of `limit` refilled by `refill` per hour: within the test, the exact number of
+/// grants is `limit` (+ `refill` if the test ran for an hour). One token per hour is a whole
+/// number of ms per token, so Redis keeps the state as the key's expiry; 7 per hour is not
+/// (514285.7 ms), so the state is a string, with the clock read by TIME.
+fn redis_config_refilled(url: &str, fail: &str, limit: u64, refill: u64) -> String {
     format!(
-        "ratelimit:\n  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 300ms\n  default:\n    fail: {fail}\n    limits:\n      - algorithm: token_bucket\n        limit: 1\n        period: 1h\n        burst: {limit}\n"
+        "ratelimit:\n  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 300ms\n  default:\n    fail: {fail}\n    limits:\n      - algorithm: token_bucket\n        limit: {refill}\n        period: 1h\n        burst: {limit}\n"
     )
 }
 
 #[test]
 fn three_instances_share_one_limit_through_redis() {
     let redis = Redis::start();
-    let cfg = redis_config(&redis.url(), "closed", 100);
-    let services: Vec<Service> = (0..3).map(|_| Service::start(&cfg)).collect();
+    // Both forms of a token bucket's state in Redis: the key's expiry, a string.
+    for refill in [1, 7] {
+        three_instances_hammer_one_key(&redis_config_refilled(&redis.url(), "closed", 100, refill));
+    }
+}
+
+fn three_instances_hammer_one_key(cfg: &str) {
+    let services: Vec<Service> = (0..3).map(|_| Service::start(cfg)).collect();
     let services = Arc::new(services);
     // 6 clients (2 per instance) hammer one key: 600 requests for a limit of 100.
     let allowed: Vec<(usize, u64, u64)> = std::thread::scope(|s| {
