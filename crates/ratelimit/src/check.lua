@@ -55,7 +55,8 @@ local function held_ms(key)
 end
 
 -- Decide limit i for n units. Returns the decision, then how to write the new state: kind
--- 's' (SET the string v), 'z' (ZADD score v, member w) or 'h' (HSET field w to v).
+-- 's' (SET the string v), 'e' (the key's expiry, `reset` ms from now), 'z' (ZADD score v,
+-- member w) or 'h' (HSET field w to v).
 local function check(i, n)
   local b = 3 + (i - 1) * 5
   local alg = tonumber(ARGV[b + 1])
