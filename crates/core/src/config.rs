@@ -476,6 +476,31 @@ pub struct StorageConfig {
     pub head_max_points: usize,
     /// ...or when its oldest point was written this long ago, e.g. `10m`.
     pub block_max_age: String,
+    /// Disk budget of the quarantine (`64MiB`, or a number of bytes); its oldest files are
+    /// deleted beyond it, and what they held is counted.
+    #[serde(deserialize_with = "size_or_number")]
+    pub quarantine_max_bytes: String,
+}
+
+/// A byte size written with a unit (`64MiB`) or as a plain number of bytes.
+fn size_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    Ok(match Size::deserialize(d)? {
+        Size::Bytes(n) => n.to_string(),
+        Size::Text(s) => s,
+    })
+}
+
+impl StorageConfig {
+    /// `quarantine_max_bytes` in bytes (valid after [`Config::validate`]; the default otherwise).
+    pub fn quarantine_budget(&self) -> u64 {
+        parse_size(&self.quarantine_max_bytes).unwrap_or(64 << 20)
+    }
 }
 
 impl Default for StorageConfig {
@@ -487,6 +512,7 @@ impl Default for StorageConfig {
             wal_fsync_interval: "100ms".into(),
             head_max_points: 1_000_000,
             block_max_age: "10m".into(),
+            quarantine_max_bytes: "64MiB".into(),
         }
     }
 }
@@ -923,6 +949,16 @@ impl Config {
                 "storage.head_max_points".into(),
                 "must be at least 1000".into(),
             ));
+        }
+        match parse_size(&self.storage.quarantine_max_bytes) {
+            Ok(n) if n >= 64 << 10 => {}
+            Ok(_) => {
+                return Err((
+                    "storage.quarantine_max_bytes".into(),
+                    "must be at least 64KiB".into(),
+                ))
+            }
+            Err(m) => return Err(("storage.quarantine_max_bytes".into(), m)),
         }
         if self.ingest.topics.is_empty() {
             return Err((
@@ -1666,6 +1702,25 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("mqtt.tls.ca_flie"), "{e}");
+    }
+
+    #[test]
+    fn quarantine_budget_takes_a_size_or_a_number_and_a_bad_one_is_located() {
+        let ok = |t: &str| {
+            Config::from_yaml_str(t, None)
+                .unwrap()
+                .storage
+                .quarantine_budget()
+        };
+        assert_eq!(Config::default().storage.quarantine_budget(), 64 << 20);
+        assert_eq!(ok("storage:\n  quarantine_max_bytes: 8MiB\n"), 8 << 20);
+        assert_eq!(ok("storage:\n  quarantine_max_bytes: 1048576\n"), 1 << 20);
+        let e = err("storage:\n  data_dir: /tmp/x\n  quarantine_max_bytes: 12 parsecs\n");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
+        let e = err("storage:\n  quarantine_max_bytes: 4KiB\n");
+        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
+        assert!(e.message.contains("64KiB"), "{e}");
     }
 
     #[test]

@@ -1046,7 +1046,7 @@ fn schemas() -> Map<String, Value> {
         "DeviceDetail": {"allOf": [schema_ref("DeviceEntry"),
             obj(json!({"series": {"type": "array", "items": schema_ref("SeriesInfo")}}), &["series"])]},
         "SeriesList": obj(json!({"count": {"type": "integer"}, "series": {"type": "array", "items": schema_ref("SeriesInfo")}}), &["count", "series"]),
-        "Quarantine": obj(json!({"total": {"type": "integer"}, "items": {"type": "array", "items": {"type": "object"}}}), &["total", "items"]),
+        "Quarantine": obj(json!({"total": {"type": "integer", "description": "entries held now"}, "dropped": {"type": "integer", "description": "entries deleted to keep the quarantine within storage.quarantine_max_bytes"}, "next_offset": {"type": ["integer", "null"], "description": "offset of the next page; null on the last"}, "items": {"type": "array", "items": {"type": "object"}}}), &["total", "items"]),
         "QueryResult": obj(json!({"from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]},
             "step": {"type": ["string", "null"]}, "agg": {},
             "series": {"type": "array", "items": obj(json!({"device_id": {"type": "string"}, "field": {"type": "string"},

@@ -187,9 +187,14 @@ async fn quarantine(
     let limit = num("limit", 100)?.min(10_000);
     let offset = num("offset", 0)?;
     let qr = s.quarantine.clone();
-    let (items, total) = tokio::task::spawn_blocking(move || qr.list(limit, offset))
+    let page = tokio::task::spawn_blocking(move || qr.list(limit, offset))
         .await
         .map_err(|e| Problem::internal(e.to_string()))?
         .map_err(|e| Problem::internal(format!("reading the quarantine failed: {e}")))?;
-    Ok(Json(json!({"total": total, "items": items})))
+    Ok(Json(json!({
+        "total": page.total,
+        "dropped": page.dropped,
+        "next_offset": page.next_offset,
+        "items": page.items,
+    })))
 }

@@ -1,40 +1,118 @@
-//! The in-memory head: recent points, per series, sorted by time, queryable at once.
+//! The in-memory head: recent points, per series, queryable at once.
 //!
 //! Every acknowledged batch is in the WAL *and* in the head. When the head grows past its
 //! limits it is frozen (kept readable) and written out as a block by a background thread;
 //! a fresh head takes new writes meanwhile, so ingest never waits for a block write.
+//!
+//! Late and out-of-order points cost what in-order points cost, as in Prometheus' TSDB
+//! out-of-order head: a point newer than its series' last one is pushed onto a sorted run; an
+//! older one (or a repeat of a timestamp) goes, in arrival order, to the series' small
+//! *late* buffer. The buffer is sorted and merged into the run only when it reaches a
+//! quarter of the run (and when the head is frozen), so the run's size grows geometrically
+//! between merges: a series written in fully descending time order costs O(n log n) in
+//! total, not one `Vec::insert` memmove of the whole series per point. Queries sort the late
+//! points of their range on the fly and merge them in. Same-timestamp rule, unchanged: the
+//! point written later replaces the earlier one (so replaying a batch twice is harmless).
 
 use fieldlab_core::{Batch, FieldValue, SeriesKey, Tags};
 use std::collections::HashMap;
 
+/// Below this many late points a series is never merged: merging tiny buffers into a large
+/// run would copy the run for nothing.
+const LATE_MIN: usize = 256;
+
 #[derive(Debug, Default)]
 pub struct SeriesBuf {
     pub tags: Tags,
-    pub points: Vec<(i64, FieldValue)>,
+    /// In time order, one point per timestamp.
+    sorted: Vec<(i64, FieldValue)>,
+    /// Points at or before `sorted`'s last timestamp, in arrival order. Every one of them
+    /// arrived after any point of `sorted` with the same timestamp (a point goes to `sorted`
+    /// only if it is newer than all points so far), so on a tie `late` wins.
+    late: Vec<(i64, FieldValue)>,
 }
 
 /// What one batch wrote to one of its series: the key, its time span, and its tags (the
 /// catalog is updated from these once per series of a batch, not per point).
 pub type Span<'a> = (&'a SeriesKey, i64, i64, &'a Tags);
 
+/// Sort by time, keeping arrival order among equal timestamps, then keep only the last
+/// arrival of each timestamp.
+fn sort_keep_last(v: &mut Vec<(i64, FieldValue)>) {
+    // Stable: driftsort finds the runs (an ascending `sorted` prefix, a descending late
+    // buffer) and merges them in linear time.
+    v.sort_by_key(|p| p.0);
+    // `dedup_by` hands (later, kept earlier): move the later value into the kept slot.
+    v.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            std::mem::swap(&mut later.1, &mut kept.1);
+            true
+        } else {
+            false
+        }
+    });
+}
+
 impl SeriesBuf {
-    /// Insert keeping time order; a point at an existing timestamp replaces it, so replaying
-    /// the same batch twice (WAL + block after a crash) is harmless.
+    /// Insert a point; a point at an existing timestamp replaces it, so replaying the same
+    /// batch twice (WAL + block after a crash) is harmless. Amortised O(log n).
     pub fn insert(&mut self, ts: i64, value: FieldValue) {
-        match self.points.last() {
-            None => self.points.push((ts, value)),
-            Some((last, _)) if *last < ts => self.points.push((ts, value)),
-            _ => match self.points.binary_search_by_key(&ts, |p| p.0) {
-                Ok(i) => self.points[i].1 = value,
-                Err(i) => self.points.insert(i, (ts, value)),
-            },
+        match self.sorted.last() {
+            Some((last, _)) if *last >= ts => {
+                self.late.push((ts, value));
+                if self.late.len() >= LATE_MIN.max(self.sorted.len() / 4) {
+                    self.seal();
+                }
+            }
+            _ => self.sorted.push((ts, value)),
         }
     }
 
-    pub fn range(&self, from: i64, to: i64) -> &[(i64, FieldValue)] {
-        let lo = self.points.partition_point(|p| p.0 < from);
-        let hi = self.points.partition_point(|p| p.0 <= to);
-        &self.points[lo..hi.max(lo)]
+    /// Merge the late points into the sorted run.
+    pub fn seal(&mut self) {
+        if self.late.is_empty() {
+            return;
+        }
+        self.sorted.append(&mut self.late);
+        sort_keep_last(&mut self.sorted);
+    }
+
+    /// Every point in time order. Complete only once [`SeriesBuf::seal`] has run (a head is
+    /// sealed before it is frozen and written as a block); a late point left out would be a
+    /// point lost, so that is checked.
+    pub fn points(&self) -> &[(i64, FieldValue)] {
+        assert!(
+            self.late.is_empty(),
+            "SeriesBuf::points on an unsealed series (Head::seal before freezing)"
+        );
+        &self.sorted
+    }
+
+    /// Points within `[from, to]`, in time order, one per timestamp.
+    pub fn range(&self, from: i64, to: i64) -> Vec<(i64, FieldValue)> {
+        let lo = self.sorted.partition_point(|p| p.0 < from);
+        let hi = self.sorted.partition_point(|p| p.0 <= to);
+        let mut out = self.sorted[lo..hi.max(lo)].to_vec();
+        let before = out.len();
+        out.extend(
+            self.late
+                .iter()
+                .filter(|p| p.0 >= from && p.0 <= to)
+                .cloned(),
+        );
+        if out.len() > before {
+            sort_keep_last(&mut out);
+        }
+        out
+    }
+
+    /// Points held (late points counted, whether or not they repeat a timestamp).
+    pub fn len(&self) -> usize {
+        self.sorted.len() + self.late.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -100,10 +178,19 @@ impl Head {
         self.opened_ms.get_or_insert(now_ms);
     }
 
-    pub fn range(&self, key: &SeriesKey, from: i64, to: i64) -> &[(i64, FieldValue)] {
+    /// Points of `key` within `[from, to]`, in time order.
+    pub fn range(&self, key: &SeriesKey, from: i64, to: i64) -> Vec<(i64, FieldValue)> {
         self.index
             .get(key)
-            .map_or(&[], |&i| self.series[i].1.range(from, to))
+            .map_or_else(Vec::new, |&i| self.series[i].1.range(from, to))
+    }
+
+    /// Merge every series' late points into its sorted run; done before the head is frozen,
+    /// so a block is written from sorted runs.
+    pub fn seal(&mut self) {
+        for (_, s) in &mut self.series {
+            s.seal();
+        }
     }
 
     /// The series of `key`, if the head has it.
@@ -124,9 +211,12 @@ mod tests {
         for (t, v) in [(5, 1.0), (1, 2.0), (3, 3.0), (3, 4.0), (9, 5.0)] {
             s.insert(t, FieldValue::F64(v));
         }
-        let ts: Vec<i64> = s.points.iter().map(|p| p.0).collect();
+        let all = s.range(i64::MIN, i64::MAX);
+        let ts: Vec<i64> = all.iter().map(|p| p.0).collect();
         assert_eq!(ts, vec![1, 3, 5, 9]);
-        assert_eq!(s.points[1].1, FieldValue::F64(4.0));
+        assert_eq!(all[1].1, FieldValue::F64(4.0));
+        s.seal();
+        assert_eq!(s.points(), all.as_slice());
         assert_eq!(s.range(2, 5).len(), 2);
         assert_eq!(s.range(10, 20).len(), 0);
         assert_eq!(s.range(6, 2).len(), 0);
@@ -164,10 +254,74 @@ mod tests {
         assert_eq!(spans.len(), 2);
         assert_eq!(h.points, 6);
         let a = h.get(&SeriesKey::new("a", "t")).unwrap();
-        let ts: Vec<i64> = a.points.iter().map(|p| p.0).collect();
+        let ts: Vec<i64> = a.range(i64::MIN, i64::MAX).iter().map(|p| p.0).collect();
         assert_eq!(ts, vec![2, 3, 5, 9, 20]);
         assert_eq!(a.tags.extra["site"], "s");
         assert_eq!(h.range(&SeriesKey::new("a", "t"), 3, 9).len(), 3);
         assert_eq!(h.series.len(), 2);
+    }
+
+    #[test]
+    fn descending_input_is_sorted_and_merged_geometrically() {
+        let mut s = SeriesBuf::default();
+        let n = 100_000i64;
+        for t in (0..n).rev() {
+            s.insert(t, FieldValue::I64(t));
+            // The late buffer never outgrows a quarter of the run (or the floor).
+            assert!(s.late.len() < LATE_MIN.max(s.sorted.len() / 4) + 1);
+        }
+        let all = s.range(i64::MIN, i64::MAX);
+        assert_eq!(all.len(), n as usize);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(all.iter().all(|(t, v)| *v == FieldValue::I64(*t)));
+        assert_eq!(s.range(10, 19).len(), 10);
+    }
+
+    #[test]
+    fn a_late_repeat_of_the_last_timestamp_replaces_it() {
+        let mut s = SeriesBuf::default();
+        s.insert(1, FieldValue::I64(1));
+        s.insert(2, FieldValue::I64(2));
+        s.insert(2, FieldValue::I64(20));
+        s.insert(1, FieldValue::I64(10));
+        s.insert(1, FieldValue::I64(100));
+        s.insert(3, FieldValue::I64(3));
+        let want = vec![
+            (1, FieldValue::I64(100)),
+            (2, FieldValue::I64(20)),
+            (3, FieldValue::I64(3)),
+        ];
+        assert_eq!(s.range(0, 10), want);
+        assert_eq!(s.range(2, 2), want[1..2]);
+        s.seal();
+        assert_eq!(s.points(), want.as_slice());
+        assert_eq!(s.len(), 3);
+    }
+
+    proptest::proptest! {
+        /// Against a model (a map where a later write replaces an earlier one), for any order
+        /// of writes and any interleaving of queries and merges.
+        #[test]
+        fn matches_a_last_write_wins_model(
+            ops in proptest::collection::vec((0i64..400, proptest::bool::ANY, 0i64..400, 0i64..60), 1..3000)
+        ) {
+            let mut s = SeriesBuf::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (i, (ts, query, from, width)) in ops.into_iter().enumerate() {
+                s.insert(ts, FieldValue::I64(i as i64));
+                model.insert(ts, FieldValue::I64(i as i64));
+                if query {
+                    let want: Vec<_> = model
+                        .range(from..=from + width)
+                        .map(|(t, v)| (*t, v.clone()))
+                        .collect();
+                    proptest::prop_assert_eq!(s.range(from, from + width), want);
+                }
+            }
+            let want: Vec<_> = model.into_iter().collect();
+            proptest::prop_assert_eq!(s.range(i64::MIN, i64::MAX), want.clone());
+            s.seal();
+            proptest::prop_assert_eq!(s.points(), want.as_slice());
+        }
     }
 }

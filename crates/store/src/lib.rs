@@ -678,9 +678,9 @@ impl Store {
             .cloned()
             .collect();
         if let Some(f) = frozen.as_ref() {
-            parts.push(f.range(key, from, to).to_vec());
+            parts.push(f.range(key, from, to));
         }
-        parts.push(head.range(key, from, to).to_vec());
+        parts.push(head.range(key, from, to));
         drop((head, frozen, blocks));
         let mut block_parts = Vec::with_capacity(candidates.len());
         for b in &candidates {
@@ -874,15 +874,15 @@ impl Writer {
         }
         let now = fieldlab_core::time::now_ms();
         let mut n = 0u64;
-        {
+        // The locks are taken per batch, so a query waits for one batch's insert at most, not
+        // for a whole group commit.
+        for (batch, _) in writes.iter_mut() {
+            n += batch.len() as u64;
             let mut head = self.sh.head.write();
             let mut cat = self.sh.catalog.write();
             // The catalog (a BTreeMap) is updated once per series of a batch, not per point.
             let mut spans = Vec::new();
-            for (batch, _) in writes.iter_mut() {
-                n += batch.len() as u64;
-                head.insert_batch(batch, now, &mut spans);
-            }
+            head.insert_batch(batch, now, &mut spans);
             for (key, lo, hi, tags) in spans {
                 note_series(&mut cat, key, tags, lo, hi);
             }
@@ -972,6 +972,9 @@ impl Writer {
         }
         let upto = self.wal.rotate()?;
         self.dirty = false;
+        // Late points merged now (this thread is the only writer), so the block is written
+        // from sorted runs.
+        self.sh.head.write().seal();
         let frozen = {
             let mut fr = self.sh.frozen.write();
             let mut head = self.sh.head.write();
@@ -1032,10 +1035,7 @@ fn apply_retention(sh: &Shared) {
 /// Write a frozen head as a block, publish it, and drop the WAL segments it covers.
 fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::Result<()> {
     let seq = sh.next_block.fetch_add(1, Ordering::SeqCst);
-    let series = frozen
-        .series
-        .iter()
-        .map(|(k, s)| (k, &s.tags, s.points.as_slice()));
+    let series = frozen.series.iter().map(|(k, s)| (k, &s.tags, s.points()));
     let (path, _) = write_block(&sh.block_dir, seq, wal_upto, series)?;
     let blk = Arc::new(Block::open(&path)?);
     {

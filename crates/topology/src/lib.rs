@@ -69,9 +69,15 @@ pub async fn up(
     })?;
     tracing::info!(?rec, "store opened");
     readiness.set("store", true);
-    let quarantine =
-        Arc::new(Quarantine::open(&cfg.storage.data_dir).context("cannot open the quarantine")?);
-    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
+    let quarantine = Arc::new(
+        Quarantine::open_with(&cfg.storage.data_dir, cfg.storage.quarantine_budget())
+            .context("cannot open the quarantine")?,
+    );
+    let watch = watch::open(
+        &cfg.detect,
+        &cfg.storage.data_dir,
+        cfg.ingest.state_memory_mb << 20,
+    )?;
     let annotations = Arc::new(
         fieldlab_store::annotations::Annotations::open(&cfg.storage.data_dir)
             .context("cannot open the annotations log")?,
@@ -204,6 +210,7 @@ pub async fn up(
     let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
     emulator_metrics.register(&mut registry);
     store.metrics().register(&mut registry);
+    quarantine.register_metrics(&mut registry);
     ingest_metrics.register(&mut registry);
     sink_metrics.register(&mut registry);
     http_metrics.register(&mut registry);
