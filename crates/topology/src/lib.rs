@@ -73,11 +73,7 @@ pub async fn up(
         Quarantine::open_with(&cfg.storage.data_dir, cfg.storage.quarantine_budget())
             .context("cannot open the quarantine")?,
     );
-    let watch = watch::open(
-        &cfg.detect,
-        &cfg.storage.data_dir,
-        cfg.ingest.state_memory_mb << 20,
-    )?;
+    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
     let annotations = Arc::new(
         fieldlab_store::annotations::Annotations::open(&cfg.storage.data_dir)
             .context("cannot open the annotations log")?,
