@@ -24,6 +24,8 @@
 pub mod audit;
 pub mod bundle;
 pub mod canon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwt;
 pub mod keyring;
 pub mod merkle;

@@ -485,6 +485,10 @@ impl EmbeddedBroker {
     }
 }
 
+/// Fuzzing entry point of the frame handling above (cargo-fuzz target `mqtt_gate`).
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod tests {
     use super::*;

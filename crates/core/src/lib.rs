@@ -12,6 +12,8 @@
 pub mod batch;
 pub mod config;
 pub mod directory;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod principal;
 pub mod process;
 pub mod readiness;

@@ -11,6 +11,8 @@
 //! be tested, fuzzed and benchmarked without a broker.
 
 pub mod dedup;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod payload;
 pub mod source;
 

@@ -33,6 +33,8 @@ mod bits;
 pub mod block;
 pub mod codec;
 mod compact;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod quarantine;
 pub mod query;

@@ -322,9 +322,16 @@ pub fn aggregate(points: &[(i64, FieldValue)], step_ms: i64, aggs: &[Agg]) -> Ve
     let mut out = Vec::new();
     let mut i = 0;
     while i < points.len() {
-        let start = points[i].0.div_euclid(step_ms) * step_ms;
-        let end = start.saturating_add(step_ms);
-        let j = i + points[i..].partition_point(|p| p.0 < end);
+        // At the ends of time a bucket's bounds leave i64 (a device can send a time far out:
+        // stored as i64::MIN or MAX): the first bucket's start is then i64::MIN, and a last
+        // bucket ending past i64::MAX holds every remaining point (a saturated end held none,
+        // and this loop never advanced).
+        let q = points[i].0.div_euclid(step_ms);
+        let start = q.checked_mul(step_ms).unwrap_or(i64::MIN);
+        let j = match q.checked_add(1).and_then(|n| n.checked_mul(step_ms)) {
+            Some(end) => i + points[i..].partition_point(|p| p.0 < end),
+            None => points.len(),
+        };
         let bucket = &points[i..j];
         // First pass: count, sum, min, max — no division per point and no dependency chain
         // through a running mean (Welford's update divides per point: it was half the query
@@ -401,6 +408,42 @@ mod tests {
             FieldValue::F64(61.0)
         );
         assert!("median".parse::<Agg>().is_err());
+    }
+
+    #[test]
+    fn buckets_at_the_ends_of_time_terminate() {
+        // Found by the `query_params` fuzz target: a point at i64::MAX never left its bucket
+        // (an endless loop growing the output), one at i64::MIN overflowed the bucket start.
+        let pts = vec![
+            (i64::MIN, FieldValue::F64(1.0)),
+            (i64::MIN + 1, FieldValue::F64(2.0)),
+            (0, FieldValue::F64(3.0)),
+            (i64::MAX - 1, FieldValue::F64(4.0)),
+            (i64::MAX, FieldValue::F64(5.0)),
+        ];
+        for step in [1, 7, 1000, i64::MAX] {
+            let rows = aggregate(&pts, step, &[Agg::Count]);
+            let total: i64 = rows
+                .iter()
+                .map(|(_, v)| match v[0] {
+                    Some(FieldValue::I64(n)) => n,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(total, 5, "step {step}: {rows:?}");
+            assert!(
+                rows.windows(2).all(|w| w[0].0 < w[1].0),
+                "step {step}: {rows:?}"
+            );
+        }
+        assert_eq!(
+            downsample(&pts, 7, Agg::Count)[0],
+            (i64::MIN, FieldValue::I64(1))
+        );
+        assert_eq!(
+            downsample(&pts, 1, Agg::Sum),
+            pts.iter().map(|(t, v)| (*t, v.clone())).collect::<Vec<_>>()
+        );
     }
 
     #[test]
