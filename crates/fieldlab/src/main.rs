@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench_emulator;
 mod bench_influx;
+mod bench_soak;
 mod bench_store;
 mod data_cmds;
 mod detect;
@@ -158,6 +159,8 @@ enum BenchCmd {
     Emulator(bench_emulator::BenchEmulatorArgs),
     /// Detector throughput (points/s, one thread) and /predict latency for a 30x3 window.
     Detect(detect::BenchArgs),
+    /// A long steady load on a real `fieldlab up`: RSS, open files and ingest lag each minute.
+    Soak(bench_soak::BenchSoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -204,6 +207,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bench_emulator::run(a)
         }
         Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),
+        Cmd::Bench(BenchCmd::Soak(a)) => {
+            logging::init_stderr("warn", LogFormat::Text);
+            bench_soak::run(a)
+        }
         Cmd::Bench(BenchCmd::Ingest {
             messages,
             fields,

@@ -16,13 +16,17 @@
 //! list is re-read every second (and at once after a method call), so devices created or
 //! deleted over REST appear and disappear here too.
 //!
-//! Security: a `None` endpoint with anonymous access for the lab, and `Basic256Sha256`
-//! (signed and encrypted) with a server certificate generated under the PKI directory on
-//! first start (private key 0600, never checked in).
+//! Security: a `None` endpoint and `Basic256Sha256` (signed and encrypted) with a server
+//! certificate generated under the PKI directory on first start (private key 0600, never
+//! checked in). With fieldlab's auth off, access is anonymous (the local lab). With auth on
+//! ([`OpcuaSettings::auth`]), only fieldlab users sign in, by user name and password or by an
+//! X.509 user certificate, only over `Basic256Sha256`/`SignAndEncrypt` (the `None` endpoint is
+//! left out), and their roles decide what they may do (see [`access`]).
 //!
 //! Architecture invariant: reads and controls the fleet only through
 //! [`fieldlab_emulator::Emulator`]; knows nothing of MQTT, the store or HTTP.
 
+pub mod access;
 mod mirror;
 
 use fieldlab_core::config::OpcuaConfig;
@@ -66,6 +70,9 @@ pub struct OpcuaSettings {
     pub max_devices: usize,
     /// How often the device list and the status variables are re-read.
     pub sync_interval: Duration,
+    /// fieldlab's users when auth is on: then anonymous access is refused and only the
+    /// signed-and-encrypted endpoints are offered. `None`: auth off, anonymous access.
+    pub auth: Option<Arc<fieldlab_auth::Authenticator>>,
 }
 
 impl OpcuaSettings {
@@ -96,6 +103,7 @@ impl OpcuaSettings {
             trust_client_certs: c.trust_client_certs,
             max_devices: c.max_devices,
             sync_interval: Duration::from_secs(1),
+            auth: None,
         })
     }
 }
@@ -186,7 +194,22 @@ fn key_0600(path: &Path) -> Result<(), std::io::Error> {
 }
 
 /// Bind, build the address space from the fleet and serve until [`OpcuaServer::stop`].
-pub async fn start(s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServer, OpcuaError> {
+pub async fn start(mut s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServer, OpcuaError> {
+    if s.auth.is_some() {
+        // Users sign in only where their password and session cannot be read or taken over.
+        if s.security.contains(&Security::None) {
+            tracing::info!("OPC UA: auth is on, so the `none` endpoint is not offered (user tokens only over basic256sha256)");
+            s.security.retain(|x| *x != Security::None);
+        }
+        if s.security.is_empty() {
+            return Err(OpcuaError::Config(
+                "opcua.security: with auth on, fieldlab users sign in to OPC UA only over basic256sha256 \
+                 (signed and encrypted, so passwords never cross the network in the clear); add basic256sha256 \
+                 to opcua.security, or set opcua.enabled: false"
+                    .into(),
+            ));
+        }
+    }
     let bind = format!("{}:{}", s.host, s.port);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
@@ -203,7 +226,11 @@ pub async fn start(s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServer, 
         secure_pki(&s.pki_dir)?;
     }
     let cancel = CancellationToken::new();
-    let anonymous = [ANONYMOUS_USER_TOKEN_ID.to_string()];
+    // With auth on the user token policies come from FieldlabUsers, not from token ids.
+    let anonymous = match s.auth {
+        None => vec![ANONYMOUS_USER_TOKEN_ID.to_string()],
+        Some(_) => vec![],
+    };
     let mut b = ServerBuilder::new()
         .application_name("fieldlab device emulator")
         .application_uri("urn:fieldlab:server")
@@ -232,6 +259,14 @@ pub async fn start(s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServer, 
         .create_sample_keypair(secure)
         .trust_client_certs(s.trust_client_certs)
         .token(cancel.child_token());
+    if let Some(auth) = &s.auth {
+        let trusted = s.pki_dir.join("users").join("trusted");
+        std::fs::create_dir_all(&trusted).map_err(|e| OpcuaError::Pki {
+            dir: s.pki_dir.clone(),
+            message: format!("cannot create {}: {e}", trusted.display()),
+        })?;
+        b = b.with_authenticator(Arc::new(access::FieldlabUsers::new(auth.clone(), trusted)));
+    }
     for sec in &s.security {
         b = match sec {
             Security::None => b.add_endpoint("none", ServerEndpoint::new_none("/", &anonymous)),

@@ -69,6 +69,7 @@ fn settings(pki: &Path, security: Vec<Security>) -> OpcuaSettings {
         trust_client_certs: true,
         max_devices: 100,
         sync_interval: Duration::from_millis(500),
+        auth: None,
     }
 }
 
@@ -237,5 +238,158 @@ asyncio.run(main())
     assert_eq!(r["devices"], serde_json::json!(["late_1", "oven_1"]), "{r}");
     assert_eq!(r["power_type"], "Double", "{r}");
     srv.stop().await;
+    em.stop().await;
+}
+
+/// Fieldlab users with auth on, through `tests/opcua_auth_client.py`: anonymous and bad
+/// passwords refused, a viewer browses and reads but may not call Stop, an operator stops
+/// and starts, an X.509 user certificate signs in only once an admin trusted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
+    use fieldlab_core::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pki = dir.path().join("pki");
+    fieldlab_auth::UserDb::open(&data)
+        .update(|f| {
+            f.add_user("vera", &[Role::Viewer], "viewer password one")?;
+            f.add_user("otto", &[Role::Operator], "operator password one")?;
+            f.add_key("oven_1", &[Role::Device]).map(|_| ())
+        })
+        .unwrap();
+    let auth = fieldlab_auth::Authenticator::new(
+        &fieldlab_core::config::AuthConfig {
+            enabled: true,
+            ..Default::default()
+        },
+        &data,
+    )
+    .await
+    .unwrap();
+    let em = fleet();
+    let mut s = settings(&pki, vec![Security::None, Security::Basic256Sha256]);
+    s.auth = Some(std::sync::Arc::new(auth));
+    let srv = fieldlab_opcua::start(s, em.clone()).await.unwrap();
+    let trusted = pki.join("users/trusted");
+    assert!(trusted.is_dir());
+    let plan = serde_json::json!([
+        {"label": "anonymous"},
+        {"label": "anonymous_forced", "anonymous_policy": "anonymous"},
+        {"label": "anonymous_none", "security": "none"},
+        {"label": "plain_password", "security": "none", "user": "otto", "password": "operator password one"},
+        {"label": "wrong_password", "user": "vera", "password": "viewer password two"},
+        {"label": "unknown_user", "user": "nobody", "password": "viewer password one"},
+        {"label": "viewer", "user": "vera", "password": "viewer password one",
+         "actions": ["browse", "read", "stop"]},
+        {"label": "operator", "user": "otto", "password": "operator password one",
+         "actions": ["stop", "start"]},
+        {"label": "cert_untrusted", "user_cert": "otto"},
+        {"label": "cert_trusted", "user_cert": "otto", "trust_into": trusted, "actions": ["stop"]},
+        {"label": "cert_device_key", "user_cert": "oven_1", "trust_into": trusted},
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_auth_client.py");
+    let t0 = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(srv.endpoint_url())
+            .arg(dir.path())
+            .arg(plan.to_string())
+            .output(),
+    )
+    .await
+    .expect("the OPC UA client did not finish within 120 s")
+    .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!(
+        "{} sign-in attempts in {:?}",
+        plan.as_array().unwrap().len(),
+        t0.elapsed()
+    );
+    // Only the signed-and-encrypted endpoint, with user names and certificates, no anonymous.
+    assert_eq!(
+        r["endpoints"],
+        serde_json::json!([[
+            "SignAndEncrypt",
+            "Basic256Sha256",
+            ["Certificate", "UserName"]
+        ]]),
+        "{r}"
+    );
+    // No anonymous token policy is offered, so the client's token has none that fits; one
+    // with the library's anonymous policy id reaches fieldlab's check and is refused there.
+    assert_eq!(r["anonymous"]["connect"], "BadIdentityTokenInvalid", "{r}");
+    assert_eq!(
+        r["anonymous_forced"]["connect"], "BadIdentityTokenRejected",
+        "{r}"
+    );
+    // No `None` endpoint: neither anonymous nor a password gets a session over a plain channel.
+    assert_ne!(r["anonymous_none"]["connect"], "ok", "{r}");
+    assert_ne!(r["plain_password"]["connect"], "ok", "{r}");
+    assert_eq!(r["wrong_password"]["connect"], "BadUserAccessDenied", "{r}");
+    assert_eq!(r["unknown_user"]["connect"], "BadUserAccessDenied", "{r}");
+    let v = &r["viewer"];
+    assert_eq!(v["connect"], "ok", "{r}");
+    assert_eq!(v["browse"], serde_json::json!(["oven_1", "valve_1"]), "{r}");
+    assert_eq!(v["read"], "running", "{r}");
+    assert_eq!(v["stop_executable"], false, "{r}");
+    assert_eq!(v["stop"], "BadUserAccessDenied", "{r}");
+    let o = &r["operator"];
+    assert_eq!(o["connect"], "ok", "{r}");
+    assert_eq!(o["stop_executable"], true, "{r}");
+    // `true`: the device was running, so the viewer's call changed nothing.
+    assert_eq!(o["stop"], true, "{r}");
+    assert_eq!(o["stop_state"], "stopped", "{r}");
+    assert_eq!(o["start"], true, "{r}");
+    assert_eq!(o["start_state"], "running", "{r}");
+    assert_eq!(
+        r["cert_untrusted"]["connect"], "BadIdentityTokenRejected",
+        "{r}"
+    );
+    assert_eq!(r["cert_trusted"]["connect"], "ok", "{r}");
+    assert_eq!(r["cert_trusted"]["stop"], true, "{r}");
+    // A device key's name as CN: the `device` role may not use OPC UA.
+    assert_eq!(
+        r["cert_device_key"]["connect"], "BadUserAccessDenied",
+        "{r}"
+    );
+    // The emulator agrees: the certificate user's Stop stopped the device.
+    assert_eq!(em.get("oven_1").unwrap().state, DeviceState::Stopped);
+    assert_eq!(em.get("valve_1").unwrap().state, DeviceState::Running);
+    srv.stop().await;
+    em.stop().await;
+}
+
+/// With auth on, a server that would offer only the `None` endpoint refuses to start, saying
+/// what to change.
+#[tokio::test]
+async fn auth_on_needs_an_encrypted_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let auth = fieldlab_auth::Authenticator::new(
+        &fieldlab_core::config::AuthConfig {
+            enabled: true,
+            ..Default::default()
+        },
+        &data,
+    )
+    .await
+    .unwrap();
+    let em = fleet();
+    let mut s = settings(&dir.path().join("pki"), vec![Security::None]);
+    s.auth = Some(std::sync::Arc::new(auth));
+    let e = fieldlab_opcua::start(s, em.clone())
+        .await
+        .err()
+        .expect("no encrypted endpoint: refused")
+        .to_string();
+    assert!(e.contains("basic256sha256"), "{e}");
     em.stop().await;
 }

@@ -1,0 +1,193 @@
+"""Sign-in attempts of an independent OPC UA client (python-asyncua) against fieldlab's OPC UA
+server with fieldlab auth on, all in one process (to keep the tests fast).
+
+Usage: opcua_auth_client.py URL CERT_DIR PLAN_JSON
+
+PLAN_JSON is a list of attempts, each an object:
+  label       name of the attempt in the output
+  security    "basic256sha256" (default; a client application certificate is made in CERT_DIR)
+              or "none"
+  user, password          UserName token (omit both for anonymous)
+  anonymous_policy        policy id sent with an anonymous token (default: the offered one)
+  user_cert               CN of a self-signed X.509 user certificate to sign in with (made in
+                          CERT_DIR/users); with "trust_into", a copy goes into that directory
+                          first (what an admin does)
+  device      device to act on (default oven_1)
+  actions     any of "browse", "read", "stop", "start", in order
+
+Prints one JSON object: label -> what happened ("connect": "ok" or the status code name, then
+one entry per action: a value, or the status code name it failed with). Also "endpoints": the
+endpoints the server offers, with their user token types.
+"""
+
+import asyncio
+import datetime
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from asyncua import Client, ua
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+NS_URI = "urn:fieldlab:emulator"
+APP_URI = "urn:fieldlab:test-client"
+
+
+def err(e):
+    return type(e).__name__ if isinstance(e, ua.UaStatusCodeError) else f"{type(e).__name__}: {e}"
+
+
+def user_cert(cert_dir, cn):
+    """A self-signed user certificate for CN, valid from yesterday to tomorrow."""
+    d = Path(cert_dir) / "users"
+    d.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = d / f"{cn}.der", d / f"{cn}-key.pem"
+    if cert_path.exists():
+        return cert_path, key_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=True, key_encipherment=True,
+                data_encipherment=True, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def secure(client, cert_dir):
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    d = Path(cert_dir)
+    key, cert = d / "client-key.pem", d / "client-cert.der"
+    await setup_self_signed_certificate(
+        key, cert, APP_URI, "localhost",
+        [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "fieldlab test client"},
+    )
+    client.application_uri = APP_URI
+    await client.set_security(
+        SecurityPolicyBasic256Sha256, str(cert), str(key),
+        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    )
+
+
+async def child(node, ns, name):
+    return await node.get_child([f"{ns}:{name}"])
+
+
+async def attempt(url, cert_dir, a):
+    out = {}
+    client = Client(url=url, timeout=10)
+    if a.get("security", "basic256sha256") == "basic256sha256":
+        await secure(client, cert_dir)
+    if "anonymous_policy" in a:
+        # Send an anonymous token with this policy id even though the server offers none (a
+        # client that ignores the endpoint description): the server's own check must refuse it.
+        plain = client._add_anonymous_auth
+
+        def forced(params):
+            plain(params)
+            params.UserIdentityToken.PolicyId = a["anonymous_policy"]
+
+        client._add_anonymous_auth = forced
+    if "user" in a:
+        client.set_user(a["user"])
+        client.set_password(a.get("password", ""))
+    if "user_cert" in a:
+        cert, key = user_cert(cert_dir, a["user_cert"])
+        if "trust_into" in a:
+            shutil.copy(cert, Path(a["trust_into"]) / cert.name)
+        await client.load_client_certificate(str(cert))
+        await client.load_private_key(key)
+    try:
+        await client.connect()
+    except Exception as e:  # noqa: BLE001 - the status is the result
+        out["connect"] = err(e)
+        try:
+            await client.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+        return out
+    out["connect"] = "ok"
+    try:
+        ns = await client.get_namespace_index(NS_URI)
+        root = await child(client.nodes.objects, ns, "DeviceEmulator")
+        dev = await child(root, ns, a.get("device", "oven_1"))
+        for act in a.get("actions", []):
+            try:
+                if act == "browse":
+                    out[act] = sorted([(await c.read_browse_name()).Name for c in await root.get_children()])
+                elif act == "read":
+                    out[act] = await (await child(dev, ns, "State")).read_value()
+                elif act in ("stop", "start"):
+                    m = await child(dev, ns, act.capitalize())
+                    out[act + "_executable"] = (
+                        await m.read_attribute(ua.AttributeIds.UserExecutable)
+                    ).Value.Value
+                    out[act] = await dev.call_method(m.nodeid)
+                    # The mirror re-reads the fleet at once after a call.
+                    want = "stopped" if act == "stop" else "running"
+                    state = None
+                    for _ in range(30):
+                        state = await (await child(dev, ns, "State")).read_value()
+                        if state == want:
+                            break
+                        await asyncio.sleep(0.1)
+                    out[act + "_state"] = state
+            except Exception as e:  # noqa: BLE001
+                out[act] = err(e)
+    finally:
+        await client.disconnect()
+    return out
+
+
+async def endpoints(url):
+    client = Client(url=url, timeout=10)
+    eps = await client.connect_and_get_server_endpoints()
+    return sorted(
+        [
+            ua.MessageSecurityMode(e.SecurityMode).name,
+            e.SecurityPolicyUri.rsplit("#", 1)[-1],
+            sorted(ua.UserTokenType(t.TokenType).name for t in e.UserIdentityTokens),
+        ]
+        for e in eps
+    )
+
+
+async def main(url, cert_dir, plan):
+    out = {"endpoints": await endpoints(url)}
+    for a in plan:
+        out[a["label"]] = await asyncio.wait_for(attempt(url, cert_dir, a), 60)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
