@@ -21,7 +21,9 @@
 //!   browse, read and subscribe; calling methods (Start, Stop, RunScenario, StopScenario) and
 //!   writing need operator, teacher or admin: anyone else gets `BadUserAccessDenied`. A user
 //!   with only the `device` role cannot sign in. Roles are re-read from the user file at each
-//!   check, so `fieldlab users revoke` takes effect on open sessions at once.
+//!   check, and a session is bound to the user's generation at sign-in, so `fieldlab users
+//!   revoke` or `passwd` leaves open sessions of that user with no rights at once (as it
+//!   kills the HTTP API's tokens).
 
 use fieldlab_auth::Authenticator;
 use fieldlab_core::Role;
@@ -119,15 +121,25 @@ impl FieldlabUsers {
         }
     }
 
-    /// The current roles of an active user (`None`: unknown, revoked, or the file unreadable).
+    /// The current roles of a session's user: `None` once the user was revoked or changed
+    /// password since signing in (like the HTTP API's tokens), or the file is unreadable.
     fn roles(&self, token: &UserToken) -> Option<Vec<Role>> {
-        if token.is_anonymous() {
-            return None;
+        let db = self.auth.users().current().ok()?;
+        match Identity::parse(token)? {
+            Identity::User { name, generation } => db
+                .user(name)
+                .filter(|u| !u.revoked && u.generation == generation)
+                .map(|u| u.roles.clone()),
+            Identity::Key { name } => db
+                .keys
+                .iter()
+                .find(|k| k.name == name && !k.revoked)
+                .map(|k| k.roles.clone()),
         }
-        self.auth.principal_for_cert(&token.0).ok().map(|p| p.roles)
     }
 
-    fn signed_in(&self, name: String, roles: &[Role], how: &str) -> Result<UserToken, Error> {
+    fn signed_in(&self, who: Identity<'_>, roles: &[Role], how: &str) -> Result<UserToken, Error> {
+        let name = who.name();
         if !any_of(roles, READ) {
             tracing::info!(user = %name, how, "OPC UA sign-in refused: no role that may read (device keys cannot sign in)");
             return Err(refused(
@@ -136,7 +148,45 @@ impl FieldlabUsers {
             ));
         }
         tracing::info!(user = %name, how, "OPC UA sign-in");
-        Ok(UserToken(name))
+        Ok(who.token())
+    }
+}
+
+/// Who a session belongs to, kept in its [`UserToken`] as `user/<generation>/<name>` or
+/// `key//<name>` (names cannot hold `/`).
+#[derive(Debug, PartialEq)]
+enum Identity<'a> {
+    /// A user, as of its generation at sign-in.
+    User { name: &'a str, generation: u32 },
+    /// An API key holder (X.509 only: the CN names the key).
+    Key { name: &'a str },
+}
+
+impl<'a> Identity<'a> {
+    fn name(&self) -> &'a str {
+        match self {
+            Identity::User { name, .. } | Identity::Key { name } => name,
+        }
+    }
+
+    fn token(&self) -> UserToken {
+        UserToken(match self {
+            Identity::User { name, generation } => format!("user/{generation}/{name}"),
+            Identity::Key { name } => format!("key//{name}"),
+        })
+    }
+
+    fn parse(t: &'a UserToken) -> Option<Identity<'a>> {
+        let (kind, rest) = t.0.split_once('/')?;
+        let (generation, name) = rest.split_once('/')?;
+        match kind {
+            "user" => Some(Identity::User {
+                name,
+                generation: generation.parse().ok()?,
+            }),
+            "key" => Some(Identity::Key { name }),
+            _ => None,
+        }
     }
 }
 
@@ -173,7 +223,10 @@ impl AuthManager for FieldlabUsers {
         let pass = password.get().to_string();
         let found = tokio::task::spawn_blocking(move || {
             let db = auth.users().current().map_err(|e| e.to_string())?;
-            Ok::<_, String>(db.check_password(&user, &pass).map(|u| u.roles.clone()))
+            Ok::<_, String>(
+                db.check_password(&user, &pass)
+                    .map(|u| (u.roles.clone(), u.generation)),
+            )
         })
         .await
         .map_err(|e| refused(StatusCode::BadInternalError, e.to_string()))?
@@ -182,7 +235,14 @@ impl AuthManager for FieldlabUsers {
             refused(StatusCode::BadInternalError, "cannot read the user file")
         })?;
         match found {
-            Some(roles) => self.signed_in(username.to_string(), &roles, "password"),
+            Some((roles, generation)) => self.signed_in(
+                Identity::User {
+                    name: username,
+                    generation,
+                },
+                &roles,
+                "password",
+            ),
             None => {
                 tracing::info!(user = %username, "OPC UA sign-in refused: unknown user, wrong password, or revoked user");
                 Err(refused(
@@ -234,11 +294,33 @@ impl AuthManager for FieldlabUsers {
             .split_once('=')
             .map_or(cn.as_str(), |(_, v)| v)
             .to_string();
-        match self.auth.principal_for_cert(&cn) {
-            Ok(p) => self.signed_in(cn, &p.roles, "certificate"),
-            Err(e) => {
-                tracing::info!(user = %cn, error = %e, "OPC UA sign-in refused");
-                Err(refused(StatusCode::BadUserAccessDenied, e.to_string()))
+        // The CN names a user or, failing that, an API key (as for HTTPS client certificates).
+        let db = self.auth.users().current().map_err(|e| {
+            tracing::error!(error = %e, "OPC UA sign-in: cannot read the user file");
+            refused(StatusCode::BadInternalError, "cannot read the user file")
+        })?;
+        let found = match db.user(&cn).filter(|u| !u.revoked) {
+            Some(u) => Some((
+                Identity::User {
+                    name: &cn,
+                    generation: u.generation,
+                },
+                u.roles.clone(),
+            )),
+            None => db
+                .keys
+                .iter()
+                .find(|k| k.name == cn && !k.revoked)
+                .map(|k| (Identity::Key { name: &cn }, k.roles.clone())),
+        };
+        match found {
+            Some((who, roles)) => self.signed_in(who, &roles, "certificate"),
+            None => {
+                tracing::info!(user = %cn, "OPC UA sign-in refused: the user certificate's CN names no active user or key");
+                Err(refused(
+                    StatusCode::BadUserAccessDenied,
+                    format!("the user certificate's CN={cn} names no active fieldlab user; add one with `fieldlab users add {cn} --role ...`"),
+                ))
             }
         }
     }
@@ -305,5 +387,27 @@ mod tests {
             assert!(any_of(&[r], READ) && any_of(&[r], CONTROL), "{r:?}");
         }
         assert!(!any_of(&[Role::Device], READ));
+    }
+
+    #[test]
+    fn identities_round_trip_through_the_session_token() {
+        for who in [
+            Identity::User {
+                name: "ann@lab",
+                generation: 3,
+            },
+            Identity::Key { name: "dev-1" },
+        ] {
+            let t = who.token();
+            assert_eq!(Identity::parse(&t), Some(who));
+        }
+        for bad in [
+            "ann",
+            "user/x/ann",
+            "other//ann",
+            opcua::server::ANONYMOUS_USER_TOKEN_ID,
+        ] {
+            assert_eq!(Identity::parse(&UserToken(bad.into())), None, "{bad}");
+        }
     }
 }

@@ -243,7 +243,8 @@ asyncio.run(main())
 
 /// Fieldlab users with auth on, through `tests/opcua_auth_client.py`: anonymous and bad
 /// passwords refused, a viewer browses and reads but may not call Stop, an operator stops
-/// and starts, an X.509 user certificate signs in only once an admin trusted it.
+/// and starts, a teacher too until revoked, an X.509 user certificate signs in only once an
+/// admin trusted it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
     use fieldlab_core::Role;
@@ -254,6 +255,7 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
         .update(|f| {
             f.add_user("vera", &[Role::Viewer], "viewer password one")?;
             f.add_user("otto", &[Role::Operator], "operator password one")?;
+            f.add_user("tina", &[Role::Teacher], "teacher password one")?;
             f.add_key("oven_1", &[Role::Device]).map(|_| ())
         })
         .unwrap();
@@ -283,6 +285,10 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
          "actions": ["browse", "read", "stop"]},
         {"label": "operator", "user": "otto", "password": "operator password one",
          "actions": ["stop", "start"]},
+        {"label": "teacher", "user": "tina", "password": "teacher password one",
+         "users_file": data.join("auth/users.json"), "device": "valve_1",
+         "actions": ["stop", "start", "revoke", "stop", "read"]},
+        {"label": "teacher_revoked", "user": "tina", "password": "teacher password one"},
         {"label": "cert_untrusted", "user_cert": "otto"},
         {"label": "cert_trusted", "user_cert": "otto", "trust_into": trusted, "actions": ["stop"]},
         {"label": "cert_device_key", "user_cert": "oven_1", "trust_into": trusted},
@@ -349,6 +355,22 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
     assert_eq!(o["stop_state"], "stopped", "{r}");
     assert_eq!(o["start"], true, "{r}");
     assert_eq!(o["start_state"], "running", "{r}");
+    // A teacher controls devices too, until revoked: then the open session may do nothing
+    // more, and a new sign-in is refused.
+    let t = &r["teacher"];
+    assert_eq!(t["connect"], "ok", "{r}");
+    assert_eq!(
+        (&t["stop"], &t["start"]),
+        (&true.into(), &true.into()),
+        "{r}"
+    );
+    assert_eq!(t["revoke"], true, "{r}");
+    assert_eq!(t["stop2"], "BadUserAccessDenied", "{r}");
+    assert_eq!(t["read"], "BadUserAccessDenied", "{r}");
+    assert_eq!(
+        r["teacher_revoked"]["connect"], "BadUserAccessDenied",
+        "{r}"
+    );
     assert_eq!(
         r["cert_untrusted"]["connect"], "BadIdentityTokenRejected",
         "{r}"

@@ -13,7 +13,9 @@ PLAN_JSON is a list of attempts, each an object:
                           CERT_DIR/users); with "trust_into", a copy goes into that directory
                           first (what an admin does)
   device      device to act on (default oven_1)
-  actions     any of "browse", "read", "stop", "start", in order
+  actions     any of "browse", "read", "stop", "start", "revoke", in order; "revoke" marks
+              `user` revoked in the fieldlab users file `users_file` (what `fieldlab users
+              revoke` does). An action done again is reported as "<action>2", "<action>3", ...
 
 Prints one JSON object: label -> what happened ("connect": "ok" or the status code name, then
 one entry per action: a value, or the status code name it failed with). Also "endpoints": the
@@ -142,17 +144,29 @@ async def attempt(url, cert_dir, a):
         root = await child(client.nodes.objects, ns, "DeviceEmulator")
         dev = await child(root, ns, a.get("device", "oven_1"))
         for act in a.get("actions", []):
+            key, n = act, 1
+            while key in out:
+                n += 1
+                key = f"{act}{n}"
             try:
-                if act == "browse":
-                    out[act] = sorted([(await c.read_browse_name()).Name for c in await root.get_children()])
+                if act == "revoke":
+                    f = Path(a["users_file"])
+                    users = json.loads(f.read_text())
+                    for u in users["users"]:
+                        if u["name"] == a["user"]:
+                            u["revoked"] = True
+                    f.write_text(json.dumps(users, indent=2))
+                    out[key] = True
+                elif act == "browse":
+                    out[key] = sorted([(await c.read_browse_name()).Name for c in await root.get_children()])
                 elif act == "read":
-                    out[act] = await (await child(dev, ns, "State")).read_value()
+                    out[key] = await (await child(dev, ns, "State")).read_value()
                 elif act in ("stop", "start"):
                     m = await child(dev, ns, act.capitalize())
-                    out[act + "_executable"] = (
+                    out[key + "_executable"] = (
                         await m.read_attribute(ua.AttributeIds.UserExecutable)
                     ).Value.Value
-                    out[act] = await dev.call_method(m.nodeid)
+                    out[key] = await dev.call_method(m.nodeid)
                     # The mirror re-reads the fleet at once after a call.
                     want = "stopped" if act == "stop" else "running"
                     state = None
@@ -161,9 +175,9 @@ async def attempt(url, cert_dir, a):
                         if state == want:
                             break
                         await asyncio.sleep(0.1)
-                    out[act + "_state"] = state
+                    out[key + "_state"] = state
             except Exception as e:  # noqa: BLE001
-                out[act] = err(e)
+                out[key] = err(e)
     finally:
         await client.disconnect()
     return out
