@@ -16,6 +16,7 @@
 //! Architecture invariant: no HTTP types here. The server's middleware maps headers in and
 //! [`AuthError`]s out; the broker asks [`Authenticator::check_mqtt`].
 
+pub mod login;
 pub mod policy;
 pub mod users;
 
@@ -27,6 +28,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -48,6 +50,26 @@ pub enum AuthError {
     /// Storage or key material problems: 500.
     #[error("{0}")]
     Internal(String),
+    /// Too many failed logins for this user or from this address: 429 with `Retry-After`
+    /// (MQTT: CONNACK 5, not authorized). No password was checked.
+    #[error("too many failed logins for this user or from this address; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: Duration },
+    /// Every password check worker stayed busy for `auth.login.queue_wait`: 503 with
+    /// `Retry-After` (MQTT: CONNACK 3, server unavailable). No password was checked.
+    #[error("the server is busy checking other logins; try again in {} s", retry_after.as_secs().max(1))]
+    Busy { retry_after: Duration },
+}
+
+impl AuthError {
+    /// How long the caller should wait before trying again, for the refusals that say so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AuthError::Throttled { retry_after } | AuthError::Busy { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The body of `POST /api/v1/auth/token`'s answer (OAuth2 token response shape).
@@ -81,13 +103,14 @@ struct External {
 
 /// Turns credentials into principals. Cheap to share behind an `Arc`.
 pub struct Authenticator {
-    db: UserDb,
+    db: std::sync::Arc<UserDb>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl: Duration,
     public_metrics: bool,
     external: Option<External>,
     internal_mqtt_password: String,
+    login: login::LoginGuard,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -99,7 +122,7 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-fn random_b64(n: usize) -> String {
+pub(crate) fn random_b64(n: usize) -> String {
     let mut b = vec![0u8; n];
     rand::rng().fill_bytes(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -151,6 +174,23 @@ impl Authenticator {
         let ttl = fieldlab_core::time::parse_duration_ms(&cfg.token_ttl)
             .map_err(|e| AuthError::Invalid(format!("auth.token_ttl: {e}")))?;
         let external = if cfg.jwks_file.is_some() || cfg.jwks_url.is_some() {
+            if cfg.oauth2_issuer.is_none() || cfg.oauth2_audience.is_none() {
+                let missing: Vec<&str> = [
+                    cfg.oauth2_issuer
+                        .is_none()
+                        .then_some("auth.oauth2_issuer (`iss`)"),
+                    cfg.oauth2_audience
+                        .is_none()
+                        .then_some("auth.oauth2_audience (`aud`)"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                tracing::warn!(
+                    "an external token issuer is configured without {}: any token its keys signed is accepted, also one issued for another application; set them to the issuer's `iss` and to the audience it issues fieldlab's tokens for",
+                    missing.join(" and ")
+                );
+            }
             Some(External {
                 issuer: cfg.oauth2_issuer.clone(),
                 audience: cfg.oauth2_audience.clone(),
@@ -164,14 +204,19 @@ impl Authenticator {
             None
         };
         let a = Authenticator {
-            db: UserDb::open(data_dir),
+            db: std::sync::Arc::new(UserDb::open(data_dir)),
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
             ttl: Duration::from_millis(ttl.max(1000) as u64),
             public_metrics: cfg.public_metrics,
             external,
             internal_mqtt_password: random_b64(32),
+            login: login::LoginGuard::from_config(&cfg.login)?,
         };
+        // The dummy hash of unknown users is made once; make it now, not in the first login.
+        std::thread::spawn(|| {
+            let _ = login::check_password_uniform(&UserFile::default(), "", "");
+        });
         if let Some(x) = &a.external {
             x.refresh().await?;
         }
@@ -195,13 +240,67 @@ impl Authenticator {
         )
     }
 
-    /// Check a user name and password and issue a token. CPU-heavy (argon2): call it off the
-    /// async executor.
+    /// The password pool and failure limiter every password check goes through.
+    pub fn login_guard(&self) -> &login::LoginGuard {
+        &self.login
+    }
+
+    /// Check a user's password from `client` through the bounded argon2 pool and the failure
+    /// limiter (see [`login`]): the one password check for every protocol (the token endpoint,
+    /// MQTT CONNECT, OPC UA user logins). Errors: [`AuthError::Unauthenticated`] (unknown
+    /// user, wrong password, revoked user: one answer, one timing), [`AuthError::Throttled`],
+    /// [`AuthError::Busy`], [`AuthError::Internal`].
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let u = self.checked_user(username, password, client).await?;
+        Ok(Principal {
+            subject: u.name,
+            roles: u.roles,
+            scopes: vec![],
+            method: AuthMethod::Password,
+        })
+    }
+
+    async fn checked_user(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<users::User, AuthError> {
+        let db = self.db.clone();
+        self.login
+            .check(username, password, client, move || db.current())
+            .await
+    }
+
+    /// `POST /api/v1/auth/token`: check a user name and password from `client` (pool and
+    /// limiter, see [`Authenticator::verify_password`]) and issue a token.
+    pub async fn issue_token_for(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<IssuedToken, AuthError> {
+        let u = self.checked_user(username, password, client).await?;
+        self.token_for(&u)
+    }
+
+    /// Check a user name and password and issue a token, on the calling thread and without the
+    /// pool or the failure limiter (the CLI, tests); servers use
+    /// [`Authenticator::issue_token_for`].
     pub fn issue_token(&self, username: &str, password: &str) -> Result<IssuedToken, AuthError> {
         let db = self.db.current()?;
         let u = db.check_password(username, password).ok_or_else(|| {
             AuthError::Unauthenticated("unknown user, wrong password, or revoked user".into())
         })?;
+        self.token_for(u)
+    }
+
+    fn token_for(&self, u: &users::User) -> Result<IssuedToken, AuthError> {
         let iat = now_s();
         let claims = OwnClaims {
             sub: u.name.clone(),
@@ -330,8 +429,34 @@ impl Authenticator {
         self.mqtt_login(client_id, username, password).is_some()
     }
 
+    /// The MQTT CONNECT check of the embedded broker's gate: [`Authenticator::mqtt_login`]
+    /// with passwords checked through the pool and the failure limiter, keyed by the client's
+    /// address. API keys (SHA-256, not argon2) and fieldlab's own login need neither.
+    pub async fn mqtt_connect(
+        &self,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<MqttLogin, AuthError> {
+        let refused =
+            || AuthError::Unauthenticated("bad user name, password or API key".to_string());
+        if username == INTERNAL_MQTT_USER || password.starts_with(users::KEY_PREFIX) {
+            return self
+                .mqtt_login(client_id, username, password)
+                .ok_or_else(refused);
+        }
+        let u = self.checked_user(username, password, Some(client)).await?;
+        Ok(MqttLogin {
+            name: u.name,
+            roles: u.roles,
+            internal: false,
+        })
+    }
+
     /// [`Authenticator::check_mqtt`], saying who logged in: what the broker's topic ACL
-    /// ([`MqttLogin::topics`]) is made from.
+    /// ([`MqttLogin::topics`]) is made from. On the calling thread, without the pool or the
+    /// failure limiter (tests); the broker uses [`Authenticator::mqtt_connect`].
     pub fn mqtt_login(&self, client_id: &str, username: &str, password: &str) -> Option<MqttLogin> {
         if username == INTERNAL_MQTT_USER {
             return bool::from(

@@ -12,7 +12,7 @@
 //! | `GET`/`HEAD` of anything else | any signed-in role except `device` |
 //! | device control (`/api/v1/devices/...`, scenarios, faults, `/devices/...`) | operator, teacher, admin |
 //! | lessons (`/api/v1/lessons/...`) | student, teacher, operator, admin |
-//! | verification and scoring (`/verify`, `/api/v1/verify`, `/api/v1/proofs/verify`, `/predict`), rate-limit checks and lease releases | any signed-in role |
+//! | verification and scoring (`/verify`, `/api/v1/verify`, `/api/v1/proofs/verify`, `/predict` and its alias `/api/v1/predict`), rate-limit checks and lease releases | any signed-in role |
 //! | telemetry ingest over HTTP (`/api/v1/ingest`, `/api/v1/telemetry`) | device, operator, admin |
 //! | any other write | operator, admin |
 
@@ -107,6 +107,7 @@ pub fn required(method: &str, path: &str, public_metrics: bool) -> Requirement {
         "/api/v1/verify",
         "/api/v1/proofs/verify",
         "/predict",
+        "/api/v1/predict",
     ]
     .iter()
     .any(|p| under(path, p))
@@ -203,5 +204,15 @@ mod tests {
         assert!(!ok("DELETE", "/api/v1/whatever", Role::Teacher));
         assert!(ok("DELETE", "/api/v1/whatever", Role::Operator));
         assert!(!ok("POST", "/api/v1/usersx", Role::Viewer));
+        // An alias shares its route's policy.
+        for r in [Role::Viewer, Role::Student, Role::Device, Role::Operator] {
+            for sub in ["", "/batch"] {
+                assert_eq!(
+                    ok("POST", &format!("/predict{sub}"), r),
+                    ok("POST", &format!("/api/v1/predict{sub}"), r),
+                    "{r:?} {sub}"
+                );
+            }
+        }
     }
 }

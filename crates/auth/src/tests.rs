@@ -1,5 +1,6 @@
 use super::*;
 use fieldlab_core::config::AuthConfig;
+use std::net::IpAddr;
 
 async fn setup() -> (tempfile::TempDir, Authenticator) {
     let dir = tempfile::tempdir().unwrap();
@@ -206,4 +207,74 @@ async fn external_issuer_via_jwks_file() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("k2"), "{e}");
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_throttled_per_user_and_address_and_success_clears() {
+    let (_dir, a) = setup().await;
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    let p = a
+        .verify_password("ann", "correct horse battery", Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.subject.as_str(), p.method),
+        ("ann", AuthMethod::Password)
+    );
+    for _ in 0..5 {
+        assert!(matches!(
+            a.verify_password("ann", "wrong horse battery", Some(ip))
+                .await,
+            Err(AuthError::Unauthenticated(_))
+        ));
+    }
+    // Locked out: even the right password is not checked now.
+    let e = a
+        .verify_password("ann", "correct horse battery", Some(ip))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::Throttled { .. }), "{e:?}");
+    assert!(e.retry_after().unwrap().as_secs() >= 59, "{e:?}");
+    assert!(matches!(
+        a.issue_token_for("ann", "correct horse battery", Some(ip))
+            .await,
+        Err(AuthError::Throttled { .. })
+    ));
+    // The MQTT path shares the limiter; API keys (no argon2) do not go through it.
+    assert!(matches!(
+        a.mqtt_connect("c", "ann", "correct horse battery", ip)
+            .await,
+        Err(AuthError::Throttled { .. })
+    ));
+    let k = a
+        .users()
+        .update(|f| f.add_key("dev1", &[Role::Device]))
+        .unwrap();
+    assert!(a.mqtt_connect("dev1", "dev1", &k.secret, ip).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_users_cost_what_known_ones_cost() {
+    let (_dir, a) = setup().await;
+    let db = a.users().current().unwrap();
+    // Warm up (the dummy hash is made once).
+    let _ = db.check_password("nobody", "x");
+    // Interleaved, medians: other tests hash on the same cores at the same time.
+    let time = |name: &str| {
+        let t = std::time::Instant::now();
+        assert!(db.check_password(name, "wrong horse battery").is_none());
+        t.elapsed().as_secs_f64()
+    };
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        k.push(time("ann"));
+        u.push(time("nobody-at-all"));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (known, unknown) = (median(k), median(u));
+    let ratio = known.max(unknown) / known.min(unknown);
+    assert!(ratio < 2.0, "known {known:.3}s, unknown {unknown:.3}s");
 }

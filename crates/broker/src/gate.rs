@@ -12,7 +12,8 @@
 //! acknowledged (PUBACK, or PUBREC then PUBCOMP) and dropped, so the client does not retry it
 //! forever; a SUBSCRIBE filter outside its read filters gets the failure code 0x80 in SUBACK,
 //! the others are subscribed. A CONNECT with a bad login gets return code 4, a last will on a
-//! topic it may not write return code 5. Refusals are counted ([`EmbeddedBroker::denied`]).
+//! topic it may not write return code 5; so does a login refused after too many failures
+//! (back off), and one that found every password check worker busy return code 3. Refusals are counted ([`EmbeddedBroker::denied`]).
 //!
 //! Clients with access to every topic (fieldlab itself, admins, operators) are relayed without
 //! looking inside their packets past the fixed header.
@@ -198,20 +199,26 @@ impl Gate {
             .as_ref()
             .map(|l| (l.username.clone(), l.password.clone()))
             .unwrap_or_default();
-        let (auth, id) = (self.auth.clone(), connect.client_id.clone());
-        let acl = tokio::task::spawn_blocking(move || auth(&id, &user, &pass))
-            .await
-            .ok()
-            .flatten();
+        let login = crate::MqttConnect {
+            client_id: connect.client_id.clone(),
+            username: user,
+            password: pass,
+            peer,
+        };
         let mut out = BytesMut::new();
-        let Some(acl) = acl else {
-            put(
-                &mut out,
-                Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)),
-            )?;
-            client.write_all(&out).await?;
-            client.flush().await?;
-            return Err("bad user name or password".into());
+        let acl = match (self.auth)(login).await {
+            Ok(acl) => acl,
+            Err(refusal) => {
+                let code = match refusal {
+                    crate::MqttRefusal::BadLogin => ConnectReturnCode::BadUserNamePassword,
+                    crate::MqttRefusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
+                    crate::MqttRefusal::Unavailable => ConnectReturnCode::ServiceUnavailable,
+                };
+                put(&mut out, Packet::ConnAck(ConnAck::new(code, false)))?;
+                client.write_all(&out).await?;
+                client.flush().await?;
+                return Err(format!("login refused: {refusal:?}").into());
+            }
         };
         if let Some(w) = &connect.last_will {
             if !acl.may_write(&w.topic) {

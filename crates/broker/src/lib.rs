@@ -33,9 +33,44 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Checks an MQTT CONNECT: `(client_id, username, password)` -> the login's topic ACL, or
-/// `None` to refuse it. Called on a blocking thread, so it may hash passwords.
-pub type MqttAuth = Arc<dyn Fn(&str, &str, &str) -> Option<Acl> + Send + Sync>;
+/// The login of one MQTT CONNECT, for [`MqttAuth`].
+#[derive(Debug, Clone)]
+pub struct MqttConnect {
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    /// Who connected (for per-address failure limits).
+    pub peer: SocketAddr,
+}
+
+/// Why a CONNECT is refused: the CONNACK return code the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttRefusal {
+    /// 4, bad user name or password.
+    BadLogin,
+    /// 5, not authorized (too many failed logins: back off).
+    NotAuthorized,
+    /// 3, server unavailable (every password check worker busy: retry later).
+    Unavailable,
+}
+
+/// The future of one [`MqttAuth`] check.
+pub type MqttAuthFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Acl, MqttRefusal>> + Send>>;
+
+/// Checks an MQTT CONNECT: the login -> its topic ACL, or why it is refused. Awaited on the
+/// gate's async workers: slow work (password hashing) belongs in a bounded blocking pool
+/// (fieldlab's is `fieldlab_auth::login`).
+pub type MqttAuth = Arc<dyn Fn(MqttConnect) -> MqttAuthFuture + Send + Sync>;
+
+/// An [`MqttAuth`] from a cheap check of `(client_id, username, password)` (tests,
+/// benchmarks): `None` refuses with "bad user name or password".
+pub fn plain_auth(f: impl Fn(&str, &str, &str) -> Option<Acl> + Send + Sync + 'static) -> MqttAuth {
+    Arc::new(move |c: MqttConnect| {
+        let r = f(&c.client_id, &c.username, &c.password).ok_or(MqttRefusal::BadLogin);
+        Box::pin(std::future::ready(r)) as MqttAuthFuture
+    })
+}
 
 /// The MQTT topic filters one login may publish to (`write`) and subscribe within (`read`);
 /// `None` means any topic.

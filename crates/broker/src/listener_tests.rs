@@ -39,7 +39,7 @@ fn pki(dir: &Path) -> Pki {
 }
 
 fn only_dev1() -> MqttAuth {
-    Arc::new(|_id: &str, user: &str, pass: &str| {
+    crate::plain_auth(|_id: &str, user: &str, pass: &str| {
         (user == "dev1" && pass == "secret-password-1").then(Acl::all)
     })
 }
@@ -220,7 +220,7 @@ async fn websocket_listener_serves_mqtt() {
 
 /// A device's ACL as fieldlab's auth gives it (`MqttLogin::topics`), and an operator's.
 fn device_and_operator() -> MqttAuth {
-    Arc::new(|_id: &str, user: &str, pass: &str| match (user, pass) {
+    crate::plain_auth(|_id: &str, user: &str, pass: &str| match (user, pass) {
         ("dev1", "key-1") => Some(Acl {
             read: Some(vec!["devices/+/dev1/commands".into()]),
             write: Some(vec![

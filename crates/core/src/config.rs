@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub tls_key_file: Option<PathBuf>,
     /// PEM CA bundle: when set, clients must present a certificate signed by it (mTLS).
     pub tls_client_ca_file: Option<PathBuf>,
+    /// With auth off, the host names (`Host` header, port ignored) fieldlab answers besides
+    /// loopback names and IP addresses, e.g. `[lab.local]`: any other name is refused, so a
+    /// web page cannot reach the lab through DNS rebinding. Also the origins (by host) whose
+    /// browser writes and WebSocket upgrades are accepted besides the server's own.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +65,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -87,6 +93,41 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// Claim of external tokens that lists fieldlab roles (array or space-separated).
     pub roles_claim: String,
+    /// Password checks (token requests, MQTT and OPC UA logins): the argon2 pool and the
+    /// failure limiter.
+    pub login: LoginConfig,
+}
+
+/// How password checks are bounded (`auth.login`). Each argon2id check takes ~19 MiB and tens
+/// of milliseconds of CPU, so at most `workers` run at once; a check that cannot start within
+/// `queue_wait` is refused (HTTP 503, MQTT CONNACK 3). Failed logins are counted per user name
+/// and per client address (IPv6 by /64): past `per_user` / `per_address` failures within
+/// `window`, further attempts are refused without checking (HTTP 429 with `Retry-After`, MQTT
+/// CONNACK 5) for `window`, doubling with each lockout up to `max_backoff`. A successful login
+/// clears its user's count. 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// argon2 checks at once; 0: one per core, at most 4.
+    pub workers: usize,
+    pub queue_wait: String,
+    pub per_user: u32,
+    pub per_address: u32,
+    pub window: String,
+    pub max_backoff: String,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            workers: 0,
+            queue_wait: "2s".into(),
+            per_user: 5,
+            per_address: 20,
+            window: "1m".into(),
+            max_backoff: "15m".into(),
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -102,6 +143,7 @@ impl Default for AuthConfig {
             jwks_file: None,
             jwks_url: None,
             roles_claim: "roles".into(),
+            login: LoginConfig::default(),
         }
     }
 }
@@ -1146,6 +1188,25 @@ impl Config {
     fn validate_ops(&self) -> Result<(), (String, String)> {
         crate::time::parse_duration_ms(&self.auth.token_ttl)
             .map_err(|e| ("auth.token_ttl".to_string(), e.to_string()))?;
+        for (key, v) in [
+            ("auth.login.queue_wait", &self.auth.login.queue_wait),
+            ("auth.login.window", &self.auth.login.window),
+            ("auth.login.max_backoff", &self.auth.login.max_backoff),
+        ] {
+            let ms =
+                crate::time::parse_duration_ms(v).map_err(|e| (key.to_string(), e.to_string()))?;
+            if ms <= 0 {
+                return Err((key.into(), "must be longer than 0, e.g. `1m`".into()));
+            }
+        }
+        for (i, h) in self.server.allowed_hosts.iter().enumerate() {
+            if h.is_empty() || (h.contains(['/', ':', ' ', '*']) && !h.starts_with('[')) {
+                return Err((
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("`{h}` is not a host name: write the bare name, e.g. `lab.local` (no scheme, port, path or wildcard)"),
+                ));
+            }
+        }
         if let Some(s) = &self.auth.jwt_secret {
             if s.len() < 32 {
                 return Err((
@@ -1499,6 +1560,31 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         Config::from_yaml_str(text, Some(Path::new("fieldlab.yaml"))).unwrap_err()
+    }
+
+    #[test]
+    fn allowed_hosts_and_login_limits_are_checked_where_they_are_written() {
+        let c = Config::from_yaml_str(
+            "server:\n  allowed_hosts: [lab.local, \"[fd00::1]\"]\nauth:\n  login:\n    per_user: 3\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.server.allowed_hosts, ["lab.local", "[fd00::1]"]);
+        assert_eq!((c.auth.login.per_user, c.auth.login.per_address), (3, 20));
+        let e = err(
+            "server:\n  port: 8080\n  allowed_hosts:\n    - lab.local\n    - http://lab.local/\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("server.allowed_hosts[1]"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(
+            e.to_string().contains("fieldlab.yaml:5") && e.to_string().contains("bare name"),
+            "{e}"
+        );
+        let e = err("auth:\n  login:\n    window: soon\n");
+        assert_eq!(e.key.as_deref(), Some("auth.login.window"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = err("auth:\n  login:\n    per_users: 3\n");
+        assert!(e.to_string().contains("per_users"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A TLS client certificate.
     ClientCert,
+    /// A user name and password checked at login (OPC UA user sessions).
+    Password,
     /// No (valid) credentials, on a public path: no roles, no scopes.
     Anonymous,
 }

@@ -111,9 +111,14 @@ impl RedisBackend {
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<RedisBackend, String> {
-        let mut info: redis::ConnectionInfo = url
-            .parse()
-            .map_err(|e| format!("`{url}` is not a Redis URL ({e}); write redis://HOST:PORT"))?;
+        let mut info: redis::ConnectionInfo = url.parse().map_err(|e| {
+            // The URL may carry a password (`redis://:PASSWORD@host`): never print it.
+            let shown = match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+                _ => url.to_string(),
+            };
+            format!("`{shown}` is not a Redis URL ({e}); write redis://HOST:PORT")
+        })?;
         if let Some(p) = password {
             info.redis.password = Some(p.to_string());
         }

@@ -4,10 +4,15 @@
 //! The token request takes JSON (`{"username": ..., "password": ...}`) or the OAuth2 password
 //! grant as a form (`grant_type=password&username=...&password=...`), and answers in the
 //! OAuth2 token response shape, so both scripts and OAuth2 client libraries can use it.
+//!
+//! Password checks go through the authenticator's bounded argon2 pool and failure limiter
+//! (`fieldlab_auth::login`), keyed by user name and client address (the peer, or the
+//! `X-Forwarded-For` client named by a trusted proxy, `ratelimit.trusted_proxies`): too many
+//! failures answer 429, a pool that stays busy 503, both with `Retry-After`.
 
 use crate::{AppState, Problem};
-use axum::extract::{FromRef, FromRequest, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
@@ -28,6 +33,7 @@ impl FromRef<AppState> for AuthState {
 pub fn router<S>() -> Router<S>
 where
     AuthState: FromRef<S>,
+    crate::ratelimit::RatelimitState: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
     Router::new()
@@ -42,7 +48,34 @@ struct TokenRequest {
     password: String,
 }
 
-async fn token(State(AuthState(auth)): State<AuthState>, req: Request) -> Response {
+/// The client's address: the peer, or the client a trusted proxy names.
+fn client_ip(rl: &crate::ratelimit::RatelimitState, req: &Request) -> Option<std::net::IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<crate::tls::PeerInfo>>()
+        .map(|c| c.0.addr.ip())
+        .or_else(|| {
+            req.extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip())
+        })?;
+    let Some(l) = &rl.limiter else {
+        return Some(peer);
+    };
+    let xff: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(l.trusted_proxies().client_ip(peer, &xff))
+}
+
+async fn token(
+    State(AuthState(auth)): State<AuthState>,
+    State(rl): State<crate::ratelimit::RatelimitState>,
+    req: Request,
+) -> Response {
     let Some(auth) = auth else {
         return Problem::new(
             StatusCode::NOT_FOUND,
@@ -52,6 +85,7 @@ async fn token(State(AuthState(auth)): State<AuthState>, req: Request) -> Respon
         )
         .into_response();
     };
+    let client = client_ip(&rl, &req);
     let form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -89,27 +123,50 @@ async fn token(State(AuthState(auth)): State<AuthState>, req: Request) -> Respon
         )
         .into_response();
     }
-    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let issued =
-        tokio::task::spawn_blocking(move || auth.issue_token(&body.username, &body.password)).await;
-    match issued {
-        Ok(Ok(t)) => (
+    // argon2 runs in the authenticator's bounded pool, off the async workers.
+    use fieldlab_auth::AuthError;
+    match auth
+        .issue_token_for(&body.username, &body.password, client)
+        .await
+    {
+        Ok(t) => (
             [(header::CACHE_CONTROL, "no-store")],
             Json(serde_json::to_value(t).expect("token serialises")),
         )
             .into_response(),
-        Ok(Err(fieldlab_auth::AuthError::Internal(e))) => {
+        Err(AuthError::Internal(e)) => {
             tracing::error!(error = %e, "token issue failed");
             Problem::internal("cannot issue a token; see the server log").into_response()
         }
-        Ok(Err(e)) => Problem::new(
+        Err(e @ (AuthError::Throttled { .. } | AuthError::Busy { .. })) => {
+            let wait = e.retry_after().unwrap_or_default();
+            let (status, slug, title) = if matches!(e, AuthError::Busy { .. }) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "login-busy",
+                    "Too many logins at once",
+                )
+            } else {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-failed-logins",
+                    "Too many failed logins",
+                )
+            };
+            let mut resp = Problem::new(status, slug, title, e.to_string()).into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+            );
+            resp
+        }
+        Err(e) => Problem::new(
             StatusCode::UNAUTHORIZED,
             "invalid-credentials",
             "Invalid credentials",
             e.to_string(),
         )
         .into_response(),
-        Err(e) => Problem::internal(e.to_string()).into_response(),
     }
 }
 

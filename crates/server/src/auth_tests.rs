@@ -49,6 +49,7 @@ async fn start(cfg: AuthConfig, tls: Option<Arc<tokio_rustls::rustls::ServerConf
         ratelimit: None,
         extra_routes: None,
         extra_openapi: None,
+        allowed_hosts: Vec::new(),
         watch: None,
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

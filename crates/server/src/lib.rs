@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth_routes;
+pub mod browser_guard;
 pub mod data;
 pub mod detect;
 pub mod emulator_api;
@@ -105,6 +106,9 @@ pub struct AppState {
     pub extra_routes: Option<axum::Router>,
     /// The OpenAPI 3.1 fragment describing `extra_routes`, folded into `/openapi.json`.
     pub extra_openapi: Option<serde_json::Value>,
+    /// `server.allowed_hosts`: names besides loopback ones this server answers with auth off
+    /// (see [`browser_guard`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl AppState {
@@ -127,6 +131,7 @@ impl AppState {
             annotations: None,
             extra_routes: None,
             extra_openapi: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -309,6 +314,7 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         limiter: state.ratelimit.clone(),
     };
     let extra = state.extra_routes.clone();
+    let browser = browser_guard::BrowserGuard::new(state.auth.is_some(), &state.allowed_hosts);
     let state_for_extra = state.clone();
     let app = routes
         .route_layer(axum::middleware::from_fn_with_state(m.clone(), track))
@@ -338,7 +344,13 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
         ),
         None => app,
     };
-    ui::with_endpoint_probe(app).layer(axum::middleware::from_fn(problem_errors))
+    // Outside everything: a page on another site is refused before any handler runs.
+    ui::with_endpoint_probe(app)
+        .layer(axum::middleware::from_fn_with_state(
+            browser,
+            browser_guard::guard,
+        ))
+        .layer(axum::middleware::from_fn(problem_errors))
 }
 
 /// axum's own rejections (a path segment that is not a number, a query string that does not

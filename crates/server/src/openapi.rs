@@ -617,7 +617,9 @@ fn native_paths() -> Map<String, Value> {
             }))
             .json("200", "OAuth2 token response", "TokenResponse")
             .problem("401", "wrong user name or password")
-            .problem("404", "auth is disabled"),
+            .problem("404", "auth is disabled")
+            .problem("429", "too many failed logins: wait `Retry-After` seconds")
+            .problem("503", "every password check worker is busy"),
     );
     put(
         &mut p,

@@ -24,6 +24,9 @@ pub struct Influx {
     client: reqwest::Client,
     write_url: String,
     token: Option<String>,
+    /// InfluxDB 1.x user and password, sent as HTTP Basic auth (never in the URL, which ends
+    /// up in error messages, logs and proxies' access logs).
+    basic: Option<(String, String)>,
     measurement: String,
     precision: InfluxPrecision,
 }
@@ -46,10 +49,6 @@ impl Influx {
                 q.append_pair("bucket", bucket);
             } else if let Some(db) = &c.db {
                 q.append_pair("db", db);
-                if let (Some(u), Some(p)) = (&c.username, &c.password) {
-                    q.append_pair("u", u);
-                    q.append_pair("p", p);
-                }
             }
             q.append_pair("precision", c.precision.as_str());
         }
@@ -66,6 +65,10 @@ impl Influx {
             client,
             write_url: url.to_string(),
             token: c.token.clone(),
+            basic: match (&c.username, &c.password, &c.bucket) {
+                (Some(u), Some(p), None) => Some((u.clone(), p.clone())),
+                _ => None,
+            },
             measurement: c.measurement.clone(),
             precision: c.precision,
         })
@@ -82,11 +85,17 @@ impl Target for Influx {
         let mut req = self.client.post(&self.write_url).body(body);
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Token {t}"));
+        } else if let Some((u, p)) = &self.basic {
+            req = req.basic_auth(u, Some(p));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| SinkError::Transient(format!("InfluxDB unreachable: {e}")))?;
+        // The error names the URL itself, redacted: reqwest's would print it whole.
+        let resp = req.send().await.map_err(|e| {
+            SinkError::Transient(format!(
+                "InfluxDB at {} unreachable: {}",
+                crate::redact(&self.write_url),
+                e.without_url()
+            ))
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(rejected);
@@ -248,6 +257,24 @@ mod tests {
         assert!(lp.ends_with(" b=1e-7 1500000000\n"), "{lp}");
         let lp = encode(&pts[1..], "m", InfluxPrecision::S, &mut rej);
         assert!(lp.ends_with(" 1\n"), "{lp}");
+    }
+
+    #[tokio::test]
+    async fn credentials_are_never_in_the_url_or_an_error() {
+        let c = SinkConfig {
+            url: "http://127.0.0.1:9/".into(),
+            db: Some("lab".into()),
+            username: Some("writer".into()),
+            password: Some("s3cret-influx-pw".into()),
+            timeout: "2s".into(),
+            ..SinkConfig::default()
+        };
+        let mut i = Influx::new(&c).unwrap();
+        assert!(!i.write_url.contains("s3cret"), "{}", i.write_url);
+        let p = pt("d1", "t", 1, FieldValue::F64(1.0));
+        let e = i.write(&[p]).await.unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("127.0.0.1:9"), "{e}");
     }
 
     #[test]

@@ -305,13 +305,59 @@ impl Sinks {
 }
 
 /// A URL with any password replaced, for logs.
-fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+/// A URL fit for logs: the password of its user info and the values of query parameters
+/// that carry secrets (`p`, `password`, `token`, `key`, ...) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    const SECRET: &[&str] = &[
+        "p",
+        "pw",
+        "pass",
+        "password",
+        "passwd",
+        "token",
+        "access_token",
+        "secret",
+        "key",
+        "apikey",
+        "api_key",
+        "auth",
+        "sig",
+        "signature",
+    ];
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(an unparsable URL)".to_string();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let hide = SECRET.contains(&k.to_ascii_lowercase().as_str());
+                (
+                    k.into_owned(),
+                    if hide { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_in_urls_are_hidden() {
+        let r = super::redact("http://ann:hunter2@h:8086/write?db=x&u=ann&p=hunter2&token=abc");
+        assert!(!r.contains("hunter2") && !r.contains("abc"), "{r}");
+        assert!(r.contains("db=x") && r.contains("u=ann"), "{r}");
+        assert_eq!(
+            super::redact("http://h:8086/write?db=x"),
+            "http://h:8086/write?db=x"
+        );
+        assert!(!super::redact("not a url with secret").contains("secret"));
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
         max_payload_size: 1 << 20,
         max_connections: b.publishers + 16,
         auth: b.acl.then(|| {
-            Arc::new(|_id: &str, user: &str, pass: &str| {
+            fieldlab_broker::plain_auth(|_id: &str, user: &str, pass: &str| {
                 if (user, pass) == BENCH_INGEST {
                     Some(fieldlab_broker::Acl::all())
                 } else if (user, pass) == BENCH_PUB {
@@ -182,7 +182,7 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 } else {
                     None
                 }
-            }) as fieldlab_broker::MqttAuth
+            })
         }),
         ..Default::default()
     })?;

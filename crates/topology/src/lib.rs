@@ -144,15 +144,34 @@ pub async fn up(
                 _ => None,
             };
             // Each login's topic ACL, enforced by the broker's gate.
+            // Passwords go through the authenticator's bounded argon2 pool and its failure
+            // limiter (per user and client address).
             let check: Option<fieldlab_broker::MqttAuth> = auth.clone().map(|a| {
-                Arc::new(move |id: &str, u: &str, p: &str| {
-                    a.mqtt_login(id, u, p).map(|l| {
-                        let t = l.topics();
-                        fieldlab_broker::Acl {
-                            read: t.read,
-                            write: t.write,
+                Arc::new(move |c: fieldlab_broker::MqttConnect| {
+                    let a = a.clone();
+                    Box::pin(async move {
+                        use fieldlab_auth::AuthError;
+                        use fieldlab_broker::MqttRefusal;
+                        match a
+                            .mqtt_connect(&c.client_id, &c.username, &c.password, c.peer.ip())
+                            .await
+                        {
+                            Ok(l) => {
+                                let t = l.topics();
+                                Ok(fieldlab_broker::Acl {
+                                    read: t.read,
+                                    write: t.write,
+                                })
+                            }
+                            Err(AuthError::Throttled { .. }) => Err(MqttRefusal::NotAuthorized),
+                            Err(AuthError::Busy { .. }) => Err(MqttRefusal::Unavailable),
+                            Err(AuthError::Internal(e)) => {
+                                tracing::error!(error = %e, "mqtt login check failed");
+                                Err(MqttRefusal::Unavailable)
+                            }
+                            Err(_) => Err(MqttRefusal::BadLogin),
                         }
-                    })
+                    }) as fieldlab_broker::MqttAuthFuture
                 }) as fieldlab_broker::MqttAuth
             });
             let denied = mqtt_denied.clone();
@@ -296,6 +315,7 @@ pub async fn up(
         extra_routes: Some(cap_routes),
         extra_openapi: Some(fieldlab_verifier::openapi()),
         watch: watch.clone(),
+        allowed_hosts: cfg.server.allowed_hosts.clone(),
     };
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let stop_http = async {

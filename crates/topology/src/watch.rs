@@ -151,7 +151,12 @@ async fn publish(client: &AsyncClient, http: &reqwest::Client, webhook: Option<&
             .send()
             .await;
         if let Err(err) = r {
-            tracing::warn!(error = %err, %url, "webhook failed");
+            // Webhook URLs carry their secret in the path (Slack, Teams): log only the host.
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            tracing::warn!(error = %err.without_url(), webhook_host = %host, "webhook failed");
         }
     }
 }

@@ -174,6 +174,11 @@ impl Fieldlab {
     pub fn stdout_text(&self) -> String {
         self.stdout.lock().unwrap().join("\n")
     }
+
+    /// The process id of `fieldlab up` (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
 }
 
 impl Drop for Fieldlab {
