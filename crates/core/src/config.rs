@@ -347,6 +347,74 @@ pub struct IngestConfig {
     /// so slowly that 2 connections measured 4x slower than 1 (`fieldlab bench ingest
     /// --connections 2`).
     pub connections: usize,
+    /// Most distinct devices ingest accepts, emulated and external together; readings of a
+    /// further device are quarantined with reason "device limit". Unset (default): the value
+    /// of `devices.max_devices` (environment: MAX_DEVICES).
+    pub max_devices: Option<usize>,
+    /// Most series (fields) per device; readings adding a further one are quarantined with
+    /// reason "series limit".
+    pub max_series_per_device: usize,
+    /// Memory budget of the per-series detector and per-device quality state, in MiB; the
+    /// least recently used state is evicted beyond it (and rebuilt, from a cold start, when
+    /// its series speaks again).
+    pub state_memory_mb: usize,
+    /// Logins that may publish readings of other devices (gateways), by login name. A gateway
+    /// publishes on its own topic `devices/<type>/<login>/telemetry`; see [`GatewayConfig`].
+    pub gateways: BTreeMap<String, GatewayConfig>,
+}
+
+/// What one gateway login may speak for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Device ids the gateway may name in its payloads: exact ids or patterns with `*`
+    /// (`plant1_*`). Its own id is always allowed.
+    pub devices: Vec<String>,
+    /// Most distinct devices this gateway may bring in; readings of a further device are
+    /// quarantined with reason "device limit".
+    pub max_devices: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            devices: Vec::new(),
+            max_devices: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// The distinct devices ingest accepts: `ingest.max_devices`, else `devices.max_devices`.
+    pub fn ingest_max_devices(&self) -> usize {
+        self.ingest.max_devices.unwrap_or(self.devices.max_devices)
+    }
+}
+
+/// A device id ingest accepts: 1 to 128 bytes, no control characters, no MQTT topic level or
+/// wildcard characters (`/`, `+`, `#`). `Err` says what is wrong.
+pub fn check_device_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the device id is empty".into());
+    }
+    if id.len() > 128 {
+        return Err(format!(
+            "the device id is {} bytes long; at most 128 are accepted",
+            id.len()
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the device id contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| matches!(c, '/' | '+' | '#')) {
+        return Err(format!(
+            "the device id contains `{c}`, which MQTT topics reserve"
+        ));
+    }
+    Ok(())
 }
 
 impl Default for IngestConfig {
@@ -359,6 +427,10 @@ impl Default for IngestConfig {
             mqtt_version: MqttVersion::Auto,
             dedup_window: 256,
             connections: 0,
+            max_devices: None,
+            max_series_per_device: 1000,
+            state_memory_mb: 256,
+            gateways: BTreeMap::new(),
         }
     }
 }
@@ -1036,6 +1108,7 @@ impl Config {
                 "must be at most 64 (0 = auto)".into(),
             ));
         }
+        self.validate_ingest_limits()?;
         if let Some(g) = &self.ingest.share_group {
             if g.is_empty() || g.contains(['/', '+', '#']) {
                 return Err((
@@ -1185,6 +1258,62 @@ impl RatelimitLimitSpec {
 
 impl Config {
     /// Checks of the operations keys: auth, TLS files, log rotation.
+    /// `ingest.max_devices`, `ingest.max_series_per_device`, `ingest.state_memory_mb`,
+    /// `ingest.gateways`.
+    fn validate_ingest_limits(&self) -> Result<(), (String, String)> {
+        let i = &self.ingest;
+        if i.max_devices == Some(0) {
+            return Err((
+                "ingest.max_devices".into(),
+                "must be at least 1 (or unset: devices.max_devices / MAX_DEVICES)".into(),
+            ));
+        }
+        if i.max_series_per_device == 0 {
+            return Err((
+                "ingest.max_series_per_device".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if i.state_memory_mb < 8 {
+            return Err((
+                "ingest.state_memory_mb".into(),
+                "must be at least 8 (MiB)".into(),
+            ));
+        }
+        for (login, g) in &i.gateways {
+            check_device_id(login).map_err(|m| {
+                (
+                    format!("ingest.gateways.{login}"),
+                    format!(
+                        "a gateway is named by its login, which must be a valid device id: {m}"
+                    ),
+                )
+            })?;
+            if g.devices.is_empty() {
+                return Err((
+                    format!("ingest.gateways.{login}.devices"),
+                    "list the device ids (or patterns such as plant1_*) this gateway may speak for"
+                        .into(),
+                ));
+            }
+            for p in &g.devices {
+                check_device_id(p).map_err(|m| {
+                    (
+                        format!("ingest.gateways.{login}.devices"),
+                        format!("`{p}`: {m}"),
+                    )
+                })?;
+            }
+            if g.max_devices == 0 {
+                return Err((
+                    format!("ingest.gateways.{login}.max_devices"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_ops(&self) -> Result<(), (String, String)> {
         crate::time::parse_duration_ms(&self.auth.token_ttl)
             .map_err(|e| ("auth.token_ttl".to_string(), e.to_string()))?;
@@ -1674,6 +1803,32 @@ mod tests {
         assert_eq!(c.devices.max_devices, 5);
         assert_eq!(c.mqtt.broker_url.as_deref(), Some("mqtt://broker:1884"));
         assert_eq!(c.server.port, 9090);
+    }
+
+    #[test]
+    fn ingest_limits_default_from_max_devices_and_errors_name_the_key() {
+        let env = |k: &str| (k == "MAX_DEVICES").then(|| "7".to_string());
+        let c = Config::load(None, env, vec![]).unwrap();
+        assert_eq!(c.ingest_max_devices(), 7);
+        let c = Config::from_yaml_str("ingest:\n  max_devices: 50\n", None).unwrap();
+        assert_eq!(c.ingest_max_devices(), 50);
+        let text = "ingest:\n  gateways:\n    gw1:\n      devices: [\"plant1_*\"]\n      max_devices: 20\n";
+        let c = Config::from_yaml_str(text, None).unwrap();
+        assert_eq!(c.ingest.gateways["gw1"].max_devices, 20);
+        let e = err("ingest:\n  gateways:\n    gw1:\n      devices: [\"a/b\"]\n");
+        assert_eq!(e.key.as_deref(), Some("ingest.gateways.gw1.devices"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = err("ingest:\n  max_series_per_device: 0\n");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("ingest.max_series_per_device"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(check_device_id("t1").is_ok());
+        assert!(check_device_id("a\0b").unwrap_err().contains("U+0000"));
+        assert!(check_device_id(&"x".repeat(129)).is_err());
+        assert!(check_device_id("a+b").is_err());
     }
 
     #[test]

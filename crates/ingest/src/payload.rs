@@ -9,7 +9,9 @@
 //! - a JSON array of any of the object shapes above (a gateway's batch), stored all or nothing
 //!
 //! Device id and type come from the payload, else from the topic
-//! `devices/<type>/<device_id>/telemetry`. The time comes from `ts` / `timestamp` / `time`
+//! `devices/<type>/<device_id>/telemetry`. Parsing does not decide whether the payload may name
+//! that device: [`crate::identity`] does, after parsing (a payload id must be the topic's, or
+//! one a gateway may speak for, and valid). The time comes from `ts` / `timestamp` / `time`
 //! (RFC 3339 or epoch s/ms/us/ns by magnitude), else the time of receipt. JSON `null` is kept as
 //! a missing value (NaN), since "the sensor sent null" is itself data worth seeing.
 

@@ -18,12 +18,15 @@
 //! handed to the scale-out sinks (`fieldlab-sinks`), whose back-pressure slows ingest down.
 
 use crate::dedup::Dedup;
+use crate::identity::{Guard, Limits};
 use crate::payload::parse;
 use fieldlab_core::config::Qos;
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_sinks::Sinks;
 use fieldlab_store::{Quarantine, Store};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -73,6 +76,9 @@ pub struct IngestSettings {
     pub observers: Observers,
     /// Per-device admission (the rate-limit guard plugs in here). None: every message is admitted.
     pub admit: Option<Admit>,
+    /// Who may write which device, and how many devices and series are taken in
+    /// ([`crate::identity`]); refusals are quarantined with their reason.
+    pub limits: Limits,
 }
 
 /// Asked once per device named in a parsed message, before anything of it is stored: `Ok` lets
@@ -219,6 +225,14 @@ pub struct IngestMetrics {
     pub duplicates: Counter,
     pub connected: Gauge,
     pub batch_seconds: Histogram,
+    /// Messages refused by [`crate::identity`] (and quarantined), by reason.
+    pub rejected: Family<RejectLabels, Counter>,
+}
+
+/// The label of `fieldlab_ingest_rejected_total`: one of [`crate::identity::REFUSALS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
 }
 
 impl Default for IngestMetrics {
@@ -233,6 +247,7 @@ impl Default for IngestMetrics {
             duplicates: Counter::default(),
             connected: Gauge::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            rejected: Family::default(),
         }
     }
 }
@@ -278,6 +293,14 @@ impl IngestMetrics {
             "fieldlab_ingest_connected",
             "1 while ingest is connected and subscribed",
             self.connected.clone(),
+        );
+        for reason in crate::identity::REFUSALS {
+            let _ = self.rejected.get_or_create(&RejectLabels { reason });
+        }
+        r.register(
+            "fieldlab_ingest_rejected",
+            "Messages quarantined because a reading named another device than its topic, had an invalid device id, or passed the device or series limit",
+            self.rejected.clone(),
         );
         r.register(
             "fieldlab_ingest_batch_duration_seconds",
@@ -381,6 +404,7 @@ pub fn start(
         ackers,
         s.observers.clone(),
         s.admit.clone(),
+        Guard::new(s.limits.clone()).with_known(directory.list().into_iter().map(|e| e.device_id)),
         s.batch_max,
         Dedup::new(s.dedup_window),
         store,
@@ -651,6 +675,7 @@ async fn write_loop(
     ackers: Vec<Acker>,
     observers: Observers,
     admit: Option<Admit>,
+    mut guard: Guard,
     batch_max: usize,
     dedup: Dedup,
     store: Store,
@@ -665,6 +690,7 @@ async fn write_loop(
         pending: Default::default(),
     }));
     let (tx, parsed_rx) = mpsc::channel::<Parsed>(1);
+    let rejected = metrics.rejected.clone();
     let commit = tokio::spawn(commit_loop(
         parsed_rx,
         ackers,
@@ -697,7 +723,18 @@ async fn write_loop(
         let mut limited = 0u64;
         for (_, m) in &batch {
             let topic = m.topic();
-            let parsed = match (parse(&topic, m.payload(), now), &admit) {
+            let parsed = parse(&topic, m.payload(), now).and_then(|readings| {
+                guard.admit(&topic, &readings).map_err(|refusal| {
+                    rejected
+                        .get_or_create(&RejectLabels {
+                            reason: refusal.label,
+                        })
+                        .inc();
+                    refusal.reason
+                })?;
+                Ok(readings)
+            });
+            let parsed = match (parsed, &admit) {
                 (Ok(readings), Some(admit)) => match admit_all(admit, &readings).await {
                     Ok(()) => Ok(readings),
                     Err(reason) => {
@@ -828,8 +865,9 @@ async fn commit_loop(
         if !bad.is_empty() {
             let q = quarantine.clone();
             let n = bad.len() as u64;
-            // The quarantine logs each entry (reason cut at 200 characters, a few lines a
-            // second, then a count of the rest).
+            for (topic, _, reason) in &bad {
+                tracing::warn!(%topic, %reason, "payload quarantined");
+            }
             let at = fieldlab_core::time::format_ms(now);
             let res = tokio::task::spawn_blocking(move || q.append(&bad, &at)).await;
             match res {

@@ -151,12 +151,30 @@ pub struct QualityScore {
     pub score: f64,
 }
 
-/// Applies [`Rules`] to a stream of readings, keeping per-device state.
-#[derive(Debug, Default)]
+/// Applies [`Rules`] to a stream of readings, keeping per-device state: at most `capacity`
+/// devices' worth, the least recently used device's state evicted first (it starts afresh
+/// when the device speaks again), so memory is bounded by configuration, not by the devices
+/// clients name.
+#[derive(Debug)]
 pub struct Checker {
     rules: Rules,
-    devices: HashMap<String, DeviceState>,
+    devices: lru::LruCache<String, DeviceState>,
 }
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker::new(Rules::default())
+    }
+}
+
+/// Devices whose state a [`Checker::new`] keeps.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// Bytes one device's quality state takes at most (its per-minute buckets of one day, the
+/// recent sequence numbers and a few fields' last values): for sizing [`Checker::with_capacity`]
+/// from a memory budget.
+pub const DEVICE_STATE_BYTES: usize =
+    MAX_BUCKETS * std::mem::size_of::<(i64, u64, u64)>() + SEQ_MEMORY * 8 + 2048;
 
 fn num(fields: &[(String, FieldValue)], names: &[&str]) -> Option<(String, f64)> {
     names.iter().find_map(|n| {
@@ -169,10 +187,22 @@ fn num(fields: &[(String, FieldValue)], names: &[&str]) -> Option<(String, f64)>
 
 impl Checker {
     pub fn new(rules: Rules) -> Self {
+        Checker::with_capacity(rules, DEFAULT_CAPACITY)
+    }
+
+    /// A checker keeping the state of at most `devices` devices (at least 1).
+    pub fn with_capacity(rules: Rules, devices: usize) -> Self {
         Checker {
             rules,
-            devices: HashMap::new(),
+            devices: lru::LruCache::new(
+                std::num::NonZeroUsize::new(devices.max(1)).expect("at least 1"),
+            ),
         }
+    }
+
+    /// Devices whose state is kept now.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -192,7 +222,9 @@ impl Checker {
             })
         };
         let rules = &self.rules;
-        let st = self.devices.entry(r.device_id.clone()).or_default();
+        let st = self
+            .devices
+            .get_or_insert_mut(r.device_id.clone(), DeviceState::default);
         st.last_seen_at = now_ms;
         st.stale_reported = false;
 
@@ -342,7 +374,7 @@ impl Checker {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for (id, st) in &mut self.devices {
+        for (id, st) in self.devices.iter_mut() {
             if !st.stale_reported && now_ms - st.last_seen_at > after {
                 st.stale_reported = true;
                 out.push(QualityEvent {
@@ -508,6 +540,25 @@ mod tests {
             );
         }
         ev.iter().map(|e| e.rule.as_str()).collect()
+    }
+
+    #[test]
+    fn state_is_kept_for_at_most_capacity_devices_least_recently_used_first() {
+        let mut c = Checker::with_capacity(Rules::default(), 2);
+        let r = |d: &str, ts: i64| reading(d, "T", ts, None, &[("x", 1.0)]);
+        c.check(&r("a", 1000), 1000);
+        c.check(&r("b", 1000), 1000);
+        c.check(&r("a", 2000), 2000);
+        c.check(&r("c", 1000), 1000);
+        assert_eq!(c.devices(), 2);
+        let kept: Vec<String> = c
+            .score(0, 10_000, None)
+            .into_iter()
+            .map(|s| s.device_id)
+            .collect();
+        assert_eq!(kept, ["a", "c"], "b was the least recently used");
+        // a kept its state: an older reading is still out of order.
+        assert!(rules_of(&c.check(&r("a", 1500), 3000)).contains(&"out_of_order"));
     }
 
     #[test]

@@ -210,6 +210,12 @@ pub async fn ingest(b: &IngestBench) -> anyhow::Result<Vec<RunResult>> {
                 max_payload_size: 1 << 20,
                 observers: Default::default(),
                 admit: None,
+                // Exactly what the bench sends: the guard's cost is measured, nothing refused.
+                limits: fieldlab_ingest::Limits {
+                    max_devices: b.publishers.max(1),
+                    max_series_per_device: b.fields.max(1),
+                    ..Default::default()
+                },
                 persistent_session: false,
                 mqtt5: false,
                 share_group: None,

@@ -73,7 +73,11 @@ pub async fn up(
         Quarantine::open_with(&cfg.storage.data_dir, cfg.storage.quarantine_budget())
             .context("cannot open the quarantine")?,
     );
-    let watch = watch::open(&cfg.detect, &cfg.storage.data_dir)?;
+    let watch = watch::open(
+        &cfg.detect,
+        &cfg.storage.data_dir,
+        cfg.ingest.state_memory_mb << 20,
+    )?;
     let annotations = Arc::new(
         fieldlab_store::annotations::Annotations::open(&cfg.storage.data_dir)
             .context("cannot open the annotations log")?,
@@ -389,6 +393,7 @@ pub async fn up(
             tls: broker_tls.clone(),
             observers: watch::observers(&watch),
             admit,
+            limits: fieldlab_ingest::Limits::from_config(&cfg),
         },
         store.clone(),
         quarantine.clone(),

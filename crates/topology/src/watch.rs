@@ -50,12 +50,21 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
     })
 }
 
-/// Open the watch (None when `detect.enabled` is false) and load the configured model.
-pub fn open(d: &DetectConfig, data_dir: &Path) -> anyhow::Result<Option<Watch>> {
+/// Open the watch (None when `detect.enabled` is false) and load the configured model; its
+/// per-series state is kept within `state_budget_bytes` (`ingest.state_memory_mb`).
+pub fn open(
+    d: &DetectConfig,
+    data_dir: &Path,
+    state_budget_bytes: usize,
+) -> anyhow::Result<Option<Watch>> {
     if !d.enabled {
         return Ok(None);
     }
-    let w = Watch::open(data_dir, watch_config(d)?).context("cannot open the event logs")?;
+    let cfg = WatchConfig {
+        state_budget_bytes,
+        ..watch_config(d)?
+    };
+    let w = Watch::open(data_dir, cfg).context("cannot open the event logs")?;
     if let Some(p) = &d.model_path {
         let m = fieldlab_detect::autoencoder::GruAutoencoder::load(p).with_context(|| {
             format!(

@@ -28,7 +28,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,7 +86,20 @@ pub struct WatchConfig {
     /// The only directory models are loaded from over the API. None: `<data_dir>/models`
     /// (filled in by [`Watch::open`]).
     pub models_dir: Option<PathBuf>,
+    /// Memory for per-series detector and per-device quality state (`ingest.state_memory_mb`):
+    /// three quarters for detectors, one for quality, each kept least-recently-used.
+    pub state_budget_bytes: usize,
 }
+
+/// Bytes one series' detector state is assumed to take when sizing the detector LRU from
+/// [`WatchConfig::state_budget_bytes`]: the default ensemble once warmed up (four likelihood
+/// windows of 2000 values, the isolation forest's 512-shingle window and its trees, the
+/// sequence model) is of this order.
+pub const SERIES_STATE_BYTES: usize = 256 << 10;
+
+/// Distinct `device_type` label values of the detector counters; further types are counted
+/// under `other`, so payloads cannot grow the metric families without bound.
+pub const MAX_LABEL_DEVICE_TYPES: usize = 64;
 
 impl Default for WatchConfig {
     fn default() -> Self {
@@ -99,6 +112,7 @@ impl Default for WatchConfig {
             rules: Rules::default(),
             keep: 10_000,
             models_dir: None,
+            state_budget_bytes: 256 << 20,
         }
     }
 }
@@ -201,7 +215,10 @@ impl Log {
 struct Inner {
     cfg: WatchConfig,
     checker: Mutex<Checker>,
-    detectors: Mutex<HashMap<SeriesKey, SeriesDetector>>,
+    /// Least recently used first out, at most [`WatchConfig::state_budget_bytes`] worth.
+    detectors: Mutex<lru::LruCache<SeriesKey, SeriesDetector>>,
+    /// `device_type` label values in use (at most [`MAX_LABEL_DEVICE_TYPES`]).
+    label_types: Mutex<HashSet<String>>,
     metrics: WatchMetrics,
     quality: Mutex<(VecDeque<QualityEvent>, Log)>,
     anomalies: Mutex<(VecDeque<AnomalyEvent>, Log)>,
@@ -214,6 +231,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Watch {
     inner: Arc<Inner>,
+}
+
+/// Detector series and quality devices kept within `budget` bytes (at least 16 of each).
+fn state_capacity(budget: usize) -> (std::num::NonZeroUsize, usize) {
+    let series = (budget / 4 * 3 / SERIES_STATE_BYTES).max(16);
+    let devices = (budget / 4 / fieldlab_quality::DEVICE_STATE_BYTES).max(16);
+    (
+        std::num::NonZeroUsize::new(series).expect("at least 16"),
+        devices,
+    )
 }
 
 fn tail_events<T: serde::de::DeserializeOwned>(path: &Path, keep: usize) -> VecDeque<T> {
@@ -245,11 +272,13 @@ impl Watch {
         let quality = (tail_events(&qp, cfg.keep), Log::open(qp)?);
         let anomalies = (tail_events(&ap, cfg.keep), Log::open(ap)?);
         let (tx, _) = tokio::sync::broadcast::channel(4096);
+        let (series, devices) = state_capacity(cfg.state_budget_bytes);
         Ok(Watch {
             inner: Arc::new(Inner {
-                checker: Mutex::new(Checker::new(cfg.rules.clone())),
+                checker: Mutex::new(Checker::with_capacity(cfg.rules.clone(), devices)),
                 cfg,
-                detectors: Mutex::new(HashMap::new()),
+                detectors: Mutex::new(lru::LruCache::new(series)),
+                label_types: Mutex::new(HashSet::new()),
                 metrics: WatchMetrics::default(),
                 quality: Mutex::new(quality),
                 anomalies: Mutex::new(anomalies),
@@ -282,6 +311,25 @@ impl Watch {
             .or_else(|| s.get(field))
             .cloned()
             .unwrap_or_else(|| self.inner.cfg.default_detector.clone())
+    }
+
+    /// The `device_type` label value for `t`: itself while fewer than
+    /// [`MAX_LABEL_DEVICE_TYPES`] values are in use, else `other`.
+    fn label_type(&self, t: &str) -> String {
+        let mut g = self.inner.label_types.lock();
+        if g.contains(t) {
+            return t.to_string();
+        }
+        if g.len() < MAX_LABEL_DEVICE_TYPES {
+            g.insert(t.to_string());
+            return t.to_string();
+        }
+        "other".to_string()
+    }
+
+    /// Series whose detector state is kept now.
+    pub fn series_in_memory(&self) -> usize {
+        self.inner.detectors.lock().len()
     }
 
     fn emit(&self, e: Event) {
@@ -323,13 +371,13 @@ impl Watch {
                     continue;
                 }
                 let key = SeriesKey::new(r.device_id.clone(), field.clone());
-                let d = dets.entry(key).or_insert_with(|| {
+                let d = dets.get_or_insert_mut(key, || {
                     let spec = self.spec_for(&r.device_id, &r.device_type, field);
                     let detector = fieldlab_detect::build(&spec)
                         .unwrap_or_else(|_| fieldlab_detect::build("robust_z").expect("builds"));
                     let labels = DetectLabels {
                         detector: detector.name().to_string(),
-                        device_type: r.device_type.clone(),
+                        device_type: self.label_type(&r.device_type),
                     };
                     SeriesDetector {
                         scored: self
@@ -463,6 +511,40 @@ mod tests {
             tags: Default::default(),
             status: None,
         }
+    }
+
+    #[test]
+    fn detector_state_and_device_type_labels_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            default_detector: "ewma".into(),
+            state_budget_bytes: 64 << 20,
+            ..WatchConfig::default()
+        };
+        let w = Watch::open(dir.path(), cfg).unwrap();
+        let (cap, _) = state_capacity(64 << 20);
+        for i in 0..cap.get() + 500 {
+            let mut r = reading(1000, 1, 21.0);
+            r.device_id = format!("d{i}");
+            r.device_type = format!("type{i}");
+            w.observe(&r, 1000);
+        }
+        assert_eq!(w.series_in_memory(), cap.get());
+        let scored = &w.metrics().points_scored;
+        let label = |t: &str| DetectLabels {
+            detector: "ewma".into(),
+            device_type: t.into(),
+        };
+        assert!(scored.get(&label("type63")).is_some());
+        assert!(scored.get(&label("type64")).is_none());
+        let other = DetectLabels {
+            detector: "ewma".into(),
+            device_type: "other".into(),
+        };
+        assert_eq!(
+            scored.get(&other).map(|c| c.get()),
+            Some(500 + cap.get() as u64 - 64)
+        );
     }
 
     #[test]
