@@ -68,13 +68,36 @@ impl SeriesBuf {
         }
     }
 
-    /// Merge the late points into the sorted run.
+    /// Merge the late points into the sorted run. Only the part of the run that the late
+    /// points' time span overlaps is merged point by point; the rest moves by one memmove.
     pub fn seal(&mut self) {
         if self.late.is_empty() {
             return;
         }
-        self.sorted.append(&mut self.late);
-        sort_keep_last(&mut self.sorted);
+        // Stable, so the last arrival of a timestamp stays last; a descending buffer is one
+        // run that driftsort reverses in linear time.
+        sort_keep_last(&mut self.late);
+        let (first, last) = (self.late[0].0, self.late[self.late.len() - 1].0);
+        let lo = self.sorted.partition_point(|p| p.0 < first);
+        let hi = self.sorted.partition_point(|p| p.0 <= last);
+        if lo == hi {
+            // No point of the run inside the late span (older data arriving late): a splice.
+            self.sorted.splice(lo..lo, self.late.drain(..));
+            return;
+        }
+        let overlap: Vec<_> = self.sorted.drain(lo..hi).collect();
+        let mut merged = Vec::with_capacity(overlap.len() + self.late.len());
+        let mut run = overlap.into_iter().peekable();
+        for p in self.late.drain(..) {
+            while let Some(r) = run.next_if(|r| r.0 < p.0) {
+                merged.push(r);
+            }
+            // At an equal timestamp the late point is the later write.
+            run.next_if(|r| r.0 == p.0);
+            merged.push(p);
+        }
+        merged.extend(run);
+        self.sorted.splice(lo..lo, merged);
     }
 
     /// Every point in time order. Complete only once [`SeriesBuf::seal`] has run (a head is
