@@ -501,6 +501,9 @@ impl Quarantine {
         let mut items = Vec::new();
         let mut skip = offset as u64;
         let mut budget = LIST_BYTES_MAX;
+        // Lines passed after the skip, entries or not (a line that is no entry still takes its
+        // place in the order, so the next page starts after it).
+        let mut consumed = 0u64;
         // Entries of each segment, from the first id of the segment after it.
         let mut upper = next_id;
         'segments: for seg in segments.iter().rev() {
@@ -533,6 +536,7 @@ impl Quarantine {
                     stop = true;
                     return Ok(false);
                 }
+                consumed += 1;
                 if let Some(entry) = read_entry(&file, &path, s, len)? {
                     budget = budget.saturating_sub(len as usize);
                     items.push(entry);
@@ -543,7 +547,7 @@ impl Quarantine {
                 break 'segments;
             }
         }
-        let shown = offset as u64 + items.len() as u64;
+        let shown = offset as u64 + consumed;
         Ok(QuarantinePage {
             items,
             total,
