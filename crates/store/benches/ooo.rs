@@ -8,6 +8,9 @@
 //! (`head.rs`) is meant to keep the ratio small and flat as the count grows. It also
 //! measures how long a query of another series waits while the descending ingest runs.
 //!
+//! The last two columns time the head alone (`Head::insert_batch` of the same batches,
+//! then the merge a cut does), without the WAL and the writer thread.
+//!
 //! Run: `cargo bench -p fieldlab-store --bench ooo` (release profile), or with arguments
 //! `-- <repeats> <batch readings> <counts...>`.
 
@@ -106,6 +109,26 @@ fn run(rt: &tokio::runtime::Runtime, n: usize, descending: bool, per_batch: usiz
     }
 }
 
+/// The head alone (no WAL, no writer thread): what the out-of-order path itself costs.
+fn head_only(n: usize, descending: bool, per_batch: usize) -> Duration {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    if descending {
+        order.reverse();
+    }
+    let mut batches: Vec<Batch> = order.chunks(per_batch).map(|c| batch("dev-1", c)).collect();
+    let mut head = fieldlab_store::head::Head::default();
+    let t = Instant::now();
+    for b in &mut batches {
+        let mut spans = Vec::new();
+        head.insert_batch(b, 0, &mut spans);
+    }
+    head.seal();
+    let took = t.elapsed();
+    let key = SeriesKey::new("dev-1", "humidity");
+    assert_eq!(head.range(&key, i64::MIN, i64::MAX).len(), n);
+    took
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -134,7 +157,7 @@ fn main() {
          median of {repeats} runs (asc and desc alternate)"
     );
     println!(
-        "{:>8} {:>10} {:>10} {:>9} {:>12} {:>12} {:>9} {:>13}",
+        "{:>8} {:>10} {:>10} {:>9} {:>12} {:>12} {:>9} {:>13} {:>12} {:>12}",
         "readings",
         "asc s",
         "desc s",
@@ -142,20 +165,25 @@ fn main() {
         "asc+cut s",
         "desc+cut s",
         "ratio",
-        "query max ms"
+        "query max ms",
+        "head asc ms",
+        "head desc ms"
     );
     for &n in &counts {
         let (mut asc, mut desc) = (Vec::new(), Vec::new());
+        let (mut hasc, mut hdesc) = (Vec::new(), Vec::new());
         for _ in 0..repeats {
             asc.push(run(&rt, n, false, per_batch));
             desc.push(run(&rt, n, true, per_batch));
+            hasc.push(head_only(n, false, per_batch));
+            hdesc.push(head_only(n, true, per_batch));
         }
         let ingest = |v: &[Run]| median(v.iter().map(|r| r.ingest).collect());
         let total = |v: &[Run]| median(v.iter().map(|r| r.ingest + r.flush).collect());
         let q = desc.iter().chain(&asc).map(|r| r.query_max).max().unwrap();
         let (a, d, at, dt) = (ingest(&asc), ingest(&desc), total(&asc), total(&desc));
         println!(
-            "{:>8} {:>10.3} {:>10.3} {:>9.2} {:>12.3} {:>12.3} {:>9.2} {:>13.1}",
+            "{:>8} {:>10.3} {:>10.3} {:>9.2} {:>12.3} {:>12.3} {:>9.2} {:>13.1} {:>12.1} {:>12.1}",
             n,
             a.as_secs_f64(),
             d.as_secs_f64(),
@@ -163,7 +191,9 @@ fn main() {
             at.as_secs_f64(),
             dt.as_secs_f64(),
             dt.as_secs_f64() / at.as_secs_f64(),
-            q.as_secs_f64() * 1e3
+            q.as_secs_f64() * 1e3,
+            median(hasc).as_secs_f64() * 1e3,
+            median(hdesc).as_secs_f64() * 1e3
         );
     }
 }
