@@ -266,24 +266,50 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Archive to write (a tar).
+    /// Archive to write (a tar, created with mode 0600).
     #[arg(long)]
     out: PathBuf,
     /// Back up a running instance through its HTTP API, e.g. http://127.0.0.1:8080.
     #[arg(long, conflicts_with = "data_dir")]
     url: Option<String>,
+    /// With --url and auth on: an admin API key or access token (sent as `Authorization:
+    /// Bearer`).
+    #[arg(long, env = "FIELDLAB_TOKEN", hide_env_values = true, requires = "url")]
+    token: Option<String>,
+    /// Also archive secrets (JWT signing secret, users and API-key hashes, signing keys,
+    /// private keys); without it they are left out and listed as excluded.
+    #[arg(long)]
+    include_secrets: bool,
     /// Back up this data dir directly (no instance may be running on it).
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 }
 
+/// Create `path` for writing with mode 0600 whatever the umask (a backup may hold secrets).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        let f = o.open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
+}
+
 pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
     let tmp = a.out.with_extension("partial");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f = create_private(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let opts = fieldlab_store::backup::Options {
+        include_secrets: a.include_secrets,
+    };
     let r = match &a.url {
-        Some(url) => backup_online(url, &mut f),
-        None => backup_offline(&a.data_dir, f.try_clone()?),
+        Some(url) => backup_online(url, a.token.as_deref(), opts, &mut f),
+        None => backup_offline(&a.data_dir, opts, f.try_clone()?),
     };
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);
@@ -291,31 +317,94 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
     }
     f.sync_all()?;
     std::fs::rename(&tmp, &a.out)?;
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
     println!(
         "backup written to {} ({} bytes)",
         a.out.display(),
         std::fs::metadata(&a.out)?.len()
     );
+    // What was left out, read back from the archive's manifest.
+    match fieldlab_store::backup::read_manifest(std::io::BufReader::new(std::fs::File::open(
+        &a.out,
+    )?)) {
+        Ok(m) if !m.excluded.is_empty() => {
+            println!("not in the backup:");
+            for x in &m.excluded {
+                println!("  {}: {}", x.path, x.reason);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: {}: {e}; this version of fieldlab cannot restore it",
+            a.out.display()
+        ),
+    }
     Ok(())
 }
 
-fn backup_online(url: &str, f: &mut std::fs::File) -> anyhow::Result<()> {
-    let u = format!("{}/api/v1/backup", url.trim_end_matches('/'));
-    let mut r = reqwest::blocking::Client::builder()
+fn backup_online(
+    url: &str,
+    token: Option<&str>,
+    opts: fieldlab_store::backup::Options,
+    f: &mut std::fs::File,
+) -> anyhow::Result<()> {
+    let base = format!("{}/api/v1/backup", url.trim_end_matches('/'));
+    let u = if opts.include_secrets {
+        format!("{base}?include_secrets=true")
+    } else {
+        base.clone()
+    };
+    let mut req = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()?
-        .get(&u)
+        .get(&u);
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t);
+    }
+    let mut r = req
         .send()
-        .with_context(|| format!("cannot reach {u}; is fieldlab up running there?"))?;
-    if !r.status().is_success() {
-        bail!("{u}: {} {}", r.status(), r.text().unwrap_or_default());
+        .with_context(|| format!("cannot reach {base}; is fieldlab up running there?"))?;
+    let status = r.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let hint = if token.is_some() {
+            "the token was refused (expired, revoked or wrong); pass a valid admin API key or access token"
+        } else {
+            "auth is on there; pass --token KEY (an admin API key or access token) or set FIELDLAB_TOKEN"
+        };
+        bail!("{base}: 401 Unauthorized: {hint}");
+    }
+    if status == reqwest::StatusCode::FORBIDDEN {
+        bail!(
+            "{base}: 403 Forbidden: only an admin may take a backup; use an admin's API key ({})",
+            problem_detail(r)
+        );
+    }
+    if !status.is_success() {
+        bail!("{base}: {status}: {}", problem_detail(r));
     }
     r.copy_to(f)
-        .with_context(|| format!("{u}: transfer broken"))?;
+        .with_context(|| format!("{base}: transfer broken"))?;
     Ok(())
 }
 
-fn backup_offline(dir: &Path, f: std::fs::File) -> anyhow::Result<()> {
+/// The `detail` of a problem+json answer, else its text.
+fn problem_detail(r: reqwest::blocking::Response) -> String {
+    let text = r.text().unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or(text)
+}
+
+fn backup_offline(
+    dir: &Path,
+    opts: fieldlab_store::backup::Options,
+    f: std::fs::File,
+) -> anyhow::Result<()> {
     if !dir.join("wal").is_dir() && !dir.join("blocks").is_dir() {
         bail!(
             "{} holds no fieldlab store; pass --data-dir, or --url for a running instance",
@@ -328,12 +417,12 @@ fn backup_offline(dir: &Path, f: std::fs::File) -> anyhow::Result<()> {
     rt.block_on(async {
         let (store, _) = Store::open(StoreOptions::new(dir)).map_err(|e| match e {
             fieldlab_store::StoreError::Locked(_) => anyhow::anyhow!(
-                "{} is in use by a running fieldlab; back it up online with --url http://HOST:PORT",
+                "{} is in use by a running fieldlab; back it up online with --url http://HOST:PORT (and --token KEY or FIELDLAB_TOKEN when auth is on)",
                 dir.display()
             ),
             e => anyhow::Error::from(e),
         })?;
-        let r = store.backup(f).await;
+        let r = store.backup_with(opts, f).await;
         store.close().await?;
         r?;
         anyhow::Ok(())
@@ -367,5 +456,20 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         store.series(None).len(),
         rec.block_points + rec.wal_points
     );
+    if !m.excluded.is_empty() {
+        println!(
+            "not in the backup ({}): {}",
+            if m.secrets_included {
+                "left out when it was taken"
+            } else {
+                "taken without --include-secrets; fieldlab up makes a new JWT secret and keys, add users with `fieldlab users add NAME --role admin`"
+            },
+            m.excluded
+                .iter()
+                .map(|x| x.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }

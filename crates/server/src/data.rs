@@ -343,10 +343,12 @@ async fn export(
 }
 
 /// `GET /api/v1/backup`: a tar of the data dir at one consistent cut (see the store's
-/// `backup.rs`); `fieldlab backup --url` calls this. Admin only.
+/// `backup.rs`); `fieldlab backup --url` calls this. Admin only (the auth policy and this
+/// handler both check). Secrets only with `include_secrets=true`.
 async fn backup(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    Query(params): Query<Params>,
 ) -> Result<Response, Problem> {
     if !who.is_admin() {
         return Err(Problem::new(
@@ -356,11 +358,31 @@ async fn backup(
             "backups contain all data; only an admin may take one",
         ));
     }
+    let mut opts = fieldlab_store::backup::Options::default();
+    for (k, v) in &params {
+        match (k.as_str(), v.as_str()) {
+            ("include_secrets", "true" | "1") => opts.include_secrets = true,
+            ("include_secrets", "false" | "0") => opts.include_secrets = false,
+            ("include_secrets", _) => {
+                return Err(Problem::bad_parameter(
+                    "include_secrets",
+                    format!("`include_secrets={v}`: use true or false"),
+                ))
+            }
+            _ => {
+                return Err(Problem::bad_parameter(
+                    k,
+                    format!("unknown parameter `{k}`; /api/v1/backup takes only include_secrets"),
+                ))
+            }
+        }
+    }
+    tracing::info!(by = %who.subject, include_secrets = opts.include_secrets, "backup requested");
     let store = s.store.clone();
     let handle = tokio::runtime::Handle::current();
     let body = stream_body(move |w| {
         handle
-            .block_on(store.backup(w))
+            .block_on(store.backup_with(opts, w))
             .map(|(w, _)| w)
             .map_err(|e| e.to_string())
     });

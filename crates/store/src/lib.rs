@@ -517,6 +517,15 @@ impl Store {
         &self,
         out: W,
     ) -> Result<(W, backup::Manifest), StoreError> {
+        self.backup_with(backup::Options::default(), out).await
+    }
+
+    /// [`Store::backup`] with choices (secrets included or not).
+    pub async fn backup_with<W: std::io::Write + Send + 'static>(
+        &self,
+        opts: backup::Options,
+        out: W,
+    ) -> Result<(W, backup::Manifest), StoreError> {
         static N: AtomicU64 = AtomicU64::new(0);
         let data_dir = self.shared.opts.data_dir.clone();
         let snap = data_dir.join(format!(
@@ -528,7 +537,9 @@ impl Store {
         let res = match cut {
             Ok(cut) => {
                 let s = snap.clone();
-                tokio::task::spawn_blocking(move || backup::write_archive(&data_dir, &s, &cut, out))
+                tokio::task::spawn_blocking(move || {
+                    backup::write_archive(&data_dir, &s, &cut, opts, out)
+                })
                     .await
                     .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
                     .map_err(StoreError::Io)
