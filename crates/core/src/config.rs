@@ -901,6 +901,49 @@ pub struct DetectConfig {
     pub max_rate_per_s: BTreeMap<String, f64>,
     /// Per device type, required fields, added to the built-in ones.
     pub required: BTreeMap<String, Vec<String>>,
+    /// Caps of `/predict` and `/predict/batch`: CPU and memory per request are bounded by
+    /// these, whoever calls.
+    pub predict: PredictLimits,
+}
+
+/// `detect.predict`: what one `/predict` or `/predict/batch` request may cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictLimits {
+    /// Rows per request (all row sets of a batch together); more is 413.
+    pub max_rows: usize,
+    /// Largest `window_size`; more is 422.
+    pub max_window: usize,
+    /// Estimated steps of scoring per request (summed over a batch's row sets): rows x window
+    /// x features for robust_z and ensemble, per-method factors for the forest and the
+    /// autoencoder (`fieldlab_watch::predict::work`); more is 413.
+    pub max_work: u64,
+    /// Largest request body (e.g. `8MB`); more is 413.
+    pub max_body: String,
+    /// Scorings running at once (requests and jobs together); more is 429.
+    pub max_concurrent_jobs: usize,
+    /// Finished jobs kept for `/predict/status/{id}` (the oldest are forgotten).
+    pub max_jobs_kept: usize,
+}
+
+impl Default for PredictLimits {
+    fn default() -> Self {
+        PredictLimits {
+            max_rows: 100_000,
+            max_window: 1440,
+            max_work: 200_000_000,
+            max_body: "8MB".into(),
+            max_concurrent_jobs: 2,
+            max_jobs_kept: 1000,
+        }
+    }
+}
+
+impl PredictLimits {
+    /// `max_body` in bytes (checked by [`Config::validate`]).
+    pub fn max_body_bytes(&self) -> u64 {
+        parse_size(&self.max_body).unwrap_or(8 << 20)
+    }
 }
 
 impl Default for DetectConfig {
@@ -931,6 +974,7 @@ impl Default for DetectConfig {
             ranges: BTreeMap::new(),
             max_rate_per_s: BTreeMap::new(),
             required: BTreeMap::new(),
+            predict: PredictLimits::default(),
         }
     }
 }
@@ -1087,6 +1131,33 @@ impl Config {
         if d.window_size < 2 {
             return Err(("detect.window_size".into(), "must be at least 2".into()));
         }
+        let p = &d.predict;
+        for (key, v, min) in [
+            ("detect.predict.max_rows", p.max_rows, 1),
+            ("detect.predict.max_window", p.max_window, 3),
+            ("detect.predict.max_concurrent_jobs", p.max_concurrent_jobs, 1),
+            ("detect.predict.max_jobs_kept", p.max_jobs_kept, 1),
+        ] {
+            if v < min {
+                return Err((key.into(), format!("must be at least {min}")));
+            }
+        }
+        if d.window_size > p.max_window {
+            return Err((
+                "detect.window_size".into(),
+                format!(
+                    "{} is above detect.predict.max_window ({}); lower it or raise the cap",
+                    d.window_size, p.max_window
+                ),
+            ));
+        }
+        if p.max_work < 1000 {
+            return Err((
+                "detect.predict.max_work".into(),
+                "must be at least 1000 (rows x window x features)".into(),
+            ));
+        }
+        parse_size(&p.max_body).map_err(|m| ("detect.predict.max_body".to_string(), m))?;
         crate::time::parse_duration_ms(&d.stale_after)
             .map_err(|e| ("detect.stale_after".to_string(), e.to_string()))?;
         for (k, [lo, hi]) in &d.ranges {
@@ -1761,6 +1832,21 @@ mod tests {
         // The seeds write levels in upper case.
         let c = Config::from_yaml_str("logging:\n  level: INFO\n", None).unwrap();
         assert_eq!(c.logging.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn predict_caps_are_checked_and_located() {
+        let e = err("detect:\n  predict:\n    max_window: 2\n");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("detect.predict.max_window"));
+        let e = err("detect:\n  window_size: 60\n  predict:\n    max_window: 50\n");
+        assert_eq!(e.key.as_deref(), Some("detect.window_size"));
+        assert!(e.message.contains("max_window (50)"), "{e}");
+        let e = err("detect:\n  predict:\n    max_body: 8 parsecs\n");
+        assert_eq!(e.key.as_deref(), Some("detect.predict.max_body"));
+        let e = err("detect:\n  predict:\n    max_concurrent_jobs: 0\n");
+        assert_eq!(e.key.as_deref(), Some("detect.predict.max_concurrent_jobs"));
+        assert_eq!(PredictLimits::default().max_body_bytes(), 8 << 20);
     }
 
     #[test]

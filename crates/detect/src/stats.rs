@@ -149,9 +149,13 @@ pub struct RobustZ {
 }
 
 impl RobustZ {
-    /// `window`: past points kept (bounded memory); `k`: the |z| that scores 0.5 (3.5 is usual).
+    /// The smallest window: a median and a spread need three points.
+    pub const MIN_WINDOW: usize = 3;
+
+    /// `window`: past points kept (bounded memory), at least [`RobustZ::MIN_WINDOW`]
+    /// (callers validate; this asserts); `k`: the |z| that scores 0.5 (3.5 is usual).
     pub fn new(window: usize, k: f64) -> Self {
-        assert!(window >= 3 && k > 0.0);
+        assert!(window >= Self::MIN_WINDOW && k > 0.0);
         RobustZ {
             k,
             win: SortedWindow::new(window),

@@ -11,6 +11,13 @@
 //! | `POST /api/v1/models/load` | load an autoencoder saved by `fieldlab detect train` under the models directory |
 //! | `GET /ws/events` | quality and anomaly events pushed as they happen (WebSocket) |
 //!
+//! `/predict` is open to every signed-in role, so each request is bounded by
+//! `detect.predict` (see `fieldlab_watch::predict`): the body is read up to `max_body` (413
+//! beyond), rows and the estimated work (rows x window x features for robust z) are capped
+//! (413), the window is capped (422), and at most `max_concurrent_jobs` requests and jobs are
+//! read or scored at once (429 with `Retry-After` beyond; the slot is taken before the body
+//! is read, so memory is bounded too). Jobs that fail end as `failed` with a problem object.
+//!
 //! Model loading reads only inside the models directory (`detect.models_dir`, default
 //! `<data_dir>/models`): a caller holding the operator role must not be able to make the server
 //! open arbitrary files, so `..`, and paths or symlinks leading out of that directory, are
@@ -18,14 +25,17 @@
 
 use crate::{AppState, Problem};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fieldlab_core::time::{format_ms, now_ms, parse_instant_ms};
-use fieldlab_watch::predict::{self, PredictError, PredictRequest};
+use fieldlab_watch::predict::{
+    self, ErrorKind, JobItem, Limits, Permit, PredictError, PredictRequest, Size,
+};
 use fieldlab_watch::Watch;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -67,23 +77,95 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     })
 }
 
+/// The body as JSON, read up to `detect.predict.max_body` bytes (413 beyond, before the rest
+/// is read).
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request, limit: u64) -> Result<T, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request-too-large",
+            "Request too large",
+            format!("the body is larger than {limit} bytes (detect.predict.max_body); send fewer rows per request"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "Invalid request body",
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&buf).map_err(|e| {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+            format!("{e}; expected JSON like {{\"data\": [[1.2, 3.4], [2.3, 4.5]], \"window_size\": 30, \"method\": \"ensemble\"}}"),
+        );
+        p.parameter = Some("body".into());
+        p
+    })
+}
+
 fn predict_problem(e: PredictError) -> Problem {
-    let (status, slug, title) = if e.conflict {
-        (
+    let (status, slug, title) = match e.kind {
+        ErrorKind::Conflict => (
             StatusCode::CONFLICT,
             "model-not-loaded",
             "Method not available",
-        )
-    } else {
-        (
+        ),
+        ErrorKind::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request-too-large",
+            "Request too large",
+        ),
+        ErrorKind::Invalid => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-input",
             "Invalid input",
-        )
+        ),
     };
     let mut p = Problem::new(status, slug, title, e.detail);
     p.parameter = Some(e.field);
     p
+}
+
+fn problem_value(p: Problem) -> Value {
+    serde_json::to_value(p).unwrap_or_default()
+}
+
+/// 429 with `Retry-After`: every slot for a scoring is taken.
+fn busy(limits: &Limits) -> Response {
+    let mut r = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-jobs",
+        "Too many predictions running",
+        format!(
+            "{} scorings are running, the most allowed at once (detect.predict.max_concurrent_jobs); retry when one has finished",
+            limits.max_concurrent_jobs
+        ),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn run(w: &Watch, r: &PredictRequest) -> Result<predict::PredictResult, PredictError> {
@@ -92,34 +174,80 @@ fn run(w: &Watch, r: &PredictRequest) -> Result<predict::PredictResult, PredictE
     predict::predict(r, m.as_deref(), c.window_size, c.threshold)
 }
 
-async fn predict_one(
-    State(s): State<AppState>,
-    b: Result<Json<PredictRequest>, JsonRejection>,
-) -> Result<Response, Problem> {
+fn validate(w: &Watch, r: &PredictRequest) -> Result<(), PredictError> {
+    let m = w.model();
+    let c = w.config();
+    predict::validate(r, m.as_deref(), c.window_size, c.threshold)
+}
+
+/// Run a job's work on a blocking thread, holding its slot; a panic ends the job as
+/// `failed` with a problem object instead of leaving it pending.
+fn spawn_job(
+    w: Watch,
+    id: String,
+    permit: Permit,
+    work: impl FnOnce(&Watch) -> Vec<JobItem> + Send + 'static,
+) {
+    tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&w))) {
+            Ok(items) => w.jobs().finish(&id, items),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(job = %id, panic = %msg, "a /predict job failed");
+                w.jobs().fail(
+                    &id,
+                    problem_value(Problem::internal(format!(
+                        "the job failed on the server ({msg}); this is a bug: please report it with the request"
+                    ))),
+                );
+            }
+        }
+    });
+}
+
+fn item(r: Result<predict::PredictResult, PredictError>) -> JobItem {
+    match r {
+        Ok(r) => JobItem::Result(r),
+        Err(e) => JobItem::Error(problem_value(predict_problem(e))),
+    }
+}
+
+async fn predict_one(State(s): State<AppState>, req: Request) -> Result<Response, Problem> {
     let w = watch(&s)?;
-    let req = body(b)?;
+    let limits = w.config().predict.clone();
+    // The slot is taken before the body is read, so bodies in memory are bounded too.
+    let Some(permit) = w.jobs().try_start(limits.max_concurrent_jobs) else {
+        return Ok(busy(&limits));
+    };
+    let req: PredictRequest = read_json(req, limits.max_body_bytes()).await?;
+    let model = w.model();
+    let size = Size::of(
+        &req.data,
+        req.window_size,
+        req.method.as_deref(),
+        w.config().window_size,
+        model.as_deref(),
+    );
+    predict::check_limits(&[size], &limits).map_err(predict_problem)?;
     if req.run_async {
-        // validate now so that a bad request fails now, not in the job
-        run(
-            &w,
-            &PredictRequest {
-                run_async: false,
-                ..req.clone()
-            },
-        )
-        .map_err(predict_problem)?;
-        let id = w.jobs().create();
-        let (jw, jid) = (w.clone(), id.clone());
-        tokio::task::spawn_blocking(move || {
-            let r = run(&jw, &req).map_err(|e| e.detail);
-            jw.jobs().finish(&jid, vec![r]);
-        });
+        // Validate now so that a bad request fails now, not in the job.
+        validate(&w, &req).map_err(predict_problem)?;
+        let id = w.jobs().create(limits.max_jobs_kept);
+        spawn_job(w, id.clone(), permit, move |w| vec![item(run(w, &req))]);
         return Ok(accepted(&id));
     }
-    let r = tokio::task::spawn_blocking(move || run(&w, &req))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(predict_problem)?;
+    let r = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        run(&w, &req)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(predict_problem)?;
     Ok(Json(r).into_response())
 }
 
@@ -144,37 +272,59 @@ struct BatchRequest {
     threshold: Option<f64>,
 }
 
-async fn predict_batch(
-    State(s): State<AppState>,
-    b: Result<Json<BatchRequest>, JsonRejection>,
-) -> Result<Response, Problem> {
+async fn predict_batch(State(s): State<AppState>, req: Request) -> Result<Response, Problem> {
     let w = watch(&s)?;
-    let b = body(b)?;
+    let limits = w.config().predict.clone();
+    let Some(permit) = w.jobs().try_start(limits.max_concurrent_jobs) else {
+        return Ok(busy(&limits));
+    };
+    let b: BatchRequest = read_json(req, limits.max_body_bytes()).await?;
     if b.data.is_empty() {
         return Err(predict_problem(PredictError {
             field: "data".into(),
             detail: "data is an empty list; send a list of row sets".into(),
-            conflict: false,
+            kind: ErrorKind::Invalid,
         }));
     }
-    let id = w.jobs().create();
-    let (jw, jid) = (w.clone(), id.clone());
-    tokio::task::spawn_blocking(move || {
-        let results = b
-            .data
-            .into_iter()
-            .map(|data| {
-                let r = PredictRequest {
-                    data,
-                    window_size: b.window_size,
-                    method: b.method.clone(),
-                    threshold: b.threshold,
-                    run_async: false,
-                };
-                run(&jw, &r).map_err(|e| format!("{}: {}", e.field, e.detail))
+    let model = w.model();
+    let sizes: Vec<Size> = b
+        .data
+        .iter()
+        .map(|d| {
+            Size::of(
+                d,
+                b.window_size,
+                b.method.as_deref(),
+                w.config().window_size,
+                model.as_deref(),
+            )
+        })
+        .collect();
+    predict::check_limits(&sizes, &limits).map_err(predict_problem)?;
+    let sets: Vec<PredictRequest> = b
+        .data
+        .into_iter()
+        .map(|data| PredictRequest {
+            data,
+            window_size: b.window_size,
+            method: b.method.clone(),
+            threshold: b.threshold,
+            run_async: false,
+        })
+        .collect();
+    // Every row set is checked before the job is accepted: a bad one is a 422 now.
+    for (i, r) in sets.iter().enumerate() {
+        validate(&w, r).map_err(|e| {
+            predict_problem(PredictError {
+                field: format!("data[{i}]"),
+                detail: format!("row set {i}: {}", e.detail),
+                kind: e.kind,
             })
-            .collect();
-        jw.jobs().finish(&jid, results);
+        })?;
+    }
+    let id = w.jobs().create(limits.max_jobs_kept);
+    spawn_job(w, id.clone(), permit, move |w| {
+        sets.iter().map(|r| item(run(w, r))).collect()
     });
     Ok(accepted(&id))
 }
@@ -183,7 +333,8 @@ async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Jso
     let w = watch(&s)?;
     let st = w.jobs().get(&id).ok_or_else(|| {
         Problem::not_found(format!(
-            "no job `{id}` (jobs are kept for the last 1000 requests)"
+            "no job `{id}` (finished jobs are kept for the last {} requests)",
+            w.config().predict.max_jobs_kept
         ))
     })?;
     let mut v = serde_json::to_value(st).map_err(|e| Problem::internal(e.to_string()))?;

@@ -230,7 +230,9 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
             .json("200", "scores per row", "PredictResult")
             .json("202", "queued as a job (`async: true`)", "JobAccepted")
             .problem("409", "the method needs a model that is not loaded")
-            .problem("422", "input that cannot be scored"),
+            .problem("413", "body, rows or rows x window x features beyond detect.predict")
+            .problem("422", "input that cannot be scored (a window below the method's minimum names it)")
+            .problem("429", "detect.predict.max_concurrent_jobs scorings are running; see Retry-After"),
     );
     put(
         paths,
@@ -239,7 +241,9 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
         Op::new(tag, "Score several row sets as one job")
             .json_body("BatchPredictRequest")
             .json("202", "the job's id and status URL", "JobAccepted")
-            .problem("422", "an empty or invalid batch"),
+            .problem("413", "body, rows or rows x window x features beyond detect.predict")
+            .problem("422", "an empty or invalid batch")
+            .problem("429", "detect.predict.max_concurrent_jobs scorings are running; see Retry-After"),
     );
     put(
         paths,
@@ -366,11 +370,17 @@ fn native_paths() -> Map<String, Value> {
         &mut p,
         "/api/v1/backup",
         "get",
-        Op::new(data, "A consistent tar of the whole data dir, streamed").resp(
-            "200",
-            "tar archive",
-            Some(json!({"application/x-tar": {"schema": {"type": "string", "format": "binary"}}})),
-        ),
+        Op::new(data, "A consistent tar of the whole data dir, streamed")
+            .query(
+                "include_secrets",
+                json!({"type": "boolean", "default": false}),
+                "also archive secrets (JWT secret, users, signing and private keys); else BACKUP.json lists them as excluded",
+            )
+            .resp(
+                "200",
+                "tar archive",
+                Some(json!({"application/x-tar": {"schema": {"type": "string", "format": "binary"}}})),
+            ),
     );
 
     let ui = "ui";
@@ -1067,14 +1077,17 @@ fn schemas() -> Map<String, Value> {
         "PredictRequest": {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
             "data": {"type": "array", "description": "rows of feature values (null = missing)",
                 "items": {"type": "array", "items": {"type": ["number", "null"]}}},
-            "window_size": {"type": "integer", "minimum": 1}, "method": {"type": "string", "examples": ["ensemble", "robust_z", "autoencoder"]},
+            "window_size": {"type": "integer", "minimum": 2, "description": "at least 3 for robust_z and ensemble, 2 for the others; at most detect.predict.max_window"}, "method": {"type": "string", "examples": ["ensemble", "robust_z", "autoencoder"]},
             "threshold": {"type": "number"}, "async": {"type": "boolean"}}},
         "BatchPredictRequest": {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
             "data": {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}}},
-            "window_size": {"type": "integer", "minimum": 1}, "method": {"type": "string"}, "threshold": {"type": "number"}}},
+            "window_size": {"type": "integer", "minimum": 2}, "method": {"type": "string"}, "threshold": {"type": "number"}}},
         "PredictResult": {"type": "object"},
         "JobAccepted": obj(json!({"id": {"type": "string"}, "status": {"const": "pending"}, "status_url": {"type": "string"}}), &["id", "status", "status_url"]),
-        "Job": obj(json!({"id": {"type": "string"}, "status": {"type": "string"}}), &["id"]),
+        "Job": obj(json!({"id": {"type": "string"}, "status": {"enum": ["pending", "done", "failed"]},
+            "results": {"type": "array", "description": "when done, one per row set: {\"result\": PredictResult} or {\"error\": problem details}",
+                "items": {"type": "object"}},
+            "error": {"type": "object", "description": "when failed: problem details"}}), &["id", "status"]),
         "Anomalies": obj(json!({"count": {"type": "integer"}, "anomalies": {"type": "array", "items": {"type": "object"}}}), &["count", "anomalies"]),
         "Quality": obj(json!({"from": {"type": "string"}, "to": {"type": "string"}, "devices": {}, "events": {}}), &["from", "to"]),
         "ModelLoadRequest": {"type": "object", "required": ["path"], "additionalProperties": false,

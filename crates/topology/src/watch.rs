@@ -46,6 +46,7 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
         window_size: d.window_size,
         rules,
         models_dir: d.models_dir.clone(),
+        predict: d.predict.clone(),
         ..WatchConfig::default()
     })
 }

@@ -7,12 +7,22 @@
 //! `ensemble` (max of robust z over the window, EWMA, and the autoencoder when a model fits).
 //! Detectors that need long histories (seasonal, likelihood calibration) are for streams,
 //! not for a request's few rows, and are not offered here.
+//!
+//! Any signed-in role may call `/predict`, so what one request may cost is capped
+//! ([`Limits`], `detect.predict` in fieldlab.yaml): rows, window, the estimated steps of
+//! scoring ([`work`]: rows x window x features for robust z), body size, and scorings at once
+//! ([`Jobs::try_start`]). Every window below a method's minimum ([`min_window`]) is a
+//! validation error naming the minimum, never a panic. A job that fails anyway (a bug) ends
+//! as `failed` with a problem-style error instead of staying `pending`.
 
 use fieldlab_detect::autoencoder::GruAutoencoder;
 use fieldlab_detect::{Detector, Ewma, IsolationForest, RobustZ};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+pub use fieldlab_core::config::PredictLimits as Limits;
 
 /// Methods `/predict` accepts.
 pub const METHODS: &[&str] = &["ensemble", "robust_z", "ewma", "iforest", "autoencoder"];
@@ -39,16 +49,150 @@ pub struct PredictRequest {
 pub struct PredictError {
     pub field: String,
     pub detail: String,
-    /// 422 for input that cannot be scored, 409 for a method that is not available now.
-    pub conflict: bool,
+    pub kind: ErrorKind,
+}
+
+/// How a [`PredictError`] answers over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 422: input that cannot be scored.
+    Invalid,
+    /// 409: a method that is not available now.
+    Conflict,
+    /// 413: more than `detect.predict` allows.
+    TooLarge,
 }
 
 fn bad(field: &str, detail: impl Into<String>) -> PredictError {
     PredictError {
         field: field.into(),
         detail: detail.into(),
-        conflict: false,
+        kind: ErrorKind::Invalid,
     }
+}
+
+fn too_large(field: &str, detail: impl Into<String>) -> PredictError {
+    PredictError {
+        field: field.into(),
+        detail: detail.into(),
+        kind: ErrorKind::TooLarge,
+    }
+}
+
+/// The smallest window a method can score with. `robust_z` (and `ensemble`, which runs it)
+/// needs a median and a spread: [`RobustZ::MIN_WINDOW`] points; the others 2. The
+/// autoencoder also needs exactly the window it was trained on (checked with the model).
+pub fn min_window(method: &str) -> usize {
+    match method {
+        "robust_z" | "ensemble" => RobustZ::MIN_WINDOW,
+        _ => 2,
+    }
+}
+
+/// Rows, window and estimated work of one row set, for [`check_limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub rows: usize,
+    pub window: usize,
+    /// Estimated steps of scoring (see [`work`]).
+    pub work: u128,
+}
+
+impl Size {
+    /// Of a request (method and window defaulted as [`predict`] does).
+    pub fn of(
+        data: &[Vec<Option<f64>>],
+        window: Option<usize>,
+        method: Option<&str>,
+        default_window: usize,
+        model: Option<&GruAutoencoder>,
+    ) -> Size {
+        let window = window.unwrap_or(default_window);
+        let features = data.first().map_or(0, Vec::len);
+        Size {
+            rows: data.len(),
+            window,
+            work: work(
+                method.unwrap_or("ensemble"),
+                data.len(),
+                window,
+                features,
+                model,
+            ),
+        }
+    }
+}
+
+/// Estimated steps (each a few ns) to score `rows` x `features` with `method` and `window`:
+/// `rows x window x features` for `robust_z` (a sorted window and its MAD per point), plus
+/// `rows x features` for EWMA; the isolation forest's 50 trees and refits per point; the
+/// autoencoder's GRU over each window (`window x 6 hidden x (features + hidden)` per row).
+/// `detect.predict.max_work` caps it.
+pub fn work(
+    method: &str,
+    rows: usize,
+    window: usize,
+    features: usize,
+    model: Option<&GruAutoencoder>,
+) -> u128 {
+    let (n, w, f) = (rows as u128, window as u128, features.max(1) as u128);
+    let robust_z = n * w * f;
+    let ewma = n * f;
+    let ae = model
+        .filter(|m| m.meta.features.len() == features && m.meta.window == window)
+        .map_or(0, |m| {
+            let h = m.meta.hidden as u128;
+            n * w * 6 * h * (f + h)
+        });
+    match method {
+        "robust_z" => robust_z,
+        "ewma" => ewma,
+        "iforest" => {
+            let sample = window.clamp(8, 128) as u128;
+            let win = window.max(16) as u128;
+            let depth = u128::from(sample.ilog2() + 1);
+            // Tree walks and refits cost about 5 robust-z steps each (measured: 200k points
+            // at window 3 took 3x the CPU of 138k points at window 1440 with robust_z).
+            5 * n * f * (50 * depth + 200 * sample * depth / win + 4)
+        }
+        "autoencoder" => ae,
+        _ => robust_z + ewma + ae,
+    }
+}
+
+/// Check one request (all row sets of a batch together) against the caps: rows and work
+/// beyond them are [`ErrorKind::TooLarge`], a window beyond `max_window` is invalid.
+pub fn check_limits(sets: &[Size], limits: &Limits) -> Result<(), PredictError> {
+    let rows: usize = sets.iter().map(|s| s.rows).sum();
+    if rows > limits.max_rows {
+        return Err(too_large(
+            "data",
+            format!(
+                "{rows} rows is more than the {} one request may score (detect.predict.max_rows); split the data over several requests",
+                limits.max_rows
+            ),
+        ));
+    }
+    if let Some(s) = sets.iter().find(|s| s.window > limits.max_window) {
+        return Err(bad(
+            "window_size",
+            format!(
+                "window_size {} is above the maximum {} (detect.predict.max_window)",
+                s.window, limits.max_window
+            ),
+        ));
+    }
+    let work: u128 = sets.iter().map(|s| s.work).sum();
+    if work > u128::from(limits.max_work) {
+        return Err(too_large(
+            "data",
+            format!(
+                "scoring this would take about {work} steps (rows x window x features for robust_z and ensemble), more than the {} one request may cost (detect.predict.max_work); send fewer rows or features, or a smaller window",
+                limits.max_work
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Scores of one request.
@@ -69,6 +213,10 @@ pub struct PredictResult {
     pub window_flags: Vec<bool>,
     /// Indices of flagged rows.
     pub anomalies: Vec<usize>,
+    /// Said when the answer is partial: fewer rows than `window_size` give row scores (each
+    /// against the rows before it) but no window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Validate and score. `model` is the loaded autoencoder, if any.
@@ -78,6 +226,34 @@ pub fn predict(
     default_window: usize,
     default_threshold: f64,
 ) -> Result<PredictResult, PredictError> {
+    score(prepare(req, model, default_window, default_threshold)?)
+}
+
+/// Everything [`predict`] checks, without scoring: cheap (one pass over the rows).
+pub fn validate(
+    req: &PredictRequest,
+    model: Option<&GruAutoencoder>,
+    default_window: usize,
+    default_threshold: f64,
+) -> Result<(), PredictError> {
+    prepare(req, model, default_window, default_threshold).map(|_| ())
+}
+
+/// A checked request.
+struct Prepared<'m> {
+    method: String,
+    w: usize,
+    threshold: f64,
+    rows: Vec<Vec<f64>>,
+    ae: Option<&'m GruAutoencoder>,
+}
+
+fn prepare<'m>(
+    req: &PredictRequest,
+    model: Option<&'m GruAutoencoder>,
+    default_window: usize,
+    default_threshold: f64,
+) -> Result<Prepared<'m>, PredictError> {
     let method = req.method.clone().unwrap_or_else(|| "ensemble".into());
     if !METHODS.contains(&method.as_str()) {
         return Err(bad(
@@ -99,13 +275,17 @@ pub fn predict(
     let rows = validate_rows(&req.data)?;
     let n = rows.len();
     let f = rows[0].len();
-    if w < 2 {
-        return Err(bad("window_size", "window_size must be at least 2"));
-    }
-    if w > n {
+    let min = min_window(&method);
+    if w < min {
         return Err(bad(
             "window_size",
-            format!("window_size {w} is larger than the data ({n} rows); send at least {w} rows or a smaller window"),
+            format!("window_size {w} is below the minimum {min} for method `{method}`; send window_size >= {min}"),
+        ));
+    }
+    if w > n && method == "autoencoder" {
+        return Err(bad(
+            "window_size",
+            format!("window_size {w} is larger than the data ({n} rows); the autoencoder scores whole windows: send at least {w} rows"),
         ));
     }
     let ae = match (method.as_str(), model) {
@@ -113,7 +293,7 @@ pub fn predict(
             return Err(PredictError {
                 field: "method".into(),
                 detail: "no autoencoder model is loaded; train one with `fieldlab detect train` and set detect.model_path, or load it via POST /api/v1/models/load".into(),
-                conflict: true,
+                kind: ErrorKind::Conflict,
             })
         }
         ("autoencoder", Some(m)) if m.meta.features.len() != f || m.meta.window != w => {
@@ -129,6 +309,24 @@ pub fn predict(
         ("autoencoder" | "ensemble", Some(m)) if m.meta.features.len() == f && m.meta.window == w => Some(m),
         _ => None,
     };
+    Ok(Prepared {
+        method,
+        w,
+        threshold,
+        rows,
+        ae,
+    })
+}
+
+fn score(p: Prepared<'_>) -> Result<PredictResult, PredictError> {
+    let Prepared {
+        method,
+        w,
+        threshold,
+        rows,
+        ae,
+    } = p;
+    let (n, f) = (rows.len(), rows[0].len());
     let mut scores = vec![0.0f64; n];
     if method != "autoencoder" {
         for j in 0..f {
@@ -155,12 +353,24 @@ pub fn predict(
             }
         }
     }
-    let mut window_scores = Vec::with_capacity(n + 1 - w);
+    let mut window_scores = Vec::with_capacity((n + 1).saturating_sub(w));
+    // Sliding maximum of the row scores: indices whose scores decrease, front = the max.
+    let mut maxq: VecDeque<usize> = VecDeque::with_capacity(w);
+    for (i, sc) in scores.iter().enumerate().take(w - 1) {
+        while maxq.back().is_some_and(|&j| scores[j] <= *sc) {
+            maxq.pop_back();
+        }
+        maxq.push_back(i);
+    }
     for end in w - 1..n {
-        let mut s = scores[end + 1 - w..=end]
-            .iter()
-            .copied()
-            .fold(0.0, f64::max);
+        while maxq.back().is_some_and(|&j| scores[j] <= scores[end]) {
+            maxq.pop_back();
+        }
+        maxq.push_back(end);
+        while maxq.front().is_some_and(|&j| j + w <= end) {
+            maxq.pop_front();
+        }
+        let mut s = scores[maxq[0]].max(0.0);
         if let Some(m) = ae {
             let a = m.error_score(m.window_error(&rows[end + 1 - w..=end]));
             s = if method == "autoencoder" { a } else { s.max(a) };
@@ -184,6 +394,9 @@ pub fn predict(
             .map(|(i, _)| i)
             .collect(),
         window_flags: window_scores.iter().map(|s| *s >= threshold).collect(),
+        note: (w > n).then(|| {
+            format!("{n} rows are fewer than window_size {w}: row scores only, no whole window; send at least {w} rows for window scores")
+        }),
         scores,
         flags,
         window_scores,
@@ -230,46 +443,98 @@ fn validate_rows(data: &[Vec<Option<f64>>]) -> Result<Vec<Vec<f64>>, PredictErro
     Ok(out)
 }
 
-/// State of an asynchronous job.
+/// State of an asynchronous job, as `/predict/status/{id}` shows it:
+/// `{"status": "pending"}`, `{"status": "done", "results": [{"result": {...}} | {"error":
+/// {problem}}, ...]}` (one per row set, in order) or `{"status": "failed", "error": {problem}}`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum JobStatus {
     Pending,
-    Done {
-        results: Vec<Result<PredictResult, String>>,
-    },
+    Done { results: Vec<JobItem> },
+    Failed { error: serde_json::Value },
+}
+
+/// The outcome of one row set of a job.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobItem {
+    Result(PredictResult),
+    /// A problem-details object (RFC 9457).
+    Error(serde_json::Value),
 }
 
 /// Next job number, jobs by id, ids oldest first.
 type JobTable = (u64, BTreeMap<String, JobStatus>, VecDeque<String>);
 
-/// Recent jobs (bounded: the oldest are forgotten).
+/// Recent jobs (bounded: the oldest finished ones are forgotten; pending ones are bounded by
+/// the scorings allowed at once), and the count of scorings running.
 #[derive(Clone, Default)]
 pub struct Jobs {
     inner: Arc<Mutex<JobTable>>,
+    running: Arc<AtomicUsize>,
 }
 
-const MAX_JOBS: usize = 1000;
+/// A slot among the scorings allowed at once; released when dropped.
+#[must_use = "the slot is released when the permit is dropped"]
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Jobs {
-    pub fn create(&self) -> String {
+    /// A slot for one scoring if fewer than `max` run now.
+    pub fn try_start(&self, max: usize) -> Option<Permit> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(self.running.clone()))
+    }
+
+    /// Scorings running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// A new pending job; beyond `keep` jobs the oldest finished one is forgotten.
+    pub fn create(&self, keep: usize) -> String {
         let mut g = self.inner.lock();
         g.0 += 1;
         let id = format!("job-{}", g.0);
         g.1.insert(id.clone(), JobStatus::Pending);
         g.2.push_back(id.clone());
-        if g.2.len() > MAX_JOBS {
-            if let Some(old) = g.2.pop_front() {
-                g.1.remove(&old);
+        while g.2.len() > keep.max(1) {
+            let (_, jobs, order) = &mut *g;
+            let Some(i) = order
+                .iter()
+                .position(|j| !matches!(jobs.get(j), Some(JobStatus::Pending)))
+            else {
+                break;
+            };
+            if let Some(old) = order.remove(i) {
+                jobs.remove(&old);
             }
         }
         id
     }
 
-    pub fn finish(&self, id: &str, results: Vec<Result<PredictResult, String>>) {
+    pub fn finish(&self, id: &str, results: Vec<JobItem>) {
+        self.set(id, JobStatus::Done { results });
+    }
+
+    /// End a job as failed; `error` is a problem-details object.
+    pub fn fail(&self, id: &str, error: serde_json::Value) {
+        self.set(id, JobStatus::Failed { error });
+    }
+
+    fn set(&self, id: &str, st: JobStatus) {
         let mut g = self.inner.lock();
         if let Some(s) = g.1.get_mut(id) {
-            *s = JobStatus::Done { results };
+            *s = st;
         }
     }
 
@@ -332,11 +597,115 @@ mod tests {
         d[3][2] = None;
         let e = predict(&req(d, 30, "ewma"), None, 30, 0.9).unwrap_err();
         assert!(e.detail.contains("row 3, column 2"));
-        let e = predict(&req(rows(2), 30, "ensemble"), None, 30, 0.9).unwrap_err();
-        assert_eq!(e.field, "window_size");
+        // Fewer rows than the window (the seed's own example): row scores, no window, a note.
+        let r = predict(&req(rows(2), 30, "ensemble"), None, 30, 0.9).unwrap();
+        assert_eq!((r.scores.len(), r.window_scores.len()), (2, 0));
+        assert!(r.note.unwrap().contains("fewer than window_size 30"));
+        assert!(predict(&req(rows(40), 30, "ensemble"), None, 30, 0.9)
+            .unwrap()
+            .note
+            .is_none());
         let e = predict(&req(rows(40), 30, "quantum"), None, 30, 0.9).unwrap_err();
         assert!(e.detail.contains("unknown method `quantum`"));
         let e = predict(&req(rows(40), 30, "autoencoder"), None, 30, 0.9).unwrap_err();
-        assert!(e.conflict);
+        assert_eq!(e.kind, ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn a_window_below_the_method_minimum_names_the_minimum() {
+        for (method, min) in [
+            ("robust_z", 3),
+            ("ensemble", 3),
+            ("ewma", 2),
+            ("iforest", 2),
+        ] {
+            for w in 0..min {
+                let e = predict(&req(rows(40), w, method), None, 30, 0.9).unwrap_err();
+                assert_eq!(
+                    (e.field.as_str(), e.kind),
+                    ("window_size", ErrorKind::Invalid)
+                );
+                assert!(
+                    e.detail.contains(&format!("minimum {min}")),
+                    "{method}: {e}"
+                );
+            }
+            let r = predict(&req(rows(40), min, method), None, 30, 0.9).unwrap();
+            assert_eq!(r.window_scores.len(), 40 + 1 - min);
+        }
+    }
+
+    #[test]
+    fn window_scores_are_the_sliding_max_of_row_scores() {
+        let mut d = rows(200);
+        d[50][0] = Some(30.0);
+        d[120][2] = Some(-9.0);
+        for w in [3, 7, 30, 200] {
+            let r = predict(&req(d.clone(), w, "ensemble"), None, 30, 0.9).unwrap();
+            for (i, ws) in r.window_scores.iter().enumerate() {
+                let naive = r.scores[i..i + w].iter().copied().fold(0.0, f64::max);
+                assert_eq!(*ws, naive, "w {w}, window {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_bound_rows_window_and_work() {
+        let l = Limits {
+            max_rows: 100,
+            max_window: 50,
+            max_work: 10_000,
+            ..Limits::default()
+        };
+        let s = |rows, window, features| {
+            let data = vec![vec![Some(1.0); features]; rows];
+            Size::of(&data, Some(window), Some("robust_z"), 30, None)
+        };
+        assert!(check_limits(&[s(100, 30, 3)], &l).is_ok());
+        let e = check_limits(&[s(60, 10, 1), s(41, 10, 1)], &l).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge);
+        assert!(e.detail.contains("101 rows"), "{e}");
+        let e = check_limits(&[s(60, 51, 1)], &l).unwrap_err();
+        assert_eq!(
+            (e.kind, e.field.as_str()),
+            (ErrorKind::Invalid, "window_size")
+        );
+        let e = check_limits(&[s(100, 50, 3)], &l).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TooLarge);
+        assert!(e.detail.contains("15000 steps"), "{e}");
+        // The ensemble adds EWMA's step per point; the forest costs per point, whatever the
+        // window.
+        assert_eq!(work("ensemble", 100, 50, 3, None), 15_300);
+        assert!(work("iforest", 100, 3, 1, None) > 100 * 300);
+    }
+
+    #[test]
+    fn jobs_bound_running_scorings_and_forget_old_finished_jobs() {
+        let j = Jobs::default();
+        let a = j.try_start(2).unwrap();
+        let b = j.try_start(2).unwrap();
+        assert!(j.try_start(2).is_none());
+        drop(a);
+        assert_eq!(j.running(), 1);
+        let c = j.try_start(2).unwrap();
+        drop((b, c));
+        assert_eq!(j.running(), 0);
+
+        let pending = j.create(3);
+        let done: Vec<String> = (0..5)
+            .map(|_| {
+                let id = j.create(3);
+                j.finish(&id, vec![]);
+                id
+            })
+            .collect();
+        // The pending job is never forgotten; the oldest finished ones are.
+        assert!(matches!(j.get(&pending), Some(JobStatus::Pending)));
+        assert!(j.get(&done[0]).is_none() && j.get(&done[2]).is_none());
+        assert!(j.get(&done[3]).is_some() && j.get(&done[4]).is_some());
+        j.fail(&pending, serde_json::json!({"title": "Internal error"}));
+        let v = serde_json::to_value(j.get(&pending).unwrap()).unwrap();
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["error"]["title"], "Internal error");
     }
 }
