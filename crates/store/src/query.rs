@@ -369,7 +369,8 @@ pub fn aggregate(points: &[(i64, FieldValue)], step_ms: i64, aggs: &[Agg]) -> Ve
                 Agg::Max => num(n > 0, max),
                 Agg::Sum => num(n > 0, sum),
                 Agg::Mean => num(n > 0, sum / n as f64),
-                Agg::Stddev => num(n > 1, (m2 / (n - 1) as f64).sqrt()),
+                // (`saturating_sub`: the value is computed, then dropped, for n = 0 too.)
+                Agg::Stddev => num(n > 1, (m2 / n.saturating_sub(1) as f64).sqrt()),
             })
             .collect();
         out.push((start, vals));
@@ -436,6 +437,9 @@ mod tests {
                 "step {step}: {rows:?}"
             );
         }
+        // Also found by it: the stddev of a bucket without numbers underflowed `n - 1`.
+        let strs = [(0, FieldValue::Str("a".into()))];
+        assert_eq!(aggregate(&strs, 1, &[Agg::Stddev]), vec![(0, vec![None])]);
         assert_eq!(
             downsample(&pts, 7, Agg::Count)[0],
             (i64::MIN, FieldValue::I64(1))
