@@ -6,8 +6,9 @@
 //! for fieldlab:
 //!
 //! - **Sign-in.** Anonymous is refused. A `UserName` token is checked against the fieldlab
-//!   user file (argon2id, the same check as `POST /api/v1/auth/token`, off the async workers
-//!   and at most [`MAX_CONCURRENT_VERIFIES`] at a time). An `X509` user token is accepted when
+//!   user file through fieldlab-auth's one password check (`Authenticator::verify_password`:
+//!   bounded argon2id pool, per-user failure limiter, dummy hash for unknown users; the same
+//!   as `POST /api/v1/auth/token` and MQTT). An `X509` user token is accepted when
 //!   its certificate (whose private key the client proved it holds; the library checks the
 //!   signature) is one of the files in `<pki>/users/trusted` (DER or PEM, exact certificate,
 //!   within its validity dates), and its subject common name is an active fieldlab user (or
@@ -38,7 +39,6 @@ use opcua::types::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Roles that may sign in, browse and read (the HTTP API's readers).
 const READ: &[Role] = &[
@@ -50,10 +50,6 @@ const READ: &[Role] = &[
 ];
 /// Roles that may call methods and write (the HTTP API's device control).
 const CONTROL: &[Role] = &[Role::Admin, Role::Operator, Role::Teacher];
-
-/// Password checks running at once (argon2id: 19 MiB and tens of ms of CPU each). More
-/// sign-ins wait their turn instead of exhausting memory and cores.
-pub const MAX_CONCURRENT_VERIFIES: usize = 2;
 
 /// Most files looked at in the trusted user certificate directory, and the largest one read.
 const MAX_USER_CERTS: usize = 1000;
@@ -67,7 +63,6 @@ pub(crate) struct FieldlabUsers {
     auth: Arc<Authenticator>,
     /// `<pki>/users/trusted`: the user certificates accepted for X.509 sign-in.
     trusted_user_certs: PathBuf,
-    verifies: Arc<Semaphore>,
 }
 
 fn refused(code: StatusCode, message: impl Into<String>) -> Error {
@@ -117,7 +112,6 @@ impl FieldlabUsers {
         FieldlabUsers {
             auth,
             trusted_user_certs,
-            verifies: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFIES)),
         }
     }
 
@@ -212,43 +206,46 @@ impl AuthManager for FieldlabUsers {
                 "user names and passwords are accepted only on the Basic256Sha256 SignAndEncrypt endpoint",
             ));
         }
-        let _permit = self
-            .verifies
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| refused(StatusCode::BadServerHalted, "shutting down"))?;
-        let auth = self.auth.clone();
-        let user = username.to_string();
-        let pass = password.get().to_string();
-        let found = tokio::task::spawn_blocking(move || {
-            let db = auth.users().current().map_err(|e| e.to_string())?;
-            Ok::<_, String>(
-                db.check_password(&user, &pass)
-                    .map(|u| (u.roles.clone(), u.generation)),
-            )
-        })
-        .await
-        .map_err(|e| refused(StatusCode::BadInternalError, e.to_string()))?
-        .map_err(|e| {
+        let db_err = |e: fieldlab_auth::AuthError| {
             tracing::error!(error = %e, "OPC UA sign-in: cannot read the user file");
             refused(StatusCode::BadInternalError, "cannot read the user file")
-        })?;
-        match found {
-            Some((roles, generation)) => self.signed_in(
-                Identity::User {
-                    name: username,
-                    generation,
-                },
-                &roles,
-                "password",
-            ),
-            None => {
-                tracing::info!(user = %username, "OPC UA sign-in refused: unknown user, wrong password, or revoked user");
-                Err(refused(
-                    StatusCode::BadUserAccessDenied,
-                    "unknown user, wrong password, or revoked user",
-                ))
+        };
+        // The generation before the check: a password changed meanwhile leaves the session
+        // with no rights rather than binding it to the new password's generation.
+        let generation = |db: &fieldlab_auth::UserFile| db.user(username).map(|u| u.generation);
+        let before = generation(&*self.auth.users().current().map_err(db_err)?);
+        // The bounded argon2 pool and the per-user failure limiter of fieldlab-auth (async-opcua
+        // does not tell an AuthManager the client's address, so there is no per-address limit).
+        match self
+            .auth
+            .verify_password(username, password.get(), None)
+            .await
+        {
+            Ok(p) => {
+                let generation = match before {
+                    Some(g) => g,
+                    None => generation(&*self.auth.users().current().map_err(db_err)?)
+                        .unwrap_or_default(),
+                };
+                self.signed_in(
+                    Identity::User {
+                        name: username,
+                        generation,
+                    },
+                    &p.roles,
+                    "password",
+                )
+            }
+            Err(e) => {
+                tracing::info!(user = %username, error = %e, "OPC UA sign-in refused");
+                Err(match e {
+                    fieldlab_auth::AuthError::Busy { .. } => {
+                        refused(StatusCode::BadTooManyOperations, format!("{e}"))
+                    }
+                    fieldlab_auth::AuthError::Internal(_) => db_err(e),
+                    // Unknown user, wrong password, revoked, or locked out after failures.
+                    _ => refused(StatusCode::BadUserAccessDenied, format!("{e}")),
+                })
             }
         }
     }

@@ -256,6 +256,7 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
             f.add_user("vera", &[Role::Viewer], "viewer password one")?;
             f.add_user("otto", &[Role::Operator], "operator password one")?;
             f.add_user("tina", &[Role::Teacher], "teacher password one")?;
+            f.add_user("lola", &[Role::Viewer], "viewer password one")?;
             f.add_key("oven_1", &[Role::Device]).map(|_| ())
         })
         .unwrap();
@@ -274,7 +275,7 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
     let srv = fieldlab_opcua::start(s, em.clone()).await.unwrap();
     let trusted = pki.join("users/trusted");
     assert!(trusted.is_dir());
-    let plan = serde_json::json!([
+    let mut plan = serde_json::json!([
         {"label": "anonymous"},
         {"label": "anonymous_forced", "anonymous_policy": "anonymous"},
         {"label": "anonymous_none", "security": "none"},
@@ -293,6 +294,16 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
         {"label": "cert_trusted", "user_cert": "otto", "trust_into": trusted, "actions": ["stop"]},
         {"label": "cert_device_key", "user_cert": "oven_1", "trust_into": trusted},
     ]);
+    // fieldlab-auth's failure limiter (auth.login.per_user, 5 by default) covers OPC UA too:
+    // after five wrong passwords even the right one is refused for a while.
+    for i in 1..=5 {
+        plan.as_array_mut().unwrap().push(serde_json::json!(
+            {"label": format!("guess_{i}"), "user": "lola", "password": format!("guess number {i}")}
+        ));
+    }
+    plan.as_array_mut().unwrap().push(serde_json::json!(
+        {"label": "locked_out", "user": "lola", "password": "viewer password one"}
+    ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_auth_client.py");
     let t0 = std::time::Instant::now();
     let out = tokio::time::timeout(
@@ -382,6 +393,14 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
         r["cert_device_key"]["connect"], "BadUserAccessDenied",
         "{r}"
     );
+    for i in 1..=5 {
+        assert_eq!(
+            r[format!("guess_{i}")]["connect"],
+            "BadUserAccessDenied",
+            "{r}"
+        );
+    }
+    assert_eq!(r["locked_out"]["connect"], "BadUserAccessDenied", "{r}");
     // The emulator agrees: the certificate user's Stop stopped the device.
     assert_eq!(em.get("oven_1").unwrap().state, DeviceState::Stopped);
     assert_eq!(em.get("valve_1").unwrap().state, DeviceState::Running);
