@@ -84,7 +84,8 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// Let Prometheus scrape `/metrics` without credentials.
     pub public_metrics: bool,
-    /// Allow binding HTTP or MQTT to a non-loopback address with auth off (loud warning).
+    /// Allow binding HTTP, MQTT or OPC UA to a non-loopback address with auth off (loud
+    /// warning). With auth on it is not needed: every listener takes fieldlab users only.
     pub allow_open_network: bool,
     /// External OAuth2 issuer: its `iss`, the expected `aud`, and its JWKS (file or URL).
     pub oauth2_issuer: Option<String>,
@@ -477,17 +478,23 @@ pub struct MqttTlsConfig {
 }
 
 /// The OPC UA server: Objects/DeviceEmulator/<device>/<variable>, methods Start, Stop,
-/// RunScenario. Anonymous access; see docs/ARCHITECTURE.md (crates/opcua).
+/// RunScenario. Auth off: anonymous access, loopback only unless `auth.allow_open_network`.
+/// Auth on: fieldlab users only (user name/password or an X.509 user certificate trusted in
+/// `<data_dir>/opcua/pki/users/trusted`, CN = user name), over `basic256sha256` only; viewers
+/// browse and read, operators, teachers and admins also call methods. See
+/// docs/ARCHITECTURE.md (crates/opcua).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpcuaConfig {
     pub enabled: bool,
-    /// Bind address. Loopback by default, like the other listeners.
+    /// Bind address. Loopback by default, like the other listeners; beyond loopback needs
+    /// auth on (or `auth.allow_open_network`).
     pub host: String,
     /// OPC UA port (seed: OPC_UA_PORT); 0 picks a free port.
     pub port: u16,
     /// Endpoints offered: `none` (no security) and/or `basic256sha256` (signed and encrypted;
-    /// the server certificate is generated under `<data_dir>/opcua/pki`).
+    /// the server certificate is generated under `<data_dir>/opcua/pki`). With auth on `none`
+    /// is left out, so `basic256sha256` must be listed.
     pub security: Vec<String>,
     /// Accept any client certificate on the secure endpoint (lab use). Off: a new client's
     /// certificate lands in `<data_dir>/opcua/pki/rejected`; move it to `trusted` to allow it.

@@ -155,3 +155,99 @@ fn emulate_loads_a_mosquitto_tls_listener() {
     assert_ne!(code, 0);
     assert!(err.contains("mqtts://"), "{err}");
 }
+
+/// `fieldlab up` with auth on: OPC UA listens beyond loopback without
+/// `auth.allow_open_network`, and takes only fieldlab users (made with `fieldlab users add`),
+/// with their roles: python-asyncua as a viewer reads but may not stop a device; as an
+/// operator it stops and starts one.
+#[test]
+fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (name, role, pass) in [
+        ("vera", "viewer", "viewer password one"),
+        ("otto", "operator", "operator password one"),
+    ] {
+        let out = fieldlab_cmd(
+            &["users", "add", name, "--role", role, "--password-stdin"],
+            &data,
+            Some(&format!("{pass}\n")),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let cfg = dir.path().join("fieldlab.yaml");
+    std::fs::write(
+        &cfg,
+        "auth:\n  enabled: true\n\
+         opcua:\n  host: 0.0.0.0\n  port: 0\n  trust_client_certs: true\n",
+    )
+    .unwrap();
+    let f = Fieldlab::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let banner = f.stdout_text();
+        if let Some(l) = banner.lines().find(|l| l.trim().starts_with("OPC UA")) {
+            break l.trim().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OPC UA line in the banner:\n{banner}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("fieldlab users"), "{line}");
+    let opc = line
+        .strip_prefix("OPC UA")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let plan = serde_json::json!([
+        {"label": "anonymous"},
+        {"label": "wrong_password", "user": "vera", "password": "viewer password two"},
+        {"label": "viewer", "user": "vera", "password": "viewer password one",
+         "device": "temperature_sensor_1", "actions": ["browse", "read", "stop"]},
+        {"label": "operator", "user": "otto", "password": "operator password one",
+         "device": "temperature_sensor_1", "actions": ["stop", "start"]},
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../opcua/tests/opcua_auth_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&opc)
+        .arg(dir.path())
+        .arg(plan.to_string())
+        .output()
+        .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        r["endpoints"],
+        serde_json::json!([[
+            "SignAndEncrypt",
+            "Basic256Sha256",
+            ["Certificate", "UserName"]
+        ]]),
+        "{r}"
+    );
+    assert_ne!(r["anonymous"]["connect"], "ok", "{r}");
+    assert_eq!(r["wrong_password"]["connect"], "BadUserAccessDenied", "{r}");
+    let v = &r["viewer"];
+    assert_eq!(v["connect"], "ok", "{r}");
+    assert_eq!(
+        v["browse"],
+        serde_json::json!(["pressure_valve_1", "pv_inverter_1", "temperature_sensor_1"]),
+        "{r}"
+    );
+    assert_eq!(v["read"], "running", "{r}");
+    assert_eq!(v["stop"], "BadUserAccessDenied", "{r}");
+    let o = &r["operator"];
+    assert_eq!(o["connect"], "ok", "{r}");
+    assert_eq!(o["stop"], true, "the viewer's Stop changed nothing: {r}");
+    assert_eq!(o["stop_state"], "stopped", "{r}");
+    assert_eq!(o["start"], true, "{r}");
+    assert_eq!(o["start_state"], "running", "{r}");
+}

@@ -437,7 +437,7 @@ pub async fn up(
     };
     on_ready(&endpoints);
     #[cfg(feature = "opcua")]
-    let opcua = opcua(&cfg, &emulator).await?;
+    let opcua = opcua(&cfg, &emulator, auth.clone()).await?;
     let security = Security {
         tls: tls_on,
         mqtt_extra,
@@ -517,18 +517,9 @@ fn is_exposed(host: &str) -> bool {
 
 /// With auth off, refuse to listen beyond loopback unless `auth.allow_open_network` says so.
 /// Refusing (not warning) because an open fieldlab lets anyone stop devices and read data.
+/// With auth on every listener, OPC UA included, takes fieldlab users only.
 fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
-    // The OPC UA server has anonymous access only (no fieldlab users yet): beyond loopback it
-    // needs auth.allow_open_network even with auth on.
     let opcua_open = cfg!(feature = "opcua") && cfg.opcua.enabled && is_exposed(&cfg.opcua.host);
-    if cfg.auth.enabled && opcua_open && !cfg.auth.allow_open_network {
-        anyhow::bail!(
-            "refusing to serve OPC UA on opcua.host = {}: its access is anonymous (fieldlab users do not apply to it yet), \
-             so anyone on the network could stop devices. Bind it to 127.0.0.1, set opcua.enabled: false, \
-             or set auth.allow_open_network: true on a network you trust",
-            cfg.opcua.host
-        );
-    }
     if cfg.auth.enabled {
         return Ok(());
     }
@@ -620,15 +611,24 @@ mod tests;
 async fn opcua(
     cfg: &Config,
     emulator: &fieldlab_emulator::Emulator,
+    auth: Option<Arc<fieldlab_auth::Authenticator>>,
 ) -> anyhow::Result<(Option<fieldlab_opcua::OpcuaServer>, String)> {
     if !cfg.opcua.enabled {
         return Ok((None, "off (opcua.enabled: false)".into()));
     }
-    let s = fieldlab_opcua::OpcuaSettings::from_config(&cfg.opcua, &cfg.storage.data_dir)?;
+    let mut s = fieldlab_opcua::OpcuaSettings::from_config(&cfg.opcua, &cfg.storage.data_dir)?;
+    let who = match &auth {
+        None => "anonymous".to_string(),
+        Some(_) => format!(
+            "fieldlab users by password or X.509 user certificate (trusted in {}), basic256sha256 only",
+            s.pki_dir.join("users").join("trusted").display()
+        ),
+    };
+    s.auth = auth;
     match fieldlab_opcua::start(s, emulator.clone()).await {
         Ok(o) => {
             let line = format!(
-                "{}  (Objects/DeviceEmulator/<device>/<variable>; Start, Stop, RunScenario; security {}; anonymous)",
+                "{}  (Objects/DeviceEmulator/<device>/<variable>; Start, Stop, RunScenario; security {}; {who})",
                 o.endpoint_url(),
                 cfg.opcua.security.join(", ")
             );

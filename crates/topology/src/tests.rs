@@ -40,21 +40,22 @@ async fn up_starts_everything_and_shutdown_leaves_blocks_on_disk() {
     assert_eq!(devices.len(), 3, "{devices:?}");
 }
 
-/// OPC UA access is anonymous: beyond loopback it needs allow_open_network, auth or not.
+/// With auth off OPC UA is anonymous: beyond loopback it needs allow_open_network. With auth
+/// on it takes fieldlab users only, and needs nothing more.
 #[cfg(feature = "opcua")]
 #[test]
-fn an_exposed_opcua_server_needs_allow_open_network() {
+fn an_exposed_opcua_server_needs_auth_or_allow_open_network() {
     let mut cfg = Config::default();
     cfg.opcua.host = "0.0.0.0".into();
-    for auth in [false, true] {
-        cfg.auth.enabled = auth;
-        cfg.auth.allow_open_network = false;
-        let e = check_exposure(&cfg).unwrap_err().to_string();
-        assert!(e.contains("opcua.host = 0.0.0.0"), "{e}");
-        cfg.auth.allow_open_network = true;
-        check_exposure(&cfg).unwrap();
-    }
     cfg.auth.allow_open_network = false;
+    let e = check_exposure(&cfg).unwrap_err().to_string();
+    assert!(e.contains("opcua.host = 0.0.0.0"), "{e}");
+    cfg.auth.allow_open_network = true;
+    check_exposure(&cfg).unwrap();
+    cfg.auth.allow_open_network = false;
+    cfg.auth.enabled = true;
+    check_exposure(&cfg).unwrap();
+    cfg.auth.enabled = false;
     cfg.opcua.enabled = false;
     check_exposure(&cfg).unwrap();
 }
