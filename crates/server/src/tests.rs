@@ -265,3 +265,34 @@ async fn endpoint_probe_tells_existing_routes_from_missing_ones_without_running_
         assert_eq!(v["parameter"], "path");
     }
 }
+
+#[tokio::test]
+async fn quarantine_pages_newest_first_and_counts_what_its_budget_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = tempfile::tempdir().unwrap();
+    let q = Arc::new(Quarantine::open_with(qdir.path(), 64 << 10).unwrap());
+    for i in 0..40u8 {
+        let reason = format!("bad field {}", "x".repeat(5000));
+        q.append(&[("devices/a/b/telemetry".into(), vec![i; 10_000], reason)], "now")
+            .unwrap();
+    }
+    let app = app(AppState {
+        quarantine: q,
+        ..state(dir.path()).await
+    });
+    let (st, _, v) = get(&app, "/api/v1/quarantine?limit=2").await;
+    assert_eq!(st, StatusCode::OK);
+    let (total, dropped) = (v["total"].as_u64().unwrap(), v["dropped"].as_u64().unwrap());
+    assert!(dropped > 0, "{v}");
+    assert_eq!(total + dropped, 40);
+    assert_eq!(v["next_offset"], 2);
+    assert_eq!(v["items"][0]["id"], 40);
+    assert_eq!(v["items"][1]["id"], 39);
+    assert_eq!(v["items"][0]["topic"], "devices/a/b/telemetry");
+    assert_eq!(v["items"][0]["payload_size"], 10_000);
+    assert_eq!(v["items"][0]["reason"].as_str().unwrap().chars().count(), 200);
+    let (_, _, v) = get(&app, &format!("/api/v1/quarantine?offset={}", total - 1)).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["id"], dropped + 1);
+    assert_eq!(v["next_offset"], Value::Null);
+}

@@ -166,8 +166,8 @@ fn lines_backwards(
         let start = pos.saturating_sub(SCAN_CHUNK);
         let chunk = &mut buf[..(pos - start) as usize];
         file.read_exact_at(chunk, start)?;
-        for i in (0..chunk.len()).rev() {
-            if chunk[i] == b'\n' {
+        for (i, &b) in chunk.iter().enumerate().rev() {
+            if b == b'\n' {
                 let nl = start + i as u64;
                 if nl + 1 < line_end && !f(nl + 1, line_end)? {
                     return Ok(());
