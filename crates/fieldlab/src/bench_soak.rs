@@ -395,7 +395,7 @@ async fn publisher(
                 )
                 .await?;
             sent += 1;
-            if (sent as usize) % mine.len() == 0 {
+            if (sent as usize).is_multiple_of(mine.len()) {
                 seq += 1;
             }
         }
@@ -427,7 +427,7 @@ async fn querier(
         interval.tick().await;
         let d = i % devices;
         i += 1;
-        let url = if i % 2 == 0 {
+        let url = if i.is_multiple_of(2) {
             format!("{base}/api/v1/query?device_id=soak-{d}&field=f0&from=-1m")
         } else {
             format!("{base}/api/v1/query?device_id=soak-{d}&from=-10m&step=10s&agg=mean,max")
