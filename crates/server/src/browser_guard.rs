@@ -197,7 +197,7 @@ impl BrowserGuard {
         };
         let (o_host, o_port) = split_host(authority);
         let o_port = o_port.unwrap_or(default_port);
-        if self.allowed_hosts.iter().any(|a| *a == o_host) {
+        if self.allowed_hosts.contains(&o_host) {
             return true;
         }
         let same = |h: &str| {

@@ -346,21 +346,6 @@ pub(crate) fn redact(url: &str) -> String {
     u.to_string()
 }
 
-#[cfg(test)]
-mod redact_tests {
-    #[test]
-    fn secrets_in_urls_are_hidden() {
-        let r = super::redact("http://ann:hunter2@h:8086/write?db=x&u=ann&p=hunter2&token=abc");
-        assert!(!r.contains("hunter2") && !r.contains("abc"), "{r}");
-        assert!(r.contains("db=x") && r.contains("u=ann"), "{r}");
-        assert_eq!(
-            super::redact("http://h:8086/write?db=x"),
-            "http://h:8086/write?db=x"
-        );
-        assert!(!super::redact("not a url with secret").contains("secret"));
-    }
-}
-
 struct Worker {
     name: String,
     label: Vec<(String, String)>,
@@ -526,5 +511,20 @@ impl Worker {
             }
         }
         Outcome::Spooled
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_in_urls_are_hidden() {
+        let r = super::redact("http://ann:hunter2@h:8086/write?db=x&u=ann&p=hunter2&token=abc");
+        assert!(!r.contains("hunter2") && !r.contains("abc"), "{r}");
+        assert!(r.contains("db=x") && r.contains("u=ann"), "{r}");
+        assert_eq!(
+            super::redact("http://h:8086/write?db=x"),
+            "http://h:8086/write?db=x"
+        );
+        assert!(!super::redact("not a url with secret").contains("secret"));
     }
 }
