@@ -11,6 +11,11 @@
 //!
 //! So with QoS 1, "acknowledged to the broker" means "on disk in fieldlab".
 //!
+//! When the store cannot write (a full disk, an I/O error; it reports itself failed and `/ready`
+//! answers 503), the writer holds the batch, leaves its messages unacknowledged and retries with
+//! back-off; the bounded channels and the broker's window of unacknowledged messages hold back
+//! everything else, and ingest goes on by itself once a write works again.
+//!
 //! Scale-out: with an external broker the connection speaks MQTT 5 (3.1.1 for the embedded
 //! rumqttd) under a client id unique per instance, and with `share_group` it subscribes to
 //! `$share/<group>/<filter>`, so instances of one group split the messages. Redeliveries are
@@ -23,7 +28,7 @@ use crate::payload::parse;
 use fieldlab_core::config::Qos;
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_sinks::Sinks;
-use fieldlab_store::{Quarantine, Store};
+use fieldlab_store::{Quarantine, Store, StoreError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -412,6 +417,7 @@ pub fn start(
         directory,
         metrics,
         sinks,
+        cancel.clone(),
     ));
     Ingest {
         cancel,
@@ -683,6 +689,7 @@ async fn write_loop(
     directory: DeviceDirectory,
     metrics: IngestMetrics,
     sinks: Sinks,
+    cancel: CancellationToken,
 ) {
     let multi = ackers.len() > 1;
     let dedup = Arc::new(parking_lot::Mutex::new(DedupState {
@@ -700,6 +707,7 @@ async fn write_loop(
         directory,
         metrics,
         sinks,
+        cancel,
     ));
     let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
     // The series of this stream's devices: batches name each series once, with shared names.
@@ -812,6 +820,7 @@ async fn commit_loop(
     directory: DeviceDirectory,
     metrics: IngestMetrics,
     sinks: Sinks,
+    cancel: CancellationToken,
 ) {
     while let Some(p) = rx.recv().await {
         let Parsed {
@@ -830,24 +839,7 @@ async fn commit_loop(
         // The sinks need their own copy: the store takes the batch.
         let for_sinks =
             (!sinks.is_empty() && !points.is_empty()).then(|| Arc::new(points.points()));
-        // Retry a failing store a few times (the store hands the batch back, no copies); if it
-        // keeps failing, leave the messages unacknowledged so the broker redelivers them.
-        let mut stored = false;
-        let mut pending = points;
-        for attempt in 0..3 {
-            match store.write_batch(pending).await {
-                Ok(()) => {
-                    stored = true;
-                    break;
-                }
-                Err(e) => {
-                    metrics.write_errors.inc();
-                    tracing::error!(error = %e.error, attempt, "store refused a batch");
-                    pending = e.batch;
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
-        }
+        let stored = store_with_retry(&store, points, &metrics, &cancel).await;
         {
             // Durable: remembered as seen. Refused: forgotten, so the redelivery is stored.
             let mut d = dedup.lock();
@@ -863,30 +855,16 @@ async fn commit_loop(
         }
         metrics.duplicates.inc_by(duplicates);
         if !bad.is_empty() {
-            let q = quarantine.clone();
             let n = bad.len() as u64;
             for (topic, _, reason) in &bad {
                 tracing::warn!(%topic, %reason, "payload quarantined");
             }
             let at = fieldlab_core::time::format_ms(now);
-            let res = tokio::task::spawn_blocking(move || q.append(&bad, &at)).await;
-            match res {
-                Ok(Ok(_)) => {
-                    metrics.quarantined.inc_by(n);
-                    metrics.rate_limited.inc_by(limited);
-                }
-                other => {
-                    // Not acknowledging is the only way not to lose them: the broker
-                    // redelivers; the points already stored are idempotent (same timestamps).
-                    let why = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => unreachable!(),
-                    };
-                    tracing::error!(error = %why, "quarantine write failed; batch left unacknowledged");
-                    continue;
-                }
+            if !quarantine_with_retry(&quarantine, bad, at, &cancel).await {
+                continue;
             }
+            metrics.quarantined.inc_by(n);
+            metrics.rate_limited.inc_by(limited);
         }
         for (id, ty, seq, n) in seen {
             directory.seen_many(&id, &ty, seq, n, now);
@@ -908,6 +886,92 @@ async fn commit_loop(
                 }
             }
         }
+    }
+}
+
+/// First and longest wait between two attempts at a write the store or the quarantine refused.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Write `points` to the store. While the store reports itself failing ([`Store::health`]: a
+/// full disk, an I/O error), the batch is held and retried with back-off until a write works:
+/// its messages stay unacknowledged meanwhile, the bounded channels hold back the reading of
+/// MQTT (and the broker stops sending once its window of unacknowledged messages is full), and
+/// ingest goes on by itself once the disk has room. A refusal by a healthy store (a batch it
+/// will never take) is tried three times. Gives up when ingest stops: the messages stay
+/// unacknowledged, and a persistent session has the broker redeliver them at the next start.
+async fn store_with_retry(
+    store: &Store,
+    points: fieldlab_core::Batch,
+    metrics: &IngestMetrics,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut pending = points;
+    let mut backoff = RETRY_FIRST;
+    let mut attempts = 0u64;
+    let mut logged: Option<Instant> = None;
+    loop {
+        let err = match store.write_batch(pending).await {
+            Ok(()) => {
+                if attempts > 0 {
+                    tracing::info!(attempts, "the store takes writes again; ingest goes on");
+                }
+                return true;
+            }
+            Err(e) => e,
+        };
+        attempts += 1;
+        metrics.write_errors.inc();
+        pending = err.batch;
+        let failing = store.health().is_err();
+        // Closed: the writer is gone (possibly with the batch); nothing to retry.
+        let gone = matches!(err.error, StoreError::Closed | StoreError::ReadOnly);
+        if gone || cancel.is_cancelled() || (!failing && attempts >= 3) {
+            tracing::error!(error = %err.error, attempts, "store refused a batch; its messages are left unacknowledged");
+            return false;
+        }
+        if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            tracing::error!(error = %err.error, attempts, retry_in = ?backoff, "store refused a batch; holding its messages unacknowledged and retrying until it takes writes again");
+            logged = Some(Instant::now());
+        }
+        back_off(&mut backoff, cancel).await;
+    }
+}
+
+/// Wait `backoff` (or until ingest stops), then double it, up to [`RETRY_MAX`].
+async fn back_off(backoff: &mut Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(RETRY_MAX);
+}
+
+/// Append a batch's unparseable messages to the quarantine, retried like a store write (until
+/// it works, or ingest stops): until the quarantine has them their messages stay
+/// unacknowledged, and giving up on them would leave them in the broker's window for good.
+/// The batch's points, already stored, are idempotent.
+async fn quarantine_with_retry(
+    q: &Arc<Quarantine>,
+    bad: Vec<(String, Vec<u8>, String)>,
+    at: String,
+    cancel: &CancellationToken,
+) -> bool {
+    let bad = Arc::new(bad);
+    let mut backoff = RETRY_FIRST;
+    loop {
+        let (q, b, at) = (q.clone(), bad.clone(), at.clone());
+        let why = match tokio::task::spawn_blocking(move || q.append(&b, &at)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if cancel.is_cancelled() {
+            tracing::error!(error = %why, "quarantine write failed while stopping; batch left unacknowledged");
+            return false;
+        }
+        tracing::error!(error = %why, retry_in = ?backoff, "quarantine write failed; batch held unacknowledged and retried");
+        back_off(&mut backoff, cancel).await;
     }
 }
 
@@ -967,5 +1031,67 @@ mod tls_hint_tests {
         assert!(h("TLS: I/O: invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")").contains("mqtt.tls.server_name"));
         assert!(h("I/O: received fatal alert: CertificateRequired").contains("mqtt.tls.cert_file"));
         assert_eq!(tls_hint("I/O: Connection refused (os error 111)"), None);
+    }
+}
+
+#[cfg(test)]
+mod store_retry_tests {
+    use super::*;
+    use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+    use fieldlab_store::fs::{Fault, FaultyFs, OpKind};
+    use fieldlab_store::StoreOptions;
+
+    fn batch(n: i64) -> fieldlab_core::Batch {
+        fieldlab_core::Batch::from_points(
+            (0..n)
+                .map(|i| Point {
+                    key: SeriesKey::new("d1", "v"),
+                    tags: Tags::default(),
+                    ts_ms: 1_767_225_600_000 + i,
+                    value: FieldValue::I64(i),
+                })
+                .collect(),
+        )
+    }
+
+    /// A full disk: the batch is held and retried until the disk has room, then stored;
+    /// ingest never gives up on it by itself. Stopping ingest ends the retries.
+    #[tokio::test]
+    async fn a_failing_store_is_retried_until_it_takes_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut o = StoreOptions::new(dir.path());
+        o.fs = fs.handle();
+        let (store, _) = Store::open(o).unwrap();
+        let metrics = IngestMetrics::default();
+        let cancel = CancellationToken::new();
+        fs.fail_all(&[OpKind::Write], Fault::NoSpace);
+        let task = {
+            let (s, m, c) = (store.clone(), metrics.clone(), cancel.clone());
+            tokio::spawn(async move { store_with_retry(&s, batch(5), &m, &c).await })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!task.is_finished(), "held while the disk is full");
+        assert!(metrics.write_errors.get() >= 3);
+        assert!(store.health().is_err());
+        fs.heal();
+        assert!(task.await.unwrap(), "stored once the disk has room");
+        assert_eq!(store.health(), Ok(()));
+        let key = SeriesKey::new("d1", "v");
+        assert_eq!(store.range(&key, i64::MIN, i64::MAX).unwrap().len(), 5);
+
+        fs.fail_all(&[OpKind::Write], Fault::Io);
+        let task = {
+            let (s, m, c) = (store.clone(), metrics.clone(), cancel.clone());
+            tokio::spawn(async move { store_with_retry(&s, batch(9), &m, &c).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+        assert!(
+            !task.await.unwrap(),
+            "given up (unacknowledged) when ingest stops"
+        );
+        fs.heal();
+        store.close().await.unwrap();
     }
 }

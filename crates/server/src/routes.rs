@@ -3,7 +3,7 @@
 //! | path | what |
 //! |---|---|
 //! | `/health`, `/healthz`, `/health/live` | liveness: the process answers |
-//! | `/ready`, `/readyz`, `/health/ready`, `/actuator/health` | readiness: 200 only when store, broker and ingest are up |
+//! | `/ready`, `/readyz`, `/health/ready`, `/actuator/health` | readiness: 200 only when store, broker and ingest are up; 503 names each part that is down and, when known, why (`components.<part>.reason`, e.g. the store's write error) |
 //! | `/metrics` | Prometheus / OpenMetrics text |
 //! | `/api/v1/devices`, `/devices` | known devices with type and last-seen time |
 //! | `/api/v1/devices/{id}` | one device and its series |
@@ -82,15 +82,16 @@ async fn live(State(s): State<AppState>) -> Json<Value> {
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    let parts = s.readiness.snapshot();
-    let ok = parts.values().all(|v| *v);
+    let parts = s.readiness.status();
+    let ok = parts.values().all(|p| p.up);
     let components: serde_json::Map<String, Value> = parts
         .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                json!({"status": if v { "UP" } else { "DOWN" }}),
-            )
+        .map(|(k, p)| {
+            let mut c = json!({"status": if p.up { "UP" } else { "DOWN" }});
+            if let Some(r) = p.reason {
+                c["reason"] = json!(r);
+            }
+            (k.to_string(), c)
         })
         .collect();
     let code = if ok {

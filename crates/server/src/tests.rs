@@ -153,6 +153,56 @@ async fn readiness_follows_parts_and_aliases_agree() {
     }
 }
 
+/// A store that cannot write (a full disk) makes `/ready` 503 with the store's reason and the
+/// write-error metric count it; once writes work again, `/ready` is 200 by itself.
+#[tokio::test]
+async fn ready_reports_a_failing_store_with_its_reason() {
+    use fieldlab_store::fs::{Fault, FaultyFs, OpKind};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut o = StoreOptions::new(dir.path());
+    o.fs = fs.handle();
+    let (store, _) = Store::open(o).unwrap();
+    let mut reg = Registry::default();
+    store.metrics().register(&mut reg);
+    let s = AppState {
+        registry: Arc::new(reg),
+        ..AppState::bare(
+            store.clone(),
+            Arc::new(Quarantine::open(dir.path()).unwrap()),
+        )
+    };
+    s.readiness.set("store", true);
+    let st = store.clone();
+    s.readiness.check("store", move || st.health());
+    let app = app(s);
+    assert_eq!(get(&app, "/ready").await.0, StatusCode::OK);
+    let pt = |i: i64| Point {
+        key: SeriesKey::new("t1", "temperature"),
+        tags: Tags::default(),
+        ts_ms: 1_767_225_600_000 + i,
+        value: FieldValue::F64(1.0),
+    };
+    fs.fail_all(&[OpKind::Write], Fault::NoSpace);
+    assert!(store.write(vec![pt(0)]).await.is_err());
+    let (st, _, v) = get(&app, "/ready").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["components"]["store"]["status"], "DOWN");
+    let reason = v["components"]["store"]["reason"].as_str().unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    let (_, _, m) = get(&app, "/metrics").await;
+    assert!(m
+        .as_str()
+        .unwrap()
+        .contains("fieldlab_store_write_errors_total{part=\"wal\"} 1"));
+    fs.heal();
+    store.write(vec![pt(1)]).await.unwrap();
+    let (st, _, v) = get(&app, "/ready").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["components"]["store"].get("reason").is_none());
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_include_request_timings_and_active_devices() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,13 +6,19 @@
 //! an annotation. Annotations are JSON lines in `<data_dir>/annotations/annotations.jsonl`,
 //! append-only; a later line with the same `id` (e.g. the fault was removed early, so its
 //! `end_ms` is now known) supersedes the earlier one when read back.
+//!
+//! Appends go through [`AppendLog`]: a line is fsynced before `record` returns, and a write or
+//! fsync that fails is cut back, so a later line is never glued to a partial one (which would
+//! make both unreadable).
 
+use crate::fs::{AppendLog, StoreFs};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One injected fault (or any other labelled interval) on one device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,24 +43,25 @@ pub struct Annotation {
 /// The append-only annotation log of a data directory.
 pub struct Annotations {
     path: PathBuf,
-    state: Mutex<(File, u64)>,
+    state: Mutex<(AppendLog, u64)>,
 }
 
 impl Annotations {
     pub fn open(data_dir: &Path) -> io::Result<Annotations> {
+        Self::open_with(crate::fs::real(), data_dir)
+    }
+
+    /// [`Annotations::open`], writing through `fs`.
+    pub fn open_with(fs: Arc<dyn StoreFs>, data_dir: &Path) -> io::Result<Annotations> {
         let dir = data_dir.join("annotations");
-        fs::create_dir_all(&dir)?;
+        fs.create_dir_all(&dir)?;
         let path = dir.join("annotations.jsonl");
-        let mut max_id = 0;
-        if path.exists() {
-            for a in read_lines(&path)? {
-                max_id = max_id.max(a.id);
-            }
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Opened first: a torn last line is cut before the ids are read.
+        let log = AppendLog::open(fs, &path)?;
+        let max_id = read_lines(&path)?.iter().map(|a| a.id).max().unwrap_or(0);
         Ok(Annotations {
             path,
-            state: Mutex::new((file, max_id + 1)),
+            state: Mutex::new((log, max_id + 1)),
         })
     }
 
@@ -71,8 +78,7 @@ impl Annotations {
         let mut line = serde_json::to_vec(a).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut st = self.state.lock();
-        st.0.write_all(&line)?;
-        st.0.sync_data()?;
+        st.0.append(&line)?;
         if a.id >= st.1 {
             st.1 = a.id + 1;
         }
@@ -94,7 +100,7 @@ impl Annotations {
     }
 }
 
-/// Read every complete line; a torn last line (crash while appending) is skipped.
+/// Read every line; one that cannot be parsed (damage on disk) is skipped with a warning.
 fn read_lines(path: &Path) -> io::Result<Vec<Annotation>> {
     let mut out = Vec::new();
     for line in BufReader::new(File::open(path)?).lines() {
@@ -141,10 +147,48 @@ mod tests {
         drop(a);
         // A torn tail is skipped, and ids continue after the highest one.
         let p = dir.path().join("annotations/annotations.jsonl");
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"{\"id\": 9, \"dev").unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"{\"id\": 9, \"dev").unwrap();
         let a = Annotations::open(dir.path()).unwrap();
         assert_eq!(a.list(None).unwrap().len(), 2);
         assert_eq!(a.next_id(), i2 + 1);
+        // The torn line was cut, so the next line is readable.
+        a.record(&ann(a.next_id(), "d3", None)).unwrap();
+        assert_eq!(a.list(None).unwrap().len(), 3);
+    }
+
+    /// Every write or fsync of an annotation failing in turn: the failed one is not there, every
+    /// one recorded before and after is.
+    #[test]
+    fn failed_appends_leave_no_trace() {
+        use crate::fs::{Fault, FaultyFs, OpKind};
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let a = Annotations::open_with(fs.handle(), dir.path()).unwrap();
+        let mut recorded = Vec::new();
+        for (i, (kind, fault)) in [
+            (OpKind::Write, Fault::ShortWrite),
+            (OpKind::Write, Fault::NoSpace),
+            (OpKind::Sync, Fault::Io),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = a.next_id();
+            a.record(&ann(id, "ok", None)).unwrap();
+            recorded.push(id);
+            fs.fail_nth(kind, 0, fault);
+            if i == 2 {
+                fs.fail_nth(OpKind::SetLen, 0, Fault::Io); // and the cut-back fails too
+            }
+            assert!(a.record(&ann(a.next_id(), "lost", None)).is_err());
+        }
+        let id = a.next_id();
+        a.record(&ann(id, "ok", None)).unwrap();
+        recorded.push(id);
+        drop(a);
+        let a = Annotations::open(dir.path()).unwrap();
+        let ids: Vec<u64> = a.list(None).unwrap().iter().map(|a| a.id).collect();
+        assert_eq!(ids, recorded);
     }
 }

@@ -16,11 +16,11 @@
 //! them — both rely on blocks never being modified in place.
 
 use crate::codec::{decode_chunk, encode_chunk};
-use crate::wal::sync_dir;
+use crate::fs::{RealFs, StoreFs};
 use fieldlab_core::{FieldValue, SeriesKey, Tags};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -68,23 +68,40 @@ pub fn write_block<'a>(
     wal_upto: u64,
     series: impl Iterator<Item = (&'a SeriesKey, &'a Tags, &'a [(i64, FieldValue)])>,
 ) -> io::Result<(PathBuf, BlockIndex)> {
-    fs::create_dir_all(dir)?;
+    write_block_with(&RealFs, dir, seq, wal_upto, series)
+}
+
+/// [`write_block`] through `fs`. On error no block file is left behind (best effort: a
+/// failure to remove it is harmless, its points are also in the WAL and a later block).
+pub fn write_block_with<'a>(
+    fs: &dyn StoreFs,
+    dir: &Path,
+    seq: u64,
+    wal_upto: u64,
+    series: impl Iterator<Item = (&'a SeriesKey, &'a Tags, &'a [(i64, FieldValue)])>,
+) -> io::Result<(PathBuf, BlockIndex)> {
+    fs.create_dir_all(dir)?;
     let (buf, index) = encode_block(seq, wal_upto, fieldlab_core::time::now_ms(), series)?;
     let path = block_path(dir, seq);
-    write_file_atomically(&path, &path.with_extension("block.tmp"), &buf)?;
+    let tmp = path.with_extension("block.tmp");
+    crate::fs::write_synced(fs, &tmp, &buf)?;
+    if let Err(e) = fs.rename(&tmp, &path) {
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs.sync_dir(dir) {
+        // The block is complete, but whether its name survives a power cut is unknown: take
+        // it back (its points are still in the WAL); the caller retries under a new number.
+        let _ = fs.remove_file(&path);
+        return Err(e);
+    }
     Ok((path, index))
 }
 
 /// Write `buf` to `tmp`, fsync, rename to `path`, fsync the directory: the file at `path`
 /// then exists completely (old or new content), never half.
 pub fn write_file_atomically(path: &Path, tmp: &Path, buf: &[u8]) -> io::Result<()> {
-    {
-        let mut f = File::create(tmp)?;
-        f.write_all(buf)?;
-        f.sync_all()?;
-    }
-    fs::rename(tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    crate::fs::write_file_atomically(&RealFs, path, tmp, buf)
 }
 
 /// Encode a block file in memory. `created_ms` is when its data arrived (retention).
@@ -255,8 +272,13 @@ pub fn list_blocks_readonly(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// Block sequence numbers in `dir`, ascending. Leftover `.tmp` files (a crash during a block
-/// write) are removed: their data is still in the WAL.
+/// write or a compaction) are removed: their data is still in the WAL or the blocks they merge.
 pub fn list_blocks(dir: &Path) -> io::Result<Vec<u64>> {
+    list_blocks_with(&RealFs, dir)
+}
+
+/// [`list_blocks`], removing through `fs`; a leftover that cannot be removed is only logged.
+pub fn list_blocks_with(fs: &dyn StoreFs, dir: &Path) -> io::Result<Vec<u64>> {
     let mut out = Vec::new();
     if !dir.exists() {
         return Ok(out);
@@ -266,8 +288,10 @@ pub fn list_blocks(dir: &Path) -> io::Result<Vec<u64>> {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".tmp") {
-            tracing::warn!(file = %e.path().display(), "removing unfinished block (its data is in the WAL)");
-            fs::remove_file(e.path())?;
+            tracing::warn!(file = %e.path().display(), "removing unfinished block (its data is in the WAL or in the blocks it merges)");
+            if let Err(err) = fs.remove_file(&e.path()) {
+                tracing::warn!(file = %e.path().display(), error = %err, "could not remove the unfinished block; it is ignored");
+            }
         } else if let Some(n) = name.strip_suffix(".block").and_then(|s| s.parse().ok()) {
             out.push(n);
         }

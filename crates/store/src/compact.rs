@@ -17,6 +17,13 @@
 //! A crash after the rename and before the deletions leaves the older blocks next to the
 //! merged one: their points are also in the merged block, which is later, so queries still
 //! show each point once; the next compaction merges them away.
+//!
+//! Write errors (all file operations go through the store's [`crate::fs::StoreFs`]): a failure
+//! before the rename removes the temporary file and leaves the run as it was; a failure of the
+//! rename likewise; after the rename the older blocks are deleted only once the directory is
+//! fsynced. Each failure counts in `fieldlab_store_write_errors_total{part="compaction"}`, and
+//! the next maintenance pass tries again. A failed compaction never makes the store unready:
+//! no acknowledged point depends on it.
 
 use crate::block::{block_path, encode_block, Block};
 use crate::Shared;
@@ -33,7 +40,8 @@ pub(crate) fn compact_once(sh: &Shared) -> usize {
     match merge_run(sh, &run) {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!(error = %e, "compaction failed; the blocks stay as they are");
+            sh.write_error(crate::Part::Compaction);
+            tracing::warn!(error = %e, "compaction failed; the blocks stay as they are, it is tried again later");
             0
         }
     }
@@ -98,24 +106,26 @@ fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
     )?;
     let path = block_path(&sh.block_dir, seq);
     let tmp = path.with_extension("compact.tmp");
-    {
-        // Write the bytes outside the lock (the slow part), rename under it.
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-    }
+    let fs = &*sh.opts.fs;
+    // Write the bytes outside the lock (the slow part), rename under it.
+    crate::fs::write_synced(fs, &tmp, &buf)?;
     let _m = sh.maintenance.lock();
     let live = {
         let blocks = sh.blocks.read();
         run.iter().all(|r| blocks.iter().any(|b| Arc::ptr_eq(b, r)))
     };
     if !live {
-        std::fs::remove_file(&tmp)?;
+        fs.remove_file(&tmp)?;
         return Ok(0);
     }
-    std::fs::rename(&tmp, &path)?;
-    crate::wal::sync_dir(&sh.block_dir)?;
+    if let Err(e) = fs.rename(&tmp, &path) {
+        let _ = fs.remove_file(&tmp);
+        return Err(e);
+    }
+    // From here the merged block is the run's last block on disk (or, if the directory's fsync
+    // fails and power is cut, the old one still is: both hold the run's last points). The older
+    // blocks of the run are deleted only once the merged block's name is durable.
+    fs.sync_dir(&sh.block_dir)?;
     let merged_block = Arc::new(Block::open(&path)?);
     {
         let mut blocks = sh.blocks.write();
@@ -125,10 +135,20 @@ fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
         }
         sh.metrics.blocks.set(blocks.len() as i64);
     }
+    // A block that cannot be deleted stays on disk beside the merged one: its points are also
+    // in the merged block, which is later, so queries show them once; the next start merges it
+    // away.
+    let mut undeleted = 0;
     for b in &run[..run.len() - 1] {
-        std::fs::remove_file(&b.path)?;
+        if let Err(e) = fs.remove_file(&b.path) {
+            tracing::warn!(block = %b.path.display(), error = %e, "compaction could not delete a merged block; it is ignored until the next start");
+            undeleted += 1;
+        }
     }
-    crate::wal::sync_dir(&sh.block_dir)?;
+    if undeleted > 0 {
+        sh.write_error(crate::Part::Compaction);
+    }
+    let _ = fs.sync_dir(&sh.block_dir);
     sh.metrics.compactions.inc();
     tracing::debug!(blocks = run.len(), into = %path.display(), "compacted small blocks");
     Ok(run.len() - 1)

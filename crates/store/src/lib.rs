@@ -16,7 +16,15 @@
 //! - One writer thread owns the WAL; a cut freezes the head and a background thread writes it
 //!   as a block, so ingest does not wait for block writes.
 //! - On open, blocks are indexed and the WAL segments not covered by blocks are replayed; a
-//!   torn WAL tail is truncated with a warning.
+//!   torn WAL tail is truncated with a warning, corruption in the middle of a segment is kept
+//!   in a copy, skipped and reported (`wal.rs`).
+//! - Every file operation goes through [`fs::StoreFs`] (the real file system, or faults on
+//!   demand in tests). A failed WAL write or fsync is cut back to the last good record before
+//!   anything else is acknowledged; the store then reports itself failed ([`Store::health`],
+//!   `/ready`) and counts it in `fieldlab_store_write_errors_total`, refuses the batches whose
+//!   write failed (they are handed back, never acknowledged), and is healthy again as soon as a
+//!   write succeeds. A failed block write keeps the points in the WAL and in memory, and is
+//!   retried with back-off.
 //! - Queries merge blocks, frozen head and head; the same timestamp in a later source replaces
 //!   an earlier one, so replays never duplicate points.
 //! - A maintenance thread applies retention and compacts runs of small adjacent blocks into
@@ -33,6 +41,7 @@ mod bits;
 pub mod block;
 pub mod codec;
 mod compact;
+pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod head;
@@ -40,12 +49,14 @@ pub mod quarantine;
 pub mod query;
 pub mod wal;
 
-use block::{list_blocks, write_block, Block};
+use block::Block;
 use fieldlab_core::config::{FsyncPolicy, StorageConfig};
 use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
 use head::Head;
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -87,6 +98,9 @@ pub struct StoreOptions {
     /// Blocks with fewer points than this are "small" and merged with their small neighbours
     /// (up to `head_max_points` per merged block).
     pub compact_below_points: usize,
+    /// What the store's files are written through: the real file system, or faults on demand
+    /// in tests ([`fs::FaultyFs`]).
+    pub fs: Arc<dyn fs::StoreFs>,
 }
 
 impl StoreOptions {
@@ -103,6 +117,7 @@ impl StoreOptions {
             retention: Duration::from_secs(c.data_retention_days as u64 * 86_400),
             maintenance_interval: Duration::from_secs(30),
             compact_below_points: (c.head_max_points / 4).max(1),
+            fs: fs::real(),
         }
     }
 
@@ -136,6 +151,16 @@ pub struct StoreMetrics {
     pub series: Gauge,
     pub compactions: Counter,
     pub retention_deleted_blocks: Counter,
+    /// Failed writes, fsyncs, truncations and renames, by the part of the store they hit.
+    pub write_errors: Family<WriteErrorLabels, Counter>,
+    /// Damaged stretches in the middle of WAL segments skipped during recovery.
+    pub wal_skipped_ranges: Counter,
+}
+
+/// The label of `fieldlab_store_write_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteErrorLabels {
+    pub part: &'static str,
 }
 
 impl StoreMetrics {
@@ -190,6 +215,59 @@ impl StoreMetrics {
             "Blocks deleted by retention",
             self.retention_deleted_blocks.clone(),
         );
+        for p in Part::ALL {
+            let _ = self
+                .write_errors
+                .get_or_create(&WriteErrorLabels { part: p.name() });
+        }
+        r.register(
+            "fieldlab_store_write_errors",
+            "Failed writes, fsyncs, truncations or renames of the store's files, by part (wal, block, compaction, recovery)",
+            self.write_errors.clone(),
+        );
+        r.register(
+            "fieldlab_store_wal_skipped_ranges",
+            "Corrupt stretches in the middle of WAL segments skipped during recovery",
+            self.wal_skipped_ranges.clone(),
+        );
+    }
+
+    /// Write errors of every part.
+    pub fn write_errors_total(&self) -> u64 {
+        Part::ALL
+            .iter()
+            .map(|p| {
+                self.write_errors
+                    .get_or_create(&WriteErrorLabels { part: p.name() })
+                    .get()
+            })
+            .sum()
+    }
+}
+
+/// A part of the store whose file writes can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Part {
+    /// WAL append, fsync, cut-back, new segment. Makes the store unhealthy.
+    Wal,
+    /// Writing a frozen head as a block. Makes the store unhealthy (the points wait in memory).
+    Block,
+    /// Merging small blocks. Counted only: no acknowledged point depends on it.
+    Compaction,
+    /// Truncating or copying damaged WAL segments, setting aside damaged blocks at open.
+    Recovery,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Wal, Part::Block, Part::Compaction, Part::Recovery];
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Wal => "wal",
+            Part::Block => "block",
+            Part::Compaction => "compaction",
+            Part::Recovery => "recovery",
+        }
     }
 }
 
@@ -212,6 +290,9 @@ enum Cmd {
     Flush(Ack),
     Close(Ack),
     Snapshot(PathBuf, oneshot::Sender<Result<backup::Cut, String>>),
+    /// Stop the writer as a crash would: nothing flushed, nothing closed.
+    #[cfg(test)]
+    Crash(Ack),
 }
 
 struct Shared {
@@ -228,6 +309,34 @@ struct Shared {
     catalog: RwLock<BTreeMap<SeriesKey, SeriesInfo>>,
     next_block: AtomicU64,
     metrics: StoreMetrics,
+    /// Why the store cannot take writes durably now, by part (empty: healthy).
+    faults: Mutex<BTreeMap<Part, String>>,
+}
+
+impl Shared {
+    /// Count a failed file operation.
+    fn write_error(&self, part: Part) {
+        self.metrics
+            .write_errors
+            .get_or_create(&WriteErrorLabels { part: part.name() })
+            .inc();
+    }
+
+    /// Mark `part` failed, with the reason `/ready` shows.
+    fn fault(&self, part: Part, reason: String) {
+        let mut f = self.faults.lock();
+        if !f.contains_key(&part) {
+            tracing::error!(part = part.name(), %reason, "the store is failing: it reports itself unready until writes work again");
+        }
+        f.insert(part, reason);
+    }
+
+    /// `part` works again.
+    fn clear(&self, part: Part) {
+        if let Some(was) = self.faults.lock().remove(&part) {
+            tracing::info!(part = part.name(), was = %was, "store writes work again");
+        }
+    }
 }
 
 /// The maintenance thread and the channel that stops it.
@@ -274,6 +383,9 @@ pub struct Recovery {
     pub wal_segments: usize,
     pub wal_points: u64,
     pub wal_truncated_bytes: u64,
+    /// Corrupt stretches in the middle of WAL segments, skipped (a copy of each such segment
+    /// is kept as `<segment>.wal.corrupt`).
+    pub wal_skipped: Vec<wal::Skipped>,
     pub corrupt_blocks: Vec<String>,
 }
 
@@ -314,14 +426,23 @@ impl Store {
     fn open_mode(opts: StoreOptions, read_only: bool) -> Result<(Store, Recovery), StoreError> {
         let wal_dir = opts.data_dir.join("wal");
         let block_dir = opts.data_dir.join("blocks");
+        let fs = opts.fs.clone();
         let lock = if read_only {
             None
         } else {
-            std::fs::create_dir_all(&wal_dir)?;
-            std::fs::create_dir_all(&block_dir)?;
+            fs.create_dir_all(&wal_dir)?;
+            fs.create_dir_all(&block_dir)?;
             Some(lock_data_dir(&opts.data_dir)?)
         };
         let metrics = StoreMetrics::default();
+        let recovery_error = || {
+            metrics
+                .write_errors
+                .get_or_create(&WriteErrorLabels {
+                    part: Part::Recovery.name(),
+                })
+                .inc()
+        };
         let mut rec = Recovery::default();
 
         let mut blocks = Vec::new();
@@ -331,7 +452,7 @@ impl Store {
         let seqs = if read_only {
             block::list_blocks_readonly(&block_dir)?
         } else {
-            list_blocks(&block_dir)?
+            block::list_blocks_with(&*fs, &block_dir)?
         };
         for seq in seqs {
             max_seq = max_seq.max(seq);
@@ -354,19 +475,33 @@ impl Store {
                     // the file for inspection and go on with the rest.
                     let bad = path.with_extension("block.corrupt");
                     tracing::error!(error = %e, moved_to = %bad.display(), "block cannot be read; set aside");
-                    std::fs::rename(&path, &bad)?;
+                    if let Err(e) = fs.rename(&path, &bad) {
+                        recovery_error();
+                        tracing::error!(error = %e, block = %path.display(), "could not set the damaged block aside; it is skipped");
+                    }
                     rec.corrupt_blocks.push(path.display().to_string());
                 }
             }
         }
         rec.blocks = blocks.len();
 
-        let replay = wal::replay_mode(&wal_dir, wal_upto, !read_only)?;
+        let replay = wal::replay_with(&*fs, &wal_dir, wal_upto, !read_only)?;
         rec.wal_segments = replay.segments.len();
         rec.wal_truncated_bytes = replay.truncated.iter().map(|t| t.1).sum();
         metrics
             .wal_truncations
             .inc_by(replay.truncated.len() as u64);
+        metrics
+            .wal_skipped_ranges
+            .inc_by(replay.skipped.len() as u64);
+        if !read_only {
+            let failed = replay.untruncated.len()
+                + replay.skipped.iter().filter(|s| s.copy.is_none()).count();
+            for _ in 0..failed {
+                recovery_error();
+            }
+        }
+        rec.wal_skipped = replay.skipped;
         let mut head = Head::default();
         let now = fieldlab_core::time::now_ms();
         for mut batch in replay.batches {
@@ -398,6 +533,7 @@ impl Store {
             catalog: RwLock::new(catalog),
             next_block: AtomicU64::new(max_seq + 1),
             metrics,
+            faults: Mutex::new(BTreeMap::new()),
         });
         let (tx, rx) = flume::bounded(1024);
         if read_only {
@@ -412,7 +548,13 @@ impl Store {
             };
             return Ok((store, rec));
         }
-        let wal = Wal::create(&shared.wal_dir, next_seg)?;
+        // A WAL segment that cannot be created (a full disk) does not stop the store from
+        // opening: it starts failed (unready, writes refused) and the next write tries again.
+        let mut wal = Wal::lazy(fs.clone(), &shared.wal_dir, next_seg);
+        if let Err(e) = wal.open_segment() {
+            shared.write_error(Part::Wal);
+            shared.fault(Part::Wal, format!("cannot create a WAL segment: {e}"));
+        }
         let sh = shared.clone();
         let writer = std::thread::Builder::new()
             .name("fieldlab-store-writer".into())
@@ -540,9 +682,9 @@ impl Store {
                 tokio::task::spawn_blocking(move || {
                     backup::write_archive(&data_dir, &s, &cut, opts, out)
                 })
-                    .await
-                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
-                    .map_err(StoreError::Io)
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+                .map_err(StoreError::Io)
             }
             Err(e) => Err(e),
         };
@@ -664,6 +806,40 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn release_lock_for_crash_test(&self) {
         self.lock.lock().take();
+    }
+
+    /// A crash, for tests: the writer stops where it is (no fsync, no block, no cut-back),
+    /// the maintenance thread stops, the lock is released. Files stay as the crash left them.
+    #[cfg(test)]
+    pub(crate) async fn crash(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send_async(Cmd::Crash(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let writer = self.writer.lock().take();
+        let maint = self.maintenance.lock().take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(h) = writer {
+                let _ = h.join();
+            }
+            if let Some((stop, h)) = maint {
+                let _ = stop.send(());
+                let _ = h.join();
+            }
+        })
+        .await;
+        self.lock.lock().take();
+    }
+
+    /// Whether the store can take writes durably now: `Err(reason)` while a WAL write or
+    /// fsync, or a block write, fails (until a write succeeds again). `/ready` answers 503
+    /// with the reason.
+    pub fn health(&self) -> Result<(), String> {
+        let f = self.shared.faults.lock();
+        if f.is_empty() {
+            return Ok(());
+        }
+        Err(f.values().cloned().collect::<Vec<_>>().join("; "))
     }
 
     fn answer(r: Result<Result<(), String>, oneshot::error::RecvError>) -> Result<(), StoreError> {
@@ -802,7 +978,17 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     flusher: Option<JoinHandle<()>>,
+    /// The last WAL segment whose points the frozen head holds (its block's `wal_upto`).
+    frozen_upto: u64,
+    /// When to retry writing a frozen head whose block write failed, and the back-off.
+    block_retry: Option<(Instant, Duration)>,
+    /// Cut the head as soon as possible: an fsync failed under `wal_fsync: interval`, so points
+    /// acknowledged since the last good fsync are only safe once they are in a block.
+    cut_soon: bool,
 }
+
+/// First and longest wait before retrying a failed block write.
+const BLOCK_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
 impl Writer {
     fn new(sh: Arc<Shared>, wal: Wal) -> Self {
@@ -812,6 +998,9 @@ impl Writer {
             dirty: false,
             last_sync: Instant::now(),
             flusher: None,
+            frozen_upto: 0,
+            block_retry: None,
+            cut_soon: false,
         }
     }
 
@@ -858,6 +1047,15 @@ impl Writer {
                     Cmd::Snapshot(dir, ack) => {
                         let _ = ack.send(self.snapshot(&dir).map_err(|e| e.to_string()));
                     }
+                    #[cfg(test)]
+                    Cmd::Crash(ack) => {
+                        // As if the process died here: no fsync, no cut, nothing more written.
+                        if let Some(h) = self.flusher.take() {
+                            let _ = h.join();
+                        }
+                        let _ = ack.send(Ok(()));
+                        return;
+                    }
                     Cmd::Write(..) => unreachable!(),
                 }
             }
@@ -866,25 +1064,47 @@ impl Writer {
     }
 
     /// Group commit: one WAL write and (policy permitting) one fsync for all pending batches.
+    /// Nothing is acknowledged unless all of it is in the WAL (and fsynced, under `always`);
+    /// on failure the WAL has been cut back to its last good record and every batch of the
+    /// group is handed back.
     fn commit(&mut self, mut writes: Vec<(Batch, WriteAck)>) {
+        if self.block_retry.is_some() && self.sh.head.read().points >= self.sh.opts.head_max_points
+        {
+            // Blocks cannot be written and the head is full: taking more would grow memory
+            // without bound. Refused until a block write succeeds.
+            let why = self.sh.faults.lock().get(&Part::Block).cloned();
+            let why = why.unwrap_or_else(|| "block write failed".into());
+            for (batch, ack) in writes {
+                let _ = ack.send(Err((format!("the head is full and {why}"), batch)));
+            }
+            return;
+        }
         let slices: Vec<&Batch> = writes.iter().map(|w| &w.0).collect();
         let appended = self.wal.append(&slices);
         drop(slices);
-        let res = appended.and_then(|n| {
-            self.sh.metrics.wal_bytes.inc_by(n);
-            self.dirty = true;
-            if self.sh.opts.fsync == FsyncPolicy::Always {
-                self.sync()?;
+        let res = match appended {
+            Ok(n) => {
+                self.sh.metrics.wal_bytes.inc_by(n);
+                self.dirty = true;
+                if self.sh.opts.fsync == FsyncPolicy::Always {
+                    self.sync()
+                } else {
+                    Ok(())
+                }
             }
-            Ok(())
-        });
+            Err(e) => {
+                self.wal_failed("WAL write", &e);
+                Err(e)
+            }
+        };
         if let Err(e) = res {
-            tracing::error!(error = %e, "WAL write failed; batches are rejected (not acknowledged)");
+            tracing::error!(error = %e, batches = writes.len(), "WAL write failed; batches are refused (not acknowledged)");
             for (batch, ack) in writes {
                 let _ = ack.send(Err((format!("WAL write failed: {e}"), batch)));
             }
             return;
         }
+        self.sh.clear(Part::Wal);
         let now = fieldlab_core::time::now_ms();
         let mut n = 0u64;
         // The locks are taken per batch, so a query waits for one batch's insert at most, not
@@ -909,9 +1129,31 @@ impl Writer {
         }
     }
 
+    /// Count a WAL failure and mark the store failed.
+    fn wal_failed(&self, what: &str, e: &std::io::Error) {
+        self.sh.write_error(Part::Wal);
+        self.sh.fault(
+            Part::Wal,
+            format!("{what} failed: {e}; batches are refused until a write succeeds"),
+        );
+    }
+
+    /// fsync what was appended since the last fsync. On failure, under `always` the unsynced
+    /// records were not acknowledged and are cut off; otherwise they were, so the segment is
+    /// closed (the next write starts a new one) and the head is cut into a block soon.
     fn sync(&mut self) -> std::io::Result<()> {
         if self.dirty {
-            self.wal.sync()?;
+            if let Err(e) = self.wal.sync() {
+                self.wal_failed("WAL fsync", &e);
+                if self.sh.opts.fsync == FsyncPolicy::Always {
+                    self.wal.discard_unsynced();
+                } else {
+                    self.wal.poison(&e);
+                    self.cut_soon = true;
+                }
+                self.dirty = false;
+                return Err(e);
+            }
             self.sh.metrics.wal_fsyncs.inc();
             self.dirty = false;
         }
@@ -924,8 +1166,19 @@ impl Writer {
             && self.dirty
             && self.last_sync.elapsed() >= self.sh.opts.fsync_interval
         {
-            if let Err(e) = self.sync() {
-                tracing::error!(error = %e, "WAL fsync failed");
+            let _ = self.sync(); // a failure is counted, reported and handled in sync()
+        }
+        // A background block write that ended and left its frozen head behind failed.
+        if self.flusher.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(h) = self.flusher.take() {
+                let _ = h.join();
+            }
+            let ok = self.sh.frozen.read().is_none();
+            self.note_block_write(ok);
+        }
+        if let Some((at, _)) = self.block_retry {
+            if Instant::now() < at {
+                return;
             }
         }
         let (points, opened) = {
@@ -933,7 +1186,9 @@ impl Writer {
             (h.points, h.opened_ms)
         };
         let age_ms = opened.map_or(0, |o| fieldlab_core::time::now_ms() - o);
-        if points >= self.sh.opts.head_max_points
+        if self.block_retry.is_some() // due: a frozen head waits for its block
+            || (self.cut_soon && points > 0)
+            || points >= self.sh.opts.head_max_points
             || (points > 0 && age_ms >= self.sh.opts.block_max_age.as_millis() as i64)
         {
             if let Err(e) = self.cut(false) {
@@ -968,7 +1223,8 @@ impl Writer {
         backup::link_cut(dir, &blocks, &segments, &active, self.wal.bytes_written())
     }
 
-    /// Freeze the head and write it as a block, in the background unless `wait`.
+    /// Freeze the head and write it as a block, in the background unless `wait` (then the
+    /// block write's outcome is returned).
     fn cut(&mut self, wait: bool) -> std::io::Result<()> {
         // One block write at a time: wait for the previous one.
         if let Some(h) = self.flusher.take() {
@@ -977,14 +1233,21 @@ impl Writer {
         let leftover = self.sh.frozen.read().clone();
         if let Some(frozen) = leftover {
             // The previous block write failed; try again before freezing more.
-            let upto = self.wal.segment() - 1;
-            flush_frozen(&self.sh, frozen, upto)?;
+            let res = flush_frozen(&self.sh, frozen, self.frozen_upto);
+            self.note_block_write(res.is_ok());
+            res?;
         }
         if self.sh.head.read().points == 0 {
             return self.sync();
         }
+        if let Err(e) = self.sync() {
+            // Unless the failure closed the segment (then the block covers it), stop here.
+            if self.wal.is_open() {
+                return Err(e);
+            }
+        }
         let upto = self.wal.rotate()?;
-        self.dirty = false;
+        self.cut_soon = false;
         // Late points merged now (this thread is the only writer), so the block is written
         // from sorted runs.
         self.sh.head.write().seal();
@@ -996,31 +1259,42 @@ impl Writer {
             self.sh.metrics.head_points.set(0);
             h
         };
-        let sh = self.sh.clone();
-        let job = move || {
-            if let Err(e) = flush_frozen(&sh, frozen, upto) {
-                tracing::error!(error = %e, "block write failed; its points stay in the WAL and the frozen head");
-            }
-        };
+        self.frozen_upto = upto;
         if wait {
-            job();
-        } else {
-            self.flusher = Some(
-                std::thread::Builder::new()
-                    .name("fieldlab-store-flush".into())
-                    .spawn(job)?,
-            );
+            let res = flush_frozen(&self.sh, frozen, upto);
+            self.note_block_write(res.is_ok());
+            return res;
         }
+        // In the background: housekeeping sees the outcome when the thread has ended.
+        let sh = self.sh.clone();
+        self.flusher = Some(
+            std::thread::Builder::new()
+                .name("fieldlab-store-flush".into())
+                .spawn(move || {
+                    let _ = flush_frozen(&sh, frozen, upto);
+                })?,
+        );
         Ok(())
     }
 
+    /// Keep the retry schedule of failed block writes: back-off doubling up to its maximum,
+    /// reset by a success.
+    fn note_block_write(&mut self, ok: bool) {
+        self.block_retry = match (ok, self.block_retry) {
+            (true, _) => None,
+            (false, None) => Some((Instant::now() + BLOCK_RETRY.0, BLOCK_RETRY.0)),
+            (false, Some((_, wait))) => {
+                let wait = (wait * 2).min(BLOCK_RETRY.1);
+                Some((Instant::now() + wait, wait))
+            }
+        };
+    }
+
+    /// Flush everything to blocks. Fails unless every acknowledged point is in a block.
     fn close(&mut self) -> std::io::Result<()> {
-        self.sync()?;
-        self.cut(true)?;
-        if let Some(h) = self.flusher.take() {
-            let _ = h.join();
-        }
-        Ok(())
+        // A failed fsync does not stop the cut: the block makes the points durable anyway.
+        let _ = self.sync();
+        self.cut(true)
     }
 }
 
@@ -1039,18 +1313,34 @@ fn apply_retention(sh: &Shared) {
     sh.metrics.retention_deleted_blocks.inc_by(old.len() as u64);
     for b in old {
         tracing::info!(block = %b.path.display(), "retention: deleting block older than data_retention_days");
-        if let Err(e) = std::fs::remove_file(&b.path) {
+        if let Err(e) = sh.opts.fs.remove_file(&b.path) {
+            // Loaded again at the next start, and deleted then.
             tracing::warn!(error = %e, "retention: could not delete block");
         }
     }
 }
 
-/// Write a frozen head as a block, publish it, and drop the WAL segments it covers.
+/// Write a frozen head as a block, publish it, and drop the WAL segments it covers. A failure
+/// marks the store failed (the points stay in the WAL and the frozen head) until a block write
+/// succeeds.
 fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::Result<()> {
     let seq = sh.next_block.fetch_add(1, Ordering::SeqCst);
     let series = frozen.series.iter().map(|(k, s)| (k, &s.tags, s.points()));
-    let (path, _) = write_block(&sh.block_dir, seq, wal_upto, series)?;
-    let blk = Arc::new(Block::open(&path)?);
+    let written = block::write_block_with(&*sh.opts.fs, &sh.block_dir, seq, wal_upto, series)
+        .and_then(|(path, _)| Block::open(&path));
+    let blk = match written {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            sh.write_error(Part::Block);
+            sh.fault(
+                Part::Block,
+                format!(
+                    "block write failed: {e}; its points stay in the WAL and in memory, retrying"
+                ),
+            );
+            return Err(e);
+        }
+    };
     {
         let mut blocks = sh.blocks.write();
         let mut fr = sh.frozen.write();
@@ -1058,9 +1348,16 @@ fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::
         *fr = None;
         sh.metrics.blocks.set(blocks.len() as i64);
     }
-    Wal::delete_upto(&sh.wal_dir, wal_upto)?;
+    sh.clear(Part::Block);
+    // The block is durable: a segment that cannot be deleted now is only disk space (replay
+    // skips segments a block covers), deleted with the next block's.
+    if let Err(e) = Wal::delete_upto_with(&*sh.opts.fs, &sh.wal_dir, wal_upto) {
+        tracing::warn!(error = %e, "could not delete WAL segments covered by a block; retried at the next block");
+    }
     Ok(())
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

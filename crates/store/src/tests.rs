@@ -143,7 +143,7 @@ async fn retention_counts_from_arrival_not_from_data_timestamps() {
     std::fs::remove_file(&path).unwrap();
     let tags = blk.index.chunks[0].tags.clone();
     let k = key("old");
-    write_block(
+    block::write_block(
         &dir.path().join("blocks"),
         1,
         blk.index.wal_upto,

@@ -69,6 +69,9 @@ pub async fn up(
     })?;
     tracing::info!(?rec, "store opened");
     readiness.set("store", true);
+    // Down, with the reason, while the store cannot write (a full disk, an I/O error).
+    let health = store.clone();
+    readiness.check("store", move || health.health());
     let quarantine = Arc::new(
         Quarantine::open_with(&cfg.storage.data_dir, cfg.storage.quarantine_budget())
             .context("cannot open the quarantine")?,
@@ -378,7 +381,16 @@ pub async fn up(
             host: host.clone(),
             port,
             client_id,
-            keep_alive: Duration::from_secs(cfg.mqtt.keep_alive.max(5) as u64),
+            // On the embedded broker (same process, loopback) the longest keep-alive MQTT has:
+            // rumqttd 0.20 does not answer PINGREQ while a subscriber has 100 messages
+            // unacknowledged, which is what ingest holds while the store cannot write (a full
+            // disk); a short keep-alive would drop the connection, and with it (clean session)
+            // the messages the broker still holds for ingest.
+            keep_alive: Duration::from_secs(if embedded {
+                u64::from(u16::MAX)
+            } else {
+                cfg.mqtt.keep_alive.max(5) as u64
+            }),
             username: mqtt_user.clone(),
             password: mqtt_pass.clone(),
             topics: topics.clone(),
@@ -494,12 +506,26 @@ pub async fn up(
     store
         .close()
         .await
-        .context("flushing the store at shutdown failed; the WAL still has the data")?;
-    println!(
-        "fieldlab: stopped cleanly; {} points written this run, all on disk in {}",
-        store.points_written(),
-        cfg.storage.data_dir.display()
-    );
+        .context("flushing the store at shutdown failed; what was acknowledged is still in the WAL, and is replayed at the next start")?;
+    let (points, dir) = (store.points_written(), cfg.storage.data_dir.display());
+    let errors = store.metrics().write_errors_total();
+    if let Err(reason) = store.health() {
+        anyhow::bail!(
+            "fieldlab: stopped with the store failing ({reason}). The {points} points acknowledged this run are on disk in {dir}; \
+             batches the store refused were not acknowledged (an external broker with a persistent session redelivers them at the next start; \
+             the embedded broker's are lost). Free space or fix the disk, then start again"
+        );
+    }
+    if errors > 0 {
+        println!(
+            "fieldlab: stopped; {points} points written this run, all on disk in {dir}. The store had {errors} write errors this run \
+             and recovered (fieldlab_store_write_errors_total; see the log)"
+        );
+    } else {
+        println!(
+            "fieldlab: stopped cleanly; {points} points written this run, all on disk in {dir}"
+        );
+    }
     Ok(())
 }
 
