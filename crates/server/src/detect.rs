@@ -77,8 +77,8 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     })
 }
 
-/// The body as JSON, read up to `detect.predict.max_body` bytes (413 beyond, before the rest
-/// is read).
+/// The body as JSON, kept up to `detect.predict.max_body` bytes (413 beyond; the excess is
+/// read and dropped, never stored).
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request, limit: u64) -> Result<T, Problem> {
     let too_large = || {
         Problem::new(
@@ -93,11 +93,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request, limit: u64) -> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    // Far too large: answer at once (the connection is closed). Somewhat too large: read the
+    // rest and drop it, so the client gets the 413 rather than a reset while still sending.
+    let drain_up_to = limit.saturating_mul(8);
+    if declared.is_some_and(|n| n > drain_up_to) {
         return Err(too_large());
     }
     let mut stream = req.into_body().into_data_stream();
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    let mut seen = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             Problem::new(
@@ -107,10 +111,16 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request, limit: u64) -> 
                 format!("cannot read the body: {e}"),
             )
         })?;
-        if (buf.len() + chunk.len()) as u64 > limit {
+        seen += chunk.len() as u64;
+        if seen > drain_up_to {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
     }
     serde_json::from_slice(&buf).map_err(|e| {
         let mut p = Problem::new(
