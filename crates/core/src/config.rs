@@ -1785,7 +1785,7 @@ mod tests {
         // The line of the list's key (locate_key does not count scalar list items).
         assert_eq!(e.line, Some(3), "{e}");
         assert!(
-            e.to_string().contains("fieldlab.yaml:5") && e.to_string().contains("bare name"),
+            e.to_string().contains("fieldlab.yaml:3") && e.to_string().contains("bare name"),
             "{e}"
         );
         let e = err("auth:\n  login:\n    window: soon\n");
@@ -1866,6 +1866,25 @@ mod tests {
         let e = err("mqtt:\n  broker_url: \"http://x:1\"\n");
         assert_eq!(e.line, Some(2));
         assert!(e.message.contains("scheme `http`"), "{e}");
+    }
+
+    #[test]
+    fn quarantine_budget_takes_a_size_or_a_number_and_a_bad_one_is_located() {
+        let ok = |t: &str| {
+            Config::from_yaml_str(t, None)
+                .unwrap()
+                .storage
+                .quarantine_budget()
+        };
+        assert_eq!(Config::default().storage.quarantine_budget(), 64 << 20);
+        assert_eq!(ok("storage:\n  quarantine_max_bytes: 8MiB\n"), 8 << 20);
+        assert_eq!(ok("storage:\n  quarantine_max_bytes: 1048576\n"), 1 << 20);
+        let e = err("storage:\n  data_dir: /tmp/x\n  quarantine_max_bytes: 12 parsecs\n");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
+        let e = err("storage:\n  quarantine_max_bytes: 4KiB\n");
+        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
+        assert!(e.message.contains("64KiB"), "{e}");
     }
 
     #[test]
@@ -2037,25 +2056,6 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("mqtt.tls.ca_flie"), "{e}");
-    }
-
-    #[test]
-    fn quarantine_budget_takes_a_size_or_a_number_and_a_bad_one_is_located() {
-        let ok = |t: &str| {
-            Config::from_yaml_str(t, None)
-                .unwrap()
-                .storage
-                .quarantine_budget()
-        };
-        assert_eq!(Config::default().storage.quarantine_budget(), 64 << 20);
-        assert_eq!(ok("storage:\n  quarantine_max_bytes: 8MiB\n"), 8 << 20);
-        assert_eq!(ok("storage:\n  quarantine_max_bytes: 1048576\n"), 1 << 20);
-        let e = err("storage:\n  data_dir: /tmp/x\n  quarantine_max_bytes: 12 parsecs\n");
-        assert_eq!(e.line, Some(3));
-        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
-        let e = err("storage:\n  quarantine_max_bytes: 4KiB\n");
-        assert_eq!(e.key.as_deref(), Some("storage.quarantine_max_bytes"));
-        assert!(e.message.contains("64KiB"), "{e}");
     }
 
     #[test]

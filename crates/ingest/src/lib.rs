@@ -13,6 +13,8 @@
 //! be tested, fuzzed and benchmarked without a broker.
 
 pub mod dedup;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod payload;
 pub mod source;

@@ -86,11 +86,11 @@ pub struct WatchConfig {
     /// The only directory models are loaded from over the API. None: `<data_dir>/models`
     /// (filled in by [`Watch::open`]).
     pub models_dir: Option<PathBuf>,
-    /// Caps of `/predict` (`detect.predict`).
-    pub predict: predict::Limits,
     /// Memory for per-series detector and per-device quality state (`ingest.state_memory_mb`):
     /// three quarters for detectors, one for quality, each kept least-recently-used.
     pub state_budget_bytes: usize,
+    /// Caps of `/predict` (`detect.predict`).
+    pub predict: predict::Limits,
 }
 
 /// Bytes one series' detector state is assumed to take when sizing the detector LRU from
@@ -114,8 +114,8 @@ impl Default for WatchConfig {
             rules: Rules::default(),
             keep: 10_000,
             models_dir: None,
-            predict: predict::Limits::default(),
             state_budget_bytes: 256 << 20,
+            predict: predict::Limits::default(),
         }
     }
 }
