@@ -1142,7 +1142,11 @@ impl Config {
         for (key, v, min) in [
             ("detect.predict.max_rows", p.max_rows, 1),
             ("detect.predict.max_window", p.max_window, 3),
-            ("detect.predict.max_concurrent_jobs", p.max_concurrent_jobs, 1),
+            (
+                "detect.predict.max_concurrent_jobs",
+                p.max_concurrent_jobs,
+                1,
+            ),
             ("detect.predict.max_jobs_kept", p.max_jobs_kept, 1),
         ] {
             if v < min {

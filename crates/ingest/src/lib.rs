@@ -22,6 +22,5 @@ pub mod source;
 pub use identity::{Gateway, Limits};
 pub use payload::parse;
 pub use source::{
-    default_client_id, start, Admit, Ingest, IngestMetrics, IngestSettings, Observers,
-    RejectLabels,
+    default_client_id, start, Admit, Ingest, IngestMetrics, IngestSettings, Observers, RejectLabels,
 };

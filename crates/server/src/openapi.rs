@@ -230,9 +230,18 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
             .json("200", "scores per row", "PredictResult")
             .json("202", "queued as a job (`async: true`)", "JobAccepted")
             .problem("409", "the method needs a model that is not loaded")
-            .problem("413", "body, rows or rows x window x features beyond detect.predict")
-            .problem("422", "input that cannot be scored (a window below the method's minimum names it)")
-            .problem("429", "detect.predict.max_concurrent_jobs scorings are running; see Retry-After"),
+            .problem(
+                "413",
+                "body, rows or rows x window x features beyond detect.predict",
+            )
+            .problem(
+                "422",
+                "input that cannot be scored (a window below the method's minimum names it)",
+            )
+            .problem(
+                "429",
+                "detect.predict.max_concurrent_jobs scorings are running; see Retry-After",
+            ),
     );
     put(
         paths,
@@ -241,9 +250,15 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
         Op::new(tag, "Score several row sets as one job")
             .json_body("BatchPredictRequest")
             .json("202", "the job's id and status URL", "JobAccepted")
-            .problem("413", "body, rows or rows x window x features beyond detect.predict")
+            .problem(
+                "413",
+                "body, rows or rows x window x features beyond detect.predict",
+            )
             .problem("422", "an empty or invalid batch")
-            .problem("429", "detect.predict.max_concurrent_jobs scorings are running; see Retry-After"),
+            .problem(
+                "429",
+                "detect.predict.max_concurrent_jobs scorings are running; see Retry-After",
+            ),
     );
     put(
         paths,

@@ -323,8 +323,11 @@ async fn quarantine_pages_newest_first_and_counts_what_its_budget_dropped() {
     let q = Arc::new(Quarantine::open_with(qdir.path(), 64 << 10).unwrap());
     for i in 0..40u8 {
         let reason = format!("bad field {}", "x".repeat(5000));
-        q.append(&[("devices/a/b/telemetry".into(), vec![i; 10_000], reason)], "now")
-            .unwrap();
+        q.append(
+            &[("devices/a/b/telemetry".into(), vec![i; 10_000], reason)],
+            "now",
+        )
+        .unwrap();
     }
     let app = app(AppState {
         quarantine: q,
@@ -340,7 +343,10 @@ async fn quarantine_pages_newest_first_and_counts_what_its_budget_dropped() {
     assert_eq!(v["items"][1]["id"], 39);
     assert_eq!(v["items"][0]["topic"], "devices/a/b/telemetry");
     assert_eq!(v["items"][0]["payload_size"], 10_000);
-    assert_eq!(v["items"][0]["reason"].as_str().unwrap().chars().count(), 200);
+    assert_eq!(
+        v["items"][0]["reason"].as_str().unwrap().chars().count(),
+        200
+    );
     let (_, _, v) = get(&app, &format!("/api/v1/quarantine?offset={}", total - 1)).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     assert_eq!(v["items"][0]["id"], dropped + 1);
