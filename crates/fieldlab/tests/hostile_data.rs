@@ -309,7 +309,9 @@ fn restore_refuses_links_devices_escapes_and_unlisted_files() {
     link.0.set_link_name("/etc").unwrap();
     let mut hard = raw("hard", tar::EntryType::Link, b"");
     hard.0.set_link_name("/etc/passwd").unwrap();
-    let cases: Vec<(&str, Vec<(tar::Header, Vec<u8>)>, Vec<&str>, &str)> = vec![
+    // (case, entries, paths the manifest lists, what the refusal must say)
+    type Case<'a> = (&'a str, Vec<(tar::Header, Vec<u8>)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         ("symlink", vec![link], vec!["evil"], "symbolic link"),
         ("hardlink", vec![hard], vec!["hard"], "hard link"),
         (

@@ -214,7 +214,7 @@ fn pid_of(data: &Path) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| a == "up") && args.iter().any(|a| *a == want) {
+        if args.iter().any(|a| a == "up") && args.contains(&want) {
             return pid;
         }
     }
