@@ -786,6 +786,12 @@ impl Store {
             return Ok(()); // already closed
         }
         let r = Self::answer(rx.await);
+        self.join_threads().await;
+        r
+    }
+
+    /// Wait for the writer and maintenance threads to end, then drop the data dir's lock.
+    async fn join_threads(&self) {
         let writer = self.writer.lock().take();
         let maint = self.maintenance.lock().take();
         let _ = tokio::task::spawn_blocking(move || {
@@ -799,7 +805,6 @@ impl Store {
         })
         .await;
         self.lock.lock().take();
-        r
     }
 
     /// Tests simulate a crash by leaking a store; a real crash also drops the flock.
@@ -816,19 +821,7 @@ impl Store {
         if self.tx.send_async(Cmd::Crash(tx)).await.is_ok() {
             let _ = rx.await;
         }
-        let writer = self.writer.lock().take();
-        let maint = self.maintenance.lock().take();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(h) = writer {
-                let _ = h.join();
-            }
-            if let Some((stop, h)) = maint {
-                let _ = stop.send(());
-                let _ = h.join();
-            }
-        })
-        .await;
-        self.lock.lock().take();
+        self.join_threads().await;
     }
 
     /// Whether the store can take writes durably now: `Err(reason)` while a WAL write or
