@@ -43,6 +43,8 @@ pub(crate) struct Gate {
     pub max_packet: usize,
     pub denied: Arc<AtomicU64>,
     pub on_denied: Option<crate::OnDenied>,
+    /// Page origins besides loopback ones allowed on the WebSocket listener.
+    pub allowed_hosts: Arc<[String]>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -444,14 +446,14 @@ pub(crate) async fn accept(gate: Arc<Gate>, listener: std::net::TcpListener, t: 
                     Ok(s) => gate.serve(s, peer).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "mqtt gate: TLS handshake failed"),
                 },
-                Transport::Ws(None) => match websocket(tcp).await {
+                Transport::Ws(None) => match websocket(tcp, &gate.allowed_hosts).await {
                     Ok(s) => gate.serve(s, peer).await,
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "mqtt gate: WebSocket handshake failed")
                     }
                 },
                 Transport::Ws(Some(a)) => match a.accept(tcp).await {
-                    Ok(s) => match websocket(s).await {
+                    Ok(s) => match websocket(s, &gate.allowed_hosts).await {
                         Ok(s) => gate.serve(s, peer).await,
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "mqtt gate: WebSocket handshake failed")
@@ -465,9 +467,11 @@ pub(crate) async fn accept(gate: Arc<Gate>, listener: std::net::TcpListener, t: 
 }
 
 /// The server side of a WebSocket handshake (answering subprotocol `mqtt`, as rumqttd does),
-/// as a byte stream of binary messages.
+/// as a byte stream of binary messages. A handshake from a browser page of a foreign origin
+/// gets 403 (see [`crate::origin_allowed`]).
 async fn websocket<S>(
     s: S,
+    allowed_hosts: &[String],
 ) -> Result<impl AsyncRead + AsyncWrite + Unpin + Send + 'static, BoxError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -476,7 +480,21 @@ where
     use async_tungstenite::tungstenite::http::HeaderValue;
     // The signature is tungstenite's `Callback`; its error type is not ours to shrink.
     #[allow(clippy::result_large_err)]
-    let callback = |_req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+    let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(origin) = req.headers().get("origin") {
+            let origin = origin.to_str().unwrap_or("\u{fffd}");
+            if !crate::origin_allowed(origin, allowed_hosts) {
+                tracing::warn!(
+                    origin,
+                    "mqtt: WebSocket handshake from a foreign page origin refused (add its host to server.allowed_hosts if it is yours)"
+                );
+                let mut e = ErrorResponse::new(Some(format!(
+                    "MQTT over WebSocket is accepted only from pages on this machine or in server.allowed_hosts, not from {origin}"
+                )));
+                *e.status_mut() = async_tungstenite::tungstenite::http::StatusCode::FORBIDDEN;
+                return Err(e);
+            }
+        }
         resp.headers_mut()
             .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
         Ok(resp)

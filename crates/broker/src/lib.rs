@@ -9,7 +9,9 @@
 //! - MQTT 3.1.1 over TCP (`port`, 1883);
 //! - MQTT over TLS (`tls_port`, 8883) with rustls, from PEM certificate and key files;
 //! - MQTT over WebSocket (`ws_port`, 9001, subprotocol `mqtt`); with TLS files set it is
-//!   WebSocket over TLS (`wss://`), so passwords never cross the network in the clear.
+//!   WebSocket over TLS (`wss://`), so passwords never cross the network in the clear. It is
+//!   always served by the gate below, which refuses handshakes from foreign web pages
+//!   ([`origin_allowed`]).
 //! - Username/password on every listener through [`MqttAuth`] (fieldlab checks users and
 //!   API keys; a device key also pins the client id to the device), and a topic ACL per
 //!   login ([`Acl`]).
@@ -115,6 +117,9 @@ pub struct BrokerSettings {
     /// Called with "publish", "subscribe" or "will" for each refusal by the topic ACL (for
     /// the `fieldlab_mqtt_acl_denied_total` metric).
     pub on_denied: Option<OnDenied>,
+    /// Names besides loopback ones a browser page may come from on the WebSocket listener
+    /// (`server.allowed_hosts`): see [`origin_allowed`].
+    pub allowed_hosts: Vec<String>,
 }
 
 /// See [`BrokerSettings::on_denied`].
@@ -132,8 +137,45 @@ impl Default for BrokerSettings {
             tls: None,
             auth: None,
             on_denied: None,
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// Whether a browser page from `origin` (the WebSocket handshake's `Origin` header) may use
+/// the MQTT-over-WebSocket listener. Browsers send `Origin` on every WebSocket handshake and
+/// let any page open one to any address, `localhost` included: without this check a web page
+/// the user visits could publish as any device into a lab running with auth off. Allowed are
+/// pages served from this machine (`localhost`, `*.localhost`, loopback addresses) and from
+/// `allowed_hosts`; clients that are not browsers send no `Origin` and are not asked.
+pub fn origin_allowed(origin: &str, allowed_hosts: &[String]) -> bool {
+    let Some((scheme, authority)) = origin.trim().split_once("://") else {
+        // `null` (sandboxed frames, file: pages) or garbage.
+        return false;
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return false;
+    }
+    let authority = authority.trim_end_matches('/');
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        }),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || allowed_hosts
+            .iter()
+            .any(|a| a.trim().trim_end_matches('.').eq_ignore_ascii_case(&host))
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -305,7 +347,6 @@ fn server(
 fn run_rumqttd(
     s: &BrokerSettings,
     v4: HashMap<String, rumqttd::ServerSettings>,
-    ws: Option<HashMap<String, rumqttd::ServerSettings>>,
     listen: SocketAddr,
 ) -> Result<(), BrokerError> {
     let config = rumqttd::Config {
@@ -318,7 +359,6 @@ fn run_rumqttd(
             ..Default::default()
         },
         v4: Some(v4),
-        ws,
         ..Default::default()
     };
     std::thread::Builder::new()
@@ -336,11 +376,16 @@ fn run_rumqttd(
         })
 }
 
-/// Auth off: rumqttd itself on every public listener, anyone may connect.
+/// Auth off: rumqttd itself on the TCP and TLS listeners, anyone may connect. The WebSocket
+/// listener is the gate with an allow-all login in front of rumqttd's TCP listener, so that
+/// the handshake's `Origin` is checked (rumqttd's own WebSocket listener checks nothing).
 fn start_direct(s: &BrokerSettings, denied: Arc<AtomicU64>) -> Result<EmbeddedBroker, BrokerError> {
     let listen = probe(&s.host, s.port)?;
     let tls_listen = s.tls_port.map(|p| probe(&s.host, p)).transpose()?;
-    let ws_listen = s.ws_port.map(|p| probe(&s.host, p)).transpose()?;
+    let ws_l = s.ws_port.map(|p| bind(&s.host, p)).transpose()?;
+    let ws_listen = ws_l
+        .as_ref()
+        .map(|l| l.local_addr().expect("bound socket has an address"));
     let conn = connection_settings(s);
     let tls = s.tls.as_ref().map(|t| rumqttd::TlsConfig::Rustls {
         capath: None,
@@ -351,9 +396,26 @@ fn start_direct(s: &BrokerSettings, denied: Arc<AtomicU64>) -> Result<EmbeddedBr
     if let Some(a) = tls_listen {
         v4.insert("2".into(), server("fieldlab-v4-tls", a, tls.clone(), &conn));
     }
-    let ws =
-        ws_listen.map(|a| HashMap::from([("1".to_string(), server("fieldlab-ws", a, tls, &conn))]));
-    run_rumqttd(s, v4, ws, listen)?;
+    run_rumqttd(s, v4, listen)?;
+    if let Some(l) = ws_l {
+        let acceptor = s
+            .tls
+            .as_ref()
+            .map(gate::tls_acceptor)
+            .transpose()
+            .map_err(BrokerError::Tls)?;
+        // rumqttd without auth ignores the gate's login; the password is never checked.
+        let g = Arc::new(gate::Gate {
+            auth: plain_auth(|_, _, _| Some(Acl::all())),
+            upstream: connectable(listen),
+            password: String::new(),
+            max_packet: s.max_payload_size,
+            denied: denied.clone(),
+            on_denied: s.on_denied.clone(),
+            allowed_hosts: s.allowed_hosts.clone().into(),
+        });
+        run_gate(g, vec![(l, gate::Transport::Ws(acceptor))], listen)?;
+    }
     Ok(EmbeddedBroker {
         listen,
         tls_listen,
@@ -361,6 +423,38 @@ fn start_direct(s: &BrokerSettings, denied: Arc<AtomicU64>) -> Result<EmbeddedBr
         denied,
         upstream: None,
     })
+}
+
+/// Serve the gate on these listeners, on its own two-thread runtime.
+fn run_gate(
+    g: Arc<gate::Gate>,
+    listeners: Vec<(TcpListener, gate::Transport)>,
+    listen: SocketAddr,
+) -> Result<(), BrokerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fieldlab-mqtt-gate")
+        .enable_all()
+        .build()
+        .map_err(|cause| BrokerError::Bind {
+            addr: listen.to_string(),
+            cause,
+        })?;
+    std::thread::Builder::new()
+        .name("fieldlab-mqtt-gate".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for (l, t) in listeners {
+                    tokio::spawn(gate::accept(g.clone(), l, t));
+                }
+                std::future::pending::<()>().await
+            })
+        })
+        .map(|_| ())
+        .map_err(|cause| BrokerError::Bind {
+            addr: listen.to_string(),
+            cause,
+        })
 }
 
 /// Auth on: the gate on every public listener, rumqttd on a loopback port behind it.
@@ -402,7 +496,7 @@ fn start_gated(
         "1".to_string(),
         server("fieldlab-v4-internal", internal, None, &conn),
     )]);
-    run_rumqttd(s, v4, None, internal)?;
+    run_rumqttd(s, v4, internal)?;
 
     let g = Arc::new(gate::Gate {
         auth,
@@ -411,6 +505,7 @@ fn start_gated(
         max_packet: s.max_payload_size,
         denied: denied.clone(),
         on_denied: s.on_denied.clone(),
+        allowed_hosts: s.allowed_hosts.clone().into(),
     });
     let mut listeners = vec![(public, gate::Transport::Tcp)];
     if let (Some(l), Some(a)) = (tls_l, &acceptor) {
@@ -419,29 +514,7 @@ fn start_gated(
     if let Some(l) = ws_l {
         listeners.push((l, gate::Transport::Ws(acceptor.clone())));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fieldlab-mqtt-gate")
-        .enable_all()
-        .build()
-        .map_err(|cause| BrokerError::Bind {
-            addr: listen.to_string(),
-            cause,
-        })?;
-    std::thread::Builder::new()
-        .name("fieldlab-mqtt-gate".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                for (l, t) in listeners {
-                    tokio::spawn(gate::accept(g.clone(), l, t));
-                }
-                std::future::pending::<()>().await
-            })
-        })
-        .map_err(|cause| BrokerError::Bind {
-            addr: listen.to_string(),
-            cause,
-        })?;
+    run_gate(g, listeners, listen)?;
     wait_listening(internal, Instant::now() + Duration::from_secs(5))?;
     Ok(EmbeddedBroker {
         listen,

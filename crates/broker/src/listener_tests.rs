@@ -218,6 +218,87 @@ async fn websocket_listener_serves_mqtt() {
     assert!(!connects(el).await);
 }
 
+/// The status line a raw WebSocket handshake to `port` gets, with this `Origin` (if any).
+async fn handshake_status(port: u16, origin: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let req = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n{origin}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the broker answers the handshake")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// With auth off any client may publish, so a web page the user visits must not reach the
+/// WebSocket listener: browsers send `Origin`, and only this machine's pages (and
+/// `allowed_hosts`) pass. Clients without `Origin` (not browsers) still work end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_listener_refuses_foreign_page_origins() {
+    let b = start(&BrokerSettings {
+        port: 0,
+        ws_port: Some(0),
+        allowed_hosts: vec!["lab.example.org".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let ws = b.ws_listen.unwrap().port();
+    for evil in [
+        "http://evil.example",
+        "https://evil.example:443",
+        "null",
+        "http://10.1.2.3:8080",
+        "http://localhost.evil.example",
+        "file://",
+    ] {
+        let st = handshake_status(ws, Some(evil)).await;
+        assert!(st.contains(" 403"), "{evil}: {st}");
+    }
+    for ok in [
+        "http://localhost:8080",
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+        "http://ui.localhost",
+        "https://lab.example.org",
+    ] {
+        let st = handshake_status(ws, Some(ok)).await;
+        assert!(st.contains(" 101"), "{ok}: {st}");
+    }
+    assert!(handshake_status(ws, None).await.contains(" 101"));
+
+    // MQTT through the gated WebSocket listener reaches rumqttd's TCP clients and back.
+    let url = format!("ws://127.0.0.1:{ws}/mqtt");
+    let sub = client("ws-sub-open", &url, ws, Transport::Ws, "");
+    let (p, mut pel) = client("ws-pub-open", &url, ws, Transport::Ws, "");
+    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
+    let got = round_trip(sub, "devices/t/dev9/telemetry", move || {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.publish(
+                "devices/t/dev9/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                "open-ws",
+            )
+            .await
+            .unwrap();
+        });
+    })
+    .await;
+    assert_eq!(got, b"open-ws");
+}
+
 /// A device's ACL as fieldlab's auth gives it (`MqttLogin::topics`), and an operator's.
 fn device_and_operator() -> MqttAuth {
     crate::plain_auth(|_id: &str, user: &str, pass: &str| match (user, pass) {

@@ -601,6 +601,9 @@ pub struct StorageConfig {
     /// deleted beyond it, and what they held is counted.
     #[serde(deserialize_with = "size_or_number")]
     pub quarantine_max_bytes: String,
+    /// At most this many block files are kept open at once; the others are opened when a
+    /// query reads them. Keep it well below the process' open-file limit (`ulimit -n`).
+    pub max_open_blocks: usize,
 }
 
 /// A byte size written with a unit (`64MiB`) or as a plain number of bytes.
@@ -634,6 +637,7 @@ impl Default for StorageConfig {
             head_max_points: 1_000_000,
             block_max_age: "10m".into(),
             quarantine_max_bytes: "64MiB".into(),
+            max_open_blocks: 512,
         }
     }
 }
@@ -1113,6 +1117,12 @@ impl Config {
             return Err((
                 "storage.head_max_points".into(),
                 "must be at least 1000".into(),
+            ));
+        }
+        if self.storage.max_open_blocks < 8 {
+            return Err((
+                "storage.max_open_blocks".into(),
+                "must be at least 8".into(),
             ));
         }
         match parse_size(&self.storage.quarantine_max_bytes) {

@@ -111,21 +111,47 @@ pub fn encode_block<'a>(
     created_ms: i64,
     series: impl Iterator<Item = (&'a SeriesKey, &'a Tags, &'a [(i64, FieldValue)])>,
 ) -> io::Result<(Vec<u8>, BlockIndex)> {
-    let mut buf = Vec::with_capacity(1 << 16);
-    buf.extend_from_slice(MAGIC);
-    let mut index = BlockIndex {
-        format: 1,
-        seq,
-        wal_upto,
-        min_ts: i64::MAX,
-        max_ts: i64::MIN,
-        points: 0,
-        created_ms,
-        chunks: Vec::new(),
-    };
-    let mut series: Vec<_> = series.filter(|(_, _, p)| !p.is_empty()).collect();
+    let mut series: Vec<_> = series.collect();
     series.sort_by(|a, b| a.0.cmp(b.0));
+    let mut b = BlockBuilder::new(seq, wal_upto, created_ms);
     for (key, tags, points) in series {
+        b.push(key, tags, points);
+    }
+    b.finish()
+}
+
+/// A block encoded one series at a time, in key order: compaction merges blocks series by
+/// series, so only one series' points are decoded at once, never the whole run.
+pub struct BlockBuilder {
+    buf: Vec<u8>,
+    index: BlockIndex,
+}
+
+impl BlockBuilder {
+    pub fn new(seq: u64, wal_upto: u64, created_ms: i64) -> BlockBuilder {
+        let mut buf = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(MAGIC);
+        BlockBuilder {
+            buf,
+            index: BlockIndex {
+                format: 1,
+                seq,
+                wal_upto,
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
+                points: 0,
+                created_ms,
+                chunks: Vec::new(),
+            },
+        }
+    }
+
+    /// Add one series (sorted by time, no duplicate timestamps; keys in ascending order).
+    pub fn push(&mut self, key: &SeriesKey, tags: &Tags, points: &[(i64, FieldValue)]) {
+        if points.is_empty() {
+            return;
+        }
+        debug_assert!(self.index.chunks.last().is_none_or(|c| c.key < *key));
         let chunk = encode_chunk(points);
         let meta = ChunkMeta {
             key: key.clone(),
@@ -133,24 +159,176 @@ pub fn encode_block<'a>(
             count: points.len() as u32,
             min_ts: points[0].0,
             max_ts: points[points.len() - 1].0,
-            offset: buf.len() as u64,
+            offset: self.buf.len() as u64,
             len: chunk.len() as u32,
             crc: crc32fast::hash(&chunk),
         };
+        let index = &mut self.index;
         index.min_ts = index.min_ts.min(meta.min_ts);
         index.max_ts = index.max_ts.max(meta.max_ts);
         index.points += points.len() as u64;
         index.chunks.push(meta);
-        buf.extend_from_slice(&chunk);
+        self.buf.extend_from_slice(&chunk);
     }
-    let idx = postcard::to_stdvec(&index).map_err(io::Error::other)?;
-    let idx_off = buf.len() as u64;
-    buf.extend_from_slice(&idx);
-    buf.extend_from_slice(&idx_off.to_le_bytes());
-    buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
-    buf.extend_from_slice(END);
-    Ok((buf, index))
+
+    /// The file's bytes and its index.
+    pub fn finish(self) -> io::Result<(Vec<u8>, BlockIndex)> {
+        let BlockBuilder { mut buf, index } = self;
+        let idx = postcard::to_stdvec(&index).map_err(io::Error::other)?;
+        let idx_off = buf.len() as u64;
+        buf.extend_from_slice(&idx);
+        buf.extend_from_slice(&idx_off.to_le_bytes());
+        buf.extend_from_slice(&(idx.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&idx).to_le_bytes());
+        buf.extend_from_slice(END);
+        Ok((buf, index))
+    }
+}
+
+/// Open block files, bounded: how many file descriptors blocks keep open at once.
+///
+/// Why it exists: a store keeps every block for the retention period, and a busy lab cuts a
+/// block every few seconds, so one descriptor per block runs into the process' limit
+/// (`ulimit -n`) within a day (the 30-minute soak at 20k msgs/s grew 12 descriptors a
+/// minute). Blocks therefore open their file when read and the least recently opened ones are
+/// closed beyond `max_open` (`storage.max_open_blocks`); reads in flight keep theirs until
+/// they finish.
+///
+/// Files are never modified in place, but compaction renames a merged block over the path of
+/// a block readers may still hold, and retention and compaction delete blocks. Before either
+/// touches a block's path it calls [`Block::pin`]: the block opens its file (the old inode)
+/// and keeps it until the last reader drops the block. A reader opens by path only under the
+/// block's own lock, which `pin` also takes, so it sees either the pinned file or a path that
+/// has not changed yet; the inode is checked on every open as a second guard.
+#[derive(Debug)]
+pub struct BlockFiles {
+    max_open: usize,
+    /// Blocks in the order they opened their file, with the generation of that open.
+    opened: parking_lot::Mutex<std::collections::VecDeque<(std::sync::Weak<FileSlot>, u64)>>,
+    open_now: std::sync::atomic::AtomicUsize,
+}
+
+impl BlockFiles {
+    pub fn new(max_open: usize) -> std::sync::Arc<BlockFiles> {
+        std::sync::Arc::new(BlockFiles {
+            max_open: max_open.max(1),
+            opened: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            open_now: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Block files kept open right now and subject to the bound (reads in flight may hold a
+    /// few more, and blocks pinned for deletion hold theirs until their last reader is done).
+    pub fn open_now(&self) -> usize {
+        self.open_now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Note that `slot` opened its file (generation `gen`), and close the oldest unpinned
+    /// ones beyond the bound.
+    fn opened(&self, slot: &std::sync::Arc<FileSlot>, gen: u64) {
+        let mut q = self.opened.lock();
+        q.push_back((std::sync::Arc::downgrade(slot), gen));
+        while self.open_now() > self.max_open {
+            let Some((w, g)) = q.pop_front() else { break };
+            if let Some(s) = w.upgrade() {
+                s.close_if(g);
+            }
+        }
+        // Entries of dropped, pinned or reopened slots are not closed above; drop them when
+        // the queue runs long so it stays bounded by the open files, not by the opens.
+        if q.len() > 2 * self.max_open + 64 {
+            q.retain(|(w, g)| w.upgrade().is_some_and(|s| s.is_open_gen(*g)));
+        }
+    }
+}
+
+/// The default [`BlockFiles`] of blocks opened without a store (tools, tests).
+fn default_files() -> std::sync::Arc<BlockFiles> {
+    static FILES: std::sync::OnceLock<std::sync::Arc<BlockFiles>> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| BlockFiles::new(256)).clone()
+}
+
+#[derive(Debug)]
+struct FileState {
+    file: Option<std::sync::Arc<File>>,
+    /// Bumped at each open, so a stale queue entry cannot close a later open.
+    gen: u64,
+    /// Kept open until the block is dropped: its path is about to be replaced or deleted.
+    pinned: bool,
+}
+
+/// One block's file descriptor, opened on demand (see [`BlockFiles`]).
+#[derive(Debug)]
+struct FileSlot {
+    path: PathBuf,
+    /// (device, inode) of the block file this index was read from.
+    id: (u64, u64),
+    state: parking_lot::Mutex<FileState>,
+    files: std::sync::Arc<BlockFiles>,
+}
+
+impl FileSlot {
+    fn close_if(&self, gen: u64) {
+        let mut st = self.state.lock();
+        if st.gen == gen && !st.pinned && st.file.take().is_some() {
+            self.files
+                .open_now
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn is_open_gen(&self, gen: u64) -> bool {
+        let st = self.state.lock();
+        st.gen == gen && st.file.is_some() && !st.pinned
+    }
+
+    /// The open file, opening it by path if it was closed.
+    fn get(self: &std::sync::Arc<Self>) -> io::Result<std::sync::Arc<File>> {
+        let mut st = self.state.lock();
+        if let Some(f) = &st.file {
+            return Ok(f.clone());
+        }
+        // A pinned block's file is never closed, so this one is not pinned.
+        let f = std::sync::Arc::new(open_checked(&self.path, self.id)?);
+        st.file = Some(f.clone());
+        st.gen += 1;
+        let gen = st.gen;
+        drop(st);
+        self.files
+            .open_now
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.files.opened(self, gen);
+        Ok(f)
+    }
+}
+
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        if st.file.is_some() && !st.pinned {
+            self.files
+                .open_now
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn file_id(f: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Open `path` and check it is still the file `id` names.
+fn open_checked(path: &Path, id: (u64, u64)) -> io::Result<File> {
+    let f = File::open(path)?;
+    if file_id(&f)? != id {
+        return Err(io::Error::other(format!(
+            "{}: the block file was replaced while it was being read; run the query again",
+            path.display()
+        )));
+    }
+    Ok(f)
 }
 
 /// An open block: its index in memory, its chunks on disk.
@@ -159,12 +337,19 @@ pub struct Block {
     pub path: PathBuf,
     pub index: BlockIndex,
     pub bytes: u64,
-    file: File,
+    file: std::sync::Arc<FileSlot>,
 }
 
 impl Block {
+    /// Open a block, its file descriptor counted in the process-wide default [`BlockFiles`].
     pub fn open(path: &Path) -> io::Result<Block> {
+        Block::open_in(path, &default_files())
+    }
+
+    /// Open a block whose file descriptor `files` bounds.
+    pub fn open_in(path: &Path, files: &std::sync::Arc<BlockFiles>) -> io::Result<Block> {
         let file = File::open(path)?;
+        let id = file_id(&file)?;
         let len = file.metadata()?.len();
         let bad = |what: &str| {
             io::Error::new(
@@ -195,12 +380,49 @@ impl Block {
         }
         let index: BlockIndex =
             postcard::from_bytes(&idx).map_err(|e| bad(&format!("index: {e}")))?;
+        // The descriptor used to read the index is kept as the first open.
+        let slot = std::sync::Arc::new(FileSlot {
+            path: path.to_path_buf(),
+            id,
+            state: parking_lot::Mutex::new(FileState {
+                file: Some(std::sync::Arc::new(file)),
+                gen: 1,
+                pinned: false,
+            }),
+            files: files.clone(),
+        });
+        files
+            .open_now
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        files.opened(&slot, 1);
         Ok(Block {
             path: path.to_path_buf(),
             index,
             bytes: len,
-            file,
+            file: slot,
         })
+    }
+
+    /// Keep this block's file open until the block is dropped, because its path is about to
+    /// be replaced (compaction) or deleted (retention, compaction): readers holding the block
+    /// go on reading the file its index describes.
+    pub fn pin(&self) -> io::Result<()> {
+        let mut st = self.file.state.lock();
+        if st.pinned {
+            return Ok(());
+        }
+        match st.file {
+            // It leaves the bounded set: no longer closed when others open.
+            Some(_) => {
+                self.file
+                    .files
+                    .open_now
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            None => st.file = Some(std::sync::Arc::new(open_checked(&self.path, self.file.id)?)),
+        }
+        st.pinned = true;
+        Ok(())
     }
 
     pub fn chunk_meta(&self, key: &SeriesKey) -> Option<&ChunkMeta> {
@@ -230,7 +452,7 @@ impl Block {
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; meta.len as usize];
-        self.file.read_exact_at(&mut buf, meta.offset)?;
+        self.file.get()?.read_exact_at(&mut buf, meta.offset)?;
         let corrupt = || {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -1,14 +1,21 @@
-//! Compaction: merge runs of small adjacent blocks into one.
+//! Compaction: merge runs of adjacent blocks into larger ones, in size tiers.
 //!
-//! Why it exists: the head is cut into a block every `block_max_age` (10 minutes by default),
-//! so a quiet lab writes many small blocks. Each costs an index entry per series, a file, and
-//! a chunk header per series, and makes queries open more files; short chunks also compress
-//! worse. The maintenance thread merges them off the write path:
+//! Why it exists: the head is cut into a block every `block_max_age` (10 minutes by default)
+//! or every `head_max_points`, so a quiet lab writes many small blocks and a busy one many
+//! full ones (one every 5 s at 200k points/s). Each block costs an index entry per series,
+//! a chunk header per series and a file to open, so their number must grow with the log of
+//! the data, not with time. The maintenance thread merges them off the write path:
 //!
-//! 1. pick a run of adjacent blocks (in sequence order), each below `compact_below_points`,
-//!    together at most `head_max_points`;
-//! 2. read and merge them per series (a later block wins on equal timestamps, as in queries)
-//!    and encode the merged block into a temporary file — no lock held, ingest goes on;
+//! 1. pick a run of adjacent blocks (in sequence order, so "a later block wins" is kept),
+//!    lowest tier first: tier 0 is blocks below `compact_below_points`, together at most
+//!    `head_max_points` (two or more); tier k >= 1, with base `head_max_points * 4^(k-1)`,
+//!    is blocks of at most twice the base, four or more, together at most eight times the base and
+//!    never above `compact_max_points`. Each tier's output is the next tier's input, like the
+//!    levels of Prometheus' TSDB (there by time range, here by size), so the number of blocks
+//!    grows with the log of the data up to `compact_max_points` per block;
+//! 2. merge them series by series (a later block wins on equal timestamps, as in queries),
+//!    decoding one series at a time, and encode the merged block into a temporary file — no
+//!    lock held, ingest goes on;
 //! 3. under the maintenance lock: check the run is still live (retention may have deleted part
 //!    of it), rename the temporary file over the run's *last* block (same sequence number, so
 //!    the merged block keeps its place in the "later wins" order), swap it into the block
@@ -25,7 +32,7 @@
 //! the next maintenance pass tries again. A failed compaction never makes the store unready:
 //! no acknowledged point depends on it.
 
-use crate::block::{block_path, encode_block, Block};
+use crate::block::{block_path, Block, BlockBuilder};
 use crate::Shared;
 use fieldlab_core::{FieldValue, SeriesKey, Tags};
 use std::collections::BTreeMap;
@@ -48,29 +55,52 @@ pub(crate) fn compact_once(sh: &Shared) -> usize {
 }
 
 fn pick_run(sh: &Shared) -> Vec<Arc<Block>> {
-    let small = sh.opts.compact_below_points as u64;
-    let max = sh.opts.head_max_points.max(2) as u64;
     let blocks = sh.blocks.read();
-    let mut best: Vec<Arc<Block>> = Vec::new();
-    let mut cur: Vec<Arc<Block>> = Vec::new();
-    let mut cur_points = 0u64;
-    for b in blocks.iter() {
-        let p = b.index.points;
-        if p >= small || cur_points + p > max {
-            if cur.len() > best.len() {
-                best = std::mem::take(&mut cur);
-            }
-            cur.clear();
-            cur_points = 0;
-            if p >= small {
-                continue;
-            }
-        }
-        cur.push(b.clone());
-        cur_points += p;
+    let points: Vec<u64> = blocks.iter().map(|b| b.index.points).collect();
+    let head = sh.opts.head_max_points.max(2) as u64;
+    let cap = (sh.opts.compact_max_points as u64).max(head);
+    // Tier 0: small blocks (cut by age), two or more, up to one full head.
+    let mut tiers = vec![(sh.opts.compact_below_points as u64, head, 2)];
+    // Tier k >= 1: blocks of at most twice its base (the previous tier's largest output), four
+    // or more, up to eight times the base.
+    let mut base = head;
+    while base.saturating_mul(4) <= cap {
+        tiers.push((
+            base.saturating_mul(2) + 1,
+            base.saturating_mul(8).min(cap),
+            4,
+        ));
+        base = base.saturating_mul(4);
     }
-    if cur.len() > best.len() {
-        best = cur;
+    for (below, max_total, min_len) in tiers {
+        let r = longest_run(&points, below, max_total);
+        if r.len() >= min_len {
+            return r.map(|i| blocks[i].clone()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// The longest run of adjacent blocks each with fewer than `below` points, together at most
+/// `max_total` (the first such run when several are as long).
+fn longest_run(points: &[u64], below: u64, max_total: u64) -> std::ops::Range<usize> {
+    let mut best = 0..0;
+    let mut start = 0;
+    let mut total = 0u64;
+    for (i, &p) in points.iter().enumerate() {
+        if p >= below {
+            start = i + 1;
+            total = 0;
+            continue;
+        }
+        total += p;
+        while total > max_total && start <= i {
+            total -= points[start];
+            start += 1;
+        }
+        if i + 1 - start > best.len() {
+            best = start..i + 1;
+        }
     }
     best
 }
@@ -78,32 +108,26 @@ fn pick_run(sh: &Shared) -> Vec<Arc<Block>> {
 type Points = Vec<(i64, FieldValue)>;
 
 fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
-    // Per series: (tags of the latest block, points of each block in order).
-    let mut series: BTreeMap<SeriesKey, (Tags, Vec<Points>)> = BTreeMap::new();
+    // Per series, from the indexes only: the tags of the latest block that has it.
+    let mut series: BTreeMap<&SeriesKey, &Tags> = BTreeMap::new();
     for b in run {
         for c in &b.index.chunks {
-            let pts = b.read_all(&c.key)?;
-            let e = series
-                .entry(c.key.clone())
-                .or_insert_with(|| (c.tags.clone(), Vec::new()));
-            e.0 = c.tags.clone();
-            e.1.push(pts);
+            series.insert(&c.key, &c.tags);
         }
     }
-    let merged: Vec<(SeriesKey, Tags, Points)> = series
-        .into_iter()
-        .map(|(k, (t, parts))| (k, t, crate::merge(parts)))
-        .collect();
     let last = run.last().expect("run of at least two");
     let seq = last.index.seq;
     let wal_upto = run.iter().map(|b| b.index.wal_upto).max().unwrap_or(0);
     let created = run.iter().map(|b| b.index.created_ms).max().unwrap_or(0);
-    let (buf, _) = encode_block(
-        seq,
-        wal_upto,
-        created,
-        merged.iter().map(|(k, t, p)| (k, t, p.as_slice())),
-    )?;
+    let mut out = BlockBuilder::new(seq, wal_upto, created);
+    for (key, tags) in series {
+        let mut parts: Vec<Points> = Vec::with_capacity(run.len());
+        for b in run {
+            parts.push(b.read_all(key)?);
+        }
+        out.push(key, tags, &crate::merge(parts));
+    }
+    let (buf, _) = out.finish()?;
     let path = block_path(&sh.block_dir, seq);
     let tmp = path.with_extension("compact.tmp");
     let fs = &*sh.opts.fs;
@@ -118,6 +142,14 @@ fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
         fs.remove_file(&tmp)?;
         return Ok(0);
     }
+    // Queries holding the run's blocks keep reading the files their indexes describe, even
+    // once the path is renamed over or deleted.
+    for b in run {
+        if let Err(e) = b.pin() {
+            let _ = fs.remove_file(&tmp);
+            return Err(e);
+        }
+    }
     if let Err(e) = fs.rename(&tmp, &path) {
         let _ = fs.remove_file(&tmp);
         return Err(e);
@@ -126,7 +158,7 @@ fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
     // fails and power is cut, the old one still is: both hold the run's last points). The older
     // blocks of the run are deleted only once the merged block's name is durable.
     fs.sync_dir(&sh.block_dir)?;
-    let merged_block = Arc::new(Block::open(&path)?);
+    let merged_block = Arc::new(Block::open_in(&path, &sh.files)?);
     {
         let mut blocks = sh.blocks.write();
         blocks.retain(|b| !run[..run.len() - 1].iter().any(|r| Arc::ptr_eq(b, r)));
@@ -134,6 +166,7 @@ fn merge_run(sh: &Shared, run: &[Arc<Block>]) -> std::io::Result<usize> {
             *slot = merged_block;
         }
         sh.metrics.blocks.set(blocks.len() as i64);
+        sh.metrics.open_block_files.set(sh.files.open_now() as i64);
     }
     // A block that cannot be deleted stays on disk beside the merged one: its points are also
     // in the merged block, which is later, so queries show them once; the next start merges it

@@ -98,6 +98,12 @@ pub struct StoreOptions {
     /// Blocks with fewer points than this are "small" and merged with their small neighbours
     /// (up to `head_max_points` per merged block).
     pub compact_below_points: usize,
+    /// Compaction never makes a block larger than this (tiers: see compact.rs). The merge
+    /// holds the merged block's encoded bytes in memory (a few bytes per point).
+    pub compact_max_points: usize,
+    /// At most this many block files are kept open at once (`storage.max_open_blocks`); the
+    /// others are opened when read ([`block::BlockFiles`]).
+    pub max_open_blocks: usize,
     /// What the store's files are written through: the real file system, or faults on demand
     /// in tests ([`fs::FaultyFs`]).
     pub fs: Arc<dyn fs::StoreFs>,
@@ -117,6 +123,8 @@ impl StoreOptions {
             retention: Duration::from_secs(c.data_retention_days as u64 * 86_400),
             maintenance_interval: Duration::from_secs(30),
             compact_below_points: (c.head_max_points / 4).max(1),
+            compact_max_points: c.head_max_points.saturating_mul(32),
+            max_open_blocks: c.max_open_blocks,
             fs: fs::real(),
         }
     }
@@ -147,6 +155,8 @@ pub struct StoreMetrics {
     pub wal_fsyncs: Counter,
     pub wal_truncations: Counter,
     pub blocks: Gauge,
+    /// Block files kept open (bounded by `storage.max_open_blocks`).
+    pub open_block_files: Gauge,
     pub head_points: Gauge,
     pub series: Gauge,
     pub compactions: Counter,
@@ -194,6 +204,11 @@ impl StoreMetrics {
             "fieldlab_store_blocks",
             "Immutable blocks on disk",
             self.blocks.clone(),
+        );
+        r.register(
+            "fieldlab_store_open_block_files",
+            "Block files kept open now (at most storage.max_open_blocks; the rest are opened when read)",
+            self.open_block_files.clone(),
         );
         r.register(
             "fieldlab_store_head_points",
@@ -308,6 +323,8 @@ struct Shared {
     head: RwLock<Head>,
     catalog: RwLock<BTreeMap<SeriesKey, SeriesInfo>>,
     next_block: AtomicU64,
+    /// The bound on open block files.
+    files: Arc<block::BlockFiles>,
     metrics: StoreMetrics,
     /// Why the store cannot take writes durably now, by part (empty: healthy).
     faults: Mutex<BTreeMap<Part, String>>,
@@ -448,6 +465,7 @@ impl Store {
         let mut blocks = Vec::new();
         let mut catalog = BTreeMap::new();
         let mut wal_upto = 0;
+        let files = block::BlockFiles::new(opts.max_open_blocks);
         let mut max_seq = 0;
         let seqs = if read_only {
             block::list_blocks_readonly(&block_dir)?
@@ -457,7 +475,7 @@ impl Store {
         for seq in seqs {
             max_seq = max_seq.max(seq);
             let path = block::block_path(&block_dir, seq);
-            match Block::open(&path) {
+            match Block::open_in(&path, &files) {
                 Ok(b) => {
                     wal_upto = wal_upto.max(b.index.wal_upto);
                     rec.block_points += b.index.points;
@@ -520,6 +538,7 @@ impl Store {
             .max(wal_upto)
             + 1;
         metrics.blocks.set(blocks.len() as i64);
+        metrics.open_block_files.set(files.open_now() as i64);
         metrics.head_points.set(head.points as i64);
         metrics.series.set(catalog.len() as i64);
         let shared = Arc::new(Shared {
@@ -532,6 +551,7 @@ impl Store {
             head: RwLock::new(head),
             catalog: RwLock::new(catalog),
             next_block: AtomicU64::new(max_seq + 1),
+            files,
             metrics,
             faults: Mutex::new(BTreeMap::new()),
         });
@@ -569,7 +589,14 @@ impl Store {
                     stop_rx.recv_timeout(sh.opts.maintenance_interval)
                 {
                     apply_retention(&sh);
-                    compact::compact_once(&sh);
+                    // Several merges a pass, so a busy lab's blocks do not pile up faster
+                    // than one merge per interval takes them away.
+                    for _ in 0..16 {
+                        if compact::compact_once(&sh) == 0 || !stop_rx.is_empty() {
+                            break;
+                        }
+                    }
+                    sh.metrics.open_block_files.set(sh.files.open_now() as i64);
                 }
             })?;
         let store = Store {
@@ -1302,10 +1329,15 @@ fn apply_retention(sh: &Shared) {
     let (old, keep): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.index.created_ms < cutoff);
     *blocks = keep;
     sh.metrics.blocks.set(blocks.len() as i64);
+    sh.metrics.open_block_files.set(sh.files.open_now() as i64);
     drop(blocks);
     sh.metrics.retention_deleted_blocks.inc_by(old.len() as u64);
     for b in old {
         tracing::info!(block = %b.path.display(), "retention: deleting block older than data_retention_days");
+        // Queries that took the block before it left the list read it to the end.
+        if let Err(e) = b.pin() {
+            tracing::warn!(block = %b.path.display(), error = %e, "retention: could not keep the block open for queries reading it");
+        }
         if let Err(e) = sh.opts.fs.remove_file(&b.path) {
             // Loaded again at the next start, and deleted then.
             tracing::warn!(error = %e, "retention: could not delete block");
@@ -1320,7 +1352,7 @@ fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::
     let seq = sh.next_block.fetch_add(1, Ordering::SeqCst);
     let series = frozen.series.iter().map(|(k, s)| (k, &s.tags, s.points()));
     let written = block::write_block_with(&*sh.opts.fs, &sh.block_dir, seq, wal_upto, series)
-        .and_then(|(path, _)| Block::open(&path));
+        .and_then(|(path, _)| Block::open_in(&path, &sh.files));
     let blk = match written {
         Ok(b) => Arc::new(b),
         Err(e) => {
@@ -1340,6 +1372,7 @@ fn flush_frozen(sh: &Arc<Shared>, frozen: Arc<Head>, wal_upto: u64) -> std::io::
         blocks.push(blk);
         *fr = None;
         sh.metrics.blocks.set(blocks.len() as i64);
+        sh.metrics.open_block_files.set(sh.files.open_now() as i64);
     }
     sh.clear(Part::Block);
     // The block is durable: a segment that cannot be deleted now is only disk space (replay

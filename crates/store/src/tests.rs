@@ -443,3 +443,147 @@ async fn online_backup_is_a_consistent_cut_and_restores() {
     r.close().await.unwrap();
     assert!(backup::restore(&b"not a tar"[..], &target.path().join("x")).is_err());
 }
+
+/// Block files of this store's data dir open in this process now.
+fn open_block_fds(dir: &std::path::Path) -> usize {
+    let blocks = dir.join("blocks");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(&blocks))
+        .count()
+}
+
+fn many_blocks_options(dir: &std::path::Path) -> StoreOptions {
+    let mut o = StoreOptions::new(dir);
+    o.max_open_blocks = 8;
+    o.maintenance_interval = Duration::from_secs(3600); // compaction is called by hand here
+    o
+}
+
+/// One file descriptor per block ran a busy store into the open-file limit within a day:
+/// open block files stay within `max_open_blocks` however many blocks there are, and every
+/// block still reads back (opened again on demand).
+#[tokio::test]
+async fn open_block_files_stay_within_max_open_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = many_blocks_options(dir.path());
+    let (s, _) = Store::open(o.clone()).unwrap();
+    for i in 0..40 {
+        s.write(pts(&format!("d{i}"), 0, 50)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.metrics().blocks.get(), 40);
+    assert!(
+        open_block_fds(dir.path()) <= 8,
+        "{}",
+        open_block_fds(dir.path())
+    );
+    for round in 0..2 {
+        for i in 0..40 {
+            let got = s.range(&key(&format!("d{i}")), i64::MIN, i64::MAX).unwrap();
+            assert_eq!(
+                got,
+                s_points(&pts(&format!("d{i}"), 0, 50)),
+                "round {round}"
+            );
+        }
+        assert!(
+            open_block_fds(dir.path()) <= 8,
+            "{}",
+            open_block_fds(dir.path())
+        );
+    }
+    assert!(s.metrics().open_block_files.get() <= 8);
+    s.close().await.unwrap();
+    drop(s);
+    assert_eq!(open_block_fds(dir.path()), 0);
+    let (s, rec) = Store::open(o).unwrap();
+    assert_eq!(rec.blocks, 40);
+    assert!(
+        open_block_fds(dir.path()) <= 8,
+        "{}",
+        open_block_fds(dir.path())
+    );
+    assert_eq!(s.range(&key("d0"), i64::MIN, i64::MAX).unwrap().len(), 50);
+    s.close().await.unwrap();
+}
+
+/// A query that took the block list before a compaction keeps reading the blocks it took,
+/// although compaction renames the merged block over one of their paths and deletes the
+/// others, and although their files had been closed to stay within `max_open_blocks`.
+#[tokio::test]
+async fn readers_of_replaced_blocks_read_what_their_index_describes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(many_blocks_options(dir.path())).unwrap();
+    for i in 0..20 {
+        // Each block: device "a" at its own times (so the merged block, renamed over the
+        // last block's path, differs from it) and a device of its own.
+        let mut p = pts("a", i * 10, 10);
+        p.extend(pts(&format!("d{i}"), 0, 5));
+        s.write(p).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    let taken: Vec<Arc<Block>> = s.shared.blocks.read().clone();
+    assert_eq!(taken.len(), 20);
+    let c = s.clone();
+    let merged = tokio::task::spawn_blocking(move || c.compact())
+        .await
+        .unwrap();
+    assert_eq!(merged, 19);
+    for (i, b) in taken.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(
+            b.read_all(&key("a")).unwrap(),
+            s_points(&pts("a", i * 10, 10)),
+            "block {i}"
+        );
+        assert_eq!(b.read_all(&key(&format!("d{i}"))).unwrap().len(), 5);
+    }
+    drop(taken);
+    assert_eq!(s.range(&key("a"), i64::MIN, i64::MAX).unwrap().len(), 200);
+    assert!(open_block_fds(dir.path()) <= 8);
+    s.close().await.unwrap();
+}
+
+/// Full blocks (a busy lab cuts one per `head_max_points`) are merged too, in tiers, so the
+/// number of blocks does not grow with time; no point is lost or doubled on the way.
+#[tokio::test]
+async fn full_blocks_merge_in_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = many_blocks_options(dir.path());
+    o.head_max_points = 1_000;
+    o.compact_below_points = 250;
+    o.compact_max_points = 32_000;
+    let (s, _) = Store::open(o.clone()).unwrap();
+    for i in 0..32 {
+        s.write(pts("a", i * 1000, 1000)).await.unwrap();
+        s.flush().await.unwrap();
+    }
+    assert_eq!(s.metrics().blocks.get(), 32);
+    let mut passes = 0;
+    while s.compact() > 0 {
+        passes += 1;
+        assert!(passes < 40);
+    }
+    let blocks: Vec<u64> = s
+        .shared
+        .blocks
+        .read()
+        .iter()
+        .map(|b| b.index.points)
+        .collect();
+    // 32 x 1k -> 4 x 8k (tier 1) -> 1 x 32k (tier 2).
+    assert_eq!(blocks, vec![32_000]);
+    assert_eq!(
+        s.range(&key("a"), i64::MIN, i64::MAX).unwrap(),
+        s_points(&pts("a", 0, 32_000))
+    );
+    s.close().await.unwrap();
+    let (s, _) = Store::open(o).unwrap();
+    assert_eq!(
+        s.range(&key("a"), i64::MIN, i64::MAX).unwrap().len(),
+        32_000
+    );
+    s.close().await.unwrap();
+}

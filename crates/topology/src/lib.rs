@@ -197,6 +197,7 @@ pub async fn up(
                 tls: tls.clone(),
                 auth: check,
                 on_denied: Some(on_denied),
+                allowed_hosts: cfg.server.allowed_hosts.clone(),
             })?;
             tls_listen = b.tls_listen;
             if let Some(t) = b.tls_listen {

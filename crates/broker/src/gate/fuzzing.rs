@@ -41,6 +41,7 @@ pub fn fuzz_mqtt_gate(data: &[u8]) {
         max_packet: max,
         denied: Arc::new(AtomicU64::new(0)),
         on_denied: None,
+        allowed_hosts: Arc::from(Vec::<String>::new()),
     };
     let peer = ([127, 0, 0, 1], 40000).into();
 
