@@ -17,10 +17,8 @@ pub mod data;
 pub mod detect;
 pub mod emulator_api;
 pub mod openapi;
-pub mod problem;
 pub mod ratelimit;
 pub mod routes;
-pub mod tls;
 pub mod ui;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -37,7 +35,9 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use problem::Problem;
+pub use fieldlab_http::problem;
+pub use fieldlab_http::tls;
+pub use fieldlab_http::Problem;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -262,45 +262,7 @@ pub async fn authenticate(
     next.run(req).await
 }
 
-/// Give every request an id: the caller's `x-request-id` if it is sane, else a new UUID. The
-/// id is set on the request (for handlers and proxies behind us), on the response, and on the
-/// tracing span around the request, so every log line of the request carries it.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    use tracing::Instrument;
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let value = HeaderValue::from_str(&id).expect("checked ASCII");
-    req.headers_mut().insert(REQUEST_ID, value.clone());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", request_id = %id);
-    let start = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    resp.headers_mut().insert(REQUEST_ID, value);
-    let status = resp.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        // Probes and scrapes arrive every few seconds; keep them out of the info log.
-        if routes_probe(&path) {
-            tracing::debug!(%method, %path, status, ms, "http");
-        } else {
-            tracing::info!(%method, %path, status, ms, "http");
-        }
-    });
-    resp
-}
-
-/// The request id header.
-pub const REQUEST_ID: &str = "x-request-id";
-
-fn routes_probe(path: &str) -> bool {
-    path == "/metrics" || path.starts_with("/health") || path.starts_with("/ready")
-}
+pub use fieldlab_http::request_id::{request_id, REQUEST_ID};
 
 /// The full router with state, metrics, authentication and request-id middleware.
 pub fn app(state: AppState) -> axum::Router {

@@ -27,7 +27,7 @@ use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::registry::Registry;
 use fieldlab_attest::sign::PublicKeyFile;
 use fieldlab_core::Principal;
-use fieldlab_server::Problem;
+use fieldlab_http::Problem;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

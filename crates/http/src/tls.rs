@@ -6,6 +6,8 @@
 //! feed handshakes that run in their own tasks (a slow or silent client cannot hold up the
 //! others; each has 10 s), and finished TLS streams go to axum's own server loop, which keeps
 //! graceful shutdown. [`PeerInfo`] carries the peer address and certificate name into requests.
+//! A listener may also admit only client certificates whose subject is on an allow-list (the
+//! verifier's deployments): a refused client's connection is closed before any HTTP is read.
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
@@ -35,48 +37,97 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
     Ok(certs)
 }
 
-/// Build the rustls server configuration from PEM files (ring crypto, TLS 1.2 and 1.3).
-/// With `client_ca`, every client must present a certificate that chains to it.
+/// The lab API's rustls configuration from PEM files (ring crypto, TLS 1.2 and 1.3, HTTP/1.1).
+/// With `client_ca`, every client must present a certificate that chains to it. Errors name
+/// the `server.tls_*` keys.
 pub fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, String> {
-    let chain = read_certs(cert, "server.tls_cert_file")?;
-    let key_bytes = std::fs::read(key)
-        .map_err(|e| format!("server.tls_key_file {}: cannot read it: {e}", key.display()))?;
+    server_config_named(
+        TlsFiles {
+            cert,
+            key,
+            client_ca,
+            names: [
+                "server.tls_cert_file",
+                "server.tls_key_file",
+                "server.tls_client_ca_file",
+            ],
+        },
+        &[b"http/1.1"],
+    )
+}
+
+/// PEM files of a TLS listener, and what the user calls them (a config key or a flag), for
+/// errors that say which one to fix.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
+    /// Names of `cert`, `key` and `client_ca` in errors.
+    pub names: [&'a str; 3],
+}
+
+/// A rustls server configuration from PEM files, offering these ALPN protocols.
+pub fn server_config_named(f: TlsFiles<'_>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
+    let [cert_name, key_name, ca_name] = f.names;
+    let chain = read_certs(f.cert, cert_name)?;
+    let key_bytes = std::fs::read(f.key)
+        .map_err(|e| format!("{key_name} {}: cannot read it: {e}", f.key.display()))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_bytes.as_slice())
-        .map_err(|e| format!("server.tls_key_file {}: not PEM: {e}", key.display()))?
-        .ok_or_else(|| {
-            format!(
-                "server.tls_key_file {}: no private key block found",
-                key.display()
-            )
-        })?;
+        .map_err(|e| format!("{key_name} {}: not PEM: {e}", f.key.display()))?
+        .ok_or_else(|| format!("{key_name} {}: no private key block found", f.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
+    let builder = match f.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for c in read_certs(ca, "server.tls_client_ca_file")? {
+            for c in read_certs(ca, ca_name)? {
                 roots
                     .add(c)
-                    .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
+                    .map_err(|e| format!("{ca_name} {}: {e}", ca.display()))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| format!("server.tls_client_ca_file {}: {e}", ca.display()))?;
+                .map_err(|e| format!("{ca_name} {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder.with_single_cert(chain, key).map_err(|e| {
-        format!("server.tls_cert_file/tls_key_file do not match or are unusable: {e}")
-    })?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{cert_name}/{key_name} do not match or are unusable: {e}"))?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+/// The subject DN of a DER certificate, RFC 4514 style.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(c.subject().to_string())
+}
+
+/// Whether `subject` is on the allow-list: a full DN (`CN=auditor,O=Example`) or one RDN
+/// (`CN=auditor`). An empty list allows every subject.
+pub fn subject_allowed(subject: &str, list: &[String]) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    let norm = |s: &str| {
+        s.split(',')
+            .map(|p| p.trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    let parts = norm(subject);
+    list.iter().any(|a| {
+        let want = norm(a);
+        want == parts || (want.len() == 1 && parts.contains(&want[0]))
+    })
 }
 
 /// A TCP listener that yields finished TLS streams.
@@ -94,6 +145,17 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, cfg: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+        TlsListener::with_allowed_subjects(tcp, cfg, Vec::new())
+    }
+
+    /// A listener that also closes connections whose client certificate's subject is not on
+    /// `allowed_subjects` (see [`subject_allowed`]; empty: any certificate the CA signed).
+    pub fn with_allowed_subjects(
+        tcp: TcpListener,
+        cfg: Arc<ServerConfig>,
+        allowed_subjects: Vec<String>,
+    ) -> std::io::Result<TlsListener> {
+        let allowed_subjects = Arc::new(allowed_subjects);
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let acceptor = TlsAcceptor::from(cfg);
@@ -108,12 +170,26 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let _ = sock.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let allowed_subjects = allowed_subjects.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await
                     {
                         Ok(Ok(s)) => {
+                            let subject = s
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| subject_of(c));
+                            if let Some(sub) = &subject {
+                                if !subject_allowed(sub, &allowed_subjects) {
+                                    tracing::warn!(%peer, subject = %sub, "client certificate subject not allowed");
+                                    return;
+                                }
+                            }
                             let _ = tx.send((s, peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -184,4 +260,19 @@ fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subject_matching() {
+        let l = vec!["CN=auditor".to_string()];
+        assert!(super::subject_allowed("CN=auditor, O=Example", &l));
+        assert!(!super::subject_allowed("CN=intruder, O=Example", &l));
+        assert!(super::subject_allowed("CN=x", &[]));
+        assert!(super::subject_allowed(
+            "CN=a, O=B",
+            &["CN=a,O=B".to_string()]
+        ));
+    }
 }

@@ -1,0 +1,18 @@
+//! fieldlab-http: what fieldlab's two HTTP services share.
+//!
+//! Why it exists: the lab API (`fieldlab-server`) and the proof verifier
+//! (`fieldlab-verifier`, `fieldlab cap serve`) both answer errors as RFC 9457 problems, both
+//! serve HTTPS with rustls and optional client certificates, and both tag requests with ids.
+//! Written once here, the verifier needs nothing of the lab (no detectors, broker, emulator or
+//! Parquet), and a fix to TLS serving reaches both.
+//!
+//! - [`problem`]: the `application/problem+json` error type;
+//! - [`tls`]: rustls server configuration from PEM files, and a listener that hands finished
+//!   TLS streams (with the client certificate's name) to `axum::serve`;
+//! - [`request_id`]: the `x-request-id` middleware with one log line per request.
+
+pub mod problem;
+pub mod request_id;
+pub mod tls;
+
+pub use problem::Problem;
