@@ -13,7 +13,7 @@ DS = {"type": "prometheus", "uid": "prometheus"}
 # dashboard slug -> (title, [(panel title, unit, [(promql, legend)])])
 PANELS = {
     "fleet": ("fieldlab / Fleet", [
-        ("Active devices (last 60 s)", "short", [("sum(active_devices_count)", "active devices")]),
+        ("Active devices (last 60 s)", "short", [("sum(fieldlab_active_devices)", "active devices")]),
         ("Messages per second", "ops", [("sum(rate(fieldlab_ingest_messages_total[1m]))", "messages/s")]),
         ("Ingest connected to broker", "short", [("max(fieldlab_ingest_connected)", "connected")]),
         ("HTTP requests by status", "reqps", [
@@ -37,7 +37,7 @@ PANELS = {
     ]),
     "store": ("fieldlab / Store", [
         ("Points written per second", "ops", [("sum(rate(fieldlab_store_points_total[1m]))", "points/s")]),
-        ("WAL size", "bytes", [("sum(fieldlab_store_wal_bytes)", "WAL bytes")]),
+        ("WAL size", "bytes", [("sum(fieldlab_store_wal_size_bytes)", "WAL bytes")]),
         ("WAL fsyncs per second", "ops", [("sum(rate(fieldlab_store_wal_fsyncs_total[1m]))", "fsyncs/s")]),
         ("Blocks, series, head points", "short", [
             ("sum(fieldlab_store_blocks)", "blocks"),

@@ -11,7 +11,7 @@ What it checks, and with what:
 - every rendered manifest validates against the Kubernetes JSON schemas shipped in the
   kubernetes-validate package (strict: unknown fields are errors);
 - the things the issue asks of the manifests: probes on /health and /ready, resources, an HPA
-  with the Pods metric active_devices_count, a PDB, a NetworkPolicy, an Ingress with rate
+  with the Pods metric fieldlab_active_devices, a PDB, a NetworkPolicy, an Ingress with rate
   limits, a backup CronJob running `fieldlab backup --out`, non-root pods;
 - with --metrics FILE (a live /metrics scrape): every metric a dashboard or an alert rule
   queries is exported, or listed in deploy/grafana/metrics-owned-elsewhere.txt with the issue
@@ -245,8 +245,8 @@ def shape_check(label, docs, expect_hpa=True, expect_backup=True):
     if expect_hpa:
         hpas = by_kind.get("HorizontalPodAutoscaler", [])
         names = [m.get("pods", {}).get("metric", {}).get("name") for h in hpas for m in h["spec"]["metrics"]]
-        if "active_devices_count" not in names:
-            problem(f"{label}: no HPA with the Pods metric active_devices_count")
+        if "fieldlab_active_devices" not in names:
+            problem(f"{label}: no HPA with the Pods metric fieldlab_active_devices")
     for kind in ("PodDisruptionBudget", "NetworkPolicy", "Ingress", "Service", "ConfigMap"):
         if kind not in by_kind:
             problem(f"{label}: no {kind}")

@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// web page cannot reach the lab through DNS rebinding. Also the origins (by host) whose
     /// browser writes and WebSocket upgrades are accepted besides the server's own.
     pub allowed_hosts: Vec<String>,
+    /// Also export deprecated metric names (`active_devices_count`, now
+    /// `fieldlab_active_devices`) for dashboards and autoscalers not yet moved. Removed in the
+    /// next release.
+    pub legacy_metric_names: bool,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             allowed_hosts: Vec::new(),
+            legacy_metric_names: false,
         }
     }
 }

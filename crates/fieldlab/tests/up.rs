@@ -128,7 +128,7 @@ fn up_runs_the_pipeline_and_a_restart_keeps_every_point() {
         "fieldlab_ingest_messages_total",
         "fieldlab_ingest_quarantined_total",
         "fieldlab_store_points_total",
-        "active_devices_count",
+        "fieldlab_active_devices",
         "fieldlab_http_request_duration_seconds_count",
     ] {
         assert!(
@@ -143,7 +143,7 @@ fn up_runs_the_pipeline_and_a_restart_keeps_every_point() {
         _ => panic!("{n} has an unexpected type"),
     };
     assert!(value("fieldlab_ingest_quarantined_total") >= 1.0);
-    assert!(value("active_devices_count") >= 3.0);
+    assert!(value("fieldlab_active_devices") >= 3.0);
 
     // Everything visible now must survive SIGINT and a restart, exactly once.
     let before: BTreeMap<&str, _> = DEMO

@@ -2,15 +2,18 @@
 //!
 //! Why it exists: the lab API (`fieldlab-server`) and the proof verifier
 //! (`fieldlab-verifier`, `fieldlab cap serve`) both answer errors as RFC 9457 problems, both
-//! serve HTTPS with rustls and optional client certificates, and both tag requests with ids.
+//! serve HTTPS with rustls and optional client certificates, both tag requests with ids, and
+//! both export metrics.
 //! Written once here, the verifier needs nothing of the lab (no detectors, broker, emulator or
 //! Parquet), and a fix to TLS serving reaches both.
 //!
 //! - [`problem`]: the `application/problem+json` error type;
 //! - [`tls`]: rustls server configuration from PEM files, and a listener that hands finished
 //!   TLS streams (with the client certificate's name) to `axum::serve`;
-//! - [`request_id`]: the `x-request-id` middleware with one log line per request.
+//! - [`request_id`]: the `x-request-id` middleware with one log line per request;
+//! - [`metrics`]: `/metrics` as OpenMetrics or Prometheus text 0.0.4, as the scraper asks.
 
+pub mod metrics;
 pub mod problem;
 pub mod request_id;
 pub mod tls;

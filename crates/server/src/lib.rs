@@ -46,11 +46,14 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
-/// HTTP metrics, registered under `fieldlab_http_*`, plus the seed's `active_devices_count`.
+/// HTTP metrics, registered under `fieldlab_http_*`, plus `fieldlab_active_devices` (the
+/// autoscaling metric; the seed's `active_devices_count` too with `legacy_names`).
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub duration: Family<HttpLabels, Histogram>,
     pub active_devices: Gauge,
+    /// Also export the gauge as `active_devices_count` (deprecated: `server.legacy_metric_names`).
+    pub legacy_names: bool,
 }
 
 impl Default for HttpMetrics {
@@ -60,6 +63,7 @@ impl Default for HttpMetrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 14))
             }),
             active_devices: Gauge::default(),
+            legacy_names: false,
         }
     }
 }
@@ -72,10 +76,18 @@ impl HttpMetrics {
             self.duration.clone(),
         );
         r.register(
-            "active_devices_count",
-            "Devices that sent telemetry in the last 60 s (the seed's autoscaling metric)",
+            "fieldlab_active_devices",
+            "Devices that sent telemetry in the last 60 s (the autoscaling metric)",
             self.active_devices.clone(),
         );
+        if self.legacy_names {
+            // The seed's name: its `_count` suffix reads as a histogram's to Prometheus tools.
+            r.register(
+                "active_devices_count",
+                "Deprecated name of fieldlab_active_devices (server.legacy_metric_names), removed in the next release",
+                self.active_devices.clone(),
+            );
+        }
     }
 }
 

@@ -510,22 +510,9 @@ pub fn standalone(
         },
         auth: crate::auth_routes::AuthState(Some(auth)),
     };
-    let metrics = move || {
+    let metrics = move |headers: axum::http::HeaderMap| {
         let reg = registry.clone();
-        async move {
-            let mut out = String::new();
-            if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
-                return Problem::internal(format!("encoding metrics failed: {e}")).into_response();
-            }
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                out,
-            )
-                .into_response()
-        }
+        async move { fieldlab_http::metrics::respond(&reg, &headers) }
     };
     let up = || async { Json(json!({"status": "UP"})) };
     routes::<Standalone>()

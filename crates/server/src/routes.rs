@@ -15,7 +15,7 @@
 
 use crate::{AppState, Problem};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -106,22 +106,11 @@ async fn ready(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     s.http
         .active_devices
         .set(s.directory.active_since(now_ms() - 60_000) as i64);
-    let mut out = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        return Problem::internal(format!("encoding metrics failed: {e}")).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    fieldlab_http::metrics::respond(&s.registry, &headers)
 }
 
 fn device_json(e: &fieldlab_core::DeviceEntry) -> Value {

@@ -212,7 +212,11 @@ async fn metrics_include_request_timings_and_active_devices() {
     assert_eq!(st, StatusCode::OK);
     let text = v.as_str().unwrap();
     assert!(text.contains("fieldlab_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/devices\",status=\"200\"} 1"), "{text}");
-    assert!(text.contains("active_devices_count 0"));
+    assert!(text.contains("fieldlab_active_devices 0"), "{text}");
+    assert!(
+        !text.contains("active_devices_count"),
+        "the deprecated name is opt-in"
+    );
     assert!(text.contains("fieldlab_store_points_total 120"));
 }
 

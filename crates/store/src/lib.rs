@@ -157,6 +157,8 @@ pub struct StoreMetrics {
     pub blocks: Gauge,
     /// Block files kept open (bounded by `storage.max_open_blocks`).
     pub open_block_files: Gauge,
+    /// Bytes of WAL segments on disk now (measured at each maintenance pass).
+    pub wal_size_bytes: Gauge,
     pub head_points: Gauge,
     pub series: Gauge,
     pub compactions: Counter,
@@ -204,6 +206,11 @@ impl StoreMetrics {
             "fieldlab_store_blocks",
             "Immutable blocks on disk",
             self.blocks.clone(),
+        );
+        r.register(
+            "fieldlab_store_wal_size_bytes",
+            "Bytes of write-ahead log segments on disk (measured every maintenance pass); grows when blocks cannot be written",
+            self.wal_size_bytes.clone(),
         );
         r.register(
             "fieldlab_store_open_block_files",
@@ -580,6 +587,10 @@ impl Store {
             .name("fieldlab-store-writer".into())
             .spawn(move || Writer::new(sh, wal).run(rx))?;
         apply_retention(&shared);
+        shared
+            .metrics
+            .wal_size_bytes
+            .set(dir_bytes(&shared.wal_dir) as i64);
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let sh = shared.clone();
         let maint = std::thread::Builder::new()
@@ -1316,6 +1327,18 @@ impl Writer {
         let _ = self.sync();
         self.cut(true)
     }
+}
+
+/// Bytes of the regular files directly in `dir` (0 if it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Delete blocks whose data arrived more than `data_retention_days` ago.

@@ -228,7 +228,10 @@ pub async fn up(
         mqtt_denied,
     );
     let ingest_metrics = IngestMetrics::default();
-    let http_metrics = HttpMetrics::default();
+    let http_metrics = HttpMetrics {
+        legacy_names: cfg.server.legacy_metric_names,
+        ..HttpMetrics::default()
+    };
     let sink_metrics = fieldlab_sinks::SinkMetrics::default();
     let emulator_metrics = fieldlab_emulator::EmulatorMetrics::default();
     emulator_metrics.register(&mut registry);

@@ -188,15 +188,9 @@ pub fn standalone(v: Shared) -> Router {
                 (code, Json(json!({"status": if reg_ok { "UP" } else { "DOWN" }, "registry": v.registry.is_some()})))
             }
         }))
-        .route("/metrics", get(move || {
+        .route("/metrics", get(move |headers: axum::http::HeaderMap| {
             let reg = reg.clone();
-            async move {
-                let mut out = String::new();
-                match prometheus_client::encoding::text::encode(&mut out, &reg) {
-                    Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
-                    Err(e) => Problem::internal(e.to_string()).into_response(),
-                }
-            }
+            async move { fieldlab_http::metrics::respond(&reg, &headers) }
         }))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|uri: axum::http::Uri| async move { Problem::not_found(format!("no route for {}; see /openapi.json", uri.path())) })
