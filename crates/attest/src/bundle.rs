@@ -305,6 +305,10 @@ pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
+    // The signer wrote the IR: check it is one `policy compile` could have made.
+    if let Err(e) = ir.validate() {
+        return r.fail(format!("policy.ir.json: {e}"));
+    }
     let manifest: Manifest = match parse_canonical("manifest.json", map["manifest.json"]) {
         Ok(v) => v,
         Err(e) => return r.fail(e),

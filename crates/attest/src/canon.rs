@@ -7,7 +7,10 @@
 //!
 //! Hand-written rather than `serde_jcs` because `prepare` encodes a million records per run
 //! (this encoder writes into one reused buffer without building intermediate maps), and because
-//! integers outside ±2^53 must be refused rather than silently rounded. The tests cross-check it
+//! integers whose double prints as another number (9007199254740993 prints as ...992) must be
+//! refused rather than silently rounded. RFC 8785 numbers are doubles: an integer text is
+//! canonical when it is the ECMAScript text of the double it denotes (9007199254740992 and
+//! 1152921504606847000 are; 9007199254740993 and 1152921504606846976, 2^60 in full, are not). The tests cross-check it
 //! against `serde_jcs` — except for member names that need escaping, where `serde_jcs` sorts
 //! the quoted/escaped form (so `"$ "` before `"$"`) while RFC 8785 §3.2.3 (and this encoder)
 //! sorts the raw names; and `serde_jcs` sorts by UTF-8 bytes, not UTF-16 units (U+10000 vs
@@ -22,7 +25,7 @@ const MAX_SAFE: u64 = (1 << 53) - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CanonError {
-    #[error("number {0} cannot be encoded exactly in RFC 8785 JSON (outside ±2^53 or not finite)")]
+    #[error("number {0} cannot be encoded exactly in RFC 8785 JSON (no IEEE 754 double holds it, or it is not finite)")]
     Number(String),
     #[error("value cannot be represented as JSON: {0}")]
     Serialize(String),
@@ -75,13 +78,22 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonError> {
 }
 
 fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) -> Result<(), CanonError> {
+    // Integers are doubles too: accepted when their decimal text is the ECMAScript text of the
+    // nearest double (2^53 as 9007199254740992, 2^60 as 1152921504606847000), refused when that double would print
+    // as another number (9007199254740993 prints as ...992: fieldlab does not round).
+    let exact = |m: u64| {
+        m <= MAX_SAFE || {
+            let mut b = ryu_js::Buffer::new();
+            b.format_finite(m as f64) == m.to_string()
+        }
+    };
     if let Some(u) = n.as_u64() {
-        if u > MAX_SAFE {
+        if !exact(u) {
             return Err(CanonError::Number(n.to_string()));
         }
         out.extend_from_slice(u.to_string().as_bytes());
     } else if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() > MAX_SAFE {
+        if !exact(i.unsigned_abs()) {
             return Err(CanonError::Number(n.to_string()));
         }
         out.extend_from_slice(i.to_string().as_bytes());
@@ -493,6 +505,77 @@ mod tests {
         );
     }
 
+    /// RFC 8785 Appendix B: IEEE 754 doubles (as bits) and their canonical text; NaN and the
+    /// infinities have none.
+    const RFC8785_NUMBERS: &[(u64, Option<&str>)] = &[
+        (0x0000000000000000, Some("0")),
+        (0x8000000000000000, Some("0")),
+        (0x0000000000000001, Some("5e-324")),
+        (0x8000000000000001, Some("-5e-324")),
+        (0x7fefffffffffffff, Some("1.7976931348623157e+308")),
+        (0xffefffffffffffff, Some("-1.7976931348623157e+308")),
+        (0x4340000000000000, Some("9007199254740992")),
+        (0xc340000000000000, Some("-9007199254740992")),
+        (0x4430000000000000, Some("295147905179352830000")),
+        (0x7fffffffffffffff, None),
+        (0x7ff0000000000000, None),
+        (0x44b52d02c7e14af5, Some("9.999999999999997e+22")),
+        (0x44b52d02c7e14af6, Some("1e+23")),
+        (0x44b52d02c7e14af7, Some("1.0000000000000001e+23")),
+        (0x444b1ae4d6e2ef4e, Some("999999999999999700000")),
+        (0x444b1ae4d6e2ef4f, Some("999999999999999900000")),
+        (0x444b1ae4d6e2ef50, Some("1e+21")),
+        (0x3eb0c6f7a0b5ed8c, Some("9.999999999999997e-7")),
+        (0x3eb0c6f7a0b5ed8d, Some("0.000001")),
+        (0x41b3de4355555553, Some("333333333.3333332")),
+        (0x41b3de4355555554, Some("333333333.33333325")),
+        (0x41b3de4355555555, Some("333333333.3333333")),
+        (0x41b3de4355555556, Some("333333333.3333334")),
+        (0x41b3de4355555557, Some("333333333.33333343")),
+        (0xbecbf647612f3696, Some("-0.0000033333333333333333")),
+        (0x43143ff3c1cb0959, Some("1424953923781206.2")),
+    ];
+
+    /// Each double is written as the RFC says, and its text, parsed as a verifier parses a
+    /// bundle's JSON, is that very double again and canonical.
+    #[test]
+    fn rfc8785_number_vectors() {
+        for &(bits, want) in RFC8785_NUMBERS {
+            let f = f64::from_bits(bits);
+            let got = serde_json::Number::from_f64(f).map(|n| {
+                let mut out = Vec::new();
+                write_number(&mut out, &n).unwrap();
+                String::from_utf8(out).unwrap()
+            });
+            assert_eq!(got.as_deref(), want, "{bits:016x}");
+            if let Some(text) = want {
+                let v: Value = serde_json::from_str(text).unwrap();
+                let back = v.as_f64().unwrap();
+                assert!(back == f, "{bits:016x}: {text} parsed as {back:e}");
+                assert!(is_canonical(text.as_bytes()), "{text}");
+            }
+        }
+    }
+
+    /// The numbers the independent verifier found rejected: correctly rounded parsing keeps
+    /// them, so a record's bytes survive parse and re-encoding unchanged.
+    #[test]
+    fn correctly_rounded_numbers_survive_a_round_trip() {
+        for text in [
+            "252.33333333333334",
+            "96.81818181818181",
+            "0.1",
+            "1e-7",
+            "123456789.12345679",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let mut out = Vec::new();
+            write_value(&mut out, &v).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+            assert!(is_canonical(text.as_bytes()), "{text}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn agrees_with_serde_jcs(keys in proptest::collection::vec("[ !#-\\[\\]-~\u{a0}-\u{d7ff}]{3}", 0..6),
@@ -506,6 +589,24 @@ mod tests {
             let ours = canonical(&v).unwrap();
             proptest::prop_assert_eq!(&ours, &serde_jcs::to_vec(&v).unwrap());
             proptest::prop_assert!(is_canonical(&ours));
+        }
+
+        /// Any finite double: its canonical text parses back to the same bits (-0 to 0), is
+        /// itself canonical, and re-encodes to the same text.
+        #[test]
+        fn every_double_round_trips(bits in proptest::prelude::any::<u64>()) {
+            let f = f64::from_bits(bits);
+            proptest::prop_assume!(f.is_finite());
+            let mut out = Vec::new();
+            write_number(&mut out, &serde_json::Number::from_f64(f).unwrap()).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let back = v.as_f64().unwrap();
+            proptest::prop_assert!(back == f, "{} parsed as {:e}, want {:e}", text, back, f);
+            let mut again = Vec::new();
+            write_value(&mut again, &v).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(again).unwrap(), text.clone());
+            proptest::prop_assert!(is_canonical(text.as_bytes()), "{}", text);
         }
 
         /// The one-pass checker answers exactly as "parse, re-encode, compare" does, for
@@ -575,6 +676,12 @@ mod tests {
             ("1e21", false),
             ("1e+21", true),
             ("9007199254740993", false),
+            ("9007199254740992", true),
+            ("-9007199254740992", true),
+            ("1152921504606846976", false),
+            ("1152921504606847000", true),
+            ("18446744073709551615", false),
+            ("295147905179352830000", true),
             ("\"\\u0008\"", false),
             ("\"\\b\"", true),
             ("\"\\u001f\"", true),

@@ -128,6 +128,129 @@ impl PolicyIr {
     pub fn lists(&self) -> BTreeSet<String> {
         self.rules.iter().filter_map(|r| r.list.clone()).collect()
     }
+
+    /// Check the IR itself, as a verifier must: a bundle's signer could have written any IR,
+    /// not only what `policy compile` makes. Known format and source version, an id, at least
+    /// one rule, unique non-empty rule ids, known ops with exactly their parameters, of the
+    /// right type and range (counts are non-negative integers, bounds finite with
+    /// min <= max, count_min <= count_max per set). The first problem is the error.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != IR_FORMAT {
+            return Err(format!(
+                "format `{}` is not `{IR_FORMAT}`",
+                cap(&self.format)
+            ));
+        }
+        if !matches!(self.source_version, 1 | 2) {
+            return Err(format!(
+                "source_version {} is not a known dialect (1 or 2)",
+                self.source_version
+            ));
+        }
+        if self.id.trim().is_empty() {
+            return Err("the policy has no id".into());
+        }
+        if self.rules.is_empty() {
+            return Err("the policy has no rules: it would be satisfied by any data".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut bounds: BTreeMap<&str, (Option<u64>, Option<u64>)> = BTreeMap::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("rules[{i}] (`{}`)", cap(&r.id));
+            if r.id.trim().is_empty() {
+                return Err(format!("rules[{i}] has no id"));
+            }
+            if !ids.insert(r.id.as_str()) {
+                return Err(format!("{at}: the rule id is used twice"));
+            }
+            let Some((_, params, _)) = OPS.iter().find(|(op, _, _)| *op == r.op) else {
+                return Err(format!("{at}: unknown op `{}`", cap(&r.op)));
+            };
+            let given = [
+                ("set", r.set.is_some()),
+                ("field", r.field.is_some()),
+                ("value", r.value.is_some()),
+                ("values", r.values.is_some()),
+                ("min", r.min.is_some()),
+                ("max", r.max.is_some()),
+                ("list", r.list.is_some()),
+            ];
+            for (name, present) in given {
+                let wanted = params.contains(&name);
+                if wanted && !present {
+                    return Err(format!("{at}: op `{}` needs `{name}`", r.op));
+                }
+                if present && !wanted {
+                    return Err(format!("{at}: op `{}` takes no `{name}`", r.op));
+                }
+            }
+            for (name, text) in [("set", &r.set), ("field", &r.field), ("list", &r.list)] {
+                if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                    return Err(format!("{at}: `{name}` is empty"));
+                }
+            }
+            for (name, x) in [("min", r.min), ("max", r.max)] {
+                if x.is_some_and(|x| !x.is_finite()) {
+                    return Err(format!("{at}: `{name}` is not a finite number"));
+                }
+            }
+            match r.op.as_str() {
+                "count_min" | "count_max" => {
+                    let n = r.value.as_ref().and_then(Value::as_u64).ok_or_else(|| {
+                        format!("{at}: `value` of {} must be a non-negative integer", r.op)
+                    })?;
+                    let set = r.set.as_deref().unwrap_or("");
+                    let b = bounds.entry(set).or_default();
+                    if r.op == "count_min" {
+                        b.0 = Some(n);
+                    } else {
+                        b.1 = Some(n);
+                    }
+                }
+                "eq" | "ne"
+                    if r.value
+                        .as_ref()
+                        .is_some_and(|v| v.is_array() || v.is_object()) =>
+                {
+                    return Err(format!(
+                        "{at}: `value` must be a string, number, boolean or null"
+                    ));
+                }
+                "one_of" => {
+                    let v = r.values.as_deref().unwrap_or_default();
+                    if v.is_empty() || v.iter().any(|x| x.is_array() || x.is_object()) {
+                        return Err(format!(
+                            "{at}: `values` must be a non-empty list of strings, numbers, booleans or null"
+                        ));
+                    }
+                }
+                "range" => {
+                    if let (Some(lo), Some(hi)) = (r.min, r.max) {
+                        if lo > hi {
+                            return Err(format!("{at}: min {lo} > max {hi}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (set, (lo, hi)) in bounds {
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                if lo > hi {
+                    return Err(format!(
+                        "set `{}`: count_min {lo} > count_max {hi}",
+                        cap(set)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most 80 characters of a signer-controlled string, for error messages.
+fn cap(s: &str) -> String {
+    s.chars().take(80).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -566,6 +689,73 @@ mod tests {
         assert_eq!(r.exit_code(), 2);
         let ops: Vec<String> = r.ir.unwrap().rules.iter().map(|r| r.op.clone()).collect();
         assert_eq!(ops, ["require_at_least_one_ubo", "count_max", "count_min"]);
+    }
+
+    /// What `policy compile` makes is valid; what a hostile signer could write instead is not.
+    #[test]
+    fn validate_refuses_irs_compile_would_never_make() {
+        let good = lint(V2).ir.unwrap();
+        assert_eq!(good.validate(), Ok(()));
+        let v1 = lint("id: lksg\ndescription: d\nconstraints:\n  require_at_least_one_ubo: true\n  supplier_count_max: 10\n  ubo_count_min: 1\n").ir.unwrap();
+        assert_eq!(v1.validate(), Ok(()));
+        let bad = |f: &dyn Fn(&mut PolicyIr), why: &str| {
+            let mut ir = good.clone();
+            f(&mut ir);
+            let e = ir.validate().expect_err(why);
+            assert!(e.contains(why), "{why}: {e}");
+        };
+        bad(&|ir| ir.rules.clear(), "no rules");
+        bad(&|ir| ir.source_version = 3, "source_version 3");
+        bad(&|ir| ir.format = "x".into(), "format");
+        bad(&|ir| ir.id = " ".into(), "no id");
+        bad(
+            &|ir| {
+                let r = ir.rules[0].clone();
+                ir.rules.push(r);
+            },
+            "used twice",
+        );
+        bad(&|ir| ir.rules[0].value = None, "needs `value`");
+        bad(
+            &|ir| ir.rules[0].value = Some(serde_json::json!(1.5)),
+            "non-negative integer",
+        );
+        bad(
+            &|ir| ir.rules[0].value = Some(serde_json::json!(-1)),
+            "non-negative integer",
+        );
+        bad(
+            &|ir| ir.rules[0].field = Some("f".into()),
+            "takes no `field`",
+        );
+        bad(&|ir| ir.rules[0].op = "frobnicate".into(), "unknown op");
+        bad(
+            &|ir| {
+                let mut r = ir.rules[0].clone();
+                r.id = "b".into();
+                r.op = "count_min".into();
+                r.value = Some(serde_json::json!(11));
+                ir.rules.push(r);
+            },
+            "count_min 11 > count_max 10",
+        );
+        bad(
+            &|ir| {
+                ir.rules[0] = Rule {
+                    id: "r".into(),
+                    op: "range".into(),
+                    set: Some("s".into()),
+                    field: Some("f".into()),
+                    value: None,
+                    values: None,
+                    min: Some(5.0),
+                    max: Some(1.0),
+                    list: None,
+                    description: None,
+                }
+            },
+            "min 5 > max 1",
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Argument parsing and printing only; every format and check lives in `fieldlab-attest`.
 //! Exit codes: 0 OK; 1 FAIL or error; `policy lint|validate`: 2 warnings, 3 errors;
-//! `verify-bundle`: 4 when the bundle is valid but its policy is not satisfied.
+//! `verify-bundle`: 4 when the bundle is valid but its policy is not satisfied, 5 when its
+//! signature is valid but no signer was pinned (`--trust KEY`, or `--allow-any-signer`).
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
@@ -167,12 +168,18 @@ pub enum RegistryCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Verify the whole registry, or a proof file (offline, with --vkey to pin the log key).
+    /// Verify the whole registry, or a proof file offline. A proof file's log key must be
+    /// pinned with --vkey (else exit 5: valid, but signed by a log nobody pinned), or
+    /// --allow-any-signer said.
     Verify {
         #[arg(long)]
         proof: Option<PathBuf>,
+        /// The log's verifier key (`registry inspect` prints it).
         #[arg(long)]
         vkey: Option<String>,
+        /// Accept a proof signed by any log key (exit 0 instead of 5 without --vkey).
+        #[arg(long, conflicts_with = "vkey")]
+        allow_any_signer: bool,
     },
 }
 
@@ -207,10 +214,11 @@ pub struct SeriesArgs {
     device: String,
     #[arg(long)]
     field: String,
-    /// RFC 3339 time, epoch ms or relative (-1h).
-    #[arg(long)]
+    /// Start: RFC 3339 time, epoch ms, or relative to now (`-1h`, `--from -10m` works too).
+    #[arg(long, allow_hyphen_values = true)]
     from: String,
-    #[arg(long)]
+    /// End, in the same forms as --from.
+    #[arg(long, allow_hyphen_values = true, default_value = "now")]
     to: String,
     /// Allowed range `a..b`, e.g. 2..8.
     #[arg(long)]
@@ -315,13 +323,32 @@ pub struct VerifyArgs {
     /// The bundle (zip).
     #[arg(value_name = "FILE")]
     package: PathBuf,
-    /// Require this signer (public key file).
-    #[arg(long)]
-    trust: Option<PathBuf>,
+    #[command(flatten)]
+    pin: PinArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// What a verification must trust: without a pinned signer a valid signature proves only that
+/// someone signed, so that is its own exit code (5), never a pass by accident.
+#[derive(Args, Clone)]
+pub struct PinArgs {
+    /// Require this signer (public key file, `KEY.pub.json`).
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Accept a valid signature by any key (exit 0 instead of 5 without --trust): say so
+    /// explicitly when the signer does not matter.
+    #[arg(long, conflicts_with = "trust")]
+    allow_any_signer: bool,
+    /// Require this policy hash (`policy_hash` of `cap policy compile`, hex): a bundle under
+    /// any other policy fails, whatever its id says.
+    #[arg(long)]
+    policy_hash: Option<String>,
+}
+
+/// Exit code of a bundle whose signature is valid but whose signer nobody pinned.
+const EXIT_SIGNER_NOT_TRUSTED: u8 = 5;
 
 #[derive(Subcommand)]
 pub enum VerifierCmd {
@@ -329,8 +356,8 @@ pub enum VerifierCmd {
     Run {
         #[arg(long)]
         package: PathBuf,
-        #[arg(long)]
-        trust: Option<PathBuf>,
+        #[command(flatten)]
+        pin: PinArgs,
         #[arg(long)]
         json: bool,
     },
@@ -450,12 +477,10 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        CapCmd::VerifyBundle(a) => verify_bundle(&a.package, a.trust.as_deref(), a.json),
-        CapCmd::Verifier(VerifierCmd::Run {
-            package,
-            trust,
-            json,
-        }) => verify_bundle(&package, trust.as_deref(), json),
+        CapCmd::VerifyBundle(a) => verify_bundle(&a.package, &a.pin, a.json),
+        CapCmd::Verifier(VerifierCmd::Run { package, pin, json }) => {
+            verify_bundle(&package, &pin, json)
+        }
         CapCmd::Keys { dir, cmd } => keys(&dir, cmd),
         CapCmd::Registry { data, cmd } => registry(&data, cmd),
         CapCmd::Blob { data, cmd } => blob(&data, cmd),
@@ -548,19 +573,18 @@ fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
     if let RegistryCmd::Verify {
         proof: Some(p),
         vkey,
+        allow_any_signer,
     } = &cmd
     {
         let rp: RegistryProof = fieldlab_attest::read_json(p).map_err(e)?;
         return Ok(match rp.verify(vkey.as_deref()) {
+            Ok(m) if vkey.is_none() && !allow_any_signer => {
+                println!("OK: {m}");
+                eprintln!("UNTRUSTED: the proof is valid, but no log key was pinned, so any log could have signed it. Pass --vkey KEY (`cap registry inspect` prints it), or --allow-any-signer (exit {EXIT_SIGNER_NOT_TRUSTED}).");
+                ExitCode::from(EXIT_SIGNER_NOT_TRUSTED)
+            }
             Ok(m) => {
-                println!(
-                    "OK: {m}{}",
-                    if vkey.is_none() {
-                        " (log key not pinned: pass --vkey)"
-                    } else {
-                        ""
-                    }
-                );
+                println!("OK: {m}");
                 ExitCode::SUCCESS
             }
             Err(m) => {
@@ -724,7 +748,9 @@ fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
         .trim()
         .parse()
         .map_err(|_| anyhow!("--range: `{hi}` is not a number"))?;
-    let (store, _) = fieldlab_store::Store::open(fieldlab_store::StoreOptions::new(&a.data_dir))
+    // Read-only, as `fieldlab query` does: works beside a running `fieldlab up` (which holds the
+    // data dir's lock), reading what is on disk now.
+    let (store, _) = fieldlab_store::Store::open_read_only(&a.data_dir)
         .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
     let pts = store.range(
         &fieldlab_core::SeriesKey::new(&a.device, &a.field),
@@ -1000,12 +1026,22 @@ fn policy_cmd(p: PolicyCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn verify_bundle(path: &Path, trust: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let trusted = trust.map(PublicKeyFile::read).transpose()?;
+    let trusted = pin.trust.as_deref().map(PublicKeyFile::read).transpose()?;
     let t = std::time::Instant::now();
-    let r = bundle::verify(&bytes, trusted.as_ref());
+    let mut r = bundle::verify(&bytes, trusted.as_ref());
     let took = t.elapsed();
+    if let (true, Some(want)) = (r.ok, &pin.policy_hash) {
+        let want = want.trim().to_ascii_lowercase();
+        if r.policy_hash.as_deref() != Some(want.as_str()) {
+            r.ok = false;
+            r.reason = Some(format!(
+                "the bundle's policy hash {} is not the pinned --policy-hash {want}",
+                r.policy_hash.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -1017,8 +1053,16 @@ fn verify_bundle(path: &Path, trust: Option<&Path>, json: bool) -> anyhow::Resul
         );
         print!("{}", r.render());
     }
+    let unpinned = r.ok && trusted.is_none() && !pin.allow_any_signer;
+    if unpinned {
+        eprintln!(
+            "UNTRUSTED: the signature is valid, but no signer was pinned, so anyone could have made this bundle (signed by key {}). Pass --trust KEY.pub.json to require your signer, or --allow-any-signer to accept any (exit {EXIT_SIGNER_NOT_TRUSTED}).",
+            r.signer_kid.as_deref().unwrap_or("?")
+        );
+    }
     Ok(match (r.ok, r.policy_status) {
         (false, _) => ExitCode::FAILURE,
+        _ if unpinned => ExitCode::from(EXIT_SIGNER_NOT_TRUSTED),
         (true, Some(Status::Pass)) => ExitCode::SUCCESS,
         (true, _) => ExitCode::from(4),
     })

@@ -119,10 +119,15 @@ pub fn run(cmd: DevicesCmd) -> anyhow::Result<ExitCode> {
                 &format!("{}/api/v1/emulator/devices", r.url),
                 None,
             )?;
-            println!(
-                "{:<28} {:<18} {:<13} {:>8} {:<24} faults",
-                "DEVICE", "TYPE", "STATE", "SEQ", "SCENARIO"
-            );
+            // Columns as wide as their widest cell, so long ids and types stay aligned.
+            let mut rows: Vec<[String; 6]> = vec![[
+                "DEVICE".into(),
+                "TYPE".into(),
+                "STATE".into(),
+                "SEQ".into(),
+                "SCENARIO".into(),
+                "FAULTS".into(),
+            ]];
             for d in v["devices"].as_array().into_iter().flatten() {
                 let sc = d["scenario"]["name"].as_str().map_or("-".to_string(), |n| {
                     format!("{n}/{}", d["scenario"]["phase"].as_str().unwrap_or("-"))
@@ -133,18 +138,39 @@ pub fn run(cmd: DevicesCmd) -> anyhow::Result<ExitCode> {
                     .flatten()
                     .filter_map(|f| f["kind"].as_str())
                     .collect();
-                println!(
-                    "{:<28} {:<18} {:<13} {:>8} {:<24} {}",
-                    d["device_id"].as_str().unwrap_or(""),
-                    d["device_type"].as_str().unwrap_or(""),
-                    d["state"].as_str().unwrap_or(""),
-                    d["seq"],
+                rows.push([
+                    d["device_id"].as_str().unwrap_or("").to_string(),
+                    d["device_type"].as_str().unwrap_or("").to_string(),
+                    d["state"].as_str().unwrap_or("").to_string(),
+                    d["seq"].as_u64().map_or("-".into(), |n| n.to_string()),
                     sc,
                     if faults.is_empty() {
                         "-".into()
                     } else {
                         faults.join(",")
-                    }
+                    },
+                ]);
+            }
+            let mut w = [0usize; 6];
+            for r in &rows {
+                for (i, c) in r.iter().enumerate() {
+                    w[i] = w[i].max(c.chars().count());
+                }
+            }
+            for r in &rows {
+                println!(
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:<w4$}  {}",
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    w0 = w[0],
+                    w1 = w[1],
+                    w2 = w[2],
+                    w3 = w[3],
+                    w4 = w[4]
                 );
             }
             println!("{} devices", v["count"]);

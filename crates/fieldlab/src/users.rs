@@ -27,21 +27,24 @@ pub struct UsersArgs {
 
 #[derive(Subcommand)]
 enum UsersCmd {
-    /// Add a user. The password is asked on the terminal, or read as one line from stdin.
+    /// Add a user. The password is asked on the terminal, or read as one line from stdin when
+    /// stdin is not a terminal (`echo "$PW" | fieldlab users add ...`).
     Add {
         name: String,
         /// admin | operator | viewer | teacher | student (repeat for several).
         #[arg(long = "role", required = true, value_parser = parse_role)]
         roles: Vec<Role>,
-        /// Read the password from the first line of stdin instead of the terminal.
+        /// Read the password from the first line of stdin even when stdin is a terminal.
         #[arg(long)]
         password_stdin: bool,
     },
     /// List users and API keys (never secrets).
     List,
     /// Set a new password (also re-enables a revoked user); the user's tokens stop working.
+    /// Read from stdin as for `add` when stdin is not a terminal.
     Passwd {
         name: String,
+        /// Read the password from the first line of stdin even when stdin is a terminal.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -75,15 +78,16 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn read_password(from_stdin: bool, what: &str) -> anyhow::Result<String> {
-    if from_stdin {
+    if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
-    }
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "no terminal to ask for the password on; pass --password-stdin and pipe it in"
-        );
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            anyhow::bail!(
+                "no password on stdin: pipe it in as one line (echo \"$PW\" | fieldlab users ...), or run in a terminal to be asked"
+            );
+        }
+        return Ok(pw);
     }
     let p =
         rpassword::prompt_password(format!("{what} (at least {MIN_PASSWORD_LEN} characters): "))?;

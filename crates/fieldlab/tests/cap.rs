@@ -74,9 +74,55 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
         ],
     );
     assert_eq!(c, 0, "{out}");
+    // The public key file `keys keygen` wrote.
+    let public = std::fs::read_dir(p.join("data/cap/keys"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|f| f.to_string_lossy().ends_with(".pub.json"))
+        .expect("keygen wrote a public key file");
+    let public = public.display().to_string();
+    // A valid signature alone is not trust: without a pinned signer, exit 5.
     let (c, out) = cap(p, &["verifier", "run", "--package", "b.zip"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("UNTRUSTED"), "{out}");
+    let (c, out) = cap(p, &["verify-bundle", "b.zip", "--allow-any-signer"]);
+    assert_eq!(c, 0, "{out}");
+    let (c, out) = cap(
+        p,
+        &["verifier", "run", "--package", "b.zip", "--trust", &public],
+    );
     assert_eq!(c, 0, "{out}");
     assert!(out.contains("OK"));
+    // The policy can be pinned by hash: the right one passes, any other fails.
+    let (_, report) = cap(p, &["verify-bundle", "b.zip", "--trust", &public, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    let hash = report["policy_hash"].as_str().unwrap().to_string();
+    let (c, out) = cap(
+        p,
+        &[
+            "verify-bundle",
+            "b.zip",
+            "--trust",
+            &public,
+            "--policy-hash",
+            &hash,
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let other = "0".repeat(64);
+    let (c, out) = cap(
+        p,
+        &[
+            "verify-bundle",
+            "b.zip",
+            "--trust",
+            &public,
+            "--policy-hash",
+            &other,
+        ],
+    );
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("not the pinned --policy-hash"), "{out}");
     let mut z = std::fs::read(p.join("b.zip")).unwrap();
     let n = z.len();
     z[n / 3] ^= 0x04;
@@ -91,7 +137,39 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
         cap(p, &["registry", "prove", "1", "--out", "incl.json"]).0,
         0
     );
+    // A proof checked without the log's key pinned: valid, but exit 5.
     let (c, out) = cap(p, &["registry", "verify", "--proof", "incl.json"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("UNTRUSTED"), "{out}");
+    let (_, inspect) = cap(p, &["registry", "inspect"]);
+    let vkey = inspect
+        .lines()
+        .find_map(|l| l.strip_prefix("verifier key: "))
+        .expect("inspect prints the verifier key")
+        .trim()
+        .to_string();
+    let (c, out) = cap(
+        p,
+        &[
+            "registry",
+            "verify",
+            "--proof",
+            "incl.json",
+            "--vkey",
+            &vkey,
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let (c, out) = cap(
+        p,
+        &[
+            "registry",
+            "verify",
+            "--proof",
+            "incl.json",
+            "--allow-any-signer",
+        ],
+    );
     assert_eq!(c, 0, "{out}");
     assert_eq!(cap(p, &["registry", "verify"]).0, 0);
     assert_eq!(cap(p, &["audit", "verify"]).0, 0);
