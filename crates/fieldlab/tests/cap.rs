@@ -180,3 +180,74 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
     std::fs::write(&audit, t).unwrap();
     assert_eq!(cap(p, &["audit", "verify"]).0, 1);
 }
+
+/// The independent verifier's finding: a UBO with `ownership_pct` 96.81818181818181 made
+/// `proof build` write 96.8181818181818 (serde_json's parse was not correctly rounded), so the
+/// proof said "record is not included" and export refused. Every step must keep the number.
+#[test]
+fn a_correctly_rounded_number_survives_prepare_proof_and_export() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut ubos = std::fs::read_to_string(ex("ubos.csv")).unwrap();
+    if !ubos.ends_with('\n') {
+        ubos.push('\n');
+    }
+    ubos.push_str("U900,S001,Ada Exact,DE,96.81818181818181\n");
+    std::fs::write(p.join("ubos.csv"), ubos).unwrap();
+    let ok = |args: &[&str]| {
+        let (c, out) = cap(p, args);
+        assert_eq!(c, 0, "{args:?}: {out}");
+        out
+    };
+    ok(&[
+        "prepare",
+        "--suppliers",
+        &ex("suppliers.csv"),
+        "--ubos",
+        "ubos.csv",
+        "--out",
+        "w",
+    ]);
+    ok(&[
+        "manifest",
+        "build",
+        "--dir",
+        "w",
+        "--policy",
+        &ex("lksg_v2.yaml"),
+        "--sanctions",
+        &ex("sanctions.csv"),
+    ]);
+    ok(&["proof", "build", "--dir", "w"]);
+    ok(&["proof", "verify", "--dir", "w"]);
+    ok(&["keys", "keygen", "--name", "exporter"]);
+    ok(&[
+        "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
+    ]);
+    ok(&["verify-bundle", "b.zip", "--allow-any-signer"]);
+    let mut found = false;
+    for e in walk(&p.join("w")) {
+        if let Ok(t) = std::fs::read_to_string(&e) {
+            assert!(
+                !t.contains("96.8181818181818,") && !t.contains("96.8181818181818}"),
+                "{}: the number was rounded",
+                e.display()
+            );
+            found |= t.contains("96.81818181818181");
+        }
+    }
+    assert!(found, "the prepared records keep 96.81818181818181");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

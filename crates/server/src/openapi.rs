@@ -304,11 +304,14 @@ fn native_paths() -> Map<String, Value> {
         "/metrics",
         "get",
         Op::new(health, "Prometheus / OpenMetrics text")
-            .describe("Public unless `auth.public_metrics: false`.")
+            .describe("Public unless `auth.public_metrics: false`. OpenMetrics when `Accept` names `application/openmetrics-text` (as Prometheus does), Prometheus text 0.0.4 otherwise.")
             .resp(
                 "200",
                 "metrics",
-                Some(json!({"application/openmetrics-text": {"schema": string()}})),
+                Some(json!({
+                    "application/openmetrics-text": {"schema": string()},
+                    "text/plain": {"schema": string()}
+                })),
             ),
     );
 

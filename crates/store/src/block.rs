@@ -380,6 +380,28 @@ impl Block {
         }
         let index: BlockIndex =
             postcard::from_bytes(&idx).map_err(|e| bad(&format!("index: {e}")))?;
+        // Lookups binary-search the chunks by key, and reads trust their extents: an index that
+        // breaks either (only a crafted file can, its CRC being right) is refused here rather
+        // than answering for the wrong series (found by the `block_decode` fuzz target).
+        let mut points = 0u64;
+        for (i, c) in index.chunks.iter().enumerate() {
+            if i > 0 && index.chunks[i - 1].key >= c.key {
+                return Err(bad("index: chunk keys are not strictly ascending"));
+            }
+            let end = c.offset.checked_add(c.len as u64);
+            if c.offset < MAGIC.len() as u64 || end.is_none_or(|e| e > off) {
+                return Err(bad("index: a chunk lies outside the chunk area"));
+            }
+            if c.min_ts > c.max_ts {
+                return Err(bad("index: a chunk's time range is reversed"));
+            }
+            points += c.count as u64;
+        }
+        if points != index.points {
+            return Err(bad(
+                "index: chunk counts do not add up to the block's points",
+            ));
+        }
         // The descriptor used to read the index is kept as the first open.
         let slot = std::sync::Arc::new(FileSlot {
             path: path.to_path_buf(),
