@@ -65,7 +65,7 @@ pub const OPS: &[(&str, &[&str], &str)] = &[
     (
         "non_membership",
         &["set", "field", "list"],
-        "no record's `field` (normalised) is in the sorted list `list`",
+        "every record has `field` and its normalised value is not in the sorted list `list` (`missing: allow` lets records without it pass)",
     ),
 ];
 
@@ -80,6 +80,7 @@ const RULE_KEYS: &[&str] = &[
     "min",
     "max",
     "list",
+    "missing",
 ];
 
 /// One compiled rule.
@@ -102,8 +103,19 @@ pub struct Rule {
     pub max: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<String>,
+    /// `non_membership` only: `allow` lets a record without the screened field (or with an
+    /// empty one) pass; absent or `deny`, such a record fails the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+impl Rule {
+    /// Whether a `non_membership` rule lets records without the screened field pass.
+    pub fn missing_allowed(&self) -> bool {
+        self.missing.as_deref() == Some("allow")
+    }
 }
 
 /// The compiled policy. Its hash is SHA-256(JCS(ir)).
@@ -183,6 +195,16 @@ impl PolicyIr {
                 if present && !wanted {
                     return Err(format!("{at}: op `{}` takes no `{name}`", r.op));
                 }
+            }
+            match (r.op.as_str(), r.missing.as_deref()) {
+                (_, None) | ("non_membership", Some("allow" | "deny")) => {}
+                ("non_membership", Some(w)) => {
+                    return Err(format!(
+                        "{at}: `missing` is `allow` or `deny`, not `{}`",
+                        cap(w)
+                    ))
+                }
+                (op, Some(_)) => return Err(format!("{at}: op `{op}` takes no `missing`")),
             }
             for (name, text) in [("set", &r.set), ("field", &r.field), ("list", &r.list)] {
                 if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
@@ -510,6 +532,7 @@ fn compile_v1(c: &Y, l: &mut Lint) -> Vec<Rule> {
         min: None,
         max: None,
         list: None,
+        missing: None,
         description: None,
     };
     for (k, v) in m {
@@ -600,9 +623,24 @@ fn compile_rule(i: usize, r: &Y, l: &mut Lint) -> Option<Rule> {
         min: None,
         max: None,
         list: None,
+        missing: None,
         description,
     };
     let mut ok = true;
+    if let Some(v) = m.get("missing") {
+        match (op.as_str(), y_str(Some(v)).as_deref()) {
+            ("non_membership", Some(w @ ("allow" | "deny"))) => rule.missing = Some(w.into()),
+            ("non_membership", _) => {
+                l.e("E007", at("missing"), "`missing` is `allow` or `deny`");
+                ok = false;
+            }
+            _ => l.w(
+                "W004",
+                at("missing"),
+                format!("op `{op}` ignores `missing`"),
+            ),
+        }
+    }
     for p in ["set", "field", "value", "values", "min", "max", "list"] {
         let v = m.get(p);
         let needed = needs.contains(&p);
@@ -751,6 +789,7 @@ mod tests {
                     min: Some(5.0),
                     max: Some(1.0),
                     list: None,
+                    missing: None,
                     description: None,
                 }
             },

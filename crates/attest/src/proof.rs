@@ -504,7 +504,18 @@ pub fn holds(rule: &Rule, v: Option<&Value>) -> bool {
         "range" => v
             .and_then(num)
             .is_some_and(|x| rule.min.is_some_and(|m| x >= m) && rule.max.is_some_and(|m| x <= m)),
+        // The part of screening a single record decides: it has a value to screen (or the
+        // rule lets records without one pass). Membership in the list is proven apart.
+        "non_membership" => rule.missing_allowed() || !key_of_value(v).is_empty(),
         _ => false,
+    }
+}
+
+fn key_of_value(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => normalise(s),
+        Some(v) if !v.is_null() => normalise(&v.to_string()),
+        _ => String::new(),
     }
 }
 
@@ -513,11 +524,7 @@ fn field<'a>(r: &'a Value, f: &str) -> Option<&'a Value> {
 }
 
 fn key_of(r: &Value, f: &str) -> String {
-    match r.get(f) {
-        Some(Value::String(s)) => normalise(s),
-        Some(v) if !v.is_null() => normalise(&v.to_string()),
-        _ => String::new(),
-    }
+    key_of_value(r.get(f))
 }
 
 /// Evaluate every rule of `ir` over the workspace; the proof refers to `manifest`.
@@ -608,6 +615,15 @@ pub fn build_proof(
                 let mut member = None;
                 for (i, r) in rs.records.iter().enumerate() {
                     let key = key_of(r, &f);
+                    if !holds(rule, r.get(&f)) {
+                        // Nothing to screen: the record fails the rule (unless `missing: allow`).
+                        member = Some(Evidence::Violation {
+                            set: set.clone(),
+                            field: f.clone(),
+                            record: rs.open(i),
+                        });
+                        break;
+                    }
                     let p = list.entries.partition_point(|e| e.as_str() < key.as_str());
                     if p < list.entries.len() && list.entries[p] == key {
                         member = Some(Evidence::Membership {
@@ -736,7 +752,9 @@ fn expect_kind(rule: &Rule, e: &Evidence) -> bool {
             )
             | (
                 "non_membership",
-                Evidence::NonMembership { .. } | Evidence::Membership { .. }
+                Evidence::NonMembership { .. }
+                    | Evidence::Membership { .. }
+                    | Evidence::Violation { .. }
             )
             | (
                 "eq" | "ne" | "one_of" | "range_min" | "range_max" | "range",
@@ -962,6 +980,12 @@ fn check_evidence(
             let mut seen = BTreeSet::new();
             for it in items {
                 it.record.verify(&root, c)?;
+                if !holds(rule, it.record.record.get(field.as_str())) {
+                    return Err(format!(
+                        "record {} has no `{field}` to screen: it cannot pass the rule (a policy may say `missing: allow`)",
+                        it.record.index
+                    ));
+                }
                 if key_of(&it.record.record, field) != it.key {
                     return Err(format!(
                         "record {}: key `{}` is not its normalised {field}",

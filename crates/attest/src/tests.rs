@@ -122,6 +122,58 @@ fn sanctioned_supplier_is_caught_with_a_membership_proof() {
     assert!(proof::verify_proof(&ir, &m, &forged).is_err());
 }
 
+/// The independent verifier's finding: a record without the screened field passed
+/// `non_membership` (its key was ""). It now fails the rule, with the record as verified
+/// evidence, unless the policy says `missing: allow`; a proof that slips such a record into a
+/// non-membership claim is refused.
+#[test]
+fn a_record_without_the_screened_field_fails_screening_unless_allowed() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("u.csv");
+    std::fs::write(
+        &csv,
+        "id,supplier_id,name,nationality\nU1,S1,Ann,DE\nU2,S1,Bob,\n",
+    )
+    .unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("ubos", &csv, &Schema::ubos()).unwrap();
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let rule = "version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: ubos, field: nationality, list: sanctions";
+    let ir = policy::lint(&format!("{rule}}}\n")).ir.unwrap();
+    assert_eq!(ir.validate(), Ok(()));
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    assert_eq!(p.status, Status::Fail);
+    assert!(
+        matches!(&p.results[0].evidence, Evidence::Violation { record, .. } if record.index == 1),
+        "{:?}",
+        p.results[0].evidence
+    );
+    let checks = proof::verify_proof(&ir, &m, &p).unwrap();
+    assert_eq!(checks[0].status, Status::Fail);
+
+    let allow = policy::lint(&format!("{rule}, missing: allow}}\n"))
+        .ir
+        .unwrap();
+    assert_eq!(allow.validate(), Ok(()));
+    let ma = proof::build_manifest(&ws, &allow, &lists).unwrap();
+    let pa = proof::build_proof(&ws, &allow, &ma, &lists).unwrap();
+    assert_eq!(pa.status, Status::Pass);
+    proof::verify_proof(&allow, &ma, &pa).unwrap();
+
+    // The allowed proof's evidence, presented for the strict policy, is refused: its items
+    // include the record without the field.
+    let mut forged = pa.clone();
+    forged.policy_hash = p.policy_hash.clone();
+    forged.manifest_hash = p.manifest_hash.clone();
+    let e = proof::verify_proof(&ir, &m, &forged).unwrap_err();
+    assert!(e.contains("has no `nationality` to screen"), "{e}");
+}
+
 #[test]
 fn forged_non_membership_neighbours_are_refused() {
     let (_d, zip, _) = build("lksg_v2.yaml");
