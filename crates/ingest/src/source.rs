@@ -39,6 +39,7 @@ use rumqttc::v5::mqttbytes::v5::{Filter as Filter5, Packet as Packet5, Publish a
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -200,6 +201,14 @@ impl Msg {
     }
 }
 
+/// Where a message came from: the connection slot, and which session of it (bumped at each
+/// CONNACK). An acknowledgement goes out only on the session the message arrived on: after a
+/// reconnect its packet id may name another message of the new session (a clean session
+/// starts packet ids afresh), and acknowledging that one before it is durable could lose it.
+/// A message of a gone session is left unacknowledged: a persistent session redelivers it
+/// (stored once, deduplicated), a clean one has forgotten it.
+type Tag = (usize, u64);
+
 /// The client that sends the acknowledgements.
 #[derive(Clone)]
 enum Acker {
@@ -353,19 +362,21 @@ pub fn start(
     sinks: Sinks,
 ) -> Ingest {
     let conns = s.connections.max(1);
-    let (tx, rx) = mpsc::channel::<(usize, Msg)>(s.batch_max.max(1) * 4);
+    let (tx, rx) = mpsc::channel::<(Tag, Msg)>(s.batch_max.max(1) * 4);
     let cancel = CancellationToken::new();
     readiness.require("broker");
     readiness.require("ingest");
     let mut pollers = Vec::with_capacity(conns);
     let mut ackers = Vec::with_capacity(conns);
     for conn in 0..conns {
+        let epoch = Arc::new(AtomicU64::new(0));
         let ctx = PollCtx {
             cancel: cancel.clone(),
             readiness: readiness.clone(),
             metrics: metrics.clone(),
             where_: format!("{}:{}", s.host, s.port),
             conn,
+            epoch: epoch.clone(),
             tx: tx.clone(),
         };
         // Connection 0 keeps the configured id (a persistent session resumes under it).
@@ -386,7 +397,7 @@ pub fn start(
                 client.clone(),
                 filters,
             )));
-            ackers.push(Acker::V5(client));
+            ackers.push((Acker::V5(client), epoch));
         } else {
             let (client, eventloop) = connect_v4(&cs);
             let filters: Vec<SubscribeFilter> = s
@@ -400,7 +411,7 @@ pub fn start(
                 client.clone(),
                 filters,
             )));
-            ackers.push(Acker::V4(client));
+            ackers.push((Acker::V4(client), epoch));
         }
     }
     drop(tx);
@@ -489,13 +500,21 @@ struct PollCtx {
     where_: String,
     /// Which connection this poller drives (its acknowledgements go back through it).
     conn: usize,
-    tx: mpsc::Sender<(usize, Msg)>,
+    /// This connection's session count (see [`Tag`]), shared with the writer.
+    epoch: Arc<AtomicU64>,
+    tx: mpsc::Sender<(Tag, Msg)>,
 }
 
 impl PollCtx {
+    /// The tag of a message arriving now.
+    fn tag(&self) -> Tag {
+        (self.conn, self.epoch.load(Ordering::Acquire))
+    }
+
     /// On CONNACK. A resumed session already holds the subscriptions, and the broker sends
     /// what it queued before it answers the new SUBSCRIBE: ingest is receiving now.
     fn connected(&self, session_present: bool) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.readiness.set("broker", true);
         tracing::info!(broker = %self.where_, session_present, "ingest connected; subscribing");
         if session_present {
@@ -510,6 +529,8 @@ impl PollCtx {
 
     /// After a connection error: mark not ready and wait the back-off. False when cancelled.
     async fn lost(&self, error: String, backoff: &mut Duration) -> bool {
+        // The session is gone: acknowledgements of its messages must not reach the next one.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.connected.set(0);
         self.readiness.set("ingest", false);
         self.readiness.set("broker", false);
@@ -573,7 +594,7 @@ async fn poll_v4(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => ctx.subscribed(),
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if ctx.tx.send((ctx.conn, Msg::V4(p))).await.is_err() {
+                if ctx.tx.send((ctx.tag(), Msg::V4(p))).await.is_err() {
                     break;
                 }
             }
@@ -628,7 +649,7 @@ async fn poll_v5(
                 }
             }
             Ok(Event5::Incoming(Packet5::Publish(p))) => {
-                if ctx.tx.send((ctx.conn, Msg::V5(p))).await.is_err() {
+                if ctx.tx.send((ctx.tag(), Msg::V5(p))).await.is_err() {
                     break;
                 }
             }
@@ -648,7 +669,7 @@ async fn poll_v5(
 #[allow(clippy::too_many_arguments)]
 /// One batch of messages, parsed and ready to be made durable.
 struct Parsed {
-    batch: Vec<(usize, Msg)>,
+    batch: Vec<(Tag, Msg)>,
     points: fieldlab_core::Batch,
     bad: Vec<(String, Vec<u8>, String)>,
     /// (device, seq, ts) of this batch: pending in [`DedupState`] until the batch is durable.
@@ -677,8 +698,8 @@ struct DedupState {
 /// a slow store still holds back the reading of MQTT.
 #[allow(clippy::too_many_arguments)]
 async fn write_loop(
-    mut rx: mpsc::Receiver<(usize, Msg)>,
-    ackers: Vec<Acker>,
+    mut rx: mpsc::Receiver<(Tag, Msg)>,
+    ackers: Vec<(Acker, Arc<AtomicU64>)>,
     observers: Observers,
     admit: Option<Admit>,
     mut guard: Guard,
@@ -709,7 +730,7 @@ async fn write_loop(
         sinks,
         cancel,
     ));
-    let mut batch: Vec<(usize, Msg)> = Vec::with_capacity(batch_max);
+    let mut batch: Vec<(Tag, Msg)> = Vec::with_capacity(batch_max);
     // The series of this stream's devices: batches name each series once, with shared names.
     let mut cache = fieldlab_core::SeriesCache::default();
     loop {
@@ -813,7 +834,7 @@ async fn write_loop(
 #[allow(clippy::too_many_arguments)]
 async fn commit_loop(
     mut rx: mpsc::Receiver<Parsed>,
-    ackers: Vec<Acker>,
+    ackers: Vec<(Acker, Arc<AtomicU64>)>,
     dedup: Arc<parking_lot::Mutex<DedupState>>,
     store: Store,
     quarantine: Arc<Quarantine>,
@@ -878,9 +899,16 @@ async fn commit_loop(
         if let Some(p) = for_sinks {
             sinks.send(p).await;
         }
-        for (conn, m) in batch.drain(..) {
+        for ((conn, epoch), m) in batch.drain(..) {
             if m.needs_ack() {
-                if let Err(e) = ackers[conn].ack(&m).await {
+                let (acker, now) = &ackers[conn];
+                if now.load(Ordering::Acquire) != epoch {
+                    tracing::debug!(
+                        "not acknowledged: the session it arrived on is gone (a persistent session redelivers it)"
+                    );
+                    continue;
+                }
+                if let Err(e) = acker.ack(&m).await {
                     tracing::debug!(error = %e, "could not acknowledge (connection closing?)");
                 }
             }
@@ -983,8 +1011,8 @@ const BATCH_MAX_BYTES: usize = 1 << 20;
 /// Wait for one message, then take what is already queued, up to `max` messages or
 /// [`BATCH_MAX_BYTES`] of payload (always at least one message). False when the channel closed.
 async fn next_batch(
-    rx: &mut mpsc::Receiver<(usize, Msg)>,
-    batch: &mut Vec<(usize, Msg)>,
+    rx: &mut mpsc::Receiver<(Tag, Msg)>,
+    batch: &mut Vec<(Tag, Msg)>,
     max: usize,
 ) -> bool {
     let Some(first) = rx.recv().await else {
