@@ -111,26 +111,7 @@ impl Publisher {
 
 /// Every stored (device, v) with its timestamp, asserting strict order (no duplicates).
 fn stored(f: &Fieldlab) -> BTreeMap<usize, String> {
-    let ids: Vec<String> = (0..DEVICES).map(|d| format!("crash_{d}")).collect();
-    let (st, v) = f.get(&format!(
-        "/api/v1/query?device_id={}&field=v",
-        ids.join(",")
-    ));
-    let mut out = BTreeMap::new();
-    if st != 200 {
-        return out;
-    }
-    for s in v["series"].as_array().unwrap() {
-        let mut last = String::new();
-        for p in s["points"].as_array().unwrap() {
-            let t = p["ts"].as_str().unwrap().to_string();
-            assert!(t > last, "points out of order or duplicated at {t}");
-            last = t.clone();
-            let n = p["value"].as_f64().unwrap() as usize;
-            assert!(out.insert(n, t).is_none(), "message {n} stored twice");
-        }
-    }
-    out
+    common::stored_messages(f, "crash", DEVICES)
 }
 
 fn newest_wal_segment(dir: &std::path::Path) -> std::path::PathBuf {

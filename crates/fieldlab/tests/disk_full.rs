@@ -149,26 +149,9 @@ impl Publisher {
 
 /// Every stored message number, asserting each series is strictly ordered (none twice).
 fn stored(f: &Fieldlab) -> BTreeSet<usize> {
-    let ids: Vec<String> = (0..DEVICES).map(|d| format!("full_{d}")).collect();
-    let (st, v) = f.get(&format!(
-        "/api/v1/query?device_id={}&field=v",
-        ids.join(",")
-    ));
-    let mut out = BTreeSet::new();
-    if st != 200 {
-        return out;
-    }
-    for s in v["series"].as_array().unwrap() {
-        let mut last = String::new();
-        for p in s["points"].as_array().unwrap() {
-            let t = p["ts"].as_str().unwrap().to_string();
-            assert!(t > last, "points out of order or stored twice at {t}");
-            last = t;
-            let n = p["value"].as_f64().unwrap() as usize;
-            assert!(out.insert(n), "message {n} stored twice");
-        }
-    }
-    out
+    common::stored_messages(f, "full", DEVICES)
+        .into_keys()
+        .collect()
 }
 
 fn metric(f: &Fieldlab, name: &str) -> f64 {

@@ -309,6 +309,36 @@ fn mosquitto_pub_with(port: u16, topic: &str, mode: &str, payload: &[u8]) {
 }
 
 /// Retry `f` until it returns Some, or panic with `what` after `within`.
+/// Every stored value of field `v` of devices `<prefix>_0` .. `<prefix>_<devices-1>` (message
+/// numbers), with its timestamp. Asserts that each series is strictly ordered and that no
+/// message is stored twice: the crash and full-disk tests count exactly-once with it.
+pub fn stored_messages(
+    f: &Fieldlab,
+    prefix: &str,
+    devices: usize,
+) -> std::collections::BTreeMap<usize, String> {
+    let ids: Vec<String> = (0..devices).map(|d| format!("{prefix}_{d}")).collect();
+    let (st, v) = f.get(&format!(
+        "/api/v1/query?device_id={}&field=v",
+        ids.join(",")
+    ));
+    let mut out = std::collections::BTreeMap::new();
+    if st != 200 {
+        return out;
+    }
+    for s in v["series"].as_array().unwrap() {
+        let mut last = String::new();
+        for p in s["points"].as_array().unwrap() {
+            let t = p["ts"].as_str().unwrap().to_string();
+            assert!(t > last, "points out of order or stored twice at {t}");
+            last = t.clone();
+            let n = p["value"].as_f64().unwrap() as usize;
+            assert!(out.insert(n, t).is_none(), "message {n} stored twice");
+        }
+    }
+    out
+}
+
 pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     loop {
