@@ -179,13 +179,29 @@ impl AppendLog {
     /// Append `buf` (whole lines) and fsync it. On error nothing of `buf` stays in the file (or,
     /// if cutting it back failed too, the next append cuts it before writing).
     pub fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.append_with(buf, true)
+    }
+
+    /// [`AppendLog::append`] without the fsync, for records nobody was promised are durable
+    /// (the watch's event logs): a failed write is still cut back, so later lines stay readable.
+    pub fn append_unsynced(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.append_with(buf, false)
+    }
+
+    fn append_with(&mut self, buf: &[u8], sync: bool) -> io::Result<()> {
         if self.dirty_tail {
             self.cut_back()?;
         }
-        let res = self
-            .file
-            .write_all(buf)
-            .and_then(|()| self.file.sync_data());
+        let res =
+            self.file.write_all(buf).and_then(
+                |()| {
+                    if sync {
+                        self.file.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
         match res {
             Ok(()) => {
                 self.len += buf.len() as u64;

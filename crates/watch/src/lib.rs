@@ -29,7 +29,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -187,30 +186,33 @@ pub struct WatchError {
     source: std::io::Error,
 }
 
+/// One event log (JSON lines). Appends go through the store's [`AppendLog`]: a write that
+/// fails (a full disk) is cut back, so the next event is not glued to a partial line and lost
+/// with it. Not fsynced: events are derived from stored data, not promised durable.
 struct Log {
-    path: PathBuf,
-    file: std::fs::File,
+    log: fieldlab_store::fs::AppendLog,
 }
 
 impl Log {
     fn open(path: PathBuf) -> Result<Log, WatchError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| WatchError {
+        let log = fieldlab_store::fs::AppendLog::open(fieldlab_store::fs::real(), &path).map_err(
+            |source| WatchError {
                 path: path.display().to_string(),
                 source,
-            })?;
-        Ok(Log { path, file })
+            },
+        )?;
+        Ok(Log { log })
     }
 
     fn append<T: serde::Serialize>(&mut self, v: &T) {
         let mut line = serde_json::to_vec(v).expect("events serialise");
         line.push(b'\n');
-        if let Err(e) = self.file.write_all(&line) {
+        if let Err(e) = self.log.append_unsynced(&line) {
             // An event log that cannot be written must not stop ingest; it is logged loudly.
-            eprintln!("fieldlab: cannot append to {}: {e}", self.path.display());
+            eprintln!(
+                "fieldlab: cannot append to {}: {e}",
+                self.log.path().display()
+            );
         }
     }
 }
