@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{Client, Event, MqttOptions, Outgoing, QoS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,23 +71,15 @@ impl Publisher {
         });
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
-            // Publishes leave in call order; a packet id names the message it was given to
-            // until its PUBACK frees it for reuse.
-            let mut next = 0usize;
-            let mut pending: BTreeMap<u16, usize> = BTreeMap::new();
+            let mut acks = common::PubAcks::new(0);
             for ev in conn.iter() {
                 match ev {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        pending.insert(pkid, next);
-                        next += 1;
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        if let Some(n) = pending.remove(&a.pkid) {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(ev) => {
+                        if let Some(n) = acks.on_event(&ev) {
                             ac.lock().unwrap().insert(n);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
                     Err(_) if stop2.load(Ordering::Relaxed) => break,
                     Err(e) => panic!("publisher connection failed: {e}"),
                 }

@@ -10,8 +10,8 @@
 mod common;
 
 use common::*;
-use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
-use std::collections::{BTreeMap, BTreeSet};
+use rumqttc::{Client, MqttOptions, QoS};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,25 +105,15 @@ impl Publisher {
         });
         let (a, d) = (acked.clone(), done.clone());
         let events = std::thread::spawn(move || {
-            let mut next = from;
-            let mut pending: BTreeMap<u16, usize> = BTreeMap::new();
+            let mut acks = common::PubAcks::new(from);
             for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        pending.insert(pkid, next);
-                        next += 1;
+                let ev = ev.unwrap_or_else(|e| panic!("publisher connection failed: {e}"));
+                if let Some(n) = acks.on_event(&ev) {
+                    let mut a = a.lock().unwrap();
+                    a.insert(n);
+                    if a.len() == to - from {
+                        break;
                     }
-                    Ok(Event::Incoming(Packet::PubAck(p))) => {
-                        if let Some(n) = pending.remove(&p.pkid) {
-                            let mut a = a.lock().unwrap();
-                            a.insert(n);
-                            if a.len() == to - from {
-                                break;
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => panic!("publisher connection failed: {e}"),
                 }
             }
             d.store(true, Ordering::Relaxed);

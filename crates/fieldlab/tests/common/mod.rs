@@ -309,6 +309,37 @@ fn mosquitto_pub_with(port: u16, topic: &str, mode: &str, payload: &[u8]) {
 }
 
 /// Retry `f` until it returns Some, or panic with `what` after `within`.
+/// Which published message each PUBACK acknowledges, for tests that count exactly-once:
+/// messages are numbered in publish order from `first`; publishes leave in call order, and a
+/// packet id names its message until its PUBACK frees it for reuse.
+pub struct PubAcks {
+    next: usize,
+    pending: std::collections::BTreeMap<u16, usize>,
+}
+
+impl PubAcks {
+    pub fn new(first: usize) -> PubAcks {
+        PubAcks {
+            next: first,
+            pending: Default::default(),
+        }
+    }
+
+    /// The number of the message `ev` acknowledges, if it is a PUBACK of one of ours.
+    pub fn on_event(&mut self, ev: &rumqttc::Event) -> Option<usize> {
+        use rumqttc::{Event, Outgoing, Packet};
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                self.pending.insert(*pkid, self.next);
+                self.next += 1;
+                None
+            }
+            Event::Incoming(Packet::PubAck(a)) => self.pending.remove(&a.pkid),
+            _ => None,
+        }
+    }
+}
+
 /// Every stored value of field `v` of devices `<prefix>_0` .. `<prefix>_<devices-1>` (message
 /// numbers), with its timestamp. Asserts that each series is strictly ordered and that no
 /// message is stored twice: the crash and full-disk tests count exactly-once with it.
