@@ -208,6 +208,16 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
          "device": "temperature_sensor_1", "actions": ["browse", "read", "stop"]},
         {"label": "operator", "user": "otto", "password": "operator password one",
          "device": "temperature_sensor_1", "actions": ["stop", "start"]},
+        // Guessing on one connection: three refusals, then even the right password is refused
+        // without a check on that connection (the per-connection cap of crate::front).
+        {"label": "guesses", "user": "otto", "passwords": [
+            "guess 1", "guess 2", "guess 3", "operator password one"]},
+        // A fresh connection may sign in (the per-user limiter allows a few failures).
+        {"label": "after_guesses", "user": "otto", "password": "operator password one",
+         "device": "temperature_sensor_1"},
+        // A burst of connections from one address: the front door admits its burst and
+        // closes the rest before they reach the OPC UA stack.
+        {"label": "flood", "connections": 100},
     ]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../opcua/tests/opcua_auth_client.py");
     let out = Command::new("python3")
@@ -250,4 +260,28 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
     assert_eq!(o["stop_state"], "stopped", "{r}");
     assert_eq!(o["start"], true, "{r}");
     assert_eq!(o["start_state"], "running", "{r}");
+    assert_eq!(
+        r["guesses"]["connect"],
+        serde_json::json!([
+            "BadUserAccessDenied",
+            "BadUserAccessDenied",
+            "BadUserAccessDenied",
+            "BadUserAccessDenied"
+        ]),
+        "{r}"
+    );
+    assert_eq!(r["after_guesses"]["connect"], "ok", "{r}");
+    // Connections used above: about 20 (asyncua opens two per secure sign-in); the burst is
+    // 60 per address, refilled one per second.
+    let flood = &r["flood"]["connect"];
+    let answered = flood["answered"].as_u64().unwrap();
+    assert!(
+        (1..=60).contains(&answered),
+        "the front door admitted {answered} of 100 connections from one address: {r}"
+    );
+    assert_eq!(
+        answered + flood["closed"].as_u64().unwrap(),
+        100,
+        "every refused connection is closed: {r}"
+    );
 }

@@ -8,7 +8,8 @@
 //! - **Sign-in.** Anonymous is refused. A `UserName` token is checked against the fieldlab
 //!   user file through fieldlab-auth's one password check (`Authenticator::verify_password`:
 //!   bounded argon2id pool, per-user failure limiter, dummy hash for unknown users; the same
-//!   as `POST /api/v1/auth/token` and MQTT). An `X509` user token is accepted when
+//!   as `POST /api/v1/auth/token` and MQTT), after the per-connection failure cap and the
+//!   per-address connection limits of [`crate::front`]. An `X509` user token is accepted when
 //!   its certificate (whose private key the client proved it holds; the library checks the
 //!   signature) is one of the files in `<pki>/users/trusted` (DER or PEM, exact certificate,
 //!   within its validity dates), and its subject common name is an active fieldlab user (or
@@ -60,6 +61,8 @@ const POLICY_ID_X509: &str = "x509";
 
 /// fieldlab users as OPC UA users (see the module docs).
 pub(crate) struct FieldlabUsers {
+    /// Failed sign-ins per connection (async-opcua gives no client address; see [`crate::front`]).
+    failures: crate::front::ConnectionFailures,
     auth: Arc<Authenticator>,
     /// `<pki>/users/trusted`: the user certificates accepted for X.509 sign-in.
     trusted_user_certs: PathBuf,
@@ -110,6 +113,7 @@ fn find_cert(dir: &Path, thumbprint: &Thumbprint) -> Option<X509> {
 impl FieldlabUsers {
     pub(crate) fn new(auth: Arc<Authenticator>, trusted_user_certs: PathBuf) -> FieldlabUsers {
         FieldlabUsers {
+            failures: Default::default(),
             auth,
             trusted_user_certs,
         }
@@ -214,8 +218,20 @@ impl AuthManager for FieldlabUsers {
         // with no rights rather than binding it to the new password's generation.
         let generation = |db: &fieldlab_auth::UserFile| db.user(username).map(|u| u.generation);
         let before = generation(&*self.auth.users().current().map_err(db_err)?);
-        // The bounded argon2 pool and the per-user failure limiter of fieldlab-auth (async-opcua
-        // does not tell an AuthManager the client's address, so there is no per-address limit).
+        // async-opcua does not tell an AuthManager the client's address: a connection that has
+        // used up its failed sign-ins is refused without a check, and crate::front limits the
+        // connections per address; the bounded argon2 pool and the per-user failure limiter of
+        // fieldlab-auth apply on top.
+        if self.failures.exhausted() {
+            tracing::info!(user = %username, "OPC UA sign-in refused: too many failed sign-ins on this connection");
+            return Err(refused(
+                StatusCode::BadUserAccessDenied,
+                format!(
+                    "too many failed sign-ins on this connection ({}); reconnect to try again",
+                    crate::front::MAX_FAILURES_PER_CONNECTION
+                ),
+            ));
+        }
         match self
             .auth
             .verify_password(username, password.get(), None)
@@ -238,6 +254,9 @@ impl AuthManager for FieldlabUsers {
             }
             Err(e) => {
                 tracing::info!(user = %username, error = %e, "OPC UA sign-in refused");
+                if !matches!(e, fieldlab_auth::AuthError::Internal(_)) {
+                    self.failures.record_failure();
+                }
                 Err(match e {
                     fieldlab_auth::AuthError::Busy { .. } => {
                         refused(StatusCode::BadTooManyOperations, format!("{e}"))

@@ -27,6 +27,7 @@
 //! [`fieldlab_emulator::Emulator`]; knows nothing of MQTT, the store or HTTP.
 
 pub mod access;
+pub mod front;
 mod mirror;
 
 use fieldlab_core::config::OpcuaConfig;
@@ -317,8 +318,36 @@ pub async fn start(mut s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServ
         s.max_devices,
     ));
     mirror.sync();
-    let server = tokio::spawn(server.run_with(listener));
+    // async-opcua serves on a loopback listener; the public one is fieldlab's front door,
+    // which applies per-address limits and relays (see front.rs).
+    let inner = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|source| OpcuaError::Bind {
+            addr: "127.0.0.1:0".into(),
+            source,
+        })?;
+    let inner_addr = inner.local_addr().map_err(|source| OpcuaError::Bind {
+        addr: "127.0.0.1:0".into(),
+        source,
+    })?;
+    let server = tokio::spawn(server.run_with(inner));
+    // run_with stores the loopback port as the server's port, which endpoint descriptions
+    // (GetEndpoints) then carry: put the public port back before any client gets through.
+    let info = handle.info().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while info.port.load(std::sync::atomic::Ordering::Relaxed) != inner_addr.port() {
+        if server.is_finished() || std::time::Instant::now() > deadline {
+            cancel.cancel();
+            return Err(OpcuaError::Server(
+                "the OPC UA server did not start listening".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    info.port
+        .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
     let tasks = vec![
+        tokio::spawn(Arc::new(front::Front::new()).run(listener, inner_addr, cancel.clone())),
         tokio::spawn(mirror.clone().run_sync(s.sync_interval, cancel.clone())),
         tokio::spawn(mirror.run_live(cancel.clone())),
     ];

@@ -12,6 +12,11 @@ PLAN_JSON is a list of attempts, each an object:
   user_cert               CN of a self-signed X.509 user certificate to sign in with (made in
                           CERT_DIR/users); with "trust_into", a copy goes into that directory
                           first (what an admin does)
+  passwords   instead of one sign-in: a list of passwords for `user` tried one after another
+              on ONE connection (ActivateSession again after each refusal); the result is the
+              list of outcomes ("ok" or the status code name)
+  connections instead of one sign-in: open this many TCP connections at once and report how
+              many the server answered (a Hello/Acknowledge) and how many it closed
   device      device to act on (default oven_1)
   actions     any of "browse", "read", "stop", "start", "revoke", in order; "revoke" marks
               `user` revoked in the fieldlab users file `users_file` (what `fieldlab users
@@ -105,7 +110,66 @@ async def child(node, ns, name):
     return await node.get_child([f"{ns}:{name}"])
 
 
+async def guesses(url, cert_dir, a):
+    client = Client(url=url, timeout=10)
+    await secure(client, cert_dir)
+    out = []
+    await client.connect_socket()
+    try:
+        await client.send_hello()
+        await client.open_secure_channel()
+        await client.create_session()
+        for p in a["passwords"]:
+            try:
+                await client.activate_session(username=a["user"], password=p)
+                out.append("ok")
+            except Exception as e:  # noqa: BLE001 - the status is the result
+                out.append(err(e))
+    finally:
+        client.disconnect_socket()
+    return {"connect": out}
+
+
+async def connections(url, n):
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    # A minimal OPC UA Hello (Part 6, 7.1.2.3): the server answers ACK if it took the connection.
+    endpoint = url.encode()
+    body = (
+        (0).to_bytes(4, "little") + (65535).to_bytes(4, "little") + (65535).to_bytes(4, "little")
+        + (0).to_bytes(4, "little") + (0).to_bytes(4, "little")
+        + len(endpoint).to_bytes(4, "little") + endpoint
+    )
+    hello = b"HELF" + (8 + len(body)).to_bytes(4, "little") + body
+
+    async def one():
+        try:
+            r, w = await asyncio.open_connection(u.hostname, u.port)
+        except OSError:
+            return "refused", None
+        try:
+            w.write(hello)
+            await w.drain()
+            head = await asyncio.wait_for(r.read(3), 10)
+            return ("answered" if head == b"ACK" else "closed"), w
+        except (OSError, asyncio.TimeoutError):
+            return "closed", w
+
+    res = await asyncio.gather(*[one() for _ in range(n)])
+    out = {"answered": 0, "closed": 0, "refused": 0}
+    for what, w in res:
+        out[what] += 1
+        if w is not None:
+            w.close()
+    return {"connect": out}
+
+
 async def attempt(url, cert_dir, a):
+    if "passwords" in a:
+        return await guesses(url, cert_dir, a)
+    if "connections" in a:
+        return await connections(url, a["connections"])
     out = {}
     client = Client(url=url, timeout=10)
     if a.get("security", "basic256sha256") == "basic256sha256":
