@@ -3,11 +3,8 @@
 //! Why it exists: fieldlab opts itself out of transparent huge pages (see
 //! [`no_transparent_huge_pages`]), and Linux passes that setting on to every child, across
 //! `exec`. The peers a benchmark or test starts (InfluxDB, PostgreSQL, Redis, Mosquitto, wrk)
-//! must run as they would on their own, so they are started with [`peer_command`], which
-//! gives them back the system's setting.
-
-use std::ffi::OsStr;
-use std::process::Command;
+//! must run as they would on their own, so they are started with
+//! `fieldlab_testkit::peer_command`, which gives them back the system's setting.
 
 /// Opt this process out of transparent huge pages, as Redis, MongoDB and PostgreSQL advise for
 /// themselves. mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), and every fresh
@@ -23,50 +20,5 @@ pub fn no_transparent_huge_pages() {
     }
 }
 
-/// A `Command` for a peer program (a server or load generator fieldlab is compared with or
-/// tested against): it runs with the system's huge-page setting, not fieldlab's own.
-pub fn peer_command(program: impl AsRef<OsStr>) -> Command {
-    #[allow(unused_mut)]
-    let mut c = Command::new(program);
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: between fork and exec this only calls prctl, which is async-signal-safe
-        // and allocates nothing.
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
-                Ok(())
-            });
-        }
-    }
-    c
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn peers_get_the_system_huge_page_setting_back() {
-        // Run in a child process of the test binary's own: the setting is per process.
-        super::no_transparent_huge_pages();
-        let flag = |mut c: std::process::Command| {
-            let out = c
-                .args(["-c", "grep THP_enabled /proc/self/status"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        let plain = flag(std::process::Command::new("sh"));
-        let peer = flag(super::peer_command("sh"));
-        // Kernels before 6.x have no THP_enabled line; then there is nothing to compare.
-        if !plain.is_empty() {
-            assert_eq!(plain, "THP_enabled:\t0", "the setting is inherited");
-            assert_eq!(peer, "THP_enabled:\t1", "a peer gets it back");
-        }
-        // SAFETY: as in no_transparent_huge_pages.
-        unsafe {
-            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
-        }
-    }
-}
+// The programs fieldlab starts for its tests and benchmarks get the system's setting back:
+// see `fieldlab_testkit::peer_command`.

@@ -12,7 +12,6 @@
 //! time is passed in), so they are unit-testable and reproducible; only `runner` touches the
 //! network.
 
-pub mod bench;
 pub mod builtin;
 pub mod custom;
 pub mod fault;

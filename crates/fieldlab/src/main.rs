@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use fieldlab_core::config::{locate_key, Config, FsyncPolicy, LogFormat};
+use fieldlab_core::config::{locate_key, Config, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,10 +12,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench_emulator;
-mod bench_influx;
-mod bench_soak;
-mod bench_store;
 mod data_cmds;
 mod detect;
 mod devices;
@@ -53,7 +49,7 @@ enum Cmd {
     Emulate(emulate::EmulateArgs),
     /// Benchmarks that print reproducible figures.
     #[command(subcommand)]
-    Bench(BenchCmd),
+    Bench(fieldlab_bench::BenchCmd),
     /// Query stored series (reads the data dir read-only): table, CSV or JSON.
     Query(data_cmds::QueryArgs),
     /// Export series as CSV, JSON lines or Parquet (reads the data dir read-only), streamed.
@@ -118,51 +114,6 @@ enum ConfigCmd {
     Example,
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// fieldlab vs a real InfluxDB 1.x (started here): ingest, bytes/point, query p50.
-    Influx(bench_influx::InfluxArgs),
-    /// Publish N messages of M fields through the embedded broker; print durable points/s.
-    Ingest {
-        /// Readings in all (each of --fields points).
-        #[arg(long, alias = "readings", default_value_t = 50_000)]
-        messages: usize,
-        #[arg(long, default_value_t = 10)]
-        fields: usize,
-        /// Readings per MQTT message (1 = a device; more = a gateway's batch).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Message encoding: json (a batch is a JSON array) | line (InfluxDB line protocol).
-        #[arg(long, default_value = "json")]
-        format: fieldlab_topology::bench::BenchFormat,
-        /// Ingest's MQTT connections (shared subscription when > 1).
-        #[arg(long, default_value_t = 1)]
-        connections: usize,
-        #[arg(long, default_value_t = 4)]
-        publishers: usize,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// WAL fsync policy: always | interval | never.
-        #[arg(long, default_value = "always")]
-        fsync: FsyncPolicy,
-        /// Auth on: through the broker's topic ACL gate (every publish checked).
-        #[arg(long)]
-        acl: bool,
-    },
-    /// Bytes/point on disk per generator, emulator field and NAB series; query latency.
-    Store(bench_store::BenchStoreArgs),
-    /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
-    Ratelimit(ratelimit::BenchArgs),
-    /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
-    Cap(cap::BenchCapArgs),
-    /// Emulator memory (100k / 1M devices) and publish rate: embedded broker vs Mosquitto.
-    Emulator(bench_emulator::BenchEmulatorArgs),
-    /// Detector throughput (points/s, one thread) and /predict latency for a 30x3 window.
-    Detect(detect::BenchArgs),
-    /// A long steady load on a real `fieldlab up`: RSS, open files and ingest lag each minute.
-    Soak(bench_soak::BenchSoakArgs),
-}
-
 fn main() -> ExitCode {
     // See the function: 21-42% of gateway ingest went to zeroing fresh huge pages.
     fieldlab_core::process::no_transparent_huge_pages();
@@ -179,19 +130,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Detect(c) => detect::run(c),
-        Cmd::Bench(BenchCmd::Detect(a)) => detect::bench(a),
-        Cmd::Bench(BenchCmd::Store(a)) => bench_store::run(a).map(|_| ExitCode::SUCCESS),
         Cmd::Query(a) => data_cmds::query(a).map(|_| ExitCode::SUCCESS),
         Cmd::Export(a) => data_cmds::export(a).map(|_| ExitCode::SUCCESS),
         Cmd::Backup(a) => data_cmds::backup(a).map(|_| ExitCode::SUCCESS),
         Cmd::Restore(a) => data_cmds::restore(a).map(|_| ExitCode::SUCCESS),
         Cmd::Ratelimit(c) => ratelimit::run(c),
-        Cmd::Bench(BenchCmd::Ratelimit(a)) => ratelimit::bench(a),
         Cmd::Up(a) => up(a),
         Cmd::Users(a) => users::run(a),
         Cmd::Cap(c) => cap::run(c),
         Cmd::Nab(c) => nab::run(c),
-        Cmd::Bench(BenchCmd::Cap(a)) => cap::bench(a),
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", fieldlab_core::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -202,61 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init_stderr("warn", LogFormat::Text);
             emulate::run(a)
         }
-        Cmd::Bench(BenchCmd::Emulator(a)) => {
+        Cmd::Bench(c) => {
             logging::init_stderr("warn", LogFormat::Text);
-            bench_emulator::run(a)
-        }
-        Cmd::Bench(BenchCmd::Influx(a)) => bench_influx::run(a),
-        Cmd::Bench(BenchCmd::Soak(a)) => {
-            logging::init_stderr("warn", LogFormat::Text);
-            bench_soak::run(a)
-        }
-        Cmd::Bench(BenchCmd::Ingest {
-            messages,
-            fields,
-            batch,
-            format,
-            connections,
-            publishers,
-            runs,
-            fsync,
-            acl,
-        }) => {
-            logging::init_stderr("warn", LogFormat::Text);
-            let rt = tokio::runtime::Runtime::new()?;
-            let b = fieldlab_topology::bench::IngestBench {
-                messages,
-                fields,
-                batch: batch.max(1),
-                format,
-                connections: connections.max(1),
-                publishers: publishers.max(1),
-                runs: runs.max(1),
-                fsync,
-                acl,
-            };
-            println!(
-                "bench ingest: {messages} readings x {fields} fields, {} per MQTT message as {}, {} publishers, {} ingest connection(s), QoS 1, wal_fsync={}, {} runs{}",
-                b.batch,
-                format.as_str(),
-                b.publishers,
-                b.connections,
-                fsync.as_str(),
-                b.runs,
-                if b.acl {
-                    ", auth on: through the topic ACL gate"
-                } else {
-                    ""
-                }
-            );
-            let res = rt.block_on(fieldlab_topology::bench::ingest(&b))?;
-            let rates: Vec<f64> = res.iter().map(|r| r.points_per_s).collect();
-            println!(
-                "median: {:.0} durable points/s ({:.0} readings/s)",
-                fieldlab_topology::bench::median(&rates),
-                fieldlab_topology::bench::median(&rates) / fields as f64
-            );
-            Ok(ExitCode::SUCCESS)
+            fieldlab_bench::run(c)
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fieldlab_sinks::local::{InfluxServer, PostgresServer};
+use fieldlab_testkit::{InfluxServer, PostgresServer};
 use std::collections::BTreeSet;
 use std::time::Duration;
 

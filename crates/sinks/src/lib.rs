@@ -29,7 +29,6 @@
 //! Architecture invariant: sinks only read points; nothing here knows about MQTT or the store.
 
 pub mod influx;
-pub mod local;
 pub mod postgres;
 mod spool;
 

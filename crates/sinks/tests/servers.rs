@@ -4,8 +4,8 @@
 
 use fieldlab_core::config::{SinkConfig, SinkKind};
 use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
-use fieldlab_sinks::local::{InfluxServer, PostgresServer};
 use fieldlab_sinks::{SinkMetrics, Sinks};
+use fieldlab_testkit::{InfluxServer, PostgresServer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -16,8 +16,6 @@
 //! them in reverse so that everything acknowledged is on disk when it returns. [`bench`] runs the
 //! same wiring under load.
 
-pub mod bench;
-pub mod bench_influx;
 pub mod ratelimit;
 pub mod watch;
 

@@ -7,11 +7,13 @@
 //! the configured fsync policy. The clock stops when the store has acknowledged all N*M points
 //! as durable — so the figure is "points on disk per second", not "messages sent per second".
 
+use clap::Args;
 use fieldlab_core::config::{FsyncPolicy, Qos};
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_ingest::{IngestMetrics, IngestSettings};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -346,6 +348,84 @@ async fn publish(
     client.disconnect().await?;
     let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     Ok(())
+}
+
+/// `fieldlab bench ingest`.
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Readings in all (each of --fields points).
+    #[arg(long, alias = "readings", default_value_t = 50_000)]
+    messages: usize,
+    #[arg(long, default_value_t = 10)]
+    fields: usize,
+    /// Readings per MQTT message (1 = a device; more = a gateway's batch).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Message encoding: json (a batch is a JSON array) | line (InfluxDB line protocol).
+    #[arg(long, default_value = "json")]
+    format: BenchFormat,
+    /// Ingest's MQTT connections (shared subscription when > 1).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// WAL fsync policy: always | interval | never.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Auth on: through the broker's topic ACL gate (every publish checked).
+    #[arg(long)]
+    acl: bool,
+}
+
+/// Publishes N messages of M fields through the embedded broker; prints durable points/s.
+pub fn cmd(a: IngestArgs) -> anyhow::Result<ExitCode> {
+    let IngestArgs {
+        messages,
+        fields,
+        batch,
+        format,
+        connections,
+        publishers,
+        runs,
+        fsync,
+        acl,
+    } = a;
+    let rt = tokio::runtime::Runtime::new()?;
+    let b = IngestBench {
+        messages,
+        fields,
+        batch: batch.max(1),
+        format,
+        connections: connections.max(1),
+        publishers: publishers.max(1),
+        runs: runs.max(1),
+        fsync,
+        acl,
+    };
+    println!(
+        "bench ingest: {messages} readings x {fields} fields, {} per MQTT message as {}, {} publishers, {} ingest connection(s), QoS 1, wal_fsync={}, {} runs{}",
+        b.batch,
+        format.as_str(),
+        b.publishers,
+        b.connections,
+        fsync.as_str(),
+        b.runs,
+        if b.acl {
+            ", auth on: through the topic ACL gate"
+        } else {
+            ""
+        }
+    );
+    let res = rt.block_on(ingest(&b))?;
+    let rates: Vec<f64> = res.iter().map(|r| r.points_per_s).collect();
+    println!(
+        "median: {:.0} durable points/s ({:.0} readings/s)",
+        median(&rates),
+        median(&rates) / fields as f64
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

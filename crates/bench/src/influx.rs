@@ -15,10 +15,13 @@
 //!    loopback for both (`/api/v1/query?step=60s&agg=mean` vs InfluxQL `mean() GROUP BY
 //!    time(1m)`), p50 of `--queries` queries after a warm-up.
 
-use crate::bench::{bodies, ingest, median, BenchFormat, IngestBench};
+use crate::ingest::{bodies, ingest, median, BenchFormat, IngestBench};
+use clap::Args;
+use fieldlab_core::config::FsyncPolicy;
 use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
-use fieldlab_sinks::local::{dir_bytes, InfluxServer};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
+use fieldlab_testkit::{dir_bytes, InfluxServer};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -342,4 +345,65 @@ async fn influx_ingest(url: &str, db: &str, b: &IngestBench) -> anyhow::Result<f
         t.await??;
     }
     Ok((b.messages * b.fields) as f64 / t0.elapsed().as_secs_f64())
+}
+
+#[derive(Args)]
+pub struct InfluxArgs {
+    /// Readings per ingest run (each of --fields points).
+    #[arg(long, alias = "readings", default_value_t = 50_000)]
+    messages: usize,
+    /// Readings per MQTT message for the first fieldlab run (1 = a device's message).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Message encoding for the first fieldlab run: json | line.
+    #[arg(long, default_value = "json")]
+    format: BenchFormat,
+    /// Ingest's MQTT connections (shared subscription when > 1).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Skip the second fieldlab run (gateway batches: InfluxDB's request bodies as MQTT messages).
+    #[arg(long)]
+    no_gateway: bool,
+    #[arg(long, default_value_t = 10)]
+    fields: usize,
+    /// Concurrent MQTT publishers, and concurrent HTTP writers to InfluxDB.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// fieldlab's WAL fsync policy: always | interval | never.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Series of one day at 1 Hz for the bytes/point and query comparisons.
+    #[arg(long, default_value_t = 10)]
+    series: usize,
+    /// Queries per side for the p50 latency.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+}
+
+/// `fieldlab bench influx`.
+pub fn cmd(a: InfluxArgs) -> anyhow::Result<ExitCode> {
+    let b = InfluxBench {
+        ingest: IngestBench {
+            messages: a.messages,
+            fields: a.fields.max(1),
+            batch: a.batch.max(1),
+            format: a.format,
+            connections: a.connections.max(1),
+            publishers: a.publishers.max(1),
+            runs: a.runs.max(1),
+            fsync: a.fsync,
+            acl: false,
+        },
+        gateway: !a.no_gateway,
+        series: a.series.max(1),
+        queries: a.queries.max(1),
+    };
+    println!(
+        "bench influx: ingest {} readings x {} fields, {} publishers/writers, wal_fsync={}, {} runs; {} day-series; {} queries",
+        a.messages, b.ingest.fields, b.ingest.publishers, a.fsync.as_str(), b.ingest.runs, b.series, b.queries
+    );
+    tokio::runtime::Runtime::new()?.block_on(run(&b))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -93,7 +93,7 @@ impl InfluxServer {
             )
         })?;
         let log = std::fs::File::create(self.dir.path().join("influxd.log"))?;
-        let child = fieldlab_core::process::peer_command(bin)
+        let child = crate::process::peer_command(bin)
             .args(["run", "-config"])
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -221,7 +221,7 @@ impl PostgresServer {
         } else {
             None
         };
-        let mut cmd = fieldlab_core::process::peer_command(bin.join("initdb"));
+        let mut cmd = crate::process::peer_command(bin.join("initdb"));
         cmd.args([
             "-A",
             "trust",
@@ -268,7 +268,7 @@ impl PostgresServer {
             .create(true)
             .append(true)
             .open(self.dir.path().join("postgres.log"))?;
-        let mut cmd = fieldlab_core::process::peer_command(self.bin.join("postgres"));
+        let mut cmd = crate::process::peer_command(self.bin.join("postgres"));
         cmd.arg("-D")
             .arg(self.dir.path().join("data"))
             .args([

@@ -1,0 +1,103 @@
+//! Redis and Mosquitto as throw-away servers: a free loopback port, files in a temporary
+//! directory, stopped on drop.
+
+use crate::process::peer_command;
+use anyhow::Context;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn wait_listening(name: &str, port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{name} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A temporary redis-server (no persistence) on a free port, stopped on drop.
+pub struct TempRedis {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TempRedis {
+    pub fn start() -> anyhow::Result<TempRedis> {
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_port();
+        let child = peer_command("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server; install it (apt-get install redis-server) or pass --redis-url")?;
+        let r = TempRedis {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_listening("redis-server", port)?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary Mosquitto (anonymous, no persistence, deep queues) on a free port, stopped on
+/// drop.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> anyhow::Result<Mosquitto> {
+        let bin = [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed (apt-get install mosquitto)"))?;
+        let port = crate::free_port();
+        let dir = tempfile::tempdir()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"),
+        )?;
+        let child = peer_command(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let m = Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_listening("mosquitto", port)?;
+        Ok(m)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
