@@ -2,7 +2,7 @@
 //! listing every file's SHA-256; and the offline verifier.
 //!
 //! Why it exists: an auditor receives one file and must be able to say OK or FAIL without
-//! network access or fieldlab state. Upstream's fresh bundles failed their own verification.
+//! network access or fieldlab state. The legacy `cap`'s fresh bundles failed their own verification.
 //! Here the zip itself is canonical (stored entries, sorted names, fixed timestamps), so the
 //! verifier can re-create it from its contents and refuse any container byte that was changed;
 //! the content is bound by hashes in `metadata.json`, and `metadata.json` by an Ed25519

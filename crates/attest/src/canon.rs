@@ -1,6 +1,6 @@
 //! The one canonical encoding of fieldlab's proofs: RFC 8785 JSON (JCS).
 //!
-//! Why it exists: upstream computed "the manifest hash" three different ways. Here every byte
+//! Why it exists: the legacy `cap` computed "the manifest hash" three different ways. Here every byte
 //! string that is hashed or signed is `canonical(value)`: object members sorted by their UTF-16
 //! code units, no whitespace, strings escaped as ECMAScript `JSON.stringify` does, numbers in
 //! ECMAScript `Number.prototype.toString` form.

@@ -256,7 +256,7 @@ pub mod tests {
         assert!(v
             .verify(&token(&other_priv, Algorithm::EdDSA, None, good.clone()))
             .is_err());
-        // HS256 (the upstream shared-secret bypass) is refused outright.
+        // HS256 (the legacy verifier's shared-secret bypass) is refused outright.
         let hs = encode(
             &Header::new(Algorithm::HS256),
             &good,

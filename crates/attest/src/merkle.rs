@@ -3,7 +3,7 @@
 //! Why it exists: a root must bind every record and its position, so that a single record can be
 //! proven present (inclusion) and a later tree proven to extend an earlier one (consistency).
 //! `leaf = SHA-256(0x00 || data)`, `node = SHA-256(0x01 || left || right)`; the split is the
-//! largest power of two smaller than the size. Upstream hashed concatenated hashes instead.
+//! largest power of two smaller than the size. The legacy `cap` hashed concatenated hashes instead.
 
 use sha2::{Digest, Sha256};
 
@@ -196,7 +196,7 @@ mod tests {
             hex(&leaf_hash(b"")),
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
         );
-        // Two leaves: not the hash of the concatenation (upstream's mistake).
+        // Two leaves: not the hash of the concatenation (the legacy `cap`'s mistake).
         let l = [leaf_hash(b"a"), leaf_hash(b"b")];
         let mut cat = Sha256::new();
         cat.update(l[0]);

@@ -1,6 +1,6 @@
 //! Manifests, sorted lists, rule evaluation with evidence, and proof verification.
 //!
-//! Why it exists: upstream never evaluated a rule. Here `build` evaluates every rule of the
+//! Why it exists: the legacy `cap` never evaluated a rule. Here `build` evaluates every rule of the
 //! compiled policy over the committed records and leaves evidence a verifier can check against
 //! the roots in the manifest: counts; opened records with inclusion proofs (witnesses of a
 //! pass, or the violating record of a failure); supplier–UBO links; and non-membership proofs

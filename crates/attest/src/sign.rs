@@ -1,7 +1,7 @@
 //! Ed25519 signing keys, key ids and detached signatures.
 //!
 //! Why it exists: a proof is only worth something if its signature is verified, not just
-//! present (upstream checked presence). Every signature here covers
+//! present (the legacy `cap` checked presence). Every signature here covers
 //! `context || 0x00 || message`, where `context` names what is signed (e.g.
 //! `fieldlab.bundle/v1`), so a signature over one kind of document can never be replayed as
 //! another. A key id is derived from the public key bytes alone: the first 8 bytes of

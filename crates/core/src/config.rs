@@ -3,7 +3,7 @@
 //! Loading goes file -> environment -> command-line flags, later ones winning. The file is parsed
 //! straight from its text so that every error carries `file:line` and the dotted key
 //! (`mqtt.port`); unknown keys are errors, not silently ignored. Environment overrides accept the
-//! names the seed handbooks use (`LOG_LEVEL`, `MAX_DEVICES`, `MQTT_BROKER_URL`, ...) and a
+//! names the operations handbooks use (`LOG_LEVEL`, `MAX_DEVICES`, `MQTT_BROKER_URL`, ...) and a
 //! generic `FIELDLAB__SECTION__KEY=value` form for every key.
 //!
 //! Only sections whose features exist are accepted; a section of a later feature is reported as
@@ -216,7 +216,7 @@ macro_rules! word_enum {
 }
 
 word_enum!(
-    /// Log verbosity (the seeds write it in upper case, `INFO`; any case is accepted).
+    /// Log verbosity (the handbooks write it in upper case, `INFO`; any case is accepted).
     LogLevel { Trace => "trace", Debug => "debug", Info => "info", Warn => "warn", Error => "error" }
 );
 word_enum!(
@@ -448,7 +448,7 @@ pub struct DevicesConfig {
     pub max_devices: usize,
     /// Seed of the emulator's random generators; the same seed gives the same values.
     pub seed: u64,
-    /// The emulated fleet, in the seed's devices.yaml shape. Absent: the demo fleet
+    /// The emulated fleet, in the legacy emulator's devices.yaml shape. Absent: the demo fleet
     /// (TemperatureSensor, PressureValve, PvInverter). Empty list: no emulated devices.
     pub fleet: Option<Vec<DeviceSpec>>,
     /// Custom device types built from value generators (checked by the emulator, which
@@ -537,7 +537,7 @@ impl Default for DevicesConfig {
     }
 }
 
-/// One emulated device, in the shape of the seed's devices.yaml.
+/// One emulated device, in the shape of the legacy emulator's devices.yaml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
@@ -897,7 +897,7 @@ pub struct DetectConfig {
     pub series: BTreeMap<String, String>,
     /// Score at or above which an anomaly event is raised (0..1).
     pub threshold: f64,
-    /// `/predict` defaults (the seed's `window_size` and `batch_size`).
+    /// `/predict` defaults (the legacy `window_size` and `batch_size`).
     pub window_size: usize,
     pub batch_size: usize,
     /// Autoencoder saved by `fieldlab detect train`, loaded at start-up.
@@ -1567,7 +1567,7 @@ struct Override {
     value: String,
 }
 
-/// The seeds' environment variable names and the keys they set.
+/// The operations handbooks' environment variable names and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("LOG_LEVEL", "logging.level"),
     ("LOG_FORMAT", "logging.format"),
@@ -1856,7 +1856,7 @@ mod tests {
         assert_eq!(e.line, Some(2));
         assert_eq!(e.key.as_deref(), Some("logging.level"));
         assert!(e.message.contains("trace, debug, info, warn, error"), "{e}");
-        // The seeds write levels in upper case.
+        // The handbooks write levels in upper case.
         let c = Config::from_yaml_str("logging:\n  level: INFO\n", None).unwrap();
         assert_eq!(c.logging.level, LogLevel::Info);
     }

@@ -113,7 +113,7 @@ pub struct Reading {
     /// The device's own sequence number, if it sent one.
     pub seq: Option<u64>,
     pub fields: Vec<(String, FieldValue)>,
-    /// Optional per-field units (seed-000 payloads carry them).
+    /// Optional per-field units (legacy emulator payloads carry them).
     pub units: BTreeMap<String, String>,
     /// Series tags sent with the message (site, line, ...), stored with every field's series.
     pub tags: BTreeMap<String, String>,

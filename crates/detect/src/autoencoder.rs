@@ -1,4 +1,4 @@
-//! A GRU autoencoder over windows (the seed's model: window 30), trained with candle on the CPU.
+//! A GRU autoencoder over windows (the legacy model's window: 30), trained with candle on the CPU.
 //!
 //! The encoder GRU reads a window of scaled feature rows and keeps its last hidden state; the
 //! decoder GRU unrolls that state back into a window and a linear layer maps it to features.

@@ -5,7 +5,7 @@
 //!
 //! Connections (`devices.connection`):
 //! - `per_device` (default): each device has its own MQTT connection with its own client id
-//!   (`fieldlab-<name>`; upstream used one fixed id, so devices kicked each other off), a
+//!   (`fieldlab-<name>`; the legacy emulator used one fixed id, so devices kicked each other off), a
 //!   retained last-will `offline` status and a retained `online` status on every (re)connect.
 //!   A `disconnect` fault really closes that connection.
 //! - `shared`: the devices of a shard share `shared_connections` connections
@@ -108,7 +108,7 @@ impl EmulatorSettings {
 }
 
 /// The demo fleet of `fieldlab up` when the config names none: one device of each kind the
-/// seeds start with, in the seed's devices.yaml shape.
+/// legacy emulator starts with, in its devices.yaml shape.
 pub fn demo_fleet() -> Vec<DeviceSpec> {
     let dev = |name: &str, ty: &str, site: &str, scenarios: Vec<ScenarioSpec>| DeviceSpec {
         name: name.into(),

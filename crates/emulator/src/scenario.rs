@@ -1,6 +1,6 @@
 //! Scenario timelines: phases that run in order and loop.
 //!
-//! A phase (`name`, `duration` seconds, `parameters`) as in the seed's devices.yaml. The one
+//! A phase (`name`, `duration` seconds, `parameters`) as in the legacy emulator's devices.yaml. The one
 //! parameter form every model understands is `<field>_range: [lo, hi]`: while the phase runs,
 //! the field's driver is re-centred on the middle of the range and kept inside it.
 

@@ -1,4 +1,4 @@
-//! `fieldlab cap <command>`: the proof tool of seed 001 (`cap`), as a subcommand.
+//! `fieldlab cap <command>`: the legacy proof tool `cap`, as a subcommand.
 //!
 //! Argument parsing and printing only; every format and check lives in `fieldlab-attest`.
 //! Exit codes: 0 OK; 1 FAIL or error; `policy lint|validate`: 2 warnings, 3 errors;
@@ -37,7 +37,7 @@ pub enum CapCmd {
     Proof(ProofCmd),
     /// Verify a bundle offline. Exit 0 OK, 1 FAIL, 4 valid but policy not satisfied.
     VerifyBundle(VerifyArgs),
-    /// The seed's offline verifier: `verifier run --package FILE`.
+    /// The legacy offline verifier: `verifier run --package FILE`.
     #[command(subcommand)]
     Verifier(VerifierCmd),
     /// Signing keys: keygen, list, show, rotate, revoke, attest, verify-chain.
@@ -74,7 +74,7 @@ pub enum CapCmd {
     AttestSeries(SeriesArgs),
     /// Verify a series attestation file.
     VerifySeries { file: PathBuf },
-    /// Run the verifier API alone (the seed's `cap-verifier-api`), with /healthz, /readyz,
+    /// Run the verifier API alone (the legacy `cap-verifier-api`), with /healthz, /readyz,
     /// /metrics and /openapi.json; OAuth2 JWT scopes; TLS and mTLS.
     Serve(ServeArgs),
 }

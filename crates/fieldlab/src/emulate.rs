@@ -21,7 +21,7 @@ pub struct EmulateArgs {
     /// TLS: PEM private key of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// Devices from a YAML file (`devices: [...]` as in the seed's devices.yaml, or a list).
+    /// Devices from a YAML file (`devices: [...]` as in the legacy emulator's devices.yaml, or a list).
     #[arg(long, conflicts_with = "count")]
     devices: Option<PathBuf>,
     /// Or this many generated devices.

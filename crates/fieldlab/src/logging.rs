@@ -1,4 +1,4 @@
-//! Logging as the seeds configure it: `level`, `format` (text | json), and optionally a `file`
+//! Logging as the operations handbooks configure it: `level`, `format` (text | json), and optionally a `file`
 //! rotated by size (`max_size`, `max_files`), besides stderr.
 //!
 //! Rotation uses the file-rotate crate (`fieldlab.log` is current; `fieldlab.log.1` the newest

@@ -58,7 +58,7 @@ enum Cmd {
     Backup(data_cmds::BackupArgs),
     /// Restore a backup into an empty data dir.
     Restore(data_cmds::RestoreArgs),
-    /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (seed `cap`).
+    /// Proofs: commitments, policies, signed bundles, offline verifier, keys, registry (the legacy `cap` tool).
     #[command(subcommand)]
     Cap(cap::CapCmd),
     /// The rate-limit service on its own.

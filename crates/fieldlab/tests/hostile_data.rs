@@ -5,7 +5,7 @@
 //! links, FIFOs, `..` and absolute paths and files the manifest does not list, writes nothing
 //! outside the target, and restores files 0600 and directories 0700. `/predict`: a window
 //! below the method's minimum is a 422 naming it, rows beyond the cap a 413, too many jobs at
-//! once a 429 problem, and the seed's own example bodies still work.
+//! once a 429 problem, and the legacy API's own example bodies still work.
 
 mod common;
 
@@ -430,7 +430,7 @@ fn predict_is_bounded_and_validates_windows() {
     let url = f.url("/predict");
     let batch = f.url("/api/v1/predict/batch");
 
-    // The seed's examples.
+    // The legacy API's examples.
     let (st, _, v) = post(
         &c,
         &url,
@@ -452,7 +452,7 @@ fn predict_is_bounded_and_validates_windows() {
     );
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let job = eventually(Duration::from_secs(20), "the seed's batch job", || {
+    let job = eventually(Duration::from_secs(20), "the legacy batch job", || {
         let (_, j) = f.get(&format!("/predict/status/{id}"));
         (j["status"] != "pending").then_some(j)
     });

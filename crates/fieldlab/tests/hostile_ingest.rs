@@ -124,7 +124,7 @@ fn a_device_login_cannot_write_as_another_device_in_any_payload_format() {
     let spoofs = [
         // fieldlab JSON
         r#"{"device_id":"temperature_sensor_1","seq":1,"ts":"2026-01-01T00:00:00Z","data":{"temperature":999.9}}"#,
-        // the seed-000 shape
+        // the legacy emulator payload
         r#"{"device":"temperature_sensor_1","timestamp":"2026-01-01T00:00:01Z","data":{"temperature":{"unit":"C","value":999.9}}}"#,
         // flat JSON
         r#"{"device_id":"temperature_sensor_1","temperature":999.9,"ts":1767225602000}"#,

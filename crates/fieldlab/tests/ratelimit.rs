@@ -344,10 +344,10 @@ fn service_config_crud_precedence_and_persistence() {
     assert_eq!(put("/api/ratelimit/config/patterns/user:*", one(2)).0, 200);
     assert_eq!(put("/api/ratelimit/config/patterns/user:a*", one(4)).0, 200);
     assert_eq!(put("/api/ratelimit/config/keys/user:alice", one(1)).0, 200);
-    // Seed body shape.
+    // The legacy body shape.
     assert_eq!(
         put(
-            "/api/ratelimit/config/keys/seed",
+            "/api/ratelimit/config/keys/legacy",
             json!({"capacity": 6, "refillRate": 1})
         )
         .0,
@@ -365,7 +365,7 @@ fn service_config_crud_precedence_and_persistence() {
     assert_eq!(granted("user:anna"), 4, "longest pattern");
     assert_eq!(granted("user:bob"), 2, "shorter pattern");
     assert_eq!(granted("device:1"), 3, "default");
-    assert_eq!(granted("seed"), 6, "seed-shaped policy");
+    assert_eq!(granted("legacy"), 6, "legacy-shaped policy");
 
     let (st, body) = svc.check(&c, "user:alice");
     assert_eq!(st, 429);

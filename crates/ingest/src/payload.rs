@@ -2,7 +2,7 @@
 //!
 //! - fieldlab JSON: `{"device_id","device_type","seq","ts","data":{field: value},"status"}`, with
 //!   optional `"tags": {"site": ".."}` stored as series tags
-//! - the seed-000 shape: `{"device":"..","timestamp":"..","data":{"p":{"unit":"..","value":1}}}`
+//! - the legacy emulator payload: `{"device":"..","timestamp":"..","data":{"p":{"unit":"..","value":1}}}`
 //! - flat JSON objects: `{"device_id":"t1","temperature":21.5}` (every non-reserved key a field)
 //! - InfluxDB line protocol: `measurement,device_id=t1 temperature=21.5,ok=true 1767225600000000000`,
 //!   one or many lines per message

@@ -1,7 +1,7 @@
 //! fieldlab-opcua: the emulated fleet as an OPC UA server.
 //!
 //! Why it exists: test engineers point OPC UA clients (SCADA, historians, UaExpert) at the
-//! lab as well as MQTT consumers; upstream had an OPC UA server that was never started. This
+//! lab as well as MQTT consumers; the legacy emulator had an OPC UA server that was never started. This
 //! crate serves, with async-opcua, one object per emulated device:
 //!
 //! ```text

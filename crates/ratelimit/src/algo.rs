@@ -279,7 +279,7 @@ fn ceil_us_to_ms(us: i64) -> u64 {
 /// no clock: it is the same as no state at all, which is what Redis keeps for it, so the two
 /// backends agree even when clocks step back. Over any interval of length `T` at most
 /// `burst + limit * T / period` tokens are granted — never more, however long the bucket was
-/// idle (upstream granted `capacity + 1`).
+/// idle (the legacy limiter granted `capacity + 1`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBucket {
     /// Scaled tokens: one token = `period_ms` units.

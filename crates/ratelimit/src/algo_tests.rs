@@ -1,5 +1,5 @@
 //! Each algorithm against a simple reference model built from the full request history
-//! (proptest), plus the behaviours upstream got wrong.
+//! (proptest), plus the behaviours the legacy limiter got wrong.
 
 use crate::algo::*;
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! Who a limit applies to: the authenticated subject, else the client's IP address.
 //!
 //! Why careful: `X-Forwarded-For` is written by the client unless a proxy we trust overwrote
-//! it; believing it blindly (upstream) lets anyone pick a fresh identity per request. Here the
+//! it; believing it blindly (as the legacy limiter did) lets anyone pick a fresh identity per request. Here the
 //! header is read only when the peer is a configured trusted proxy, from the right (the hop
 //! nearest to us) leftwards, skipping trusted proxies: the first untrusted address is the client.
 

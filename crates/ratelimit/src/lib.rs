@@ -1,7 +1,7 @@
 //! fieldlab-ratelimit: limits that hold exactly, on one instance or across many.
 //!
 //! Why it exists: fieldlab guards its own API and ingest, and offers a rate-limit service to
-//! other APIs. Upstream's token bucket allowed `capacity + 1` after idle, its leaky bucket
+//! other APIs. The legacy limiter's token bucket allowed `capacity + 1` after idle, its leaky bucket
 //! always allowed, and its Redis code was never on the request path (N replicas allowed N times
 //! the limit). Here every algorithm has written semantics and a reference model in its tests,
 //! and the Redis backend runs the very same integer arithmetic in one atomic Lua script.

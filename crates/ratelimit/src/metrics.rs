@@ -2,7 +2,7 @@
 //!
 //! Why these: operators need to see who is limited (decisions by policy and result), whether the
 //! backend is healthy and fast (latency histogram, Redis errors), and how often Redis being down
-//! let traffic through unchecked (fail-open count). Upstream emitted no metric at all.
+//! let traffic through unchecked (fail-open count). The legacy limiter emitted no metric at all.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

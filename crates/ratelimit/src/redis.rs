@@ -1,7 +1,7 @@
 //! Redis backend: one atomic Lua script per check, on the Redis server's clock.
 //!
 //! Why a script: read-decide-write must be atomic across instances, or N instances allow N
-//! times the limit (upstream's bug). The script (`check.lua`) runs the same integer arithmetic
+//! times the limit (the legacy limiter's bug). The script (`check.lua`) runs the same integer arithmetic
 //! as `algo.rs` for every limit of a policy, writes only if all pass, and is sent with EVALSHA
 //! (loaded with SCRIPT LOAD on connect, and again on NOSCRIPT after a Redis restart): one round
 //! trip per check. All keys of a check carry the hash tag `{key}`, so they live in one Redis

@@ -1,4 +1,4 @@
-//! Anomaly detection and data quality over HTTP: the seed's `/predict` API (also under
+//! Anomaly detection and data quality over HTTP: the legacy `/predict` API (also under
 //! `/api/v1/predict`), anomaly and quality events, quality scores, and loading a model.
 //!
 //! | path | what |

@@ -1,6 +1,6 @@
 //! The emulator's control API: devices, scenarios, faults, annotations, history, live stream.
 //!
-//! | method & path (native) | seed alias | what |
+//! | method & path (native) | legacy alias | what |
 //! |---|---|---|
 //! | `GET /api/v1/emulator/devices` | | emulated devices with state, scenario, faults |
 //! | `POST /api/v1/devices` (JSON or YAML body) | `POST /devices` | create an emulated device |
@@ -43,7 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/devices/{id}/history", get(history))
         .route("/api/v1/emulator/openapi.json", get(openapi))
         .route("/ws", get(ws));
-    // Native paths and the seed's aliases share the handlers.
+    // Native paths and the legacy aliases share the handlers.
     for p in ["/api/v1/devices", "/devices"] {
         r = r
             .route(p, post(create))
@@ -160,7 +160,7 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let em = emulator(&s)?;
-    // The seed's devices.yaml shape is accepted too: `devices: [ {name, type, ...} ]`.
+    // The legacy emulator's devices.yaml shape is accepted too: `devices: [ {name, type, ...} ]`.
     let v: serde_yaml::Value = parse_body(&headers, &body)?;
     let list: Vec<DeviceSpec> = if let Some(arr) = v.get("devices") {
         serde_yaml::from_value(arr.clone())

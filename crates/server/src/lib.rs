@@ -47,7 +47,7 @@ pub struct HttpLabels {
 }
 
 /// HTTP metrics, registered under `fieldlab_http_*`, plus `fieldlab_active_devices` (the
-/// autoscaling metric; the seed's `active_devices_count` too with `legacy_names`).
+/// autoscaling metric; the legacy `active_devices_count` too with `legacy_names`).
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub duration: Family<HttpLabels, Histogram>,
@@ -81,7 +81,7 @@ impl HttpMetrics {
             self.active_devices.clone(),
         );
         if self.legacy_names {
-            // The seed's name: its `_count` suffix reads as a histogram's to Prometheus tools.
+            // The legacy name: its `_count` suffix reads as a histogram's to Prometheus tools.
             r.register(
                 "active_devices_count",
                 "Deprecated name of fieldlab_active_devices (server.legacy_metric_names), removed in the next release",

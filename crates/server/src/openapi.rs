@@ -41,7 +41,7 @@ pub fn document(extra: Option<&Value>, public_metrics: bool) -> Value {
     let mut schemas = schemas();
     let emulator = crate::emulator_api::openapi_doc();
     fold(&mut paths, &mut schemas, &emulator, "emulator");
-    // The emulator's routes are also served at the seed's paths (`/devices/...`), except the
+    // The emulator's routes are also served at the legacy paths (`/devices/...`), except the
     // history, which is native only.
     let aliases: Vec<(String, Value)> = emulator["paths"]
         .as_object()
@@ -225,7 +225,7 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
         paths,
         base,
         "post",
-        Op::new(tag, "Score rows for anomalies (the seed's /predict)")
+        Op::new(tag, "Score rows for anomalies (the legacy /predict)")
             .json_body("PredictRequest")
             .json("200", "scores per row", "PredictResult")
             .json("202", "queued as a job (`async: true`)", "JobAccepted")
@@ -539,7 +539,7 @@ fn native_paths() -> Map<String, Value> {
     let rl = "ratelimit";
     for base in ["/api/ratelimit", "/api/v1/ratelimit"] {
         let seed = if base == "/api/ratelimit" {
-            " (the seed's path)"
+            " (legacy path)"
         } else {
             ""
         };
@@ -1129,7 +1129,7 @@ fn schemas() -> Map<String, Value> {
                     "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
                     "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
                 "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}},
-            {"type": "object", "description": "the seed's shape", "required": ["capacity", "refillRate"], "additionalProperties": false, "properties": {
+            {"type": "object", "description": "the legacy shape", "required": ["capacity", "refillRate"], "additionalProperties": false, "properties": {
                 "capacity": {"type": "integer", "minimum": 0}, "refillRate": {"type": "integer", "minimum": 0},
                 "algorithm": {"type": "string"}, "cleanupIntervalMs": {"type": "integer", "minimum": 0}}}]},
     });

@@ -1,7 +1,7 @@
 //! Rate limiting over HTTP: the service API and the layer that guards fieldlab's own API.
 //!
 //! Why here: the limiter (`fieldlab-ratelimit`) knows nothing of HTTP. This module maps it to
-//! the seed's paths and fieldlab's native ones, and to the IETF headers:
+//! the legacy paths and fieldlab's native ones, and to the IETF headers:
 //!
 //! | path (also under `/api/v1/ratelimit/...`) | what |
 //! |---|---|
@@ -161,7 +161,7 @@ async fn check(State(s): State<RatelimitState>, body: axum::body::Bytes) -> Resp
         check_key(&b.key)?;
         let o = l.check(&b.key, b.tokens).await;
         let mut v = o.to_json(&b.key, b.tokens);
-        v["tokensRequested"] = json!(b.tokens); // the seed's field name
+        v["tokensRequested"] = json!(b.tokens); // the legacy field name
         let status = if o.allowed {
             StatusCode::OK
         } else {
@@ -219,18 +219,18 @@ async fn config(
     Ok(Json(limiter(&s)?.config_json()))
 }
 
-/// A policy body: fieldlab's shape `{limits: [...], shadow, fail}`, or the seed's
+/// A policy body: fieldlab's shape `{limits: [...], shadow, fail}`, or the legacy
 /// `{capacity, refillRate[, algorithm]}` (a token bucket refilled `refillRate` per second).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum PolicyBody {
     Native(RatelimitPolicySpec),
-    Seed(SeedPolicy),
+    Legacy(LegacyPolicy),
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SeedPolicy {
+struct LegacyPolicy {
     capacity: u64,
     refill_rate: u64,
     #[serde(default)]
@@ -239,7 +239,7 @@ struct SeedPolicy {
     cleanup_interval_ms: Option<u64>,
 }
 
-const POLICY_EXAMPLE: &str = r#"{"limits": [{"algorithm": "token_bucket", "limit": 10, "period": "1s", "burst": 20}], "shadow": false, "fail": "open"} (or the seed's {"capacity": 20, "refillRate": 10})"#;
+const POLICY_EXAMPLE: &str = r#"{"limits": [{"algorithm": "token_bucket", "limit": 10, "period": "1s", "burst": 20}], "shadow": false, "fail": "open"} (or the legacy {"capacity": 20, "refillRate": 10})"#;
 
 fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
     // Native first with its exact error, since it is the documented shape.
@@ -250,7 +250,7 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
     }
     match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {
         PolicyBody::Native(p) => Ok(p),
-        PolicyBody::Seed(s) => {
+        PolicyBody::Legacy(s) => {
             let _ = s.cleanup_interval_ms;
             let algorithm = match s.algorithm.as_deref().map(str::to_ascii_lowercase) {
                 None => "token_bucket".to_string(),

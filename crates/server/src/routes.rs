@@ -1,4 +1,4 @@
-//! Routes. Native API under `/api/v1`; the seeds' paths are aliases of the same handlers.
+//! Routes. Native API under `/api/v1`; the legacy tools' paths are aliases of the same handlers.
 //!
 //! | path | what |
 //! |---|---|

@@ -1,6 +1,6 @@
 //! Quarantine: where payloads that could not be parsed go, with their topic, bytes and reason.
 //!
-//! Upstream dropped invalid data into a debug log; fieldlab keeps rejected messages so that
+//! The legacy emulator dropped invalid data into a debug log; fieldlab keeps rejected messages so that
 //! they can be inspected, fixed and replayed, within a size budget:
 //!
 //! - Entries are JSON lines, fsynced before the message is acknowledged, in numbered segment

@@ -1,11 +1,11 @@
 //! fieldlab-verifier: the proof verifier REST API (seed `cap-verifier-api`).
 //!
 //! Why it exists: auditors and pipelines verify bundles and compile policies over HTTP.
-//! Upstream's /verify always said FAIL at ~25 requests/s, its JWT key sat in the source and a
+//! The legacy verifier's /verify always said FAIL at ~25 requests/s, its JWT key sat in the source and a
 //! literal token bypassed auth. Here every route runs the real `fieldlab-attest` code; bearer
 //! JWTs are verified (RS256/EdDSA, iss/aud/exp) and each route needs its scope
 //! (`verify:run`, `policy:compile`, `policy:read`, `registry:write`); TLS and mTLS use rustls
-//! ([`tls`]). Mounted at the seed's paths by `fieldlab up`, or alone with its own health,
+//! ([`tls`]). Mounted at the legacy paths by `fieldlab up`, or alone with its own health,
 //! readiness, metrics and OpenAPI routes by `fieldlab cap serve`.
 //!
 //! Architecture invariant: handlers hold no lock across verification; the registry (SQLite)
@@ -60,7 +60,7 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-/// `cap_verifier_*` metrics of the seed, plus the `fieldlab_attest_*` names the Grafana
+/// `cap_verifier_*` metrics of the legacy verifier, plus the `fieldlab_attest_*` names the Grafana
 /// "Proofs" dashboard queries.
 #[derive(Clone)]
 pub struct Metrics {
@@ -153,7 +153,7 @@ impl Verifier {
     }
 }
 
-/// The API routes at the seed's paths (no health/metrics: those belong to the host server).
+/// The API routes at the legacy paths (no health/metrics: those belong to the host server).
 pub fn api(v: Shared) -> Router {
     Router::new()
         .route("/verify", post(verify))

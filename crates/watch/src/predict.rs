@@ -1,4 +1,4 @@
-//! The seed's `/predict` service: score a batch of rows (one column per feature) with a
+//! The legacy `/predict` service: score a batch of rows (one column per feature) with a
 //! named method, per point and per window, and run batches as asynchronous jobs.
 //!
 //! Every method runs the streaming detectors in row order, so a row's score depends only on
@@ -597,7 +597,7 @@ mod tests {
         d[3][2] = None;
         let e = predict(&req(d, 30, "ewma"), None, 30, 0.9).unwrap_err();
         assert!(e.detail.contains("row 3, column 2"));
-        // Fewer rows than the window (the seed's own example): row scores, no window, a note.
+        // Fewer rows than the window (the legacy API's own example): row scores, no window, a note.
         let r = predict(&req(rows(2), 30, "ensemble"), None, 30, 0.9).unwrap();
         assert_eq!((r.scores.len(), r.window_scores.len()), (2, 0));
         assert!(r.note.unwrap().contains("fewer than window_size 30"));

@@ -132,7 +132,7 @@ fn security_comes_from_the_policy_table() {
         guarded_metrics["paths"]["/metrics"]["get"]["security"],
         json!([])
     );
-    // The seed's aliases of the emulator routes are there with their real answers.
+    // The legacy aliases of the emulator routes are there with their real answers.
     assert!(op("delete", "/devices/{id}")["responses"]["204"].is_object());
     assert!(op("post", "/api/v1/devices")["responses"]["201"].is_object());
     assert_eq!(
