@@ -46,6 +46,15 @@ if [ ${#py_need[@]} -gt 0 ]; then
   python3 -m pip install -q "${py_need[@]}"
 fi
 
+# Style first (instant): an unformatted tree fails before anything is built.
+# With arguments (a filter, `-p CRATE`) only those tests run: no lints.
+lint=1
+if [ $# -gt 0 ]; then lint=0; fi
+if [ "$lint" = 1 ]; then
+  echo "scripts/test.sh: cargo fmt --all --check"
+  cargo fmt --all --check
+fi
+
 # One profile, one target dir, one build for unit and integration tests.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -63,4 +72,19 @@ awk '/^test result:/ {
        }
      }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+
+# Lints after the tests, in the same target dir: clippy and rustdoc share the dependencies'
+# check builds, so together they add a few minutes to a fresh run.
+if [ "$lint" = 1 ]; then
+  set +e
+  echo "scripts/test.sh: cargo clippy --workspace --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  clippy_rc=$?
+  echo "scripts/test.sh: cargo doc --workspace --no-deps (RUSTDOCFLAGS=-D warnings)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+  doc_rc=$?
+  set -e
+  echo "lints: clippy $([ $clippy_rc = 0 ] && echo clean || echo FAILED), rustdoc $([ $doc_rc = 0 ] && echo clean || echo FAILED)"
+  if [ "$rc" = 0 ] && { [ $clippy_rc != 0 ] || [ $doc_rc != 0 ]; }; then rc=1; fi
+fi
 exit "$rc"

@@ -266,7 +266,7 @@ pub struct NonMember {
 /// What a rule's result rests on.
 ///
 /// Encoded as an object whose `type` member names the variant (serde's internally tagged
-/// form). Decoded through [`EvidenceWire`] instead of serde's derive for tagged enums, which
+/// form). Decoded through `EvidenceWire` instead of serde's derive for tagged enums, which
 /// first buffers the whole object (every witness record and proof hash) in an untyped tree
 /// because `type` sorts after other members in canonical JSON; the decoding is just as
 /// strict: the variant's members, all present, nothing else.

@@ -482,7 +482,7 @@ pub struct MqttTlsConfig {
     pub server_name: Option<String>,
 }
 
-/// The OPC UA server: Objects/DeviceEmulator/<device>/<variable>, methods Start, Stop,
+/// The OPC UA server: `Objects/DeviceEmulator/<device>/<variable>`, methods Start, Stop,
 /// RunScenario. Auth off: anonymous access, loopback only unless `auth.allow_open_network`.
 /// Auth on: fieldlab users only (user name/password or an X.509 user certificate trusted in
 /// `<data_dir>/opcua/pki/users/trusted`, CN = user name), over `basic256sha256` only; viewers

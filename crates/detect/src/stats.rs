@@ -139,7 +139,7 @@ fn learn_spread(long: f64, sigma: f64, a: f64) -> f64 {
 }
 
 /// Robust z-score against a rolling window: `z = (x - median) / (1.4826 * MAD)`, mapped to
-/// `[0, 1]` by [`squash`], so `|z| = k` scores 0.5.
+/// `[0, 1]` by `squash`, so `|z| = k` scores 0.5.
 #[derive(Debug, Clone)]
 pub struct RobustZ {
     k: f64,
@@ -163,7 +163,7 @@ impl RobustZ {
         }
     }
 
-    /// The signed robust z of `x` against the window (0 before 3 points), |z| <= [`Z_MAX`].
+    /// The signed robust z of `x` against the window (0 before 3 points), |z| <= `Z_MAX`.
     pub fn z(&self, x: f64) -> f64 {
         if self.win.len() < 3 {
             return 0.0;
@@ -263,7 +263,7 @@ impl Ewma {
         }
     }
 
-    /// Signed z of `x` against the current mean/variance, |z| <= [`Z_MAX`]; the spread is
+    /// Signed z of `x` against the current mean/variance, |z| <= `Z_MAX`; the spread is
     /// floored as [`RobustZ`]'s (a share of the long-run spread, or float rounding).
     pub fn z(&self, x: f64) -> f64 {
         if self.n < 3 {

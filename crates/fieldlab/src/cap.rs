@@ -237,10 +237,10 @@ pub struct SeriesArgs {
 
 #[derive(Args)]
 pub struct PrepareArgs {
-    /// Supplier CSV (columns id,name,country[,tier,audit_score]).
+    /// Supplier CSV (columns id,name,country, optionally tier,audit_score).
     #[arg(long)]
     suppliers: Option<PathBuf>,
-    /// UBO CSV (columns id,supplier_id,name[,nationality,ownership_pct]).
+    /// UBO CSV (columns id,supplier_id,name, optionally nationality,ownership_pct).
     #[arg(long)]
     ubos: Option<PathBuf>,
     /// Any other records (CSV, JSON array or JSON lines); needs --schema and --set.

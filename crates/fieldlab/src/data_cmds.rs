@@ -33,7 +33,7 @@ pub struct Selection {
     /// Site tag (comma-separated).
     #[arg(long)]
     site: Option<String>,
-    /// Any tag, NAME=VALUE[,VALUE2]; repeatable.
+    /// Any tag, NAME=VALUE or NAME=VALUE1,VALUE2 (any of them); repeatable.
     #[arg(long, value_name = "NAME=VALUE")]
     tag: Vec<String>,
     /// Start: RFC 3339, epoch ms, or relative like -1h. Default: the beginning.

@@ -1,7 +1,7 @@
 //! HTTPS with rustls, and client certificates (mTLS) when a CA is configured.
 //!
 //! Why not axum-server: fieldlab needs the verified client certificate in each request (its
-//! common name becomes the [`Principal`](fieldlab_core::Principal) of an mTLS client), which
+//! common name becomes the `Principal` (fieldlab-core) of an mTLS client), which
 //! axum-server does not expose. A [`TlsListener`] is an `axum::serve::Listener`: TCP accepts
 //! feed handshakes that run in their own tasks (a slow or silent client cannot hold up the
 //! others; each has 10 s), and finished TLS streams go to axum's own server loop, which keeps

@@ -1,7 +1,7 @@
 //! Fuzzing entry point of the topic ACL gate's frame handling (see `fieldlab_core::fuzzing`).
 //!
 //! Why it exists: the gate reads every byte a device sends before rumqttd does, and decides
-//! from its own reading of a PUBLISH frame whether to relay it. [`fuzz_mqtt_gate`] runs the
+//! from its own reading of a PUBLISH frame whether to relay it. `fuzz_mqtt_gate` runs the
 //! gate's frame code (`next_frame`, CONNECT decoding, `client_frame`, `from_broker`) on
 //! arbitrary client and broker byte streams, without sockets, and checks the gate's promise:
 //! nothing it relays upstream publishes to, or subscribes within, a topic the ACL refuses — as
