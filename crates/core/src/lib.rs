@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does no network I/O and starts no tasks. The only file it
 //! reads is the configuration file, on request. (`process` sets process flags, no I/O.)
 
+pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod directory;

@@ -23,6 +23,7 @@ use crate::fleet::{
 };
 use crate::model::{self, type_info};
 use crate::scenario::Timeline;
+use fieldlab_core::backoff::Backoff;
 use fieldlab_core::config::{
     ConnectionMode, DeviceSettings, DeviceSpec, MqttProtocol, Qos, ScenarioSpec,
 };
@@ -507,7 +508,7 @@ async fn drive<L: PollLoop>(
     cancel: &CancellationToken,
     mut on_event: impl FnMut(&L::Ev),
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::jittered(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         if paused.load(Ordering::Relaxed) {
             tokio::select! {
@@ -519,7 +520,7 @@ async fn drive<L: PollLoop>(
             _ = cancel.cancelled() => break,
             ev = el.next_event() => match ev {
                 Ok(ev) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     on_event(&ev);
                 }
                 Err(e) => {
@@ -528,9 +529,8 @@ async fn drive<L: PollLoop>(
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             },
         }

@@ -25,6 +25,7 @@
 use crate::dedup::Dedup;
 use crate::identity::{Guard, Limits};
 use crate::payload::parse;
+use fieldlab_core::backoff::Backoff;
 use fieldlab_core::config::Qos;
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_sinks::Sinks;
@@ -528,7 +529,8 @@ impl PollCtx {
     }
 
     /// After a connection error: mark not ready and wait the back-off. False when cancelled.
-    async fn lost(&self, error: String, backoff: &mut Duration) -> bool {
+    async fn lost(&self, error: String, backoff: &mut Backoff) -> bool {
+        let wait = backoff.next_delay();
         // The session is gone: acknowledgements of its messages must not reach the next one.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.connected.set(0);
@@ -536,17 +538,16 @@ impl PollCtx {
         self.readiness.set("broker", false);
         match tls_hint(&error) {
             Some(hint) => {
-                tracing::error!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest cannot connect over TLS: {hint}")
+                tracing::error!(broker = %self.where_, error = %error, retry_in = ?wait, "ingest cannot connect over TLS: {hint}")
             }
             None => {
-                tracing::warn!(broker = %self.where_, error = %error, retry_in = ?backoff, "ingest lost the broker; reconnecting")
+                tracing::warn!(broker = %self.where_, error = %error, retry_in = ?wait, "ingest lost the broker; reconnecting")
             }
         }
         let go_on = tokio::select! {
             _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(*backoff) => true,
+            _ = tokio::time::sleep(wait) => true,
         };
-        *backoff = (*backoff * 2).min(Duration::from_secs(5));
         go_on
     }
 }
@@ -578,7 +579,7 @@ async fn poll_v4(
     client: AsyncClient,
     filters: Vec<SubscribeFilter>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = reconnect_backoff();
     loop {
         let ev = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
@@ -586,7 +587,7 @@ async fn poll_v4(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 ctx.connected(ack.session_present);
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
@@ -620,7 +621,7 @@ async fn poll_v5(
     filters: Vec<Filter5>,
 ) {
     use rumqttc::v5::Event as Event5;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = reconnect_backoff();
     loop {
         let ev = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
@@ -628,7 +629,7 @@ async fn poll_v5(
         };
         match ev {
             Ok(Event5::Incoming(Packet5::ConnAck(ack))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 ctx.connected(ack.session_present);
                 if let Err(e) = client.subscribe_many(filters.clone()).await {
                     tracing::error!(error = %e, "ingest could not subscribe");
@@ -920,6 +921,12 @@ async fn commit_loop(
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Reconnecting to the broker: 100 ms doubling to 5 s, jittered (many instances may have lost
+/// the same broker).
+fn reconnect_backoff() -> Backoff {
+    Backoff::jittered(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 /// Write `points` to the store. While the store reports itself failing ([`Store::health`]: a
 /// full disk, an I/O error), the batch is held and retried with back-off until a write works:
 /// its messages stay unacknowledged meanwhile, the bounded channels hold back the reading of
@@ -934,7 +941,7 @@ async fn store_with_retry(
     cancel: &CancellationToken,
 ) -> bool {
     let mut pending = points;
-    let mut backoff = RETRY_FIRST;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut attempts = 0u64;
     let mut logged: Option<Instant> = None;
     loop {
@@ -957,21 +964,21 @@ async fn store_with_retry(
             tracing::error!(error = %err.error, attempts, "store refused a batch; its messages are left unacknowledged");
             return false;
         }
+        let wait = backoff.next_delay();
         if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
-            tracing::error!(error = %err.error, attempts, retry_in = ?backoff, "store refused a batch; holding its messages unacknowledged and retrying until it takes writes again");
+            tracing::error!(error = %err.error, attempts, retry_in = ?wait, "store refused a batch; holding its messages unacknowledged and retrying until it takes writes again");
             logged = Some(Instant::now());
         }
-        back_off(&mut backoff, cancel).await;
+        wait_or_stop(wait, cancel).await;
     }
 }
 
-/// Wait `backoff` (or until ingest stops), then double it, up to [`RETRY_MAX`].
-async fn back_off(backoff: &mut Duration, cancel: &CancellationToken) {
+/// Wait `wait`, or until ingest stops.
+async fn wait_or_stop(wait: Duration, cancel: &CancellationToken) {
     tokio::select! {
         _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep(*backoff) => {}
+        _ = tokio::time::sleep(wait) => {}
     }
-    *backoff = (*backoff * 2).min(RETRY_MAX);
 }
 
 /// Append a batch's unparseable messages to the quarantine, retried like a store write (until
@@ -985,7 +992,7 @@ async fn quarantine_with_retry(
     cancel: &CancellationToken,
 ) -> bool {
     let bad = Arc::new(bad);
-    let mut backoff = RETRY_FIRST;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
         let (q, b, at) = (q.clone(), bad.clone(), at.clone());
         let why = match tokio::task::spawn_blocking(move || q.append(&b, &at)).await {
@@ -997,8 +1004,9 @@ async fn quarantine_with_retry(
             tracing::error!(error = %why, "quarantine write failed while stopping; batch left unacknowledged");
             return false;
         }
-        tracing::error!(error = %why, retry_in = ?backoff, "quarantine write failed; batch held unacknowledged and retried");
-        back_off(&mut backoff, cancel).await;
+        let wait = backoff.next_delay();
+        tracing::error!(error = %why, retry_in = ?wait, "quarantine write failed; batch held unacknowledged and retried");
+        wait_or_stop(wait, cancel).await;
     }
 }
 

@@ -33,6 +33,7 @@
 
 use crate::algo::{Algorithm, Gcra, Limit, TokenBucket, NEVER};
 use crate::{BackendError, Decision, Decisions, Policy};
+use fieldlab_core::backoff::Backoff;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
@@ -98,7 +99,7 @@ pub struct RedisBackend {
     conns: tokio::sync::RwLock<Option<Box<[ConnectionManager]>>>,
     next: AtomicUsize,
     /// When the next connection attempt may start, and the current back-off.
-    retry: Mutex<(Instant, Duration)>,
+    retry: Mutex<(Instant, Backoff)>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -132,7 +133,7 @@ impl RedisBackend {
             connections: 1,
             conns: tokio::sync::RwLock::new(None),
             next: AtomicUsize::new(0),
-            retry: Mutex::new((Instant::now(), BACKOFF_MIN)),
+            retry: Mutex::new((Instant::now(), Backoff::new(BACKOFF_MIN, BACKOFF_MAX))),
         })
     }
 
@@ -239,7 +240,11 @@ impl RedisBackend {
         match tokio::time::timeout(self.timeout.max(Duration::from_millis(100)) * 2, connect).await
         {
             Ok(Ok(cs)) => {
-                *self.retry.lock() = (Instant::now(), BACKOFF_MIN);
+                {
+                    let mut r = self.retry.lock();
+                    r.0 = Instant::now();
+                    r.1.reset();
+                }
                 tracing::info!(connections = cs.len(), "connected to redis");
                 let c = pick(&cs);
                 *guard = Some(cs.into_boxed_slice());
@@ -253,8 +258,7 @@ impl RedisBackend {
     /// Record a failed attempt: the next one waits one back-off step (doubling up to 5 s).
     fn failed(&self, why: String) -> BackendError {
         let mut r = self.retry.lock();
-        r.0 = Instant::now() + r.1;
-        r.1 = (r.1 * 2).min(BACKOFF_MAX);
+        r.0 = Instant::now() + r.1.next_delay();
         BackendError::Unavailable(why)
     }
 

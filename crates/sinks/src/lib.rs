@@ -32,6 +32,7 @@ pub mod influx;
 pub mod postgres;
 mod spool;
 
+use fieldlab_core::backoff::Backoff;
 use fieldlab_core::config::{SinkConfig, SinkKind};
 use fieldlab_core::Point;
 use prometheus_client::metrics::counter::Counter;
@@ -433,7 +434,7 @@ impl Worker {
     /// Write one chunk: retry transient errors with back-off until delivered, or until the
     /// drain deadline passes during shutdown (then spool). Permanent errors reject the chunk.
     async fn deliver(&mut self, chunk: &[Point]) -> Outcome {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         loop {
             if self.closing.is_cancelled() && self.deadline.is_none() {
                 self.deadline = Some(Instant::now() + self.drain);
@@ -464,8 +465,8 @@ impl Worker {
                         }
                     }
                     self.metrics.retries.get_or_create(&self.label).inc();
-                    tracing::warn!(sink = %self.name, error = %why, retry_in = ?backoff, points = chunk.len(), "sink write failed; retrying");
-                    let mut wait = backoff;
+                    let mut wait = backoff.next_delay();
+                    tracing::warn!(sink = %self.name, error = %why, retry_in = ?wait, points = chunk.len(), "sink write failed; retrying");
                     if let Some(d) = self.deadline {
                         wait = wait.min(d.saturating_duration_since(Instant::now()));
                     }
@@ -473,7 +474,6 @@ impl Worker {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.closing.cancelled(), if self.deadline.is_none() => {}
                     }
-                    backoff = (backoff * 2).min(self.max_backoff);
                 }
                 Err(e) => {
                     self.metrics.errors.get_or_create(&self.label).inc();

@@ -50,6 +50,7 @@ pub mod query;
 pub mod wal;
 
 use block::Block;
+use fieldlab_core::backoff::Backoff;
 use fieldlab_core::config::{FsyncPolicy, StorageConfig};
 use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
 use head::Head;
@@ -1012,7 +1013,7 @@ struct Writer {
     /// The last WAL segment whose points the frozen head holds (its block's `wal_upto`).
     frozen_upto: u64,
     /// When to retry writing a frozen head whose block write failed, and the back-off.
-    block_retry: Option<(Instant, Duration)>,
+    block_retry: Option<(Instant, Backoff)>,
     /// Cut the head as soon as possible: an fsync failed under `wal_fsync: interval`, so points
     /// acknowledged since the last good fsync are only safe once they are in a block.
     cut_soon: bool,
@@ -1207,8 +1208,8 @@ impl Writer {
             let ok = self.sh.frozen.read().is_none();
             self.note_block_write(ok);
         }
-        if let Some((at, _)) = self.block_retry {
-            if Instant::now() < at {
+        if let Some((at, _)) = &self.block_retry {
+            if Instant::now() < *at {
                 return;
             }
         }
@@ -1311,14 +1312,16 @@ impl Writer {
     /// Keep the retry schedule of failed block writes: back-off doubling up to its maximum,
     /// reset by a success.
     fn note_block_write(&mut self, ok: bool) {
-        self.block_retry = match (ok, self.block_retry) {
-            (true, _) => None,
-            (false, None) => Some((Instant::now() + BLOCK_RETRY.0, BLOCK_RETRY.0)),
-            (false, Some((_, wait))) => {
-                let wait = (wait * 2).min(BLOCK_RETRY.1);
-                Some((Instant::now() + wait, wait))
-            }
-        };
+        if ok {
+            self.block_retry = None;
+            return;
+        }
+        let (_, mut backoff) = self
+            .block_retry
+            .take()
+            .unwrap_or_else(|| (Instant::now(), Backoff::new(BLOCK_RETRY.0, BLOCK_RETRY.1)));
+        let at = Instant::now() + backoff.next_delay();
+        self.block_retry = Some((at, backoff));
     }
 
     /// Flush everything to blocks. Fails unless every acknowledged point is in a block.
