@@ -41,8 +41,7 @@ pub struct BenchCapArgs {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    crate::stats::median(v)
 }
 
 /// `fieldlab bench cap`: prepare throughput, bundle verification time, /verify under wrk.

@@ -33,9 +33,8 @@ fn series(n: usize) -> Vec<(i64, f64)> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    crate::stats::median(&v)
 }
 
 /// The robust z as first written (sort the window for every point): the peer of `robust_z`.
@@ -222,12 +221,6 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `p`-quantile (0..1) of sorted `v`, nearest rank.
-fn quantile(v: &[f64], p: f64) -> f64 {
-    let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
-}
-
 /// `POST /predict` with a 30x3 window over real HTTP: fieldlab's server (the same router,
 /// middleware and handlers as `fieldlab up`, without auth and rate limit) on a loopback port
 /// in this process, one keep-alive client sending requests one after another.
@@ -276,17 +269,16 @@ fn predict_over_http(rows: &[Vec<Option<f64>>], requests: usize) -> anyhow::Resu
         for _ in 0..requests.min(100) {
             send()?; // warm the connection and the allocator
         }
-        let mut lat = Vec::with_capacity(requests);
+        let mut lat = crate::stats::Latencies::default();
         for _ in 0..requests.max(1) {
             let t0 = Instant::now();
             send()?;
-            lat.push(t0.elapsed().as_secs_f64() * 1e6);
+            lat.record(t0.elapsed());
         }
-        lat.sort_by(f64::total_cmp);
         println!(
             "  POST /predict 30x3 method={method:<9} p50 {:>8.1} µs  p99 {:>8.1} µs  over HTTP ({} requests, one keep-alive client, loopback)",
-            quantile(&lat, 0.5),
-            quantile(&lat, 0.99),
+            lat.quantile_us(0.5),
+            lat.quantile_us(0.99),
             lat.len()
         );
     }

@@ -93,12 +93,8 @@ pub fn rss_child(n: usize) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    crate::stats::median(&v)
 }
 
 async fn rate(

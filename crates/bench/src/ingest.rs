@@ -7,6 +7,7 @@
 //! the configured fsync policy. The clock stops when the store has acknowledged all N*M points
 //! as durable — so the figure is "points on disk per second", not "messages sent per second".
 
+pub use crate::stats::median;
 use clap::Args;
 use fieldlab_core::config::{FsyncPolicy, Qos};
 use fieldlab_core::{DeviceDirectory, Readiness};
@@ -153,16 +154,6 @@ pub struct RunResult {
     pub seconds: f64,
     pub points_per_s: f64,
     pub quarantined: u64,
-}
-
-pub fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Run the benchmark; prints one line per run and returns the results.
@@ -452,12 +443,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
     }
 }

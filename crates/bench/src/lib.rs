@@ -16,6 +16,7 @@ pub mod influx;
 pub mod ingest;
 pub mod ratelimit;
 pub mod soak;
+pub mod stats;
 pub mod store;
 
 #[derive(Subcommand)]

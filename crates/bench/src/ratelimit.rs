@@ -30,7 +30,7 @@ pub struct RatelimitBench {
 }
 
 fn median(xs: Vec<f64>) -> f64 {
-    crate::ingest::median(&xs)
+    crate::stats::median(&xs)
 }
 
 /// In-process: fieldlab's sharded GCRA vs governor's keyed GCRA, same quota, keys, threads.

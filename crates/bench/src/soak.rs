@@ -8,6 +8,7 @@
 //! its open files and the ingest lag (readings the broker acknowledged but the store has not yet
 //! made durable). The load generator runs in this process, so the figures are the lab's own.
 
+use crate::stats::Latencies;
 use clap::Args;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,14 +128,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 pub fn run(a: BenchSoakArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         a.rate > 0 && a.fields > 0 && a.devices > 0,
@@ -228,7 +221,7 @@ async fn soak(a: &BenchSoakArgs, lab: &Lab, pid: u32) -> anyhow::Result<ExitCode
         max_lag = max_lag.max(lag);
         let rss = rss_mib(pid);
         rss_curve.push(rss);
-        let mut lat = latencies.take();
+        let lat = latencies.take();
         println!(
             "{:>6.1} {:>12} {:>12.0} {:>10.0} {:>9.2} {:>9.1} {:>6} {:>10.1} {:>10.1}",
             t0.elapsed().as_secs_f64() / 60.0,
@@ -238,8 +231,8 @@ async fn soak(a: &BenchSoakArgs, lab: &Lab, pid: u32) -> anyhow::Result<ExitCode
             lag / a.rate as f64,
             rss,
             open_files(pid),
-            percentile(&mut lat, 0.5),
-            percentile(&mut lat, 0.99),
+            lat.quantile_ms(0.5),
+            lat.quantile_ms(0.99),
         );
         if let Ok(Some(status)) = lab_exited(pid) {
             anyhow::bail!("the lab exited during the soak: {status}");
@@ -437,21 +430,21 @@ async fn querier(
             let ok = r.status().is_success();
             let _ = r.bytes().await;
             if ok {
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                lat.push(t.elapsed());
             }
         }
     }
 }
 
-/// Latency samples (ms) of the current report period.
+/// Query latencies of the current report period.
 #[derive(Default)]
-struct Lat(std::sync::Mutex<Vec<f64>>);
+struct Lat(std::sync::Mutex<Latencies>);
 
 impl Lat {
-    fn push(&self, ms: f64) {
-        self.0.lock().unwrap().push(ms);
+    fn push(&self, d: Duration) {
+        self.0.lock().unwrap().record(d);
     }
-    fn take(&self) -> Vec<f64> {
+    fn take(&self) -> Latencies {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -466,13 +459,5 @@ mod tests {
             "# HELP x\nfieldlab_store_points_total_extra 5\nfieldlab_store_points_total 1234\n";
         assert_eq!(metric(text, "fieldlab_store_points_total"), Some(1234.0));
         assert_eq!(metric(text, "fieldlab_missing_total"), None);
-    }
-
-    #[test]
-    fn percentile_picks_the_rank() {
-        let mut v = vec![5.0, 1.0, 3.0, 2.0, 4.0];
-        assert_eq!(percentile(&mut v, 0.5), 3.0);
-        assert_eq!(percentile(&mut v, 1.0), 5.0);
-        assert!(percentile(&mut [], 0.5).is_nan());
     }
 }

@@ -274,9 +274,5 @@ fn query_latency(runs: usize) -> anyhow::Result<()> {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    crate::stats::median(v)
 }
