@@ -274,7 +274,7 @@ pub async fn authenticate(
     next.run(req).await
 }
 
-pub use fieldlab_http::request_id::{request_id, REQUEST_ID};
+pub use fieldlab_http::request_id::{with_request_ids, REQUEST_ID};
 
 /// The full router with state, metrics, authentication and request-id middleware.
 pub fn app(state: AppState) -> axum::Router {
@@ -301,21 +301,19 @@ pub fn guarded(routes: axum::Router<AppState>, state: AppState) -> axum::Router 
             authenticate,
         ))
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn(request_id))
-        .with_state(state);
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    let app = with_request_ids(app).with_state(state);
     // Merged routes of other parts pass the same metrics, rate limit, authentication and
     // request ids (they used to be merged bare, open to anyone whatever their own auth said).
     let app = match extra {
-        Some(r) => app.merge(
+        Some(r) => app.merge(with_request_ids(
             r.route_layer(axum::middleware::from_fn_with_state(m, track))
                 .layer(axum::middleware::from_fn_with_state(rl, ratelimit::guard))
                 .layer(axum::middleware::from_fn_with_state(
                     state_for_extra,
                     authenticate,
-                ))
-                .layer(axum::middleware::from_fn(request_id)),
-        ),
+                )),
+        )),
         None => app,
     };
     // Outside everything: a page on another site is refused before any handler runs.

@@ -172,13 +172,14 @@ pub fn api(v: Shared) -> Router {
         .with_state(v)
 }
 
-/// The API plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: `fieldlab cap serve`.
+/// The API plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, with request ids:
+/// `fieldlab cap serve`.
 pub fn standalone(v: Shared) -> Router {
     let mut reg = prometheus_client::registry::Registry::default();
     v.metrics.register(&mut reg);
     let reg = Arc::new(reg);
     let ready_v = v.clone();
-    api(v)
+    let app = api(v)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(move || {
             let v = ready_v.clone();
@@ -193,7 +194,9 @@ pub fn standalone(v: Shared) -> Router {
             async move { fieldlab_http::metrics::respond(&reg, &headers) }
         }))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
-        .fallback(|uri: axum::http::Uri| async move { Problem::not_found(format!("no route for {}; see /openapi.json", uri.path())) })
+        .fallback(|uri: axum::http::Uri| async move { Problem::not_found(format!("no route for {}; see /openapi.json", uri.path())) });
+    // As in `fieldlab up`: request ids and one log line per request.
+    fieldlab_http::request_id::with_request_ids(app)
 }
 
 fn problem(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Response {
