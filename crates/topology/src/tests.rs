@@ -1,7 +1,9 @@
 //! `up` in-process: it starts every part on free ports, and on shutdown leaves the data in blocks.
 
 use super::*;
+use fieldlab_store::{Store, StoreOptions};
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_starts_everything_and_shutdown_leaves_blocks_on_disk() {
