@@ -14,8 +14,20 @@ use fieldlab_core::FieldValue;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of fault, as written in the API (`snake_case`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumCount,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FaultKind {
     /// Add `magnitude` to the field.
     Spike,
@@ -47,7 +59,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; <FaultKind as strum::EnumCount>::COUNT] = [
         FaultKind::Spike,
         FaultKind::Dip,
         FaultKind::StuckAt,
@@ -64,21 +76,7 @@ impl FaultKind {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            FaultKind::Spike => "spike",
-            FaultKind::Dip => "dip",
-            FaultKind::StuckAt => "stuck_at",
-            FaultKind::Drift => "drift",
-            FaultKind::Dropout => "dropout",
-            FaultKind::Duplicate => "duplicate",
-            FaultKind::OutOfOrder => "out_of_order",
-            FaultKind::ClockSkew => "clock_skew",
-            FaultKind::Nan => "nan",
-            FaultKind::UnitSwitch => "unit_switch",
-            FaultKind::SchemaBreak => "schema_break",
-            FaultKind::BurstFlood => "burst_flood",
-            FaultKind::Disconnect => "disconnect",
-        }
+        self.into()
     }
 
     /// Does this kind act on one field (and so need `field`)?

@@ -20,8 +20,23 @@ pub const MAX_EXACT: u64 = 1 << 52;
 /// A `retry_after_ms` meaning "never": the request asks for more than the limit can ever grant.
 pub const NEVER: u64 = u64::MAX;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The algorithms, by the names config, the API and the OpenAPI document use (strum keeps the
+/// table; `serde` spells them the same way).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumCount,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Algorithm {
     TokenBucket,
     Gcra,
@@ -33,7 +48,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 7] = [
+    pub const ALL: [Algorithm; <Algorithm as strum::EnumCount>::COUNT] = [
         Algorithm::TokenBucket,
         Algorithm::Gcra,
         Algorithm::FixedWindow,
@@ -44,19 +59,16 @@ impl Algorithm {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::TokenBucket => "token_bucket",
-            Algorithm::Gcra => "gcra",
-            Algorithm::FixedWindow => "fixed_window",
-            Algorithm::SlidingLog => "sliding_log",
-            Algorithm::SlidingCounter => "sliding_counter",
-            Algorithm::LeakyBucket => "leaky_bucket",
-            Algorithm::Concurrency => "concurrency",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Algorithm> {
-        Algorithm::ALL.into_iter().find(|a| a.as_str() == s)
+        s.parse().ok()
+    }
+
+    /// Every algorithm's name, in [`Algorithm::ALL`] order.
+    pub fn names() -> Vec<&'static str> {
+        Algorithm::ALL.map(Algorithm::as_str).to_vec()
     }
 
     /// Small integer used as the algorithm's code in the Lua script.

@@ -360,3 +360,18 @@ fn an_instant_too_far_for_lua_numbers_stays_a_string() {
     assert!(l.validate().is_ok());
     assert_eq!(l.expiry_state(), None);
 }
+
+/// The config parser (fieldlab-core, which cannot see this crate) accepts exactly the
+/// algorithms that exist, by the same names the API and the OpenAPI document use.
+#[test]
+fn the_config_accepts_exactly_the_algorithms_that_exist() {
+    assert_eq!(
+        fieldlab_core::config::RATELIMIT_ALGORITHMS,
+        Algorithm::names().as_slice()
+    );
+    for a in Algorithm::ALL {
+        assert_eq!(Algorithm::parse(a.as_str()), Some(a));
+        assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+    }
+    assert_eq!(Algorithm::parse("sliding_window"), None);
+}

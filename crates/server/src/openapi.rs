@@ -1125,7 +1125,7 @@ fn schemas() -> Map<String, Value> {
         "Policy": {"anyOf": [
             {"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
                 "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
-                    "algorithm": {"enum": ["token_bucket", "fixed_window", "sliding_window", "leaky_bucket", "gcra", "concurrency"]},
+                    "algorithm": {"enum": fieldlab_ratelimit::Algorithm::names()},
                     "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
                     "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
                 "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}},
