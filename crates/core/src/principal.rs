@@ -9,22 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A role. The lab roles (teacher, student) sit beside the operations roles.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumCount,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount)]
 #[strum(serialize_all = "snake_case")]
 pub enum Role {
     Admin,

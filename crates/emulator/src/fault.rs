@@ -14,19 +14,9 @@ use fieldlab_core::FieldValue;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of fault, as written in the API (`snake_case`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumCount,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumCount)]
 #[strum(serialize_all = "snake_case")]
 pub enum FaultKind {
     /// Add `magnitude` to the field.

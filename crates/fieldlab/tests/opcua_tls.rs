@@ -274,6 +274,7 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
     // Connections used above: about 20 (asyncua opens two per secure sign-in); the burst is
     // 60 per address, refilled one per second.
     let flood = &r["flood"]["connect"];
+    eprintln!("flood of 100 connections from one address: {flood}");
     let answered = flood["answered"].as_u64().unwrap();
     assert!(
         (1..=60).contains(&answered),

@@ -22,20 +22,9 @@ pub const NEVER: u64 = u64::MAX;
 
 /// The algorithms, by the names config, the API and the OpenAPI document use (strum keeps the
 /// table; `serde` spells them the same way).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::EnumCount,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount)]
 #[strum(serialize_all = "snake_case")]
 pub enum Algorithm {
     TokenBucket,
