@@ -16,7 +16,6 @@
 //! - [`registry`], [`note`]: transparency log in SQLite with C2SP checkpoints, blob store;
 //! - [`audit`]: SHA3-256 hash-chained audit log;
 //! - [`series`]: telemetry attestation ("every point of S in [a, b] during T");
-//! - [`jwt`]: OAuth2 bearer JWT verification for the verifier API.
 //!
 //! Architecture invariant: everything hashed or signed goes through [`canon`]; verification
 //! needs no network and no fieldlab state.
@@ -26,7 +25,6 @@ pub mod bundle;
 pub mod canon;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod jwt;
 pub mod keyring;
 pub mod merkle;
 pub mod note;

@@ -16,6 +16,7 @@
 //! Architecture invariant: no HTTP types here. The server's middleware maps headers in and
 //! [`AuthError`]s out; the broker asks [`Authenticator::check_mqtt`].
 
+pub mod jwt;
 pub mod login;
 pub mod policy;
 pub mod users;
@@ -25,7 +26,7 @@ use fieldlab_core::config::AuthConfig;
 use fieldlab_core::{AuthMethod, Principal, Role};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -91,13 +92,12 @@ struct OwnClaims {
     gen: u32,
 }
 
+/// The external issuer: its keys (a JWKS file or URL, re-read on an unknown `kid` at most once
+/// a minute) in the one JWT verifier, [`jwt::JwtVerifier`].
 struct External {
-    issuer: Option<String>,
-    audience: Option<String>,
-    roles_claim: String,
+    verifier: jwt::JwtVerifier,
     file: Option<PathBuf>,
     url: Option<String>,
-    keys: RwLock<JwkSet>,
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -192,12 +192,13 @@ impl Authenticator {
                 );
             }
             Some(External {
-                issuer: cfg.oauth2_issuer.clone(),
-                audience: cfg.oauth2_audience.clone(),
-                roles_claim: cfg.roles_claim.clone(),
+                verifier: jwt::JwtVerifier::with(
+                    cfg.oauth2_issuer.clone(),
+                    cfg.oauth2_audience.clone(),
+                )
+                .roles_from(&cfg.roles_claim),
                 file: cfg.jwks_file.clone(),
                 url: cfg.jwks_url.clone(),
-                keys: RwLock::new(JwkSet { keys: vec![] }),
                 last_fetch: Mutex::new(None),
             })
         } else {
@@ -360,7 +361,7 @@ impl Authenticator {
         if header.alg == Algorithm::HS256 {
             self.own_token(cred)
         } else if let Some(x) = &self.external {
-            x.verify(cred, &header).await
+            x.verify(cred).await
         } else {
             Err(AuthError::Unauthenticated(format!(
                 "tokens signed with {:?} are not accepted: no external issuer (auth.jwks_file / auth.jwks_url) is configured",
@@ -579,17 +580,15 @@ impl External {
         } else {
             return Ok(());
         };
-        *self.keys.write() = set;
+        self.verifier
+            .replace_jwks(&set)
+            .map_err(|e| AuthError::Internal(format!("the issuer's JWKS: {e}")))?;
         *self.last_fetch.lock() = Some(Instant::now());
         Ok(())
     }
 
-    async fn verify(&self, token: &str, header: &Header) -> Result<Principal, AuthError> {
-        let kid = header.kid.clone().ok_or_else(|| {
-            AuthError::Unauthenticated("the token has no `kid`; cannot pick a JWKS key".into())
-        })?;
-        let mut jwk = self.keys.read().find(&kid).cloned();
-        if jwk.is_none() {
+    async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if !self.verifier.has_key_for(token) {
             // Key rotation: re-read the set, at most once a minute.
             let stale = self
                 .last_fetch
@@ -599,52 +598,11 @@ impl External {
                 if let Err(e) = self.refresh().await {
                     tracing::warn!(error = %e, "cannot refresh the JWKS");
                 }
-                jwk = self.keys.read().find(&kid).cloned();
             }
         }
-        let jwk = jwk.ok_or_else(|| {
-            AuthError::Unauthenticated(format!("no key `{kid}` in the issuer's JWKS"))
-        })?;
-        let key = DecodingKey::from_jwk(&jwk)
-            .map_err(|e| AuthError::Unauthenticated(format!("JWKS key `{kid}`: {e}")))?;
-        let mut v = Validation::new(header.alg);
-        if let Some(i) = &self.issuer {
-            v.set_issuer(&[i]);
-        }
-        match &self.audience {
-            Some(a) => v.set_audience(&[a]),
-            None => v.validate_aud = false,
-        }
-        v.leeway = 30;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
-            .map_err(|e| AuthError::Unauthenticated(format!("bearer token rejected: {e}")))?;
-        let c = data.claims;
-        let words = |v: Option<&serde_json::Value>| -> Vec<String> {
-            match v {
-                Some(serde_json::Value::String(s)) => {
-                    s.split_whitespace().map(str::to_string).collect()
-                }
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                _ => vec![],
-            }
-        };
-        let roles = words(c.get(&self.roles_claim))
-            .iter()
-            .filter_map(|r| Role::parse(r))
-            .collect();
-        Ok(Principal {
-            subject: c
-                .get("sub")
-                .and_then(|s| s.as_str())
-                .unwrap_or("unknown")
-                .to_string(),
-            roles,
-            scopes: words(c.get("scope").or_else(|| c.get("scp"))),
-            method: AuthMethod::Jwt,
-        })
+        self.verifier
+            .verify(token)
+            .map_err(|e| AuthError::Unauthenticated(format!("bearer token rejected: {e}")))
     }
 }
 

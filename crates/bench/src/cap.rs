@@ -144,7 +144,7 @@ fn bench_wrk(a: &BenchCapArgs, dir: &Path, zip: &[u8]) -> anyhow::Result<()> {
         .arg(&k)
         .output()?
         .stdout;
-    let mut jv = fieldlab_attest::jwt::JwtVerifier::new("https://bench.idp", "cap-verifier");
+    let mut jv = fieldlab_auth::jwt::JwtVerifier::new("https://bench.idp", "cap-verifier");
     jv.add_pem(&pubpem, None).map_err(|m| anyhow!(m))?;
     let exp = fieldlab_core::time::now_ms() / 1000 + 3600;
     let claims = serde_json::json!({"sub": "bench", "iss": "https://bench.idp", "aud": "cap-verifier", "exp": exp, "scope": "verify:run"});

@@ -1081,7 +1081,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Auth::Disabled
     } else {
         let iss = a.issuer.clone().ok_or_else(|| anyhow!("--issuer is required (the `iss` of accepted tokens), with --jwt-public-key PEM or --jwks FILE; or --insecure-no-auth on loopback"))?;
-        let mut j = fieldlab_attest::jwt::JwtVerifier::new(&iss, &a.audience);
+        let mut j = fieldlab_auth::jwt::JwtVerifier::new(&iss, &a.audience);
         for p in &a.jwt_pem {
             j.add_pem_file(p).map_err(|m| anyhow!(m))?;
         }

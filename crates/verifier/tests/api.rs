@@ -2,7 +2,8 @@
 //! are generated at test time (rcgen), the server listens on a free port.
 
 use fieldlab_attest::registry::{Registry, RegistryProof};
-use fieldlab_attest::{bundle, jwt::JwtVerifier, policy, proof, records};
+use fieldlab_attest::{bundle, policy, proof, records};
+use fieldlab_auth::jwt::JwtVerifier;
 use fieldlab_verifier::{standalone, tls, Auth, Verifier};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use serde_json::{json, Value};
