@@ -448,8 +448,9 @@ pub struct DevicesConfig {
     pub max_devices: usize,
     /// Seed of the emulator's random generators; the same seed gives the same values.
     pub seed: u64,
-    /// The emulated fleet, in the legacy emulator's devices.yaml shape. Absent: the demo fleet
-    /// (TemperatureSensor, PressureValve, PvInverter). Empty list: no emulated devices.
+    /// The emulated fleet, in the legacy emulator's devices.yaml shape. Absent: the default
+    /// fleet (TemperatureSensor, PressureValve and one device per renewable-lab station type).
+    /// Empty list: no emulated devices.
     pub fleet: Option<Vec<DeviceSpec>>,
     /// Custom device types built from value generators (checked by the emulator, which
     /// names the key of a bad entry; see `fieldlab devices types`).
@@ -1826,7 +1827,7 @@ mod tests {
     #[test]
     fn example_parses_and_matches_defaults_apart_from_the_fleet() {
         let mut cfg = Config::from_yaml_str(EXAMPLE, None).unwrap();
-        assert!(cfg.devices.fleet.as_ref().is_some_and(|f| f.len() >= 3));
+        assert!(cfg.devices.fleet.as_ref().is_some_and(|f| f.len() >= 9));
         cfg.devices.fleet = None;
         assert_eq!(cfg, Config::default());
     }

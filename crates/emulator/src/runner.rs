@@ -108,8 +108,9 @@ impl EmulatorSettings {
     }
 }
 
-/// The demo fleet of `fieldlab up` when the config names none: one device of each kind the
-/// legacy emulator starts with, in its devices.yaml shape.
+/// The default fleet of `fieldlab up` when the config names none: the three devices the legacy
+/// emulator starts with (in its devices.yaml shape), and one device of each of the renewable
+/// lab's seven station types, so every station of the lab's floor map is live on first start.
 pub fn demo_fleet() -> Vec<DeviceSpec> {
     let dev = |name: &str, ty: &str, site: &str, scenarios: Vec<ScenarioSpec>| DeviceSpec {
         name: name.into(),
@@ -145,6 +146,17 @@ pub fn demo_fleet() -> Vec<DeviceSpec> {
         ),
         dev("pressure_valve_1", "PressureValve", "factory", vec![]),
         dev("pv_inverter_1", "PvInverter", "renewable-lab", vec![]),
+        dev("wind_turbine_1", "WindTurbine", "renewable-lab", vec![]),
+        dev("biogas_plant_1", "BiogasPlant", "renewable-lab", vec![]),
+        dev("heat_boiler_1", "HeatBoiler", "renewable-lab", vec![]),
+        dev("energy_storage_1", "EnergyStorage", "renewable-lab", vec![]),
+        dev(
+            "engine_test_bench_1",
+            "EngineTestBench",
+            "renewable-lab",
+            vec![],
+        ),
+        dev("algae_farm_1", "AlgaeFarm", "renewable-lab", vec![]),
     ]
 }
 
@@ -1124,18 +1136,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_fleet_is_valid_and_has_the_three_kinds() {
+    fn demo_fleet_is_valid_and_has_every_lab_station() {
         let f = demo_fleet();
         validate_fleet(&f).unwrap();
         let types: Vec<&str> = f.iter().map(|d| d.device_type.as_str()).collect();
         assert_eq!(
             types,
-            vec!["TemperatureSensor", "PressureValve", "PvInverter"]
+            vec![
+                "TemperatureSensor",
+                "PressureValve",
+                "PvInverter",
+                "WindTurbine",
+                "BiogasPlant",
+                "HeatBoiler",
+                "EnergyStorage",
+                "EngineTestBench",
+                "AlgaeFarm"
+            ]
         );
         assert_eq!(
             telemetry_topic(&f[0]),
             "devices/TemperatureSensor/temperature_sensor_1/telemetry"
         );
+    }
+
+    #[test]
+    fn the_example_config_shows_the_default_fleet() {
+        let cfg =
+            fieldlab_core::Config::from_yaml_str(fieldlab_core::config::EXAMPLE, None).unwrap();
+        let shown: Vec<(String, String)> = cfg
+            .devices
+            .fleet
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.name, d.device_type))
+            .collect();
+        let default: Vec<(String, String)> = demo_fleet()
+            .into_iter()
+            .map(|d| (d.name, d.device_type))
+            .collect();
+        assert_eq!(shown, default);
     }
 
     #[test]

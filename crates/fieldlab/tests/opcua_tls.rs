@@ -67,7 +67,17 @@ fn up_serves_opcua_and_devices_publish_over_tls() {
     let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
         r["devices"],
-        serde_json::json!(["pressure_valve_1", "pv_inverter_1", "temperature_sensor_1"]),
+        serde_json::json!([
+            "algae_farm_1",
+            "biogas_plant_1",
+            "energy_storage_1",
+            "engine_test_bench_1",
+            "heat_boiler_1",
+            "pressure_valve_1",
+            "pv_inverter_1",
+            "temperature_sensor_1",
+            "wind_turbine_1"
+        ]),
         "{r}"
     );
     assert_ne!(r["first"], r["second"], "{r}");
@@ -249,7 +259,17 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
     assert_eq!(v["connect"], "ok", "{r}");
     assert_eq!(
         v["browse"],
-        serde_json::json!(["pressure_valve_1", "pv_inverter_1", "temperature_sensor_1"]),
+        serde_json::json!([
+            "algae_farm_1",
+            "biogas_plant_1",
+            "energy_storage_1",
+            "engine_test_bench_1",
+            "heat_boiler_1",
+            "pressure_valve_1",
+            "pv_inverter_1",
+            "temperature_sensor_1",
+            "wind_turbine_1"
+        ]),
         "{r}"
     );
     assert_eq!(v["read"], "running", "{r}");

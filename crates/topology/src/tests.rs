@@ -32,14 +32,15 @@ async fn up_starts_everything_and_shutdown_leaves_blocks_on_disk() {
     assert_eq!(rec.wal_points, 0);
     assert!(
         rec.block_points >= 3,
-        "the three demo devices sent data: {rec:?}"
+        "the default fleet sent data: {rec:?}"
     );
     let devices: std::collections::BTreeSet<String> = store
         .series(None)
         .into_iter()
         .map(|s| s.device_id)
         .collect();
-    assert_eq!(devices.len(), 3, "{devices:?}");
+    // The default fleet: the three legacy demo devices and one per lab station.
+    assert_eq!(devices.len(), 9, "{devices:?}");
 }
 
 /// With auth off OPC UA is anonymous: beyond loopback it needs allow_open_network. With auth
