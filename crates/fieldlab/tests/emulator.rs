@@ -181,7 +181,8 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     eventually(Duration::from_secs(5), "device-state metrics", || {
         let (_, m) = f.text("/metrics");
         (m.contains("fieldlab_emulator_devices{state=\"running\"} 1")
-            && m.contains("fieldlab_emulator_devices{state=\"stopped\"} 3"))
+            // The default fleet's nine devices are stopped; wt_1 runs.
+            && m.contains("fieldlab_emulator_devices{state=\"stopped\"} 9"))
         .then_some(())
     });
     let (code, _, err) = fieldlab(&["devices", "stop", "--url", &url]);
