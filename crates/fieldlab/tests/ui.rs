@@ -90,6 +90,45 @@ fn dashboard_works_in_headless_chromium() {
            (document.querySelector('#fleet-table')?.textContent || '').includes('°C') \
              ? res(performance.now()) : requestAnimationFrame(chk); chk(); })",
     );
+    // Every unit the UI shows is the catalog's: for each device type of the default fleet, the
+    // unit the page's own `unitOf` gives each field (from what the server sends) equals the
+    // emulator catalog's, and the wind turbine's power (kW) is shown in kW on the fleet page.
+    let shown = b.eval(
+        "(async () => { const { unitOf } = await import('/ui/js/format.js'); \
+           const d = await (await fetch('/api/v1/devices')).json(); \
+           return d.devices.map(x => [x.device_type, Object.fromEntries( \
+             Object.keys(x.units || {}).map(f => [f, unitOf(f, {}, x.units)]))]); })()",
+    );
+    let mut checked = 0;
+    for pair in shown.as_array().unwrap() {
+        let ty = pair[0].as_str().unwrap();
+        let Some(info) = fieldlab_emulator::model::type_info(ty) else {
+            continue;
+        };
+        for f in info
+            .fields
+            .iter()
+            .filter(|f| f.unit != "bool" && !f.unit.is_empty())
+        {
+            assert_eq!(
+                pair[1][f.name].as_str(),
+                Some(f.unit),
+                "{ty}.{}: the UI shows {:?}, the catalog says {}",
+                f.name,
+                pair[1][f.name],
+                f.unit
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} fields compared: {shown}");
+    b.wait_for(
+        "the wind turbine's power in kW on the fleet page",
+        Duration::from_secs(15),
+        "(() => { const row = [...document.querySelectorAll('#fleet-table tbody tr')] \
+           .find(r => r.textContent.includes('wind_turbine_1')); \
+           return row && /power [^·]*kW/.test(row.textContent) ? true : null; })()",
+    );
     let bytes = b.eval(
         "performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')) \
            .reduce((n, e) => n + (e.transferSize || 0), 0)",

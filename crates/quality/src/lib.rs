@@ -52,6 +52,10 @@ pub struct Rules {
     pub stuck_fields: Vec<String>,
     /// ...are reported `stuck` after this many identical consecutive values (0 = off).
     pub stuck_after: u32,
+    /// Units per device type and field (the emulator's catalog, filled in by the wiring), for
+    /// the messages of the physics rules; a reading's own declared units win. Empty: messages
+    /// carry no unit.
+    pub units: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for Rules {
@@ -106,6 +110,7 @@ impl Default for Rules {
                 .map(String::from)
                 .collect(),
             stuck_after: 30,
+            units: BTreeMap::new(),
         }
     }
 }
@@ -333,7 +338,16 @@ impl Checker {
             }
         }
         if rules.physics {
-            physics(&r.fields, &mut push);
+            let catalog = rules.units.get(r.device_type.as_str());
+            let unit = |field: &str| -> String {
+                let u = r
+                    .units
+                    .get(field)
+                    .cloned()
+                    .or_else(|| catalog.and_then(|c| c.get(field).cloned()));
+                u.map(|u| format!(" {u}")).unwrap_or_default()
+            };
+            physics(&r.fields, &unit, &mut push);
         }
         // learn
         if !duplicate && st.last_ts.is_none_or(|l| r.ts_ms >= l) {
@@ -429,26 +443,31 @@ impl Checker {
 
 /// The lab's physics rules (PRODUCT.md section 2). Field names are matched from short alias
 /// lists so that every emulator type and hand-written payloads are covered.
-fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&str>, String)) {
+fn physics(
+    fields: &[(String, FieldValue)],
+    unit: &impl Fn(&str) -> String,
+    push: &mut impl FnMut(&str, Option<&str>, String),
+) {
     // PV: DC power cannot exceed voltage x current (10 % tolerance for sampling skew).
-    if let (Some((pk, p)), Some((_, v)), Some((_, i))) = (
+    if let (Some((pk, p)), Some((vk, v)), Some((ik, i))) = (
         num(fields, &["dc_power", "pv_power"]),
         num(fields, &["dc_voltage", "pv_voltage"]),
         num(fields, &["dc_current", "pv_current"]),
     ) {
         if p > 1.1 * v * i + 1e-9 {
+            let (pu, vu, iu) = (unit(&pk), unit(&vk), unit(&ik));
             push(
                 "physics",
                 Some(&pk),
                 format!(
-                    "PV power {p} W exceeds 1.1 x {v} V x {i} A = {:.1} W",
+                    "PV power {p}{pu} exceeds 1.1 x {v}{vu} x {i}{iu} = {:.1}",
                     1.1 * v * i
                 ),
             );
         }
     }
     // Wind: no power outside the cut-in..cut-out speed range 3..25 m/s.
-    if let (Some((sk, s)), Some((_, p))) = (
+    if let (Some((sk, s)), Some((pk, p))) = (
         num(fields, &["wind_speed"]),
         num(
             fields,
@@ -459,12 +478,16 @@ fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&
             push(
                 "physics",
                 Some(&sk),
-                format!("wind turbine produces {p} W at {s} m/s (outside 3..25 m/s)"),
+                format!(
+                    "wind turbine produces {p}{} at {s}{} (outside 3..25 m/s)",
+                    unit(&pk),
+                    unit(&sk)
+                ),
             );
         }
     }
     // Battery: below 10 % state of charge it must not keep discharging (power < 0 = discharge).
-    if let (Some((sk, soc)), Some((_, p))) = (
+    if let (Some((sk, soc)), Some((pk, p))) = (
         num(fields, &["soc", "state_of_charge"]),
         num(fields, &["battery_power", "power"]),
     ) {
@@ -472,12 +495,16 @@ fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&
             push(
                 "physics",
                 Some(&sk),
-                format!("battery discharging ({p} W) at SOC {soc} % (< 10 %)"),
+                format!(
+                    "battery discharging ({p}{}) at SOC {soc}{} (< 10 %)",
+                    unit(&pk),
+                    unit(&sk)
+                ),
             );
         }
     }
     // Boiler: water is heated, so not colder than ambient (1 K tolerance).
-    if let (Some((wk, w)), Some((_, a))) = (
+    if let (Some((wk, w)), Some((ak, a))) = (
         num(
             fields,
             &[
@@ -492,12 +519,16 @@ fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&
             push(
                 "physics",
                 Some(&wk),
-                format!("boiler water {w} °C is colder than ambient {a} °C"),
+                format!(
+                    "boiler water {w}{} is colder than ambient {a}{}",
+                    unit(&wk),
+                    unit(&ak)
+                ),
             );
         }
     }
     // Engine: oil runs hotter than coolant (2 K tolerance).
-    if let (Some((ok, o)), Some((_, c))) = (
+    if let (Some((ok, o)), Some((ck, c))) = (
         num(fields, &["oil_temperature"]),
         num(fields, &["coolant_temperature"]),
     ) {
@@ -505,7 +536,11 @@ fn physics(fields: &[(String, FieldValue)], push: &mut impl FnMut(&str, Option<&
             push(
                 "physics",
                 Some(&ok),
-                format!("engine oil {o} °C is colder than coolant {c} °C"),
+                format!(
+                    "engine oil {o}{} is colder than coolant {c}{}",
+                    unit(&ok),
+                    unit(&ck)
+                ),
             );
         }
     }
@@ -635,6 +670,47 @@ mod tests {
         assert!(c.stale(140_000).is_empty(), "reported once per silence");
         let s = &c.score(0, 200_000, Some("t1"))[0];
         assert_eq!((s.readings, s.flagged), (37, 7));
+    }
+
+    #[test]
+    fn physics_messages_carry_the_catalog_units() {
+        let mut rules = Rules::default();
+        rules.units.insert(
+            "WindTurbine".into(),
+            [("power", "kW"), ("wind_speed", "m/s")]
+                .into_iter()
+                .map(|(f, u)| (f.to_string(), u.to_string()))
+                .collect(),
+        );
+        let mut c = Checker::new(rules);
+        let ev = c.check(
+            &reading(
+                "wt",
+                "WindTurbine",
+                1_000,
+                None,
+                &[("wind_speed", 2.0), ("power", 1002.8)],
+            ),
+            1_000,
+        );
+        let msg = &ev.iter().find(|e| e.rule == "physics").unwrap().reason;
+        assert_eq!(
+            msg,
+            "wind turbine produces 1002.8 kW at 2 m/s (outside 3..25 m/s)"
+        );
+        // A type the catalog does not know: no unit is made up.
+        let ev = c.check(
+            &reading(
+                "x",
+                "Other",
+                1_000,
+                None,
+                &[("wind_speed", 2.0), ("power", 5.0)],
+            ),
+            1_000,
+        );
+        let msg = &ev.iter().find(|e| e.rule == "physics").unwrap().reason;
+        assert_eq!(msg, "wind turbine produces 5 at 2 (outside 3..25 m/s)");
     }
 
     #[test]

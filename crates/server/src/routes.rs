@@ -121,7 +121,23 @@ fn device_json(e: &fieldlab_core::DeviceEntry) -> Value {
         "last_seen": e.last_seen_ms.map(format_ms),
         "last_seq": e.last_seq,
         "messages": e.messages,
+        "units": catalog_units(&e.device_type),
     })
+}
+
+/// Field -> unit of a device type in the emulator's catalog (built-in and YAML types), the one
+/// source of units the UI shows; empty for a type the catalog does not know (its payloads
+/// may say their units themselves). Boolean fields have no unit.
+pub(crate) fn catalog_units(device_type: &str) -> serde_json::Map<String, Value> {
+    fieldlab_emulator::model::type_info(device_type)
+        .map(|t| {
+            t.fields
+                .iter()
+                .filter(|f| !f.unit.is_empty() && f.unit != "bool")
+                .map(|f| (f.name.to_string(), json!(f.unit)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn devices(State(s): State<AppState>) -> Json<Value> {

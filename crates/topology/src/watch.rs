@@ -36,6 +36,17 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
         }
     }
     rules.physics = d.physics;
+    // The units of the physics rules' messages: the device catalog's, the UI's one source.
+    for t in fieldlab_emulator::catalog() {
+        rules.units.insert(
+            t.name.to_string(),
+            t.fields
+                .iter()
+                .filter(|f| !f.unit.is_empty() && f.unit != "bool")
+                .map(|f| (f.name.to_string(), f.unit.to_string()))
+                .collect(),
+        );
+    }
     rules.stale_after_ms = fieldlab_core::time::parse_duration_ms(&d.stale_after)
         .map_err(|e| anyhow::anyhow!("config key `detect.stale_after`: {e}"))?;
     Ok(WatchConfig {

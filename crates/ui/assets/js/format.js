@@ -62,35 +62,13 @@ export function fmtBytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
-// Units of the emulator's catalog (crates/emulator/src/model.rs) and of the renewable lab's
-// types. The server's own answer wins when it has one (a `unit` tag on the series, or
-// `units` on the device); this table only fills in for payloads that carry no unit.
-const UNITS = {
-  temperature: "°C", humidity: "%RH", pressure: "bar", valve_position: "%", flow_rate: "m³/h",
-  irradiance: "W/m²", module_temperature: "°C", dc_voltage: "V", dc_current: "A",
-  dc_power: "W", ac_power: "W", energy_total: "kWh",
-  wind_speed: "m/s", rotor_speed: "rpm", power: "kW", pitch_angle: "°", nacelle_temperature: "°C",
-  gas_flow: "m³/h", methane: "%", methane_fraction: "%", ch4: "%", digester_temperature: "°C", ph: "pH",
-  water_temperature: "°C", supply_temperature: "°C", return_temperature: "°C", ambient_temperature: "°C",
-  flue_gas_temperature: "°C", burner_power: "kW", heat_output: "kW",
-  soc: "%", state_of_charge: "%", voltage: "V", current: "A", cell_temperature: "°C",
-  rpm: "rpm", speed: "rpm", torque: "N·m", oil_temperature: "°C", coolant_temperature: "°C",
-  fuel_flow: "l/h", exhaust_temperature: "°C",
-  biomass_density: "g/l", light_intensity: "µmol/m²/s", dissolved_oxygen: "mg/l", co2: "ppm",
-  vibration: "mm/s", spindle_speed: "rpm", feed_rate: "mm/min", latitude: "°", longitude: "°",
-};
-const SUFFIX = [
-  ["_temperature", "°C"], ["_voltage", "V"], ["_current", "A"], ["_power", "W"], ["_pressure", "bar"],
-  ["_percent", "%"], ["_pct", "%"], ["_rpm", "rpm"], ["_kw", "kW"], ["_kwh", "kWh"], ["_ms", "ms"],
-  ["_seconds", "s"], ["_bytes", "B"],
-];
-
-/** The unit of `field`, or "" when nobody says. */
+/** The unit of `field`, or "" when nobody says. Units come from the server only: the device
+ * catalog's (`units` on each device of `/api/v1/devices`, for every emulated or catalogued
+ * type), else the series' own `unit` tag (a payload that declares its units). No table here:
+ * a unit the UI guessed could contradict the catalog (kW shown as W). */
 export function unitOf(field, tags = {}, units = {}) {
   if (units && units[field]) return units[field];
   if (tags && tags.unit) return tags.unit;
-  if (UNITS[field]) return UNITS[field];
-  for (const [suf, u] of SUFFIX) if (field.endsWith(suf)) return u;
   return "";
 }
 

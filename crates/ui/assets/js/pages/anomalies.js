@@ -17,6 +17,8 @@ export default async function anomalies(root, _p, { live }) {
     return;
   }
   let items = [];
+  // Units per device, from the device catalog (`units` of /api/v1/devices), re-read with the feed.
+  let units = new Map();
   const box = h("div", {});
   fill(root, pageTitle("Anomalies"),
     h("p", { class: "lead" }, "Points the streaming detectors scored as anomalous, newest first."), box);
@@ -25,12 +27,16 @@ export default async function anomalies(root, _p, { live }) {
       { label: "Time", cell: (a) => fmtTime(when(a)) },
       { label: "Device", cell: (a) => h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id) },
       { label: "Field", cell: (a) => a.field || "—" },
-      { label: "Value", cell: (a) => fmtValue(a.value, unitOf(a.field || "")) },
+      { label: "Value", cell: (a) => fmtValue(a.value, unitOf(a.field || "", {}, units.get(a.device_id))) },
       { label: "Score", num: true, cell: (a) => (typeof a.score === "number" ? a.score.toFixed(3) : "—") },
       { label: "Detector", cell: (a) => a.detector || a.method || "—" },
     ], items.slice(0, 500), { empty: "No anomalies detected." }));
   }
   async function load() {
+    try {
+      const devices = listOf(await get("/api/v1/devices"), "devices");
+      units = new Map(devices.map((d) => [d.device_id, d.units || {}]));
+    } catch { /* values are shown without units */ }
     try {
       items = listOf(await get(`/api/v1/anomalies${qs({ limit: 500 })}`), "anomalies")
         .sort((a, b) => (toMs(when(b)) ?? 0) - (toMs(when(a)) ?? 0));
