@@ -58,6 +58,18 @@ impl DeviceDirectory {
         e.device_type = device_type.to_string();
     }
 
+    /// An emulated device was deleted: it is no longer emulated, and a device that never sent
+    /// anything is forgotten (one with data stays known through its data).
+    pub fn unregister_emulated(&self, device_id: &str) {
+        let mut map = self.inner.write();
+        if let Some(e) = map.get_mut(device_id) {
+            e.emulated = false;
+            if e.messages == 0 && e.last_seen_ms.is_none() {
+                map.remove(device_id);
+            }
+        }
+    }
+
     /// Record a device known from stored data (start-up), with the time of its newest point.
     pub fn register_stored(&self, device_id: &str, device_type: &str, newest_ms: i64) {
         let mut map = self.inner.write();
@@ -113,6 +125,19 @@ impl DeviceDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_emulated_device_is_forgotten_unless_it_has_data() {
+        let d = DeviceDirectory::new();
+        d.register_emulated("quiet", "TemperatureSensor");
+        d.register_emulated("talked", "TemperatureSensor");
+        d.seen("talked", "TemperatureSensor", Some(1), 1_000);
+        d.unregister_emulated("quiet");
+        d.unregister_emulated("talked");
+        assert!(d.get("quiet").is_none());
+        let t = d.get("talked").unwrap();
+        assert!(!t.emulated && t.messages == 1);
+    }
 
     #[test]
     fn merges_emulated_stored_and_seen() {

@@ -878,6 +878,7 @@ impl Emulator {
         let slot = self.with(name, |s, _| s.slot(name))?;
         let sh = &self.inner.shards[self.shard_of(name)];
         let d = sh.core.lock().remove(name);
+        self.inner.directory.unregister_emulated(name);
         if let (Some(d), Some(link)) = (d, sh.links.lock().remove(&slot)) {
             let _ = link.client.try_publish(
                 fleet::status_topic(&d.spec.device_type, name),

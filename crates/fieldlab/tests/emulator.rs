@@ -189,10 +189,47 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     assert_eq!(code, 1);
     assert!(err.contains("--all"), "{err}");
 
-    // Delete; then it is gone.
+    // Replace its configuration (PUT): it keeps running, with the new interval.
+    let r = c
+        .put(f.url("/api/v1/devices/wt_1"))
+        .header("content-type", "application/json")
+        .body(r#"{"type": "WindTurbine", "config": {"update_interval": 0.5}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    let (_, v) = f.get("/api/v1/emulator/devices/wt_1");
+    assert_eq!(v["update_interval"], 0.5, "{v}");
+    assert_eq!(v["state"], "running", "{v}");
+    // A body naming another device is refused and changes nothing.
+    let r = c
+        .put(f.url("/api/v1/devices/wt_1"))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "wt_2", "type": "WindTurbine"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "{}", r.text().unwrap());
+    assert_eq!(f.get("/api/v1/emulator/devices/wt_1").0, 200);
+    assert_eq!(f.get("/api/v1/emulator/devices/wt_2").0, 404);
+    // PUT of a device that does not exist: 404.
+    let r = c
+        .put(f.url("/api/v1/devices/nope"))
+        .header("content-type", "application/json")
+        .body(r#"{"type": "WindTurbine"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Delete; then it is gone from the emulator. Its data keeps it known as a device that is
+    // no longer emulated (one deleted before it sent anything is forgotten: a directory test).
     let r = c.delete(f.url("/api/v1/devices/wt_1")).send().unwrap();
     assert_eq!(r.status().as_u16(), 204);
     assert_eq!(f.get("/api/v1/emulator/devices/wt_1").0, 404);
+    let (st, v) = f.get("/api/v1/devices/wt_1");
+    assert_eq!(
+        (st, &v["emulated"]),
+        (200, &serde_json::json!(false)),
+        "{v}"
+    );
     let (st, doc) = f.get("/api/v1/emulator/openapi.json");
     assert_eq!(st, 200);
     assert!(doc["paths"]["/api/v1/devices/{id}/faults"]["post"].is_object());

@@ -49,7 +49,7 @@ pub fn router() -> Router<AppState> {
             .route(p, post(create))
             .route(&format!("{p}/start"), post(start_all))
             .route(&format!("{p}/stop"), post(stop_all))
-            .route(&format!("{p}/{{id}}"), delete(remove))
+            .route(&format!("{p}/{{id}}"), delete(remove).put(update))
             .route(&format!("{p}/{{id}}/start"), post(start_one))
             .route(&format!("{p}/{{id}}/stop"), post(stop_one))
             .route(&format!("{p}/{{id}}/status"), get(one))
@@ -185,6 +185,57 @@ async fn create(
         json!({"devices": out})
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Replace a device's configuration (`PUT`, the same body as a create). The body's `name` must
+/// be the path's id (or absent). The new configuration is checked before the old one goes, and
+/// the device keeps running if it was; its sequence numbers start again.
+async fn update(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    let em = emulator(&s)?;
+    let old = em.get(&id).map_err(problem)?;
+    let mut v: serde_yaml::Value = parse_body(&headers, &body)?;
+    if let serde_yaml::Value::Mapping(m) = &mut v {
+        let key = serde_yaml::Value::from("name");
+        if !m.contains_key(&key) {
+            m.insert(key, serde_yaml::Value::from(id.clone()));
+        }
+    }
+    let spec = serde_yaml::from_value::<CreateBody>(v)
+        .map(|b| b.device)
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Invalid request body",
+                e.to_string(),
+            )
+        })?;
+    if spec.name != id {
+        return Err(Problem::bad_parameter(
+            "name",
+            format!(
+                "the body names device `{}`, the path `{id}`; a device is renamed by deleting it and creating the new one",
+                spec.name
+            ),
+        ));
+    }
+    fieldlab_emulator::runner::validate_device(&spec).map_err(|(k, m)| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-device",
+            "Invalid device",
+            format!("{k}: {m}"),
+        )
+    })?;
+    let running = !matches!(old.state, fieldlab_emulator::fleet::DeviceState::Stopped);
+    em.delete(&id).map_err(problem)?;
+    let view = em.create(spec, running).map_err(problem)?;
+    Ok(Json(json!(view)))
 }
 
 async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, Problem> {
@@ -444,7 +495,8 @@ pub fn openapi_doc() -> Value {
             "/api/v1/emulator/devices": {"get": op("List emulated devices", vec![], None)},
             "/api/v1/emulator/devices/{id}": {"get": op("One emulated device", vec![id.clone()], None)},
             "/api/v1/devices": {"post": op("Create a device (JSON or YAML; also `devices: [...]`)", vec![], Some("DeviceSpec"))},
-            "/api/v1/devices/{id}": {"delete": op("Delete a device", vec![id.clone()], None)},
+            "/api/v1/devices/{id}": {"delete": op("Delete a device", vec![id.clone()], None),
+                "put": op("Replace a device's configuration (the same body as a create; `name` = the id or absent)", vec![id.clone()], Some("DeviceSpec"))},
             "/api/v1/devices/start": {"post": op("Start all devices", vec![], None)},
             "/api/v1/devices/stop": {"post": op("Stop all devices", vec![], None)},
             "/api/v1/devices/{id}/start": {"post": op("Start a device", vec![id.clone()], None)},
