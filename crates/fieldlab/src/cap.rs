@@ -864,7 +864,10 @@ fn prepare(a: PrepareArgs) -> anyhow::Result<ExitCode> {
     }
     for (set, input, schema) in jobs {
         let t = std::time::Instant::now();
-        let c = ws.prepare(&set, &input, &schema).map_err(|m| anyhow!(m))?;
+        let pb = crate::progress::spinner(&format!("committing {set} from {}", input.display()));
+        let c = ws.prepare(&set, &input, &schema).map_err(|m| anyhow!(m));
+        pb.finish_and_clear();
+        let c = c?;
         println!(
             "{set:<12} {:>9} records  root {}  ({:.0} ms)",
             c.count,

@@ -307,10 +307,12 @@ pub fn backup(a: BackupArgs) -> anyhow::Result<()> {
     let opts = fieldlab_store::backup::Options {
         include_secrets: a.include_secrets,
     };
+    let pb = crate::progress::spinner(&format!("writing the backup {}", a.out.display()));
     let r = match &a.url {
         Some(url) => backup_online(url, a.token.as_deref(), opts, &mut f),
         None => backup_offline(&a.data_dir, opts, f.try_clone()?),
     };
+    pb.finish_and_clear();
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -441,8 +443,14 @@ pub struct RestoreArgs {
 pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     let f = std::fs::File::open(&a.file)
         .with_context(|| format!("cannot open {}", a.file.display()))?;
-    let m = fieldlab_store::backup::restore(std::io::BufReader::new(f), &a.data_dir)
-        .with_context(|| format!("cannot restore {}", a.file.display()))?;
+    let pb = crate::progress::bytes(
+        f.metadata().map(|m| m.len()).unwrap_or(0),
+        &format!("restoring {}", a.file.display()),
+    );
+    let m = fieldlab_store::backup::restore(std::io::BufReader::new(pb.wrap_read(f)), &a.data_dir)
+        .with_context(|| format!("cannot restore {}", a.file.display()));
+    pb.finish_and_clear();
+    let m = m?;
     let (store, rec) = Store::open_read_only(&a.data_dir)?;
     println!(
         "restored {} into {}: backup of {} (fieldlab {}), {} blocks, {} WAL segments, {} other files; {} series, {} points",

@@ -18,6 +18,7 @@ mod devices;
 mod emulate;
 mod logging;
 mod nab;
+mod progress;
 mod users;
 
 mod ratelimit;

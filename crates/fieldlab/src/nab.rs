@@ -85,7 +85,20 @@ fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         fieldlab_detect::build(&spec).expect("checked above")
     };
-    let (files, rows) = fieldlab_nab::run::run_corpus(&a.data, &windows, &out, &name, &make)?;
+    let pb = crate::progress::bar(0, "files");
+    pb.set_message(format!("nab run {name}"));
+    let (files, rows) = fieldlab_nab::run::run_corpus(
+        &a.data,
+        &windows,
+        &out,
+        &name,
+        &make,
+        &|done, total, _file| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "nab run: {name} ({}) over {files} files, {rows} rows in {secs:.1} s ({:.0} rows/s); results in {}",

@@ -55,18 +55,21 @@ pub fn write_result(
     Ok(path)
 }
 
-/// Run `make()` detectors over every file under `data`, writing results under `out`.
-/// Returns the number of files and rows.
+/// Run `make()` detectors over every file under `data`, writing results under `out`;
+/// `progress(done, total, file)` is called before each file. Returns the number of files and
+/// rows.
 pub fn run_corpus(
     data: &Path,
     windows: &Windows,
     out: &Path,
     detector: &str,
     make: &(dyn Fn(usize) -> Box<dyn Detector> + Sync),
+    progress: &dyn Fn(usize, usize, &str),
 ) -> Result<(usize, usize), CorpusError> {
     let files = corpus::data_files(data)?;
     let mut rows = 0;
-    for (key, path) in &files {
+    for (i, (key, path)) in files.iter().enumerate() {
+        progress(i, files.len(), key);
         let s = corpus::read_series(path, key)?;
         let mut d = make(s.values.len());
         let scores = score_series(&s, d.as_mut());
