@@ -120,9 +120,53 @@ pub fn generated_fleet(
         .collect()
 }
 
+/// Whether the broker takes an MQTT 5 CONNECT: one probe connection, before any device. A
+/// broker that speaks 3.1.1 only (the embedded one) closes it or refuses the protocol level;
+/// the devices' connections would then fail one by one and the run would report them as lost
+/// messages rather than as the mismatch it is.
+async fn probe_mqtt5(s: &crate::EmulatorSettings) -> anyhow::Result<()> {
+    use rumqttc::v5;
+    let mut o = v5::MqttOptions::new(
+        format!("fieldlab-load-probe-{}", std::process::id()),
+        s.host.clone(),
+        s.port,
+    );
+    o.set_keep_alive(Duration::from_secs(30));
+    if let (Some(u), Some(p)) = (&s.username, &s.password) {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(t) = &s.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(t.clone()));
+    }
+    let (c, mut el) = v5::AsyncClient::new(o, 10);
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match el.poll().await {
+                Ok(v5::Event::Incoming(v5::Incoming::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no CONNACK within 5 s".into()));
+    let _ = c.disconnect().await;
+    r.map_err(|e| {
+        anyhow::anyhow!(
+            "the broker at {}:{} does not take MQTT 5 connections ({e}); use --protocol 3.1.1, \
+             or a broker that speaks MQTT 5 (the embedded broker of `fieldlab up` speaks 3.1.1)",
+            s.host,
+            s.port
+        )
+    })
+}
+
 /// Run the fleet for `duration`, then stop it and wait (at most 10 s) for the last messages.
 pub async fn run(o: LoadOptions) -> anyhow::Result<LoadReport> {
     let s = o.settings.clone();
+    if s.protocol == fieldlab_core::config::MqttProtocol::V5 {
+        probe_mqtt5(&s).await?;
+    }
     // The subscriber first, so nothing is missed.
     let mut so = MqttOptions::new(
         format!("fieldlab-load-sub-{}", std::process::id()),

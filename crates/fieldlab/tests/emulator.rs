@@ -75,6 +75,37 @@ fn load_mode_speaks_mqtt_5_and_shared_connections() {
     }
 }
 
+/// MQTT 5 against a broker that does not take it is an error that says so, not a run that
+/// reports the refused connections as lost messages. The "broker" here closes every
+/// connection at once, as a 3.1.1-only broker does with a protocol level it does not know.
+#[test]
+fn load_mode_names_a_broker_without_mqtt_5() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let (code, out, err) = fieldlab(&[
+        "emulate",
+        "--broker",
+        &broker,
+        "--protocol",
+        "5",
+        "--count",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("does not take MQTT 5") && err.contains("--protocol 3.1.1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn rest_and_cli_control_devices_scenarios_and_faults() {
     let dir = tempfile::tempdir().unwrap();
