@@ -19,3 +19,15 @@ pub mod request_id;
 pub mod tls;
 
 pub use problem::Problem;
+
+/// Reads and discards what is left of a request body (at most `limit` bytes, for at most
+/// `within`) before an early refusal goes out.
+///
+/// Why: a server that answers 401 or 413 while the client is still sending its body closes the
+/// stream under it: over HTTP/2 the client sees a stream reset instead of the answer (curl exit
+/// 92), and over HTTP/1.1 a reset connection. Reading a bounded body first lets the refusal
+/// arrive; a body beyond the bound is left unread (the client then sees the reset, which is
+/// the lesser evil than reading gigabytes for a refusal).
+pub async fn drain_body(body: axum::body::Body, limit: usize, within: std::time::Duration) {
+    let _ = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
+}

@@ -230,6 +230,14 @@ pub async fn authenticate(
                 .into_response();
         }
         (Err(e), _) => {
+            // The refusal must reach the client, not a reset of the stream it is still
+            // sending on (HTTP/2): read a bounded body first.
+            fieldlab_http::drain_body(
+                req.into_body(),
+                16 << 20,
+                std::time::Duration::from_secs(10),
+            )
+            .await;
             let mut resp = Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How callers are authenticated.
 pub enum Auth {
@@ -228,6 +228,9 @@ async fn authenticate(State(v): State<Shared>, mut req: Request, next: Next) -> 
         }
         Err(m) => {
             v.metrics.auth_failures.inc();
+            // Let the client finish sending (a bundle is a few MiB at most), so the 401 reaches
+            // it instead of a stream reset.
+            fieldlab_http::drain_body(req.into_body(), 16 << 20, Duration::from_secs(10)).await;
             let mut r = problem(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", m);
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
