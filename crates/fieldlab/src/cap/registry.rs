@@ -1,0 +1,227 @@
+//! `cap keys`, `cap registry`, `cap blob`, `cap audit`: the key ring, the transparency log,
+//! the blob store and the audit chain of a data directory.
+
+use super::*;
+
+pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    use fieldlab_attest::keyring::Keyring;
+    let kr = Keyring::open(dir).map_err(|m| anyhow!(m))?;
+    let e = |m: String| anyhow!(m);
+    match cmd {
+        KeysCmd::Keygen { name } => {
+            let k = kr.keygen(name).map_err(e)?;
+            println!(
+                "key {} written: {} (0600), {}",
+                k.kid(),
+                kr.secret_path(&k.kid()).display(),
+                kr.public_path(&k.kid()).display()
+            );
+        }
+        KeysCmd::List => {
+            for k in kr.list().map_err(e)? {
+                println!(
+                    "{}  {:<8} {:<24} created {}{}",
+                    k.kid,
+                    format!("{:?}", k.status).to_lowercase(),
+                    k.name.unwrap_or_default(),
+                    k.created,
+                    k.attested_by
+                        .map(|a| format!("  attested by {a}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        KeysCmd::Show { key } => {
+            let k = kr.find(&key).map_err(e)?;
+            println!("{}", serde_json::to_string_pretty(&k)?);
+            println!("{}", std::fs::read_to_string(kr.public_path(&k.kid))?);
+        }
+        KeysCmd::Rotate { key } => {
+            let (k, _) = kr.rotate(&key, None).map_err(e)?;
+            println!(
+                "new key {} attested by {key}; the old key is retired",
+                k.kid()
+            );
+        }
+        KeysCmd::Revoke { key, reason } => {
+            let k = kr.revoke(&key, &reason).map_err(e)?;
+            println!("key {} revoked ({reason})", k.kid);
+        }
+        KeysCmd::Attest { signer, subject } => {
+            let a = kr.attest(&signer, &subject).map_err(e)?;
+            println!("{} attested by {}", a.body.subject.kid, a.signature.kid);
+        }
+        KeysCmd::VerifyChain { root, leaf } => match kr.verify_chain(&root, &leaf) {
+            Ok(c) => println!("OK: {}", c.join(" -> ")),
+            Err(m) => {
+                println!("FAIL: {m}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
+    use fieldlab_attest::registry::{Registry, RegistryProof};
+    let e = |m: String| anyhow!(m);
+    if let RegistryCmd::Verify {
+        proof: Some(p),
+        vkey,
+        allow_any_signer,
+    } = &cmd
+    {
+        let rp: RegistryProof = fieldlab_attest::read_json(p).map_err(e)?;
+        return Ok(match rp.verify(vkey.as_deref()) {
+            Ok(m) if vkey.is_none() && !allow_any_signer => {
+                println!("OK: {m}");
+                eprintln!("UNTRUSTED: the proof is valid, but no log key was pinned, so any log could have signed it. Pass --vkey KEY (`cap registry inspect` prints it), or --allow-any-signer (exit {EXIT_SIGNER_NOT_TRUSTED}).");
+                ExitCode::from(EXIT_SIGNER_NOT_TRUSTED)
+            }
+            Ok(m) => {
+                println!("OK: {m}");
+                ExitCode::SUCCESS
+            }
+            Err(m) => {
+                println!("FAIL: {m}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    let mut r = Registry::open(data).map_err(e)?;
+    match cmd {
+        RegistryCmd::Add { file } => {
+            let b = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let rep = bundle::verify(&b, None);
+            let meta = if rep.ok {
+                serde_json::json!({"type": "bundle", "policy_id": rep.policy_id, "manifest_hash": rep.manifest_hash, "signer": rep.signer_kid})
+            } else {
+                serde_json::json!({"type": "file"})
+            };
+            let name = file
+                .file_name()
+                .map_or("file".into(), |n| n.to_string_lossy().to_string());
+            let (entry, note) = r.add(&name, &b, meta).map_err(e)?;
+            println!(
+                "entry {} leaf {}\n{}",
+                entry.index,
+                entry.leaf_hash,
+                serde_json::to_string(&entry.body)?
+            );
+            print!("{note}");
+        }
+        RegistryCmd::List { offset, limit } => {
+            for x in r.list(offset, limit).map_err(e)? {
+                println!(
+                    "{:>6}  {}  {}",
+                    x.index,
+                    x.leaf_hash,
+                    serde_json::to_string(&x.body)?
+                );
+            }
+        }
+        RegistryCmd::Inspect { index: Some(i) } => {
+            println!("{}", serde_json::to_string_pretty(&r.get(i).map_err(e)?)?)
+        }
+        RegistryCmd::Inspect { index: None } => {
+            print!("{}", r.latest_checkpoint().map_err(e)?);
+            println!("verifier key: {}", r.vkey());
+        }
+        RegistryCmd::Prove {
+            index,
+            consistency,
+            out,
+        } => {
+            let p = match (index, consistency) {
+                (Some(i), None) => r.prove_inclusion(i).map_err(e)?,
+                (None, Some(m)) => r.prove_consistency(m).map_err(e)?,
+                _ => bail!("give an entry INDEX for an inclusion proof, or --consistency OLD_SIZE"),
+            };
+            match out {
+                Some(o) => {
+                    fieldlab_attest::write_json(&o, &p).map_err(e)?;
+                    println!("wrote {}", o.display());
+                }
+                None => println!("{}", serde_json::to_string_pretty(&p)?),
+            }
+        }
+        RegistryCmd::Verify { .. } => match r.verify_all() {
+            Ok(m) => println!("OK: {m}"),
+            Err(m) => {
+                println!("FAIL: {m}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn blob(data: &Path, cmd: BlobCmd) -> anyhow::Result<ExitCode> {
+    let r = fieldlab_attest::registry::Registry::open(data).map_err(|m| anyhow!(m))?;
+    let e = |m: String| anyhow!(m);
+    match cmd {
+        BlobCmd::List => {
+            let mut st = r
+                .db()
+                .prepare("SELECT hash, size, refs FROM blobs ORDER BY hash")?;
+            let rows = st.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (h, s, n) = row?;
+                println!("{h}  {s:>10} bytes  {n} ref(s)");
+            }
+        }
+        BlobCmd::Get { hash, out } => {
+            std::fs::write(&out, r.blobs.get(&hash).map_err(e)?)?;
+            println!("wrote {}", out.display());
+        }
+        BlobCmd::Release { hash } => println!(
+            "{hash}: {} reference(s) left",
+            r.blobs.release(r.db(), &hash).map_err(e)?
+        ),
+        BlobCmd::Gc => {
+            let (f, b) = r.blobs.gc(r.db()).map_err(e)?;
+            r.audit("blob.gc", serde_json::json!({"files": f, "bytes": b}))
+                .map_err(e)?;
+            println!("removed {f} blob(s), {b} bytes");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn audit(data: &Path, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    let p = data.join("audit.jsonl");
+    match fieldlab_attest::audit::verify(&p) {
+        Err(m) => {
+            println!("FAIL: {m}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(last) => {
+            match cmd {
+                AuditCmd::Verify => println!(
+                    "OK: {} entries, chain intact",
+                    last.as_ref().map_or(0, |l| l.seq + 1)
+                ),
+                AuditCmd::Tip => match last {
+                    Some(l) => println!("{} {} {} {}", l.seq, l.hash, l.ts, l.event),
+                    None => println!("(empty log) {}", fieldlab_attest::audit::GENESIS),
+                },
+                AuditCmd::Export { out } => {
+                    std::fs::copy(&p, &out)
+                        .with_context(|| format!("copying to {}", out.display()))?;
+                    println!(
+                        "wrote {} (tip {})",
+                        out.display(),
+                        last.map_or(fieldlab_attest::audit::GENESIS.to_string(), |l| l.hash)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
