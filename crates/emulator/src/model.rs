@@ -43,6 +43,15 @@ impl TypeInfo {
     pub fn field_names(&self) -> Vec<&'static str> {
         self.fields.iter().map(|f| f.name).collect()
     }
+
+    /// (field, unit) of every field that has a unit (boolean fields have none): the one source
+    /// of units for the API, the UI and the quality rules' messages.
+    pub fn units(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.fields
+            .iter()
+            .filter(|f| !f.unit.is_empty() && f.unit != "bool")
+            .map(|f| (f.name, f.unit))
+    }
 }
 
 /// One device's state machine. `step` is called once per message with the current time and

@@ -130,13 +130,7 @@ fn device_json(e: &fieldlab_core::DeviceEntry) -> Value {
 /// may say their units themselves). Boolean fields have no unit.
 pub(crate) fn catalog_units(device_type: &str) -> serde_json::Map<String, Value> {
     fieldlab_emulator::model::type_info(device_type)
-        .map(|t| {
-            t.fields
-                .iter()
-                .filter(|f| !f.unit.is_empty() && f.unit != "bool")
-                .map(|f| (f.name.to_string(), json!(f.unit)))
-                .collect()
-        })
+        .map(|t| t.units().map(|(f, u)| (f.to_string(), json!(u))).collect())
         .unwrap_or_default()
 }
 

@@ -40,10 +40,8 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
     for t in fieldlab_emulator::catalog() {
         rules.units.insert(
             t.name.to_string(),
-            t.fields
-                .iter()
-                .filter(|f| !f.unit.is_empty() && f.unit != "bool")
-                .map(|f| (f.name.to_string(), f.unit.to_string()))
+            t.units()
+                .map(|(f, u)| (f.to_string(), u.to_string()))
                 .collect(),
         );
     }
