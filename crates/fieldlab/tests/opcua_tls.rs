@@ -9,6 +9,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// The default fleet of `fieldlab up`, by name (as OPC UA browses it).
+const DEFAULT_FLEET: [&str; 9] = [
+    "algae_farm_1",
+    "biogas_plant_1",
+    "energy_storage_1",
+    "engine_test_bench_1",
+    "heat_boiler_1",
+    "pressure_valve_1",
+    "pv_inverter_1",
+    "temperature_sensor_1",
+    "wind_turbine_1",
+];
+
 #[test]
 fn up_serves_opcua_and_devices_publish_over_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,21 +78,7 @@ fn up_serves_opcua_and_devices_publish_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(
-        r["devices"],
-        serde_json::json!([
-            "algae_farm_1",
-            "biogas_plant_1",
-            "energy_storage_1",
-            "engine_test_bench_1",
-            "heat_boiler_1",
-            "pressure_valve_1",
-            "pv_inverter_1",
-            "temperature_sensor_1",
-            "wind_turbine_1"
-        ]),
-        "{r}"
-    );
+    assert_eq!(r["devices"], serde_json::json!(DEFAULT_FLEET), "{r}");
     assert_ne!(r["first"], r["second"], "{r}");
     assert_eq!(r["state_after"], "stopped", "{r}");
     assert_eq!(r["bad_scenario"], "BadInvalidArgument", "{r}");
@@ -257,21 +256,7 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
     assert_eq!(r["wrong_password"]["connect"], "BadUserAccessDenied", "{r}");
     let v = &r["viewer"];
     assert_eq!(v["connect"], "ok", "{r}");
-    assert_eq!(
-        v["browse"],
-        serde_json::json!([
-            "algae_farm_1",
-            "biogas_plant_1",
-            "energy_storage_1",
-            "engine_test_bench_1",
-            "heat_boiler_1",
-            "pressure_valve_1",
-            "pv_inverter_1",
-            "temperature_sensor_1",
-            "wind_turbine_1"
-        ]),
-        "{r}"
-    );
+    assert_eq!(v["browse"], serde_json::json!(DEFAULT_FLEET), "{r}");
     assert_eq!(v["read"], "running", "{r}");
     assert_eq!(v["stop"], "BadUserAccessDenied", "{r}");
     let o = &r["operator"];

@@ -154,6 +154,16 @@ struct CreateBody {
     device: DeviceSpec,
 }
 
+/// A device body that does not read as a device spec: 422 with serde's reason.
+fn invalid_body(e: serde_yaml::Error) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-body",
+        "Invalid request body",
+        e.to_string(),
+    )
+}
+
 async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -167,14 +177,7 @@ async fn create(
     } else {
         serde_yaml::from_value::<CreateBody>(v).map(|b| vec![b.device])
     }
-    .map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "Invalid request body",
-            e.to_string(),
-        )
-    })?;
+    .map_err(invalid_body)?;
     let mut out = Vec::new();
     for d in list {
         out.push(em.create(d, true).map_err(problem)?);
@@ -207,14 +210,7 @@ async fn update(
     }
     let spec = serde_yaml::from_value::<CreateBody>(v)
         .map(|b| b.device)
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "Invalid request body",
-                e.to_string(),
-            )
-        })?;
+        .map_err(invalid_body)?;
     if spec.name != id {
         return Err(Problem::bad_parameter(
             "name",
