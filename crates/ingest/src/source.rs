@@ -1058,7 +1058,7 @@ async fn admit_all(admit: &Admit, readings: &[fieldlab_core::Reading]) -> Result
 mod tls_hint_tests {
     use super::tls_hint;
 
-    /// The texts rumqttc/rustls produce (seen against Mosquitto in crates/fieldlab/tests/tls.rs).
+    /// The texts rumqttc/rustls produce (seen against Mosquitto in crates/fieldlab/tests/it/tls.rs).
     #[test]
     fn tls_failures_get_the_fix_and_others_none() {
         let h = |e: &str| tls_hint(e).unwrap_or("");

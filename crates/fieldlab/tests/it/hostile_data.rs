@@ -7,7 +7,7 @@
 //! below the method's minimum is a 422 naming it, rows beyond the cap a 413, too many jobs at
 //! once a 429 problem, and the legacy API's own example bodies still work.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

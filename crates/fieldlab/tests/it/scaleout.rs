@@ -1,7 +1,7 @@
 //! Scale-out: two `fieldlab up` instances share one external Mosquitto through an MQTT 5 shared
 //! subscription, and redelivered messages are stored once.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeSet;

@@ -2,7 +2,7 @@
 //! against a Mosquitto TLS listener, from the outside: the real binary on free ports,
 //! python-asyncua as the OPC UA client, the HTTP API and the load report as the judges.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! documented, and schemathesis (PyPI, installed by scripts/test.sh) finds no 5xx and no
 //! answer that contradicts the document.
 
-mod common;
+use crate::common;
 
 use common::Fieldlab;
 use fieldlab_server::openapi;

@@ -2,7 +2,7 @@
 //! instance), `GET /api/v1/query` and `/api/v1/export`, online `fieldlab backup --url`, and
 //! `fieldlab restore` into an empty dir that then holds the same data up to the cut.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

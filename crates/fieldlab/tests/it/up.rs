@@ -1,7 +1,7 @@
 //! `fieldlab up` end to end, as a newcomer (and the release check) would run it: real process,
 //! free ports, temp data dir, the real mosquitto_pub client, SIGINT, restart.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! stops mid-run, a fail-open policy lets traffic through (counted) and a fail-closed one
 //! rejects it, and both recover when Redis is back. Also `fieldlab up` guarding its own API.
 
-mod common;
+use crate::common;
 
 use common::{eventually, free_port, mosquitto_pub_lines, Fieldlab};
 use serde_json::{json, Value};

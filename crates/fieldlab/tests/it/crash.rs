@@ -9,7 +9,7 @@
 //! is back. If ingest acknowledged before the store commit, messages acknowledged but not
 //! yet written would be lost at the kill, and this test would catch it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use rumqttc::{Client, Event, MqttOptions, Outgoing, QoS};

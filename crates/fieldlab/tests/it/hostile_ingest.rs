@@ -7,7 +7,7 @@
 //! one login can bring in are capped (`MAX_DEVICES`, `ingest.gateways.<login>.max_devices`) so
 //! memory stays bounded (measured from VmRSS of the `fieldlab up` process).
 
-mod common;
+use crate::common;
 
 use common::{eventually, fieldlab_cmd, Fieldlab};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};

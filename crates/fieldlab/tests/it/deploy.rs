@@ -4,7 +4,7 @@
 //! hadolint, `fieldlab config check` on every shipped config, and the Mosquitto ACL file
 //! against a real Mosquitto. scripts/test.sh installs the tools.
 
-mod common;
+use crate::common;
 
 use common::{free_port, Fieldlab};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! text/plain writes, foreign-Origin WebSocket upgrades), while the UI's own same-origin calls
 //! and curl without an Origin still work.
 
-mod common;
+use crate::common;
 
 use common::Fieldlab;
 use serde_json::{json, Value};

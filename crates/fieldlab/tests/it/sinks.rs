@@ -1,7 +1,7 @@
 //! `fieldlab up` with sinks: every point it stores also reaches a real InfluxDB 1.x and a real
 //! PostgreSQL, and what they hold equals what fieldlab's own store answers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use fieldlab_testkit::{InfluxServer, PostgresServer};

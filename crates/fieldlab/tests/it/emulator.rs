@@ -1,7 +1,7 @@
 //! The emulator from the outside: load mode against a real Mosquitto, and the control API
 //! and CLI against a running `fieldlab up`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -7,7 +7,7 @@
 //! Needs root (mount); where mount is not allowed the test prints why and passes without
 //! checking anything.
 
-mod common;
+use crate::common;
 
 use common::*;
 use rumqttc::{Client, MqttOptions, QoS};

@@ -6,8 +6,8 @@
 //! lesson) are checked for the real data a running fieldlab produced; sign-in with auth on
 //! shows a student the server's refusal.
 
-mod browser;
-mod common;
+use crate::browser;
+use crate::common;
 
 use browser::Browser;
 use common::*;

@@ -3,7 +3,7 @@
 //! by the CLI, lets its own ingest and devices onto the embedded broker with the internal
 //! credential and a device with its API key; request ids reach the rotated log file.
 
-mod common;
+use crate::common;
 
 use common::Fieldlab;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! serving HTTPS, the embedded broker's TLS listener and MQTT over (secure) WebSocket at once.
 //! Every certificate is made at test time by rcgen; stored points are the judge.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;
