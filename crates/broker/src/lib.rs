@@ -5,22 +5,22 @@
 //! real) and ingest connect to it over TCP exactly as they would to Mosquitto or an EMQX
 //! cluster, so the same ingest code serves the embedded and the external case (`--broker`).
 //!
-//! Listeners (what rumqttd 0.20 offers, and so what fieldlab offers on the embedded broker):
-//! - MQTT 3.1.1 over TCP (`port`, 1883);
+//! Listeners (every one speaks MQTT 3.1.1 and MQTT 5, told apart by the CONNECT):
+//! - MQTT over TCP (`port`, 1883);
 //! - MQTT over TLS (`tls_port`, 8883) with rustls, from PEM certificate and key files;
 //! - MQTT over WebSocket (`ws_port`, 9001, subprotocol `mqtt`); with TLS files set it is
-//!   WebSocket over TLS (`wss://`), so passwords never cross the network in the clear. It is
-//!   always served by the gate below, which refuses handshakes from foreign web pages
-//!   ([`origin_allowed`]).
+//!   WebSocket over TLS (`wss://`), so passwords never cross the network in the clear. It
+//!   refuses handshakes from foreign web pages ([`origin_allowed`]).
 //! - Username/password on every listener through [`MqttAuth`] (fieldlab checks users and
 //!   API keys; a device key also pins the client id to the device), and a topic ACL per
 //!   login ([`Acl`]).
 //!
-//! With auth on, the public listeners are fieldlab's topic ACL gate ([`gate`]), because
-//! rumqttd 0.20 has no authorisation hook for PUBLISH or SUBSCRIBE: the gate checks every
-//! packet against the client's ACL and relays it to rumqttd on a loopback port that accepts
-//! only the gate's random password. With auth off (the local demo) clients reach rumqttd
-//! directly. Still not offered: client certificates (rumqttd's `verify-client-cert` makes them
+//! The public listeners are always fieldlab's gate ([`gate`]), with rumqttd behind it on two
+//! loopback ports (MQTT 3.1.1 and MQTT 5) that accept only the gate's random password. The gate
+//! exists because rumqttd 0.20 has no authorisation hook for PUBLISH or SUBSCRIBE (it checks
+//! every packet against the client's ACL) and refuses CONNECTs with keep-alive 0, which MQTT
+//! allows (it keeps such clients alive itself). With auth off it accepts every login and only
+//! relays. Still not offered: client certificates (rumqttd's `verify-client-cert` makes them
 //! mandatory on every TLS listener and prefixes topics per tenant).
 //!
 //! Architecture invariant: nothing else in fieldlab talks to rumqttd's internals; the broker is
@@ -207,8 +207,8 @@ pub struct EmbeddedBroker {
     pub ws_listen: Option<SocketAddr>,
     /// Refusals by the topic ACL gate (see [`EmbeddedBroker::denied`]).
     denied: Arc<AtomicU64>,
-    /// rumqttd's loopback listener behind the gate (auth on).
-    upstream: Option<SocketAddr>,
+    /// rumqttd's loopback listener behind the gate.
+    upstream: SocketAddr,
 }
 
 impl EmbeddedBroker {
@@ -217,9 +217,9 @@ impl EmbeddedBroker {
         connectable(self.listen)
     }
 
-    /// rumqttd's loopback listener behind the topic ACL gate (auth on); `None` when clients
-    /// reach rumqttd directly. It accepts only the gate's login.
-    pub fn upstream(&self) -> Option<SocketAddr> {
+    /// rumqttd's MQTT 3.1.1 loopback listener behind the gate. It accepts only the gate's
+    /// login.
+    pub fn upstream(&self) -> SocketAddr {
         self.upstream
     }
 }
@@ -293,10 +293,13 @@ pub fn start(s: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
         ));
     }
     let denied = Arc::new(AtomicU64::new(0));
-    let b = match s.auth.clone() {
-        None => start_direct(s, denied)?,
-        Some(auth) => start_gated(s, auth, denied)?,
-    };
+    // With auth off every login is accepted and every topic open: the gate only relays (and
+    // keeps keep-alive 0 clients alive).
+    let auth = s
+        .auth
+        .clone()
+        .unwrap_or_else(|| plain_auth(|_, _, _| Some(Acl::all())));
+    let b = start_gated(s, auth, denied)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     for a in [Some(b.listen), b.tls_listen, b.ws_listen]
         .into_iter()
@@ -347,6 +350,7 @@ fn server(
 fn run_rumqttd(
     s: &BrokerSettings,
     v4: HashMap<String, rumqttd::ServerSettings>,
+    v5: HashMap<String, rumqttd::ServerSettings>,
     listen: SocketAddr,
 ) -> Result<(), BrokerError> {
     let config = rumqttd::Config {
@@ -359,6 +363,7 @@ fn run_rumqttd(
             ..Default::default()
         },
         v4: Some(v4),
+        v5: Some(v5),
         ..Default::default()
     };
     std::thread::Builder::new()
@@ -374,55 +379,6 @@ fn run_rumqttd(
             addr: listen.to_string(),
             cause,
         })
-}
-
-/// Auth off: rumqttd itself on the TCP and TLS listeners, anyone may connect. The WebSocket
-/// listener is the gate with an allow-all login in front of rumqttd's TCP listener, so that
-/// the handshake's `Origin` is checked (rumqttd's own WebSocket listener checks nothing).
-fn start_direct(s: &BrokerSettings, denied: Arc<AtomicU64>) -> Result<EmbeddedBroker, BrokerError> {
-    let listen = probe(&s.host, s.port)?;
-    let tls_listen = s.tls_port.map(|p| probe(&s.host, p)).transpose()?;
-    let ws_l = s.ws_port.map(|p| bind(&s.host, p)).transpose()?;
-    let ws_listen = ws_l
-        .as_ref()
-        .map(|l| l.local_addr().expect("bound socket has an address"));
-    let conn = connection_settings(s);
-    let tls = s.tls.as_ref().map(|t| rumqttd::TlsConfig::Rustls {
-        capath: None,
-        certpath: t.cert.display().to_string(),
-        keypath: t.key.display().to_string(),
-    });
-    let mut v4 = HashMap::from([("1".to_string(), server("fieldlab-v4", listen, None, &conn))]);
-    if let Some(a) = tls_listen {
-        v4.insert("2".into(), server("fieldlab-v4-tls", a, tls.clone(), &conn));
-    }
-    run_rumqttd(s, v4, listen)?;
-    if let Some(l) = ws_l {
-        let acceptor = s
-            .tls
-            .as_ref()
-            .map(gate::tls_acceptor)
-            .transpose()
-            .map_err(BrokerError::Tls)?;
-        // rumqttd without auth ignores the gate's login; the password is never checked.
-        let g = Arc::new(gate::Gate {
-            auth: plain_auth(|_, _, _| Some(Acl::all())),
-            upstream: connectable(listen),
-            password: String::new(),
-            max_packet: s.max_payload_size,
-            denied: denied.clone(),
-            on_denied: s.on_denied.clone(),
-            allowed_hosts: s.allowed_hosts.clone().into(),
-        });
-        run_gate(g, vec![(l, gate::Transport::Ws(acceptor))], listen)?;
-    }
-    Ok(EmbeddedBroker {
-        listen,
-        tls_listen,
-        ws_listen,
-        denied,
-        upstream: None,
-    })
 }
 
 /// Serve the gate on these listeners, on its own two-thread runtime.
@@ -482,6 +438,7 @@ fn start_gated(
     // rumqttd on loopback, accepting only the gate's login (a fresh random password per
     // start, never written anywhere).
     let internal = probe("127.0.0.1", 0)?;
+    let internal_v5 = probe("127.0.0.1", 0)?;
     let password: String = rand::random::<[u8; 24]>()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -496,11 +453,16 @@ fn start_gated(
         "1".to_string(),
         server("fieldlab-v4-internal", internal, None, &conn),
     )]);
-    run_rumqttd(s, v4, internal)?;
+    let v5 = HashMap::from([(
+        "1".to_string(),
+        server("fieldlab-v5-internal", internal_v5, None, &conn),
+    )]);
+    run_rumqttd(s, v4, v5, internal)?;
 
     let g = Arc::new(gate::Gate {
         auth,
         upstream: internal,
+        upstream_v5: internal_v5,
         password,
         max_packet: s.max_payload_size,
         denied: denied.clone(),
@@ -515,13 +477,15 @@ fn start_gated(
         listeners.push((l, gate::Transport::Ws(acceptor.clone())));
     }
     run_gate(g, listeners, listen)?;
-    wait_listening(internal, Instant::now() + Duration::from_secs(5))?;
+    for a in [internal, internal_v5] {
+        wait_listening(a, Instant::now() + Duration::from_secs(5))?;
+    }
     Ok(EmbeddedBroker {
         listen,
         tls_listen,
         ws_listen,
         denied,
-        upstream: Some(internal),
+        upstream: internal,
     })
 }
 
@@ -552,3 +516,6 @@ mod tests {
 
 #[cfg(test)]
 mod listener_tests;
+
+#[cfg(test)]
+mod mqtt5_tests;

@@ -121,7 +121,7 @@ pub fn generated_fleet(
 }
 
 /// Whether the broker takes an MQTT 5 CONNECT: one probe connection, before any device. A
-/// broker that speaks 3.1.1 only (the embedded one) closes it or refuses the protocol level;
+/// broker that speaks 3.1.1 only closes it or refuses the protocol level;
 /// the devices' connections would then fail one by one and the run would report them as lost
 /// messages rather than as the mismatch it is.
 async fn probe_mqtt5(s: &crate::EmulatorSettings) -> anyhow::Result<()> {
@@ -154,7 +154,7 @@ async fn probe_mqtt5(s: &crate::EmulatorSettings) -> anyhow::Result<()> {
     r.map_err(|e| {
         anyhow::anyhow!(
             "the broker at {}:{} does not take MQTT 5 connections ({e}); use --protocol 3.1.1, \
-             or a broker that speaks MQTT 5 (the embedded broker of `fieldlab up` speaks 3.1.1)",
+             or a broker that speaks MQTT 5 (Mosquitto, EMQX, `fieldlab up`'s embedded broker)",
             s.host,
             s.port
         )

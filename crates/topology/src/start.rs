@@ -429,12 +429,6 @@ pub(crate) fn ingest(
         MqttVersion::V5 => true,
         MqttVersion::V311 => false,
     };
-    if mqtt5 && mqtt.embedded {
-        anyhow::bail!(
-            "the embedded broker speaks MQTT 3.1.1 only; set ingest.mqtt_version to auto or 3.1.1, \
-             or use an external broker (--broker mqtt://HOST:PORT) for MQTT 5 and shared subscriptions"
-        );
-    }
     let client_id = if cfg.mqtt.client_id.is_empty() {
         fieldlab_ingest::default_client_id(&cfg.storage.data_dir)
     } else {

@@ -37,6 +37,7 @@ pub fn fuzz_mqtt_gate(data: &[u8]) {
     let gate = Gate {
         auth: crate::plain_auth(|_, _, _| None),
         upstream: ([127, 0, 0, 1], 9).into(),
+        upstream_v5: ([127, 0, 0, 1], 10).into(),
         password: "gate-password".into(),
         max_packet: max,
         denied: Arc::new(AtomicU64::new(0)),

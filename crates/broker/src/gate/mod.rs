@@ -1,19 +1,28 @@
-//! The topic ACL gate: fieldlab's own front door to the embedded broker when auth is on.
+//! The MQTT gate: fieldlab's own front door to the embedded broker.
 //!
 //! Why it exists: rumqttd 0.20 authenticates CONNECT but has no hook to authorise PUBLISH or
 //! SUBSCRIBE, so a device holding a valid key could publish another device's telemetry or
-//! read every topic. The gate terminates the public listeners itself (TCP, TLS, WebSocket),
-//! reads each MQTT 3.1.1 packet's frame with rumqttc's codec, authenticates CONNECT, checks
+//! read every topic; and it refuses CONNECTs that MQTT allows (keep-alive 0). The gate
+//! terminates the public listeners itself (TCP, TLS, WebSocket), reads each packet's frame
+//! with rumqttc's codecs (MQTT 3.1.1 here, MQTT 5 in [`v5`]), authenticates CONNECT, checks
 //! every PUBLISH (and the last will) against the client's write filters and every SUBSCRIBE
 //! against its read filters, and relays what is allowed, byte for byte, to rumqttd on a
-//! loopback port whose only accepted login is the gate's own random password.
+//! loopback port (one per protocol) whose only accepted login is the gate's own random
+//! password. With auth off every login is accepted and every topic open, so the gate only
+//! relays; it is still what makes keep-alive 0 work.
 //!
 //! What a refused client sees (as with Mosquitto's ACLs): a PUBLISH outside its filters is
 //! acknowledged (PUBACK, or PUBREC then PUBCOMP) and dropped, so the client does not retry it
 //! forever; a SUBSCRIBE filter outside its read filters gets the failure code 0x80 in SUBACK,
 //! the others are subscribed. A CONNECT with a bad login gets return code 4, a last will on a
 //! topic it may not write return code 5; so does a login refused after too many failures
-//! (back off), and one that found every password check worker busy return code 3. Refusals are counted ([`EmbeddedBroker::denied`]).
+//! (back off), and one that found every password check worker busy return code 3. MQTT 5
+//! clients get the MQTT 5 reason codes ([`v5`]). Refusals are counted
+//! ([`EmbeddedBroker::denied`]).
+//!
+//! Keep-alive 0 (no keep-alive): rumqttd is told [`STAND_IN_KEEP_ALIVE`] instead and the gate
+//! pings it on the client's behalf, swallowing the answers, so the client's session lasts as
+//! long as its TCP connection, as MQTT says.
 //!
 //! Clients with access to every topic (fieldlab itself, admins, operators) are relayed without
 //! looking inside their packets past the fixed header.
@@ -37,8 +46,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Gate {
     pub auth: MqttAuth,
-    /// rumqttd's loopback listener.
+    /// rumqttd's loopback listeners: MQTT 3.1.1 and MQTT 5.
     pub upstream: SocketAddr,
+    pub upstream_v5: SocketAddr,
     pub password: String,
     pub max_packet: usize,
     pub denied: Arc<AtomicU64>,
@@ -114,13 +124,59 @@ impl Acl {
     }
 }
 
-/// What the gate remembers about one connection's refusals.
+/// What the gate remembers about one connection.
 #[derive(Default)]
 struct Session {
-    /// QoS 2 publishes refused (PUBREC sent): their PUBREL is answered here.
+    /// QoS 2 publishes refused (PUBREC sent): their PUBREL is answered here (3.1.1 only).
     refused_qos2: HashSet<u16>,
     /// SUBSCRIBEs relayed with some filters removed: which of the original filters were kept.
     partial_subs: HashMap<u16, Vec<bool>>,
+    /// MQTT 5 topic aliases the client set, and their topics' total length ([`v5`]).
+    aliases: HashMap<u16, String>,
+    alias_bytes: usize,
+    /// PINGREQs the gate sent for a client without keep-alive, whose PINGRESP is still due.
+    injected_pings: u32,
+}
+
+/// Which MQTT the client speaks (from its CONNECT's protocol level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    V4,
+    V5,
+}
+
+/// A CONNECT the gate let through.
+struct Admitted {
+    proto: Proto,
+    acl: Acl,
+    client_id: String,
+    /// The client asked for no keep-alive (0); rumqttd got [`STAND_IN_KEEP_ALIVE`].
+    zero_keep_alive: bool,
+}
+
+/// The keep-alive rumqttd is told for a client that asked for none. rumqttd 0.20 refuses
+/// keep-alive 0 (it would keep dead connections for ever), MQTT 3.1.1 (section 3.1.2.10) and 5
+/// allow it; the gate keeps such a client's broker session alive itself with PINGREQs.
+#[cfg(not(test))]
+pub(crate) const STAND_IN_KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// Short in tests, so that a test sees rumqttd's timeout (1.5 x) pass without the gate's pings.
+#[cfg(test)]
+pub(crate) const STAND_IN_KEEP_ALIVE: Duration = Duration::from_secs(2);
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
+const PINGRESP: [u8; 2] = [0xD0, 0x00];
+
+/// The protocol level byte of a CONNECT frame (4 = MQTT 3.1.1, 5 = MQTT 5), if it is one.
+fn protocol_level(frame: &[u8]) -> Option<u8> {
+    if frame.first()? >> 4 != 1 {
+        return None;
+    }
+    let mut i = 1;
+    while *frame.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let name = u16::from_be_bytes([*frame.get(i)?, *frame.get(i + 1)?]) as usize;
+    frame.get(i + 2 + name).copied()
 }
 
 /// The topic, QoS and packet id of a PUBLISH frame.
@@ -153,6 +209,11 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, BoxErr
 
 fn put(out: &mut BytesMut, p: Packet) -> Result<(), BoxError> {
     p.write(out, usize::MAX)?;
+    Ok(())
+}
+
+fn put5(out: &mut BytesMut, p: rumqttc::v5::mqttbytes::v5::Packet) -> Result<(), BoxError> {
+    p.write(out, None)?;
     Ok(())
 }
 
@@ -193,52 +254,28 @@ impl Gate {
         })
         .await
         .map_err(|_| violation("no CONNECT within 10 s"))??;
-        let Packet::Connect(mut connect) = Packet::read(&mut first.clone(), max)? else {
-            return Err(violation("the first packet is not CONNECT"));
-        };
-        let (user, pass) = connect
-            .login
-            .as_ref()
-            .map(|l| (l.username.clone(), l.password.clone()))
-            .unwrap_or_default();
-        let login = crate::MqttConnect {
-            client_id: connect.client_id.clone(),
-            username: user,
-            password: pass,
-            peer,
-        };
         let mut out = BytesMut::new();
-        let acl = match (self.auth)(login).await {
-            Ok(acl) => acl,
-            Err(refusal) => {
-                let code = match refusal {
-                    crate::MqttRefusal::BadLogin => ConnectReturnCode::BadUserNamePassword,
-                    crate::MqttRefusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
-                    crate::MqttRefusal::Unavailable => ConnectReturnCode::ServiceUnavailable,
-                };
-                put(&mut out, Packet::ConnAck(ConnAck::new(code, false)))?;
+        let admitted = match self.admit(&first, peer, &mut out).await? {
+            Ok(a) => a,
+            Err(why) => {
+                // `out` holds the refusing CONNACK.
                 client.write_all(&out).await?;
                 client.flush().await?;
-                return Err(format!("login refused: {refusal:?}").into());
+                return Err(why.into());
             }
         };
-        if let Some(w) = &connect.last_will {
-            if !acl.may_write(&w.topic) {
-                self.refused(peer, &connect.client_id, "will", &w.topic);
-                put(
-                    &mut out,
-                    Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false)),
-                )?;
-                client.write_all(&out).await?;
-                client.flush().await?;
-                return Err("last will topic not allowed".into());
-            }
-        }
-        let client_id = connect.client_id.clone();
-        let mut up = tokio::net::TcpStream::connect(self.upstream).await?;
+        let Admitted {
+            proto,
+            acl,
+            client_id,
+            zero_keep_alive,
+        } = admitted;
+        let upstream = match proto {
+            Proto::V4 => self.upstream,
+            Proto::V5 => self.upstream_v5,
+        };
+        let mut up = tokio::net::TcpStream::connect(upstream).await?;
         up.set_nodelay(true)?;
-        connect.login = Some(v4::Login::new(GATE_USER, self.password.as_str()));
-        put(&mut out, Packet::Connect(connect))?;
         up.write_all(&out).await?;
         out.clear();
 
@@ -248,28 +285,47 @@ impl Gate {
         let mut ubuf = BytesMut::with_capacity(4096);
         let (mut to_up, mut to_client) = (BytesMut::new(), BytesMut::new());
         let mut s = Session::default();
+        // A client without keep-alive (0) is kept alive towards rumqttd by the gate: a PINGREQ
+        // every half of the stand-in interval, whose PINGRESP the client never sees.
+        let mut ping = tokio::time::interval(STAND_IN_KEEP_ALIVE / 2);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             // What is buffered first: a client may send frames right behind its CONNECT.
             while let Some(frame) = next_frame(&mut cbuf, max)? {
-                if everything {
+                // MQTT 5 frames are always looked at: PUBLISH properties are dropped ([`v5`]).
+                if everything && proto == Proto::V4 {
                     if frame[0] >> 4 == 1 {
                         return Err(violation("a second CONNECT"));
                     }
                     to_up.extend_from_slice(&frame);
                 } else {
-                    self.client_frame(
-                        frame,
-                        &acl,
-                        &mut s,
-                        &mut to_up,
-                        &mut to_client,
-                        peer,
-                        &client_id,
-                    )?;
+                    let (acl, s, id) = (&acl, &mut s, client_id.as_str());
+                    match proto {
+                        Proto::V4 => {
+                            self.client_frame(frame, acl, s, &mut to_up, &mut to_client, peer, id)?
+                        }
+                        Proto::V5 => self.client_frame_v5(
+                            frame,
+                            acl,
+                            s,
+                            &mut to_up,
+                            &mut to_client,
+                            peer,
+                            id,
+                        )?,
+                    }
                 }
             }
             while let Some(frame) = next_frame(&mut ubuf, usize::MAX)? {
-                from_broker(frame, &mut s, &mut to_client)?;
+                if frame[..] == PINGRESP && s.injected_pings > 0 {
+                    s.injected_pings -= 1;
+                    continue;
+                }
+                match proto {
+                    Proto::V4 => from_broker(frame, &mut s, &mut to_client)?,
+                    Proto::V5 => v5::from_broker_v5(frame, &mut s, &mut to_client)?,
+                }
             }
             if !to_up.is_empty() {
                 uw.write_all(&to_up).await?;
@@ -285,10 +341,152 @@ impl Gate {
             tokio::select! {
                 n = cr.read_buf(&mut cbuf) => if n? == 0 { break },
                 n = ur.read_buf(&mut ubuf) => if n? == 0 { break },
+                _ = ping.tick(), if zero_keep_alive => {
+                    s.injected_pings += 1;
+                    to_up.extend_from_slice(&PINGREQ);
+                }
             }
         }
         let _ = cw.shutdown().await;
         Ok(())
+    }
+
+    /// Decide on a CONNECT (either protocol). Admitted: `out` holds the CONNECT to send to
+    /// rumqttd (with the gate's login, and a stand-in keep-alive for 0). Refused: `out` holds
+    /// the CONNACK for the client, and the error says why.
+    async fn admit(
+        &self,
+        first: &BytesMut,
+        peer: SocketAddr,
+        out: &mut BytesMut,
+    ) -> Result<Result<Admitted, String>, BoxError> {
+        let max = self.max_packet;
+        match protocol_level(first) {
+            Some(4) => {
+                let Packet::Connect(mut connect) = Packet::read(&mut first.clone(), max)? else {
+                    return Err(violation("the first packet is not CONNECT"));
+                };
+                let (user, pass) = connect
+                    .login
+                    .as_ref()
+                    .map(|l| (l.username.clone(), l.password.clone()))
+                    .unwrap_or_default();
+                let will = connect.last_will.as_ref().map(|w| w.topic.clone());
+                let acl = match self.check(&connect.client_id, user, pass, will, peer).await {
+                    Ok(acl) => acl,
+                    Err((refusal, why)) => {
+                        let code = match refusal {
+                            crate::MqttRefusal::BadLogin => ConnectReturnCode::BadUserNamePassword,
+                            crate::MqttRefusal::NotAuthorized => ConnectReturnCode::NotAuthorized,
+                            crate::MqttRefusal::Unavailable => {
+                                ConnectReturnCode::ServiceUnavailable
+                            }
+                        };
+                        put(out, Packet::ConnAck(ConnAck::new(code, false)))?;
+                        return Ok(Err(why));
+                    }
+                };
+                let zero_keep_alive = connect.keep_alive == 0;
+                if zero_keep_alive {
+                    connect.keep_alive = STAND_IN_KEEP_ALIVE.as_secs() as u16;
+                }
+                let client_id = connect.client_id.clone();
+                connect.login = Some(v4::Login::new(GATE_USER, self.password.as_str()));
+                put(out, Packet::Connect(connect))?;
+                Ok(Ok(Admitted {
+                    proto: Proto::V4,
+                    acl,
+                    client_id,
+                    zero_keep_alive,
+                }))
+            }
+            Some(5) => {
+                let v5::Connect5 {
+                    mut connect,
+                    mut will,
+                    login,
+                } = v5::read_connect(first, max)?;
+                // Will properties would reach 3.1.1 subscribers as publish properties ([`v5`]).
+                if let Some(w) = will.as_mut() {
+                    w.properties = None;
+                }
+                let (user, pass) = login.map(|l| (l.username, l.password)).unwrap_or_default();
+                let will_topic = will.as_ref().map(v5::will_topic).transpose()?;
+                let will_topic = will_topic.map(str::to_string);
+                let acl = match self
+                    .check(&connect.client_id, user, pass, will_topic, peer)
+                    .await
+                {
+                    Ok(acl) => acl,
+                    Err((refusal, why)) => {
+                        v5::connack(out, Some(refusal))?;
+                        return Ok(Err(why));
+                    }
+                };
+                let zero_keep_alive = connect.keep_alive == 0;
+                if zero_keep_alive {
+                    connect.keep_alive = STAND_IN_KEEP_ALIVE.as_secs() as u16;
+                }
+                let client_id = connect.client_id.clone();
+                let login =
+                    rumqttc::v5::mqttbytes::v5::Login::new(GATE_USER, self.password.as_str());
+                put5(
+                    out,
+                    rumqttc::v5::mqttbytes::v5::Packet::Connect(connect, will, Some(login)),
+                )?;
+                Ok(Ok(Admitted {
+                    proto: Proto::V5,
+                    acl,
+                    client_id,
+                    zero_keep_alive,
+                }))
+            }
+            Some(level) => {
+                // MQTT 3.1 (level 3) and anything newer or unknown: 3.1.1's answer, return
+                // code 1 "unacceptable protocol version" (section 3.2.2.3), then close.
+                put(
+                    out,
+                    Packet::ConnAck(ConnAck::new(
+                        ConnectReturnCode::RefusedProtocolVersion,
+                        false,
+                    )),
+                )?;
+                Ok(Err(format!(
+                    "protocol level {level}: fieldlab's broker speaks MQTT 3.1.1 (4) and 5"
+                )))
+            }
+            None => Err(violation("the first packet is not CONNECT")),
+        }
+    }
+
+    /// The login and last will of a CONNECT, against the auth and the ACL it gives.
+    async fn check(
+        &self,
+        client_id: &str,
+        username: String,
+        password: String,
+        will_topic: Option<String>,
+        peer: SocketAddr,
+    ) -> Result<Acl, (crate::MqttRefusal, String)> {
+        let login = crate::MqttConnect {
+            client_id: client_id.to_string(),
+            username,
+            password,
+            peer,
+        };
+        let acl = (self.auth)(login)
+            .await
+            .map_err(|r| (r, format!("login refused: {r:?}")))?;
+        if let Some(w) = will_topic {
+            if !acl.may_write(&w) {
+                self.refused(peer, client_id, "will", &w);
+                return Err((
+                    crate::MqttRefusal::NotAuthorized,
+                    "last will topic not allowed".into(),
+                ));
+            }
+        }
+        Ok(acl)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -513,6 +711,7 @@ impl EmbeddedBroker {
 /// Fuzzing entry point of the frame handling above (cargo-fuzz target `mqtt_gate`).
 #[doc(hidden)]
 pub mod fuzzing;
+mod v5;
 
 #[cfg(test)]
 mod tests {
