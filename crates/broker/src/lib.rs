@@ -207,8 +207,30 @@ pub struct EmbeddedBroker {
     pub ws_listen: Option<SocketAddr>,
     /// Refusals by the topic ACL gate (see [`EmbeddedBroker::denied`]).
     denied: Arc<AtomicU64>,
-    /// rumqttd's loopback listener behind the gate.
-    upstream: SocketAddr,
+    /// rumqttd's loopback listeners behind the gate, and the gate's login there.
+    internal: InternalLogin,
+}
+
+/// rumqttd's loopback listeners behind the gate and the one login they accept: for fieldlab's
+/// own in-process clients that may read and write every topic anyway (ingest), so that their
+/// traffic takes no extra hop through the gate. Never printed or written anywhere.
+#[derive(Clone)]
+pub struct InternalLogin {
+    /// MQTT 3.1.1 and MQTT 5 listeners.
+    pub v4: SocketAddr,
+    pub v5: SocketAddr,
+    pub username: &'static str,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InternalLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalLogin")
+            .field("v4", &self.v4)
+            .field("v5", &self.v5)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedBroker {
@@ -220,7 +242,12 @@ impl EmbeddedBroker {
     /// rumqttd's MQTT 3.1.1 loopback listener behind the gate. It accepts only the gate's
     /// login.
     pub fn upstream(&self) -> SocketAddr {
-        self.upstream
+        self.internal.v4
+    }
+
+    /// The loopback listeners behind the gate and their login, for in-process clients.
+    pub fn internal_login(&self) -> &InternalLogin {
+        &self.internal
     }
 }
 
@@ -463,7 +490,7 @@ fn start_gated(
         auth,
         upstream: internal,
         upstream_v5: internal_v5,
-        password,
+        password: password.clone(),
         max_packet: s.max_payload_size,
         denied: denied.clone(),
         on_denied: s.on_denied.clone(),
@@ -485,7 +512,12 @@ fn start_gated(
         tls_listen,
         ws_listen,
         denied,
-        upstream: internal,
+        internal: InternalLogin {
+            v4: internal,
+            v5: internal_v5,
+            username: gate::GATE_USER,
+            password,
+        },
     })
 }
 

@@ -969,13 +969,25 @@ impl Default for DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
             // Defaults per emulator type: daily rhythms get the seasonal residual, counters
-            // and set-points a short robust z; everything else the ensemble.
+            // and set-points a short robust z; everything else the ensemble. Fields a program
+            // or controller steps between set points (the test bench's load cycle, the pitch
+            // controller), and wind power (the cube of the wind speed: a gust doubles it) are
+            // not judged as gross outliers (`gross=0`): every new set point or gust would be
+            // "far outside what the series has shown".
             series: [
                 ("TemperatureSensor.temperature", "seasonal"),
                 ("PressureValve.valve_position", "robust_z:window=60"),
                 ("PvInverter.irradiance", "seasonal"),
                 ("PvInverter.module_temperature", "seasonal"),
                 ("PvInverter.energy_total", "robust_z:window=60"),
+                ("WindTurbine.pitch_angle", "ensemble:gross=0"),
+                ("WindTurbine.power", "ensemble:gross=0"),
+                ("EngineTestBench.engine_speed", "ensemble:gross=0"),
+                ("EngineTestBench.torque", "ensemble:gross=0"),
+                ("EngineTestBench.power", "ensemble:gross=0"),
+                ("EngineTestBench.fuel_flow", "ensemble:gross=0"),
+                ("EngineTestBench.oil_temperature", "ensemble:gross=0"),
+                ("EngineTestBench.exhaust_temperature", "ensemble:gross=0"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

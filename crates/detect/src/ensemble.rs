@@ -4,6 +4,7 @@
 //! daily rhythm, an odd shape); calibration makes their opinions comparable.
 
 use crate::calibrate::{Hold, Likelihood};
+use crate::stats::GrossOutlier;
 use crate::Detector;
 
 /// A detector whose raw score is passed through a likelihood calibration.
@@ -32,6 +33,40 @@ impl Detector for Calibrated {
         match &mut self.hold {
             Some(h) => h.apply(s),
             None => s,
+        }
+    }
+}
+
+/// Any detector behind a [`GrossOutlier`] check: a value far outside the series' recent range
+/// scores 1 at once, whatever the detector says (it may still be warming up); the detector
+/// learns every value either way. Built by the `gross=G` parameter every spec takes
+/// ([`crate::build_live`] sets it for the live lab).
+pub struct Guarded {
+    inner: Box<dyn Detector>,
+    gross: GrossOutlier,
+}
+
+impl Guarded {
+    pub fn new(inner: Box<dyn Detector>, gross: GrossOutlier) -> Self {
+        Guarded { inner, gross }
+    }
+}
+
+impl Detector for Guarded {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn score(&mut self, ts: i64, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        let gross = self.gross.gross_then_learn(x);
+        let s = self.inner.score(ts, x);
+        if gross {
+            1.0
+        } else {
+            s
         }
     }
 }
@@ -125,5 +160,85 @@ impl Detector for Ensemble {
             s = s.max(max_raw);
         }
         self.hold.apply(s).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A temperature like the demo sensor's: 21 °C, a daily cycle of +-3 °C, noise 0.08, one
+    /// reading per second.
+    fn temperature(rng: &mut rand::rngs::StdRng, i: usize) -> f64 {
+        let day = (i as f64 / 86_400.0) * std::f64::consts::TAU;
+        21.0 + 3.0 * day.sin() + 0.08 * (rng.random::<f64>() * 2.0 - 1.0) * 1.7
+    }
+
+    #[test]
+    fn a_gross_outlier_scores_1_during_warm_up_and_clean_data_nothing() {
+        let mut e = crate::build_live("ensemble").unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // 80 s of clean data (the ensemble's members are far from warm): silent.
+        for i in 0..80 {
+            let s = e.score(i as i64 * 1000, temperature(&mut rng, i));
+            assert!(s < 0.5, "clean point {i} scored {s}");
+        }
+        // A +12 spike at 80 s is reported at once.
+        let s = e.score(80_000, temperature(&mut rng, 80) + 12.0);
+        assert_eq!(s, 1.0, "the spike");
+        // The series goes on clean: no more alarms over the next hour.
+        for i in 81..3_681 {
+            let s = e.score(i as i64 * 1000, temperature(&mut rng, i));
+            assert!(s < 0.9, "clean point {i} scored {s}");
+        }
+    }
+
+    #[test]
+    fn a_series_that_never_moved_is_not_judged_by_its_first_change() {
+        // PV power on a first start at night: zeros, then sunrise.
+        let mut g = GrossOutlier::new(240, 8.0, 20);
+        for _ in 0..500 {
+            assert_eq!(g.beyond_then_learn(0.0), 0.0);
+        }
+        assert_eq!(g.beyond_then_learn(0.5), 0.0, "scale unknown: not judged");
+        // Once it has moved, a jump far beyond its range is judged.
+        for i in 0..240 {
+            g.beyond_then_learn(0.5 + (i % 7) as f64 * 0.1);
+        }
+        assert!(g.gross_then_learn(50.0));
+        // Learnt: the same value again is inside the range now.
+        assert!(!g.gross_then_learn(50.0));
+    }
+
+    #[test]
+    fn the_live_lab_guards_every_detector_and_gross_0_turns_it_off() {
+        for spec in [
+            "ensemble",
+            "seasonal",
+            "robust_z:window=60",
+            "sequence",
+            "ewma",
+        ] {
+            let mut live = crate::build_live(spec).unwrap();
+            let mut plain = crate::build(spec).unwrap();
+            let mut off = crate::build_live(&format!(
+                "{spec}{}gross=0",
+                if spec.contains(':') { "," } else { ":" }
+            ))
+            .unwrap();
+            for i in 0..80 {
+                let x = 21.0 + (i % 5) as f64 * 0.05;
+                for d in [&mut live, &mut plain, &mut off] {
+                    d.score(i * 1000, x);
+                }
+            }
+            assert_eq!(live.score(80_000, 33.0), 1.0, "{spec}");
+            assert!(off.score(80_000, 33.0) < 1.0, "{spec} with gross=0");
+            assert!(
+                plain.score(80_000, 33.0) < 1.0,
+                "{spec} outside the live lab"
+            );
+        }
     }
 }

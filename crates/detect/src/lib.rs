@@ -112,12 +112,27 @@ impl Spec {
     }
 }
 
-const CAL: &[&str] = &["calibrate", "history", "short", "hold", "damp"];
+const CAL: &[&str] = &["calibrate", "history", "short", "hold", "damp", "gross"];
+
+/// How far beyond a series' recent range, in robust sigmas, a value is a gross outlier in the
+/// live lab ([`build_live`]).
+pub const GROSS_SIGMAS: f64 = 15.0;
 
 /// Build a detector from a spec string. Every detector accepts `calibrate=1` (wrap in the
-/// likelihood calibration and alarm hold; parameters `history`, `short`, `hold`, `damp`).
+/// likelihood calibration and alarm hold; parameters `history`, `short`, `hold`, `damp`) and
+/// `gross=G` (put it behind a [`ensemble::Guarded`] check: a value `G` robust sigmas beyond the
+/// last 240 values' range scores 1 at once, from the 20th value on, warm-up or not; 0 = off,
+/// the default here).
 pub fn build(spec: &str) -> Result<Box<dyn Detector>, SpecError> {
     build_spec(&Spec::parse(spec)?)
+}
+
+/// [`build`] as the live lab runs a spec: with `gross` = [`GROSS_SIGMAS`] unless the spec sets
+/// it, so gross outliers are reported from the first minute whatever the series' detector.
+pub fn build_live(spec: &str) -> Result<Box<dyn Detector>, SpecError> {
+    let mut s = Spec::parse(spec)?;
+    s.params.entry("gross".into()).or_insert(GROSS_SIGMAS);
+    build_spec(&s)
 }
 
 fn likelihood(s: &Spec) -> Likelihood {
@@ -224,14 +239,28 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 step_k: s.get("step_k", d.step_k).max(0.0),
             }))
         }
-        "ensemble" => return ensemble(s),
+        "ensemble" => return Ok(guarded(s, ensemble(s)?)),
         other => return Err(SpecError(format!("unknown detector `{other}`"))),
     };
-    Ok(if s.get("calibrate", 0.0) != 0.0 {
+    let d: Box<dyn Detector> = if s.get("calibrate", 0.0) != 0.0 {
         Box::new(Calibrated::new(d, likelihood(s), Some(hold(s))))
     } else {
         d
-    })
+    };
+    Ok(guarded(s, d))
+}
+
+/// `d` behind the gross outlier check when the spec's `gross` is > 0.
+fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
+    let g = s.get("gross", 0.0);
+    if g > 0.0 && g.is_finite() {
+        Box::new(ensemble::Guarded::new(
+            d,
+            stats::GrossOutlier::new(240, g, 20),
+        ))
+    } else {
+        d
+    }
 }
 
 /// The default ensemble: sequence (already a likelihood), and robust z, EWMA, seasonal
@@ -256,6 +285,7 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "iforest",
         "probation",
         "warmup",
+        "gross",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {

@@ -225,6 +225,95 @@ impl RobustZ {
     }
 }
 
+/// A value far outside everything the series has shown: beyond the range it has covered by at
+/// least `g` robust sigmas. It needs no model of the series, only its range and scale, so it
+/// judges from the `min_points`-th point on — the first-minute answer to "inject a fault, watch
+/// it get caught" while the detectors behind it are still warming up.
+///
+/// The range is an envelope: it widens at once to every value learnt and narrows back towards
+/// the median slowly (a share of 1/[`ENVELOPE_POINTS`] of the gap per point), so a machine that
+/// cycles between set points is judged against all of its cycle, not its last few minutes.
+/// The scale is the robust sigma of the last `window` values, floored by a share of the
+/// spread the series has shown before and by 1 % of its level. A series whose scale is unknown (every value so far
+/// equal, and never moved before: PV power at night on a first start) is not judged; its first
+/// change would otherwise be "infinitely" far out. Every value is learnt, outliers too, so a
+/// real level shift is reported once and then is part of the range.
+#[derive(Debug, Clone)]
+pub struct GrossOutlier {
+    rz: RobustZ,
+    g: f64,
+    min_points: usize,
+    lo: f64,
+    hi: f64,
+}
+
+/// The smallest scale a [`GrossOutlier`] judges by, as a share of the series' level: a smooth
+/// stretch (PV irradiance under a clear sky, a quiet process) has almost no spread of its own,
+/// and the first cloud would be "infinitely" far out.
+const LEVEL_SHARE: f64 = 0.01;
+
+/// How slowly a [`GrossOutlier`]'s range forgets: about this many points to narrow by 63 %.
+pub const ENVELOPE_POINTS: f64 = 20_000.0;
+
+impl GrossOutlier {
+    pub fn new(window: usize, g: f64, min_points: usize) -> Self {
+        GrossOutlier {
+            rz: RobustZ::new(window.max(RobustZ::MIN_WINDOW), 3.5),
+            g,
+            min_points: min_points.max(RobustZ::MIN_WINDOW),
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+        }
+    }
+
+    /// How far `x` lies outside the series' range, in robust sigmas (0 inside it, or while
+    /// the scale is unknown); then learn `x`.
+    pub fn beyond_then_learn(&mut self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        let mut beyond = 0.0;
+        let w = &self.rz.win;
+        let mut med = x;
+        if w.len() >= 3 {
+            med = w.median();
+        }
+        if w.len() >= self.min_points {
+            let sigma = self
+                .rz
+                .spreads(med)
+                .1
+                .max(FLOOR_SHARE * self.rz.long_spread)
+                .max(LEVEL_SHARE * med.abs());
+            let d = if x > self.hi {
+                x - self.hi
+            } else if x < self.lo {
+                self.lo - x
+            } else {
+                0.0
+            };
+            if sigma > 0.0 && sigma.is_finite() {
+                beyond = (d / sigma).min(Z_MAX);
+            }
+        }
+        self.rz.z_then_learn(x);
+        // Narrow slowly towards the median, then widen to take `x` in.
+        let a = 1.0 / ENVELOPE_POINTS;
+        if self.hi.is_finite() {
+            self.hi -= a * (self.hi - med).max(0.0);
+            self.lo += a * (med - self.lo).max(0.0);
+        }
+        self.hi = self.hi.max(x);
+        self.lo = self.lo.min(x);
+        beyond
+    }
+
+    /// Whether `x` is a gross outlier; then learn it.
+    pub fn gross_then_learn(&mut self, x: f64) -> bool {
+        self.beyond_then_learn(x) >= self.g
+    }
+}
+
 impl Detector for RobustZ {
     fn name(&self) -> &'static str {
         "robust_z"

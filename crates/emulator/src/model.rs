@@ -87,7 +87,17 @@ impl Driver {
             None => (mu, self.theta),
         };
         let z: f64 = StandardNormal.sample(rng);
-        self.x += theta * (mu - self.x) * dt + self.sigma * dt.sqrt() * z;
+        // The exact transition of the process over `dt`, not the Euler step
+        // `x += theta (mu - x) dt + sigma sqrt(dt) z`, which diverges once `theta dt > 2` (a
+        // device with a 10 s interval and theta 0.5 reached 1e13 within minutes).
+        let dt = dt.max(0.0);
+        self.x = if theta > 0.0 {
+            let decay = (-theta * dt).exp();
+            let sd = self.sigma * ((1.0 - decay * decay) / (2.0 * theta)).sqrt();
+            mu + (self.x - mu) * decay + sd * z
+        } else {
+            self.x + self.sigma * dt.sqrt() * z
+        };
         if let Some(r) = range {
             self.x = self.x.clamp(r.lo, r.hi);
         }
@@ -264,7 +274,15 @@ struct PvInverter {
     cloud: Driver,
     irradiance_override: Driver,
     energy_kwh: f64,
+    /// The module's temperature: it follows ambient + irradiance heating with a thermal time
+    /// constant (a module does not jump 2 °C in a second when a cloud passes), plus sensor noise
+    /// (a real sensor never repeats one value to 0.01 °C all night).
+    module_t: Option<f64>,
+    module_noise: Driver,
 }
+
+/// A PV module's thermal time constant, seconds.
+const MODULE_TAU_S: f64 = 300.0;
 
 impl DeviceModel for PvInverter {
     fn info(&self) -> &'static TypeInfo {
@@ -290,7 +308,13 @@ impl DeviceModel for PvInverter {
             irr = self.irradiance_override.step(irr, dt, Some(range), rng);
         }
         let ambient = 15.0 + 5.0 * daily(t, 15.0);
-        let module_t = ambient + 0.03 * irr;
+        let target = ambient + 0.03 * irr;
+        let m = match self.module_t {
+            Some(m) => target + (m - target) * (-dt.max(0.0) / MODULE_TAU_S).exp(),
+            None => target,
+        };
+        self.module_t = Some(m);
+        let module_t = m + self.module_noise.step(0.0, dt, None, rng);
         let on = irr > 5.0;
         let v = if on {
             600.0 * (1.0 - 0.004 * (module_t - 25.0))
@@ -380,6 +404,8 @@ pub fn build(type_name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>
             cloud: Driver::new(0.85, 0.02, 0.03),
             irradiance_override: Driver::new(0.0, 0.5, 5.0),
             energy_kwh: 0.0,
+            module_t: None,
+            module_noise: Driver::new(0.0, 0.5, 0.05),
         }),
         other => builtin::build(other, s).or_else(|| crate::custom::build(info))?,
     })
@@ -416,6 +442,26 @@ mod tests {
     use rand::SeedableRng;
 
     const NOON: i64 = 1_767_268_800_000; // 2026-01-01T12:00:00Z
+
+    #[test]
+    fn a_driver_stays_bounded_at_any_interval() {
+        // theta 0.5 with a 10 s step: the Euler step diverged (theta dt = 5 > 2).
+        for dt in [0.1, 1.0, 10.0, 600.0] {
+            let mut d = Driver::new(0.0, 0.5, 2.0);
+            let mut rng = SmallRng::seed_from_u64(5);
+            let sd = 2.0 / (2.0f64 * 0.5).sqrt(); // the stationary spread
+            let mut sq = 0.0;
+            for _ in 0..20_000 {
+                let x = d.step(0.0, dt, None, &mut rng);
+                assert!(x.abs() < 8.0 * sd, "dt {dt}: {x}");
+                sq += x * x;
+            }
+            let rms = (sq / 20_000.0).sqrt();
+            if dt >= 10.0 {
+                assert!((rms / sd - 1.0).abs() < 0.1, "dt {dt}: rms {rms} vs {sd}");
+            }
+        }
+    }
     const MIDNIGHT: i64 = 1_767_225_600_000;
 
     fn run(

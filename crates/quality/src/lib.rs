@@ -331,7 +331,12 @@ impl Checker {
                         push(
                             "rate",
                             Some(k),
-                            format!("`{k}` changed {:.3}/s (from {x0} to {x} in {dt:.1} s), limit {max}/s", rate),
+                            format!(
+                                "`{k}` changed {:.3}/s (from {} to {} in {dt:.1} s), limit {max}/s",
+                                rate,
+                                tidy(*x0),
+                                tidy(x)
+                            ),
                         );
                     }
                 }
@@ -543,6 +548,17 @@ fn physics(
                 ),
             );
         }
+    }
+}
+
+/// A value as a message shows it: rounded to 9 decimals, so float noise from arithmetic
+/// (33.519999999999996) reads as the number it stands for (33.52).
+fn tidy(x: f64) -> f64 {
+    let r = (x * 1e9).round() / 1e9;
+    if r.is_finite() {
+        r
+    } else {
+        x
     }
 }
 

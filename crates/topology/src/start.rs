@@ -100,6 +100,9 @@ pub(crate) struct Mqtt {
     pub pass: Option<String>,
     /// Refusals by the embedded broker's topic ACL gate, by kind.
     pub denied: Family<Vec<(String, String)>, Counter>,
+    /// The embedded broker's listeners behind its gate: ingest connects there (one hop less
+    /// for every message; it may read every topic anyway).
+    pub internal: Option<fieldlab_broker::InternalLogin>,
 }
 
 /// Starts the embedded broker (behind its ACL gate when auth is on), or checks the external
@@ -131,6 +134,7 @@ pub(crate) fn broker(
         user,
         pass,
         denied,
+        internal: None,
     };
     match &cfg.mqtt.broker_url {
         Some(url) => {
@@ -193,6 +197,7 @@ pub(crate) fn broker(
             }
             let a = b.local_addr();
             (m.host, m.port, m.embedded) = (a.ip().to_string(), a.port(), true);
+            m.internal = Some(b.internal_login().clone());
         }
     }
     let scheme = if m.client_tls.is_some() {
@@ -434,10 +439,28 @@ pub(crate) fn ingest(
     } else {
         cfg.mqtt.client_id.clone()
     };
+    // On the embedded broker: straight to rumqttd behind the gate, with the gate's login.
+    let (host, port, username, password) = match &mqtt.internal {
+        Some(i) => {
+            let a = if mqtt5 { i.v5 } else { i.v4 };
+            (
+                a.ip().to_string(),
+                a.port(),
+                Some(i.username.to_string()),
+                Some(i.password.clone()),
+            )
+        }
+        None => (
+            mqtt.host.clone(),
+            mqtt.port,
+            mqtt.user.clone(),
+            mqtt.pass.clone(),
+        ),
+    };
     Ok(fieldlab_ingest::start(
         IngestSettings {
-            host: mqtt.host.clone(),
-            port: mqtt.port,
+            host,
+            port,
             client_id,
             // On the embedded broker (same process, loopback) the longest keep-alive MQTT has:
             // rumqttd 0.20 does not answer PINGREQ while a subscriber has 100 messages
@@ -449,8 +472,8 @@ pub(crate) fn ingest(
             } else {
                 cfg.mqtt.keep_alive.max(5) as u64
             }),
-            username: mqtt.user.clone(),
-            password: mqtt.pass.clone(),
+            username,
+            password,
             topics,
             qos: cfg.ingest.qos,
             batch_max: cfg.ingest.batch_max,

@@ -179,3 +179,7 @@ async fn publish(client: &AsyncClient, http: &reqwest::Client, webhook: Option<&
         }
     }
 }
+
+#[cfg(test)]
+#[path = "clean_day_tests.rs"]
+mod clean_day_tests;

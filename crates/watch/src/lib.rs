@@ -3,9 +3,11 @@
 //! Why it exists: quality rules and anomaly detectors are pure (`fieldlab-quality`,
 //! `fieldlab-detect`); something has to keep one detector per series, run the rules in order,
 //! remember what was found and tell the world. [`Watch::observe`] does that for one reading:
-//! quality events first (a reading that breaks a rule is not fed to the detectors, so a
-//! broken sensor is reported as a quality problem, not as an anomaly), then every numeric
-//! field through its series' detector. Events are appended to JSON-lines files under the data
+//! quality events first, then every numeric field through its series' detector. A value that
+//! breaks a field's rule (range, rate of change, physics, stuck) is still scored, and an
+//! anomaly on it names the rules it broke ([`AnomalyEvent::quality`]): both verdicts are shown.
+//! Only readings that are wrong as a whole (duplicate, out of order, clock skew) are not fed to
+//! the detectors, which need each series once and in time order. Events are appended to JSON-lines files under the data
 //! directory (`events/quality.jsonl`, `events/anomalies.jsonl`), kept in a bounded in-memory
 //! ring for the API, and sent on a broadcast channel that topology forwards to MQTT
 //! (`fieldlab/quality/<device_id>`, `fieldlab/anomalies/<device_id>`) and the webhook.
@@ -41,6 +43,9 @@ pub struct AnomalyEvent {
     pub value: f64,
     pub score: f64,
     pub detector: String,
+    /// Quality rules the same value broke (e.g. `range`), if any: the other verdict on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality: Vec<String>,
 }
 
 /// Anything the watch reports.
@@ -348,7 +353,11 @@ impl Watch {
         }
         let q = self.inner.checker.lock().check(r, now_ms);
         let mut out: Vec<Event> = Vec::new();
-        let bad_fields: Vec<Option<String>> = q.iter().map(|e| e.field.clone()).collect();
+        // (field, rule) of each violation; field `None`: the whole reading.
+        let broken: Vec<(Option<String>, String)> = q
+            .iter()
+            .map(|e| (e.field.clone(), e.rule.clone()))
+            .collect();
         let whole_reading_bad = q
             .iter()
             .any(|e| matches!(e.rule.as_str(), "duplicate" | "out_of_order" | "clock_skew"));
@@ -367,19 +376,21 @@ impl Watch {
         if !whole_reading_bad {
             let mut dets = self.inner.detectors.lock();
             for (field, v) in &r.fields {
+                // On/off states (a compressor, a door) are not scored: every switch would be
+                // "far from the mean". Quality rules still see them.
+                if matches!(v, fieldlab_core::reading::FieldValue::Bool(_)) {
+                    continue;
+                }
                 let Some(x) = v.as_f64() else { continue };
-                if bad_fields
-                    .iter()
-                    .any(|b| b.as_deref() == Some(field.as_str()))
-                    || !x.is_finite()
-                {
+                if !x.is_finite() {
                     continue;
                 }
                 let key = SeriesKey::new(r.device_id.clone(), field.clone());
                 let d = dets.get_or_insert_mut(key, || {
                     let spec = self.spec_for(&r.device_id, &r.device_type, field);
-                    let detector = fieldlab_detect::build(&spec)
-                        .unwrap_or_else(|_| fieldlab_detect::build("robust_z").expect("builds"));
+                    let detector = fieldlab_detect::build_live(&spec).unwrap_or_else(|_| {
+                        fieldlab_detect::build_live("robust_z").expect("builds")
+                    });
                     let labels = DetectLabels {
                         detector: detector.name().to_string(),
                         device_type: self.label_type(&r.device_type),
@@ -406,6 +417,11 @@ impl Watch {
                         value: x,
                         score: s,
                         detector: d.detector.name().to_string(),
+                        quality: broken
+                            .iter()
+                            .filter(|(f, _)| f.as_deref().is_none_or(|f| f == field))
+                            .map(|(_, rule)| rule.clone())
+                            .collect(),
                     };
                     let mut g = self.inner.anomalies.lock();
                     g.1.append(&e);
@@ -575,10 +591,18 @@ mod tests {
             matches!(&ev[..], [Event::Anomaly(a)] if a.field == "temperature"),
             "{ev:?}"
         );
-        // a value outside the sensor's range: a quality event, not fed to the detector
+        // a value outside the sensor's range: a quality event, and still scored: an anomaly
+        // that names the rule it broke
         let ev = w.observe(&reading(3_010_000, 301, 500.0), 3_010_000);
         assert!(
-            ev.iter().all(|e| matches!(e, Event::Quality(_))) && !ev.is_empty(),
+            ev.iter()
+                .any(|e| matches!(e, Event::Quality(q) if q.rule == "range")),
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter().any(
+                |e| matches!(e, Event::Anomaly(a) if a.quality.contains(&"range".to_string()))
+            ),
             "{ev:?}"
         );
         let mut reg = Registry::default();
@@ -587,8 +611,8 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         let labels = r#"{detector="robust_z",device_type="TemperatureSensor"}"#;
         for want in [
-            format!("fieldlab_detect_points_scored_total{labels} 301"),
-            format!("fieldlab_detect_anomalies_total{labels} 1"),
+            format!("fieldlab_detect_points_scored_total{labels} 302"),
+            format!("fieldlab_detect_anomalies_total{labels} 2"),
             r#"fieldlab_quality_violations_total{rule="range"} 1"#.to_string(),
         ] {
             assert!(text.contains(&want), "{want} in\n{text}");
@@ -596,7 +620,7 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/anomalies/t1");
         assert_eq!(rx.try_recv().unwrap().topic(), "fieldlab/quality/t1");
         let again = Watch::open(dir.path(), cfg).unwrap();
-        assert_eq!(again.anomalies(Some("t1"), 0, 10).len(), 1);
+        assert_eq!(again.anomalies(Some("t1"), 0, 10).len(), 2);
         assert!(!again.quality_events(None, 0, 10).is_empty());
     }
 

@@ -988,3 +988,117 @@ fn sign_in_roles_and_a_lesson_end_to_end() {
         .collect();
     assert!(problems.is_empty(), "console errors: {problems:#?}");
 }
+
+/// A newcomer's first five minutes on a fresh `fieldlab up` with nothing configured: the
+/// dashboard lists the whole default fleet, every station of the floor map is live, nothing is
+/// reported on clean data, a +12 °C spike injected from the device page 80 s after start shows
+/// on the anomaly page within 15 s (the gross outlier check, while the detectors still warm
+/// up), and the same value's broken rate rule on the quality page.
+#[test]
+fn a_newcomers_first_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let f = Fieldlab::start(dir.path(), &[]);
+    f.wait_ready(Duration::from_secs(15));
+    let mut b = Browser::launch(1280, 800);
+    b.navigate(&f.url("/"));
+
+    // The fleet page: the three demo devices and one of each lab station's type.
+    let listed = b.wait_for(
+        "the default fleet in the fleet table",
+        Duration::from_secs(15),
+        "(() => { const ids = [...document.querySelectorAll('#fleet-table tbody a')].map(a => a.textContent); \
+           return ids.length >= 9 ? ids : null; })()",
+    );
+    assert_eq!(listed.as_array().unwrap().len(), 9, "{listed}");
+
+    // The floor map: all seven stations have a device that is sending values.
+    b.eval("location.hash = '#/map'; true");
+    let live = b.wait_for(
+        "every floor-map station live",
+        Duration::from_secs(20),
+        "(() => { const st = [...document.querySelectorAll('svg .map-station')]; \
+           const live = st.filter(g => g.classList.contains('has-device') && !g.classList.contains('silent') \
+             && g.querySelector('text.value')); \
+           return st.length === 7 && live.length === 7 ? live.map(g => g.getAttribute('data-type')) : null; })()",
+    );
+    eprintln!("live stations: {live}");
+    b.screenshot(&shots().join("newcomer-map.png"));
+
+    // The device page of the temperature sensor, its chart drawing.
+    b.eval("location.hash = '#/device/temperature_sensor_1'; true");
+    b.wait_for(
+        "the temperature chart",
+        Duration::from_secs(15),
+        "document.querySelector('.chart[data-field=\"temperature\"] .plot') ? true : null",
+    );
+    // 80 s after start, inject the spike from the page's fault form.
+    let at = Duration::from_secs(80);
+    while started.elapsed() < at {
+        b.pump(Duration::from_millis(500));
+    }
+    let (_, before) = f.get("/api/v1/anomalies");
+    assert_eq!(
+        before["count"], 0,
+        "clean demo data raised anomalies: {before}"
+    );
+    b.eval(
+        "(() => { document.querySelector('select[aria-label=\"Fault kind\"]').value = 'spike'; \
+           document.querySelector('select[aria-label=\"Field\"]').value = 'temperature'; \
+           document.querySelector('input[aria-label=\"Duration in seconds\"]').value = '2'; \
+           document.querySelector('input[aria-label^=\"Magnitude\"]').value = '12'; return true; })()",
+    );
+    click_button(&mut b, "Inject fault");
+    let injected = std::time::Instant::now();
+    status_text(&mut b, "the injection's status", "Inject fault: done");
+
+    // The anomaly page shows it within 15 s, with both verdicts on the value.
+    b.eval("location.hash = '#/anomalies'; true");
+    let row = b.wait_for(
+        "the spike on the anomaly page",
+        Duration::from_secs(15),
+        "(() => { const r = [...document.querySelectorAll('main table tbody tr')].map(r => [...r.cells].map(c => c.textContent)) \
+           .find(c => c[1] === 'temperature_sensor_1' && c[2] === 'temperature'); return r || null; })()",
+    );
+    let seen_after = injected.elapsed();
+    eprintln!("anomaly row {row} {seen_after:?} after the injection");
+    assert!(seen_after <= Duration::from_secs(15), "{seen_after:?}");
+    let cells: Vec<&str> = row
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let value: f64 = cells[3]
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    assert!(value > 30.0, "the spiked value: {cells:?}");
+    assert!(
+        cells[6].contains("rate"),
+        "the quality verdict beside it: {cells:?}"
+    );
+    b.screenshot(&shots().join("newcomer-anomaly.png"));
+
+    // The quality page: the same value broke the temperature's rate rule.
+    b.eval("location.hash = '#/quality'; true");
+    let q = b.wait_for(
+        "the spike's rate violation on the quality page",
+        Duration::from_secs(15),
+        "(() => { const rows = [...document.querySelectorAll('main table tbody tr')].map(r => r.textContent); \
+           return rows.find(t => t.includes('temperature_sensor_1') && t.includes('rate')) || null; })()",
+    );
+    eprintln!("quality: {q}");
+    // Only the injected fault was reported: no other device raised anything.
+    let (_, all) = f.get("/api/v1/anomalies");
+    let others: Vec<&serde_json::Value> = all["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["device_id"] != "temperature_sensor_1")
+        .collect();
+    assert!(others.is_empty(), "false alarms on clean data: {others:?}");
+    b.screenshot(&shots().join("newcomer-quality.png"));
+    let problems = b.console_problems();
+    assert!(problems.is_empty(), "console: {problems:#?}");
+}

@@ -1,5 +1,5 @@
 // Anomaly feed: detector events, newest first. Shape: GET /api/v1/anomalies {count, anomalies:
-// [{device_id, field, ts_ms, time, value, score, detector}]}. /ws carries telemetry only, so the
+// [{device_id, field, ts_ms, time, value, score, detector, quality?}]}. /ws carries telemetry only, so the
 // feed polls every 3 s even while the live connection is up (and takes `anomaly` messages too,
 // should /ws ever carry them).
 
@@ -30,6 +30,8 @@ export default async function anomalies(root, _p, { live }) {
       { label: "Value", cell: (a) => fmtValue(a.value, unitOf(a.field || "", {}, units.get(a.device_id))) },
       { label: "Score", num: true, cell: (a) => (typeof a.score === "number" ? a.score.toFixed(3) : "—") },
       { label: "Detector", cell: (a) => a.detector || a.method || "—" },
+      // The other verdict on the same value: quality rules it broke (both are shown).
+      { label: "Quality", cell: (a) => (Array.isArray(a.quality) && a.quality.length ? a.quality.join(", ") : "ok") },
     ], items.slice(0, 500), { empty: "No anomalies detected." }));
   }
   async function load() {
