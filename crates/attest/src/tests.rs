@@ -279,3 +279,67 @@ fn per_record_inclusion_proofs_verify_against_the_commitment() {
         assert!(bad.verify(&root, c.count).is_err());
     }
 }
+
+/// Issue 25, item 1: a manifest claiming 3 suppliers for an 8-leaf root passed `count_max 5`
+/// as verified. A signer forging it now has no size proof that verifies; a bundle without one
+/// (as made before size proofs) verifies with the count marked `attested`, never `verified`.
+#[test]
+fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    let rows: String = (1..=8).map(|i| format!("S{i},Co {i},DE\n")).collect();
+    std::fs::write(&csv, format!("id,name,country\n{rows}")).unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let ir = policy::lint(
+        "version: 2\nid: c\nrules:\n  - {id: few, op: count_max, set: suppliers, value: 5}\n",
+    )
+    .ir
+    .unwrap();
+    let lists = BTreeMap::new();
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let key = KeyPair::generate(None).unwrap();
+    // The truth: 8 suppliers, count_max 5 fails, and the count is verified.
+    let r = bundle::verify(&bundle::export(&ir, &m, &p, &key).unwrap(), None);
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.policy_status, Some(Status::Fail));
+    assert_eq!(r.rules[0].basis, "verified", "{}", r.render());
+    // The forgery: the manifest claims 3, the proof passes, re-signed by the signer.
+    let mut fm = m.clone();
+    fm.sets.get_mut("suppliers").unwrap().count = 3;
+    let mut fp = p.clone();
+    fp.manifest_hash = fm.hash();
+    fp.status = Status::Pass;
+    fp.results[0].status = Status::Pass;
+    let Evidence::Count {
+        count, size_proof, ..
+    } = &mut fp.results[0].evidence
+    else {
+        panic!("count evidence")
+    };
+    *count = 3;
+    // Best effort of the forger: the real records at the indices a 3-leaf tree needs.
+    let real = size_proof.clone().unwrap();
+    *size_proof = Some(vec![real[0].clone(), {
+        let mut o = real[1].clone(); // record 4 of 8 with its real path
+        o.index = 2;
+        o
+    }]);
+    let r = bundle::verify(&bundle::export(&ir, &fm, &fp, &key).unwrap(), None);
+    assert!(!r.ok, "{}", r.render());
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("is not the size of its Merkle tree"),
+        "{reason}"
+    );
+    // The same forgery without a size proof (the old format): not refused, but the count is
+    // only the signer's claim, and the report says so.
+    if let Evidence::Count { size_proof, .. } = &mut fp.results[0].evidence {
+        *size_proof = None;
+    }
+    let r = bundle::verify(&bundle::export(&ir, &fm, &fp, &key).unwrap(), None);
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.rules[0].basis, "attested");
+    assert!(r.rules[0].detail.contains("the signer's claim"), "{}", r.rules[0].detail);
+}
