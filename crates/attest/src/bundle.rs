@@ -193,6 +193,12 @@ fn parse_canonical<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> 
 
 /// Verify a bundle offline. `trusted`: the only key allowed to have signed it.
 pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
+    verify_trusting(bytes, trusted.map(std::slice::from_ref).unwrap_or_default())
+}
+
+/// Verify a bundle offline. `trusted`: the keys allowed to have signed it (any of them; the
+/// report's `signer_kid` says which); empty: no signer pinned (`signer_trusted` is `None`).
+pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
     let mut r = Report {
         ok: true,
         reason: None,
@@ -251,13 +257,17 @@ pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
     if let Err(e) = sig.verify(SIG_CONTEXT, meta_bytes) {
         return r.fail(format!("signature.json: {e}"));
     }
-    if let Some(t) = trusted {
-        let ok = t.kid == sig.kid && t.public_key == sig.public_key;
+    if !trusted.is_empty() {
+        let ok = trusted
+            .iter()
+            .any(|t| t.kid == sig.kid && t.public_key == sig.public_key);
         r.signer_trusted = Some(ok);
         if !ok {
+            let kids: Vec<&str> = trusted.iter().map(|t| t.kid.as_str()).collect();
             return r.fail(format!(
-                "signed by key {}, but the trusted key is {}",
-                sig.kid, t.kid
+                "signed by key {}, which is not a trusted key (trusted: {}); if this signer is yours, pin its KEY.pub.json with --trust",
+                sig.kid,
+                kids.join(", ")
             ));
         }
     }

@@ -16,6 +16,7 @@
 //! - [`registry`], [`note`]: transparency log in SQLite with C2SP checkpoints, blob store;
 //! - [`audit`]: SHA3-256 hash-chained audit log;
 //! - [`series`]: telemetry attestation ("every point of S in [a, b] during T");
+//! - [`trust`]: the pinned signers of a verification (key files, keyring files);
 //!
 //! Architecture invariant: everything hashed or signed goes through [`canon`]; verification
 //! needs no network and no fieldlab state.
@@ -34,6 +35,7 @@ pub mod records;
 pub mod registry;
 pub mod series;
 pub mod sign;
+pub mod trust;
 
 pub use merkle::{inclusion_proof, leaf_hash, node_hash, root, verify_inclusion, Hash};
 

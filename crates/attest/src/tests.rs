@@ -341,5 +341,9 @@ fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
     let r = bundle::verify(&bundle::export(&ir, &fm, &fp, &key).unwrap(), None);
     assert!(r.ok, "{}", r.render());
     assert_eq!(r.rules[0].basis, "attested");
-    assert!(r.rules[0].detail.contains("the signer's claim"), "{}", r.rules[0].detail);
+    assert!(
+        r.rules[0].detail.contains("the signer's claim"),
+        "{}",
+        r.rules[0].detail
+    );
 }

@@ -325,7 +325,10 @@ mod tests {
                     .filter(|i| (*i as usize) < n)
                     .map(|i| opened(&recs, i, merkle::inclusion_proof(&leaves, i as usize)))
                     .collect();
-                assert!(check_size(&root, claim, &forged).is_err(), "n={n} claim={claim}");
+                assert!(
+                    check_size(&root, claim, &forged).is_err(),
+                    "n={n} claim={claim}"
+                );
             }
         }
     }
@@ -342,11 +345,16 @@ mod tests {
             record: recs[6].clone(),
             proof: vec![merkle::root(&leaves[4..6]), merkle::root(&leaves[..4])],
         };
-        last.verify(&root, 6).expect("the naive last-leaf check is fooled");
+        last.verify(&root, 6)
+            .expect("the naive last-leaf check is fooled");
         let first = OpenedRecord {
             index: 0,
             record: recs[0].clone(),
-            proof: vec![leaves[1], merkle::root(&leaves[2..4]), merkle::root(&leaves[4..7])],
+            proof: vec![
+                leaves[1],
+                merkle::root(&leaves[2..4]),
+                merkle::root(&leaves[4..7]),
+            ],
         };
         first.verify(&root, 6).expect("so is the first leaf");
         for fourth in [4usize, 5] {

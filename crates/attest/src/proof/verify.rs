@@ -183,7 +183,9 @@ pub(super) fn check_evidence(
                 ));
             };
             check_size(&root, c, opened).map_err(|e| {
-                format!("the manifest's count {c} of `{set}` is not the size of its Merkle tree: {e}")
+                format!(
+                    "the manifest's count {c} of `{set}` is not the size of its Merkle tree: {e}"
+                )
             })?;
             Ok((
                 "verified",

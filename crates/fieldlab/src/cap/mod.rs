@@ -11,7 +11,6 @@ use fieldlab_attest::bundle;
 use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::proof::{self, Manifest, Proof, SortedList, Status};
 use fieldlab_attest::records::{Schema, Workspace};
-use fieldlab_attest::sign::PublicKeyFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
