@@ -14,7 +14,7 @@ use crate::proof::{self, Manifest, Proof, RuleCheck, Status};
 use crate::sign::{KeyPair, PublicKeyFile, Signature};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Read};
 
 pub const BUNDLE_FORMAT: &str = "fieldlab.bundle/v1";
 /// Signature context of `signature.json` (see [`crate::sign`]).
@@ -43,27 +43,164 @@ pub struct Metadata {
     pub files: Vec<FileEntry>,
 }
 
-/// Write a canonical zip: entries stored (no compression), in the given order, DOS time
-/// 1980-01-01 00:00:00, mode 0644, no extra fields.
-pub fn write_zip(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
-    // Stored entries: the zip is the bodies plus a local and a central header per entry
-    // (30 + 46 bytes, each with the name) and the 22-byte end record; one allocation.
-    let size: usize = files
-        .iter()
-        .map(|(n, b)| b.len() + 2 * n.len() + 76)
-        .sum::<usize>()
-        + 22;
-    let mut z = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(size)));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .last_modified_time(zip::DateTime::default())
-        .unix_permissions(0o644);
-    for (name, body) in files {
-        z.start_file(name.as_str(), opts)
-            .map_err(|e| e.to_string())?;
-        z.write_all(body).map_err(|e| e.to_string())?;
+/// The zip header values of every bundle entry, set here rather than left to a zip library's
+/// defaults (docs/formats.md §6 states them; the verifier refuses any other value). They are
+/// the values fieldlab's bundles have had since v1, so older bundles still verify.
+pub mod zip_header {
+    /// Version made by: high byte 3 = UNIX (the external attributes hold `st_mode`), low byte
+    /// 10 = zip specification 1.0.
+    pub const VERSION_MADE_BY: u16 = 0x030A;
+    /// Version needed to extract: 1.0 (stored entries; no zip64, no data descriptor).
+    pub const VERSION_NEEDED: u16 = 10;
+    /// General purpose flags: none (no encryption, no data descriptor; bit 11 unset: the names
+    /// are ASCII, which fieldlab's file names are).
+    pub const FLAGS: u16 = 0;
+    /// Compression method 0: stored.
+    pub const METHOD_STORED: u16 = 0;
+    /// Last modification: MS-DOS time 00:00:00 and date 1980-01-01 (`(1980−1980)<<9 | 1<<5 | 1`).
+    pub const DOS_TIME: u16 = 0;
+    pub const DOS_DATE: u16 = 0x0021;
+    /// Internal attributes: 0.
+    pub const INTERNAL_ATTRS: u16 = 0;
+    /// External attributes: `st_mode` 0100644 (regular file, rw-r--r--) in the high 16 bits.
+    pub const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+}
+
+/// A canonical zip with a description of where each of its header fields lies (to name the
+/// field a verifier found changed).
+struct ZipLayout {
+    bytes: Vec<u8>,
+    fields: Vec<(usize, String)>,
+}
+
+impl ZipLayout {
+    fn field(&mut self, label: String, v: &[u8]) {
+        self.fields.push((self.bytes.len(), label));
+        self.bytes.extend_from_slice(v);
     }
-    Ok(z.finish().map_err(|e| e.to_string())?.into_inner())
+
+    /// The field that byte `at` belongs to.
+    fn field_at(&self, at: usize) -> &str {
+        let i = self.fields.partition_point(|(start, _)| *start <= at);
+        self.fields
+            .get(i.wrapping_sub(1))
+            .map_or("(before the first header)", |f| f.1.as_str())
+    }
+}
+
+fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
+    use zip_header::*;
+    let mut z = ZipLayout {
+        bytes: Vec::with_capacity(
+            files
+                .iter()
+                .map(|(n, b)| b.len() + 2 * n.len() + 76)
+                .sum::<usize>()
+                + 22,
+        ),
+        fields: Vec::new(),
+    };
+    let n = u16::try_from(files.len()).map_err(|_| "too many files for a zip without zip64")?;
+    let mut offsets = Vec::with_capacity(files.len());
+    let mut crcs = Vec::with_capacity(files.len());
+    for (name, body) in files {
+        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_graphic()) || name.len() > 255 {
+            return Err(format!(
+                "bundle file name `{name}` is not 1 to 255 printable ASCII characters"
+            ));
+        }
+        let size = u32::try_from(body.len())
+            .ok()
+            .filter(|s| *s < u32::MAX)
+            .ok_or_else(|| format!("{name} is too large for a zip without zip64"))?;
+        let crc = crc32fast::hash(body);
+        offsets.push(u32::try_from(z.bytes.len()).map_err(|_| "bundle too large")?);
+        crcs.push(crc);
+        let h = |f: &str| format!("local header of `{name}`: {f}");
+        z.field(h("signature"), &0x0403_4b50u32.to_le_bytes());
+        z.field(h("version needed"), &VERSION_NEEDED.to_le_bytes());
+        z.field(h("flags"), &FLAGS.to_le_bytes());
+        z.field(h("compression method"), &METHOD_STORED.to_le_bytes());
+        z.field(h("time"), &DOS_TIME.to_le_bytes());
+        z.field(h("date"), &DOS_DATE.to_le_bytes());
+        z.field(h("CRC-32"), &crc.to_le_bytes());
+        z.field(h("compressed size"), &size.to_le_bytes());
+        z.field(h("size"), &size.to_le_bytes());
+        z.field(h("name length"), &(name.len() as u16).to_le_bytes());
+        z.field(h("extra field length"), &0u16.to_le_bytes());
+        z.field(h("name"), name.as_bytes());
+        z.field(format!("contents of `{name}`"), body);
+    }
+    let cd_start = z.bytes.len();
+    for (i, (name, body)) in files.iter().enumerate() {
+        let size = body.len() as u32;
+        let h = |f: &str| format!("central header of `{name}`: {f}");
+        z.field(h("signature"), &0x0201_4b50u32.to_le_bytes());
+        z.field(h("version made by"), &VERSION_MADE_BY.to_le_bytes());
+        z.field(h("version needed"), &VERSION_NEEDED.to_le_bytes());
+        z.field(h("flags"), &FLAGS.to_le_bytes());
+        z.field(h("compression method"), &METHOD_STORED.to_le_bytes());
+        z.field(h("time"), &DOS_TIME.to_le_bytes());
+        z.field(h("date"), &DOS_DATE.to_le_bytes());
+        z.field(h("CRC-32"), &crcs[i].to_le_bytes());
+        z.field(h("compressed size"), &size.to_le_bytes());
+        z.field(h("size"), &size.to_le_bytes());
+        z.field(h("name length"), &(name.len() as u16).to_le_bytes());
+        z.field(h("extra field length"), &0u16.to_le_bytes());
+        z.field(h("comment length"), &0u16.to_le_bytes());
+        z.field(h("disk number"), &0u16.to_le_bytes());
+        z.field(h("internal attributes"), &INTERNAL_ATTRS.to_le_bytes());
+        z.field(h("external attributes"), &EXTERNAL_ATTRS.to_le_bytes());
+        z.field(h("local header offset"), &offsets[i].to_le_bytes());
+        z.field(h("name"), name.as_bytes());
+    }
+    let cd_size = u32::try_from(z.bytes.len() - cd_start).map_err(|_| "bundle too large")?;
+    let cd_start = u32::try_from(cd_start).map_err(|_| "bundle too large")?;
+    let h = |f: &str| format!("end of central directory: {f}");
+    z.field(h("signature"), &0x0605_4b50u32.to_le_bytes());
+    z.field(h("disk number"), &0u16.to_le_bytes());
+    z.field(h("central directory disk"), &0u16.to_le_bytes());
+    z.field(h("entries on this disk"), &n.to_le_bytes());
+    z.field(h("entries"), &n.to_le_bytes());
+    z.field(h("central directory size"), &cd_size.to_le_bytes());
+    z.field(h("central directory offset"), &cd_start.to_le_bytes());
+    z.field(h("comment length"), &0u16.to_le_bytes());
+    Ok(z)
+}
+
+/// Write a canonical zip: entries stored, in the given order, with the header values of
+/// [`zip_header`]: no extra fields, comments, data descriptors or zip64 records.
+pub fn write_zip(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+    layout(files).map(|z| z.bytes)
+}
+
+/// Compare a bundle's bytes with the canonical zip of its entries; on a difference, name the
+/// header field (or file) where it starts.
+fn check_container(bytes: &[u8], entries: &[(String, Vec<u8>)]) -> Result<(), String> {
+    let z = layout(entries)?;
+    if z.bytes == bytes {
+        return Ok(());
+    }
+    let at = z
+        .bytes
+        .iter()
+        .zip(bytes)
+        .position(|(a, b)| a != b)
+        .unwrap_or(z.bytes.len().min(bytes.len()));
+    Err(match (z.bytes.get(at), bytes.get(at)) {
+        (Some(want), Some(got)) => format!(
+            "zip container is not in canonical form: byte {at} ({}) is 0x{got:02x}, docs/formats.md §6 requires 0x{want:02x}",
+            z.field_at(at)
+        ),
+        (None, _) => format!(
+            "zip container is not in canonical form: {} byte(s) after the end of central directory",
+            bytes.len() - z.bytes.len()
+        ),
+        (Some(_), None) => format!(
+            "zip container is not in canonical form: it ends at byte {at}, inside {}",
+            z.field_at(at)
+        ),
+    })
 }
 
 /// Assemble and sign a bundle.
@@ -72,6 +209,18 @@ pub fn export(
     manifest: &Manifest,
     proof: &Proof,
     key: &KeyPair,
+) -> Result<Vec<u8>, String> {
+    export_at(ir, manifest, proof, key, &crate::now_rfc3339())
+}
+
+/// [`export`] with metadata's `created` given (the bundle is then a function of its inputs:
+/// Ed25519 signatures are deterministic; the test vectors are made so).
+pub fn export_at(
+    ir: &PolicyIr,
+    manifest: &Manifest,
+    proof: &Proof,
+    key: &KeyPair,
+    created: &str,
 ) -> Result<Vec<u8>, String> {
     let enc = |r: Result<Vec<u8>, canon::CanonError>| r.map_err(|e| e.to_string());
     let mut files: Vec<(String, Vec<u8>)> = vec![
@@ -82,7 +231,7 @@ pub fn export(
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let meta = Metadata {
         format: BUNDLE_FORMAT.into(),
-        created: crate::now_rfc3339(),
+        created: created.to_string(),
         policy_id: ir.id.clone(),
         policy_hash: ir.hash(),
         manifest_hash: manifest.hash(),
@@ -229,13 +378,8 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
         }
         entries.push((f.name().to_string(), body));
     }
-    match write_zip(&entries) {
-        Ok(again) if again == bytes => {}
-        _ => {
-            return r.fail(
-                "zip container is not in canonical form (bytes outside the files were changed)",
-            )
-        }
+    if let Err(e) = check_container(bytes, &entries) {
+        return r.fail(e);
     }
     let map: BTreeMap<&str, &[u8]> = entries
         .iter()
@@ -283,6 +427,12 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
         ));
     }
     r.files = meta.files.clone();
+    let listed: Vec<&str> = meta.files.iter().map(|f| f.name.as_str()).collect();
+    if listed != CONTENT_FILES {
+        return r.fail(format!(
+            "metadata.json lists {listed:?}; a {BUNDLE_FORMAT} bundle holds exactly {CONTENT_FILES:?}, in this order (no other signed files)"
+        ));
+    }
     let expected_order: Vec<String> = {
         let mut n: Vec<String> = meta.files.iter().map(|f| f.name.clone()).collect();
         n.sort();

@@ -347,3 +347,256 @@ fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
         r.rules[0].detail
     );
 }
+
+/// `examples/proof-vectors/`: bundles with their expected verification reports, for writers
+/// of independent verifiers. The bundles are made here (deterministically: fixed `created`
+/// times, the published INSECURE test key, deterministic Ed25519), so this test holds both the
+/// files and the reports true. `FIELDLAB_WRITE_VECTORS=1` rewrites them after an intended change.
+mod vectors {
+    use super::*;
+
+    const CREATED: &str = "2026-01-01T00:00:00.000Z";
+    /// The seed of the test key is SHA-256 of this text. Published: never trust this key.
+    const TEST_KEY_SEED_TEXT: &str =
+        "fieldlab proof test vectors: INSECURE published test key, never trust it";
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/proof-vectors")
+    }
+
+    fn test_key() -> KeyPair {
+        KeyPair {
+            signing: ed25519_dalek::SigningKey::from_bytes(&crate::canon::sha256(
+                TEST_KEY_SEED_TEXT.as_bytes(),
+            )),
+            name: Some("INSECURE fieldlab test-vector key (published; never trust it)".into()),
+            created: CREATED.into(),
+        }
+    }
+
+    /// Every vector file: name -> bytes.
+    fn make() -> Vec<(String, Vec<u8>)> {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(d.path());
+        ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+            .unwrap();
+        ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+            .unwrap();
+        let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
+            .ir
+            .unwrap();
+        let mut lists = BTreeMap::new();
+        lists.insert(
+            "sanctions".to_string(),
+            SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+        );
+        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        m.created = CREATED.into();
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let key = test_key();
+        let valid = bundle::export_at(&ir, &m, &p, &key, CREATED).unwrap();
+        // One supplier's country changed inside proof.json, the zip rebuilt around it (a valid
+        // zip; metadata.json's hash no longer matches).
+        let mut files = unzip(&valid);
+        let (_, proof_json) = files.iter_mut().find(|f| f.0 == "proof.json").unwrap();
+        let text = String::from_utf8(proof_json.clone()).unwrap();
+        assert!(text.contains(r#""country":"DE""#));
+        *proof_json = text
+            .replacen(r#""country":"DE""#, r#""country":"RU""#, 1)
+            .into_bytes();
+        let tampered_proof = write_zip(&files).unwrap();
+        // The central directory's external attributes of manifest.json: 0100755, not 0100644.
+        let mut tampered_attrs = valid.clone();
+        let eocd = tampered_attrs.len() - 22;
+        let cd = u32::from_le_bytes(tampered_attrs[eocd + 16..eocd + 20].try_into().unwrap());
+        let at = cd as usize + 38;
+        assert_eq!(
+            tampered_attrs[at..at + 4],
+            bundle::zip_header::EXTERNAL_ATTRS.to_le_bytes()
+        );
+        tampered_attrs[at..at + 4].copy_from_slice(&(0o100755u32 << 16).to_le_bytes());
+        let secret = serde_json::json!({
+            "format": crate::sign::SECRET_FORMAT,
+            "kid": key.kid(),
+            "public_key": crate::sign::b64(&key.public()),
+            "secret_key": crate::sign::b64(&key.signing.to_bytes()),
+            "name": key.name,
+            "created": CREATED,
+        });
+        let mut out = vec![
+            (
+                "test-key.INSECURE.secret.json".to_string(),
+                serde_json::to_vec_pretty(&secret).unwrap(),
+            ),
+            (
+                "test-key.pub.json".to_string(),
+                serde_json::to_vec_pretty(&key.public_file()).unwrap(),
+            ),
+        ];
+        for (name, zip) in [
+            ("valid", valid),
+            ("tampered-proof-json", tampered_proof),
+            ("tampered-zip-attributes", tampered_attrs),
+        ] {
+            let r = bundle::verify_trusting(&zip, &[key.public_file()]);
+            let mut report = serde_json::to_vec_pretty(&r).unwrap();
+            report.push(b'\n');
+            out.push((format!("{name}.zip"), zip));
+            out.push((format!("{name}.report.json"), report));
+        }
+        for f in out
+            .iter_mut()
+            .filter(|f| f.0.ends_with("key.pub.json") || f.0.ends_with("secret.json"))
+        {
+            f.1.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn proof_vectors_are_reproduced_and_verify_to_their_reports() {
+        let files = make();
+        if std::env::var_os("FIELDLAB_WRITE_VECTORS").is_some() {
+            std::fs::create_dir_all(dir()).unwrap();
+            for (n, b) in &files {
+                std::fs::write(dir().join(n), b).unwrap();
+            }
+        }
+        for (n, b) in &files {
+            let on_disk = std::fs::read(dir().join(n)).unwrap_or_else(|e| {
+                panic!("examples/proof-vectors/{n}: {e} (FIELDLAB_WRITE_VECTORS=1 writes them)")
+            });
+            assert!(
+                on_disk == *b,
+                "examples/proof-vectors/{n} differs from what fieldlab makes now; if the change is intended, rerun with FIELDLAB_WRITE_VECTORS=1 and review the diff"
+            );
+        }
+        // Each committed bundle, verified as found on disk, gives its committed report byte for
+        // byte, under the committed public test key.
+        let key = crate::sign::PublicKeyFile::read(&dir().join("test-key.pub.json")).unwrap();
+        let mut seen = 0;
+        for e in std::fs::read_dir(dir()).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "zip") {
+                let r = bundle::verify_trusting(&std::fs::read(&path).unwrap(), &[key.clone()]);
+                let mut got = serde_json::to_vec_pretty(&r).unwrap();
+                got.push(b'\n');
+                let want = std::fs::read(path.with_extension("report.json")).unwrap();
+                assert!(
+                    got == want,
+                    "{}: report differs:\n{}",
+                    path.display(),
+                    String::from_utf8_lossy(&got)
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+    }
+}
+
+/// The zip headers are written by fieldlab itself with the values of docs/formats.md §6; they
+/// are the bytes the `zip` crate wrote for bundles before, so those bundles still verify.
+#[test]
+fn explicit_zip_headers_are_the_bytes_earlier_bundles_have() {
+    use std::io::Write;
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("a.json".into(), b"{}".to_vec()),
+        ("b.json".into(), vec![]),
+        ("metadata.json".into(), b"{\"x\":1}".to_vec()),
+    ];
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    for (name, body) in &files {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(body).unwrap();
+    }
+    let before = z.finish().unwrap().into_inner();
+    assert_eq!(write_zip(&files).unwrap(), before);
+    // Names a zip without the UTF-8 flag cannot carry are refused.
+    assert!(write_zip(&[("é.json".into(), vec![])]).is_err());
+}
+
+/// A signed file the format does not define is refused, even though it is listed and signed.
+#[test]
+fn extra_signed_files_are_refused() {
+    let (_d, zip, key) = build("lksg_v2.yaml");
+    let mut files = unzip(&zip);
+    files.retain(|f| f.0 != "metadata.json" && f.0 != "signature.json");
+    files.push(("notes.txt".into(), b"hello".to_vec()));
+    let mut meta: bundle::Metadata = serde_json::from_slice(
+        &unzip(&zip)
+            .iter()
+            .find(|f| f.0 == "metadata.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    meta.files.push(bundle::FileEntry {
+        name: "notes.txt".into(),
+        sha256: crate::canon::hex32(&crate::canon::sha256(b"hello")),
+        size: 5,
+    });
+    let mb = crate::canon::canonical(&meta).unwrap();
+    let sig = key.sign(bundle::SIG_CONTEXT, &mb);
+    files.push(("metadata.json".into(), mb));
+    files.push((
+        "signature.json".into(),
+        crate::canon::canonical(&sig).unwrap(),
+    ));
+    let r = bundle::verify(&write_zip(&files).unwrap(), Some(&key.public_file()));
+    assert!(!r.ok);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("no other signed files"),
+        "{:?}",
+        r.reason
+    );
+}
+
+/// docs/formats.md §5: evidence must name its rule's own set, field and list. Membership
+/// evidence was not held to it: a supplier's membership in one list (here `pep`) passed as the
+/// failure of screening against another (`sanctions`).
+#[test]
+fn membership_evidence_must_name_the_rules_own_list() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    std::fs::write(
+        &csv,
+        "id,name,country\nS1,Good Co,DE\nS2,Umbra Logistics JSC,DE\n",
+    )
+    .unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: a, op: non_membership, set: suppliers, field: name, list: sanctions}\n  - {id: b, op: non_membership, set: suppliers, field: name, list: pep}\n").ir.unwrap();
+    let mut lists = BTreeMap::new();
+    for n in ["sanctions", "pep"] {
+        lists.insert(
+            n.to_string(),
+            SortedList::from_csv(n, &example("sanctions.csv")).unwrap(),
+        );
+    }
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    proof::verify_proof(&ir, &m, &p).unwrap();
+    let mut forged = p.clone();
+    forged.results[0].evidence = p.results[1].evidence.clone();
+    let err = proof::verify_proof(&ir, &m, &forged).unwrap_err();
+    assert!(err.contains("another set, field or list"), "{err}");
+}
+
+/// docs/formats.md §5: an absent neighbour of a non-membership item is written `null`; a
+/// missing member is refused (one encoding per proof).
+#[test]
+fn absent_neighbours_are_null_not_missing() {
+    let item = serde_json::json!({"record": {"index": 0, "record": {}, "proof": []}, "key": "a", "lower": null, "upper": null});
+    assert!(serde_json::from_value::<proof::NonMember>(item.clone()).is_ok());
+    let mut missing = item.clone();
+    missing.as_object_mut().unwrap().remove("lower");
+    assert!(serde_json::from_value::<proof::NonMember>(missing).is_err());
+}

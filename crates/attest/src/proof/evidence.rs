@@ -51,8 +51,19 @@ pub struct UboLink {
 pub struct NonMember {
     pub record: OpenedRecord,
     pub key: String,
+    /// The neighbours of `key` in the list; one without a neighbour on that side is written as
+    /// `null` (the member itself must be there: one encoding per proof).
+    #[serde(deserialize_with = "nullable")]
     pub lower: Option<ListEntry>,
+    #[serde(deserialize_with = "nullable")]
     pub upper: Option<ListEntry>,
+}
+
+/// An `Option` member that must be present, as a value or `null`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
 }
 
 /// What a rule's result rests on.

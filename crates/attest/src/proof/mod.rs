@@ -79,10 +79,19 @@ pub fn holds(rule: &Rule, v: Option<&Value>) -> bool {
     }
 }
 
+/// A field's screening key: a string normalised; any other value (number, bool, array,
+/// object) by its RFC 8785 text, normalised; a missing or null field has none ("").
 pub(super) fn key_of_value(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => normalise(s),
-        Some(v) if !v.is_null() => normalise(&v.to_string()),
+        Some(v) if !v.is_null() => {
+            let mut text = Vec::new();
+            // A value that has no canonical text (not produced by any parse) has no key.
+            if canon::write_value(&mut text, v).is_err() {
+                return String::new();
+            }
+            normalise(&String::from_utf8_lossy(&text))
+        }
         _ => String::new(),
     }
 }

@@ -333,6 +333,9 @@ pub(super) fn check_evidence(
             key,
             entry,
         } => {
+            if !same(&rule.set, set) || !same(&rule.field, field) || !same(&rule.list, list) {
+                return Err("evidence refers to another set, field or list".into());
+            }
             let (root, c) = m.root_of(set)?;
             let (lr, lc) = m.list_root(list)?;
             record.verify(&root, c)?;

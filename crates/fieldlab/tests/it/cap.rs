@@ -452,3 +452,29 @@ fn cap_trust_keyrings_and_checkpoints() {
         assert_eq!(body["result"], want, "{ring}: {body}");
     }
 }
+
+/// The committed test vectors (examples/proof-vectors): the binary's `--json` report of each
+/// is the committed report, byte for byte, and its exit code is the documented one.
+#[test]
+fn cap_verify_bundle_reproduces_the_test_vector_reports() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/proof-vectors");
+    let key = dir.join("test-key.pub.json").display().to_string();
+    for (name, code) in [
+        ("valid", 0),
+        ("tampered-proof-json", 1),
+        ("tampered-zip-attributes", 1),
+    ] {
+        let zip = dir.join(format!("{name}.zip")).display().to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+            .args(["cap", "verify-bundle", &zip, "--json", "--trust", &key])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{name}");
+        let want = std::fs::read(dir.join(format!("{name}.report.json"))).unwrap();
+        assert!(
+            out.stdout == want,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
