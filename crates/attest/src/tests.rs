@@ -478,7 +478,10 @@ mod vectors {
         for e in std::fs::read_dir(dir()).unwrap() {
             let path = e.unwrap().path();
             if path.extension().is_some_and(|x| x == "zip") {
-                let r = bundle::verify_trusting(&std::fs::read(&path).unwrap(), &[key.clone()]);
+                let r = bundle::verify_trusting(
+                    &std::fs::read(&path).unwrap(),
+                    std::slice::from_ref(&key),
+                );
                 let mut got = serde_json::to_vec_pretty(&r).unwrap();
                 got.push(b'\n');
                 let want = std::fs::read(path.with_extension("report.json")).unwrap();

@@ -135,7 +135,10 @@ mod tests {
             .contains(":1: `not-a-key`"));
         let v = note::vkey("log", &a.public());
         std::fs::write(&ring, format!("{v} # the log\n")).unwrap();
-        assert_eq!(load_log_keys(&[v.clone()], &[ring]).unwrap(), vec![v]);
+        assert_eq!(
+            load_log_keys(std::slice::from_ref(&v), &[ring]).unwrap(),
+            vec![v]
+        );
         assert!(load_log_keys(&["log+00+AA==".into()], &[]).is_err());
     }
 }
