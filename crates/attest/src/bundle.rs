@@ -17,6 +17,17 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 
 pub const BUNDLE_FORMAT: &str = "fieldlab.bundle/v1";
+/// The DSSE version: `envelope.json` (an in-toto statement signed as DSSE) and
+/// `signer.pub.json` take the place of `metadata.json` and `signature.json`.
+pub const BUNDLE_FORMAT_V2: &str = "fieldlab.bundle/v2";
+/// The entries of a v2 bundle, in order.
+pub const V2_FILES: [&str; 5] = [
+    "manifest.json",
+    "policy.ir.json",
+    "proof.json",
+    "envelope.json",
+    "signer.pub.json",
+];
 /// Signature context of `signature.json` (see [`crate::sign`]).
 pub const SIG_CONTEXT: &str = "fieldlab.bundle/v1";
 pub const CONTENT_FILES: [&str; 3] = ["manifest.json", "policy.ir.json", "proof.json"];
@@ -255,11 +266,71 @@ pub fn export_at(
     write_zip(&files)
 }
 
+/// The in-toto statement of a v2 bundle: the content files by SHA-256, every committed set
+/// and list by its root (`sets/NAME`, `lists/NAME`, digest [`crate::dsse::ROOT_DIGEST`]), the
+/// proof as predicate.
+fn statement_of(
+    files: &[(String, Vec<u8>)],
+    manifest: &Manifest,
+    proof: &serde_json::Value,
+) -> crate::dsse::Statement {
+    use crate::dsse::{Statement, Subject, PREDICATE_TYPE, ROOT_DIGEST, STATEMENT_TYPE};
+    let digest = |alg: &str, hex: String| BTreeMap::from([(alg.to_string(), hex)]);
+    let mut subject: Vec<Subject> = files
+        .iter()
+        .map(|(n, b)| Subject {
+            name: n.clone(),
+            digest: digest("sha256", hex32(&canon::sha256(b))),
+        })
+        .collect();
+    for (kind, roots) in [("sets", &manifest.sets), ("lists", &manifest.lists)] {
+        for (name, r) in roots {
+            subject.push(Subject {
+                name: format!("{kind}/{name}"),
+                digest: digest(ROOT_DIGEST, r.root.clone()),
+            });
+        }
+    }
+    Statement {
+        type_: STATEMENT_TYPE.into(),
+        subject,
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: proof.clone(),
+    }
+}
+
+/// Assemble a `fieldlab.bundle/v2`: the content files, the DSSE envelope of the statement,
+/// and the signer's public key (docs/formats.md §6a).
+pub fn export_dsse(
+    ir: &PolicyIr,
+    manifest: &Manifest,
+    proof: &Proof,
+    key: &KeyPair,
+) -> Result<Vec<u8>, String> {
+    let enc = |r: Result<Vec<u8>, canon::CanonError>| r.map_err(|e| e.to_string());
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("manifest.json".into(), enc(canon::canonical(manifest))?),
+        ("policy.ir.json".into(), enc(canon::canonical(ir))?),
+        ("proof.json".into(), enc(canon::canonical(proof))?),
+    ];
+    let proof_value = serde_json::to_value(proof).map_err(|e| e.to_string())?;
+    let statement = crate::dsse::statement_bytes(&statement_of(&files, manifest, &proof_value))?;
+    let env = crate::dsse::sign(&statement, key);
+    files.push(("envelope.json".into(), enc(canon::canonical(&env))?));
+    files.push((
+        "signer.pub.json".into(),
+        enc(canon::canonical(&key.public_file()))?,
+    ));
+    write_zip(&files)
+}
+
 /// The outcome of verifying a bundle.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// `true` when the bundle is authentic and internally consistent.
     pub ok: bool,
+    /// `fieldlab.bundle/v1` or `/v2`, once the container is read.
+    pub bundle_format: Option<String>,
     /// Why not, when `ok` is false.
     pub reason: Option<String>,
     pub signer_kid: Option<String>,
@@ -350,6 +421,7 @@ pub fn verify(bytes: &[u8], trusted: Option<&PublicKeyFile>) -> Report {
 pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
     let mut r = Report {
         ok: true,
+        bundle_format: None,
         reason: None,
         signer_kid: None,
         signer_trusted: None,
@@ -388,6 +460,10 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
     if map.len() != entries.len() {
         return r.fail("duplicate file names in the bundle");
     }
+    if map.contains_key("envelope.json") {
+        return verify_v2(r, &entries, &map, trusted);
+    }
+    r.bundle_format = Some(BUNDLE_FORMAT.into());
     let (Some(meta_bytes), Some(sig_bytes)) = (map.get("metadata.json"), map.get("signature.json"))
     else {
         return r.fail("metadata.json or signature.json is missing");
@@ -460,6 +536,56 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
             return r.fail(format!("{c} is missing"));
         }
     }
+    // Both files were checked to be canonical, so the SHA-256 of their bytes is the hash of
+    // their canonical encoding (`PolicyIr::hash`, `Manifest::hash`) without re-encoding them;
+    // a file with fields the structs do not know would hash differently and fail (stricter).
+    // Those hashes were just checked against metadata.json's file list.
+    let listed = |name: &str| {
+        meta.files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.sha256.clone())
+            .unwrap_or_else(|| hex32(&canon::sha256(map[name])))
+    };
+    let (ir_hash, manifest_hash) = (listed("policy.ir.json"), listed("manifest.json"));
+    verify_content(
+        r,
+        &map,
+        ir_hash,
+        manifest_hash,
+        &|ir, mh, _manifest, proof| {
+            if meta.policy_hash != ir.hash_hex
+                || meta.policy_id != ir.ir.id
+                || meta.manifest_hash != mh
+                || meta.proof_status != proof.status
+            {
+                return Err(
+                    "metadata.json does not describe this policy, manifest and proof".into(),
+                );
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The IR with the hash of its file.
+struct HashedIr<'a> {
+    ir: &'a PolicyIr,
+    hash_hex: &'a str,
+}
+
+type ContentCheck<'c> = dyn Fn(&HashedIr, &str, &Manifest, &Proof) -> Result<(), String> + 'c;
+
+/// Step 4 of both versions: the content files parse (canonical), the IR is valid, `check`
+/// binds them to the signed document, and the proof verifies. `ir_hash`/`manifest_hash`: the
+/// SHA-256 of the files, as the signed document lists them.
+fn verify_content(
+    mut r: Report,
+    map: &BTreeMap<&str, &[u8]>,
+    ir_hash: String,
+    manifest_hash: String,
+    check: &ContentCheck,
+) -> Report {
     // 4. The proof: policy, manifest and results bind together and the evidence checks out.
     let ir: PolicyIr = match parse_canonical("policy.ir.json", map["policy.ir.json"]) {
         Ok(v) => v,
@@ -477,27 +603,15 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
-    // Both files were checked to be canonical, so the SHA-256 of their bytes is the hash of
-    // their canonical encoding (`PolicyIr::hash`, `Manifest::hash`) without re-encoding them;
-    // a file with fields the structs do not know would hash differently and fail (stricter).
-    // Those hashes were just checked against metadata.json's file list.
-    let listed = |name: &str| {
-        meta.files
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.sha256.clone())
-            .unwrap_or_else(|| hex32(&canon::sha256(map[name])))
-    };
-    let (ir_hash, manifest_hash) = (listed("policy.ir.json"), listed("manifest.json"));
     r.policy_id = Some(ir.id.clone());
     r.policy_hash = Some(ir_hash.clone());
     r.manifest_hash = Some(manifest_hash.clone());
-    if meta.policy_hash != ir_hash
-        || meta.policy_id != ir.id
-        || meta.manifest_hash != manifest_hash
-        || meta.proof_status != proof.status
-    {
-        return r.fail("metadata.json does not describe this policy, manifest and proof");
+    let hashed = HashedIr {
+        ir: &ir,
+        hash_hex: &ir_hash,
+    };
+    if let Err(e) = check(&hashed, &manifest_hash, &manifest, &proof) {
+        return r.fail(e);
     }
     match proof::verify_proof_hashed(&ir, &ir_hash, &manifest, &manifest_hash, &proof) {
         Ok(rules) => {
@@ -507,4 +621,90 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
         }
         Err(e) => r.fail(format!("proof: {e}")),
     }
+}
+
+/// `fieldlab.bundle/v2` from step 2 on (docs/formats.md §6a): the DSSE envelope verifies
+/// under `signer.pub.json` (which must be trusted when keys are pinned), its payload is the
+/// canonical in-toto statement naming exactly the content files and the manifest's roots, and
+/// its predicate is `proof.json`.
+fn verify_v2(
+    mut r: Report,
+    entries: &[(String, Vec<u8>)],
+    map: &BTreeMap<&str, &[u8]>,
+    trusted: &[PublicKeyFile],
+) -> Report {
+    r.bundle_format = Some(BUNDLE_FORMAT_V2.into());
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    if names != V2_FILES {
+        return r.fail(format!(
+            "bundle files {names:?}; a {BUNDLE_FORMAT_V2} bundle holds exactly {V2_FILES:?}, in this order"
+        ));
+    }
+    let signer: PublicKeyFile = match parse_canonical("signer.pub.json", map["signer.pub.json"]) {
+        Ok(s) => s,
+        Err(e) => return r.fail(e),
+    };
+    let pk: Option<[u8; 32]> =
+        crate::sign::unb64(&signer.public_key).and_then(|v| v.try_into().ok());
+    let Some(pk) = pk.filter(|pk| {
+        crate::sign::kid(pk) == signer.kid && signer.format == crate::sign::PUBLIC_FORMAT
+    }) else {
+        return r.fail("signer.pub.json: not a public key file whose kid matches its key");
+    };
+    r.signer_kid = Some(signer.kid.clone());
+    let env: crate::dsse::Envelope = match parse_canonical("envelope.json", map["envelope.json"]) {
+        Ok(e) => e,
+        Err(e) => return r.fail(e),
+    };
+    let payload = match crate::dsse::open(&env, &pk) {
+        Ok(p) => p,
+        Err(e) => return r.fail(format!("envelope.json: {e}")),
+    };
+    if !trusted.is_empty() {
+        let ok = trusted.iter().any(|t| t.public_key == signer.public_key);
+        r.signer_trusted = Some(ok);
+        if !ok {
+            let kids: Vec<&str> = trusted.iter().map(|t| t.kid.as_str()).collect();
+            return r.fail(format!(
+                "signed by key {}, which is not a trusted key (trusted: {}); if this signer is yours, pin its KEY.pub.json with --trust",
+                signer.kid,
+                kids.join(", ")
+            ));
+        }
+    }
+    let st: crate::dsse::Statement =
+        match parse_canonical("the envelope's payload (statement)", &payload) {
+            Ok(s) => s,
+            Err(e) => return r.fail(e),
+        };
+    if st.type_ != crate::dsse::STATEMENT_TYPE || st.predicate_type != crate::dsse::PREDICATE_TYPE {
+        return r.fail(format!(
+            "statement `_type` {} / `predicateType` {}: expected {} / {}",
+            st.type_,
+            st.predicate_type,
+            crate::dsse::STATEMENT_TYPE,
+            crate::dsse::PREDICATE_TYPE
+        ));
+    }
+    let content: Vec<(String, Vec<u8>)> = entries[..3].to_vec();
+    r.files = content
+        .iter()
+        .map(|(n, b)| FileEntry {
+            name: n.clone(),
+            sha256: hex32(&canon::sha256(b)),
+            size: b.len() as u64,
+        })
+        .collect();
+    let (ir_hash, manifest_hash) = (r.files[1].sha256.clone(), r.files[0].sha256.clone());
+    verify_content(r, map, ir_hash, manifest_hash, &|_, _, manifest, _| {
+        let want = statement_of(&content, manifest, &serde_json::Value::Null);
+        if st.subject != want.subject {
+            return Err("the signed statement's subjects are not the bundle's files and the manifest's roots (a file was changed)".into());
+        }
+        // Both are canonical documents: the predicate's JCS text must be proof.json's bytes.
+        if canon::canonical(&st.predicate).ok().as_deref() != Some(map["proof.json"]) {
+            return Err("the signed statement's predicate is not proof.json".into());
+        }
+        Ok(())
+    })
 }

@@ -11,7 +11,7 @@
 //! - [`records`]: CSV/JSON records -> commitments (`cap prepare`);
 //! - [`policy`]: policy YAML -> lint findings and a hashed IR;
 //! - [`proof`]: manifests, rule evaluation with evidence, proof verification;
-//! - [`bundle`]: signed zip bundles and the offline verifier;
+//! - [`bundle`]: signed zip bundles and the offline verifier; [`dsse`]: their v2 signature (DSSE over in-toto);
 //! - [`keyring`]: key life cycle (keygen, rotate, revoke, attestations);
 //! - [`registry`], [`note`]: transparency log in SQLite with C2SP checkpoints, blob store;
 //! - [`audit`]: SHA3-256 hash-chained audit log;
@@ -24,6 +24,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod canon;
+pub mod dsse;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyring;

@@ -395,6 +395,7 @@ mod vectors {
         let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
         let key = test_key();
         let valid = bundle::export_at(&ir, &m, &p, &key, CREATED).unwrap();
+        let valid_dsse = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
         // One supplier's country changed inside proof.json, the zip rebuilt around it (a valid
         // zip; metadata.json's hash no longer matches).
         let mut files = unzip(&valid);
@@ -435,6 +436,7 @@ mod vectors {
         ];
         for (name, zip) in [
             ("valid", valid),
+            ("valid-dsse", valid_dsse),
             ("tampered-proof-json", tampered_proof),
             ("tampered-zip-attributes", tampered_attrs),
         ] {
@@ -494,7 +496,7 @@ mod vectors {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 3);
+        assert_eq!(seen, 4);
     }
 }
 
@@ -602,4 +604,130 @@ fn absent_neighbours_are_null_not_missing() {
     let mut missing = item.clone();
     missing.as_object_mut().unwrap().remove("lower");
     assert!(serde_json::from_value::<proof::NonMember>(missing).is_err());
+}
+
+/// Item 5 of issue 25: `fieldlab.bundle/v2` signs an in-toto Statement v1 as a DSSE envelope;
+/// it verifies like v1 (pinned, unpinned, tampered), and v1 bundles still verify.
+#[test]
+fn dsse_bundles_verify_and_refuse_tampering() {
+    let (_d1, v1, key) = build("lksg_v2.yaml");
+    let r = bundle::verify(&v1, Some(&key.public_file()));
+    assert!(r.ok);
+    assert_eq!(r.bundle_format.as_deref(), Some(bundle::BUNDLE_FORMAT));
+    let (_d, zip) = build_dsse();
+    let key = &zip.1;
+    let zip = &zip.0;
+    let r = bundle::verify(zip, Some(&key.public_file()));
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.bundle_format.as_deref(), Some(bundle::BUNDLE_FORMAT_V2));
+    assert_eq!(r.signer_trusted, Some(true));
+    assert_eq!(r.rules.len(), 6);
+    let other = KeyPair::generate(None).unwrap();
+    let r = bundle::verify(zip, Some(&other.public_file()));
+    assert!(!r.ok && r.reason.unwrap().contains("not a trusted key"));
+    // Any content byte changed (the zip rebuilt around it): refused by the statement.
+    let files = unzip(zip);
+    for (i, name) in ["manifest.json", "policy.ir.json", "proof.json"]
+        .iter()
+        .enumerate()
+    {
+        let mut f = files.clone();
+        let body = &mut f[i].1;
+        let at = body.len() / 2;
+        body[at] = if body[at] == b'1' { b'2' } else { b'1' };
+        let r = bundle::verify(&write_zip(&f).unwrap(), None);
+        assert!(!r.ok, "{name} changed and accepted");
+    }
+    // The signer's key swapped for another's: the envelope does not verify under it.
+    let mut f = files.clone();
+    f[4].1 = crate::canon::canonical(&other.public_file()).unwrap();
+    let r = bundle::verify(&write_zip(&f).unwrap(), None);
+    assert!(!r.ok && r.reason.unwrap().contains("envelope.json"));
+}
+
+fn build_dsse() -> (tempfile::TempDir, (Vec<u8>, KeyPair)) {
+    let d = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(d.path());
+    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+        .unwrap();
+    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+        .unwrap();
+    let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
+        .ir
+        .unwrap();
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let key = KeyPair::generate(None).unwrap();
+    let zip = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
+    (d, (zip, key))
+}
+
+/// The v2 envelope checked by an independent DSSE implementation: securesystemslib's
+/// `dsse.Envelope.verify` (PyPI `securesystemslib`; `scripts/test.sh` installs it). It must
+/// accept the envelope under the signer's key, compute the same PAE, read the same statement,
+/// and refuse a tampered payload.
+#[test]
+fn dsse_envelope_verifies_with_securesystemslib() {
+    let (d, (zip, key)) = build_dsse();
+    let files = unzip(&zip);
+    let env_path = d.path().join("envelope.json");
+    std::fs::write(&env_path, &files[3].1).unwrap();
+    let script = r#"
+import json, sys
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+env = Envelope.from_dict(json.load(open(sys.argv[1])))
+key = SSlibKey(sys.argv[2], "ed25519", "ed25519", {"public": sys.argv[3]})
+try:
+    ok = sorted(env.verify([key], 1).keys())
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__}))
+    sys.exit(0)
+st = json.loads(env.payload)
+print(json.dumps({"keyids": ok, "pae": env.pae().hex(), "type": st["_type"],
+                  "predicateType": st["predicateType"], "subject": st["subject"]}))
+"#;
+    let run = |path: &std::path::Path| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(key.kid())
+            .arg(hex::encode(key.public()))
+            .output()
+            .expect("python3 is needed (scripts/test.sh installs securesystemslib)");
+        assert!(
+            out.status.success(),
+            "python3 with securesystemslib failed (pip install securesystemslib; scripts/test.sh does): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = run(&env_path);
+    assert_eq!(v["keyids"], serde_json::json!([key.kid()]), "{v}");
+    let env: crate::dsse::Envelope = serde_json::from_slice(&files[3].1).unwrap();
+    let payload = crate::sign::unb64(&env.payload).unwrap();
+    assert_eq!(
+        v["pae"],
+        hex::encode(crate::dsse::pae(crate::dsse::PAYLOAD_TYPE, &payload))
+    );
+    assert_eq!(v["type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(v["predicateType"], crate::dsse::PREDICATE_TYPE);
+    let st: crate::dsse::Statement = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(v["subject"], serde_json::to_value(&st.subject).unwrap());
+    assert_eq!(
+        v["subject"][2]["digest"]["sha256"],
+        crate::canon::hex32(&crate::canon::sha256(&files[2].1))
+    );
+    // A tampered payload: securesystemslib refuses it too.
+    let mut bad = env.clone();
+    bad.payload = crate::sign::b64(&payload[..payload.len() - 1]);
+    let bad_path = d.path().join("bad.json");
+    std::fs::write(&bad_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    assert_eq!(run(&bad_path)["error"], "VerificationError");
 }

@@ -310,6 +310,10 @@ pub enum ProofCmd {
         key: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Write a `fieldlab.bundle/v2`: the signature is a DSSE envelope over an in-toto
+        /// Statement v1 (readable by in-toto/DSSE tooling); default: `fieldlab.bundle/v1`.
+        #[arg(long)]
+        dsse: bool,
     },
 }
 

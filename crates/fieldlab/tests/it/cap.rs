@@ -349,6 +349,32 @@ fn cap_trust_keyrings_and_checkpoints() {
         ],
     );
     assert_eq!(c, 0, "{out}");
+    // The DSSE form (fieldlab.bundle/v2): the same trust rules.
+    let (c, out) = cap(
+        p,
+        &[
+            "proof", "export", "--dir", "w", "--key", "exporter", "--out", "d.zip", "--dsse",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let (c, out) = cap(
+        p,
+        &[
+            "verify-bundle",
+            "d.zip",
+            "--trust",
+            "signers.keyring",
+            "--json",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["bundle_format"], "fieldlab.bundle/v2", "{out}");
+    assert_eq!(cap(p, &["verify-bundle", "d.zip"]).0, 5);
+    assert_eq!(
+        cap(p, &["verify-bundle", "d.zip", "--trust", &other_file]).0,
+        1
+    );
     // Only someone else pinned: FAIL, naming both.
     let (c, out) = cap(p, &["verify-bundle", "b.zip", "--trust", &other_file]);
     assert_eq!(c, 1, "{out}");
@@ -461,6 +487,7 @@ fn cap_verify_bundle_reproduces_the_test_vector_reports() {
     let key = dir.join("test-key.pub.json").display().to_string();
     for (name, code) in [
         ("valid", 0),
+        ("valid-dsse", 0),
         ("tampered-proof-json", 1),
         ("tampered-zip-attributes", 1),
     ] {
