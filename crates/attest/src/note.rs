@@ -127,10 +127,9 @@ mod tests {
         assert!(open(&n, &vkey("example.com/log", &other.public())).is_err());
     }
 
-    /// Strict verification: a signature whose S is not reduced (S + L, which the lenient
-    /// `verify` of ed25519-dalek 2 also refuses) and one under a small-order key (which only
-    /// `verify_strict` refuses; the lenient check accepts the identity key with R = identity
-    /// and S = 0 for every message) are both refused.
+    /// Strict verification (docs/formats.md §1): a signature under a small-order key, which the
+    /// lenient `verify` accepts (the identity key with R = identity and S = 0 verifies every
+    /// message), is refused for checkpoints as for bundles.
     #[test]
     fn checkpoints_are_verified_strictly() {
         let text = checkpoint_text("log", 1, &[0u8; 32]);
