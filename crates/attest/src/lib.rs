@@ -11,11 +11,12 @@
 //! - [`records`]: CSV/JSON records -> commitments (`cap prepare`);
 //! - [`policy`]: policy YAML -> lint findings and a hashed IR;
 //! - [`proof`]: manifests, rule evaluation with evidence, proof verification;
-//! - [`bundle`]: signed zip bundles and the offline verifier;
+//! - [`bundle`]: signed zip bundles and the offline verifier; [`dsse`]: their v2 signature (DSSE over in-toto);
 //! - [`keyring`]: key life cycle (keygen, rotate, revoke, attestations);
 //! - [`registry`], [`note`]: transparency log in SQLite with C2SP checkpoints, blob store;
 //! - [`audit`]: SHA3-256 hash-chained audit log;
 //! - [`series`]: telemetry attestation ("every point of S in [a, b] during T");
+//! - [`trust`]: the pinned signers of a verification (key files, keyring files);
 //!
 //! Architecture invariant: everything hashed or signed goes through [`canon`]; verification
 //! needs no network and no fieldlab state.
@@ -23,6 +24,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod canon;
+pub mod dsse;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyring;
@@ -34,6 +36,7 @@ pub mod records;
 pub mod registry;
 pub mod series;
 pub mod sign;
+pub mod trust;
 
 pub use merkle::{inclusion_proof, leaf_hash, node_hash, root, verify_inclusion, Hash};
 

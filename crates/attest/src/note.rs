@@ -8,7 +8,7 @@
 use crate::sign::KeyPair;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 /// Ed25519 algorithm byte of signed-note keys.
@@ -83,8 +83,10 @@ pub fn open(note: &str, vkey_str: &str) -> Result<String, String> {
             continue;
         }
         let sig = ed25519_dalek::Signature::from_bytes(&b[4..].try_into().unwrap());
+        // Strict (RFC 8032 §5.1.7 plus ed25519-dalek's `verify_strict`: canonical S, no
+        // small-order R or key), as for bundle signatures (docs/formats.md §1).
         return vk
-            .verify(text.as_bytes(), &sig)
+            .verify_strict(text.as_bytes(), &sig)
             .map(|_| text.to_string())
             .map_err(|_| format!("signature by `{name}` does not verify"));
     }
@@ -123,5 +125,33 @@ mod tests {
         assert!(open(&n.replace("\n7\n", "\n8\n"), &v).is_err());
         let other = KeyPair::generate(None).unwrap();
         assert!(open(&n, &vkey("example.com/log", &other.public())).is_err());
+    }
+
+    /// Strict verification (docs/formats.md §1): a signature under a small-order key, which the
+    /// lenient `verify` accepts (the identity key with R = identity and S = 0 verifies every
+    /// message), is refused for checkpoints as for bundles.
+    #[test]
+    fn checkpoints_are_verified_strictly() {
+        let text = checkpoint_text("log", 1, &[0u8; 32]);
+        // The identity point (a small-order key), and a signature (R = identity, S = 0).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = key_hash("log", &identity).to_vec();
+        sig.extend_from_slice(&identity);
+        sig.extend_from_slice(&[0u8; 32]);
+        let forged = format!("{text}\n\u{2014} log {}\n", B64.encode(&sig));
+        let lenient = VerifyingKey::from_bytes(&identity).unwrap();
+        use ed25519_dalek::Verifier;
+        assert!(
+            lenient
+                .verify(
+                    text.as_bytes(),
+                    &ed25519_dalek::Signature::from_bytes(&sig[4..].try_into().unwrap())
+                )
+                .is_ok(),
+            "the lenient check accepts it"
+        );
+        let err = open(&forged, &vkey("log", &identity)).unwrap_err();
+        assert!(err.contains("does not verify"), "{err}");
     }
 }

@@ -159,13 +159,87 @@ pub struct RegistryProof {
     pub vkey: String,
 }
 
+/// The keys to try for a signed checkpoint: the one the file names (`own`, e.g. a proof's
+/// `vkey`) and the pinned ones. With keys pinned, a file naming another key is refused (it was
+/// signed by a log nobody trusts, or its `vkey` was changed); without, only the named key.
+fn checkpoint_keys(own: Option<&str>, pinned: &[String]) -> Result<Vec<String>, String> {
+    let canonical = |k: &str| note::parse_vkey(k).map(|(n, pk)| note::vkey(&n, &pk));
+    match (own, pinned.is_empty()) {
+        (Some(o), true) => Ok(vec![canonical(o).map_err(|e| format!("vkey: {e}"))?]),
+        (Some(o), false) => {
+            let o = canonical(o).map_err(|e| format!("vkey: {e}"))?;
+            if pinned.contains(&o) {
+                Ok(vec![o])
+            } else {
+                Err(format!(
+                    "the file names log key {o}, which is not pinned (pinned: {}); it was signed by another log, or its vkey was changed. Pin that log's key only if you trust it",
+                    pinned.join(", ")
+                ))
+            }
+        }
+        (None, false) => Ok(pinned.to_vec()),
+        (None, true) => Err(
+            "the checkpoint names no verifier key: pin the log's key with --vkey KEY (`cap registry inspect` prints it) or --trust KEYRING".into(),
+        ),
+    }
+}
+
+/// A signed checkpoint that verified: its text, and the verifier key that signed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedCheckpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+    pub vkey: String,
+}
+
+/// Verify a C2SP checkpoint note (strictly, docs/formats.md §8) under the key the file names
+/// (`own`) and/or the pinned keys; see [`checkpoint_keys`] for which are tried.
+pub fn verify_checkpoint(
+    checkpoint: &str,
+    own: Option<&str>,
+    pinned: &[String],
+) -> Result<VerifiedCheckpoint, String> {
+    let mut last = String::new();
+    for k in checkpoint_keys(own, pinned)? {
+        match note::open(checkpoint, &k) {
+            Ok(text) => {
+                let (origin, size, root) = note::parse_checkpoint(&text)?;
+                return Ok(VerifiedCheckpoint {
+                    origin,
+                    size,
+                    root,
+                    vkey: k,
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("checkpoint: {last}"))
+}
+
+/// A checkpoint as `GET /registry/checkpoint` returns it (the note and its verifier key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointFile {
+    pub checkpoint: String,
+    pub vkey: Option<String>,
+    pub size: Option<u64>,
+}
+
 impl RegistryProof {
-    /// Verify offline. With `vkey`, the checkpoint must be signed by that key (otherwise the
-    /// key in the proof is used and only internal consistency is shown).
-    pub fn verify(&self, vkey: Option<&str>) -> Result<String, String> {
-        let vk = vkey.unwrap_or(&self.vkey);
-        let text = note::open(&self.checkpoint, vk)?;
-        let (_, size, root) = note::parse_checkpoint(&text)?;
+    /// Verify offline. `pinned`: the log keys to trust; the proof's own `vkey` must be one of
+    /// them (a different one is a failure, not ignored). Without pinned keys the proof's `vkey`
+    /// is used, which shows only internal consistency (the caller must say so). The message
+    /// names the key that signed.
+    pub fn verify(&self, pinned: &[String]) -> Result<String, String> {
+        let cp = verify_checkpoint(&self.checkpoint, Some(&self.vkey), pinned)?;
+        self.verify_against(&cp)
+            .map(|m| format!("{m}; checkpoint signed by log key {}", cp.vkey))
+    }
+
+    fn verify_against(&self, cp: &VerifiedCheckpoint) -> Result<String, String> {
+        let (size, root) = (cp.size, cp.root);
         if size != self.size || hex32(&root) != self.root {
             return Err("proof's size/root differ from its signed checkpoint".into());
         }
@@ -487,15 +561,15 @@ mod tests {
             .unwrap();
         }
         let p = r.prove_inclusion(4).unwrap();
-        p.verify(Some(&r.vkey())).unwrap();
+        p.verify(&[r.vkey()]).unwrap();
         let c = r.prove_consistency(3).unwrap();
-        c.verify(Some(&r.vkey())).unwrap();
+        c.verify(&[r.vkey()]).unwrap();
         let mut bad = p.clone();
         bad.entry.as_mut().unwrap()["name"] = "forged".into();
-        assert!(bad.verify(None).is_err());
+        assert!(bad.verify(&[]).is_err());
         let mut bad = c.clone();
         bad.old_root = Some(hex32(&[7u8; 32]));
-        assert!(bad.verify(None).is_err());
+        assert!(bad.verify(&[]).is_err());
         r.verify_all().unwrap();
         // The log refuses in-place edits.
         assert!(r
@@ -516,5 +590,42 @@ mod tests {
         let origin = r.origin.clone();
         drop(r);
         assert_eq!(Registry::open(d.path()).unwrap().origin, origin);
+    }
+
+    /// With a log key pinned, a proof whose own `vkey` names another key is a failure (it was
+    /// ignored before); several pinned keys: any of them; the message names the signer.
+    #[test]
+    fn a_pinned_log_key_and_the_proofs_own_vkey_must_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(d.path()).unwrap();
+        r.add("f", b"content", Value::Null).unwrap();
+        let p = r.prove_inclusion(0).unwrap();
+        let other = note::vkey(
+            "fieldlab.registry/other",
+            &KeyPair::generate(None).unwrap().public(),
+        );
+        let m = p.verify(&[other.clone(), r.vkey()]).unwrap();
+        assert!(
+            m.contains(&format!("signed by log key {}", r.vkey())),
+            "{m}"
+        );
+        let err = p.verify(std::slice::from_ref(&other)).unwrap_err();
+        assert!(err.contains("which is not pinned"), "{err}");
+        // The proof's vkey swapped for the other key: refused whatever is pinned.
+        let mut swapped = p.clone();
+        swapped.vkey = other.clone();
+        assert!(swapped
+            .verify(&[r.vkey()])
+            .unwrap_err()
+            .contains("not pinned"));
+        assert!(swapped.verify(std::slice::from_ref(&other)).is_err());
+        // A bare checkpoint: any pinned key that signed it; none pinned and none named: refused.
+        let cp = r.latest_checkpoint().unwrap();
+        let v = verify_checkpoint(&cp, None, &[other.clone(), r.vkey()]).unwrap();
+        assert_eq!((v.size, v.vkey.as_str()), (1, r.vkey().as_str()));
+        assert!(verify_checkpoint(&cp, None, std::slice::from_ref(&other)).is_err());
+        assert!(verify_checkpoint(&cp, None, &[])
+            .unwrap_err()
+            .contains("--vkey"));
     }
 }

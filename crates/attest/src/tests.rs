@@ -279,3 +279,455 @@ fn per_record_inclusion_proofs_verify_against_the_commitment() {
         assert!(bad.verify(&root, c.count).is_err());
     }
 }
+
+/// Issue 25, item 1: a manifest claiming 3 suppliers for an 8-leaf root passed `count_max 5`
+/// as verified. A signer forging it now has no size proof that verifies; a bundle without one
+/// (as made before size proofs) verifies with the count marked `attested`, never `verified`.
+#[test]
+fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    let rows: String = (1..=8).map(|i| format!("S{i},Co {i},DE\n")).collect();
+    std::fs::write(&csv, format!("id,name,country\n{rows}")).unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let ir = policy::lint(
+        "version: 2\nid: c\nrules:\n  - {id: few, op: count_max, set: suppliers, value: 5}\n",
+    )
+    .ir
+    .unwrap();
+    let lists = BTreeMap::new();
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let key = KeyPair::generate(None).unwrap();
+    // The truth: 8 suppliers, count_max 5 fails, and the count is verified.
+    let r = bundle::verify(&bundle::export(&ir, &m, &p, &key).unwrap(), None);
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.policy_status, Some(Status::Fail));
+    assert_eq!(r.rules[0].basis, "verified", "{}", r.render());
+    // The forgery: the manifest claims 3, the proof passes, re-signed by the signer.
+    let mut fm = m.clone();
+    fm.sets.get_mut("suppliers").unwrap().count = 3;
+    let mut fp = p.clone();
+    fp.manifest_hash = fm.hash();
+    fp.status = Status::Pass;
+    fp.results[0].status = Status::Pass;
+    let Evidence::Count {
+        count, size_proof, ..
+    } = &mut fp.results[0].evidence
+    else {
+        panic!("count evidence")
+    };
+    *count = 3;
+    // Best effort of the forger: the real records at the indices a 3-leaf tree needs.
+    let real = size_proof.clone().unwrap();
+    *size_proof = Some(vec![real[0].clone(), {
+        let mut o = real[1].clone(); // record 4 of 8 with its real path
+        o.index = 2;
+        o
+    }]);
+    let r = bundle::verify(&bundle::export(&ir, &fm, &fp, &key).unwrap(), None);
+    assert!(!r.ok, "{}", r.render());
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("is not the size of its Merkle tree"),
+        "{reason}"
+    );
+    // The same forgery without a size proof (the old format): not refused, but the count is
+    // only the signer's claim, and the report says so.
+    if let Evidence::Count { size_proof, .. } = &mut fp.results[0].evidence {
+        *size_proof = None;
+    }
+    let r = bundle::verify(&bundle::export(&ir, &fm, &fp, &key).unwrap(), None);
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.rules[0].basis, "attested");
+    assert!(
+        r.rules[0].detail.contains("the signer's claim"),
+        "{}",
+        r.rules[0].detail
+    );
+}
+
+/// `examples/proof-vectors/`: bundles with their expected verification reports, for writers
+/// of independent verifiers. The bundles are made here (deterministically: fixed `created`
+/// times, the published INSECURE test key, deterministic Ed25519), so this test holds both the
+/// files and the reports true. `FIELDLAB_WRITE_VECTORS=1` rewrites them after an intended change.
+mod vectors {
+    use super::*;
+
+    const CREATED: &str = "2026-01-01T00:00:00.000Z";
+    /// The seed of the test key is SHA-256 of this text. Published: never trust this key.
+    const TEST_KEY_SEED_TEXT: &str =
+        "fieldlab proof test vectors: INSECURE published test key, never trust it";
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/proof-vectors")
+    }
+
+    fn test_key() -> KeyPair {
+        KeyPair {
+            signing: ed25519_dalek::SigningKey::from_bytes(&crate::canon::sha256(
+                TEST_KEY_SEED_TEXT.as_bytes(),
+            )),
+            name: Some("INSECURE fieldlab test-vector key (published; never trust it)".into()),
+            created: CREATED.into(),
+        }
+    }
+
+    /// Every vector file: name -> bytes.
+    fn make() -> Vec<(String, Vec<u8>)> {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(d.path());
+        ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+            .unwrap();
+        ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+            .unwrap();
+        let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
+            .ir
+            .unwrap();
+        let mut lists = BTreeMap::new();
+        lists.insert(
+            "sanctions".to_string(),
+            SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+        );
+        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        m.created = CREATED.into();
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let key = test_key();
+        let valid = bundle::export_at(&ir, &m, &p, &key, CREATED).unwrap();
+        let valid_dsse = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
+        // One supplier's country changed inside proof.json, the zip rebuilt around it (a valid
+        // zip; metadata.json's hash no longer matches).
+        let mut files = unzip(&valid);
+        let (_, proof_json) = files.iter_mut().find(|f| f.0 == "proof.json").unwrap();
+        let text = String::from_utf8(proof_json.clone()).unwrap();
+        assert!(text.contains(r#""country":"DE""#));
+        *proof_json = text
+            .replacen(r#""country":"DE""#, r#""country":"RU""#, 1)
+            .into_bytes();
+        let tampered_proof = write_zip(&files).unwrap();
+        // The central directory's external attributes of manifest.json: 0100755, not 0100644.
+        let mut tampered_attrs = valid.clone();
+        let eocd = tampered_attrs.len() - 22;
+        let cd = u32::from_le_bytes(tampered_attrs[eocd + 16..eocd + 20].try_into().unwrap());
+        let at = cd as usize + 38;
+        assert_eq!(
+            tampered_attrs[at..at + 4],
+            bundle::zip_header::EXTERNAL_ATTRS.to_le_bytes()
+        );
+        tampered_attrs[at..at + 4].copy_from_slice(&(0o100755u32 << 16).to_le_bytes());
+        let secret = serde_json::json!({
+            "format": crate::sign::SECRET_FORMAT,
+            "kid": key.kid(),
+            "public_key": crate::sign::b64(&key.public()),
+            "secret_key": crate::sign::b64(&key.signing.to_bytes()),
+            "name": key.name,
+            "created": CREATED,
+        });
+        let mut out = vec![
+            (
+                "test-key.INSECURE.secret.json".to_string(),
+                serde_json::to_vec_pretty(&secret).unwrap(),
+            ),
+            (
+                "test-key.pub.json".to_string(),
+                serde_json::to_vec_pretty(&key.public_file()).unwrap(),
+            ),
+        ];
+        for (name, zip) in [
+            ("valid", valid),
+            ("valid-dsse", valid_dsse),
+            ("tampered-proof-json", tampered_proof),
+            ("tampered-zip-attributes", tampered_attrs),
+        ] {
+            let r = bundle::verify_trusting(&zip, &[key.public_file()]);
+            let mut report = serde_json::to_vec_pretty(&r).unwrap();
+            report.push(b'\n');
+            out.push((format!("{name}.zip"), zip));
+            out.push((format!("{name}.report.json"), report));
+        }
+        for f in out
+            .iter_mut()
+            .filter(|f| f.0.ends_with("key.pub.json") || f.0.ends_with("secret.json"))
+        {
+            f.1.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn proof_vectors_are_reproduced_and_verify_to_their_reports() {
+        let files = make();
+        if std::env::var_os("FIELDLAB_WRITE_VECTORS").is_some() {
+            std::fs::create_dir_all(dir()).unwrap();
+            for (n, b) in &files {
+                std::fs::write(dir().join(n), b).unwrap();
+            }
+        }
+        for (n, b) in &files {
+            let on_disk = std::fs::read(dir().join(n)).unwrap_or_else(|e| {
+                panic!("examples/proof-vectors/{n}: {e} (FIELDLAB_WRITE_VECTORS=1 writes them)")
+            });
+            assert!(
+                on_disk == *b,
+                "examples/proof-vectors/{n} differs from what fieldlab makes now; if the change is intended, rerun with FIELDLAB_WRITE_VECTORS=1 and review the diff"
+            );
+        }
+        // Each committed bundle, verified as found on disk, gives its committed report byte for
+        // byte, under the committed public test key.
+        let key = crate::sign::PublicKeyFile::read(&dir().join("test-key.pub.json")).unwrap();
+        let mut seen = 0;
+        for e in std::fs::read_dir(dir()).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "zip") {
+                let r = bundle::verify_trusting(
+                    &std::fs::read(&path).unwrap(),
+                    std::slice::from_ref(&key),
+                );
+                let mut got = serde_json::to_vec_pretty(&r).unwrap();
+                got.push(b'\n');
+                let want = std::fs::read(path.with_extension("report.json")).unwrap();
+                assert!(
+                    got == want,
+                    "{}: report differs:\n{}",
+                    path.display(),
+                    String::from_utf8_lossy(&got)
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4);
+    }
+}
+
+/// The zip headers are written by fieldlab itself with the values of docs/formats.md §6; they
+/// are the bytes the `zip` crate wrote for bundles before, so those bundles still verify.
+#[test]
+fn explicit_zip_headers_are_the_bytes_earlier_bundles_have() {
+    use std::io::Write;
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("a.json".into(), b"{}".to_vec()),
+        ("b.json".into(), vec![]),
+        ("metadata.json".into(), b"{\"x\":1}".to_vec()),
+    ];
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    for (name, body) in &files {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(body).unwrap();
+    }
+    let before = z.finish().unwrap().into_inner();
+    assert_eq!(write_zip(&files).unwrap(), before);
+    // Names a zip without the UTF-8 flag cannot carry are refused.
+    assert!(write_zip(&[("é.json".into(), vec![])]).is_err());
+}
+
+/// A signed file the format does not define is refused, even though it is listed and signed.
+#[test]
+fn extra_signed_files_are_refused() {
+    let (_d, zip, key) = build("lksg_v2.yaml");
+    let mut files = unzip(&zip);
+    files.retain(|f| f.0 != "metadata.json" && f.0 != "signature.json");
+    files.push(("notes.txt".into(), b"hello".to_vec()));
+    let mut meta: bundle::Metadata = serde_json::from_slice(
+        &unzip(&zip)
+            .iter()
+            .find(|f| f.0 == "metadata.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    meta.files.push(bundle::FileEntry {
+        name: "notes.txt".into(),
+        sha256: crate::canon::hex32(&crate::canon::sha256(b"hello")),
+        size: 5,
+    });
+    let mb = crate::canon::canonical(&meta).unwrap();
+    let sig = key.sign(bundle::SIG_CONTEXT, &mb);
+    files.push(("metadata.json".into(), mb));
+    files.push((
+        "signature.json".into(),
+        crate::canon::canonical(&sig).unwrap(),
+    ));
+    let r = bundle::verify(&write_zip(&files).unwrap(), Some(&key.public_file()));
+    assert!(!r.ok);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("no other signed files"),
+        "{:?}",
+        r.reason
+    );
+}
+
+/// docs/formats.md §5: evidence must name its rule's own set, field and list. Membership
+/// evidence was not held to it: a supplier's membership in one list (here `pep`) passed as the
+/// failure of screening against another (`sanctions`).
+#[test]
+fn membership_evidence_must_name_the_rules_own_list() {
+    let d = tempfile::tempdir().unwrap();
+    let csv = d.path().join("s.csv");
+    std::fs::write(
+        &csv,
+        "id,name,country\nS1,Good Co,DE\nS2,Umbra Logistics JSC,DE\n",
+    )
+    .unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: a, op: non_membership, set: suppliers, field: name, list: sanctions}\n  - {id: b, op: non_membership, set: suppliers, field: name, list: pep}\n").ir.unwrap();
+    let mut lists = BTreeMap::new();
+    for n in ["sanctions", "pep"] {
+        lists.insert(
+            n.to_string(),
+            SortedList::from_csv(n, &example("sanctions.csv")).unwrap(),
+        );
+    }
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    proof::verify_proof(&ir, &m, &p).unwrap();
+    let mut forged = p.clone();
+    forged.results[0].evidence = p.results[1].evidence.clone();
+    let err = proof::verify_proof(&ir, &m, &forged).unwrap_err();
+    assert!(err.contains("another set, field or list"), "{err}");
+}
+
+/// docs/formats.md §5: an absent neighbour of a non-membership item is written `null`; a
+/// missing member is refused (one encoding per proof).
+#[test]
+fn absent_neighbours_are_null_not_missing() {
+    let item = serde_json::json!({"record": {"index": 0, "record": {}, "proof": []}, "key": "a", "lower": null, "upper": null});
+    assert!(serde_json::from_value::<proof::NonMember>(item.clone()).is_ok());
+    let mut missing = item.clone();
+    missing.as_object_mut().unwrap().remove("lower");
+    assert!(serde_json::from_value::<proof::NonMember>(missing).is_err());
+}
+
+/// Item 5 of issue 25: `fieldlab.bundle/v2` signs an in-toto Statement v1 as a DSSE envelope;
+/// it verifies like v1 (pinned, unpinned, tampered), and v1 bundles still verify.
+#[test]
+fn dsse_bundles_verify_and_refuse_tampering() {
+    let (_d1, v1, key) = build("lksg_v2.yaml");
+    let r = bundle::verify(&v1, Some(&key.public_file()));
+    assert!(r.ok);
+    assert_eq!(r.bundle_format.as_deref(), Some(bundle::BUNDLE_FORMAT));
+    let (_d, zip) = build_dsse();
+    let key = &zip.1;
+    let zip = &zip.0;
+    let r = bundle::verify(zip, Some(&key.public_file()));
+    assert!(r.ok, "{}", r.render());
+    assert_eq!(r.bundle_format.as_deref(), Some(bundle::BUNDLE_FORMAT_V2));
+    assert_eq!(r.signer_trusted, Some(true));
+    assert_eq!(r.rules.len(), 6);
+    let other = KeyPair::generate(None).unwrap();
+    let r = bundle::verify(zip, Some(&other.public_file()));
+    assert!(!r.ok && r.reason.unwrap().contains("not a trusted key"));
+    // Any content byte changed (the zip rebuilt around it): refused by the statement.
+    let files = unzip(zip);
+    for (i, name) in ["manifest.json", "policy.ir.json", "proof.json"]
+        .iter()
+        .enumerate()
+    {
+        let mut f = files.clone();
+        let body = &mut f[i].1;
+        let at = body.len() / 2;
+        body[at] = if body[at] == b'1' { b'2' } else { b'1' };
+        let r = bundle::verify(&write_zip(&f).unwrap(), None);
+        assert!(!r.ok, "{name} changed and accepted");
+    }
+    // The signer's key swapped for another's: the envelope does not verify under it.
+    let mut f = files.clone();
+    f[4].1 = crate::canon::canonical(&other.public_file()).unwrap();
+    let r = bundle::verify(&write_zip(&f).unwrap(), None);
+    assert!(!r.ok && r.reason.unwrap().contains("envelope.json"));
+}
+
+fn build_dsse() -> (tempfile::TempDir, (Vec<u8>, KeyPair)) {
+    let d = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(d.path());
+    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+        .unwrap();
+    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+        .unwrap();
+    let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
+        .ir
+        .unwrap();
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let key = KeyPair::generate(None).unwrap();
+    let zip = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
+    (d, (zip, key))
+}
+
+/// The v2 envelope checked by an independent DSSE implementation: securesystemslib's
+/// `dsse.Envelope.verify` (PyPI `securesystemslib`; `scripts/test.sh` installs it). It must
+/// accept the envelope under the signer's key, compute the same PAE, read the same statement,
+/// and refuse a tampered payload.
+#[test]
+fn dsse_envelope_verifies_with_securesystemslib() {
+    let (d, (zip, key)) = build_dsse();
+    let files = unzip(&zip);
+    let env_path = d.path().join("envelope.json");
+    std::fs::write(&env_path, &files[3].1).unwrap();
+    let script = r#"
+import json, sys
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
+env = Envelope.from_dict(json.load(open(sys.argv[1])))
+key = SSlibKey(sys.argv[2], "ed25519", "ed25519", {"public": sys.argv[3]})
+try:
+    ok = sorted(env.verify([key], 1).keys())
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__}))
+    sys.exit(0)
+st = json.loads(env.payload)
+print(json.dumps({"keyids": ok, "pae": env.pae().hex(), "type": st["_type"],
+                  "predicateType": st["predicateType"], "subject": st["subject"]}))
+"#;
+    let run = |path: &std::path::Path| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .arg(key.kid())
+            .arg(hex::encode(key.public()))
+            .output()
+            .expect("python3 is needed (scripts/test.sh installs securesystemslib)");
+        assert!(
+            out.status.success(),
+            "python3 with securesystemslib failed (pip install securesystemslib; scripts/test.sh does): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = run(&env_path);
+    assert_eq!(v["keyids"], serde_json::json!([key.kid()]), "{v}");
+    let env: crate::dsse::Envelope = serde_json::from_slice(&files[3].1).unwrap();
+    let payload = crate::sign::unb64(&env.payload).unwrap();
+    assert_eq!(
+        v["pae"],
+        hex::encode(crate::dsse::pae(crate::dsse::PAYLOAD_TYPE, &payload))
+    );
+    assert_eq!(v["type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(v["predicateType"], crate::dsse::PREDICATE_TYPE);
+    let st: crate::dsse::Statement = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(v["subject"], serde_json::to_value(&st.subject).unwrap());
+    assert_eq!(
+        v["subject"][2]["digest"]["sha256"],
+        crate::canon::hex32(&crate::canon::sha256(&files[2].1))
+    );
+    // A tampered payload: securesystemslib refuses it too.
+    let mut bad = env.clone();
+    bad.payload = crate::sign::b64(&payload[..payload.len() - 1]);
+    let bad_path = d.path().join("bad.json");
+    std::fs::write(&bad_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    assert_eq!(run(&bad_path)["error"], "VerificationError");
+}

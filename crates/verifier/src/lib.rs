@@ -131,8 +131,8 @@ impl Metrics {
 /// Everything the verifier API needs.
 pub struct Verifier {
     pub auth: Auth,
-    /// When set, bundles must be signed by this key.
-    pub trusted: Option<PublicKeyFile>,
+    /// When not empty, bundles must be signed by one of these keys.
+    pub trusted: Vec<PublicKeyFile>,
     /// Compiled policies by hash (and by id, the latest compiled).
     pub policies: RwLock<HashMap<String, PolicyIr>>,
     pub registry: Option<Mutex<Registry>>,
@@ -145,11 +145,17 @@ impl Verifier {
     pub fn new(auth: Auth, trusted: Option<PublicKeyFile>, registry: Option<Registry>) -> Verifier {
         Verifier {
             auth,
-            trusted,
+            trusted: trusted.into_iter().collect(),
             policies: RwLock::new(HashMap::new()),
             registry: registry.map(Mutex::new),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Require bundles to be signed by one of `keys` (a trusted keyring; empty: any signer).
+    pub fn trusting(mut self, keys: Vec<PublicKeyFile>) -> Verifier {
+        self.trusted = keys;
+        self
     }
 }
 
@@ -393,7 +399,7 @@ async fn verify(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = fieldlab_attest::bundle::verify(&bytes, v.trusted.as_ref());
+    let r = fieldlab_attest::bundle::verify_trusting(&bytes, &v.trusted);
     v.metrics.verified(r.ok);
     report_response(&r, Value::Null)
 }
@@ -411,7 +417,7 @@ async fn upload(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = fieldlab_attest::bundle::verify(&bytes, v.trusted.as_ref());
+    let r = fieldlab_attest::bundle::verify_trusting(&bytes, &v.trusted);
     v.metrics.verified(r.ok);
     if !r.ok {
         let mut p = Problem::new(

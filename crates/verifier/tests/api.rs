@@ -264,7 +264,8 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
         .json()
         .await
         .unwrap();
-    pr.verify(Some(cp["vkey"].as_str().unwrap())).unwrap();
+    pr.verify(&[cp["vkey"].as_str().unwrap().to_string()])
+        .unwrap();
 
     // Metrics.
     let m = c

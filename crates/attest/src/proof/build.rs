@@ -35,8 +35,19 @@ pub fn build_proof(
         let evidence = match rule.op.as_str() {
             "count_min" | "count_max" => {
                 let set = rule.set.clone().unwrap_or_default();
-                let (_, count) = manifest.root_of(&set)?;
-                Evidence::Count { set, count }
+                load(&set, &mut sets)?;
+                let rs = &sets[&set];
+                let count = rs.records.len() as u64;
+                Evidence::Count {
+                    size_proof: Some(
+                        size_proof_indices(count)
+                            .into_iter()
+                            .map(|i| rs.open(i as usize))
+                            .collect(),
+                    ),
+                    set,
+                    count,
+                }
             }
             "require_at_least_one_ubo" => {
                 load("suppliers", &mut sets)?;

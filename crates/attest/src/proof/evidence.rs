@@ -51,8 +51,19 @@ pub struct UboLink {
 pub struct NonMember {
     pub record: OpenedRecord,
     pub key: String,
+    /// The neighbours of `key` in the list; one without a neighbour on that side is written as
+    /// `null` (the member itself must be there: one encoding per proof).
+    #[serde(deserialize_with = "nullable")]
     pub lower: Option<ListEntry>,
+    #[serde(deserialize_with = "nullable")]
     pub upper: Option<ListEntry>,
+}
+
+/// An `Option` member that must be present, as a value or `null`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
 }
 
 /// What a rule's result rests on.
@@ -65,8 +76,16 @@ pub struct NonMember {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", try_from = "EvidenceWire")]
 pub enum Evidence {
-    /// The committed count of a set.
-    Count { set: String, count: u64 },
+    /// The committed count of a set. `size_proof` (absent in bundles made before it existed)
+    /// opens the records at [`size_proof_indices`]`(count)`, each against a tree of exactly
+    /// `count` leaves, which binds the count to the root (docs/formats.md §5); without it the
+    /// count is only the signer's claim.
+    Count {
+        set: String,
+        count: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size_proof: Option<Vec<OpenedRecord>>,
+    },
     /// Every record was checked; witnesses are the extreme (or first) records, opened.
     Values {
         set: String,
@@ -133,6 +152,8 @@ pub(super) struct EvidenceFields {
     key: Option<String>,
     #[serde(default, deserialize_with = "present")]
     entry: Option<ListEntry>,
+    #[serde(default, deserialize_with = "present")]
+    size_proof: Option<Vec<OpenedRecord>>,
 }
 
 /// [`EvidenceFields`] from a JSON object only (serde's derives would also take an array of
@@ -184,6 +205,7 @@ impl TryFrom<EvidenceWire> for Evidence {
             mut items,
             mut key,
             mut entry,
+            mut size_proof,
         } = w.0;
         // Take the variant's members (each must be there), then insist nothing is left.
         fn take<T>(v: &mut Option<T>, kind: &str, name: &str) -> Result<T, String> {
@@ -195,6 +217,8 @@ impl TryFrom<EvidenceWire> for Evidence {
             "count" => Evidence::Count {
                 set: take(&mut set, k, "set")?,
                 count: take(&mut count, k, "count")?,
+                // Optional: bundles from before size proofs carry only the claimed count.
+                size_proof: size_proof.take(),
             },
             "values" => Evidence::Values {
                 set: take(&mut set, k, "set")?,
@@ -242,6 +266,7 @@ impl TryFrom<EvidenceWire> for Evidence {
             ("items", items.is_some()),
             ("key", key.is_some()),
             ("entry", entry.is_some()),
+            ("size_proof", size_proof.is_some()),
         ];
         if let Some((name, _)) = left.iter().find(|(_, there)| *there) {
             return Err(format!("{k} evidence: unknown field `{name}`"));
@@ -267,4 +292,31 @@ pub struct Proof {
     pub policy_hash: String,
     pub status: Status,
     pub results: Vec<RuleResult>,
+}
+
+/// The leaf indices whose openings prove that a tree has exactly `count` leaves: the first leaf
+/// of each left subtree on the path from the root to the last leaf (one per set bit of
+/// `count − 1`, largest first), then the last leaf `count − 1`. Empty for `count` 0.
+///
+/// Why these: an RFC 9162 inclusion proof of the last leaf alone does not fix the size (the
+/// siblings on its path are opaque hashes: leaf 5 of a 6-leaf claim verifies against a 7-leaf
+/// tree). Its opening fixes the length of the root's right spine; the opening of each left
+/// subtree's first leaf fixes that subtree's height (its left spine ends in a leaf, which
+/// `0x00`/`0x01` domain separation tells apart from a node). Those heights are the set bits of
+/// `count − 1`, so for one root at most one count has a valid size proof.
+pub fn size_proof_indices(count: u64) -> Vec<u64> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let last = count - 1;
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    for bit in (0..64).rev() {
+        if last & (1 << bit) != 0 {
+            out.push(start);
+            start += 1 << bit;
+        }
+    }
+    out.push(last);
+    out
 }

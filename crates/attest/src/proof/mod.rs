@@ -79,10 +79,19 @@ pub fn holds(rule: &Rule, v: Option<&Value>) -> bool {
     }
 }
 
+/// A field's screening key: a string normalised; any other value (number, bool, array,
+/// object) by its RFC 8785 text, normalised; a missing or null field has none ("").
 pub(super) fn key_of_value(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => normalise(s),
-        Some(v) if !v.is_null() => normalise(&v.to_string()),
+        Some(v) if !v.is_null() => {
+            let mut text = Vec::new();
+            // A value that has no canonical text (not produced by any parse) has no key.
+            if canon::write_value(&mut text, v).is_err() {
+                return String::new();
+            }
+            normalise(&String::from_utf8_lossy(&text))
+        }
         _ => String::new(),
     }
 }
@@ -108,6 +117,8 @@ mod tests {
         Count {
             set: String,
             count: u64,
+            #[serde(default, deserialize_with = "present")]
+            size_proof: Option<Vec<OpenedRecord>>,
         },
         Values {
             set: String,
@@ -158,6 +169,12 @@ mod tests {
             Evidence::Count {
                 set: "suppliers".into(),
                 count: 3,
+                size_proof: None,
+            },
+            Evidence::Count {
+                set: "suppliers".into(),
+                count: 3,
+                size_proof: Some(vec![rec(), rec()]),
             },
             Evidence::Values {
                 set: "s".into(),
@@ -210,6 +227,7 @@ mod tests {
             ("items", json!([])),
             ("key", json!("k")),
             ("entry", serde_json::to_value(le(0, "a")).unwrap()),
+            ("size_proof", json!([])),
             ("other", json!(1)),
         ];
         let same = |v: &Value| {
@@ -269,5 +287,102 @@ mod tests {
             );
         }
         assert!(serde_json::from_value::<Reference>(json!(["count", "suppliers", 3])).is_ok());
+    }
+
+    fn tree(n: usize) -> (Vec<Value>, Vec<Hash>, Hash) {
+        let recs: Vec<Value> = (0..n).map(|i| json!({"id": format!("S{i}")})).collect();
+        let leaves: Vec<Hash> = recs
+            .iter()
+            .map(|r| merkle::leaf_hash(&canon::canonical(r).unwrap()))
+            .collect();
+        let root = merkle::root(&leaves);
+        (recs, leaves, root)
+    }
+
+    fn opened(recs: &[Value], i: u64, proof: Vec<Hash>) -> OpenedRecord {
+        OpenedRecord {
+            index: i,
+            record: recs[i as usize].clone(),
+            proof,
+        }
+    }
+
+    #[test]
+    fn size_proof_indices_are_the_left_subtrees_first_leaves_and_the_last_leaf() {
+        assert_eq!(size_proof_indices(0), Vec::<u64>::new());
+        assert_eq!(size_proof_indices(1), vec![0]);
+        assert_eq!(size_proof_indices(2), vec![0, 1]);
+        assert_eq!(size_proof_indices(3), vec![0, 2]);
+        assert_eq!(size_proof_indices(6), vec![0, 4, 5]);
+        assert_eq!(size_proof_indices(7), vec![0, 4, 6]);
+        assert_eq!(size_proof_indices(8), vec![0, 4, 6, 7]);
+        // Every true size proof of every small tree verifies; for every other claimed size,
+        // the real records' openings do not.
+        for n in 0..=40usize {
+            let (recs, leaves, root) = tree(n);
+            let honest: Vec<OpenedRecord> = size_proof_indices(n as u64)
+                .into_iter()
+                .map(|i| opened(&recs, i, merkle::inclusion_proof(&leaves, i as usize)))
+                .collect();
+            check_size(&root, n as u64, &honest).unwrap();
+            for claim in 0..=48u64 {
+                if claim == n as u64 {
+                    continue;
+                }
+                let forged: Vec<OpenedRecord> = size_proof_indices(claim)
+                    .into_iter()
+                    .filter(|i| (*i as usize) < n)
+                    .map(|i| opened(&recs, i, merkle::inclusion_proof(&leaves, i as usize)))
+                    .collect();
+                assert!(
+                    check_size(&root, claim, &forged).is_err(),
+                    "n={n} claim={claim}"
+                );
+            }
+        }
+    }
+
+    /// Why the last leaf alone is not enough: in a 7-leaf tree, leaf 6 with the siblings
+    /// [MTH(4..6), MTH(0..4)] is a valid RFC 9162 proof for index 5 of a 6-leaf tree, and leaf 0
+    /// passes as index 0 of 6 too. The size proof also needs index 4, the first leaf of the
+    /// 2-leaf subtree, which would have to be a leaf hash equal to the node MTH(4..6).
+    #[test]
+    fn a_seven_leaf_root_cannot_be_passed_off_as_six() {
+        let (recs, leaves, root) = tree(7);
+        let last = OpenedRecord {
+            index: 5,
+            record: recs[6].clone(),
+            proof: vec![merkle::root(&leaves[4..6]), merkle::root(&leaves[..4])],
+        };
+        last.verify(&root, 6)
+            .expect("the naive last-leaf check is fooled");
+        let first = OpenedRecord {
+            index: 0,
+            record: recs[0].clone(),
+            proof: vec![
+                leaves[1],
+                merkle::root(&leaves[2..4]),
+                merkle::root(&leaves[4..7]),
+            ],
+        };
+        first.verify(&root, 6).expect("so is the first leaf");
+        for fourth in [4usize, 5] {
+            let mid = OpenedRecord {
+                index: 4,
+                record: recs[fourth].clone(),
+                proof: vec![leaves[9 - fourth], merkle::root(&leaves[..4])],
+            };
+            let err = check_size(&root, 6, &[first.clone(), mid, last.clone()]).unwrap_err();
+            assert!(err.contains("record 4"), "{err}");
+        }
+        // The true size passes.
+        let honest: Vec<OpenedRecord> = size_proof_indices(7)
+            .into_iter()
+            .map(|i| opened(&recs, i, merkle::inclusion_proof(&leaves, i as usize)))
+            .collect();
+        check_size(&root, 7, &honest).unwrap();
+        // An empty claim needs the empty tree's root.
+        assert!(check_size(&root, 0, &[]).is_err());
+        check_size(&merkle::root(&[]), 0, &[]).unwrap();
     }
 }

@@ -163,14 +163,37 @@ pub(super) fn check_evidence(
 ) -> Result<(&'static str, String), String> {
     let same = |a: &Option<String>, b: &str| a.as_deref() == Some(b);
     match e {
-        Evidence::Count { set, count } => {
-            let (_, c) = m.root_of(set)?;
+        Evidence::Count {
+            set,
+            count,
+            size_proof,
+        } => {
+            let (root, c) = m.root_of(set)?;
             if !same(&rule.set, set) || c != *count {
                 return Err(format!(
                     "count {count} of `{set}` does not match the manifest ({c})"
                 ));
             }
-            Ok(("verified", format!("{set} has {count} records")))
+            let Some(opened) = size_proof else {
+                return Ok((
+                    "attested",
+                    format!(
+                        "{set} has {count} records (the signer's claim: this bundle carries no size proof binding the count to the root; re-export it with a current fieldlab for a verified count)"
+                    ),
+                ));
+            };
+            check_size(&root, c, opened).map_err(|e| {
+                format!(
+                    "the manifest's count {c} of `{set}` is not the size of its Merkle tree: {e}"
+                )
+            })?;
+            Ok((
+                "verified",
+                format!(
+                    "{set} has {count} records (tree size proven by {} opened record(s))",
+                    opened.len()
+                ),
+            ))
         }
         Evidence::Values {
             set,
@@ -310,6 +333,9 @@ pub(super) fn check_evidence(
             key,
             entry,
         } => {
+            if !same(&rule.set, set) || !same(&rule.field, field) || !same(&rule.list, list) {
+                return Err("evidence refers to another set, field or list".into());
+            }
             let (root, c) = m.root_of(set)?;
             let (lr, lc) = m.list_root(list)?;
             record.verify(&root, c)?;
@@ -326,6 +352,25 @@ pub(super) fn check_evidence(
             ))
         }
     }
+}
+
+/// `opened` are the records at [`size_proof_indices`]`(size)`, each a leaf of the tree with
+/// `root` and exactly `size` leaves; an empty tree's root is `H("")`.
+pub(super) fn check_size(root: &Hash, size: u64, opened: &[OpenedRecord]) -> Result<(), String> {
+    let want = size_proof_indices(size);
+    let got: Vec<u64> = opened.iter().map(|o| o.index).collect();
+    if got != want {
+        return Err(format!(
+            "the size proof opens records {got:?}, a tree of {size} needs {want:?}"
+        ));
+    }
+    if size == 0 && *root != merkle::root(&[]) {
+        return Err("an empty set's root must be SHA-256 of the empty string".into());
+    }
+    for o in opened {
+        o.verify(root, size)?;
+    }
+    Ok(())
 }
 
 /// `key` lies strictly between two adjacent entries of the sorted list (or before the first /

@@ -87,9 +87,10 @@ pub struct ServeArgs {
     /// Serve without authentication (only allowed on a loopback address).
     #[arg(long)]
     pub(super) insecure_no_auth: bool,
-    /// Require bundles to be signed by this key.
-    #[arg(long)]
-    pub(super) trust: Option<PathBuf>,
+    /// Require bundles to be signed by one of these keys: a KEY.pub.json, or a keyring file
+    /// (one base64 public key per line, `#` comments); repeatable.
+    #[arg(long, value_name = "KEY_OR_KEYRING")]
+    pub(super) trust: Vec<PathBuf>,
     #[arg(long)]
     pub(super) tls_cert: Option<PathBuf>,
     #[arg(long)]
@@ -154,17 +155,25 @@ pub enum RegistryCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Verify the whole registry, or a proof file offline. A proof file's log key must be
-    /// pinned with --vkey (else exit 5: valid, but signed by a log nobody pinned), or
-    /// --allow-any-signer said.
+    /// Verify the whole registry, or offline a proof file (--proof) or a signed checkpoint
+    /// (--checkpoint). Their log key must be pinned with --vkey or --trust (else exit 5:
+    /// signature valid, signer not trusted), or --allow-any-signer said.
     Verify {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "checkpoint")]
         proof: Option<PathBuf>,
-        /// The log's verifier key (`registry inspect` prints it).
+        /// A checkpoint: the JSON of `GET /registry/checkpoint` ({checkpoint, vkey, size}) or
+        /// the bare signed note (then a key must be pinned).
         #[arg(long)]
-        vkey: Option<String>,
-        /// Accept a proof signed by any log key (exit 0 instead of 5 without --vkey).
-        #[arg(long, conflicts_with = "vkey")]
+        checkpoint: Option<PathBuf>,
+        /// A trusted log key (`registry inspect` prints it); repeatable.
+        #[arg(long)]
+        vkey: Vec<String>,
+        /// A keyring file of trusted log keys (one verifier key per line, `#` comments);
+        /// repeatable.
+        #[arg(long, value_name = "KEYRING")]
+        trust: Vec<PathBuf>,
+        /// Accept a signature by any log key (exit 0 instead of 5 without --vkey/--trust).
+        #[arg(long, conflicts_with_all = ["vkey", "trust"])]
         allow_any_signer: bool,
     },
 }
@@ -301,6 +310,10 @@ pub enum ProofCmd {
         key: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Write a `fieldlab.bundle/v2`: the signature is a DSSE envelope over an in-toto
+        /// Statement v1 (readable by in-toto/DSSE tooling); default: `fieldlab.bundle/v1`.
+        #[arg(long)]
+        dsse: bool,
     },
 }
 
@@ -320,9 +333,10 @@ pub struct VerifyArgs {
 /// someone signed, so that is its own exit code (5), never a pass by accident.
 #[derive(Args, Clone)]
 pub struct PinArgs {
-    /// Require this signer (public key file, `KEY.pub.json`).
-    #[arg(long)]
-    pub(super) trust: Option<PathBuf>,
+    /// Require one of these signers: a public key file (`KEY.pub.json`) or a keyring file
+    /// (one base64 Ed25519 public key per line, `#` comments); repeatable, any one may sign.
+    #[arg(long, value_name = "KEY_OR_KEYRING")]
+    pub(super) trust: Vec<PathBuf>,
     /// Accept a valid signature by any key (exit 0 instead of 5 without --trust): say so
     /// explicitly when the signer does not matter.
     #[arg(long, conflicts_with = "trust")]

@@ -11,7 +11,6 @@ use fieldlab_attest::bundle;
 use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::proof::{self, Manifest, Proof, SortedList, Status};
 use fieldlab_attest::records::{Schema, Workspace};
-use fieldlab_attest::sign::PublicKeyFile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -119,7 +118,12 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        CapCmd::Proof(ProofCmd::Export { dir, key, out }) => {
+        CapCmd::Proof(ProofCmd::Export {
+            dir,
+            key,
+            out,
+            dsse,
+        }) => {
             let (ir, m) = load_ir_manifest(&dir)?;
             let p: Proof = fieldlab_attest::read_json(&dir.join("proof.json")).map_err(e)?;
             proof::verify_proof(&ir, &m, &p).map_err(|r| {
@@ -130,7 +134,12 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             })?;
             let k =
                 fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys")).map_err(e)?;
-            let z = bundle::export(&ir, &m, &p, &k).map_err(e)?;
+            let z = if dsse {
+                bundle::export_dsse(&ir, &m, &p, &k)
+            } else {
+                bundle::export(&ir, &m, &p, &k)
+            }
+            .map_err(e)?;
             std::fs::write(&out, &z).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({} bytes), signed by key {}",

@@ -303,9 +303,9 @@ pub(super) fn policy_cmd(p: PolicyCmd) -> anyhow::Result<ExitCode> {
 
 pub(super) fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let trusted = pin.trust.as_deref().map(PublicKeyFile::read).transpose()?;
+    let trusted = fieldlab_attest::trust::load_signers(&pin.trust).map_err(|m| anyhow!(m))?;
     let t = std::time::Instant::now();
-    let mut r = bundle::verify(&bytes, trusted.as_ref());
+    let mut r = bundle::verify_trusting(&bytes, &trusted);
     let took = t.elapsed();
     if let (true, Some(want)) = (r.ok, &pin.policy_hash) {
         let want = want.trim().to_ascii_lowercase();
@@ -328,10 +328,10 @@ pub(super) fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::R
         );
         print!("{}", r.render());
     }
-    let unpinned = r.ok && trusted.is_none() && !pin.allow_any_signer;
+    let unpinned = r.ok && trusted.is_empty() && !pin.allow_any_signer;
     if unpinned {
         eprintln!(
-            "UNTRUSTED: the signature is valid, but no signer was pinned, so anyone could have made this bundle (signed by key {}). Pass --trust KEY.pub.json to require your signer, or --allow-any-signer to accept any (exit {EXIT_SIGNER_NOT_TRUSTED}).",
+            "UNTRUSTED: the signature is valid, but no signer was pinned, so anyone could have made this bundle (signed by key {}). Pass --trust KEY.pub.json (or a keyring file; repeatable) to require your signer, or --allow-any-signer to accept any (exit {EXIT_SIGNER_NOT_TRUSTED}).",
             r.signer_kid.as_deref().unwrap_or("?")
         );
     }

@@ -63,30 +63,28 @@ pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
-    use fieldlab_attest::registry::{Registry, RegistryProof};
+    use fieldlab_attest::registry::Registry;
     let e = |m: String| anyhow!(m);
     if let RegistryCmd::Verify {
-        proof: Some(p),
+        proof,
+        checkpoint,
         vkey,
+        trust,
         allow_any_signer,
     } = &cmd
     {
-        let rp: RegistryProof = fieldlab_attest::read_json(p).map_err(e)?;
-        return Ok(match rp.verify(vkey.as_deref()) {
-            Ok(m) if vkey.is_none() && !allow_any_signer => {
-                println!("OK: {m}");
-                eprintln!("UNTRUSTED: the proof is valid, but no log key was pinned, so any log could have signed it. Pass --vkey KEY (`cap registry inspect` prints it), or --allow-any-signer (exit {EXIT_SIGNER_NOT_TRUSTED}).");
-                ExitCode::from(EXIT_SIGNER_NOT_TRUSTED)
-            }
-            Ok(m) => {
-                println!("OK: {m}");
-                ExitCode::SUCCESS
-            }
-            Err(m) => {
-                println!("FAIL: {m}");
-                ExitCode::FAILURE
-            }
-        });
+        if proof.is_some() || checkpoint.is_some() {
+            let pinned = fieldlab_attest::trust::load_log_keys(vkey, trust).map_err(e)?;
+            return verify_offline(
+                proof.as_deref(),
+                checkpoint.as_deref(),
+                &pinned,
+                *allow_any_signer,
+            );
+        }
+        if !vkey.is_empty() || !trust.is_empty() {
+            bail!("--vkey/--trust pin the key of a --proof or --checkpoint file; the whole registry is checked against its own key");
+        }
     }
     let mut r = Registry::open(data).map_err(e)?;
     match cmd {
@@ -154,6 +152,77 @@ pub(super) fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `registry verify --proof FILE | --checkpoint FILE`: offline, against the pinned log keys.
+fn verify_offline(
+    proof: Option<&Path>,
+    checkpoint: Option<&Path>,
+    pinned: &[String],
+    allow_any_signer: bool,
+) -> anyhow::Result<ExitCode> {
+    use fieldlab_attest::registry::{verify_checkpoint, CheckpointFile, RegistryProof};
+    let result = match (proof, checkpoint) {
+        (Some(p), _) => fieldlab_attest::read_json::<RegistryProof>(p)
+            .and_then(|rp| rp.verify(pinned).map(|m| (m, rp.vkey))),
+        (None, Some(c)) => {
+            let text =
+                std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
+            // The JSON of GET /registry/checkpoint, or the bare note.
+            let file: CheckpointFile = if text.trim_start().starts_with('{') {
+                serde_json::from_str(&text).map_err(|m| {
+                    anyhow!(
+                        "{}: not a checkpoint file ({{checkpoint, vkey, size}}): {m}",
+                        c.display()
+                    )
+                })?
+            } else {
+                CheckpointFile {
+                    checkpoint: text,
+                    vkey: None,
+                    size: None,
+                }
+            };
+            verify_checkpoint(&file.checkpoint, file.vkey.as_deref(), pinned).and_then(|v| {
+                match file.size {
+                    Some(s) if s != v.size => Err(format!(
+                        "the file says size {s}, its signed checkpoint {}",
+                        v.size
+                    )),
+                    _ => Ok((
+                        format!(
+                            "checkpoint of {}: size {}, root {}; signed by log key {}",
+                            v.origin,
+                            v.size,
+                            fieldlab_attest::canon::hex32(&v.root),
+                            v.vkey
+                        ),
+                        v.vkey,
+                    )),
+                }
+            })
+        }
+        (None, None) => unreachable!("called with a file"),
+    };
+    Ok(match result {
+        Ok((m, _)) if !pinned.is_empty() => {
+            println!("OK: {m} (pinned)");
+            ExitCode::SUCCESS
+        }
+        Ok((m, _)) if allow_any_signer => {
+            println!("OK: {m} (not pinned: --allow-any-signer)");
+            ExitCode::SUCCESS
+        }
+        Ok((m, k)) => {
+            println!("OK: {m}");
+            eprintln!("UNTRUSTED: signature valid, signer not trusted: it verifies under the log key the file names ({k}), but no log key was pinned, so any log could have signed it. Pass --vkey KEY (`cap registry inspect` prints it) or --trust KEYRING, or --allow-any-signer to accept any (exit {EXIT_SIGNER_NOT_TRUSTED}).");
+            ExitCode::from(EXIT_SIGNER_NOT_TRUSTED)
+        }
+        Err(m) => {
+            println!("FAIL: {m}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 pub(super) fn blob(data: &Path, cmd: BlobCmd) -> anyhow::Result<ExitCode> {

@@ -27,14 +27,14 @@ pub(super) fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Auth::Jwt(j)
     };
-    let trusted = a.trust.as_deref().map(PublicKeyFile::read).transpose()?;
+    let trusted = fieldlab_attest::trust::load_signers(&a.trust).map_err(|m| anyhow!(m))?;
     let reg = a
         .data
         .as_deref()
         .map(fieldlab_attest::registry::Registry::open)
         .transpose()
         .map_err(|m| anyhow!(m))?;
-    let v = std::sync::Arc::new(Verifier::new(auth, trusted, reg));
+    let v = std::sync::Arc::new(Verifier::new(auth, None, reg).trusting(trusted));
     let app = fieldlab_verifier::standalone(v);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
