@@ -194,7 +194,8 @@ pub struct VerifiedCheckpoint {
 }
 
 /// Verify a C2SP checkpoint note (strictly, docs/formats.md §8) under the key the file names
-/// (`own`) and/or the pinned keys; see [`checkpoint_keys`] for which are tried.
+/// (`own`, e.g. a proof's `vkey`) and/or the pinned keys. With keys pinned, a file naming
+/// another key is refused; without, only the named key is tried.
 pub fn verify_checkpoint(
     checkpoint: &str,
     own: Option<&str>,

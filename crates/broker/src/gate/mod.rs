@@ -4,7 +4,7 @@
 //! SUBSCRIBE, so a device holding a valid key could publish another device's telemetry or
 //! read every topic; and it refuses CONNECTs that MQTT allows (keep-alive 0). The gate
 //! terminates the public listeners itself (TCP, TLS, WebSocket), reads each packet's frame
-//! with rumqttc's codecs (MQTT 3.1.1 here, MQTT 5 in [`v5`]), authenticates CONNECT, checks
+//! with rumqttc's codecs (MQTT 3.1.1 here, MQTT 5 in `gate/v5.rs`), authenticates CONNECT, checks
 //! every PUBLISH (and the last will) against the client's write filters and every SUBSCRIBE
 //! against its read filters, and relays what is allowed, byte for byte, to rumqttd on a
 //! loopback port (one per protocol) whose only accepted login is the gate's own random
@@ -17,10 +17,10 @@
 //! the others are subscribed. A CONNECT with a bad login gets return code 4, a last will on a
 //! topic it may not write return code 5; so does a login refused after too many failures
 //! (back off), and one that found every password check worker busy return code 3. MQTT 5
-//! clients get the MQTT 5 reason codes ([`v5`]). Refusals are counted
+//! clients get the MQTT 5 reason codes (`gate/v5.rs`). Refusals are counted
 //! ([`EmbeddedBroker::denied`]).
 //!
-//! Keep-alive 0 (no keep-alive): rumqttd is told [`STAND_IN_KEEP_ALIVE`] instead and the gate
+//! Keep-alive 0 (no keep-alive): rumqttd is told a stand-in (60 s) instead and the gate
 //! pings it on the client's behalf, swallowing the answers, so the client's session lasts as
 //! long as its TCP connection, as MQTT says.
 //!
