@@ -54,6 +54,23 @@ impl TypeInfo {
     }
 }
 
+/// Every catalog type's units, `{type: {field: unit}}` (built-in and custom types): what
+/// exports write beside each value.
+pub fn catalog_units(
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    catalog()
+        .into_iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.units()
+                    .map(|(f, u)| (f.to_string(), u.to_string()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// One device's state machine. `step` is called once per message with the current time and
 /// the active scenario ranges; it must not read clocks or do I/O.
 pub trait DeviceModel: Send {

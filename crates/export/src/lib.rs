@@ -6,10 +6,12 @@
 //! re-aligned to `step` buckets so no bucket is cut in two). Memory stays near one block
 //! chunk plus one Parquet row group, whatever the export's size.
 //!
-//! Every format has the same columns: `ts`, `device_id`, `device_type`, `field`, one column
-//! per tag of the selected series (`site`, ...), then the values — `value` for raw points
-//! (Parquet: `value` as DOUBLE for numbers and booleans, `value_text` for strings), or one
-//! column per aggregation when the query has a `step`.
+//! Every format has the same columns: `ts`, `device_id`, `device_type`, `field`, `unit` (from
+//! the device catalog, empty when the type or field is unknown), one column per tag of the
+//! selected series (`site`, ...), then the values — `value` for raw points (Parquet: `value` as
+//! DOUBLE for numbers and booleans, `value_text` for strings), or one column per aggregation
+//! when the query has a `step`. Parquet files also carry the units as key-value metadata
+//! (`fieldlab.units`: `{device_type: {field: unit}}` of the exported series).
 //!
 //! Architecture invariant: reads through `Store` only; knows nothing of HTTP (the server and
 //! the CLI hand it a `Write`).
@@ -79,6 +81,16 @@ impl Format {
     }
 }
 
+/// Units by device type and field (`{device_type: {field: unit}}`), e.g. the device catalog's.
+pub type Units = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+fn unit_of<'a>(units: &'a Units, s: &SeriesInfo) -> Option<&'a str> {
+    units
+        .get(&*s.tags.device_type)
+        .and_then(|f| f.get(&s.field))
+        .map(String::as_str)
+}
+
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -95,6 +107,7 @@ pub fn export<W: Write + Send>(
     store: &Store,
     q: &QuerySpec,
     format: Format,
+    units: &Units,
     out: W,
 ) -> Result<(W, Summary), ExportError> {
     let series: Vec<SeriesInfo> = store
@@ -109,13 +122,28 @@ pub fn export<W: Write + Send>(
         .into_iter()
         .collect();
     let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();
+    // The units of the exported series only.
+    let mut used = Units::new();
+    for i in &series {
+        if let Some(u) = unit_of(units, i) {
+            used.entry(i.tags.device_type.to_string())
+                .or_default()
+                .insert(i.field.clone(), u.to_string());
+        }
+    }
     let mut sink: Box<dyn Sink<W>> = match format {
         Format::Csv => Box::new(CsvSink::new(out, &tags, &columns)?),
         Format::JsonLines => Box::new(JsonSink {
             out: std::io::BufWriter::with_capacity(1 << 16, out),
             columns: columns.clone(),
         }),
-        Format::Parquet => Box::new(ParquetSink::new(out, &tags, &columns, q.step.is_none())?),
+        Format::Parquet => Box::new(ParquetSink::new(
+            out,
+            &tags,
+            &columns,
+            q.step.is_none(),
+            &used,
+        )?),
     };
     let mut sum = Summary {
         series: series.len(),
@@ -132,8 +160,9 @@ pub fn export<W: Write + Send>(
                 None => pts.into_iter().map(|(t, v)| (t, vec![Some(v)])).collect(),
                 Some(step) => aggregate(&pts, step, &q.effective_aggs()),
             };
+            let unit = unit_of(&used, info);
             for (ts, vals) in &rows {
-                sink.row(info, &tags, *ts, vals)?;
+                sink.row(info, unit, &tags, *ts, vals)?;
             }
             sum.rows += rows.len() as u64;
         }
@@ -165,6 +194,7 @@ trait Sink<W> {
     fn row(
         &mut self,
         s: &SeriesInfo,
+        unit: Option<&str>,
         tags: &[String],
         ts: i64,
         vals: &[Option<FieldValue>],
@@ -191,7 +221,7 @@ impl<W: Write> CsvSink<W> {
         let mut w = csv::WriterBuilder::new()
             .buffer_capacity(1 << 16)
             .from_writer(out);
-        let mut header = vec!["ts", "device_id", "device_type", "field"];
+        let mut header = vec!["ts", "device_id", "device_type", "field", "unit"];
         header.extend(tags.iter().map(String::as_str));
         header.extend(columns.iter().map(String::as_str));
         w.write_record(&header)?;
@@ -203,6 +233,7 @@ impl<W: Write> Sink<W> for CsvSink<W> {
     fn row(
         &mut self,
         s: &SeriesInfo,
+        unit: Option<&str>,
         tags: &[String],
         ts: i64,
         vals: &[Option<FieldValue>],
@@ -212,6 +243,7 @@ impl<W: Write> Sink<W> for CsvSink<W> {
             s.device_id.clone(),
             s.tags.device_type.to_string(),
             s.field.clone(),
+            unit.unwrap_or_default().to_string(),
         ];
         rec.extend(
             tags.iter()
@@ -238,6 +270,7 @@ impl<W: Write> Sink<W> for JsonSink<W> {
     fn row(
         &mut self,
         s: &SeriesInfo,
+        unit: Option<&str>,
         _tags: &[String],
         ts: i64,
         vals: &[Option<FieldValue>],
@@ -247,6 +280,10 @@ impl<W: Write> Sink<W> for JsonSink<W> {
         o.insert("device_id".into(), s.device_id.clone().into());
         o.insert("device_type".into(), s.tags.device_type.to_string().into());
         o.insert("field".into(), s.field.clone().into());
+        o.insert(
+            "unit".into(),
+            unit.map_or(serde_json::Value::Null, Into::into),
+        );
         o.insert(
             "tags".into(),
             serde_json::to_value(&s.tags.extra).unwrap_or_default(),
@@ -281,6 +318,7 @@ fn column_name(tag: &str) -> String {
         "device_id",
         "device_type",
         "field",
+        "unit",
         "value",
         "value_text",
     ]
@@ -302,6 +340,7 @@ struct ParquetSink<W: Write + Send> {
     ids: Vec<ByteArray>,
     types: Vec<ByteArray>,
     fields: Vec<ByteArray>,
+    units: (Vec<ByteArray>, Vec<i16>),
     /// Per tag: present values and definition levels.
     tags: Vec<(Vec<ByteArray>, Vec<i16>)>,
     /// Per value column: present values and definition levels.
@@ -310,9 +349,15 @@ struct ParquetSink<W: Write + Send> {
 }
 
 impl<W: Write + Send> ParquetSink<W> {
-    fn new(out: W, tags: &[String], columns: &[String], raw: bool) -> Result<Self, ExportError> {
+    fn new(
+        out: W,
+        tags: &[String],
+        columns: &[String],
+        raw: bool,
+        units: &Units,
+    ) -> Result<Self, ExportError> {
         let mut schema = String::from(
-            "message fieldlab_export {\n  REQUIRED INT64 ts (TIMESTAMP(MILLIS,true));\n  REQUIRED BYTE_ARRAY device_id (UTF8);\n  REQUIRED BYTE_ARRAY device_type (UTF8);\n  REQUIRED BYTE_ARRAY field (UTF8);\n",
+            "message fieldlab_export {\n  REQUIRED INT64 ts (TIMESTAMP(MILLIS,true));\n  REQUIRED BYTE_ARRAY device_id (UTF8);\n  REQUIRED BYTE_ARRAY device_type (UTF8);\n  REQUIRED BYTE_ARRAY field (UTF8);\n  OPTIONAL BYTE_ARRAY unit (UTF8);\n",
         );
         for t in tags {
             schema.push_str(&format!(
@@ -328,9 +373,14 @@ impl<W: Write + Send> ParquetSink<W> {
         }
         schema.push('}');
         let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema)?);
+        let meta = parquet::file::metadata::KeyValue::new(
+            "fieldlab.units".to_string(),
+            serde_json::to_string(units).unwrap_or_default(),
+        );
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_created_by(format!("fieldlab {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(vec![meta]))
             .build();
         Ok(ParquetSink {
             w: SerializedFileWriter::new(out, schema, Arc::new(props))?,
@@ -339,6 +389,7 @@ impl<W: Write + Send> ParquetSink<W> {
             ids: Vec::new(),
             types: Vec::new(),
             fields: Vec::new(),
+            units: Default::default(),
             tags: vec![Default::default(); tags.len()],
             nums: vec![Default::default(); columns.len()],
             texts: Default::default(),
@@ -352,7 +403,8 @@ impl<W: Write + Send> ParquetSink<W> {
         let mut rg = self.w.next_row_group()?;
         let mut i = 0;
         while let Some(mut col) = rg.next_column()? {
-            // Schema order: ts, device_id, device_type, field, tags..., values..., [value_text].
+            // Schema order: ts, device_id, device_type, field, unit, tags..., values...,
+            // [value_text].
             let ntags = self.tags.len();
             let nnums = self.nums.len();
             match i {
@@ -363,12 +415,16 @@ impl<W: Write + Send> ParquetSink<W> {
                     let v = [&self.ids, &self.types, &self.fields][i - 1];
                     col.typed::<ByteArrayType>().write_batch(v, None, None)?;
                 }
-                _ if i < 4 + ntags => {
-                    let (v, d) = &self.tags[i - 4];
+                4 => {
+                    let (v, d) = &self.units;
                     col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
                 }
-                _ if i < 4 + ntags + nnums => {
-                    let (v, d) = &self.nums[i - 4 - ntags];
+                _ if i < 5 + ntags => {
+                    let (v, d) = &self.tags[i - 5];
+                    col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
+                }
+                _ if i < 5 + ntags + nnums => {
+                    let (v, d) = &self.nums[i - 5 - ntags];
                     col.typed::<DoubleType>().write_batch(v, Some(d), None)?;
                 }
                 _ => {
@@ -384,6 +440,8 @@ impl<W: Write + Send> ParquetSink<W> {
         self.ids.clear();
         self.types.clear();
         self.fields.clear();
+        self.units.0.clear();
+        self.units.1.clear();
         for (v, d) in &mut self.tags {
             v.clear();
             d.clear();
@@ -402,6 +460,7 @@ impl<W: Write + Send> Sink<W> for ParquetSink<W> {
     fn row(
         &mut self,
         s: &SeriesInfo,
+        unit: Option<&str>,
         tags: &[String],
         ts: i64,
         vals: &[Option<FieldValue>],
@@ -410,6 +469,13 @@ impl<W: Write + Send> Sink<W> for ParquetSink<W> {
         self.ids.push(ByteArray::from(s.device_id.as_str()));
         self.types.push(ByteArray::from(&*s.tags.device_type));
         self.fields.push(ByteArray::from(s.field.as_str()));
+        match unit {
+            Some(u) => {
+                self.units.0.push(ByteArray::from(u));
+                self.units.1.push(1);
+            }
+            None => self.units.1.push(0),
+        }
         for (t, (v, d)) in tags.iter().zip(&mut self.tags) {
             match s.tags.extra.get(t) {
                 Some(x) => {

@@ -7,6 +7,15 @@ use std::process::Command;
 
 const T0: i64 = 1_767_225_600_000;
 
+/// The catalog's units for the test's type: `temperature` has one, `count` and `status` not.
+fn units() -> Units {
+    [(
+        "TemperatureSensor".to_string(),
+        [("temperature".to_string(), "°C".to_string())].into(),
+    )]
+    .into()
+}
+
 fn point(dev: &str, site: Option<&str>, field: &str, i: i64, v: FieldValue) -> Point {
     Point {
         key: SeriesKey::new(dev, field),
@@ -74,7 +83,7 @@ async fn parquet_reads_back_in_pyarrow_with_the_same_values() {
     let file = dir.path().join("out.parquet");
     let q = QuerySpec::default();
     let f = std::fs::File::create(&file).unwrap();
-    let (_, sum) = export(&s, &q, Format::Parquet, f).unwrap();
+    let (_, sum) = export(&s, &q, Format::Parquet, &units(), f).unwrap();
     assert_eq!(sum.rows, 150_200);
     assert_eq!(sum.series, 3);
     let script = r#"
@@ -93,6 +102,8 @@ out = {
   "counts": [v for v, f in zip(d["value"], d["field"]) if f == "count"],
   "status": [v for v, f in zip(d["value_text"], d["field"]) if f == "status"],
   "t2_site": [s for s, dev in zip(d["site"], d["device_id"]) if dev == "t2"][:1],
+  "units": sorted(set((f, u) for f, u in zip(d["field"], d["unit"]))),
+  "meta": json.loads(f.schema_arrow.metadata[b"fieldlab.units"]),
 }
 print(json.dumps(out))
 "#;
@@ -112,10 +123,20 @@ print(json.dumps(out))
             "device_id",
             "device_type",
             "field",
+            "unit",
             "site",
             "value",
             "value_text"
         ])
+    );
+    // Units per row from the catalog (none where it has none), and as file metadata.
+    assert_eq!(
+        v["units"],
+        serde_json::json!([["count", null], ["status", null], ["temperature", "°C"]])
+    );
+    assert_eq!(
+        v["meta"],
+        serde_json::json!({"TemperatureSensor": {"temperature": "°C"}})
     );
     assert_eq!(v["ts_type"], "timestamp[ms, tz=UTC]");
     assert_eq!(
@@ -140,25 +161,26 @@ async fn csv_and_json_lines_carry_every_row_and_aggregates_match_the_query() {
     // CSV, raw points of t2 (quoting of a string with a comma and quotes).
     let mut q = QuerySpec::default();
     q.selector.add("device_id", "t2");
-    let (buf, sum) = export(&s, &q, Format::Csv, Vec::new()).unwrap();
+    let (buf, sum) = export(&s, &q, Format::Csv, &units(), Vec::new()).unwrap();
     assert_eq!(sum.rows, 200);
     let mut r = csv::Reader::from_reader(&buf[..]);
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
-        vec!["ts", "device_id", "device_type", "field", "value"]
+        vec!["ts", "device_id", "device_type", "field", "unit", "value"]
     );
     let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(recs.len(), 200);
     assert_eq!(&recs[0][0], "2026-01-01T00:00:00.000Z");
-    assert_eq!(&recs[1][4], "3");
-    assert!(recs.iter().any(|r| &r[4] == "degraded, \"check\""));
+    assert_eq!(&recs[1][4], "", "no unit for `count` in the catalog");
+    assert_eq!(&recs[1][5], "3");
+    assert!(recs.iter().any(|r| &r[5] == "degraded, \"check\""));
 
     // JSON lines with 1-minute aggregates over the block boundaries must equal the query.
     let mut q = QuerySpec::default();
     q.selector.add("device_id", "t1");
     q.step = Some(60_000);
     q.aggs = vec![Agg::Mean, Agg::Max, Agg::Count, Agg::Stddev];
-    let (buf, sum) = export(&s, &q, Format::JsonLines, Vec::new()).unwrap();
+    let (buf, sum) = export(&s, &q, Format::JsonLines, &units(), Vec::new()).unwrap();
     let lines: Vec<serde_json::Value> = std::str::from_utf8(&buf)
         .unwrap()
         .lines()
@@ -174,6 +196,7 @@ async fn csv_and_json_lines_carry_every_row_and_aggregates_match_the_query() {
     for (row, line) in expect[0].rows.iter().zip(&lines) {
         assert_eq!(line["ts"], format_ms(row.0));
         assert_eq!(line["tags"]["site"], "berlin");
+        assert_eq!(line["unit"], "°C");
         for (name, v) in ["mean", "max", "count", "stddev"].iter().zip(&row.1) {
             // serde_json parses floats to within an ulp (no float_roundtrip feature).
             let want = v.as_ref().unwrap().as_f64().unwrap();

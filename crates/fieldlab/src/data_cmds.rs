@@ -234,12 +234,14 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
     let q = a.sel.spec(&[])?;
     let store = a.sel.open()?;
+    // Units from the device catalog (built-in types, and custom ones this process loaded).
+    let units = fieldlab_emulator::model::catalog_units();
     let sum = match &a.out {
         Some(path) => {
             let tmp = path.with_extension("partial");
             let f = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let (f, sum) = fieldlab_export::export(&store, &q, format, f)?;
+            let (f, sum) = fieldlab_export::export(&store, &q, format, &units, f)?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)?;
             sum
@@ -250,7 +252,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
                 bail!("--format parquet is binary; pass --out FILE or redirect standard output");
             }
             let out = std::io::BufWriter::new(std::io::stdout());
-            let (mut out, sum) = fieldlab_export::export(&store, &q, format, out)?;
+            let (mut out, sum) = fieldlab_export::export(&store, &q, format, &units, out)?;
             out.flush()?;
             sum
         }

@@ -322,7 +322,8 @@ async fn export(
     }
     let store = s.store.clone();
     let body = stream_body(move |w| {
-        fieldlab_export::export(&store, &q, format, w)
+        let units = fieldlab_emulator::model::catalog_units();
+        fieldlab_export::export(&store, &q, format, &units, w)
             .map(|(w, _)| w)
             .map_err(|e| e.to_string())
     });

@@ -104,10 +104,11 @@ fn query_export_backup_and_restore_against_a_running_lab() {
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
     assert!(
-        header.starts_with("ts,device_id,device_type,field,") && header.ends_with(",value"),
+        header.starts_with("ts,device_id,device_type,field,unit,") && header.ends_with(",value"),
         "{header}"
     );
-    assert!(lines.all(|l| l.contains(",pressure_valve_1,PressureValve,pressure,")));
+    // Every row carries the catalog's unit of its field.
+    assert!(lines.all(|l| l.contains(",pressure_valve_1,PressureValve,pressure,bar,")));
     let (st, v) = f.get("/api/v1/export?format=xlsx");
     assert_eq!((st, v["parameter"].as_str()), (400, Some("format")));
 
