@@ -502,6 +502,9 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
             meta.format
         ));
     }
+    if let Err(e) = check_created("metadata.json", &meta.created) {
+        return r.fail(e);
+    }
     r.files = meta.files.clone();
     let listed: Vec<&str> = meta.files.iter().map(|f| f.name.as_str()).collect();
     if listed != CONTENT_FILES {
@@ -568,6 +571,20 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
     )
 }
 
+/// A `created` time as docs/formats.md requires it: an RFC 3339 date-time with `T` and an
+/// offset (`Z` or `+hh:mm`), e.g. `2026-01-01T00:00:00.000Z`.
+pub fn check_created(file: &str, created: &str) -> Result<(), String> {
+    let shaped = created.as_bytes().get(10) == Some(&b'T')
+        && created.ends_with(|c: char| c == 'Z' || c.is_ascii_digit());
+    if shaped && chrono::DateTime::parse_from_rfc3339(created).is_ok() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{file}: `created` {created:?} is not an RFC 3339 date-time such as 2026-01-01T00:00:00.000Z"
+        ))
+    }
+}
+
 /// The IR with the hash of its file.
 struct HashedIr<'a> {
     ir: &'a PolicyIr,
@@ -599,6 +616,9 @@ fn verify_content(
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
+    if let Err(e) = check_created("manifest.json", &manifest.created) {
+        return r.fail(e);
+    }
     let proof: Proof = match parse_canonical("proof.json", map["proof.json"]) {
         Ok(v) => v,
         Err(e) => return r.fail(e),

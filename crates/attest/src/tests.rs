@@ -66,6 +66,70 @@ fn fresh_bundle_verifies_and_every_rule_is_evaluated() {
 }
 
 #[test]
+fn a_created_time_that_is_not_rfc_3339_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let ws = Workspace::new(d.path());
+    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
+        .unwrap();
+    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
+        .unwrap();
+    let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
+        .ir
+        .unwrap();
+    let mut lists = BTreeMap::new();
+    lists.insert(
+        "sanctions".to_string(),
+        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
+    );
+    let key = KeyPair::generate(None).unwrap();
+    let trust = key.public_file();
+    let good = "2026-01-01T00:00:00.000Z";
+    for bad in [
+        "yesterday",
+        "2026-01-01",
+        "2026-01-01 00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "",
+    ] {
+        // In the signed metadata.
+        let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let r = bundle::verify(
+            &bundle::export_at(&ir, &m, &p, &key, bad).unwrap(),
+            Some(&trust),
+        );
+        assert!(
+            !r.ok && r.render().contains("metadata.json: `created`"),
+            "{bad:?}: {}",
+            r.render()
+        );
+        // In the manifest.
+        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        m.created = bad.into();
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let r = bundle::verify(
+            &bundle::export_at(&ir, &m, &p, &key, good).unwrap(),
+            Some(&trust),
+        );
+        assert!(
+            !r.ok && r.render().contains("manifest.json: `created`"),
+            "{bad:?}: {}",
+            r.render()
+        );
+    }
+    for ok in [good, "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00"] {
+        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        m.created = ok.into();
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let r = bundle::verify(
+            &bundle::export_at(&ir, &m, &p, &key, ok).unwrap(),
+            Some(&trust),
+        );
+        assert!(r.ok, "{ok}: {}", r.render());
+    }
+}
+
+#[test]
 fn violated_policy_gives_a_valid_bundle_with_the_violating_record() {
     let (_d, zip, _) = build("lksg_v2_strict.yaml");
     let r = bundle::verify(&zip, None);
