@@ -25,6 +25,42 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The policies to trust: hashes given one by one (`--policy-hash`) and policy list files (one
+/// hex policy hash per line, `#` comments). Lower-cased; each must be 64 hex digits.
+pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<String>, String> {
+    let check = |h: &str, at: &dyn Fn() -> String| -> Result<String, String> {
+        let h = h.trim().to_ascii_lowercase();
+        if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(h)
+        } else {
+            Err(format!(
+                "{}: `{h}` is not a policy hash (64 hex digits, the `policy_hash` of `cap policy compile`)",
+                at()
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    for h in hashes {
+        out.push(check(h, &|| "--policy-hash".to_string())?);
+    }
+    for p in files {
+        let text = read(p)?;
+        let lines = keyring_lines(&text);
+        if lines.is_empty() {
+            return Err(format!(
+                "{}: no policy hashes (one hex hash per line; `#` starts a comment)",
+                p.display()
+            ));
+        }
+        for (n, l) in lines {
+            out.push(check(l, &|| format!("{}:{n}", p.display()))?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The bundle signers to trust. Each path is a public key file (`KEY.pub.json`; a secret key
 /// file names its public key too) or a keyring file whose lines are Ed25519 public keys in
 /// base64 (the `public_key` of a `KEY.pub.json`). Duplicates are kept once.
@@ -101,6 +137,25 @@ pub fn load_log_keys(vkeys: &[String], files: &[PathBuf]) -> Result<Vec<String>,
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn policy_lists_and_hashes_mix_and_bad_lines_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let a = "a".repeat(64);
+        let b = "B".repeat(64);
+        let f = d.path().join("policies.txt");
+        std::fs::write(&f, format!("# trusted policies\n{b}  # strict\n\n{a}\n")).unwrap();
+        let got = load_policy_hashes(std::slice::from_ref(&a), &[f.clone()]).unwrap();
+        assert_eq!(got, vec![a.clone(), b.to_ascii_lowercase()]);
+        std::fs::write(&f, "abc\n").unwrap();
+        let e = load_policy_hashes(&[], &[f.clone()]).unwrap_err();
+        assert!(
+            e.contains("policies.txt:1") && e.contains("64 hex digits"),
+            "{e}"
+        );
+        let e = load_policy_hashes(&["xyz".into()], &[]).unwrap_err();
+        assert!(e.starts_with("--policy-hash"), "{e}");
+    }
     use super::*;
     use crate::sign::KeyPair;
 

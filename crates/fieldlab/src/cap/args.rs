@@ -342,9 +342,13 @@ pub struct PinArgs {
     #[arg(long, conflicts_with = "trust")]
     pub(super) allow_any_signer: bool,
     /// Require this policy hash (`policy_hash` of `cap policy compile`, hex): a bundle under
-    /// any other policy fails, whatever its id says.
-    #[arg(long)]
-    pub(super) policy_hash: Option<String>,
+    /// any other policy fails, whatever its id says. Repeatable: any one may match.
+    #[arg(long, value_name = "HEX")]
+    pub(super) policy_hash: Vec<String>,
+    /// A trusted policy list: a file of policy hashes, one per line (`#` comments); with
+    /// --policy-hash, a bundle's policy must be one of them all. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub(super) trusted_policies: Vec<PathBuf>,
 }
 
 /// Exit code of a bundle whose signature is valid but whose signer nobody pinned.

@@ -304,16 +304,20 @@ pub(super) fn policy_cmd(p: PolicyCmd) -> anyhow::Result<ExitCode> {
 pub(super) fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let trusted = fieldlab_attest::trust::load_signers(&pin.trust).map_err(|m| anyhow!(m))?;
+    let policies =
+        fieldlab_attest::trust::load_policy_hashes(&pin.policy_hash, &pin.trusted_policies)
+            .map_err(|m| anyhow!(m))?;
     let t = std::time::Instant::now();
     let mut r = bundle::verify_trusting(&bytes, &trusted);
     let took = t.elapsed();
-    if let (true, Some(want)) = (r.ok, &pin.policy_hash) {
-        let want = want.trim().to_ascii_lowercase();
-        if r.policy_hash.as_deref() != Some(want.as_str()) {
+    if r.ok && !policies.is_empty() {
+        let got = r.policy_hash.clone().unwrap_or_default();
+        if !policies.contains(&got) {
             r.ok = false;
             r.reason = Some(format!(
-                "the bundle's policy hash {} is not the pinned --policy-hash {want}",
-                r.policy_hash.as_deref().unwrap_or("(none)")
+                "the bundle's policy hash {} is not a trusted policy (pinned: {})",
+                if got.is_empty() { "(none)" } else { &got },
+                policies.join(", ")
             ));
         }
     }

@@ -122,7 +122,37 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
         ],
     );
     assert_eq!(c, 1, "{out}");
-    assert!(out.contains("not the pinned --policy-hash"), "{out}");
+    assert!(out.contains("is not a trusted policy"), "{out}");
+    // A trusted policy list (a file, `#` comments) with the right hash among others passes;
+    // one without it fails.
+    let list = p.join("policies.txt");
+    std::fs::write(&list, format!("# trusted\n{other}\n{hash}  # lksg v2\n")).unwrap();
+    let list_arg = list.to_str().unwrap();
+    let (c, out) = cap(
+        p,
+        &[
+            "verify-bundle",
+            "b.zip",
+            "--trust",
+            &public,
+            "--trusted-policies",
+            list_arg,
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    std::fs::write(&list, format!("{other}\n")).unwrap();
+    let (c, out) = cap(
+        p,
+        &[
+            "verify-bundle",
+            "b.zip",
+            "--trust",
+            &public,
+            "--trusted-policies",
+            list_arg,
+        ],
+    );
+    assert_eq!(c, 1, "{out}");
     let mut z = std::fs::read(p.join("b.zip")).unwrap();
     let n = z.len();
     z[n / 3] ^= 0x04;
