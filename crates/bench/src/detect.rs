@@ -139,6 +139,11 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(|| fieldlab_detect::build("ensemble").unwrap()),
         ),
         (
+            "ensemble, live (gross outlier check)",
+            a.points / 10,
+            Box::new(|| fieldlab_detect::build_live("ensemble").unwrap()),
+        ),
+        (
             "ensemble + autoencoder",
             a.points / 100,
             Box::new(|| fieldlab_detect::build("ensemble:ae=1").unwrap()),
