@@ -91,5 +91,6 @@ if [ "$lint" = 1 ]; then
   if [ "$rc" = 0 ] && { [ $clippy_rc != 0 ] || [ $doc_rc != 0 ]; }; then rc=1; fi
 fi
 # Disk is a CI limit too (a run once died of ENOSPC in the lint stage): say what the run used.
-echo "scripts/test.sh: target dir $(du -sh target 2>/dev/null | cut -f1), $(df -h . | awk 'NR==2 {print $4}') free on disk"
+tdir="${CARGO_TARGET_DIR:-target}"
+echo "scripts/test.sh: target dir $(du -sh "$tdir" 2>/dev/null | cut -f1), $(df -h "$tdir" 2>/dev/null | awk 'NR==2 {print $4}') free on disk"
 exit "$rc"

@@ -16,7 +16,16 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) {
+/// The example data prepared in a temp workspace, the example policy compiled, the sanctions
+/// list: what every bundle of these tests is made from. Keep `_dir` bound while using `ws`.
+pub(crate) struct Inputs {
+    pub _dir: tempfile::TempDir,
+    pub ws: Workspace,
+    pub ir: crate::policy::PolicyIr,
+    pub lists: BTreeMap<String, SortedList>,
+}
+
+pub(crate) fn inputs(policy_file: &str) -> Inputs {
     let d = tempfile::tempdir().unwrap();
     let ws = Workspace::new(d.path());
     ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
@@ -30,6 +39,21 @@ pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) 
         "sanctions".to_string(),
         SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
     );
+    Inputs {
+        _dir: d,
+        ws,
+        ir,
+        lists,
+    }
+}
+
+pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) {
+    let Inputs {
+        _dir: d,
+        ws,
+        ir,
+        lists,
+    } = inputs(policy_file);
     let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
     let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
     let key = KeyPair::generate(None).unwrap();
@@ -67,20 +91,12 @@ fn fresh_bundle_verifies_and_every_rule_is_evaluated() {
 
 #[test]
 fn a_created_time_that_is_not_rfc_3339_is_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let ws = Workspace::new(d.path());
-    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
-        .unwrap();
-    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
-        .unwrap();
-    let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
-        .ir
-        .unwrap();
-    let mut lists = BTreeMap::new();
-    lists.insert(
-        "sanctions".to_string(),
-        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
-    );
+    let Inputs {
+        _dir: _keep,
+        ws,
+        ir,
+        lists,
+    } = inputs("lksg_v2.yaml");
     let key = KeyPair::generate(None).unwrap();
     let trust = key.public_file();
     let good = "2026-01-01T00:00:00.000Z";
@@ -440,20 +456,12 @@ mod vectors {
 
     /// Every vector file: name -> bytes.
     fn make() -> Vec<(String, Vec<u8>)> {
-        let d = tempfile::tempdir().unwrap();
-        let ws = Workspace::new(d.path());
-        ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
-            .unwrap();
-        ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
-            .unwrap();
-        let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
-            .ir
-            .unwrap();
-        let mut lists = BTreeMap::new();
-        lists.insert(
-            "sanctions".to_string(),
-            SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
-        );
+        let Inputs {
+            _dir: _keep,
+            ws,
+            ir,
+            lists,
+        } = inputs("lksg_v2.yaml");
         let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
         m.created = CREATED.into();
         let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();

@@ -145,10 +145,10 @@ mod tests {
         let b = "B".repeat(64);
         let f = d.path().join("policies.txt");
         std::fs::write(&f, format!("# trusted policies\n{b}  # strict\n\n{a}\n")).unwrap();
-        let got = load_policy_hashes(std::slice::from_ref(&a), &[f.clone()]).unwrap();
+        let got = load_policy_hashes(std::slice::from_ref(&a), std::slice::from_ref(&f)).unwrap();
         assert_eq!(got, vec![a.clone(), b.to_ascii_lowercase()]);
         std::fs::write(&f, "abc\n").unwrap();
-        let e = load_policy_hashes(&[], &[f.clone()]).unwrap_err();
+        let e = load_policy_hashes(&[], std::slice::from_ref(&f)).unwrap_err();
         assert!(
             e.contains("policies.txt:1") && e.contains("64 hex digits"),
             "{e}"

@@ -228,6 +228,26 @@ impl Gate {
         }
     }
 
+    /// Which of a SUBSCRIBE's filters the ACL lets the client read; the others are counted
+    /// and logged as refused.
+    fn readable<'a>(
+        &self,
+        acl: &Acl,
+        paths: impl Iterator<Item = &'a str>,
+        peer: SocketAddr,
+        client_id: &str,
+    ) -> Vec<bool> {
+        paths
+            .map(|f| {
+                let ok = acl.may_read(f);
+                if !ok {
+                    self.refused(peer, client_id, "subscribe", f);
+                }
+                ok
+            })
+            .collect()
+    }
+
     fn refused(&self, peer: SocketAddr, client: &str, what: &'static str, topic: &str) {
         self.denied.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = &self.on_denied {
@@ -534,12 +554,8 @@ impl Gate {
                 else {
                     return Err(violation("malformed SUBSCRIBE"));
                 };
-                let keep: Vec<bool> = sub.filters.iter().map(|f| acl.may_read(&f.path)).collect();
-                for (f, k) in sub.filters.iter().zip(&keep) {
-                    if !k {
-                        self.refused(peer, client_id, "subscribe", &f.path);
-                    }
-                }
+                let paths = sub.filters.iter().map(|f| f.path.as_str());
+                let keep = self.readable(acl, paths, peer, client_id);
                 if keep.iter().all(|k| *k) {
                     to_up.extend_from_slice(&frame);
                 } else if !keep.iter().any(|k| *k) {
@@ -573,18 +589,24 @@ fn from_broker(frame: BytesMut, s: &mut Session, to_client: &mut BytesMut) -> Re
         to_client.extend_from_slice(&frame);
         return Ok(());
     };
-    let mut theirs = ack.return_codes.into_iter();
-    let codes = keep
-        .iter()
+    let codes = merge_codes(&keep, ack.return_codes, SubscribeReasonCode::Failure);
+    put(to_client, Packet::SubAck(v4::SubAck::new(ack.pkid, codes)))
+}
+
+/// The SUBACK codes for the client's original filters: the broker's codes (`theirs`, one per
+/// filter the gate relayed) in the kept places, `refused` in the others (and for any code
+/// the broker left out).
+fn merge_codes<C: Clone>(keep: &[bool], theirs: Vec<C>, refused: C) -> Vec<C> {
+    let mut theirs = theirs.into_iter();
+    keep.iter()
         .map(|k| {
             if *k {
-                theirs.next().unwrap_or(SubscribeReasonCode::Failure)
+                theirs.next().unwrap_or_else(|| refused.clone())
             } else {
-                SubscribeReasonCode::Failure
+                refused.clone()
             }
         })
-        .collect();
-    put(to_client, Packet::SubAck(v4::SubAck::new(ack.pkid, codes)))
+        .collect()
 }
 
 /// Which transport a gate listener speaks.

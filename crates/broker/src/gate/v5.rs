@@ -134,12 +134,8 @@ impl Gate {
                 else {
                     return Err(violation("malformed SUBSCRIBE"));
                 };
-                let keep: Vec<bool> = sub.filters.iter().map(|f| acl.may_read(&f.path)).collect();
-                for (f, k) in sub.filters.iter().zip(&keep) {
-                    if !k {
-                        self.refused(peer, client_id, "subscribe", &f.path);
-                    }
-                }
+                let paths = sub.filters.iter().map(|f| f.path.as_str());
+                let keep = self.readable(acl, paths, peer, client_id);
                 if keep.iter().all(|k| *k) {
                     to_up.extend_from_slice(&frame);
                 } else if !keep.iter().any(|k| *k) {
@@ -212,17 +208,7 @@ pub(super) fn from_broker_v5(
         to_client.extend_from_slice(&frame);
         return Ok(());
     };
-    let mut theirs = ack.return_codes.into_iter();
-    let codes = keep
-        .iter()
-        .map(|k| {
-            if *k {
-                theirs.next().unwrap_or(SubscribeReasonCode::Unspecified)
-            } else {
-                SubscribeReasonCode::NotAuthorized
-            }
-        })
-        .collect();
+    let codes = super::merge_codes(&keep, ack.return_codes, SubscribeReasonCode::NotAuthorized);
     put5(
         to_client,
         m5::Packet::SubAck(SubAck {
