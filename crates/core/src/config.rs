@@ -825,6 +825,29 @@ pub struct RatelimitConfig {
     pub ingest: Option<RatelimitPolicySpec>,
 }
 
+impl RatelimitConfig {
+    /// A Redis URL given (`REDIS_URL`, `ratelimit.redis_url`, `--redis-url`) means Redis: with
+    /// no backend given it selects `redis`; with `backend: memory` given it is an error, since
+    /// the limits would silently stay in one process's memory.
+    pub fn redis_url_selects_backend(
+        &mut self,
+        url_given: bool,
+        backend_given: bool,
+    ) -> Result<(), (String, String)> {
+        if !url_given || self.backend != RatelimitBackend::Memory {
+            return Ok(());
+        }
+        if backend_given {
+            return Err((
+                "ratelimit.redis_url".into(),
+                "is set, but ratelimit.backend is memory, which never uses it (limits would stay in this process); choose backend redis or hybrid, or remove the URL (and REDIS_URL)".into(),
+            ));
+        }
+        self.backend = RatelimitBackend::Redis;
+        Ok(())
+    }
+}
+
 impl Default for RatelimitConfig {
     fn default() -> Self {
         RatelimitConfig {
@@ -1073,9 +1096,30 @@ impl Config {
             Some(p) => read_text(p)?,
             None => String::new(),
         };
-        let file_cfg = Self::from_yaml_str(&text, path)?;
+        let mut file_cfg = Self::from_yaml_str(&text, path)?;
         let overrides = env_overrides(env, all_env);
+        // Whether a key is written in the file (not its parent: `locate_key` falls back) or set
+        // by the environment.
+        let file_tree: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_default();
+        let given = |key: &str| {
+            key.split('.')
+                .try_fold(&file_tree, |v, k| v.get(k))
+                .is_some_and(|v| !v.is_null())
+                || overrides.iter().any(|o| o.path.join(".") == key)
+        };
+        let redis_given = (given("ratelimit.redis_url"), given("ratelimit.backend"));
         if overrides.is_empty() {
+            file_cfg
+                .ratelimit
+                .redis_url_selects_backend(redis_given.0, redis_given.1)
+                .map_err(|(key, message)| ConfigError {
+                    file: path.map(Path::to_path_buf),
+                    line: locate_key(&text, &key),
+                    column: None,
+                    key: Some(key),
+                    env_var: None,
+                    message,
+                })?;
             return Ok(file_cfg);
         }
         let mut tree: serde_yaml::Value =
@@ -1089,7 +1133,7 @@ impl Config {
                 .find(|o| key.starts_with(&o.path.join(".")))
                 .map(|o| o.var.clone())
         };
-        let cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
             ConfigError {
                 file: path.map(Path::to_path_buf),
@@ -1100,14 +1144,19 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        cfg.validate().map_err(|(key, message)| ConfigError {
-            file: path.map(Path::to_path_buf),
-            line: locate_key(&text, &key),
-            column: None,
-            env_var: blame(&key),
-            key: Some(key),
-            message,
-        })?;
+        cfg.validate()
+            .and_then(|()| {
+                cfg.ratelimit
+                    .redis_url_selects_backend(redis_given.0, redis_given.1)
+            })
+            .map_err(|(key, message)| ConfigError {
+                file: path.map(Path::to_path_buf),
+                line: locate_key(&text, &key),
+                column: None,
+                env_var: blame(&key),
+                key: Some(key),
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -1833,6 +1882,47 @@ mod tests {
         assert_eq!(
             Config::from_yaml_str("# nothing\n", None).unwrap(),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn a_redis_url_selects_redis_or_is_a_clear_error() {
+        let none = |_: &str| None::<String>;
+        let redis_env = |k: &str| (k == "REDIS_URL").then(|| "redis://r:6379".to_string());
+        // REDIS_URL alone: the redis backend.
+        let c = Config::load(None, redis_env, Vec::new()).unwrap();
+        assert_eq!(c.ratelimit.backend, RatelimitBackend::Redis);
+        assert_eq!(c.ratelimit.redis_url, "redis://r:6379");
+        // Nothing given: memory.
+        let c = Config::load(None, none, Vec::new()).unwrap();
+        assert_eq!(c.ratelimit.backend, RatelimitBackend::Memory);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.yaml");
+        // In the file, without a backend: redis; with hybrid: kept.
+        std::fs::write(&f, "ratelimit:\n  redis_url: redis://r:6379\n").unwrap();
+        let c = Config::load(Some(&f), none, Vec::new()).unwrap();
+        assert_eq!(c.ratelimit.backend, RatelimitBackend::Redis);
+        std::fs::write(&f, "ratelimit:\n  backend: hybrid\n").unwrap();
+        let c = Config::load(Some(&f), redis_env, Vec::new()).unwrap();
+        assert_eq!(c.ratelimit.backend, RatelimitBackend::Hybrid);
+        // backend: memory given and a URL given: an error naming the key, the file and line.
+        std::fs::write(&f, "ratelimit:\n  backend: memory\n").unwrap();
+        let e = Config::load(Some(&f), redis_env, Vec::new()).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("ratelimit.redis_url"));
+        assert_eq!(e.env_var.as_deref(), Some("REDIS_URL"));
+        assert!(
+            e.to_string().contains("choose backend redis or hybrid"),
+            "{e}"
+        );
+        std::fs::write(
+            &f,
+            "ratelimit:\n  backend: memory\n  redis_url: redis://r:6379\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), none, Vec::new()).unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("ratelimit.redis_url"), Some(3))
         );
     }
 

@@ -60,6 +60,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(u) = a.redis_url {
         cfg.ratelimit.redis_url = u;
+        // --redis-url alone means Redis; with --backend memory it is a mistake.
+        cfg.ratelimit
+            .redis_url_selects_backend(true, a.backend.is_some())
+            .map_err(|(key, m)| anyhow::anyhow!("--redis-url ({key}) {m}"))?;
     }
     crate::logging::init_stderr(cfg.logging.level.as_str(), cfg.logging.format);
     let rt = tokio::runtime::Runtime::new()?;
