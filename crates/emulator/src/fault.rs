@@ -69,6 +69,26 @@ impl FaultKind {
         self.into()
     }
 
+    /// What the kind does, in a few words: the label the UI's fault form shows (it reads them
+    /// from `GET /api/v1/emulator/fault-kinds`, so this is the one list).
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Spike => "Spike: one value far off",
+            FaultKind::Dip => "Dip: one value far below",
+            FaultKind::StuckAt => "Stuck-at: the value stops changing",
+            FaultKind::Drift => "Drift: a slowly growing offset",
+            FaultKind::Dropout => "Dropout: a gap without messages",
+            FaultKind::Duplicate => "Duplicate messages",
+            FaultKind::OutOfOrder => "Out-of-order timestamps",
+            FaultKind::ClockSkew => "Clock skew",
+            FaultKind::Nan => "NaN / null values",
+            FaultKind::UnitSwitch => "Unit switch (°C → °F)",
+            FaultKind::SchemaBreak => "Schema break (renamed field)",
+            FaultKind::BurstFlood => "Burst flood",
+            FaultKind::Disconnect => "Disconnect / reconnect",
+        }
+    }
+
     /// Does this kind act on one field (and so need `field`)?
     pub fn needs_field(self) -> bool {
         matches!(

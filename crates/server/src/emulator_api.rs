@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/annotations", get(annotations))
         .route("/api/v1/devices/{id}/history", get(history))
         .route("/api/v1/emulator/openapi.json", get(openapi))
+        .route("/api/v1/emulator/fault-kinds", get(fault_kinds))
         .route("/ws", get(ws));
     // Native paths and the legacy aliases share the handlers.
     for p in ["/api/v1/devices", "/devices"] {
@@ -67,6 +68,16 @@ pub fn router() -> Router<AppState> {
             );
     }
     r
+}
+
+/// Every kind of fault the emulator injects, with its label and whether it needs a field: the
+/// list the UI's fault form shows (the emulator's `FaultKind` is its one source).
+async fn fault_kinds() -> Json<Value> {
+    let kinds: Vec<Value> = fieldlab_emulator::fault::FaultKind::ALL
+        .iter()
+        .map(|k| json!({"kind": k.as_str(), "label": k.label(), "needs_field": k.needs_field()}))
+        .collect();
+    Json(json!({ "kinds": kinds }))
 }
 
 fn emulator(s: &AppState) -> Result<&Emulator, Problem> {
@@ -489,6 +500,7 @@ pub fn openapi_doc() -> Value {
         "info": {"title": "fieldlab device emulator", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
             "/api/v1/emulator/devices": {"get": op("List emulated devices", vec![], None)},
+            "/api/v1/emulator/fault-kinds": {"get": op("The kinds of fault the emulator injects: kind, label, needs_field", vec![], None)},
             "/api/v1/emulator/devices/{id}": {"get": op("One emulated device", vec![id.clone()], None)},
             "/api/v1/devices": {"post": op("Create a device (JSON or YAML; also `devices: [...]`)", vec![], Some("DeviceSpec"))},
             "/api/v1/devices/{id}": {"delete": op("Delete a device", vec![id.clone()], None),

@@ -1032,6 +1032,18 @@ fn a_newcomers_first_five_minutes() {
         Duration::from_secs(15),
         "document.querySelector('.chart[data-field=\"temperature\"] .plot') ? true : null",
     );
+    // The fault form offers every kind the emulator injects (its list, from the server).
+    let kinds = b.wait_for(
+        "the fault form's kinds",
+        Duration::from_secs(10),
+        "(() => { const o = [...document.querySelectorAll('select[aria-label=\"Fault kind\"] option')]; \
+           return o.length ? o.map(x => x.value) : null; })()",
+    );
+    let want: Vec<&str> = fieldlab_emulator::fault::FaultKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(kinds, serde_json::json!(want));
     // 80 s after start, inject the spike from the page's fault form.
     let at = Duration::from_secs(80);
     while started.elapsed() < at {

@@ -12,13 +12,9 @@ const RANGES = [["5m", 5 * 60e3], ["15m", 15 * 60e3], ["1h", 3600e3], ["6h", 6 *
 // At most about this many points per chart for a range; beyond it the server aggregates.
 const TARGET_POINTS = 1200;
 
-export const FAULT_KINDS = [
-  ["spike", "Spike: one value far off"], ["dip", "Dip: one value far below"], ["stuck_at", "Stuck-at: the value stops changing"],
-  ["drift", "Drift: a slowly growing offset"], ["dropout", "Dropout: a gap without messages"],
-  ["duplicate", "Duplicate messages"], ["out_of_order", "Out-of-order timestamps"], ["clock_skew", "Clock skew"],
-  ["nan", "NaN / null values"], ["unit_switch", "Unit switch (°C → °F)"], ["schema_break", "Schema break (renamed field)"],
-  ["burst_flood", "Burst flood"], ["disconnect", "Disconnect / reconnect"],
-];
+// The fault form's kinds and labels come from the server (`GET /api/v1/emulator/fault-kinds`,
+// the emulator's own list), so a new kind shows here without a UI change.
+const FAULT_KINDS_URL = "/api/v1/emulator/fault-kinds";
 
 /** Fields an annotation names (`fields: [...]`, or one `field`); none = the whole message. */
 export function fieldsOf(a) {
@@ -49,6 +45,10 @@ export default async function device(root, [id], { live, onTheme }) {
     try { emu = await get(`${ENDPOINTS.emulatorDevices}/${encodeURIComponent(id)}`); dev.state = emu.state; } catch { emu = null; }
   }
   await loadEmu();
+  let faultKinds = [];
+  if (has.deviceFaults) {
+    try { faultKinds = (await get(FAULT_KINDS_URL)).kinds || []; } catch { faultKinds = []; }
+  }
   const units = dev.units || {};
   const seriesTags = Object.fromEntries((dev.series || []).map((s) => [s.field, s.tags]));
 
@@ -140,7 +140,7 @@ export default async function device(root, [id], { live, onTheme }) {
     const scenarioSel = h("select", { "aria-label": "Scenario" },
       scenarios.map((sc) => h("option", { value: sc.name ?? sc }, sc.name ?? sc)));
     const scenarioIn = scenarios.length ? scenarioSel : h("input", { type: "text", placeholder: "scenario name", "aria-label": "Scenario name" });
-    const kindSel = h("select", { "aria-label": "Fault kind" }, FAULT_KINDS.map(([k, l]) => h("option", { value: k }, l)));
+    const kindSel = h("select", { "aria-label": "Fault kind" }, faultKinds.map((k) => h("option", { value: k.kind }, k.label)));
     const fieldSel = h("select", { "aria-label": "Field" }, fields.map((f) => h("option", { value: f }, f)));
     const durIn = h("input", { type: "number", min: "1", value: "60", "aria-label": "Duration in seconds", style: "width:6rem" });
     const magIn = h("input", { type: "number", step: "any", placeholder: "auto", "aria-label": "Magnitude, in the field's unit", style: "width:7rem" });
