@@ -944,6 +944,17 @@ pub struct DetectConfig {
     /// Caps of `/predict` and `/predict/batch`: CPU and memory per request are bounded by
     /// these, whoever calls.
     pub predict: PredictLimits,
+    /// Largest size of each event log (`events/quality.jsonl`, `events/anomalies.jsonl`) before
+    /// it is rotated to `.1` (one older file kept), e.g. `64MB`: disk for events is bounded by
+    /// this, however many events devices provoke.
+    pub events_max_size: String,
+}
+
+impl DetectConfig {
+    /// `events_max_size` in bytes (checked by [`Config::validate`]).
+    pub fn events_max_bytes(&self) -> u64 {
+        parse_size(&self.events_max_size).unwrap_or(64 << 20)
+    }
 }
 
 /// `detect.predict`: what one `/predict` or `/predict/batch` request may cost.
@@ -1027,6 +1038,7 @@ impl Default for DetectConfig {
             max_rate_per_s: BTreeMap::new(),
             required: BTreeMap::new(),
             predict: PredictLimits::default(),
+            events_max_size: "64MB".into(),
         }
     }
 }
@@ -1246,6 +1258,16 @@ impl Config {
             ));
         }
         parse_size(&p.max_body).map_err(|m| ("detect.predict.max_body".to_string(), m))?;
+        match parse_size(&d.events_max_size) {
+            Ok(n) if n >= 64 << 10 => {}
+            Ok(_) => {
+                return Err((
+                    "detect.events_max_size".into(),
+                    "must be at least 64KB (each event log's size before it is rotated)".into(),
+                ))
+            }
+            Err(m) => return Err(("detect.events_max_size".into(), m)),
+        }
         crate::time::parse_duration_ms(&d.stale_after)
             .map_err(|e| ("detect.stale_after".to_string(), e.to_string()))?;
         for (k, [lo, hi]) in &d.ranges {
@@ -1974,6 +1996,11 @@ mod tests {
         assert!(e.message.contains("max_window (50)"), "{e}");
         let e = err("detect:\n  predict:\n    max_body: 8 parsecs\n");
         assert_eq!(e.key.as_deref(), Some("detect.predict.max_body"));
+        let e = err("detect:\n  events_max_size: 1KB\n");
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("detect.events_max_size"), Some(2))
+        );
         let e = err("detect:\n  predict:\n    max_concurrent_jobs: 0\n");
         assert_eq!(e.key.as_deref(), Some("detect.predict.max_concurrent_jobs"));
         assert_eq!(PredictLimits::default().max_body_bytes(), 8 << 20);

@@ -56,6 +56,7 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
         rules,
         models_dir: d.models_dir.clone(),
         predict: d.predict.clone(),
+        events_max_bytes: d.events_max_bytes(),
         ..WatchConfig::default()
     })
 }

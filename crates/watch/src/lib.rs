@@ -95,6 +95,8 @@ pub struct WatchConfig {
     pub state_budget_bytes: usize,
     /// Caps of `/predict` (`detect.predict`).
     pub predict: predict::Limits,
+    /// Size of each event log before it is rotated (`detect.events_max_size`).
+    pub events_max_bytes: u64,
 }
 
 /// Bytes one series' detector state is assumed to take when sizing the detector LRU from
@@ -120,6 +122,7 @@ impl Default for WatchConfig {
             models_dir: None,
             state_budget_bytes: 256 << 20,
             predict: predict::Limits::default(),
+            events_max_bytes: 64 << 20,
         }
     }
 }
@@ -193,25 +196,44 @@ pub struct WatchError {
 
 /// One event log (JSON lines). Appends go through the store's [`AppendLog`]: a write that
 /// fails (a full disk) is cut back, so the next event is not glued to a partial line and lost
-/// with it. Not fsynced: events are derived from stored data, not promised durable.
+/// with it. Not fsynced: events are derived from stored data, not promised durable. Bounded:
+/// beyond `max` bytes the file is renamed to `<name>.1` (replacing the older one) and a new
+/// one begins, so a device that provokes an event per reading fills at most `2 x max`.
 struct Log {
     log: fieldlab_store::fs::AppendLog,
+    max: u64,
 }
 
 impl Log {
-    fn open(path: PathBuf) -> Result<Log, WatchError> {
+    fn open(path: PathBuf, max: u64) -> Result<Log, WatchError> {
         let log = fieldlab_store::fs::AppendLog::open(fieldlab_store::fs::real(), &path).map_err(
             |source| WatchError {
                 path: path.display().to_string(),
                 source,
             },
         )?;
-        Ok(Log { log })
+        Ok(Log { log, max })
+    }
+
+    /// Rename the full log to `.1` and start a new one.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let path = self.log.path().to_path_buf();
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        let fs = fieldlab_store::fs::real();
+        fs.rename(&path, std::path::Path::new(&old))?;
+        self.log = fieldlab_store::fs::AppendLog::open(fs, &path)?;
+        Ok(())
     }
 
     fn append<T: serde::Serialize>(&mut self, v: &T) {
         let mut line = serde_json::to_vec(v).expect("events serialise");
         line.push(b'\n');
+        if self.log.len() + line.len() as u64 > self.max && !self.log.is_empty() {
+            if let Err(e) = self.rotate() {
+                eprintln!("fieldlab: cannot rotate {}: {e}", self.log.path().display());
+            }
+        }
         if let Err(e) = self.log.append_unsynced(&line) {
             // An event log that cannot be written must not stop ingest; it is logged loudly.
             eprintln!(
@@ -279,8 +301,14 @@ impl Watch {
         })?;
         let qp = dir.join("quality.jsonl");
         let ap = dir.join("anomalies.jsonl");
-        let quality = (tail_events(&qp, cfg.keep), Log::open(qp)?);
-        let anomalies = (tail_events(&ap, cfg.keep), Log::open(ap)?);
+        let quality = (
+            tail_events(&qp, cfg.keep),
+            Log::open(qp, cfg.events_max_bytes)?,
+        );
+        let anomalies = (
+            tail_events(&ap, cfg.keep),
+            Log::open(ap, cfg.events_max_bytes)?,
+        );
         let (tx, _) = tokio::sync::broadcast::channel(4096);
         let (series, devices) = state_capacity(cfg.state_budget_bytes);
         Ok(Watch {
@@ -622,6 +650,38 @@ mod tests {
         let again = Watch::open(dir.path(), cfg).unwrap();
         assert_eq!(again.anomalies(Some("t1"), 0, 10).len(), 2);
         assert!(!again.quality_events(None, 0, 10).is_empty());
+    }
+
+    #[test]
+    fn event_logs_are_rotated_at_their_size_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            default_detector: "robust_z:window=60".into(),
+            events_max_bytes: 4096,
+            ..WatchConfig::default()
+        };
+        let w = Watch::open(dir.path(), cfg).unwrap();
+        // A hostile device: every reading out of range (a quality event each, and the gross
+        // check on ever-growing values an anomaly each).
+        for i in 0..2000u64 {
+            let v = 1000.0 * 2f64.powi((i % 900) as i32);
+            w.observe(&reading(i as i64 * 1000, i, v), i as i64 * 1000);
+        }
+        let events = dir.path().join("events");
+        for name in ["quality.jsonl", "anomalies.jsonl"] {
+            let cur = std::fs::metadata(events.join(name)).unwrap().len();
+            let old = std::fs::metadata(events.join(format!("{name}.1")))
+                .unwrap()
+                .len();
+            assert!(cur <= 4096 && old <= 4096, "{name}: {cur} + {old}");
+            // Whole lines in both.
+            for f in [events.join(name), events.join(format!("{name}.1"))] {
+                let text = std::fs::read_to_string(&f).unwrap();
+                assert!(text
+                    .lines()
+                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+            }
+        }
     }
 
     #[test]
