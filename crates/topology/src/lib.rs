@@ -308,8 +308,8 @@ fn cap_verifier(
     data_dir: &std::path::Path,
     registry: &mut Registry,
 ) -> anyhow::Result<axum::Router> {
-    let reg = fieldlab_attest::registry::Registry::open(&data_dir.join("cap"))
-        .map_err(anyhow::Error::msg)?;
+    let reg =
+        fieldlab_registry::Registry::open(&data_dir.join("cap")).map_err(anyhow::Error::msg)?;
     let v = fieldlab_verifier::Verifier::new(fieldlab_verifier::Auth::Disabled, None, Some(reg));
     v.metrics.register(registry);
     Ok(fieldlab_verifier::api(Arc::new(v)))

@@ -1,9 +1,10 @@
 //! The verifier API over real TLS with client certificates and real JWTs: keys and certificates
 //! are generated at test time (rcgen), the server listens on a free port.
 
-use fieldlab_attest::registry::{Registry, RegistryProof};
+use fieldlab_attest::registry::RegistryProof;
 use fieldlab_attest::{bundle, policy, proof, records};
 use fieldlab_auth::jwt::JwtVerifier;
+use fieldlab_registry::Registry;
 use fieldlab_verifier::{standalone, tls, Auth, Verifier};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use serde_json::{json, Value};

@@ -63,7 +63,7 @@ pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
-    use fieldlab_attest::registry::Registry;
+    use fieldlab_registry::Registry;
     let e = |m: String| anyhow!(m);
     if let RegistryCmd::Verify {
         proof,
@@ -226,7 +226,7 @@ fn verify_offline(
 }
 
 pub(super) fn blob(data: &Path, cmd: BlobCmd) -> anyhow::Result<ExitCode> {
-    let r = fieldlab_attest::registry::Registry::open(data).map_err(|m| anyhow!(m))?;
+    let r = fieldlab_registry::Registry::open(data).map_err(|m| anyhow!(m))?;
     let e = |m: String| anyhow!(m);
     match cmd {
         BlobCmd::List => {

@@ -31,7 +31,7 @@ pub(super) fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let reg = a
         .data
         .as_deref()
-        .map(fieldlab_attest::registry::Registry::open)
+        .map(fieldlab_registry::Registry::open)
         .transpose()
         .map_err(|m| anyhow!(m))?;
     let v = std::sync::Arc::new(Verifier::new(auth, None, reg).trusting(trusted));
