@@ -233,10 +233,10 @@ impl RobustZ {
 /// The range is an envelope: it widens at once to every value learnt and narrows back towards
 /// the median slowly (a share of 1/[`ENVELOPE_POINTS`] of the gap per point), so a machine that
 /// cycles between set points is judged against all of its cycle, not its last few minutes.
-/// The scale is the robust sigma of the last `window` values, floored by a share of the
-/// spread the series has shown before and by 1 % of its level. A series whose scale is unknown (every value so far
-/// equal, and never moved before: PV power at night on a first start) is not judged; its first
-/// change would otherwise be "infinitely" far out. Every value is learnt, outliers too, so a
+/// The scale is the robust sigma (1.4826 MAD) of the last `window` values, floored by a share
+/// of the spread the series has shown before and by 1 % of its level. A series whose scale is
+/// unknown (most of the window one value, and never moved before: PV power at night and dawn on
+/// a first start) is not judged; its first changes would otherwise be "infinitely" far out. Every value is learnt, outliers too, so a
 /// real level shift is reported once and then is part of the range.
 #[derive(Debug, Clone)]
 pub struct GrossOutlier {
@@ -279,10 +279,12 @@ impl GrossOutlier {
             med = w.median();
         }
         if w.len() >= self.min_points {
+            // The MAD only, not the mean-deviation fallback: a window that is mostly one value
+            // (PV power at dawn after a night of zeros) has no scale worth judging by yet.
             let sigma = self
                 .rz
                 .spreads(med)
-                .1
+                .0
                 .max(FLOOR_SHARE * self.rz.long_spread)
                 .max(LEVEL_SHARE * med.abs());
             let d = if x > self.hi {
