@@ -44,11 +44,17 @@ impl Detector for Calibrated {
 pub struct Guarded {
     inner: Box<dyn Detector>,
     gross: GrossOutlier,
+    /// The last score came from the gross outlier check.
+    last_gross: bool,
 }
 
 impl Guarded {
     pub fn new(inner: Box<dyn Detector>, gross: GrossOutlier) -> Self {
-        Guarded { inner, gross }
+        Guarded {
+            inner,
+            gross,
+            last_gross: false,
+        }
     }
 }
 
@@ -63,10 +69,19 @@ impl Detector for Guarded {
         }
         let gross = self.gross.gross_then_learn(x);
         let s = self.inner.score(ts, x);
+        self.last_gross = gross;
         if gross {
             1.0
         } else {
             s
+        }
+    }
+
+    fn last_verdict_by(&self) -> &'static str {
+        if self.last_gross {
+            "gross_outlier"
+        } else {
+            self.inner.last_verdict_by()
         }
     }
 }
@@ -234,6 +249,12 @@ mod tests {
                 }
             }
             assert_eq!(live.score(80_000, 33.0), 1.0, "{spec}");
+            assert_eq!(live.last_verdict_by(), "gross_outlier", "{spec}");
+            assert_eq!(
+                live.name(),
+                plain.name(),
+                "{spec}: metrics keep the detector's name"
+            );
             assert!(off.score(80_000, 33.0) < 1.0, "{spec} with gross=0");
             assert!(
                 plain.score(80_000, 33.0) < 1.0,

@@ -43,6 +43,11 @@ pub trait Detector: Send {
     /// Score `value` observed at `ts_ms`, then learn from it. Returns a score in `[0, 1]`;
     /// non-finite input scores 0 and is not learned (it is a data-quality matter).
     fn score(&mut self, ts_ms: i64, value: f64) -> f64;
+    /// What gave the last score, for an anomaly event: the detector itself unless a wrapper
+    /// decided (the gross outlier check says `gross_outlier`).
+    fn last_verdict_by(&self) -> &'static str {
+        self.name()
+    }
 }
 
 /// Names accepted by [`build`].

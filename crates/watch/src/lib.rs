@@ -444,7 +444,7 @@ impl Watch {
                         ts_ms: r.ts_ms,
                         value: x,
                         score: s,
-                        detector: d.detector.name().to_string(),
+                        detector: d.detector.last_verdict_by().to_string(),
                         quality: broken
                             .iter()
                             .filter(|(f, _)| f.as_deref().is_none_or(|f| f == field))

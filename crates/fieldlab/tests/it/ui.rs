@@ -665,7 +665,8 @@ fn anomaly_quality_ratelimit_and_verify_pages_show_real_data() {
     assert_ne!(cells[0], "—", "the anomaly has a time: {cells:?}");
     assert!(cells[3].contains("°C"), "value with unit: {cells:?}");
     assert!(
-        cells[4].parse::<f64>().is_ok() && cells[5].starts_with("robust_z"),
+        cells[4].parse::<f64>().is_ok()
+            && (cells[5].starts_with("robust_z") || cells[5] == "gross_outlier"),
         "{cells:?}"
     );
     b.screenshot(&shots().join("anomalies-spike.png"));
@@ -1089,6 +1090,10 @@ fn a_newcomers_first_five_minutes() {
     assert!(
         cells[6].contains("rate"),
         "the quality verdict beside it: {cells:?}"
+    );
+    assert_eq!(
+        cells[5], "gross_outlier",
+        "caught by the gross check: {cells:?}"
     );
     b.screenshot(&shots().join("newcomer-anomaly.png"));
 
