@@ -99,6 +99,24 @@ impl ZipLayout {
     }
 }
 
+impl ZipLayout {
+    /// The fields a local header and a central header share, in their common order (from
+    /// "version needed" to "extra field length"); `h` names each for error messages.
+    fn entry_fields(&mut self, h: &dyn Fn(&str) -> String, crc: u32, size: u32, name: &str) {
+        use zip_header::*;
+        self.field(h("version needed"), &VERSION_NEEDED.to_le_bytes());
+        self.field(h("flags"), &FLAGS.to_le_bytes());
+        self.field(h("compression method"), &METHOD_STORED.to_le_bytes());
+        self.field(h("time"), &DOS_TIME.to_le_bytes());
+        self.field(h("date"), &DOS_DATE.to_le_bytes());
+        self.field(h("CRC-32"), &crc.to_le_bytes());
+        self.field(h("compressed size"), &size.to_le_bytes());
+        self.field(h("size"), &size.to_le_bytes());
+        self.field(h("name length"), &(name.len() as u16).to_le_bytes());
+        self.field(h("extra field length"), &0u16.to_le_bytes());
+    }
+}
+
 fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
     use zip_header::*;
     let mut z = ZipLayout {
@@ -129,16 +147,7 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
         crcs.push(crc);
         let h = |f: &str| format!("local header of `{name}`: {f}");
         z.field(h("signature"), &0x0403_4b50u32.to_le_bytes());
-        z.field(h("version needed"), &VERSION_NEEDED.to_le_bytes());
-        z.field(h("flags"), &FLAGS.to_le_bytes());
-        z.field(h("compression method"), &METHOD_STORED.to_le_bytes());
-        z.field(h("time"), &DOS_TIME.to_le_bytes());
-        z.field(h("date"), &DOS_DATE.to_le_bytes());
-        z.field(h("CRC-32"), &crc.to_le_bytes());
-        z.field(h("compressed size"), &size.to_le_bytes());
-        z.field(h("size"), &size.to_le_bytes());
-        z.field(h("name length"), &(name.len() as u16).to_le_bytes());
-        z.field(h("extra field length"), &0u16.to_le_bytes());
+        z.entry_fields(&h, crc, size, name);
         z.field(h("name"), name.as_bytes());
         z.field(format!("contents of `{name}`"), body);
     }
@@ -148,16 +157,7 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
         let h = |f: &str| format!("central header of `{name}`: {f}");
         z.field(h("signature"), &0x0201_4b50u32.to_le_bytes());
         z.field(h("version made by"), &VERSION_MADE_BY.to_le_bytes());
-        z.field(h("version needed"), &VERSION_NEEDED.to_le_bytes());
-        z.field(h("flags"), &FLAGS.to_le_bytes());
-        z.field(h("compression method"), &METHOD_STORED.to_le_bytes());
-        z.field(h("time"), &DOS_TIME.to_le_bytes());
-        z.field(h("date"), &DOS_DATE.to_le_bytes());
-        z.field(h("CRC-32"), &crcs[i].to_le_bytes());
-        z.field(h("compressed size"), &size.to_le_bytes());
-        z.field(h("size"), &size.to_le_bytes());
-        z.field(h("name length"), &(name.len() as u16).to_le_bytes());
-        z.field(h("extra field length"), &0u16.to_le_bytes());
+        z.entry_fields(&h, crcs[i], size, name);
         z.field(h("comment length"), &0u16.to_le_bytes());
         z.field(h("disk number"), &0u16.to_le_bytes());
         z.field(h("internal attributes"), &INTERNAL_ATTRS.to_le_bytes());
