@@ -61,8 +61,10 @@ const POLICY_ID_X509: &str = "x509";
 
 /// fieldlab users as OPC UA users (see the module docs).
 pub(crate) struct FieldlabUsers {
-    /// Failed sign-ins per connection (async-opcua gives no client address; see [`crate::front`]).
+    /// Failed sign-ins per connection (see [`crate::front`]).
     failures: crate::front::ConnectionFailures,
+    /// The client behind each connection the front door relays.
+    relayed: Arc<crate::front::Relayed>,
     auth: Arc<Authenticator>,
     /// `<pki>/users/trusted`: the user certificates accepted for X.509 sign-in.
     trusted_user_certs: PathBuf,
@@ -111,9 +113,14 @@ fn find_cert(dir: &Path, thumbprint: &Thumbprint) -> Option<X509> {
 }
 
 impl FieldlabUsers {
-    pub(crate) fn new(auth: Arc<Authenticator>, trusted_user_certs: PathBuf) -> FieldlabUsers {
+    pub(crate) fn new(
+        auth: Arc<Authenticator>,
+        trusted_user_certs: PathBuf,
+        relayed: Arc<crate::front::Relayed>,
+    ) -> FieldlabUsers {
         FieldlabUsers {
             failures: Default::default(),
+            relayed,
             auth,
             trusted_user_certs,
         }
@@ -218,10 +225,13 @@ impl AuthManager for FieldlabUsers {
         // with no rights rather than binding it to the new password's generation.
         let generation = |db: &fieldlab_auth::UserFile| db.user(username).map(|u| u.generation);
         let before = generation(&*self.auth.users().current().map_err(db_err)?);
-        // async-opcua does not tell an AuthManager the client's address: a connection that has
-        // used up its failed sign-ins is refused without a check, and crate::front limits the
-        // connections per address; the bounded argon2 pool and the per-user failure limiter of
-        // fieldlab-auth apply on top.
+        // A connection that has used up its failed sign-ins is refused without a check;
+        // crate::front limits the connections per address, and the client address (from the
+        // patched async-opcua's CONNECTION_PEER through the front door's relay map) feeds
+        // fieldlab-auth's per-address failure limiter beside the per-user one.
+        let client = opcua::server::CONNECTION_PEER
+            .try_with(|peer| self.relayed.client_of(*peer))
+            .ok();
         if self.failures.exhausted() {
             tracing::info!(user = %username, "OPC UA sign-in refused: too many failed sign-ins on this connection");
             return Err(refused(
@@ -234,7 +244,7 @@ impl AuthManager for FieldlabUsers {
         }
         match self
             .auth
-            .verify_password(username, password.get(), None)
+            .verify_password(username, password.get(), client)
             .await
         {
             Ok(p) => {

@@ -14,12 +14,17 @@
 //!   [`MAX_OPEN`] in all;
 //! - **failed sign-ins per connection**: at most [`MAX_FAILURES_PER_CONNECTION`] (see
 //!   [`ConnectionFailures`], used by [`crate::access`]); after that every sign-in on that
-//!   connection is refused without a password check.
+//!   connection is refused without a password check;
+//! - **failed sign-ins per address**: [`Relayed`] remembers which client each relayed
+//!   loopback connection carries, and the patched async-opcua (vendor/README.md) tells the
+//!   sign-in check its connection's peer, so fieldlab-auth's failure limiter counts OPC UA
+//!   failures per client address (`auth.login.per_address`, doubling lockouts) exactly as it
+//!   does for the token endpoint and MQTT.
 //!
 //! Together: one address gets at most `CONNECT_BURST + t / CONNECT_PERIOD` connections in `t`,
-//! so at most `MAX_FAILURES_PER_CONNECTION` times that many password guesses, whatever user
-//! names it tries; the per-user limiter and the bounded argon2 pool of fieldlab-auth apply
-//! on top. A refused connection is closed at once (the client sees the TCP connection end
+//! at most `MAX_FAILURES_PER_CONNECTION` guesses on each, and is locked out after
+//! `auth.login.per_address` failures whatever user names it tries; the per-user limiter and
+//! the bounded argon2 pool of fieldlab-auth apply on top. A refused connection is closed at once (the client sees the TCP connection end
 //! before its Hello is answered) and counted in [`FrontStats`].
 
 use fieldlab_auth::login::address_key;
@@ -105,8 +110,43 @@ impl ConnectionFailures {
     }
 }
 
+/// The client behind each relayed connection, by the local port of the relay's loopback
+/// socket (what async-opcua sees as the peer). Entries live as long as their relay, so there
+/// are at most [`MAX_OPEN`].
+#[derive(Default)]
+pub struct Relayed {
+    by_port: Mutex<HashMap<u16, IpAddr>>,
+}
+
+impl Relayed {
+    /// The client address of a connection async-opcua accepted from `peer`: the relayed
+    /// client's when `peer` is one of the front door's loopback sockets, else `peer`'s own.
+    pub fn client_of(&self, peer: SocketAddr) -> IpAddr {
+        if peer.ip().is_loopback() {
+            if let Some(ip) = self.by_port.lock().get(&peer.port()) {
+                return *ip;
+            }
+        }
+        peer.ip()
+    }
+}
+
+/// Forgets a relayed connection's client when the relay ends.
+struct RelayedEntry<'a> {
+    relayed: &'a Relayed,
+    port: u16,
+}
+
+impl Drop for RelayedEntry<'_> {
+    fn drop(&mut self) {
+        self.relayed.by_port.lock().remove(&self.port);
+    }
+}
+
 /// The per-address connection checks.
 pub struct Front {
+    /// Who is behind each relayed connection (shared with the sign-in check).
+    pub relayed: Arc<Relayed>,
     rate: DefaultKeyedRateLimiter<String>,
     open: Mutex<HashMap<String, usize>>,
     pub stats: FrontStats,
@@ -142,6 +182,7 @@ impl Front {
             .expect("CONNECT_PERIOD is not zero")
             .allow_burst(NonZeroU32::new(CONNECT_BURST).expect("CONNECT_BURST is not zero"));
         Front {
+            relayed: Arc::default(),
             rate: RateLimiter::keyed(quota),
             open: Mutex::new(HashMap::new()),
             stats: FrontStats::default(),
@@ -217,15 +258,22 @@ impl Front {
                 }
             };
             let cancel = cancel.clone();
+            let relayed = self.relayed.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                relay(client, inner, cancel).await;
+                relay(client, peer.ip(), inner, &relayed, cancel).await;
             });
         }
     }
 }
 
-async fn relay(mut client: TcpStream, inner: SocketAddr, cancel: CancellationToken) {
+async fn relay(
+    mut client: TcpStream,
+    client_ip: IpAddr,
+    inner: SocketAddr,
+    relayed: &Relayed,
+    cancel: CancellationToken,
+) {
     let _ = client.set_nodelay(true);
     let mut server = match TcpStream::connect(inner).await {
         Ok(s) => s,
@@ -235,6 +283,17 @@ async fn relay(mut client: TcpStream, inner: SocketAddr, cancel: CancellationTok
         }
     };
     let _ = server.set_nodelay(true);
+    // Registered before any byte is relayed, so before the client can reach a sign-in.
+    let _entry = match server.local_addr() {
+        Ok(a) => {
+            relayed.by_port.lock().insert(a.port(), client_ip);
+            Some(RelayedEntry {
+                relayed,
+                port: a.port(),
+            })
+        }
+        Err(_) => None,
+    };
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -287,6 +346,33 @@ mod tests {
         assert!(
             f.admit(a).is_ok(),
             "a closed connection gives its slot back"
+        );
+    }
+
+    #[test]
+    fn relayed_connections_name_their_client() {
+        let r = Relayed::default();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        r.by_port.lock().insert(40_000, client);
+        let entry = RelayedEntry {
+            relayed: &r,
+            port: 40_000,
+        };
+        assert_eq!(r.client_of("127.0.0.1:40000".parse().unwrap()), client);
+        // Another loopback port, or a direct peer, is its own client.
+        assert_eq!(
+            r.client_of("127.0.0.1:40001".parse().unwrap()),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(
+            r.client_of("198.51.100.1:40000".parse().unwrap()),
+            IpAddr::from([198, 51, 100, 1])
+        );
+        drop(entry);
+        assert_eq!(
+            r.client_of("127.0.0.1:40000".parse().unwrap()),
+            IpAddr::from([127, 0, 0, 1]),
+            "forgotten when the relay ends"
         );
     }
 

@@ -211,6 +211,9 @@ pub async fn start(mut s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServ
             ));
         }
     }
+    // The front door owns the public port (front.rs); the sign-in check asks it who is behind
+    // each relayed connection.
+    let front = Arc::new(front::Front::new());
     let bind = format!("{}:{}", s.host, s.port);
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
@@ -266,7 +269,11 @@ pub async fn start(mut s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServ
             dir: s.pki_dir.clone(),
             message: format!("cannot create {}: {e}", trusted.display()),
         })?;
-        b = b.with_authenticator(Arc::new(access::FieldlabUsers::new(auth.clone(), trusted)));
+        b = b.with_authenticator(Arc::new(access::FieldlabUsers::new(
+            auth.clone(),
+            trusted,
+            front.relayed.clone(),
+        )));
     }
     for sec in &s.security {
         b = match sec {
@@ -347,7 +354,7 @@ pub async fn start(mut s: OpcuaSettings, emulator: Emulator) -> Result<OpcuaServ
     info.port
         .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
     let tasks = vec![
-        tokio::spawn(Arc::new(front::Front::new()).run(listener, inner_addr, cancel.clone())),
+        tokio::spawn(front.run(listener, inner_addr, cancel.clone())),
         tokio::spawn(mirror.clone().run_sync(s.sync_interval, cancel.clone())),
         tokio::spawn(mirror.run_live(cancel.clone())),
     ];

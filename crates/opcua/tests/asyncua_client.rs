@@ -304,27 +304,8 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
     plan.as_array_mut().unwrap().push(serde_json::json!(
         {"label": "locked_out", "user": "lola", "password": "viewer password one"}
     ));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_auth_client.py");
     let t0 = std::time::Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .arg(srv.endpoint_url())
-            .arg(dir.path())
-            .arg(plan.to_string())
-            .output(),
-    )
-    .await
-    .expect("the OPC UA client did not finish within 120 s")
-    .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = run_auth_plan(&srv.endpoint_url(), dir.path(), &plan).await;
     eprintln!(
         "{} sign-in attempts in {:?}",
         plan.as_array().unwrap().len(),
@@ -404,6 +385,113 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
     // The emulator agrees: the certificate user's Stop stopped the device.
     assert_eq!(em.get("oven_1").unwrap().state, DeviceState::Stopped);
     assert_eq!(em.get("valve_1").unwrap().state, DeviceState::Running);
+    srv.stop().await;
+    em.stop().await;
+}
+
+/// Runs `tests/opcua_auth_client.py` with this plan of sign-in attempts against `url`, and
+/// returns its per-label results.
+async fn run_auth_plan(url: &str, dir: &Path, plan: &serde_json::Value) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_auth_client.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg(dir)
+            .arg(plan.to_string())
+            .output(),
+    )
+    .await
+    .expect("the OPC UA client did not finish within 120 s")
+    .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// A password spray from one client address (a wrong password for each of many user names,
+/// each on a new connection, so neither the per-user nor the per-connection limit is reached)
+/// is stopped by the per-address failure limiter: the client address reaches fieldlab-auth
+/// through the front door's relay map and the patched async-opcua (vendor/README.md). Where
+/// the machine has a non-loopback address, the spray comes from it, and a client on
+/// loopback is not locked out with it: every relayed connection arrives from loopback, so
+/// this is what shows the relay map names the real client.
+#[tokio::test]
+async fn a_password_spray_from_one_address_is_locked_out_across_user_names() {
+    use fieldlab_core::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fieldlab_auth::UserDb::open(&data)
+        .update(|f| f.add_user("vera", &[Role::Viewer], "viewer password one"))
+        .unwrap();
+    let mut cfg = fieldlab_core::config::AuthConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    cfg.login.per_address = 4;
+    let auth = fieldlab_auth::Authenticator::new(&cfg, &data)
+        .await
+        .unwrap();
+    let em = fleet();
+    let mut s = settings(&dir.path().join("pki"), vec![Security::Basic256Sha256]);
+    // A non-loopback address of this machine, if it has one (the route a UDP socket would
+    // take; nothing is sent).
+    let outward = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect("192.0.2.1:9").map(|_| u))
+        .and_then(|u| u.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    if outward.is_some() {
+        s.host = "0.0.0.0".into();
+    } else {
+        eprintln!("no non-loopback address: the spray and the check share 127.0.0.1");
+    }
+    s.auth = Some(std::sync::Arc::new(auth));
+    let srv = fieldlab_opcua::start(s, em.clone()).await.unwrap();
+    let spray_host = outward.map(|ip| ip.to_string());
+    let mut plan = vec![serde_json::json!(
+        {"label": "before", "user": "vera", "password": "viewer password one"}
+    )];
+    for i in 1..=4 {
+        let mut a = serde_json::json!(
+            {"label": format!("spray_{i}"), "user": format!("user{i}"), "password": "summer2026"}
+        );
+        if let Some(h) = &spray_host {
+            a["host"] = h.clone().into();
+        }
+        plan.push(a);
+    }
+    let mut after = serde_json::json!(
+        {"label": "after", "user": "vera", "password": "viewer password one"}
+    );
+    if let Some(h) = &spray_host {
+        after["host"] = h.clone().into();
+    }
+    plan.push(after);
+    plan.push(serde_json::json!(
+        {"label": "after_loopback", "user": "vera", "password": "viewer password one"}
+    ));
+    let r = run_auth_plan(&srv.endpoint_url(), dir.path(), &serde_json::json!(plan)).await;
+    assert_eq!(r["before"]["connect"], "ok", "{r}");
+    for i in 1..=4 {
+        assert_eq!(
+            r[format!("spray_{i}")]["connect"],
+            "BadUserAccessDenied",
+            "{r}"
+        );
+    }
+    // vera made no failed attempt herself; the sprayer's address did.
+    assert_eq!(r["after"]["connect"], "BadUserAccessDenied", "{r}");
+    if spray_host.is_some() {
+        // Another client address is not locked out with it.
+        assert_eq!(r["after_loopback"]["connect"], "ok", "{r}");
+    }
     srv.stop().await;
     em.stop().await;
 }

@@ -260,10 +260,15 @@ async def endpoints(url):
     )
 
 
+from urllib.parse import urlparse, urlunparse  # noqa: E402
+
+
 async def main(url, cert_dir, plan):
     out = {"endpoints": await endpoints(url)}
     for a in plan:
-        out[a["label"]] = await asyncio.wait_for(attempt(url, cert_dir, a), 60)
+        # "host": connect to another address of the same server (another client address).
+        u = url if "host" not in a else urlunparse(urlparse(url)._replace(netloc=f"{a['host']}:{urlparse(url).port}"))
+        out[a["label"]] = await asyncio.wait_for(attempt(u, cert_dir, a), 60)
     print(json.dumps(out))
 
 
