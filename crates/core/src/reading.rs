@@ -50,6 +50,40 @@ impl FieldValue {
     }
 }
 
+/// Verdict series: what the watch stage decided about each stored reading, stored beside it.
+///
+/// For a field `F` of a reading, the anomaly score of the live detector is stored as field
+/// `F#anomaly` (0..1, rounded to 0.001; absent when the value was not scored: booleans, text,
+/// readings a whole-reading rule refused) and the quality rules it broke as `F#quality`
+/// (comma-separated rule names; absent when it broke none), at the reading's timestamp, in the
+/// same batch, so they are acknowledged with it. Devices may not name a field with `#`
+/// (ingest refuses it), so verdict series never collide with device data; queries and series
+/// listings leave them out unless asked (`with=quality,anomaly`).
+pub mod verdict {
+    /// Separates a field from the verdict kind in a verdict series' field name.
+    pub const SEP: char = '#';
+    /// The quality rules a reading broke.
+    pub const QUALITY: &str = "quality";
+    /// The live detector's anomaly score.
+    pub const ANOMALY: &str = "anomaly";
+
+    /// The field name of `field`'s verdict series of this kind.
+    pub fn series_field(field: &str, kind: &str) -> String {
+        format!("{field}{SEP}{kind}")
+    }
+
+    /// Whether a field name is a verdict series' (devices cannot use [`SEP`]).
+    pub fn is_verdict(field: &str) -> bool {
+        field.contains(SEP)
+    }
+
+    /// A score as stored: rounded to 0.001, which is all a threshold needs and what the
+    /// store's decimal codec compresses to a few bits.
+    pub fn stored_score(score: f64) -> f64 {
+        (score.clamp(0.0, 1.0) * 1000.0).round() / 1000.0
+    }
+}
+
 /// The identity of a stored series: one field of one device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {

@@ -10,15 +10,18 @@
 //! the device catalog, empty when the type or field is unknown), one column per tag of the
 //! selected series (`site`, ...), then the values — `value` for raw points (Parquet: `value` as
 //! DOUBLE for numbers and booleans, `value_text` for strings), or one column per aggregation
-//! when the query has a `step`. Parquet files also carry the units as key-value metadata
-//! (`fieldlab.units`: `{device_type: {field: unit}}` of the exported series).
+//! when the query has a `step`. With `with=quality,anomaly` (raw points only) each row also
+//! carries its verdicts: `quality` (the rules the reading broke, comma-separated; empty/null
+//! when none) and `anomaly` (the live detector's score, 0..1; empty/null when not scored).
+//! Parquet files also carry the units as key-value metadata (`fieldlab.units`:
+//! `{device_type: {field: unit}}` of the exported series).
 //!
 //! Architecture invariant: reads through `Store` only; knows nothing of HTTP (the server and
 //! the CLI hand it a `Write`).
 
 use fieldlab_core::time::format_ms;
 use fieldlab_core::{FieldValue, SeriesKey};
-use fieldlab_store::{aggregate, QuerySpec, SeriesInfo, Store};
+use fieldlab_store::{aggregate, join_verdicts, QuerySpec, SeriesInfo, Store};
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
@@ -157,7 +160,7 @@ pub fn export<W: Write + Send>(
                 continue;
             }
             let rows = match q.step {
-                None => pts.into_iter().map(|(t, v)| (t, vec![Some(v)])).collect(),
+                None => join_verdicts(pts, store.verdicts(&key, &q.with, lo, hi)?),
                 Some(step) => aggregate(&pts, step, &q.effective_aggs()),
             };
             let unit = unit_of(&used, info);
@@ -321,6 +324,8 @@ fn column_name(tag: &str) -> String {
         "unit",
         "value",
         "value_text",
+        "quality",
+        "anomaly",
     ]
     .contains(&s.as_str())
         || s.is_empty()
@@ -345,7 +350,17 @@ struct ParquetSink<W: Write + Send> {
     tags: Vec<(Vec<ByteArray>, Vec<i16>)>,
     /// Per value column: present values and definition levels.
     nums: Vec<(Vec<f64>, Vec<i16>)>,
+    /// `value_text` (raw exports only).
     texts: (Vec<ByteArray>, Vec<i16>),
+    /// Text value columns (`quality`), after `value_text`.
+    text_cols: Vec<(Vec<ByteArray>, Vec<i16>)>,
+    /// Per value column: whether it is a text column.
+    kinds: Vec<bool>,
+}
+
+/// Value columns written as text in Parquet (the others are DOUBLE).
+fn is_text(column: &str) -> bool {
+    column == fieldlab_store::Verdict::Quality.name()
 }
 
 impl<W: Write + Send> ParquetSink<W> {
@@ -365,11 +380,14 @@ impl<W: Write + Send> ParquetSink<W> {
                 column_name(t)
             ));
         }
-        for c in columns {
+        for c in columns.iter().filter(|c| !is_text(c)) {
             schema.push_str(&format!("  OPTIONAL DOUBLE {c};\n"));
         }
         if raw {
             schema.push_str("  OPTIONAL BYTE_ARRAY value_text (UTF8);\n");
+        }
+        for c in columns.iter().filter(|c| is_text(c)) {
+            schema.push_str(&format!("  OPTIONAL BYTE_ARRAY {c} (UTF8);\n"));
         }
         schema.push('}');
         let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema)?);
@@ -391,8 +409,10 @@ impl<W: Write + Send> ParquetSink<W> {
             fields: Vec::new(),
             units: Default::default(),
             tags: vec![Default::default(); tags.len()],
-            nums: vec![Default::default(); columns.len()],
+            nums: vec![Default::default(); columns.iter().filter(|c| !is_text(c)).count()],
             texts: Default::default(),
+            text_cols: vec![Default::default(); columns.iter().filter(|c| is_text(c)).count()],
+            kinds: columns.iter().map(|c| is_text(c)).collect(),
         })
     }
 
@@ -427,8 +447,13 @@ impl<W: Write + Send> ParquetSink<W> {
                     let (v, d) = &self.nums[i - 5 - ntags];
                     col.typed::<DoubleType>().write_batch(v, Some(d), None)?;
                 }
-                _ => {
+                _ if self.raw && i == 5 + ntags + nnums => {
                     let (v, d) = &self.texts;
+                    col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
+                }
+                _ => {
+                    let first = 5 + ntags + nnums + usize::from(self.raw);
+                    let (v, d) = &self.text_cols[i - first];
                     col.typed::<ByteArrayType>().write_batch(v, Some(d), None)?;
                 }
             }
@@ -452,6 +477,10 @@ impl<W: Write + Send> ParquetSink<W> {
         }
         self.texts.0.clear();
         self.texts.1.clear();
+        for (v, d) in &mut self.text_cols {
+            v.clear();
+            d.clear();
+        }
         Ok(())
     }
 }
@@ -485,7 +514,20 @@ impl<W: Write + Send> Sink<W> for ParquetSink<W> {
                 None => d.push(0),
             }
         }
-        for (val, (v, d)) in vals.iter().zip(&mut self.nums) {
+        let (mut nums, mut texts) = (self.nums.iter_mut(), self.text_cols.iter_mut());
+        for (val, text) in vals.iter().zip(&self.kinds) {
+            if *text {
+                let Some((v, d)) = texts.next() else { break };
+                match val {
+                    Some(FieldValue::Str(x)) => {
+                        v.push(ByteArray::from(x.as_str()));
+                        d.push(1);
+                    }
+                    _ => d.push(0),
+                }
+                continue;
+            }
+            let Some((v, d)) = nums.next() else { break };
             match val.as_ref().and_then(FieldValue::as_f64) {
                 Some(x) => {
                     v.push(x);

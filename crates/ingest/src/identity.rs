@@ -206,6 +206,20 @@ impl Guard {
                     ),
                 ));
             }
+            if let Some((f, _)) = r
+                .fields
+                .iter()
+                .find(|(f, _)| fieldlab_core::reading::verdict::is_verdict(f))
+            {
+                return Err(refuse(
+                    "invalid_field",
+                    format!(
+                        "invalid field name {f:?} of device `{}`: `{}` is reserved for the lab's verdict series (quality, anomaly); rename the field",
+                        r.device_id,
+                        fieldlab_core::reading::verdict::SEP
+                    ),
+                ));
+            }
             if let Some(s) = speaker {
                 let ok = r.device_id == s || gateway.is_some_and(|(_, g)| g.allows(&r.device_id));
                 if !ok {

@@ -109,8 +109,12 @@ impl std::fmt::Debug for Admit {
 #[derive(Clone, Default)]
 pub struct Observers(pub Vec<Observer>);
 
-/// One hook: the reading and the time it was received (epoch ms).
-pub type Observer = Arc<dyn Fn(&fieldlab_core::Reading, i64) + Send + Sync>;
+/// One hook: the reading and the time it was received (epoch ms); returns fields to store
+/// with the reading, in the same batch (the watch's verdict series,
+/// [`fieldlab_core::reading::verdict`]).
+pub type Observer = Arc<
+    dyn Fn(&fieldlab_core::Reading, i64) -> Vec<(String, fieldlab_core::FieldValue)> + Send + Sync,
+>;
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -790,9 +794,10 @@ async fn write_loop(
         cache.reserve(good.iter().map(|r| r.fields.len()).sum());
         {
             let mut d = dedup.lock();
-            for r in good.drain(..) {
+            for mut r in good.drain(..) {
                 for o in &observers.0 {
-                    o(&r, now);
+                    let verdicts = o(&r, now);
+                    r.fields.extend(verdicts);
                 }
                 if let (Some(seq), true) = (r.seq, d.dedup.enabled()) {
                     let k = (r.device_id.clone(), seq, r.ts_ms);

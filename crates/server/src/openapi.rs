@@ -217,6 +217,11 @@ fn selection(op: Op) -> Op {
         json!({"type": "string", "enum": ["asc", "desc"]}),
         "newest first with `desc`",
     )
+    .query(
+        "with",
+        json!({"type": "string", "examples": ["quality", "anomaly", "quality,anomaly"]}),
+        "verdict columns for raw points, comma separated (from `Verdict`'s names): `quality` (rules the reading broke, null when none) and `anomaly` (the live detector's score 0..1, null when not scored)",
+    )
 }
 
 fn predict_ops(paths: &mut Map<String, Value>, base: &str) {

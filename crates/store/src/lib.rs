@@ -71,7 +71,9 @@ use tokio::sync::oneshot;
 use wal::Wal;
 
 pub use quarantine::{Quarantine, QuarantineEntry};
-pub use query::{aggregate, downsample, Agg, QuerySpec, Row, Selector, SeriesResult};
+pub use query::{
+    aggregate, downsample, join_verdicts, Agg, QuerySpec, Row, Selector, SeriesResult, Verdict,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -656,7 +658,8 @@ impl Store {
             }
             let key = SeriesKey::new(&info.device_id, &info.field);
             let pts = self.range(&key, q.from, q.to)?;
-            let (rows, truncated) = q.rows(pts);
+            let verdicts = self.verdicts(&key, &q.with, q.from, q.to)?;
+            let (rows, truncated) = q.rows_with(pts, verdicts);
             out.push(SeriesResult {
                 info,
                 rows,
@@ -664,6 +667,26 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The verdict points of series `key` in `from..=to`, one list per entry of `with`
+    /// (see [`fieldlab_core::reading::verdict`]); empty lists for a verdict never stored.
+    pub fn verdicts(
+        &self,
+        key: &SeriesKey,
+        with: &[Verdict],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Vec<(i64, FieldValue)>>, StoreError> {
+        with.iter()
+            .map(|w| {
+                let k = SeriesKey {
+                    device_id: key.device_id.clone(),
+                    field: w.series_field(&key.field).into(),
+                };
+                self.range(&k, from, to)
+            })
+            .collect()
     }
 
     /// Time windows that split one series into pieces of bounded size for streaming (export):
@@ -911,16 +934,20 @@ impl Store {
         Ok(merge(block_parts))
     }
 
-    /// Every known series, optionally only those of one device.
+    /// Every known series, optionally only those of one device. Verdict series
+    /// ([`fieldlab_core::reading::verdict`]) are not listed: they belong to their field.
     pub fn series(&self, device_id: Option<&str>) -> Vec<SeriesInfo> {
         let cat = self.shared.catalog.read();
+        let data = |v: &&SeriesInfo| !fieldlab_core::reading::verdict::is_verdict(&v.field);
         match device_id {
             Some(d) => cat
                 .range(SeriesKey::new(d, "")..)
                 .take_while(|(k, _)| *k.device_id == *d)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v)
+                .filter(data)
+                .cloned()
                 .collect(),
-            None => cat.values().cloned().collect(),
+            None => cat.values().filter(data).cloned().collect(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! This module is pure (no I/O): `Store::query` reads the points and hands them here.
 
 use crate::SeriesInfo;
+use fieldlab_core::reading::verdict;
 use fieldlab_core::FieldValue;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -49,6 +50,10 @@ impl Selector {
 
     pub fn matches(&self, s: &SeriesInfo) -> bool {
         let any = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        // Verdict series only when named (a query asks for them with `with=`).
+        if verdict::is_verdict(&s.field) && !self.fields.contains(&s.field) {
+            return false;
+        }
         any(&self.device_ids, &s.device_id)
             && any(&self.device_types, &s.tags.device_type)
             && any(&self.fields, &s.field)
@@ -76,6 +81,32 @@ pub struct QuerySpec {
     pub limit: Option<usize>,
     /// Newest first.
     pub desc: bool,
+    /// Verdict columns to add to raw points (`with=quality,anomaly`).
+    pub with: Vec<Verdict>,
+}
+
+/// A verdict a raw query can carry beside each value (see
+/// [`fieldlab_core::reading::verdict`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Verdict {
+    /// The quality rules the reading broke, comma-separated; empty/null when none.
+    Quality,
+    /// The live detector's anomaly score (0..1); null when the value was not scored.
+    Anomaly,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// The field name of `field`'s verdict series of this kind.
+    pub fn series_field(self, field: &str) -> String {
+        verdict::series_field(field, self.name())
+    }
 }
 
 impl Default for QuerySpec {
@@ -88,6 +119,7 @@ impl Default for QuerySpec {
             aggs: Vec::new(),
             limit: None,
             desc: false,
+            with: Vec::new(),
         }
     }
 }
@@ -96,7 +128,9 @@ impl QuerySpec {
     /// The column names of each row's values: the aggregations, or `value` for raw points.
     pub fn columns(&self) -> Vec<&'static str> {
         match self.step {
-            None => vec!["value"],
+            None => std::iter::once("value")
+                .chain(self.with.iter().map(|w| w.name()))
+                .collect(),
             Some(_) => self.effective_aggs().iter().map(|a| a.name()).collect(),
         }
     }
@@ -111,11 +145,18 @@ impl QuerySpec {
 
     /// Shape one series' points (sorted, oldest first) into rows.
     pub fn rows(&self, points: Vec<(i64, FieldValue)>) -> (Vec<Row>, bool) {
+        self.rows_with(points, Vec::new())
+    }
+
+    /// [`QuerySpec::rows`] with the series' verdict points, one list per entry of `with`
+    /// (each sorted, oldest first), joined to the raw rows by timestamp.
+    pub fn rows_with(
+        &self,
+        points: Vec<(i64, FieldValue)>,
+        verdicts: Vec<Vec<(i64, FieldValue)>>,
+    ) -> (Vec<Row>, bool) {
         let mut rows: Vec<Row> = match self.step {
-            None => points
-                .into_iter()
-                .map(|(t, v)| (t, vec![Some(v)]))
-                .collect(),
+            None => join_verdicts(points, verdicts),
             Some(step) => aggregate(&points, step, &self.effective_aggs()),
         };
         if self.desc {
@@ -127,6 +168,30 @@ impl QuerySpec {
         }
         (rows, truncated)
     }
+}
+
+/// Raw rows `(ts, [value, verdict...])`: each verdict list's value at the row's timestamp,
+/// or `None`. All lists are sorted by time (a merge, no lookups).
+pub fn join_verdicts(
+    points: Vec<(i64, FieldValue)>,
+    verdicts: Vec<Vec<(i64, FieldValue)>>,
+) -> Vec<Row> {
+    let mut cursors: Vec<std::iter::Peekable<std::vec::IntoIter<(i64, FieldValue)>>> = verdicts
+        .into_iter()
+        .map(|v| v.into_iter().peekable())
+        .collect();
+    points
+        .into_iter()
+        .map(|(t, v)| {
+            let mut vals = Vec::with_capacity(1 + cursors.len());
+            vals.push(Some(v));
+            for c in &mut cursors {
+                while c.next_if(|(vt, _)| *vt < t).is_some() {}
+                vals.push(c.next_if(|(vt, _)| *vt == t).map(|(_, v)| v));
+            }
+            (t, vals)
+        })
+        .collect()
 }
 
 /// A bad query parameter: which one, and what to do.
@@ -149,6 +214,7 @@ impl QuerySpec {
         "agg",
         "limit",
         "order",
+        "with",
     ];
 
     /// Build a query from URL-style parameters: `device_id`, `device_type`, `field`, `site`,
@@ -182,6 +248,22 @@ impl QuerySpec {
                     q.step = Some(ms);
                 }
                 "agg" => agg = Some(v),
+                "with" => {
+                    for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                        let w = w.parse::<Verdict>().map_err(|_| {
+                            bad(
+                                k,
+                                format!(
+                                    "`{w}` is not a verdict; use {}",
+                                    <Verdict as strum::VariantNames>::VARIANTS.join(", ")
+                                ),
+                            )
+                        })?;
+                        if !q.with.contains(&w) {
+                            q.with.push(w);
+                        }
+                    }
+                }
                 "limit" => {
                     q.limit = Some(
                         v.parse::<usize>()
@@ -214,6 +296,12 @@ impl QuerySpec {
         }
         if q.from > q.to {
             return Err(bad("from", "`from` is after `to`".into()));
+        }
+        if !q.with.is_empty() && q.step.is_some() {
+            return Err(bad(
+                "with",
+                "`with` adds verdicts to raw points; drop `step` (and `agg`) to get them".into(),
+            ));
         }
         match (agg, q.step) {
             (Some(a), Some(_)) => q.aggs = Agg::parse_list(a).map_err(|e| bad("agg", e))?,
@@ -557,6 +645,8 @@ mod tests {
                 "from",
             ),
             (vec![("step", "1m"), ("agg", "median")], "agg"),
+            (vec![("with", "quality,mood")], "with"),
+            (vec![("with", "anomaly"), ("step", "1m")], "with"),
         ] {
             let e = QuerySpec::from_params(params, 0, &[]).unwrap_err();
             assert_eq!(e.param, bad, "{}", e.message);

@@ -587,3 +587,64 @@ async fn full_blocks_merge_in_tiers() {
     );
     s.close().await.unwrap();
 }
+
+/// Verdict series (`F#quality`, `F#anomaly`) stay out of listings and selections, and
+/// `with=` joins them to their field's raw points by timestamp, from blocks and the head.
+#[tokio::test]
+async fn verdicts_join_their_fields_points_and_stay_out_of_listings() {
+    use fieldlab_core::reading::verdict;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let mut all = pts("a", 0, 10);
+    let verdict_pt = |field: &str, i: i64, value: FieldValue| Point {
+        key: SeriesKey::new("a", verdict::series_field("temperature", field)),
+        tags: all[0].tags.clone(),
+        ts_ms: T0 + i * 1000,
+        value,
+    };
+    // Every reading scored; readings 3 and 7 broke rules.
+    let mut verdicts: Vec<Point> = (0..10)
+        .map(|i| {
+            verdict_pt(
+                "anomaly",
+                i,
+                FieldValue::F64(if i == 7 { 0.97 } else { 0.1 }),
+            )
+        })
+        .collect();
+    verdicts.push(verdict_pt("quality", 3, FieldValue::Str("rate".into())));
+    verdicts.push(verdict_pt(
+        "quality",
+        7,
+        FieldValue::Str("range,rate".into()),
+    ));
+    all.extend(verdicts);
+    let (first, rest): (Vec<Point>, Vec<Point>) =
+        all.into_iter().partition(|p| p.ts_ms < T0 + 5000);
+    s.write(first).await.unwrap();
+    s.flush().await.unwrap(); // the first half from a block, the rest from the head
+    s.write(rest).await.unwrap();
+    assert_eq!(s.series(None).len(), 1, "verdict series are not listed");
+    let mut q = QuerySpec::default();
+    q.selector.add("device_id", "a");
+    let res = s.query(&q).unwrap();
+    assert_eq!(res.len(), 1, "nor selected");
+    assert_eq!(res[0].rows[0].1.len(), 1, "no verdict columns unless asked");
+    let q =
+        QuerySpec::from_params([("device_id", "a"), ("with", "quality,anomaly")], 0, &[]).unwrap();
+    assert_eq!(q.columns(), vec!["value", "quality", "anomaly"]);
+    let res = s.query(&q).unwrap();
+    assert_eq!(res.len(), 1);
+    let rows = &res[0].rows;
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[3].1[1], Some(FieldValue::Str("rate".into())));
+    assert_eq!(rows[4].1[1], None);
+    assert_eq!(rows[7].1[1], Some(FieldValue::Str("range,rate".into())));
+    assert_eq!(rows[7].1[2], Some(FieldValue::F64(0.97)));
+    assert_eq!(rows[0].1[2], Some(FieldValue::F64(0.1)));
+    // A verdict series can still be read by its own name.
+    let mut q = QuerySpec::default();
+    q.selector
+        .add("field", &verdict::series_field("temperature", "quality"));
+    assert_eq!(s.query(&q).unwrap()[0].rows.len(), 2);
+}

@@ -95,7 +95,7 @@ pub fn observers(w: &Option<Watch>) -> Observers {
         Some(w) => {
             let w = w.clone();
             Observers(vec![Arc::new(move |r, now| {
-                w.observe(r, now);
+                w.observe_with_verdicts(r, now).1
             })])
         }
         None => Observers::default(),

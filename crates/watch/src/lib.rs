@@ -21,7 +21,7 @@
 pub mod predict;
 
 use fieldlab_core::reading::Reading;
-use fieldlab_core::SeriesKey;
+use fieldlab_core::{FieldValue, SeriesKey};
 use fieldlab_detect::autoencoder::GruAutoencoder;
 use fieldlab_detect::Detector;
 use fieldlab_quality::{Checker, QualityEvent, QualityScore, Rules};
@@ -376,8 +376,20 @@ impl Watch {
 
     /// Run the quality rules and the detectors on one reading received at `now_ms`.
     pub fn observe(&self, r: &Reading, now_ms: i64) -> Vec<Event> {
+        self.observe_with_verdicts(r, now_ms).0
+    }
+
+    /// [`Watch::observe`], and the reading's verdict fields to store with it
+    /// ([`fieldlab_core::reading::verdict`]): `F#anomaly` for each scored field, `F#quality`
+    /// for each field that broke a rule (a whole-reading rule counts for every field).
+    pub fn observe_with_verdicts(
+        &self,
+        r: &Reading,
+        now_ms: i64,
+    ) -> (Vec<Event>, Vec<(String, FieldValue)>) {
+        use fieldlab_core::reading::verdict;
         if !self.inner.cfg.enabled {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let q = self.inner.checker.lock().check(r, now_ms);
         let mut out: Vec<Event> = Vec::new();
@@ -389,6 +401,24 @@ impl Watch {
         let whole_reading_bad = q
             .iter()
             .any(|e| matches!(e.rule.as_str(), "duplicate" | "out_of_order" | "clock_skew"));
+        let mut verdicts: Vec<(String, FieldValue)> = Vec::new();
+        if !broken.is_empty() {
+            for (field, _) in &r.fields {
+                let mut rules: Vec<&str> = broken
+                    .iter()
+                    .filter(|(f, _)| f.as_deref().is_none_or(|f| f == field))
+                    .map(|(_, rule)| rule.as_str())
+                    .collect();
+                rules.sort_unstable();
+                rules.dedup();
+                if !rules.is_empty() {
+                    verdicts.push((
+                        verdict::series_field(field, verdict::QUALITY),
+                        FieldValue::Str(rules.join(",")),
+                    ));
+                }
+            }
+        }
         if !q.is_empty() {
             let mut g = self.inner.quality.lock();
             for e in q {
@@ -436,6 +466,10 @@ impl Watch {
                 });
                 let s = d.detector.score(r.ts_ms, x);
                 d.scored.inc();
+                verdicts.push((
+                    verdict::series_field(field, verdict::ANOMALY),
+                    FieldValue::F64(verdict::stored_score(s)),
+                ));
                 if s >= self.inner.cfg.threshold {
                     d.anomalies.inc();
                     let e = AnomalyEvent {
@@ -464,7 +498,7 @@ impl Watch {
         for e in &out {
             self.emit(e.clone());
         }
-        out
+        (out, verdicts)
     }
 
     /// Report devices that went silent (call periodically).
@@ -593,6 +627,38 @@ mod tests {
         assert_eq!(
             scored.get(&other).map(|c| c.get()),
             Some(500 + cap.get() as u64 - 64)
+        );
+    }
+
+    #[test]
+    fn each_reading_gets_its_verdict_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            default_detector: "robust_z:window=60".into(),
+            ..WatchConfig::default()
+        };
+        let w = Watch::open(dir.path(), cfg).unwrap();
+        let (_, v) = w.observe_with_verdicts(&reading(0, 0, 21.0), 0);
+        assert_eq!(v.len(), 1, "a clean reading: its score only: {v:?}");
+        assert_eq!(v[0].0, "temperature#anomaly");
+        // Out of range: the rule and a score (values breaking a rule are still scored).
+        let (_, v) = w.observe_with_verdicts(&reading(10_000, 1, 500.0), 10_000);
+        let names: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["temperature#quality", "temperature#anomaly"],
+            "{v:?}"
+        );
+        assert!(
+            matches!(&v[0].1, FieldValue::Str(r) if r.contains("range")),
+            "{v:?}"
+        );
+        // Out of order: a whole-reading rule; not scored.
+        let (_, v) = w.observe_with_verdicts(&reading(5_000, 2, 21.0), 20_000);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            matches!(&v[0].1, FieldValue::Str(r) if r.contains("out_of_order")),
+            "{v:?}"
         );
     }
 

@@ -1116,6 +1116,51 @@ fn a_newcomers_first_five_minutes() {
         .collect();
     assert!(others.is_empty(), "false alarms on clean data: {others:?}");
     b.screenshot(&shots().join("newcomer-quality.png"));
+
+    // Every stored reading carries its verdict: the spike's row in a raw query and in a CSV
+    // export has its quality rules and its anomaly score; the clean rows around it have none.
+    let spike = all["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["device_id"] == "temperature_sensor_1" && a["field"] == "temperature")
+        .expect("the spike's anomaly event")
+        .clone();
+    let ts = spike["ts_ms"].as_i64().unwrap();
+    let sel = "device_id=temperature_sensor_1&field=temperature&with=quality,anomaly";
+    let (st, q) = f.get(&format!("/api/v1/query?{sel}&from={ts}&to={ts}"));
+    assert_eq!(st, 200, "{q}");
+    let row = &q["series"][0]["points"][0];
+    assert!(
+        row["quality"].as_str().is_some_and(|r| r.contains("rate")),
+        "the spike's quality verdict: {q}"
+    );
+    assert!(
+        row["anomaly"].as_f64().is_some_and(|s| s >= 0.9),
+        "the spike's anomaly score: {q}"
+    );
+    let (_, q) = f.get(&format!("/api/v1/query?{sel}&from=-10m"));
+    let points = q["series"][0]["points"].as_array().unwrap().clone();
+    let clean = points
+        .iter()
+        .filter(|p| p["quality"].is_null() && p["anomaly"].as_f64().is_some_and(|s| s < 0.9))
+        .count();
+    assert!(
+        points.len() > 30 && clean >= points.len() - 3,
+        "most readings are clean and scored: {clean} of {}: {q}",
+        points.len()
+    );
+    let (st, csv) = f.text(&format!(
+        "/api/v1/export?format=csv&{sel}&from={}&to={}",
+        ts - 60_000,
+        ts + 1
+    ));
+    assert_eq!(st, 200, "{csv}");
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.ends_with("value,quality,anomaly"), "{header}");
+    let last = csv.lines().last().unwrap();
+    assert!(last.contains("rate"), "the spike's CSV row: {last}");
     let problems = b.console_problems();
     assert!(problems.is_empty(), "console: {problems:#?}");
 }
