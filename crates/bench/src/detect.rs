@@ -2,7 +2,7 @@
 //! latency for a 30x3 window.
 
 use clap::Args;
-use fieldlab_detect::autoencoder::{GruAutoencoder, TrainConfig};
+use fieldlab_detect::autoencoder::{Autoencoder, TrainConfig};
 use fieldlab_detect::Detector;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -81,7 +81,7 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
             max_windows: 500,
             ..TrainConfig::default()
         };
-        GruAutoencoder::train(&rows, vec!["value".into()], (None, None), &cfg)
+        Autoencoder::train(&rows, vec!["value".into()], (None, None), &cfg)
             .map_err(|e| anyhow::anyhow!("{e}"))?
     };
     let ae_dir = tempfile::tempdir()?;
@@ -129,7 +129,7 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
             a.points / 100,
             Box::new(move || {
                 Box::new(fieldlab_detect::autoencoder::OnlineAutoencoder::with_model(
-                    GruAutoencoder::load(&dir).expect("saved above"),
+                    Autoencoder::load(&dir).expect("saved above"),
                 )) as Box<dyn Detector>
             }),
         ),
@@ -198,7 +198,7 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 ..TrainConfig::default()
             };
             Some(
-                GruAutoencoder::train(
+                Autoencoder::train(
                     &r3,
                     vec!["a".into(), "b".into(), "c".into()],
                     (None, None),

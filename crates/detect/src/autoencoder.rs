@@ -1,12 +1,15 @@
-//! A GRU autoencoder over windows (the legacy model's window: 30), trained with candle on the CPU.
+//! An LSTM or GRU autoencoder over windows (the legacy model's window: 30), trained with candle
+//! on the CPU.
 //!
-//! The encoder GRU reads a window of scaled feature rows and keeps its last hidden state; the
-//! decoder GRU unrolls that state back into a window and a linear layer maps it to features.
+//! The encoder RNN reads a window of scaled feature rows and keeps its last hidden state; the
+//! decoder RNN unrolls that state back into a window and a linear layer maps it to features.
+//! The recurrent cell is a choice ([`Cell`]): LSTM, as the legacy system described its model,
+//! or GRU (fewer weights, the default of earlier versions and of saved models without `cell`).
 //! The reconstruction error (mean squared, in scaled units) is the anomaly signal: windows
 //! unlike the training data reconstruct badly.
 //!
 //! Training uses candle (autograd, AdamW). Scoring one window at a time through candle costs
-//! thousands of tiny tensor dispatches, so [`GruAutoencoder::window_error`] runs the same
+//! thousands of tiny tensor dispatches, so [`Autoencoder::window_error`] runs the same
 //! forward pass by hand on the extracted weights (a few thousand multiply-adds for 16 hidden
 //! units); a test pins it to candle's forward pass.
 //!
@@ -16,7 +19,7 @@
 use crate::stats::squash;
 use crate::Detector;
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::rnn::{GRUConfig, RNN};
+use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -42,10 +45,51 @@ pub struct Scaler {
     pub std: Vec<f64>,
 }
 
+/// The recurrent cell of the encoder and decoder.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Cell {
+    /// Gated recurrent unit: three gates, one state.
+    #[default]
+    Gru,
+    /// Long short-term memory: four gates, hidden and cell state.
+    Lstm,
+}
+
+impl Cell {
+    /// Gates per hidden unit (rows of the weight matrices per hidden unit).
+    fn gates(self) -> usize {
+        match self {
+            Cell::Gru => 3,
+            Cell::Lstm => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Everything needed to use (and trust) a saved model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelMeta {
     pub format: String,
+    /// Absent in models saved before the choice existed: GRU.
+    #[serde(default)]
+    pub cell: Cell,
     pub window: usize,
     pub hidden: usize,
     pub features: Vec<String>,
@@ -69,11 +113,14 @@ pub struct TrainingInfo {
     pub error_p99: f64,
 }
 
-pub const FORMAT: &str = "fieldlab-gru-autoencoder/1";
+/// The format of `model.json`; models of format 1 (GRU only, no `cell`) still load.
+pub const FORMAT: &str = "fieldlab-autoencoder/2";
+const FORMAT_1: &str = "fieldlab-gru-autoencoder/1";
 
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
+    pub cell: Cell,
     pub window: usize,
     pub hidden: usize,
     pub epochs: usize,
@@ -87,6 +134,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            cell: Cell::Gru,
             window: 30,
             hidden: 16,
             epochs: 20,
@@ -98,18 +146,48 @@ impl Default for TrainConfig {
     }
 }
 
+/// Encoder and decoder of one cell type.
+enum Rnns {
+    Gru(candle_nn::GRU, candle_nn::GRU),
+    Lstm(candle_nn::LSTM, candle_nn::LSTM),
+}
+
 struct Net {
-    enc: candle_nn::GRU,
-    dec: candle_nn::GRU,
+    rnns: Rnns,
     out: candle_nn::Linear,
     hidden: usize,
 }
 
+/// `rnn.seq` over `x`: the last hidden state of the encoder, or all hidden states of the
+/// decoder as one (batch, window, hidden) tensor.
+fn run<R: RNN>(
+    rnn: &R,
+    x: &Tensor,
+    all: bool,
+    last_h: impl Fn(&R::State) -> Tensor,
+) -> candle_core::Result<Tensor> {
+    let states = rnn.seq(x)?;
+    if all {
+        rnn.states_to_tensor(&states)
+    } else {
+        Ok(last_h(states.last().expect("window >= 1")))
+    }
+}
+
 impl Net {
-    fn new(vb: VarBuilder, features: usize, hidden: usize) -> candle_core::Result<Net> {
+    fn new(vb: VarBuilder, cell: Cell, features: usize, hidden: usize) -> candle_core::Result<Net> {
+        let rnns = match cell {
+            Cell::Gru => Rnns::Gru(
+                candle_nn::rnn::gru(features, hidden, GRUConfig::default(), vb.pp("enc"))?,
+                candle_nn::rnn::gru(hidden, hidden, GRUConfig::default(), vb.pp("dec"))?,
+            ),
+            Cell::Lstm => Rnns::Lstm(
+                candle_nn::rnn::lstm(features, hidden, LSTMConfig::default(), vb.pp("enc"))?,
+                candle_nn::rnn::lstm(hidden, hidden, LSTMConfig::default(), vb.pp("dec"))?,
+            ),
+        };
         Ok(Net {
-            enc: candle_nn::rnn::gru(features, hidden, GRUConfig::default(), vb.pp("enc"))?,
-            dec: candle_nn::rnn::gru(hidden, hidden, GRUConfig::default(), vb.pp("dec"))?,
+            rnns,
             out: candle_nn::linear(hidden, features, vb.pp("out"))?,
             hidden,
         })
@@ -118,36 +196,63 @@ impl Net {
     /// (batch, window, features) -> reconstruction of the same shape.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, w, _) = x.dims3()?;
-        let states = self.enc.seq(x)?;
-        let z = states.last().expect("window >= 1").h().clone();
-        let rep = z
-            .unsqueeze(1)?
-            .broadcast_as((b, w, self.hidden))?
-            .contiguous()?;
-        let dec = self.dec.seq(&rep)?;
-        let hs = self
-            .dec
-            .states_to_tensor(&dec)?
-            .reshape((b, w, self.hidden))?;
-        self.out.forward(&hs)
+        let repeat = |z: Tensor| -> candle_core::Result<Tensor> {
+            z.unsqueeze(1)?
+                .broadcast_as((b, w, self.hidden))?
+                .contiguous()
+        };
+        let hs = match &self.rnns {
+            Rnns::Gru(enc, dec) => {
+                let z = run(enc, x, false, |s| s.h().clone())?;
+                run(dec, &repeat(z)?, true, |s| s.h().clone())?
+            }
+            Rnns::Lstm(enc, dec) => {
+                let z = run(enc, x, false, |s| s.h().clone())?;
+                run(dec, &repeat(z)?, true, |s| s.h().clone())?
+            }
+        };
+        self.out.forward(&hs.reshape((b, w, self.hidden))?)
     }
 }
 
-/// Plain-f32 copy of one GRU's weights for the hand-written forward pass.
+/// Plain-f32 copy of one recurrent layer's weights for the hand-written forward pass
+/// (PyTorch's and candle's layout: gate blocks of `hidden` rows, GRU r|z|n, LSTM i|f|g|o).
 #[derive(Debug, Clone)]
-struct GruWeights {
-    w_ih: Vec<f32>, // (3H, in)
-    w_hh: Vec<f32>, // (3H, H)
+struct RnnWeights {
+    cell: Cell,
+    w_ih: Vec<f32>, // (gates*H, in)
+    w_hh: Vec<f32>, // (gates*H, H)
     b_ih: Vec<f32>,
     b_hh: Vec<f32>,
     input: usize,
     hidden: usize,
 }
 
-impl GruWeights {
-    fn step(&self, x: &[f32], h: &mut [f32], gi: &mut [f32], gh: &mut [f32]) {
+/// The state of one layer while running a window: `h`, and `c` for an LSTM; `gi`/`gh` are
+/// scratch for the gate pre-activations.
+struct RnnState {
+    h: Vec<f32>,
+    c: Vec<f32>,
+    gi: Vec<f32>,
+    gh: Vec<f32>,
+}
+
+impl RnnState {
+    fn new(cell: Cell, hidden: usize) -> RnnState {
+        RnnState {
+            h: vec![0.0; hidden],
+            c: vec![0.0; hidden],
+            gi: vec![0.0; cell.gates() * hidden],
+            gh: vec![0.0; cell.gates() * hidden],
+        }
+    }
+}
+
+impl RnnWeights {
+    fn step(&self, x: &[f32], st: &mut RnnState) {
         let hd = self.hidden;
-        for r in 0..3 * hd {
+        let (h, gi, gh) = (&mut st.h, &mut st.gi, &mut st.gh);
+        for r in 0..self.cell.gates() * hd {
             let mut a = self.b_ih[r];
             let row = &self.w_ih[r * self.input..(r + 1) * self.input];
             for (w, v) in row.iter().zip(x) {
@@ -162,22 +267,36 @@ impl GruWeights {
             gh[r] = c;
         }
         let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
-        for j in 0..hd {
-            let r = sig(gi[j] + gh[j]);
-            let z = sig(gi[hd + j] + gh[hd + j]);
-            let n = (gi[2 * hd + j] + r * gh[2 * hd + j]).tanh();
-            h[j] = z * h[j] + (1.0 - z) * n;
+        match self.cell {
+            Cell::Gru => {
+                for j in 0..hd {
+                    let r = sig(gi[j] + gh[j]);
+                    let z = sig(gi[hd + j] + gh[hd + j]);
+                    let n = (gi[2 * hd + j] + r * gh[2 * hd + j]).tanh();
+                    h[j] = z * h[j] + (1.0 - z) * n;
+                }
+            }
+            Cell::Lstm => {
+                let c = &mut st.c;
+                for j in 0..hd {
+                    let g = |k: usize| gi[k * hd + j] + gh[k * hd + j];
+                    let (i, f) = (sig(g(0)), sig(g(1)));
+                    let (cand, o) = (g(2).tanh(), sig(g(3)));
+                    c[j] = f * c[j] + i * cand;
+                    h[j] = o * c[j].tanh();
+                }
+            }
         }
     }
 }
 
 /// A trained autoencoder.
-pub struct GruAutoencoder {
+pub struct Autoencoder {
     varmap: VarMap,
     net: Net,
     pub meta: ModelMeta,
-    enc: GruWeights,
-    dec: GruWeights,
+    enc: RnnWeights,
+    dec: RnnWeights,
     out_w: Vec<f32>,
     out_b: Vec<f32>,
 }
@@ -194,13 +313,15 @@ fn named(varmap: &VarMap, name: &str) -> Result<Vec<f32>, ModelError> {
     Ok(tensor_vec(v.as_tensor())?)
 }
 
-fn gru_weights(
+fn rnn_weights(
     varmap: &VarMap,
+    cell: Cell,
     p: &str,
     input: usize,
     hidden: usize,
-) -> Result<GruWeights, ModelError> {
-    Ok(GruWeights {
+) -> Result<RnnWeights, ModelError> {
+    Ok(RnnWeights {
+        cell,
         w_ih: named(varmap, &format!("{p}.weight_ih_l0"))?,
         w_hh: named(varmap, &format!("{p}.weight_hh_l0"))?,
         b_ih: named(varmap, &format!("{p}.bias_ih_l0"))?,
@@ -223,16 +344,16 @@ fn windows(rows: &[Vec<f32>], window: usize, max: usize) -> Vec<f32> {
     out
 }
 
-impl GruAutoencoder {
+impl Autoencoder {
     fn assemble(varmap: VarMap, meta: ModelMeta) -> Result<Self, ModelError> {
         let f = meta.features.len();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = Net::new(vb, f, meta.hidden)?;
-        let enc = gru_weights(&varmap, "enc", f, meta.hidden)?;
-        let dec = gru_weights(&varmap, "dec", meta.hidden, meta.hidden)?;
+        let net = Net::new(vb, meta.cell, f, meta.hidden)?;
+        let enc = rnn_weights(&varmap, meta.cell, "enc", f, meta.hidden)?;
+        let dec = rnn_weights(&varmap, meta.cell, "dec", meta.hidden, meta.hidden)?;
         let out_w = named(&varmap, "out.weight")?;
         let out_b = named(&varmap, "out.bias")?;
-        Ok(GruAutoencoder {
+        Ok(Autoencoder {
             varmap,
             net,
             meta,
@@ -295,8 +416,8 @@ impl GruAutoencoder {
 
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = Net::new(vb, f, cfg.hidden)?;
-        seeded_init(&varmap, cfg.seed)?;
+        let net = Net::new(vb, cfg.cell, f, cfg.hidden)?;
+        seeded_init(&varmap, cfg.cell, cfg.seed)?;
         let data = Tensor::from_vec(flat, (n, cfg.window, f), &Device::Cpu)?;
         let mut opt = candle_nn::AdamW::new(
             varmap.all_vars(),
@@ -331,6 +452,7 @@ impl GruAutoencoder {
         drop(net);
         let meta = ModelMeta {
             format: FORMAT.into(),
+            cell: cfg.cell,
             window: cfg.window,
             hidden: cfg.hidden,
             features,
@@ -361,20 +483,20 @@ impl GruAutoencoder {
     fn window_error_scaled(&self, w: &[Vec<f32>]) -> f64 {
         let hd = self.meta.hidden;
         let f = self.meta.features.len();
-        let mut gi = vec![0.0; 3 * hd];
-        let mut gh = vec![0.0; 3 * hd];
-        let mut h = vec![0.0; hd];
+        let mut enc = RnnState::new(self.meta.cell, hd);
         for r in w {
-            self.enc.step(r, &mut h, &mut gi, &mut gh);
+            self.enc.step(r, &mut enc);
         }
-        let z = h.clone();
-        let mut hdec = vec![0.0; hd];
+        let z = enc.h;
+        let mut dec = RnnState::new(self.meta.cell, hd);
+        dec.gi = enc.gi;
+        dec.gh = enc.gh;
         let mut err = 0.0f64;
         for r in w {
-            self.dec.step(&z, &mut hdec, &mut gi, &mut gh);
+            self.dec.step(&z, &mut dec);
             for (j, rj) in r.iter().enumerate().take(f) {
                 let mut y = self.out_b[j];
-                for (k, hv) in hdec.iter().enumerate() {
+                for (k, hv) in dec.h.iter().enumerate() {
                     y += self.out_w[j * hd + k] * hv;
                 }
                 err += ((y - rj) as f64).powi(2);
@@ -438,7 +560,7 @@ impl GruAutoencoder {
             std::fs::read_to_string(&meta_path).map_err(|e| ferr(&meta_path, e.to_string()))?;
         let meta: ModelMeta =
             serde_json::from_str(&text).map_err(|e| ferr(&meta_path, e.to_string()))?;
-        if meta.format != FORMAT {
+        if meta.format != FORMAT && !(meta.format == FORMAT_1 && meta.cell == Cell::Gru) {
             return Err(ferr(
                 &meta_path,
                 format!("format `{}`, expected `{FORMAT}`", meta.format),
@@ -458,7 +580,7 @@ impl GruAutoencoder {
         }
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        drop(Net::new(vb, meta.features.len(), meta.hidden)?);
+        drop(Net::new(vb, meta.cell, meta.features.len(), meta.hidden)?);
         varmap.load(&wpath)?;
         Self::assemble(varmap, meta)
     }
@@ -476,8 +598,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Deterministic initialisation (candle's CPU RNG cannot be seeded): uniform in
-/// `±1/sqrt(fan_in)` as PyTorch does for GRU and linear layers, variables in name order.
-fn seeded_init(varmap: &VarMap, seed: u64) -> Result<(), ModelError> {
+/// `±1/sqrt(fan_in)` as PyTorch does for recurrent and linear layers, variables in name order.
+fn seeded_init(varmap: &VarMap, cell: Cell, seed: u64) -> Result<(), ModelError> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
@@ -488,7 +610,7 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<(), ModelError> {
         let fan_in = if dims.len() == 2 {
             dims[1]
         } else {
-            dims[0] / 3
+            dims[0] / cell.gates()
         }
         .max(1);
         let bound = 1.0 / (fan_in as f32).sqrt();
@@ -502,6 +624,7 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<(), ModelError> {
 /// Settings of the online (self-training) detector.
 #[derive(Debug, Clone)]
 pub struct OnlineConfig {
+    pub cell: Cell,
     pub window: usize,
     pub hidden: usize,
     pub epochs: usize,
@@ -513,6 +636,7 @@ pub struct OnlineConfig {
 impl Default for OnlineConfig {
     fn default() -> Self {
         OnlineConfig {
+            cell: Cell::Gru,
             window: 30,
             hidden: 16,
             epochs: 20,
@@ -526,7 +650,7 @@ impl Default for OnlineConfig {
 /// them once, then scores the window ending at every new point. Or starts from a trained model.
 pub struct OnlineAutoencoder {
     cfg: OnlineConfig,
-    model: Option<GruAutoencoder>,
+    model: Option<Autoencoder>,
     first: Vec<(i64, f64)>,
     recent: VecDeque<Vec<f64>>,
     failed: bool,
@@ -544,8 +668,9 @@ impl OnlineAutoencoder {
     }
 
     /// Start from a trained single-feature model.
-    pub fn with_model(model: GruAutoencoder) -> Self {
+    pub fn with_model(model: Autoencoder) -> Self {
         let cfg = OnlineConfig {
+            cell: model.meta.cell,
             window: model.meta.window,
             hidden: model.meta.hidden,
             ..OnlineConfig::default()
@@ -591,13 +716,14 @@ impl Detector for OnlineAutoencoder {
                     self.first.last().map(|p| p.0),
                 );
                 let cfg = TrainConfig {
+                    cell: self.cfg.cell,
                     window: self.cfg.window,
                     hidden: self.cfg.hidden,
                     epochs: self.cfg.epochs,
                     seed: self.cfg.seed,
                     ..TrainConfig::default()
                 };
-                match GruAutoencoder::train(&rows, vec!["value".into()], range, &cfg) {
+                match Autoencoder::train(&rows, vec!["value".into()], range, &cfg) {
                     Ok(m) => self.model = Some(m),
                     Err(_) => self.failed = true,
                 }
@@ -623,28 +749,42 @@ mod tests {
 
     #[test]
     fn trains_saves_loads_and_flags_an_odd_window() {
+        for cell in [Cell::Gru, Cell::Lstm] {
+            trains_saves_loads_and_flags_an_odd_window_with(cell);
+        }
+    }
+
+    fn trains_saves_loads_and_flags_an_odd_window_with(cell: Cell) {
         let rows = sine_rows(600);
         let cfg = TrainConfig {
+            cell,
             window: 30,
             hidden: 12,
             epochs: 15,
             max_windows: 300,
             ..TrainConfig::default()
         };
-        let mut m = GruAutoencoder::train(
+        let mut m = Autoencoder::train(
             &rows,
             vec!["a".into(), "b".into()],
             (Some(0), Some(599)),
             &cfg,
         )
         .unwrap();
-        assert!(m.meta.training.final_loss < 0.5, "{:?}", m.meta.training);
+        assert!(
+            m.meta.training.final_loss < 0.5,
+            "{cell:?}: {:?}",
+            m.meta.training
+        );
         // the hand-written forward pass agrees with candle's
         let wins: Vec<Vec<Vec<f64>>> = (0..4).map(|s| rows[s * 50..s * 50 + 30].to_vec()).collect();
         let by_candle = m.window_errors_candle(&wins).unwrap();
         for (w, c) in wins.iter().zip(&by_candle) {
             let fast = m.window_error(w);
-            assert!((fast - c).abs() <= 1e-4 * c.max(1e-3), "{fast} vs {c}");
+            assert!(
+                (fast - c).abs() <= 1e-4 * c.max(1e-3),
+                "{cell:?}: {fast} vs {c}"
+            );
         }
         let normal = m.window_error(&rows[100..130]);
         let mut odd = rows[100..130].to_vec();
@@ -653,14 +793,14 @@ mod tests {
         }
         assert!(
             m.window_error(&odd) > 3.0 * normal,
-            "{} vs {normal}",
+            "{cell:?}: {} vs {normal}",
             m.window_error(&odd)
         );
 
         let dir = tempfile::tempdir().unwrap();
         let hash = m.save(dir.path()).unwrap();
         assert_eq!(hash.len(), 64);
-        let back = GruAutoencoder::load(dir.path()).unwrap();
+        let back = Autoencoder::load(dir.path()).unwrap();
         assert_eq!(
             (
                 back.meta.sha256.as_str(),
@@ -669,6 +809,7 @@ mod tests {
             ),
             (m.meta.sha256.as_str(), m.meta.window, &m.meta.features)
         );
+        assert_eq!(back.meta.cell, cell);
         assert_eq!(back.window_error(&odd), m.window_error(&odd));
         // a tampered weights file is refused
         let p = dir.path().join("model.safetensors");
@@ -676,14 +817,46 @@ mod tests {
         let last = b.len() - 1;
         b[last] ^= 1;
         std::fs::write(&p, b).unwrap();
-        let e = GruAutoencoder::load(dir.path()).err().unwrap().to_string();
+        let e = Autoencoder::load(dir.path()).err().unwrap().to_string();
         assert!(e.contains("does not match"), "{e}");
+    }
+
+    /// A model.json of format 1 (GRU, no `cell`) still loads, as a GRU.
+    #[test]
+    fn format_1_models_load_as_gru() {
+        let rows = sine_rows(100);
+        let cfg = TrainConfig {
+            window: 10,
+            hidden: 4,
+            epochs: 1,
+            ..TrainConfig::default()
+        };
+        let mut m =
+            Autoencoder::train(&rows, vec!["a".into(), "b".into()], (None, None), &cfg).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        m.save(dir.path()).unwrap();
+        let p = dir.path().join("model.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        meta["format"] = FORMAT_1.into();
+        meta.as_object_mut().unwrap().remove("cell");
+        std::fs::write(&p, meta.to_string()).unwrap();
+        let back = Autoencoder::load(dir.path()).unwrap();
+        assert_eq!(back.meta.cell, Cell::Gru);
+        assert_eq!(
+            back.window_error(&rows[0..10]),
+            m.window_error(&rows[0..10])
+        );
+        // Format 1 with an LSTM is no model any version wrote.
+        meta["cell"] = "lstm".into();
+        std::fs::write(&p, meta.to_string()).unwrap();
+        assert!(Autoencoder::load(dir.path()).is_err());
     }
 
     #[test]
     fn training_input_is_validated() {
         let cfg = TrainConfig::default();
-        let e = GruAutoencoder::train(
+        let e = Autoencoder::train(
             &sine_rows(10),
             vec!["a".into(), "b".into()],
             (None, None),
@@ -694,7 +867,7 @@ mod tests {
         assert!(e.to_string().contains("fewer than window"));
         let mut rows = sine_rows(100);
         rows[7][1] = f64::NAN;
-        let e = GruAutoencoder::train(&rows, vec!["a".into(), "b".into()], (None, None), &cfg)
+        let e = Autoencoder::train(&rows, vec!["a".into(), "b".into()], (None, None), &cfg)
             .err()
             .unwrap();
         assert!(e.to_string().contains("row 7"));

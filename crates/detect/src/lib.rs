@@ -8,7 +8,7 @@
 //! - `seasonal`: residual against a learned daily profile ([`Seasonal`]);
 //! - `forest`: a streaming isolation forest over shingles ([`IsolationForest`]);
 //! - `autoencoder`: a GRU autoencoder over windows (candle, CPU), trained by `fieldlab detect
-//!   train` or online after a warm-up ([`autoencoder::GruAutoencoder`]);
+//!   train` or online after a warm-up ([`autoencoder::Autoencoder`]);
 //! - `sequence`: order and time-of-day surprise with Numenta-style likelihood ([`Sequence`]),
 //!   the best of these on NAB;
 //! - `calibrate` and `ensemble`: per-series likelihood calibration, alarm hold, the ensemble.
@@ -210,9 +210,15 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 "epochs",
                 "train_after",
                 "seed",
+                "lstm",
             ]))?;
             Box::new(autoencoder::OnlineAutoencoder::new(
                 autoencoder::OnlineConfig {
+                    cell: if s.get("lstm", 0.0) != 0.0 {
+                        autoencoder::Cell::Lstm
+                    } else {
+                        autoencoder::Cell::Gru
+                    },
                     window: positive(s, "window", 30.0)? as usize,
                     hidden: positive(s, "hidden", 16.0)? as usize,
                     epochs: positive(s, "epochs", 20.0)? as usize,
@@ -269,9 +275,13 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 }
 
 /// The default ensemble: sequence (already a likelihood), and robust z, EWMA, seasonal
-/// residual and isolation forest, each calibrated; combined by max, held, silent during the
-/// warm-up (`warmup`, default: the sequence's `probation`). `ae=1` adds the online
-/// autoencoder; `seq`, `rz`, `ewma`, `seasonal`, `iforest` = 0 drop a member.
+/// residual and isolation forest, each calibrated; combined by max (`mean=1`: by mean;
+/// `lead=L`: the first member leads unless two others agree at likelihood L), held (`hold`,
+/// 120 points: 300 cost 6 NAB points), silent during the warm-up (`warmup`, default: the
+/// sequence's `probation`). A raw alarm needs `raw` (default 3: all) of robust z, EWMA and seasonal at
+/// an extreme raw score together (`raw=1`, any one of them, cost 12 NAB points; `raw=0` turns
+/// raw alarms off). `ae=1` adds the online autoencoder; `seq`, `rz`, `ewma`, `seasonal`,
+/// `iforest` = 0 drop a member.
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
         "history",
@@ -291,6 +301,8 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "probation",
         "warmup",
         "gross",
+        "lead",
+        "raw",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
@@ -343,13 +355,20 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     if members.is_empty() {
         return Err(SpecError("`ensemble` needs at least one member".into()));
     }
+    let lead = s.get("lead", 0.0);
     let combine = if s.get("mean", 0.0) != 0.0 {
         Combine::Mean
+    } else if lead > 0.0 && members.len() > 1 {
+        Combine::Lead(lead)
     } else {
         Combine::Max
     };
     let warmup = s.get("warmup", probation as f64).max(0.0) as usize;
-    Ok(Box::new(Ensemble::new(members, combine, hold(s), warmup)))
+    let hold = Hold::new(s.get("hold", 120.0) as usize, s.get("damp", 0.5));
+    let raw = s.get("raw", 3.0).max(0.0) as usize;
+    Ok(Box::new(
+        Ensemble::new(members, combine, hold, warmup).raw_agree(raw),
+    ))
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@
 //! the range seen so far by more than `tolerance` of that range scores 1 at once (a spatial
 //! anomaly), but only once the series has been watched for a whole day (with time-of-day slots
 //! on): before that the range is still being explored (a daily cycle seen for the first time
-//! keeps reaching new highs) and the point detectors of the ensemble judge jumps. With
+//! keeps reaching new highs), except for a jump beyond the range by more than [`EARLY_STEPS`]
+//! typical steps (an EWMA of |x - previous x|): a level shift, which no daily cycle makes. With
 //! `step_k` > 0 an excess within that many typical steps (an EWMA of |x - previous x|) is also
 //! not spatial. For the first `probation` points it only learns and scores 0.5 (as NAB's
 //! probationary period, which NAB hands to every detector).
@@ -132,6 +133,9 @@ pub struct Sequence {
 
 /// Weight of the newest step in [`Sequence`]'s typical step.
 const STEP_ALPHA: f64 = 0.02;
+/// Before a whole day is seen, a value beyond the range by more than this many typical steps
+/// is spatial anyway (a level shift; a daily cycle reaching new highs creeps there).
+pub const EARLY_STEPS: f64 = 20.0;
 
 impl Sequence {
     pub fn new(cfg: SequenceConfig) -> Sequence {
@@ -252,17 +256,20 @@ impl Detector for Sequence {
         }
         self.n += 1;
         let mut spatial = false;
+        let mut early = false;
         if self.min.is_nan() {
             (self.min, self.max) = (value, value);
         } else {
             let r = self.max - self.min;
             let margin = (self.cfg.tolerance * r).max(self.cfg.step_k * self.step);
             spatial = r > 0.0 && (value > self.max + margin || value < self.min - margin);
+            // Before a day is seen, only a jump far beyond the range is spatial: a level shift.
+            let far = margin.max(EARLY_STEPS * self.step);
+            early = spatial && self.n > 3 && (value > self.max + far || value < self.min - far);
             self.min = self.min.min(value);
             self.max = self.max.max(value);
         }
-        // The typical step only matters with `step_k` on; off, nothing is tracked.
-        if self.cfg.step_k > 0.0 && self.prev.is_finite() {
+        if self.prev.is_finite() {
             let d = (value - self.prev).abs();
             self.step = if self.n <= 2 {
                 d
@@ -296,7 +303,7 @@ impl Detector for Sequence {
         let s = log_scale(self.likelihood(raw));
         let first = *self.first_ts.get_or_insert(ts_ms);
         let a_day_seen = self.cfg.slots == 0 || ts_ms.saturating_sub(first) >= 86_400_000;
-        if spatial && a_day_seen && self.n > self.cfg.probation {
+        if (spatial && a_day_seen || early) && self.n > self.cfg.probation {
             1.0
         } else {
             s

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fieldlab_detect::autoencoder::{GruAutoencoder, TrainConfig};
+use fieldlab_detect::autoencoder::{Autoencoder, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -35,6 +35,9 @@ pub struct TrainArgs {
     from: String,
     #[arg(long, default_value = "now")]
     to: String,
+    /// Recurrent cell of the encoder and decoder: lstm (the legacy system's model) or gru.
+    #[arg(long, default_value = "lstm")]
+    cell: fieldlab_detect::autoencoder::Cell,
     #[arg(long, default_value_t = 30)]
     window_size: usize,
     #[arg(long, default_value_t = 20)]
@@ -187,6 +190,7 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         None => read_store(&a)?,
     };
     let cfg = TrainConfig {
+        cell: a.cell,
         window: a.window_size,
         hidden: a.hidden,
         epochs: a.epochs,
@@ -195,12 +199,13 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         ..TrainConfig::default()
     };
     let started = Instant::now();
-    let mut m = GruAutoencoder::train(&rows, features, (first, last), &cfg)
+    let mut m = Autoencoder::train(&rows, features, (first, last), &cfg)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let hash = m.save(&a.out).map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = &m.meta.training;
     println!(
-        "trained GRU autoencoder: {} features {:?}, window {}, hidden {}, {} rows -> {} windows, {} epochs in {:.1} s",
+        "trained {} autoencoder: {} features {:?}, window {}, hidden {}, {} rows -> {} windows, {} epochs in {:.1} s",
+        m.meta.cell.name().to_uppercase(),
         m.meta.features.len(),
         m.meta.features,
         m.meta.window,

@@ -24,8 +24,10 @@ pub struct RunArgs {
     #[arg(long)]
     out: PathBuf,
     /// Detector spec: robust_z, ewma, seasonal, iforest, autoencoder, sequence, ensemble, with optional
-    /// parameters (`robust_z:window=120,calibrate=1`).
-    #[arg(long, default_value = "sequence")]
+    /// parameters (`robust_z:window=120,calibrate=1`). Run as the live lab runs it (behind the
+    /// gross outlier check unless the spec sets `gross=0`); the default is the lab's default
+    /// detector (`detect.default_detector`), so this scores exactly what `fieldlab up` runs.
+    #[arg(long, default_value = "ensemble")]
     detector: String,
     /// Name of the result directory (default: the detector name).
     #[arg(long)]
@@ -59,7 +61,7 @@ pub fn run(cmd: NabCmd) -> anyhow::Result<ExitCode> {
 fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = fieldlab_detect::Spec::parse(&a.detector)
         .map_err(|e| anyhow::anyhow!("--detector: {e}"))?;
-    fieldlab_detect::build(&a.detector).map_err(|e| anyhow::anyhow!("--detector: {e}"))?;
+    fieldlab_detect::build_live(&a.detector).map_err(|e| anyhow::anyhow!("--detector: {e}"))?;
     let name = a.name.clone().unwrap_or_else(|| spec.name.clone());
     let labels = a.labels.clone().or_else(|| {
         let p = a.data.join("../labels/combined_windows.json");
@@ -83,7 +85,7 @@ fn nab_run(a: RunArgs) -> anyhow::Result<ExitCode> {
             spec.push_str(if spec.contains(':') { "," } else { ":" });
             spec.push_str(&format!("probation={p}"));
         }
-        fieldlab_detect::build(&spec).expect("checked above")
+        fieldlab_detect::build_live(&spec).expect("checked above")
     };
     let pb = crate::progress::bar(0, "files");
     pb.set_message(format!("nab run {name}"));

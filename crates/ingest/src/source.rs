@@ -683,6 +683,8 @@ struct Parsed {
     seen: Vec<(String, String, Option<u64>, u64)>,
     duplicates: u64,
     limited: u64,
+    /// Points of `points` that are verdicts of the watch stage, not device data.
+    verdicts: u64,
     started: Instant,
     now: i64,
 }
@@ -755,6 +757,7 @@ async fn write_loop(
         let mut fresh: std::collections::HashSet<(String, u64, i64)> = Default::default();
         let mut duplicates = 0u64;
         let mut limited = 0u64;
+        let mut verdicts = 0u64;
         for (_, m) in &batch {
             let topic = m.topic();
             let parsed = parse(&topic, m.payload(), now).and_then(|readings| {
@@ -795,9 +798,11 @@ async fn write_loop(
         {
             let mut d = dedup.lock();
             for mut r in good.drain(..) {
+                let mut added = 0;
                 for o in &observers.0 {
-                    let verdicts = o(&r, now);
-                    r.fields.extend(verdicts);
+                    let v = o(&r, now);
+                    added += v.len() as u64;
+                    r.fields.extend(v);
                 }
                 if let (Some(seq), true) = (r.seq, d.dedup.enabled()) {
                     let k = (r.device_id.clone(), seq, r.ts_ms);
@@ -816,6 +821,7 @@ async fn write_loop(
                     }
                     _ => seen.push((r.device_id.clone(), r.device_type.clone(), r.seq, 1)),
                 }
+                verdicts += added;
                 cache.push(r);
             }
         }
@@ -827,6 +833,7 @@ async fn write_loop(
             seen,
             duplicates,
             limited,
+            verdicts,
             started,
             now,
         };
@@ -858,14 +865,22 @@ async fn commit_loop(
             seen,
             duplicates,
             limited,
+            verdicts,
             started,
             now,
         } = p;
         metrics.messages.inc_by(batch.len() as u64);
-        let n_points = points.len() as u64;
-        // The sinks need their own copy: the store takes the batch.
-        let for_sinks =
-            (!sinks.is_empty() && !points.is_empty()).then(|| Arc::new(points.points()));
+        // Device data only: the watch's verdict points ride along in the store's batch.
+        let n_points = points.len() as u64 - verdicts;
+        // The sinks need their own copy (the store takes the batch), of device data only:
+        // verdict series are the lab's, kept out of the user's InfluxDB/PostgreSQL schema.
+        let for_sinks = (!sinks.is_empty() && n_points > 0).then(|| {
+            let mut p = points.points();
+            if verdicts > 0 {
+                p.retain(|p| !fieldlab_core::reading::verdict::is_verdict(&p.key.field));
+            }
+            Arc::new(p)
+        });
         let stored = store_with_retry(&store, points, &metrics, &cancel).await;
         {
             // Durable: remembered as seen. Refused: forgotten, so the redelivery is stored.

@@ -434,21 +434,20 @@ async fn load_model(
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("models"));
     let path = model_path(&dir, &b.path)?;
-    let m = tokio::task::spawn_blocking(move || {
-        fieldlab_detect::autoencoder::GruAutoencoder::load(&path)
-    })
-    .await
-    .map_err(|e| Problem::internal(e.to_string()))?
-    .map_err(|e| {
-        let mut p = Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-model",
-            "Model cannot be loaded",
-            e.to_string(),
-        );
-        p.parameter = Some("path".into());
-        p
-    })?;
+    let m =
+        tokio::task::spawn_blocking(move || fieldlab_detect::autoencoder::Autoencoder::load(&path))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))?
+            .map_err(|e| {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-model",
+                    "Model cannot be loaded",
+                    e.to_string(),
+                );
+                p.parameter = Some("path".into());
+                p
+            })?;
     let meta = serde_json::to_value(&m.meta).unwrap_or_default();
     w.set_model(m);
     Ok(Json(json!({"loaded": b.path, "model": meta})))

@@ -77,7 +77,7 @@ pub fn open(
     };
     let w = Watch::open(data_dir, cfg).context("cannot open the event logs")?;
     if let Some(p) = &d.model_path {
-        let m = fieldlab_detect::autoencoder::GruAutoencoder::load(p).with_context(|| {
+        let m = fieldlab_detect::autoencoder::Autoencoder::load(p).with_context(|| {
             format!(
                 "config key `detect.model_path`: cannot load {}",
                 p.display()

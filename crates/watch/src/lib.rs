@@ -22,7 +22,7 @@ pub mod predict;
 
 use fieldlab_core::reading::Reading;
 use fieldlab_core::{FieldValue, SeriesKey};
-use fieldlab_detect::autoencoder::GruAutoencoder;
+use fieldlab_detect::autoencoder::Autoencoder;
 use fieldlab_detect::Detector;
 use fieldlab_quality::{Checker, QualityEvent, QualityScore, Rules};
 use parking_lot::{Mutex, RwLock};
@@ -255,7 +255,7 @@ struct Inner {
     quality: Mutex<(VecDeque<QualityEvent>, Log)>,
     anomalies: Mutex<(VecDeque<AnomalyEvent>, Log)>,
     tx: tokio::sync::broadcast::Sender<Event>,
-    model: RwLock<Option<Arc<GruAutoencoder>>>,
+    model: RwLock<Option<Arc<Autoencoder>>>,
     jobs: predict::Jobs,
 }
 
@@ -565,11 +565,11 @@ impl Watch {
     }
 
     /// The autoencoder used by `/predict` (and by `autoencoder` detectors started afterwards).
-    pub fn set_model(&self, m: GruAutoencoder) {
+    pub fn set_model(&self, m: Autoencoder) {
         *self.inner.model.write() = Some(Arc::new(m));
     }
 
-    pub fn model(&self) -> Option<Arc<GruAutoencoder>> {
+    pub fn model(&self) -> Option<Arc<Autoencoder>> {
         self.inner.model.read().clone()
     }
 

@@ -15,7 +15,7 @@
 //! validation error naming the minimum, never a panic. A job that fails anyway (a bug) ends
 //! as `failed` with a problem-style error instead of staying `pending`.
 
-use fieldlab_detect::autoencoder::GruAutoencoder;
+use fieldlab_detect::autoencoder::Autoencoder;
 use fieldlab_detect::{Detector, Ewma, IsolationForest, RobustZ};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
@@ -105,7 +105,7 @@ impl Size {
         window: Option<usize>,
         method: Option<&str>,
         default_window: usize,
-        model: Option<&GruAutoencoder>,
+        model: Option<&Autoencoder>,
     ) -> Size {
         let window = window.unwrap_or(default_window);
         let features = data.first().map_or(0, Vec::len);
@@ -133,7 +133,7 @@ pub fn work(
     rows: usize,
     window: usize,
     features: usize,
-    model: Option<&GruAutoencoder>,
+    model: Option<&Autoencoder>,
 ) -> u128 {
     let (n, w, f) = (rows as u128, window as u128, features.max(1) as u128);
     let robust_z = n * w * f;
@@ -222,7 +222,7 @@ pub struct PredictResult {
 /// Validate and score. `model` is the loaded autoencoder, if any.
 pub fn predict(
     req: &PredictRequest,
-    model: Option<&GruAutoencoder>,
+    model: Option<&Autoencoder>,
     default_window: usize,
     default_threshold: f64,
 ) -> Result<PredictResult, PredictError> {
@@ -232,7 +232,7 @@ pub fn predict(
 /// Everything [`predict`] checks, without scoring: cheap (one pass over the rows).
 pub fn validate(
     req: &PredictRequest,
-    model: Option<&GruAutoencoder>,
+    model: Option<&Autoencoder>,
     default_window: usize,
     default_threshold: f64,
 ) -> Result<(), PredictError> {
@@ -245,12 +245,12 @@ struct Prepared<'m> {
     w: usize,
     threshold: f64,
     rows: Vec<Vec<f64>>,
-    ae: Option<&'m GruAutoencoder>,
+    ae: Option<&'m Autoencoder>,
 }
 
 fn prepare<'m>(
     req: &PredictRequest,
-    model: Option<&'m GruAutoencoder>,
+    model: Option<&'m Autoencoder>,
     default_window: usize,
     default_threshold: f64,
 ) -> Result<Prepared<'m>, PredictError> {
