@@ -74,10 +74,13 @@ impl AuthError {
 }
 
 /// The body of `POST /api/v1/auth/token`'s answer (OAuth2 token response shape).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
     pub token_type: String,
+    /// Seconds until the token expires.
     pub expires_in: u64,
 }
 

@@ -11,7 +11,7 @@ use std::fmt;
 /// A role. The lab roles (teacher, student) sit beside the operations roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount)]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount, utoipa::ToSchema)]
 #[strum(serialize_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -49,7 +49,7 @@ impl fmt::Display for Role {
 }
 
 /// How the principal was established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// Auth is disabled (the local demo): every request acts as a local admin.
@@ -66,7 +66,8 @@ pub enum AuthMethod {
     Anonymous,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Who is calling (`GET /api/v1/auth/whoami`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Principal {
     /// User name, key id or certificate subject. Used as the rate-limit identity.
     pub subject: String,

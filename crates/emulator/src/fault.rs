@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// The kinds of fault, as written in the API (`snake_case`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[derive(strum::IntoStaticStr, strum::EnumCount)]
+#[derive(strum::IntoStaticStr, strum::EnumCount, utoipa::ToSchema)]
 #[strum(serialize_all = "snake_case")]
 pub enum FaultKind {
     /// Add `magnitude` to the field.
@@ -105,7 +105,7 @@ impl FaultKind {
 }
 
 /// What the user asks for (`POST /api/v1/devices/{id}/faults`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: Option<FaultKind>,
@@ -134,12 +134,13 @@ pub struct FaultSpec {
 }
 
 /// A fault switched on for one device.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActiveFault {
     /// The annotation id (ground truth) of this fault.
     pub id: u64,
     pub kind: FaultKind,
     /// The affected field (value faults) or `None` (stream faults).
+    #[schema(value_type = Option<String>)]
     pub field: Option<&'static str>,
     /// Unit of the field, for unit switches.
     #[serde(skip)]

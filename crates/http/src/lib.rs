@@ -11,9 +11,11 @@
 //! - [`tls`]: rustls server configuration from PEM files, and a listener that hands finished
 //!   TLS streams (with the client certificate's name) to `axum::serve`;
 //! - [`request_id`]: the `x-request-id` middleware with one log line per request;
-//! - [`metrics`]: `/metrics` as OpenMetrics or Prometheus text 0.0.4, as the scraper asks.
+//! - [`metrics`]: `/metrics` as OpenMetrics or Prometheus text 0.0.4, as the scraper asks;
+//! - [`openapi`]: OpenAPI operations whose schemas are derived from the Rust types.
 
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod request_id;
 pub mod tls;

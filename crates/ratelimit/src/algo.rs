@@ -24,7 +24,7 @@ pub const NEVER: u64 = u64::MAX;
 /// table; `serde` spells them the same way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount)]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount, utoipa::ToSchema)]
 #[strum(serialize_all = "snake_case")]
 pub enum Algorithm {
     TokenBucket,

@@ -27,7 +27,9 @@ pub mod policy;
 pub mod redis;
 
 pub use algo::{check_all, Algorithm, Limit, State, NEVER};
-pub use limiter::{Backend, ConfigChangeError, IngestGuard, Limiter, LimiterSettings, Outcome};
+pub use limiter::{
+    Backend, CheckAnswer, ConfigChangeError, IngestGuard, Limiter, LimiterSettings, Outcome,
+};
 pub use metrics::RatelimitMetrics;
 pub use policy::{FailMode, Policy, Rules};
 

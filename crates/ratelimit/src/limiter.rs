@@ -184,43 +184,91 @@ impl Outcome {
         h
     }
 
-    /// The JSON body of `/api/ratelimit/check`.
-    pub fn to_json(&self, key: &str, tokens: u64) -> Value {
-        let limits: Vec<Value> = self
+    /// The body of `/api/ratelimit/check`'s answer.
+    pub fn answer(&self, key: &str, tokens: u64) -> CheckAnswer {
+        let limits = self
             .policy
             .limits
             .iter()
             .zip(&self.decisions)
-            .map(|(l, d)| {
-                json!({
-                    "algorithm": l.algorithm.as_str(),
-                    "allowed": d.allowed,
-                    "limit": d.limit,
-                    "remaining": d.remaining,
-                    "reset_ms": d.reset_ms,
-                    "retry_after_ms": (!d.allowed && d.retry_after_ms != NEVER).then_some(d.retry_after_ms),
-                    "delay_ms": d.delay_ms,
-                })
+            .map(|(l, d)| LimitAnswer {
+                algorithm: l.algorithm,
+                allowed: d.allowed,
+                limit: d.limit,
+                remaining: d.remaining,
+                reset_ms: d.reset_ms,
+                retry_after_ms: (!d.allowed && d.retry_after_ms != NEVER)
+                    .then_some(d.retry_after_ms),
+                delay_ms: d.delay_ms,
             })
             .collect();
-        json!({
-            "key": key,
-            "tokens": tokens,
-            "allowed": self.allowed,
-            "policy": self.policy.name,
-            "remaining": self.remaining(),
-            "reset": Decision::secs(self.reset_ms()),
-            "reset_ms": self.reset_ms(),
-            "retry_after": if self.allowed { None } else { self.retry_after_ms().map(|r| Decision::secs(r).max(1)) },
-            "retry_after_ms": if self.allowed { None } else { self.retry_after_ms() },
-            "delay_ms": self.delay_ms(),
-            "shadow": self.policy.shadow,
-            "would_reject": self.would_reject,
-            "degraded": self.backend_error,
-            "lease": (self.policy.has_concurrency() && self.allowed).then(|| self.lease.to_string()),
-            "limits": limits,
-        })
+        let retry_after_ms = if self.allowed {
+            None
+        } else {
+            self.retry_after_ms()
+        };
+        CheckAnswer {
+            key: key.to_string(),
+            tokens,
+            tokens_requested: tokens,
+            allowed: self.allowed,
+            policy: self.policy.name.clone(),
+            remaining: self.remaining(),
+            reset: Decision::secs(self.reset_ms()),
+            reset_ms: self.reset_ms(),
+            retry_after: retry_after_ms.map(|r| Decision::secs(r).max(1)),
+            retry_after_ms,
+            delay_ms: self.delay_ms(),
+            shadow: self.policy.shadow,
+            would_reject: self.would_reject,
+            degraded: self.backend_error.clone(),
+            lease: (self.policy.has_concurrency() && self.allowed).then(|| self.lease.to_string()),
+            limits,
+        }
     }
+}
+
+/// The answer of `/api/ratelimit/check`: the decision over all of the policy's limits.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckAnswer {
+    pub key: String,
+    pub tokens: u64,
+    /// The legacy name of `tokens`.
+    #[serde(rename = "tokensRequested")]
+    pub tokens_requested: u64,
+    pub allowed: bool,
+    /// The policy that decided.
+    pub policy: String,
+    /// Fewest units left among the limits.
+    pub remaining: u64,
+    /// Seconds until the limits are whole again.
+    pub reset: u64,
+    pub reset_ms: u64,
+    /// Seconds until a retry could pass (rejected only).
+    pub retry_after: Option<u64>,
+    pub retry_after_ms: Option<u64>,
+    pub delay_ms: u64,
+    /// Shadow policy: decisions are recorded, nothing is rejected.
+    pub shadow: bool,
+    /// Shadow mode: the policy would have rejected this.
+    pub would_reject: bool,
+    /// The backend error when the policy's fail mode decided.
+    pub degraded: Option<String>,
+    /// The concurrency lease to give back with `/release`.
+    pub lease: Option<String>,
+    pub limits: Vec<LimitAnswer>,
+}
+
+/// One limit's decision in a [`CheckAnswer`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LimitAnswer {
+    pub algorithm: crate::Algorithm,
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ms: u64,
+    pub retry_after_ms: Option<u64>,
+    pub delay_ms: u64,
 }
 
 struct Inner {

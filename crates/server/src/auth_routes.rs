@@ -41,10 +41,14 @@ where
         .route("/api/v1/auth/whoami", get(whoami))
 }
 
-#[derive(Deserialize)]
-struct TokenRequest {
+/// An OAuth2 password grant (JSON or a form).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct TokenRequest {
+    /// `password` when given.
+    #[schema(examples("password"))]
     grant_type: Option<String>,
     username: String,
+    #[schema(format = Password)]
     password: String,
 }
 

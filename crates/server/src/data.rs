@@ -23,7 +23,7 @@ use fieldlab_export::Format;
 use fieldlab_store::{QuerySpec, SeriesResult};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 use tokio::sync::mpsc;
 
@@ -208,6 +208,31 @@ impl Serialize for QueryJson<'_> {
                 .collect::<Vec<_>>(),
         )?;
         m.end()
+    }
+}
+
+/// The schema of [`QueryJson`], written beside its hand-written serialiser (which no derive
+/// can follow).
+impl utoipa::PartialSchema for QueryJson<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let nullable = json!({"type": ["string", "null"]});
+        let series = json!({"type": "object", "required": ["device_id", "field", "tags", "count", "truncated", "points"], "properties": {
+            "device_id": {"type": "string"}, "field": {"type": "string"},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "count": {"type": "integer", "minimum": 0}, "truncated": {"type": "boolean"},
+            "points": {"type": "array", "items": {"type": "object", "required": ["ts"],
+                "description": "`{ts, value}` with one column, `{ts, <agg>...}` with several"}}}});
+        let v = json!({"type": "object", "required": ["from", "to", "step", "agg", "series"], "properties": {
+            "from": nullable, "to": nullable, "step": nullable,
+            "agg": {"description": "null for raw points, the aggregation, or several"},
+            "series": {"type": "array", "items": series}}});
+        utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
+    }
+}
+
+impl utoipa::ToSchema for QueryJson<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "QueryResult".into()
     }
 }
 

@@ -32,12 +32,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fieldlab_core::time::{format_ms, now_ms, parse_instant_ms};
 use fieldlab_watch::predict::{
-    self, ErrorKind, JobItem, Limits, Permit, PredictError, PredictRequest, Size,
+    self, ErrorKind, JobItem, JobStatus, Limits, Permit, PredictError, PredictRequest, Size,
 };
 use fieldlab_watch::Watch;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -264,17 +266,50 @@ async fn predict_one(State(s): State<AppState>, req: Request) -> Result<Response
 fn accepted(id: &str) -> Response {
     (
         StatusCode::ACCEPTED,
-        [(axum::http::header::LOCATION, format!("/api/v1/predict/status/{id}"))],
-        Json(json!({"id": id, "status": "pending", "status_url": format!("/api/v1/predict/status/{id}")})),
+        [(
+            axum::http::header::LOCATION,
+            format!("/api/v1/predict/status/{id}"),
+        )],
+        Json(JobAccepted {
+            id: id.to_string(),
+            status: Pending::Pending,
+            status_url: format!("/api/v1/predict/status/{id}"),
+        }),
     )
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
+/// A job was queued: poll `status_url`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobAccepted {
+    id: String,
+    status: Pending,
+    status_url: String,
+}
+
+/// A queued job's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Pending {
+    Pending,
+}
+
+/// A job and its state (`GET /api/v1/predict/status/{id}`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Job {
+    id: String,
+    #[serde(flatten)]
+    status: JobStatus,
+}
+
+/// Several row sets scored as one job.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub(crate) struct BatchPredictRequest {
+    /// Row sets, each as `data` of a single request.
     data: Vec<Vec<Vec<Option<f64>>>>,
     #[serde(default)]
+    #[schema(minimum = 2)]
     window_size: Option<usize>,
     #[serde(default)]
     method: Option<String>,
@@ -288,7 +323,7 @@ async fn predict_batch(State(s): State<AppState>, req: Request) -> Result<Respon
     let Some(permit) = w.jobs().try_start(limits.max_concurrent_jobs) else {
         return Ok(busy(&limits));
     };
-    let b: BatchRequest = read_json(req, limits.max_body_bytes()).await?;
+    let b: BatchPredictRequest = read_json(req, limits.max_body_bytes()).await?;
     if b.data.is_empty() {
         return Err(predict_problem(PredictError {
             field: "data".into(),
@@ -339,7 +374,7 @@ async fn predict_batch(State(s): State<AppState>, req: Request) -> Result<Respon
     Ok(accepted(&id))
 }
 
-async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, Problem> {
     let w = watch(&s)?;
     let st = w.jobs().get(&id).ok_or_else(|| {
         Problem::not_found(format!(
@@ -347,9 +382,7 @@ async fn status(State(s): State<AppState>, Path(id): Path<String>) -> Result<Jso
             w.config().predict.max_jobs_kept
         ))
     })?;
-    let mut v = serde_json::to_value(st).map_err(|e| Problem::internal(e.to_string()))?;
-    v["id"] = json!(id);
-    Ok(Json(v))
+    Ok(Json(Job { id, status: st }))
 }
 
 fn window(q: &HashMap<String, String>, default_from: &str) -> Result<(i64, i64), Problem> {
@@ -381,14 +414,22 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, Problem> {
     }
 }
 
+/// Anomaly events, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Anomalies {
+    count: usize,
+    #[schema(value_type = Vec<Object>)]
+    anomalies: Vec<Value>,
+}
+
 async fn anomalies(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Anomalies>, Problem> {
     let w = watch(&s)?;
     let (from, _) = window(&q, "-24h")?;
     let list = w.anomalies(q.get("device_id").map(String::as_str), from, limit(&q)?);
-    let items: Vec<Value> = list
+    let anomalies: Vec<Value> = list
         .iter()
         .map(|e| {
             let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -396,36 +437,60 @@ async fn anomalies(
             v
         })
         .collect();
-    Ok(Json(json!({"count": items.len(), "anomalies": items})))
+    let count = anomalies.len();
+    Ok(Json(Anomalies { count, anomalies }))
+}
+
+/// Quality scores per device and recent quality events.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Quality {
+    from: String,
+    to: String,
+    /// Per device, its quality score.
+    #[schema(value_type = Vec<Object>)]
+    devices: Value,
+    #[schema(value_type = Vec<Object>)]
+    events: Value,
 }
 
 async fn quality(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Quality>, Problem> {
     let w = watch(&s)?;
     let (from, to) = window(&q, "-1h")?;
     let dev = q.get("device_id").map(String::as_str);
     let scores = w.quality_scores(from, to, dev);
     let events = w.quality_events(dev, from, limit(&q)?);
-    Ok(Json(json!({
-        "from": format_ms(from),
-        "to": format_ms(to),
-        "devices": scores,
-        "events": events,
-    })))
+    Ok(Json(Quality {
+        from: format_ms(from),
+        to: format_ms(to),
+        devices: serde_json::to_value(scores).unwrap_or_default(),
+        events: serde_json::to_value(events).unwrap_or_default(),
+    }))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoadRequest {
+pub(crate) struct ModelLoadRequest {
+    /// A model directory relative to the models directory (`detect.models_dir`, default
+    /// `<data_dir>/models`), or an absolute path inside it.
     path: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelLoaded {
+    /// The path as the request named it.
+    loaded: String,
+    /// The model's metadata.
+    #[schema(value_type = Object)]
+    model: Value,
 }
 
 async fn load_model(
     State(s): State<AppState>,
-    b: Result<Json<LoadRequest>, JsonRejection>,
-) -> Result<Json<Value>, Problem> {
+    b: Result<Json<ModelLoadRequest>, JsonRejection>,
+) -> Result<Json<ModelLoaded>, Problem> {
     let w = watch(&s)?;
     let b = body(b)?;
     let dir = w
@@ -450,7 +515,10 @@ async fn load_model(
             })?;
     let meta = serde_json::to_value(&m.meta).unwrap_or_default();
     w.set_model(m);
-    Ok(Json(json!({"loaded": b.path, "model": meta})))
+    Ok(Json(ModelLoaded {
+        loaded: b.path,
+        model: meta,
+    }))
 }
 
 fn path_problem(status: StatusCode, slug: &str, title: &str, detail: String) -> Problem {

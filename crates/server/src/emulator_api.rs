@@ -29,11 +29,15 @@ use axum::{Json, Router};
 use fieldlab_core::config::{DeviceSpec, ScenarioSpec};
 use fieldlab_core::time::{format_ms, now_ms, parse_instant_ms};
 use fieldlab_core::SeriesKey;
-use fieldlab_emulator::fault::FaultSpec;
+use fieldlab_emulator::fault::{ActiveFault, FaultKind, FaultSpec};
+use fieldlab_emulator::fleet::DeviceState;
+use fieldlab_emulator::runner::DeviceView;
 use fieldlab_emulator::{ControlError, Emulator};
-use serde::Deserialize;
+use fieldlab_http::openapi::{Doc, Op};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new()
@@ -72,12 +76,16 @@ pub fn router() -> Router<AppState> {
 
 /// Every kind of fault the emulator injects, with its label and whether it needs a field: the
 /// list the UI's fault form shows (the emulator's `FaultKind` is its one source).
-async fn fault_kinds() -> Json<Value> {
-    let kinds: Vec<Value> = fieldlab_emulator::fault::FaultKind::ALL
+async fn fault_kinds() -> Json<FaultKinds> {
+    let kinds = FaultKind::ALL
         .iter()
-        .map(|k| json!({"kind": k.as_str(), "label": k.label(), "needs_field": k.needs_field()}))
+        .map(|&kind| FaultKindInfo {
+            kind,
+            label: kind.label(),
+            needs_field: kind.needs_field(),
+        })
         .collect();
-    Json(json!({ "kinds": kinds }))
+    Json(FaultKinds { kinds })
 }
 
 fn emulator(s: &AppState) -> Result<&Emulator, Problem> {
@@ -142,7 +150,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 async fn list(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<EmulatedDevices>, Problem> {
     let em = emulator(&s)?;
     let limit = match q.get("limit") {
         Some(v) => v
@@ -150,19 +158,140 @@ async fn list(
             .map_err(|_| Problem::bad_parameter("limit", "`limit` must be a positive integer"))?,
         None => 1000,
     };
-    let v = em.list(limit);
-    Ok(Json(json!({"count": em.count(), "devices": v})))
+    let devices = em.list(limit);
+    Ok(Json(EmulatedDevices {
+        count: em.count(),
+        devices,
+    }))
 }
 
-async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
-    let v = emulator(&s)?.get(&id).map_err(problem)?;
-    Ok(Json(json!(v)))
+async fn one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, Problem> {
+    Ok(Json(emulator(&s)?.get(&id).map_err(problem)?))
 }
 
 #[derive(Deserialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(flatten)]
     device: DeviceSpec,
+}
+
+// TODO(i26-config): derive `DeviceSpec`'s and `ScenarioSpec`'s schemas once they leave
+// fieldlab-core's config (which derives none); until then they are written here.
+impl utoipa::PartialSchema for CreateBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let v = json!({"type": "object", "required": ["name", "type"], "additionalProperties": false, "properties": {
+            "name": {"type": "string"},
+            "type": {"type": "string", "description": "a type of `fieldlab devices types` (built-in or custom)",
+                "examples": fieldlab_emulator::model::catalog().iter().map(|t| t.name).collect::<Vec<_>>()},
+            "config": {"type": "object", "additionalProperties": false, "properties": {"mqtt_topic": {"type": "string"},
+                "update_interval": {"type": "number"}, "min_value": {"type": "number"},
+                "max_value": {"type": "number"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "scenarios": phases()}});
+        utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
+    }
+}
+
+impl ToSchema for CreateBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "DeviceSpec".into()
+    }
+}
+
+/// Phases of a scenario timeline (`ScenarioSpec`s).
+fn phases() -> Value {
+    json!({"type": "array", "items": {"type": "object", "required": ["name", "duration"], "properties": {
+        "name": {"type": "string"}, "duration": {"type": "number", "description": "seconds"},
+        "parameters": {"type": "object", "description": "<field>_range: [lo, hi]"}}}})
+}
+
+fn phases_schema() -> utoipa::openapi::Schema {
+    serde_json::from_value(phases()).expect("a schema")
+}
+
+/// Emulated devices with state, scenario and faults.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EmulatedDevices {
+    /// Devices in the fleet (`devices` holds at most `limit`).
+    count: usize,
+    devices: Vec<DeviceView>,
+}
+
+/// The created device, or `{devices: [...]}` when the body held several.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Created {
+    One(DeviceView),
+    Many { devices: Vec<DeviceView> },
+}
+
+/// A device started or stopped.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StateChange {
+    device_id: String,
+    state: DeviceState,
+    /// Whether the call changed its state.
+    changed: bool,
+}
+
+/// How many devices a start or stop of all changed.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Changed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScenarioStopped {
+    device_id: String,
+    /// Whether a scenario was running.
+    stopped: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Faults {
+    device_id: String,
+    faults: Vec<ActiveFault>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FaultKinds {
+    kinds: Vec<FaultKindInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FaultKindInfo {
+    kind: FaultKind,
+    label: &'static str,
+    /// Whether the kind acts on one field (and so needs `field`).
+    needs_field: bool,
+}
+
+/// Ground truth of every injected fault.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Annotations {
+    count: usize,
+    #[schema(value_type = Vec<Object>)]
+    annotations: Vec<Value>,
+}
+
+/// A device's stored points per field.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct History {
+    device_id: String,
+    from: String,
+    fields: BTreeMap<String, Vec<Point>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Point {
+    ts: String,
+    /// A number, boolean or string; null for a gap.
+    value: Value,
 }
 
 /// A device body that does not read as a device spec: 422 with serde's reason.
@@ -194,9 +323,9 @@ async fn create(
         out.push(em.create(d, true).map_err(problem)?);
     }
     let body = if out.len() == 1 {
-        json!(out[0])
+        Created::One(out.remove(0))
     } else {
-        json!({"devices": out})
+        Created::Many { devices: out }
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -209,7 +338,7 @@ async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<DeviceView>, Problem> {
     let em = emulator(&s)?;
     let old = em.get(&id).map_err(problem)?;
     let mut v: serde_yaml::Value = parse_body(&headers, &body)?;
@@ -241,8 +370,7 @@ async fn update(
     })?;
     let running = !matches!(old.state, fieldlab_emulator::fleet::DeviceState::Stopped);
     em.delete(&id).map_err(problem)?;
-    let view = em.create(spec, running).map_err(problem)?;
-    Ok(Json(json!(view)))
+    Ok(Json(em.create(spec, running).map_err(problem)?))
 }
 
 async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, Problem> {
@@ -253,41 +381,55 @@ async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Result<Sta
 async fn start_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<StateChange>, Problem> {
     let em = emulator(&s)?;
     let changed = em.start_device(&id).map_err(problem)?;
-    Ok(Json(
-        json!({"device_id": id, "state": em.get(&id).map_err(problem)?.state, "changed": changed}),
-    ))
+    let state = em.get(&id).map_err(problem)?.state;
+    Ok(Json(StateChange {
+        device_id: id,
+        state,
+        changed,
+    }))
 }
 
 async fn stop_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<StateChange>, Problem> {
     let em = emulator(&s)?;
     let changed = em.stop_device(&id).map_err(problem)?;
-    Ok(Json(
-        json!({"device_id": id, "state": em.get(&id).map_err(problem)?.state, "changed": changed}),
-    ))
+    let state = em.get(&id).map_err(problem)?.state;
+    Ok(Json(StateChange {
+        device_id: id,
+        state,
+        changed,
+    }))
 }
 
-async fn start_all(State(s): State<AppState>) -> Result<Json<Value>, Problem> {
-    let n = emulator(&s)?.start_all();
-    Ok(Json(json!({"started": n})))
+async fn start_all(State(s): State<AppState>) -> Result<Json<Changed>, Problem> {
+    let started = Some(emulator(&s)?.start_all());
+    Ok(Json(Changed {
+        started,
+        stopped: None,
+    }))
 }
 
-async fn stop_all(State(s): State<AppState>) -> Result<Json<Value>, Problem> {
-    let n = emulator(&s)?.stop_all();
-    Ok(Json(json!({"stopped": n})))
+async fn stop_all(State(s): State<AppState>) -> Result<Json<Changed>, Problem> {
+    let stopped = Some(emulator(&s)?.stop_all());
+    Ok(Json(Changed {
+        started: None,
+        stopped,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+/// Run a named scenario or a timeline of phases.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScenarioBody {
+pub(crate) struct ScenarioBody {
     scenario: Option<String>,
     /// Alias of `scenario`.
     name: Option<String>,
+    #[schema(schema_with = phases_schema)]
     phases: Option<Vec<ScenarioSpec>>,
     #[serde(default, rename = "loop")]
     looping: bool,
@@ -298,21 +440,24 @@ async fn scenario_start(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<DeviceView>, Problem> {
     let b: ScenarioBody = parse_body(&headers, &body)?;
     let name = b.scenario.or(b.name);
     let v = emulator(&s)?
         .start_scenario(&id, name.as_deref(), b.phases, b.looping)
         .map_err(problem)?;
-    Ok(Json(json!(v)))
+    Ok(Json(v))
 }
 
 async fn scenario_stop(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    let was = emulator(&s)?.stop_scenario(&id).map_err(problem)?;
-    Ok(Json(json!({"device_id": id, "stopped": was})))
+) -> Result<Json<ScenarioStopped>, Problem> {
+    let stopped = emulator(&s)?.stop_scenario(&id).map_err(problem)?;
+    Ok(Json(ScenarioStopped {
+        device_id: id,
+        stopped,
+    }))
 }
 
 async fn fault_add(
@@ -323,38 +468,46 @@ async fn fault_add(
 ) -> Result<Response, Problem> {
     let spec: FaultSpec = parse_body(&headers, &body)?;
     let f = emulator(&s)?.add_fault(&id, spec).map_err(problem)?;
-    Ok((StatusCode::CREATED, Json(json!(f))).into_response())
+    Ok((StatusCode::CREATED, Json(f)).into_response())
 }
 
 async fn fault_list(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    let v = emulator(&s)?.get(&id).map_err(problem)?;
-    Ok(Json(json!({"device_id": id, "faults": v.faults})))
+) -> Result<Json<Faults>, Problem> {
+    let faults = emulator(&s)?.get(&id).map_err(problem)?.faults;
+    Ok(Json(Faults {
+        device_id: id,
+        faults,
+    }))
 }
 
 async fn fault_remove(
     State(s): State<AppState>,
     Path((id, fault)): Path<(String, u64)>,
-) -> Result<Json<Value>, Problem> {
-    let f = emulator(&s)?.remove_fault(&id, fault).map_err(problem)?;
-    Ok(Json(json!(f)))
+) -> Result<Json<ActiveFault>, Problem> {
+    Ok(Json(
+        emulator(&s)?.remove_fault(&id, fault).map_err(problem)?,
+    ))
 }
 
 async fn annotations(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Annotations>, Problem> {
     let Some(a) = s.annotations.clone() else {
-        return Ok(Json(json!({"count": 0, "annotations": []})));
+        let annotations = Vec::new();
+        return Ok(Json(Annotations {
+            count: 0,
+            annotations,
+        }));
     };
     let dev = q.get("device_id").cloned();
     let list = tokio::task::spawn_blocking(move || a.list(dev.as_deref()))
         .await
         .map_err(|e| Problem::internal(e.to_string()))?
         .map_err(|e| Problem::internal(format!("reading annotations failed: {e}")))?;
-    let items: Vec<Value> = list
+    let annotations: Vec<Value> = list
         .iter()
         .map(|a| {
             let mut v = json!(a);
@@ -363,14 +516,15 @@ async fn annotations(
             v
         })
         .collect();
-    Ok(Json(json!({"count": items.len(), "annotations": items})))
+    let count = annotations.len();
+    Ok(Json(Annotations { count, annotations }))
 }
 
 async fn history(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<History>, Problem> {
     let now = now_ms();
     let time = |name: &str, default: i64| -> Result<i64, Problem> {
         q.get(name).map_or(Ok(default), |v| {
@@ -391,7 +545,7 @@ async fn history(
             "no data stored for device `{id}`"
         )));
     }
-    let mut out = serde_json::Map::new();
+    let mut fields = BTreeMap::new();
     for info in series {
         if q.get("field")
             .is_some_and(|f| !f.split(',').any(|x| x == info.field))
@@ -403,15 +557,21 @@ async fn history(
             .range(&SeriesKey::new(&id, &info.field), from, to)
             .map_err(|e| Problem::internal(e.to_string()))?;
         let skip = pts.len().saturating_sub(limit);
-        let v: Vec<Value> = pts[skip..]
+        let points = pts[skip..]
             .iter()
-            .map(|(t, v)| json!({"ts": format_ms(*t), "value": v.to_json()}))
+            .map(|(t, v)| Point {
+                ts: format_ms(*t),
+                value: v.to_json(),
+            })
             .collect();
-        out.insert(info.field.clone(), Value::Array(v));
+        fields.insert(info.field.clone(), points);
     }
-    Ok(Json(
-        json!({"device_id": id, "from": format_ms(from), "fields": out}),
-    ))
+    let from = format_ms(from);
+    Ok(Json(History {
+        device_id: id,
+        from,
+        fields,
+    }))
 }
 
 async fn ws(
@@ -476,80 +636,147 @@ async fn live(
     }
 }
 
-/// OpenAPI 3.1 of the emulator routes. Written as data rather than derived: the handlers take
-/// raw bodies (JSON or YAML), which derive macros cannot describe.
+/// OpenAPI 3.1 of the emulator routes (native paths; [`crate::openapi`] adds the legacy aliases).
 async fn openapi() -> Json<Value> {
     Json(openapi_doc())
 }
 
 pub fn openapi_doc() -> Value {
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let problem = json!({"description": "RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
-    let ok = |d: &str| json!({"description": d, "content": {"application/json": {}}});
-    let op = |summary: &str, params: Vec<Value>, body: Option<&str>| {
-        let mut o = json!({"summary": summary, "parameters": params, "responses": {"200": ok("OK"), "4XX": problem.clone()}});
-        if let Some(schema) = body {
-            o["requestBody"] = json!({"content": {
-                "application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}},
-                "application/yaml": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-        }
-        o
-    };
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "fieldlab device emulator", "version": env!("CARGO_PKG_VERSION")},
-        "paths": {
-            "/api/v1/emulator/devices": {"get": op("List emulated devices", vec![], None)},
-            "/api/v1/emulator/fault-kinds": {"get": op("The kinds of fault the emulator injects: kind, label, needs_field", vec![], None)},
-            "/api/v1/emulator/devices/{id}": {"get": op("One emulated device", vec![id.clone()], None)},
-            "/api/v1/devices": {"post": op("Create a device (JSON or YAML; also `devices: [...]`)", vec![], Some("DeviceSpec"))},
-            "/api/v1/devices/{id}": {"delete": op("Delete a device", vec![id.clone()], None),
-                "put": op("Replace a device's configuration (the same body as a create; `name` = the id or absent)", vec![id.clone()], Some("DeviceSpec"))},
-            "/api/v1/devices/start": {"post": op("Start all devices", vec![], None)},
-            "/api/v1/devices/stop": {"post": op("Stop all devices", vec![], None)},
-            "/api/v1/devices/{id}/start": {"post": op("Start a device", vec![id.clone()], None)},
-            "/api/v1/devices/{id}/stop": {"post": op("Stop a device", vec![id.clone()], None)},
-            "/api/v1/devices/{id}/status": {"get": op("Device status", vec![id.clone()], None)},
-            "/api/v1/devices/{id}/scenario": {
-                "post": op("Run a scenario", vec![id.clone()], Some("ScenarioRequest")),
-                "delete": op("Stop the scenario", vec![id.clone()], None)},
-            "/api/v1/devices/{id}/faults": {
-                "post": op("Inject a fault (recorded as an annotation)", vec![id.clone()], Some("FaultSpec")),
-                "get": op("Active faults", vec![id.clone()], None)},
-            "/api/v1/devices/{id}/faults/{fault}": {"delete": op("End a fault now", vec![id.clone(),
-                json!({"name": "fault", "in": "path", "required": true, "schema": {"type": "integer"}})], None)},
-            "/api/v1/annotations": {"get": op("Ground-truth annotations", vec![
-                json!({"name": "device_id", "in": "query", "schema": {"type": "string"}})], None)},
-            "/api/v1/devices/{id}/history": {"get": op("Stored points of a device", vec![id.clone(),
-                json!({"name": "field", "in": "query", "schema": {"type": "string"}}),
-                json!({"name": "from", "in": "query", "schema": {"type": "string"}}),
-                json!({"name": "to", "in": "query", "schema": {"type": "string"}}),
-                json!({"name": "limit", "in": "query", "schema": {"type": "integer"}})], None)},
-            "/ws": {"get": op("Live telemetry over WebSocket", vec![
-                json!({"name": "device_id", "in": "query", "schema": {"type": "string"}}),
-                json!({"name": "device_type", "in": "query", "schema": {"type": "string"}})], None)},
-        },
-        "components": {"schemas": {
-            "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                "status": {"type": "integer"}, "detail": {"type": "string"}, "parameter": {"type": "string"}}},
-            "DeviceSpec": {"type": "object", "required": ["name", "type"], "properties": {
-                "name": {"type": "string"}, "type": {"type": "string"},
-                "config": {"type": "object", "properties": {"mqtt_topic": {"type": "string"},
-                    "update_interval": {"type": "number"}, "min_value": {"type": "number"},
-                    "max_value": {"type": "number"}, "tags": {"type": "object"}}},
-                "scenarios": {"type": "array", "items": {"$ref": "#/components/schemas/Phase"}}}},
-            "Phase": {"type": "object", "required": ["name", "duration"], "properties": {
-                "name": {"type": "string"}, "duration": {"type": "number"},
-                "parameters": {"type": "object", "description": "<field>_range: [lo, hi]"}}},
-            "ScenarioRequest": {"type": "object", "properties": {"scenario": {"type": "string"},
-                "phases": {"type": "array", "items": {"$ref": "#/components/schemas/Phase"}},
-                "loop": {"type": "boolean"}}},
-            "FaultSpec": {"type": "object", "required": ["kind"], "properties": {
-                "kind": {"type": "string", "enum": fieldlab_emulator::fault::FaultKind::ALL.map(|k| k.as_str())},
-                "field": {"type": "string"}, "duration_s": {"type": "number"}, "magnitude": {"type": "number"},
-                "value": {"type": "number"}, "rate_per_s": {"type": "number"}, "offset_s": {"type": "number"},
-                "factor": {"type": "number"}, "multiplier": {"type": "integer"}, "rename_to": {"type": "string"},
-                "mode": {"type": "string"}}},
-        }},
-    })
+    let t = "emulator";
+    let id = |op: Op| op.path("id", "device id");
+    let json_or_yaml = ["application/json", "application/yaml"];
+    let mut d = Doc::default();
+    let base = "/api/v1/devices";
+    d.put(
+        "/api/v1/emulator/devices",
+        "get",
+        Op::new(t, "List emulated devices")
+            .query(
+                "limit",
+                json!({"type": "integer", "minimum": 0}),
+                "at most this many (default 1000)",
+            )
+            .json::<EmulatedDevices>("200", "the devices"),
+    );
+    d.put(
+        "/api/v1/emulator/fault-kinds",
+        "get",
+        Op::new(t, "The kinds of fault the emulator injects")
+            .json::<FaultKinds>("200", "every kind, with its label"),
+    );
+    d.put(
+        "/api/v1/emulator/devices/{id}",
+        "get",
+        id(Op::new(t, "One emulated device")).json::<DeviceView>("200", "the device"),
+    );
+    d.put(
+        "/api/v1/emulator/openapi.json",
+        "get",
+        Op::new(t, "OpenAPI 3.1 of the emulator routes alone").json_object("200", "OpenAPI 3.1"),
+    );
+    d.put(
+        base,
+        "post",
+        Op::new(t, "Create a device (JSON or YAML; also `devices: [...]`)")
+            .body_of::<CreateBody>(&json_or_yaml)
+            .json::<Created>(
+                "201",
+                "the created device (or `{devices: [...]}` for several)",
+            ),
+    );
+    d.put(
+        &format!("{base}/{{id}}"),
+        "delete",
+        id(Op::new(t, "Delete a device")).resp("204", "deleted", None),
+    );
+    d.put(&format!("{base}/{{id}}"), "put", id(Op::new(t, "Replace a device's configuration (the same body as a create; `name` = the id or absent)"))
+        .body_of::<CreateBody>(&json_or_yaml)
+        .json::<DeviceView>("200", "the device"));
+    for (verb, what) in [("start", "Start"), ("stop", "Stop")] {
+        d.put(
+            &format!("{base}/{verb}"),
+            "post",
+            Op::new(t, &format!("{what} all devices")).json::<Changed>("200", "how many changed"),
+        );
+        d.put(
+            &format!("{base}/{{id}}/{verb}"),
+            "post",
+            id(Op::new(t, &format!("{what} a device"))).json::<StateChange>("200", "its state"),
+        );
+    }
+    d.put(
+        &format!("{base}/{{id}}/status"),
+        "get",
+        id(Op::new(t, "Device status")).json::<DeviceView>("200", "the device"),
+    );
+    d.put(
+        &format!("{base}/{{id}}/scenario"),
+        "post",
+        id(Op::new(t, "Run a scenario"))
+            .body_of::<ScenarioBody>(&json_or_yaml)
+            .json::<DeviceView>("200", "the device"),
+    );
+    d.put(
+        &format!("{base}/{{id}}/scenario"),
+        "delete",
+        id(Op::new(t, "Stop the scenario")).json::<ScenarioStopped>("200", "whether one ran"),
+    );
+    d.put(
+        &format!("{base}/{{id}}/faults"),
+        "post",
+        id(Op::new(t, "Inject a fault (recorded as an annotation)"))
+            .body_of::<FaultSpec>(&json_or_yaml)
+            .json::<ActiveFault>("201", "the active fault (its id is the annotation id)"),
+    );
+    d.put(
+        &format!("{base}/{{id}}/faults"),
+        "get",
+        id(Op::new(t, "Active faults")).json::<Faults>("200", "the faults"),
+    );
+    d.put(
+        &format!("{base}/{{id}}/faults/{{fault}}"),
+        "delete",
+        id(Op::new(t, "End a fault now"))
+            .param(
+                "fault",
+                "path",
+                json!({"type": "integer", "minimum": 0}),
+                "the fault's id",
+            )
+            .json::<ActiveFault>("200", "the ended fault"),
+    );
+    d.put(
+        "/api/v1/annotations",
+        "get",
+        Op::new(t, "Ground-truth annotations")
+            .query("device_id", json!({"type": "string"}), "only this device")
+            .json::<Annotations>("200", "the annotations"),
+    );
+    let instant = json!({"type": "string", "examples": ["-1h", "now", "2026-01-01T00:00:00Z"]});
+    d.put(
+        &format!("{base}/{{id}}/history"),
+        "get",
+        id(Op::new(t, "Stored points of a device"))
+            .query(
+                "field",
+                json!({"type": "string"}),
+                "fields, comma separated",
+            )
+            .query("from", instant.clone(), "since (default -1h)")
+            .query("to", instant, "until (default: the last point)")
+            .query(
+                "limit",
+                json!({"type": "integer", "minimum": 0}),
+                "most points per field (default 1000)",
+            )
+            .json::<History>("200", "points per field"),
+    );
+    d.put("/ws", "get", Op::new(t, "Live telemetry over WebSocket")
+        .describe("A WebSocket handshake (`Upgrade: websocket`); each text message is `{topic, message}` or `{lagged: n}`. Browsers may pass the bearer token as `?access_token=`.")
+        .query("device_id", json!({"type": "string"}), "only these devices (comma-separated)")
+        .query("device_type", json!({"type": "string"}), "only this type")
+        .query("access_token", json!({"type": "string"}), "bearer token (only here, for browsers)")
+        .resp("101", "switching to WebSocket", None));
+    let info = json!({"title": "fieldlab device emulator", "version": env!("CARGO_PKG_VERSION")});
+    d.into_document(info, json!({}))
 }

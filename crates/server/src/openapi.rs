@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fieldlab_auth::policy::{required, Requirement};
 use fieldlab_core::Role;
+use fieldlab_http::openapi::{Doc, Op};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,8 +38,10 @@ const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "options", "
 /// operations the main router does not describe itself are taken); `public_metrics`: whether
 /// `/metrics` is public (`auth.public_metrics`).
 pub fn document(extra: Option<&Value>, public_metrics: bool) -> Value {
-    let mut paths = native_paths();
-    let mut schemas = schemas();
+    let Doc {
+        mut paths,
+        mut schemas,
+    } = native_paths();
     let emulator = crate::emulator_api::openapi_doc();
     fold(&mut paths, &mut schemas, &emulator, "emulator");
     // The emulator's routes are also served at the legacy paths (`/devices/...`), except the
@@ -56,22 +59,8 @@ pub fn document(extra: Option<&Value>, public_metrics: bool) -> Value {
         &json!({"paths": Map::from_iter(aliases)}),
         "emulator",
     );
-    emulator_responses(&mut paths);
-    // Real type names, so generated requests can create devices rather than only be refused.
-    if let Some(t) = schemas
-        .get_mut("DeviceSpec")
-        .and_then(|d| d.pointer_mut("/properties/type"))
-    {
-        let names: Vec<&str> = fieldlab_emulator::model::catalog()
-            .iter()
-            .map(|t| t.name)
-            .collect();
-        t["examples"] = json!(names);
-        t["description"] = json!("a type of `fieldlab devices types` (built-in or custom)");
-    }
     if let Some(x) = extra {
         fold(&mut paths, &mut schemas, x, "proofs");
-        verifier_parameters(&mut paths);
     }
     finish(&mut paths, public_metrics);
     json!({
@@ -100,76 +89,6 @@ pub fn document(extra: Option<&Value>, public_metrics: bool) -> Value {
             "schemas": schemas,
         },
     })
-}
-
-/// One operation under construction.
-struct Op(Value);
-
-impl Op {
-    fn new(tag: &str, summary: &str) -> Op {
-        Op(json!({"tags": [tag], "summary": summary, "parameters": [], "responses": {}}))
-    }
-
-    fn describe(mut self, d: &str) -> Op {
-        self.0["description"] = json!(d);
-        self
-    }
-
-    fn param(mut self, name: &str, at: &str, schema: Value, d: &str) -> Op {
-        let mut p = json!({"name": name, "in": at, "schema": schema, "description": d});
-        if at == "path" {
-            p["required"] = json!(true);
-        }
-        self.0["parameters"]
-            .as_array_mut()
-            .expect("parameters")
-            .push(p);
-        self
-    }
-
-    fn query(self, name: &str, schema: Value, d: &str) -> Op {
-        self.param(name, "query", schema, d)
-    }
-
-    fn path(self, name: &str, d: &str) -> Op {
-        self.param(name, "path", json!({"type": "string"}), d)
-    }
-
-    fn body(mut self, content: Value) -> Op {
-        self.0["requestBody"] = json!({"required": true, "content": content});
-        self
-    }
-
-    fn json_body(self, schema: &str) -> Op {
-        self.body(json!({"application/json": {"schema": schema_ref(schema)}}))
-    }
-
-    fn resp(mut self, code: &str, d: &str, content: Option<Value>) -> Op {
-        let mut r = json!({"description": d});
-        if let Some(c) = content {
-            r["content"] = c;
-        }
-        self.0["responses"][code] = r;
-        self
-    }
-
-    fn json(self, code: &str, d: &str, schema: &str) -> Op {
-        self.resp(
-            code,
-            d,
-            Some(json!({"application/json": {"schema": schema_ref(schema)}})),
-        )
-    }
-
-    fn problem(mut self, code: &str, d: &str) -> Op {
-        self.0["responses"][code] = json!({"description": d,
-            "content": {"application/problem+json": {"schema": schema_ref("Problem")}}});
-        self
-    }
-}
-
-fn schema_ref(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
 fn string() -> Value {
@@ -224,16 +143,15 @@ fn selection(op: Op) -> Op {
     )
 }
 
-fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
+fn predict_ops(paths: &mut Doc, base: &str) {
     let tag = "detect";
-    put(
-        paths,
+    paths.put(
         base,
         "post",
         Op::new(tag, "Score rows for anomalies (the legacy /predict)")
-            .json_body("PredictRequest")
-            .json("200", "scores per row", "PredictResult")
-            .json("202", "queued as a job (`async: true`)", "JobAccepted")
+            .json_body::<fieldlab_watch::predict::PredictRequest>()
+            .json::<fieldlab_watch::predict::PredictResult>("200", "scores per row")
+            .json::<crate::detect::JobAccepted>("202", "queued as a job (`async: true`)")
             .problem("409", "the method needs a model that is not loaded")
             .problem(
                 "413",
@@ -248,13 +166,12 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
                 "detect.predict.max_concurrent_jobs scorings are running; see Retry-After",
             ),
     );
-    put(
-        paths,
+    paths.put(
         &format!("{base}/batch"),
         "post",
         Op::new(tag, "Score several row sets as one job")
-            .json_body("BatchPredictRequest")
-            .json("202", "the job's id and status URL", "JobAccepted")
+            .json_body::<crate::detect::BatchPredictRequest>()
+            .json::<crate::detect::JobAccepted>("202", "the job's id and status URL")
             .problem(
                 "413",
                 "body, rows or rows x window x features beyond detect.predict",
@@ -265,48 +182,39 @@ fn predict_ops(paths: &mut Map<String, Value>, base: &str) {
                 "detect.predict.max_concurrent_jobs scorings are running; see Retry-After",
             ),
     );
-    put(
-        paths,
+    paths.put(
         &format!("{base}/status/{{id}}"),
         "get",
         Op::new(tag, "A job's state and results")
             .path("id", "job id from the 202 answer")
-            .json("200", "the job", "Job")
+            .json::<crate::detect::Job>("200", "the job")
             .problem("404", "no such job"),
     );
 }
 
-fn put(paths: &mut Map<String, Value>, path: &str, method: &str, op: Op) {
-    let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-    item[method] = op.0;
-}
-
 /// The routes of [`crate::routes`], [`crate::data`], [`crate::ui`], [`crate::detect`],
 /// [`crate::ratelimit`], [`crate::auth_routes`] and this module.
-fn native_paths() -> Map<String, Value> {
-    let mut p = Map::new();
+fn native_paths() -> Doc {
+    let mut p = Doc::default();
     let health = "health";
     for path in ["/health", "/healthz", "/health/live"] {
-        put(
-            &mut p,
+        p.put(
             path,
             "get",
-            Op::new(health, "Liveness: the process answers").json("200", "alive", "Liveness"),
+            Op::new(health, "Liveness: the process answers")
+                .json::<crate::routes::Liveness>("200", "alive"),
         );
     }
     for path in ["/ready", "/readyz", "/health/ready", "/actuator/health"] {
-        put(
-            &mut p,
+        p.put(
             path,
             "get",
             Op::new(health, "Readiness: store, broker and ingest are up")
-                .json("200", "ready", "Readiness")
-                .json("503", "a component is down (see `components`)", "Readiness"),
+                .json::<crate::routes::Readiness>("200", "ready")
+                .json::<crate::routes::Readiness>("503", "a component is down (see `components`)"),
         );
     }
-    put(
-        &mut p,
-        "/metrics",
+    p.put("/metrics",
         "get",
         Op::new(health, "Prometheus / OpenMetrics text")
             .describe("Public unless `auth.public_metrics: false`. OpenMetrics when `Accept` names `application/openmetrics-text` (as Prometheus does), Prometheus text 0.0.4 otherwise.")
@@ -322,55 +230,44 @@ fn native_paths() -> Map<String, Value> {
 
     let data = "data";
     for path in ["/api/v1/devices", "/devices"] {
-        put(
-            &mut p,
+        p.put(
             path,
             "get",
-            Op::new(data, "Known devices with type and last-seen time").json(
-                "200",
-                "devices",
-                "DeviceList",
-            ),
+            Op::new(data, "Known devices with type and last-seen time")
+                .json::<crate::routes::DeviceList>("200", "devices"),
         );
     }
-    put(
-        &mut p,
+    p.put(
         "/api/v1/devices/{id}",
         "get",
         Op::new(data, "One device and its series")
             .path("id", "device id")
-            .json("200", "the device", "DeviceDetail")
+            .json::<crate::routes::DeviceDetail>("200", "the device")
             .problem("404", "unknown device"),
     );
-    put(
-        &mut p,
+    p.put(
         "/api/v1/series",
         "get",
         Op::new(data, "Stored series with their tags")
             .query("device_id", string(), "only this device's series")
-            .json("200", "series", "SeriesList"),
+            .json::<crate::routes::SeriesList>("200", "series"),
     );
-    put(
-        &mut p,
+    p.put(
         "/api/v1/quarantine",
         "get",
         Op::new(data, "Payloads that could not be parsed, newest first")
             .query("limit", integer(0), "at most this many (capped at 10000)")
             .query("offset", integer(0), "skip this many")
-            .json("200", "quarantined payloads", "Quarantine"),
+            .json::<crate::routes::Quarantine>("200", "quarantined payloads"),
     );
-    put(
-        &mut p,
-        "/api/v1/query",
+    p.put("/api/v1/query",
         "get",
         selection(Op::new(data, "Query several series: raw points or buckets"))
             .describe("At least one of `device_id`, `device_type`, `field`, `site` or `tag.<name>` selects the series; `tag.<name>=value` filters by any tag.")
-            .json("200", "the series", "QueryResult")
+            .json::<crate::data::QueryJson>("200", "the series")
             .problem("404", "nothing matches the selection"),
     );
-    put(
-        &mut p,
-        "/api/v1/export",
+    p.put("/api/v1/export",
         "get",
         selection(Op::new(data, "Export a selection, streamed"))
             .query(
@@ -389,9 +286,7 @@ fn native_paths() -> Map<String, Value> {
             )
             .problem("404", "nothing matches the selection"),
     );
-    put(
-        &mut p,
-        "/api/v1/backup",
+    p.put("/api/v1/backup",
         "get",
         Op::new(data, "A consistent tar of the whole data dir, streamed")
             .query(
@@ -407,25 +302,22 @@ fn native_paths() -> Map<String, Value> {
     );
 
     let ui = "ui";
-    put(
-        &mut p,
+    p.put(
         "/",
         "get",
         Op::new(
             ui,
             "The web UI for browsers (`Accept: text/html`), the JSON index for everyone else",
         )
-        .json("200", "the index (or the UI's HTML page)", "Index"),
+        .json::<crate::routes::Index>("200", "the index (or the UI's HTML page)"),
     );
-    put(
-        &mut p,
+    p.put(
         "/api/v1",
         "get",
-        Op::new(ui, "The JSON index").json("200", "the index", "Index"),
+        Op::new(ui, "The JSON index").json::<crate::routes::Index>("200", "the index"),
     );
     for path in ["/ui", "/ui/"] {
-        put(
-            &mut p,
+        p.put(
             path,
             "get",
             Op::new(ui, "The web UI's page").resp(
@@ -435,8 +327,7 @@ fn native_paths() -> Map<String, Value> {
             ),
         );
     }
-    put(
-        &mut p,
+    p.put(
         "/ui/{path}",
         "get",
         Op::new(ui, "A file of the web UI")
@@ -449,14 +340,13 @@ fn native_paths() -> Map<String, Value> {
             .resp("304", "not modified (`If-None-Match`)", None)
             .problem("404", "no such file"),
     );
-    put(&mut p, "/api/v1/ui/endpoints", "get",
+    p.put("/api/v1/ui/endpoints", "get",
         Op::new(ui, "Which routes this server has (for the UI)")
             .param("path", "query", json!({"type": "array", "items": {"type": "string", "pattern": "^/"}, "minItems": 1, "maxItems": 32}),
                 "absolute paths to probe (repeat the parameter)")
-            .json("200", "availability per path", "EndpointProbe")
+            .json::<crate::ui::EndpointProbe>("200", "availability per path")
             .problem("400", "no, too many or bad paths"));
-    put(
-        &mut p,
+    p.put(
         "/openapi.json",
         "get",
         Op::new(ui, "This document").resp(
@@ -469,8 +359,7 @@ fn native_paths() -> Map<String, Value> {
     predict_ops(&mut p, "/predict");
     predict_ops(&mut p, "/api/v1/predict");
     let detect = "detect";
-    put(
-        &mut p,
+    p.put(
         "/api/v1/anomalies",
         "get",
         Op::new(detect, "Anomaly events, newest first")
@@ -482,10 +371,9 @@ fn native_paths() -> Map<String, Value> {
                 json!({"type": "integer", "minimum": 1, "maximum": 10000}),
                 "at most (default 100)",
             )
-            .json("200", "events", "Anomalies"),
+            .json::<crate::detect::Anomalies>("200", "events"),
     );
-    put(
-        &mut p,
+    p.put(
         "/ws/events",
         "get",
         Op::new(detect, "Quality and anomaly events pushed over WebSocket")
@@ -510,8 +398,7 @@ fn native_paths() -> Map<String, Value> {
                 None,
             ),
     );
-    put(
-        &mut p,
+    p.put(
         "/api/v1/quality",
         "get",
         Op::new(detect, "Quality score per device and recent quality events")
@@ -523,18 +410,16 @@ fn native_paths() -> Map<String, Value> {
                 json!({"type": "integer", "minimum": 1, "maximum": 10000}),
                 "most events (default 100)",
             )
-            .json("200", "scores and events", "Quality"),
+            .json::<crate::detect::Quality>("200", "scores and events"),
     );
-    put(
-        &mut p,
-        "/api/v1/models/load",
+    p.put("/api/v1/models/load",
         "post",
         Op::new(
             detect,
             "Load an autoencoder saved by `fieldlab detect train` under the models directory (detect.models_dir, default <data_dir>/models)",
         )
-        .json_body("ModelLoadRequest")
-        .json("200", "loaded", "ModelLoaded")
+        .json_body::<crate::detect::ModelLoadRequest>()
+        .json::<crate::detect::ModelLoaded>("200", "loaded")
         .problem("400", "empty path, or `..` in it (path traversal)")
         .problem("403", "the path leads outside the models directory (absolute path or symlink)")
         .problem("404", "no such model in the models directory")
@@ -548,39 +433,32 @@ fn native_paths() -> Map<String, Value> {
         } else {
             ""
         };
-        put(
-            &mut p,
+        p.put(
             &format!("{base}/check"),
             "post",
             Op::new(rl, &format!("Check and take tokens for a key{seed}"))
-                .json_body("CheckRequest")
-                .json("200", "allowed", "Decision")
-                .json("429", "rejected", "Decision"),
+                .json_body::<crate::ratelimit::CheckRequest>()
+                .json::<fieldlab_ratelimit::CheckAnswer>("200", "allowed")
+                .json::<fieldlab_ratelimit::CheckAnswer>("429", "rejected"),
         );
-        put(
-            &mut p,
+        p.put(
             &format!("{base}/release"),
             "post",
             Op::new(rl, &format!("Give back a concurrency lease{seed}"))
-                .json_body("ReleaseRequest")
-                .json("200", "released", "Released"),
+                .json_body::<crate::ratelimit::ReleaseRequest>()
+                .json::<crate::ratelimit::Released>("200", "released"),
         );
-        put(
-            &mut p,
+        p.put(
             &format!("{base}/stats"),
             "get",
-            Op::new(rl, &format!("Decisions per policy, backend facts{seed}")).json(
-                "200",
-                "statistics",
-                "Object",
-            ),
+            Op::new(rl, &format!("Decisions per policy, backend facts{seed}"))
+                .json_object("200", "statistics"),
         );
-        put(
-            &mut p,
+        p.put(
             &format!("{base}/config"),
             "get",
             Op::new(rl, &format!("Every rule and where it came from{seed}"))
-                .json("200", "rules", "Object"),
+                .json_object("200", "rules"),
         );
         for (kind, name) in [("keys", "key"), ("patterns", "pattern")] {
             let path = format!("{base}/config/{kind}/{{{name}}}");
@@ -591,26 +469,23 @@ fn native_paths() -> Map<String, Value> {
             };
             let rule = |op: Op| {
                 op.path(name, &format!("the {name}"))
-                    .json("200", "the rule", "Rule")
+                    .json::<crate::ratelimit::Rule>("200", "the rule")
             };
-            put(
-                &mut p,
+            p.put(
                 &path,
                 "get",
                 rule(Op::new(rl, &format!("Read {what}{seed}"))).problem("404", "no such rule"),
             );
             for m in ["put", "post"] {
-                put(
-                    &mut p,
+                p.put(
                     &path,
                     m,
                     rule(Op::new(rl, &format!("Set {what}{seed}")))
-                        .json_body("Policy")
+                        .json_body::<crate::ratelimit::PolicyBody>()
                         .problem("409", "defined in fieldlab.yaml"),
                 );
             }
-            put(
-                &mut p,
+            p.put(
                 &path,
                 "delete",
                 Op::new(rl, &format!("Remove {what}{seed}"))
@@ -620,45 +495,43 @@ fn native_paths() -> Map<String, Value> {
             );
         }
         let path = format!("{base}/config/default");
-        put(
-            &mut p,
+        p.put(
             &path,
             "get",
-            Op::new(rl, &format!("The default policy{seed}")).json("200", "the policy", "Rule"),
+            Op::new(rl, &format!("The default policy{seed}"))
+                .json::<crate::ratelimit::Rule>("200", "the policy"),
         );
         for m in ["put", "post"] {
-            put(
-                &mut p,
+            p.put(
                 &path,
                 m,
                 Op::new(rl, &format!("Set the default policy{seed}"))
-                    .json_body("Policy")
-                    .json("200", "the policy", "Rule"),
+                    .json_body::<crate::ratelimit::PolicyBody>()
+                    .json::<crate::ratelimit::Rule>("200", "the policy"),
             );
         }
     }
 
     let auth = "auth";
-    put(
-        &mut p,
+    p.put(
         "/api/v1/auth/token",
         "post",
         Op::new(auth, "A bearer token for a user name and password")
-            .body(json!({
-                "application/json": {"schema": schema_ref("TokenRequest")},
-                "application/x-www-form-urlencoded": {"schema": schema_ref("TokenRequest")},
-            }))
-            .json("200", "OAuth2 token response", "TokenResponse")
+            .body_of::<crate::auth_routes::TokenRequest>(&[
+                "application/json",
+                "application/x-www-form-urlencoded",
+            ])
+            .json::<fieldlab_auth::IssuedToken>("200", "OAuth2 token response")
             .problem("401", "wrong user name or password")
             .problem("404", "auth is disabled")
             .problem("429", "too many failed logins: wait `Retry-After` seconds")
             .problem("503", "every password check worker is busy"),
     );
-    put(
-        &mut p,
+    p.put(
         "/api/v1/auth/whoami",
         "get",
-        Op::new(auth, "The caller's principal").json("200", "who is calling", "Principal"),
+        Op::new(auth, "The caller's principal")
+            .json::<fieldlab_core::Principal>("200", "who is calling"),
     );
     p
 }
@@ -702,127 +575,6 @@ fn fold(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>, doc: &
         .flatten()
     {
         schemas.entry(name.clone()).or_insert_with(|| s.clone());
-    }
-}
-
-/// The emulator fragment says "200 OK" everywhere; give each operation its real answers.
-fn emulator_responses(paths: &mut Map<String, Value>) {
-    let device = json!({"application/json": {"schema": schema_ref("EmulatedDevice")}});
-    for base in ["/api/v1/devices", "/devices"] {
-        let set = |paths: &mut Map<String, Value>,
-                   p: &str,
-                   m: &str,
-                   code: &str,
-                   d: &str,
-                   c: Option<Value>| {
-            if let Some(op) = paths
-                .get_mut(&format!("{base}{p}"))
-                .and_then(|i| i.get_mut(m))
-            {
-                let mut r = json!({"description": d});
-                if let Some(c) = c {
-                    r["content"] = c;
-                }
-                let responses = &mut op["responses"];
-                if let Some(o) = responses.as_object_mut() {
-                    o.remove("200");
-                }
-                responses[code] = r;
-            }
-        };
-        set(
-            paths,
-            "",
-            "post",
-            "201",
-            "the created device (or `{devices: [...]}` for several)",
-            Some(json!({"application/json": {"schema": {"type": "object"}}})),
-        );
-        set(paths, "/{id}", "delete", "204", "deleted", None);
-        set(
-            paths,
-            "/{id}/faults",
-            "post",
-            "201",
-            "the active fault (its id is the annotation id)",
-            Some(json!({"application/json": {"schema": schema_ref("ActiveFault")}})),
-        );
-        set(
-            paths,
-            "/{id}/status",
-            "get",
-            "200",
-            "the device",
-            Some(device.clone()),
-        );
-    }
-    for p in ["/api/v1/emulator/devices/{id}"] {
-        if let Some(op) = paths.get_mut(p).and_then(|i| i.get_mut("get")) {
-            op["responses"]["200"] = json!({"description": "the device", "content": device});
-        }
-    }
-    put(
-        paths,
-        "/api/v1/emulator/openapi.json",
-        "get",
-        Op::new("emulator", "OpenAPI 3.1 of the emulator routes alone").resp(
-            "200",
-            "OpenAPI 3.1",
-            Some(json!({"application/json": {"schema": {"type": "object"}}})),
-        ),
-    );
-    if let Some(op) = paths.get_mut("/ws").and_then(|i| i.get_mut("get")) {
-        op["description"] = json!("A WebSocket handshake (`Upgrade: websocket`); each text message is `{topic, message}` or `{lagged: n}`. Browsers may pass the bearer token as `?access_token=`.");
-        op["responses"] = json!({"101": {"description": "switching to WebSocket"}});
-        if let Some(a) = op["parameters"].as_array_mut() {
-            a.push(
-                json!({"name": "access_token", "in": "query", "schema": {"type": "string"},
-                "description": "bearer token (only here, for browsers)"}),
-            );
-        }
-    }
-}
-
-/// Parameters the proof verifier's fragment leaves out.
-fn verifier_parameters(paths: &mut Map<String, Value>) {
-    let add = |paths: &mut Map<String, Value>, p: &str, m: &str, params: Value| {
-        if let Some(op) = paths.get_mut(p).and_then(|i| i.get_mut(m)) {
-            if op.get("parameters").is_none() {
-                op["parameters"] = params;
-            }
-        }
-    };
-    let index = json!([{"name": "index", "in": "path", "required": true, "schema": integer(0)}]);
-    add(paths, "/registry/entries/{index}", "get", index.clone());
-    add(paths, "/registry/proof/inclusion/{index}", "get", index);
-    add(
-        paths,
-        "/registry/entries",
-        "get",
-        json!([
-            {"name": "offset", "in": "query", "schema": integer(0)},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
-        ]),
-    );
-    add(
-        paths,
-        "/registry/entries",
-        "post",
-        json!([{"name": "name", "in": "query", "schema": string()}]),
-    );
-    add(
-        paths,
-        "/registry/proof/consistency",
-        "get",
-        json!([{"name": "from", "in": "query", "required": true, "schema": integer(0)}]),
-    );
-    if let Some(op) = paths
-        .get_mut("/registry/entries")
-        .and_then(|i| i.get_mut("post"))
-    {
-        if op.get("requestBody").is_none() {
-            op["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
-        }
     }
 }
 
@@ -1051,115 +803,6 @@ pub async fn undocumented(app: &Router, paths: &BTreeSet<String>, doc: &Value) -
             out.push(format!(
                 "{p}: document has {methods:?}, the router serves {served:?}"
             ));
-        }
-    }
-    out
-}
-
-/// Schemas of the native routes.
-fn schemas() -> Map<String, Value> {
-    let obj = |props: Value, req: &[&str]| json!({"type": "object", "properties": props, "required": req});
-    let s = json!({
-        "Problem": obj(json!({
-            "type": {"type": "string", "format": "uri"}, "title": {"type": "string"},
-            "status": {"type": "integer"}, "detail": {"type": "string"},
-            "instance": {"type": "string"}, "parameter": {"type": "string", "description": "the bad parameter or field"}}),
-            &["type", "title", "status", "detail"]),
-        "Object": {"type": "object"},
-        "Liveness": obj(json!({"status": {"const": "ok"}, "uptime_seconds": {"type": "integer"}}), &["status"]),
-        "Readiness": obj(json!({"status": {"enum": ["UP", "DOWN"]},
-            "components": {"type": "object", "additionalProperties": obj(json!({"status": {"enum": ["UP", "DOWN"]},
-                "reason": {"type": "string", "description": "why the part is down, when known (e.g. the store's write error)"}}), &["status"])}}),
-            &["status", "components"]),
-        "DeviceEntry": obj(json!({"device_id": {"type": "string"}, "device_type": {"type": "string"},
-            "emulated": {"type": "boolean"}, "last_seen": {"type": ["string", "null"], "format": "date-time"},
-            "last_seq": {"type": ["integer", "null"]}, "messages": {"type": "integer"},
-            "units": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "field -> unit, from the emulator's device catalog (empty for types it does not know)"}}), &["device_id"]),
-        "DeviceList": obj(json!({"count": {"type": "integer"}, "devices": {"type": "array", "items": schema_ref("DeviceEntry")}}), &["count", "devices"]),
-        "SeriesInfo": obj(json!({"device_id": {"type": "string"}, "field": {"type": "string"},
-            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-            "first": {"type": "string", "format": "date-time"}, "last": {"type": "string", "format": "date-time"}}),
-            &["device_id", "field"]),
-        "DeviceDetail": {"allOf": [schema_ref("DeviceEntry"),
-            obj(json!({"series": {"type": "array", "items": schema_ref("SeriesInfo")}}), &["series"])]},
-        "SeriesList": obj(json!({"count": {"type": "integer"}, "series": {"type": "array", "items": schema_ref("SeriesInfo")}}), &["count", "series"]),
-        "Quarantine": obj(json!({"total": {"type": "integer", "description": "entries held now"}, "dropped": {"type": "integer", "description": "entries deleted to keep the quarantine within storage.quarantine_max_bytes"}, "next_offset": {"type": ["integer", "null"], "description": "offset of the next page; null on the last"}, "items": {"type": "array", "items": {"type": "object"}}}), &["total", "items"]),
-        "QueryResult": obj(json!({"from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]},
-            "step": {"type": ["string", "null"]}, "agg": {},
-            "series": {"type": "array", "items": obj(json!({"device_id": {"type": "string"}, "field": {"type": "string"},
-                "tags": {"type": "object"}, "count": {"type": "integer"}, "truncated": {"type": "boolean"},
-                "points": {"type": "array", "items": {"type": "object", "description": "`{ts, value}` or `{ts, <agg>...}`"}}}),
-                &["device_id", "field", "points"])}}), &["series"]),
-        "Index": obj(json!({"name": {"type": "string"}, "version": {"type": "string"}, "mqtt": {"type": "string"},
-            "endpoints": {"type": "array", "items": {"type": "string"}}}), &["name", "version"]),
-        "EndpointProbe": {"type": "object",
-            "properties": {"auth": obj(json!({"enabled": {"type": "boolean"}}), &["enabled"])},
-            "required": ["auth"],
-            "additionalProperties":
-            obj(json!({"available": {"type": "boolean"}, "status": {"type": "integer"}}), &["available", "status"])},
-    });
-    let s2 = json!({
-        "PredictRequest": {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
-            "data": {"type": "array", "description": "rows of feature values (null = missing)",
-                "items": {"type": "array", "items": {"type": ["number", "null"]}}},
-            "window_size": {"type": "integer", "minimum": 2, "description": "at least 3 for robust_z and ensemble, 2 for the others; at most detect.predict.max_window"}, "method": {"type": "string", "examples": ["ensemble", "robust_z", "autoencoder"]},
-            "threshold": {"type": "number"}, "async": {"type": "boolean"}}},
-        "BatchPredictRequest": {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
-            "data": {"type": "array", "items": {"type": "array", "items": {"type": "array", "items": {"type": ["number", "null"]}}}},
-            "window_size": {"type": "integer", "minimum": 2}, "method": {"type": "string"}, "threshold": {"type": "number"}}},
-        "PredictResult": {"type": "object"},
-        "JobAccepted": obj(json!({"id": {"type": "string"}, "status": {"const": "pending"}, "status_url": {"type": "string"}}), &["id", "status", "status_url"]),
-        "Job": obj(json!({"id": {"type": "string"}, "status": {"enum": ["pending", "done", "failed"]},
-            "results": {"type": "array", "description": "when done, one per row set: {\"result\": PredictResult} or {\"error\": problem details}",
-                "items": {"type": "object"}},
-            "error": {"type": "object", "description": "when failed: problem details"}}), &["id", "status"]),
-        "Anomalies": obj(json!({"count": {"type": "integer"}, "anomalies": {"type": "array", "items": {"type": "object"}}}), &["count", "anomalies"]),
-        "Quality": obj(json!({"from": {"type": "string"}, "to": {"type": "string"}, "devices": {}, "events": {}}), &["from", "to"]),
-        "ModelLoadRequest": {"type": "object", "required": ["path"], "additionalProperties": false,
-            "properties": {"path": {"type": "string", "description": "a model directory relative to the models directory (detect.models_dir, default <data_dir>/models), or an absolute path inside it"}}},
-        "ModelLoaded": obj(json!({"loaded": {"type": "string"}, "model": {"type": "object"}}), &["loaded"]),
-    });
-    let s3 = json!({
-        "CheckRequest": {"type": "object", "required": ["key"], "additionalProperties": false, "properties": {
-            "key": {"type": "string", "minLength": 1, "maxLength": 512, "examples": ["user:42"]},
-            "tokens": {"type": "integer", "minimum": 0, "default": 1}}},
-        "Decision": obj(json!({"allowed": {"type": "boolean"}, "remaining": {"type": "integer"}}), &["allowed"]),
-        "ReleaseRequest": {"type": "object", "required": ["key", "lease"], "additionalProperties": false, "properties": {
-            "key": {"type": "string"}, "lease": {"type": "string", "description": "the lease /check returned"}}},
-        "Released": obj(json!({"key": {"type": "string"}, "lease": {"type": "string"}, "released": {"type": "boolean"}}), &["released"]),
-        "Rule": obj(json!({"key": {"type": "string"}, "pattern": {"type": "string"}, "policy": {"type": "object"}}), &["policy"]),
-        "Policy": {"anyOf": [
-            {"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
-                "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
-                    "algorithm": {"enum": fieldlab_ratelimit::Algorithm::names()},
-                    "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
-                    "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
-                "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}},
-            {"type": "object", "description": "the legacy shape", "required": ["capacity", "refillRate"], "additionalProperties": false, "properties": {
-                "capacity": {"type": "integer", "minimum": 0}, "refillRate": {"type": "integer", "minimum": 0},
-                "algorithm": {"type": "string"}, "cleanupIntervalMs": {"type": "integer", "minimum": 0}}}]},
-    });
-    let s4 = json!({
-        "TokenRequest": {"type": "object", "required": ["username", "password"], "properties": {
-            "grant_type": {"const": "password"}, "username": {"type": "string"}, "password": {"type": "string", "format": "password"}}},
-        "TokenResponse": obj(json!({"access_token": {"type": "string"}, "token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}}),
-            &["access_token", "token_type", "expires_in"]),
-        "Principal": obj(json!({"subject": {"type": "string"},
-            "roles": {"type": "array", "items": {"enum": Role::ALL.map(|r| r.as_str())}},
-            "scopes": {"type": "array", "items": {"type": "string"}}, "method": {"type": "string"}}), &["subject", "roles"]),
-        "EmulatedDevice": obj(json!({"device_id": {"type": "string"}, "device_type": {"type": "string"},
-            "state": {"type": "string"}, "update_interval": {"type": "number"}, "topic": {"type": "string"},
-            "seq": {"type": "integer"}, "messages_published": {"type": "integer"},
-            "scenario": {"type": ["object", "null"]}, "faults": {"type": "array", "items": schema_ref("ActiveFault")},
-            "config": {"type": "object"}}), &["device_id", "device_type", "state"]),
-        "ActiveFault": obj(json!({"id": {"type": "integer"}, "kind": {"type": "string"}, "field": {"type": ["string", "null"]},
-            "start_ms": {"type": "integer"}, "end_ms": {"type": ["integer", "null"]}, "spec": {"type": "object"}}), &["id", "kind"]),
-    });
-    let mut out = Map::new();
-    for part in [s, s2, s3, s4] {
-        if let Value::Object(m) = part {
-            out.extend(m);
         }
     }
     out

@@ -29,10 +29,11 @@ use fieldlab_core::config::{RatelimitLimitSpec, RatelimitPolicySpec};
 use fieldlab_core::{AuthMethod, Principal};
 use fieldlab_ratelimit::{ConfigChangeError, Limiter, Outcome};
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 /// What the rate-limit handlers need; built from [`crate::AppState`] or alone for
 /// `fieldlab ratelimit serve`.
@@ -130,11 +131,13 @@ fn apply_headers(h: &mut HeaderMap, o: &Outcome) {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CheckBody {
+pub(crate) struct CheckRequest {
+    #[schema(min_length = 1, max_length = 512, examples("user:42"))]
     key: String,
     #[serde(default = "one")]
+    #[schema(default = 1)]
     tokens: u64,
 }
 
@@ -157,11 +160,10 @@ fn check_key(key: &str) -> Result<(), Problem> {
 async fn check(State(s): State<RatelimitState>, body: axum::body::Bytes) -> Response {
     let run = async {
         let l = limiter(&s)?;
-        let b: CheckBody = parse(&body, CHECK_EXAMPLE)?;
+        let b: CheckRequest = parse(&body, CHECK_EXAMPLE)?;
         check_key(&b.key)?;
         let o = l.check(&b.key, b.tokens).await;
-        let mut v = o.to_json(&b.key, b.tokens);
-        v["tokensRequested"] = json!(b.tokens); // the legacy field name
+        let v = o.answer(&b.key, b.tokens);
         let status = if o.allowed {
             StatusCode::OK
         } else {
@@ -174,19 +176,27 @@ async fn check(State(s): State<RatelimitState>, body: axum::body::Bytes) -> Resp
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReleaseBody {
+pub(crate) struct ReleaseRequest {
+    key: String,
+    /// The lease /check returned.
+    lease: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Released {
     key: String,
     lease: String,
+    released: bool,
 }
 
 async fn release(
     State(s): State<RatelimitState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Released>, Problem> {
     let l = limiter(&s)?;
-    let b: ReleaseBody = parse(
+    let b: ReleaseRequest = parse(
         &body,
         r#"{"key": "user:42", "lease": "<lease from /check>"}"#,
     )?;
@@ -202,9 +212,11 @@ async fn release(
             e,
         )
     })?;
-    Ok(Json(
-        json!({"key": b.key, "lease": b.lease, "released": released}),
-    ))
+    Ok(Json(Released {
+        key: b.key,
+        lease: b.lease,
+        released,
+    }))
 }
 
 async fn stats(State(s): State<RatelimitState>) -> Result<Json<Value>, Problem> {
@@ -221,16 +233,39 @@ async fn config(
 
 /// A policy body: fieldlab's shape `{limits: [...], shadow, fail}`, or the legacy
 /// `{capacity, refillRate[, algorithm]}` (a token bucket refilled `refillRate` per second).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum PolicyBody {
-    Native(RatelimitPolicySpec),
+pub(crate) enum PolicyBody {
+    Native(Policy),
     Legacy(LegacyPolicy),
 }
 
+/// fieldlab's policy shape: limits that must all pass.
 #[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Policy(RatelimitPolicySpec);
+
+// TODO(i26-config): derive `RatelimitPolicySpec`'s schema once it leaves fieldlab-core's config
+// (which derives none); until then it is written here, with the algorithm's names derived.
+impl utoipa::PartialSchema for Policy {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        let algorithm = fieldlab_ratelimit::Algorithm::schema();
+        let v = json!({"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
+            "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
+                "algorithm": algorithm,
+                "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
+                "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
+            "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}});
+        utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
+    }
+}
+
+impl ToSchema for Policy {}
+
+/// The legacy shape: a token bucket refilled `refillRate` per second.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct LegacyPolicy {
+pub(crate) struct LegacyPolicy {
     capacity: u64,
     refill_rate: u64,
     #[serde(default)]
@@ -249,7 +284,7 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
         }
     }
     match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {
-        PolicyBody::Native(p) => Ok(p),
+        PolicyBody::Native(p) => Ok(p.0),
         PolicyBody::Legacy(s) => {
             let _ = s.cleanup_interval_ms;
             let algorithm = match s.algorithm.as_deref().map(str::to_ascii_lowercase) {
@@ -287,27 +322,66 @@ fn change_error(e: ConfigChangeError) -> Problem {
     }
 }
 
+/// A rule: the policy of an exact key, of a pattern, or the default (neither).
+#[derive(Serialize, ToSchema, Default)]
+pub(crate) struct Rule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pattern: Option<String>,
+    #[schema(value_type = Policy)]
+    policy: RatelimitPolicySpec,
+}
+
+impl Rule {
+    fn key(key: String, policy: RatelimitPolicySpec) -> Rule {
+        let key = Some(key);
+        Rule {
+            key,
+            policy,
+            ..Rule::default()
+        }
+    }
+
+    fn pattern(pattern: String, policy: RatelimitPolicySpec) -> Rule {
+        let pattern = Some(pattern);
+        Rule {
+            pattern,
+            policy,
+            ..Rule::default()
+        }
+    }
+
+    fn fallback(policy: RatelimitPolicySpec) -> Rule {
+        Rule {
+            policy,
+            ..Rule::default()
+        }
+    }
+}
+
 fn rule_json(
+    rule: fn(String, RatelimitPolicySpec) -> Rule,
     kind: &str,
     name: &str,
     p: Option<&Arc<fieldlab_ratelimit::Policy>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     let p = p.ok_or_else(|| {
         Problem::not_found(format!(
             "no {kind} `{name}`; GET /api/ratelimit/config lists them"
         ))
     })?;
-    Ok(Json(json!({kind: name, "policy": p.spec})))
+    Ok(Json(rule(name.to_string(), p.spec.clone())))
 }
 
 async fn get_key(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
     let rules = limiter(&s)?.rules();
-    rule_json("key", &key, rules.keys.get(&key))
+    rule_json(Rule::key, "key", &key, rules.keys.get(&key))
 }
 
 async fn put_key(
@@ -315,13 +389,13 @@ async fn put_key(
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
     let l = limiter(&s)?;
     check_key(&key)?;
     let spec = policy_body(&body)?;
     l.set_key(&key, spec.clone()).map_err(change_error)?;
-    Ok(Json(json!({"key": key, "policy": spec})))
+    Ok(Json(Rule::key(key, spec)))
 }
 
 async fn delete_key(
@@ -342,11 +416,11 @@ async fn get_pattern(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(pat): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
     let rules = limiter(&s)?.rules();
     let found = rules.patterns().find(|(k, _)| **k == pat).map(|(_, p)| p);
-    rule_json("pattern", &pat, found)
+    rule_json(Rule::pattern, "pattern", &pat, found)
 }
 
 async fn put_pattern(
@@ -354,13 +428,13 @@ async fn put_pattern(
     Extension(p): Extension<Principal>,
     Path(pat): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
     let l = limiter(&s)?;
     check_key(&pat)?;
     let spec = policy_body(&body)?;
     l.set_pattern(&pat, spec.clone()).map_err(change_error)?;
-    Ok(Json(json!({"pattern": pat, "policy": spec})))
+    Ok(Json(Rule::pattern(pat, spec)))
 }
 
 async fn delete_pattern(
@@ -380,22 +454,24 @@ async fn delete_pattern(
 async fn get_default(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
-    Ok(Json(json!({"policy": limiter(&s)?.rules().default.spec})))
+    Ok(Json(Rule::fallback(
+        limiter(&s)?.rules().default.spec.clone(),
+    )))
 }
 
 async fn put_default(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Rule>, Problem> {
     admin(&p)?;
     let spec = policy_body(&body)?;
     limiter(&s)?
         .set_default(spec.clone())
         .map_err(change_error)?;
-    Ok(Json(json!({"policy": spec})))
+    Ok(Json(Rule::fallback(spec)))
 }
 
 /// Paths never limited: probes and scrapes must see the truth even under load.

@@ -21,8 +21,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fieldlab_core::time::{format_ms, now_ms};
 use fieldlab_store::SeriesInfo;
-use serde_json::{json, Value};
-use std::collections::HashMap;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,44 +67,107 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem
     )
 }
 
-pub(crate) async fn index(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "name": "fieldlab",
-        "version": env!("CARGO_PKG_VERSION"),
-        "mqtt": s.broker_url,
-        "endpoints": ["/health", "/ready", "/metrics", "/api/v1/devices", "/api/v1/devices/{id}",
-                      "/api/v1/series", "/api/v1/query", "/api/v1/export", "/api/v1/backup",
-                      "/api/v1/quarantine", "/ui/"],
-    }))
+/// The JSON index (`GET /api/v1`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Index {
+    name: &'static str,
+    version: &'static str,
+    /// The MQTT broker's URL.
+    mqtt: String,
+    endpoints: [&'static str; 11],
 }
 
-async fn live(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "uptime_seconds": s.started.elapsed().as_secs()}))
+pub(crate) async fn index(State(s): State<AppState>) -> Json<Index> {
+    Json(Index {
+        name: "fieldlab",
+        version: env!("CARGO_PKG_VERSION"),
+        mqtt: s.broker_url.clone(),
+        endpoints: [
+            "/health",
+            "/ready",
+            "/metrics",
+            "/api/v1/devices",
+            "/api/v1/devices/{id}",
+            "/api/v1/series",
+            "/api/v1/query",
+            "/api/v1/export",
+            "/api/v1/backup",
+            "/api/v1/quarantine",
+            "/ui/",
+        ],
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Liveness {
+    /// Always `ok`.
+    status: &'static str,
+    uptime_seconds: u64,
+}
+
+async fn live(State(s): State<AppState>) -> Json<Liveness> {
+    let uptime_seconds = s.started.elapsed().as_secs();
+    Json(Liveness {
+        status: "ok",
+        uptime_seconds,
+    })
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+pub(crate) enum UpDown {
+    #[serde(rename = "UP")]
+    Up,
+    #[serde(rename = "DOWN")]
+    Down,
+}
+
+impl UpDown {
+    fn of(up: bool) -> UpDown {
+        if up {
+            UpDown::Up
+        } else {
+            UpDown::Down
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    status: UpDown,
+    components: BTreeMap<&'static str, Component>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Component {
+    status: UpDown,
+    /// Why the part is down, when known (e.g. the store's write error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    let parts = s.readiness.status();
-    let ok = parts.values().all(|p| p.up);
-    let components: serde_json::Map<String, Value> = parts
+    let components: BTreeMap<_, _> = s
+        .readiness
+        .status()
         .into_iter()
         .map(|(k, p)| {
-            let mut c = json!({"status": if p.up { "UP" } else { "DOWN" }});
-            if let Some(r) = p.reason {
-                c["reason"] = json!(r);
-            }
-            (k.to_string(), c)
+            (
+                k,
+                Component {
+                    status: UpDown::of(p.up),
+                    reason: p.reason,
+                },
+            )
         })
         .collect();
+    let ok = components.values().all(|c| matches!(c.status, UpDown::Up));
     let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({"status": if ok { "UP" } else { "DOWN" }, "components": components})),
-    )
-        .into_response()
+    let status = UpDown::of(ok);
+    (code, Json(Readiness { status, components })).into_response()
 }
 
 async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
@@ -113,70 +177,148 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
     fieldlab_http::metrics::respond(&s.registry, &headers)
 }
 
-fn device_json(e: &fieldlab_core::DeviceEntry) -> Value {
-    json!({
-        "device_id": e.device_id,
-        "device_type": e.device_type,
-        "emulated": e.emulated,
-        "last_seen": e.last_seen_ms.map(format_ms),
-        "last_seq": e.last_seq,
-        "messages": e.messages,
-        "units": catalog_units(&e.device_type),
-    })
+/// A known device (`GET /api/v1/devices`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Device {
+    device_id: String,
+    device_type: String,
+    emulated: bool,
+    #[schema(format = DateTime)]
+    last_seen: Option<String>,
+    last_seq: Option<u64>,
+    messages: u64,
+    /// Field -> unit, from the emulator's device catalog (empty for types it does not know).
+    units: BTreeMap<String, String>,
+}
+
+impl Device {
+    fn of(e: &fieldlab_core::DeviceEntry) -> Device {
+        Device {
+            device_id: e.device_id.clone(),
+            device_type: e.device_type.clone(),
+            emulated: e.emulated,
+            last_seen: e.last_seen_ms.map(format_ms),
+            last_seq: e.last_seq,
+            messages: e.messages,
+            units: catalog_units(&e.device_type),
+        }
+    }
 }
 
 /// Field -> unit of a device type in the emulator's catalog (built-in and YAML types), the one
 /// source of units the UI shows; empty for a type the catalog does not know (its payloads
 /// may say their units themselves). Boolean fields have no unit.
-pub(crate) fn catalog_units(device_type: &str) -> serde_json::Map<String, Value> {
+fn catalog_units(device_type: &str) -> BTreeMap<String, String> {
     fieldlab_emulator::model::type_info(device_type)
-        .map(|t| t.units().map(|(f, u)| (f.to_string(), json!(u))).collect())
+        .map(|t| {
+            t.units()
+                .map(|(f, u)| (f.to_string(), u.to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-async fn devices(State(s): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = s.directory.list().iter().map(device_json).collect();
-    Json(json!({"count": list.len(), "devices": list}))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeviceList {
+    count: usize,
+    devices: Vec<Device>,
 }
 
-fn series_json(i: &SeriesInfo) -> Value {
-    json!({
-        "device_id": i.device_id,
-        "field": i.field,
-        "tags": i.tags.flat(),
-        "first": format_ms(i.first_ts_ms),
-        "last": format_ms(i.last_ts_ms),
+async fn devices(State(s): State<AppState>) -> Json<DeviceList> {
+    let devices: Vec<Device> = s.directory.list().iter().map(Device::of).collect();
+    Json(DeviceList {
+        count: devices.len(),
+        devices,
     })
 }
 
-async fn device(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+/// A stored series.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Series {
+    device_id: String,
+    field: String,
+    tags: BTreeMap<String, String>,
+    #[schema(format = DateTime)]
+    first: String,
+    #[schema(format = DateTime)]
+    last: String,
+}
+
+impl Series {
+    fn of(i: &SeriesInfo) -> Series {
+        Series {
+            device_id: i.device_id.clone(),
+            field: i.field.clone(),
+            tags: i.tags.flat(),
+            first: format_ms(i.first_ts_ms),
+            last: format_ms(i.last_ts_ms),
+        }
+    }
+}
+
+/// One device and its series (`GET /api/v1/devices/{id}`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeviceDetail {
+    #[serde(flatten)]
+    device: Device,
+    series: Vec<Series>,
+}
+
+async fn device(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceDetail>, Problem> {
     let e = s.directory.get(&id).ok_or_else(|| {
         Problem::not_found(format!(
             "device `{id}` is not known; GET /api/v1/devices lists the known ones"
         ))
     })?;
-    let mut v = device_json(&e);
-    v["series"] = s.store.series(Some(&id)).iter().map(series_json).collect();
-    Ok(Json(v))
+    let series = s.store.series(Some(&id)).iter().map(Series::of).collect();
+    Ok(Json(DeviceDetail {
+        device: Device::of(&e),
+        series,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SeriesList {
+    count: usize,
+    series: Vec<Series>,
 }
 
 async fn series(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Json<Value> {
-    let list: Vec<Value> = s
+) -> Json<SeriesList> {
+    let series: Vec<Series> = s
         .store
         .series(q.get("device_id").map(String::as_str))
         .iter()
-        .map(series_json)
+        .map(Series::of)
         .collect();
-    Json(json!({"count": list.len(), "series": list}))
+    Json(SeriesList {
+        count: series.len(),
+        series,
+    })
+}
+
+/// A page of the quarantine, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Quarantine {
+    /// Entries held now.
+    total: u64,
+    /// Entries deleted to keep the quarantine within `storage.quarantine_max_bytes`.
+    dropped: u64,
+    /// Offset of the next page; null on the last.
+    next_offset: Option<u64>,
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<fieldlab_store::QuarantineEntry>,
 }
 
 async fn quarantine(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Quarantine>, Problem> {
     let num = |name: &str, default: usize| -> Result<usize, Problem> {
         q.get(name).map_or(Ok(default), |v| {
             v.parse().map_err(|_| {
@@ -191,10 +333,10 @@ async fn quarantine(
         .await
         .map_err(|e| Problem::internal(e.to_string()))?
         .map_err(|e| Problem::internal(format!("reading the quarantine failed: {e}")))?;
-    Ok(Json(json!({
-        "total": page.total,
-        "dropped": page.dropped,
-        "next_offset": page.next_offset,
-        "items": page.items,
-    })))
+    Ok(Json(Quarantine {
+        total: page.total,
+        dropped: page.dropped,
+        next_offset: page.next_offset,
+        items: page.items,
+    }))
 }

@@ -25,8 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fieldlab_ui::Asset;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use tower::ServiceExt;
+use utoipa::ToSchema;
 
 /// Scripts, styles and connections only from this origin: the UI works with no network beyond
 /// the fieldlab server, and an injected `<script>` from elsewhere would not run.
@@ -161,7 +163,7 @@ async fn probe(
         )
         .into_response();
     }
-    let mut out = Map::new();
+    let mut out = BTreeMap::new();
     for p in paths {
         let mut req = Request::builder().method(Method::OPTIONS).uri(p);
         // The caller's credentials, so a guarded route answers 401/403 or 405 as it would to
@@ -179,10 +181,9 @@ async fn probe(
             Ok(r) => r.status(),
             Err(never) => match never {},
         };
-        out.insert(
-            p.to_string(),
-            json!({"available": status != StatusCode::NOT_FOUND, "status": status.as_u16()}),
-        );
+        let available = status != StatusCode::NOT_FOUND;
+        let status = status.as_u16();
+        out.insert(p.to_string(), Availability { available, status });
     }
     let anonymous = Request::builder()
         .method(Method::GET)
@@ -193,11 +194,30 @@ async fn probe(
         Ok(r) => r.status(),
         Err(never) => match never {},
     };
-    out.insert(
-        "auth".into(),
-        json!({"enabled": status == StatusCode::UNAUTHORIZED}),
-    );
-    Json(Value::Object(out)).into_response()
+    let auth = AuthProbe {
+        enabled: status == StatusCode::UNAUTHORIZED,
+    };
+    Json(EndpointProbe { auth, paths: out }).into_response()
+}
+
+/// Per probed path whether this server has it, and whether auth is on.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EndpointProbe {
+    auth: AuthProbe,
+    #[serde(flatten)]
+    paths: BTreeMap<String, Availability>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuthProbe {
+    enabled: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Availability {
+    available: bool,
+    /// The status an `OPTIONS` request got.
+    status: u16,
 }
 
 #[cfg(test)]

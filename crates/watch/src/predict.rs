@@ -28,13 +28,19 @@ pub use fieldlab_core::config::PredictLimits as Limits;
 pub const METHODS: &[&str] = &["ensemble", "robust_z", "ewma", "iforest", "autoencoder"];
 
 /// A request: rows of equal length, the window, the method, the flag threshold.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
+    /// Rows of feature values (null: missing).
     pub data: Vec<Vec<Option<f64>>>,
+    /// Rows per window: at least 3 for robust_z and ensemble, 2 for the others; at most
+    /// `detect.predict.max_window`.
     #[serde(default)]
+    #[schema(minimum = 2)]
     pub window_size: Option<usize>,
+    /// One of [`METHODS`] (default `ensemble`).
     #[serde(default)]
+    #[schema(examples("ensemble", "robust_z", "autoencoder"))]
     pub method: Option<String>,
     #[serde(default)]
     pub threshold: Option<f64>,
@@ -196,7 +202,7 @@ pub fn check_limits(sets: &[Size], limits: &Limits) -> Result<(), PredictError> 
 }
 
 /// Scores of one request.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PredictResult {
     pub method: String,
     pub window_size: usize,
@@ -446,20 +452,27 @@ fn validate_rows(data: &[Vec<Option<f64>>]) -> Result<Vec<Vec<f64>>, PredictErro
 /// State of an asynchronous job, as `/predict/status/{id}` shows it:
 /// `{"status": "pending"}`, `{"status": "done", "results": [{"result": {...}} | {"error":
 /// {problem}}, ...]}` (one per row set, in order) or `{"status": "failed", "error": {problem}}`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum JobStatus {
     Pending,
-    Done { results: Vec<JobItem> },
-    Failed { error: serde_json::Value },
+    Done {
+        results: Vec<JobItem>,
+    },
+    Failed {
+        /// A problem-details object (RFC 9457).
+        #[schema(value_type = Object)]
+        error: serde_json::Value,
+    },
 }
 
 /// The outcome of one row set of a job.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobItem {
     Result(PredictResult),
     /// A problem-details object (RFC 9457).
+    #[schema(value_type = Object)]
     Error(serde_json::Value),
 }
 

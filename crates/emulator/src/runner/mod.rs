@@ -123,7 +123,7 @@ impl std::fmt::Display for ControlError {
 }
 
 /// A device as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceView {
     pub device_id: String,
     pub device_type: String,
@@ -134,10 +134,12 @@ pub struct DeviceView {
     pub messages_published: u64,
     pub scenario: Option<ScenarioView>,
     pub faults: Vec<ActiveFault>,
+    // TODO(i26-config): derive `DeviceSpec`'s schema once it leaves fieldlab-core's config.
+    #[schema(value_type = Object)]
     pub config: DeviceSpec,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ScenarioView {
     pub name: String,
     pub phase: Option<String>,

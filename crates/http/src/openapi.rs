@@ -1,0 +1,169 @@
+//! OpenAPI 3.1 operations assembled in code, with every body and parameter schema derived from
+//! the Rust type it is read into or written from (utoipa's `ToSchema` and `IntoParams`).
+//!
+//! Why it exists: the lab API, the emulator's routes and the proof verifier each describe
+//! their routes. Paths are assembled here rather than derived per handler, because many
+//! handlers take raw bodies (JSON or YAML, zip) and free-form query maps; but a schema named
+//! by its type ([`Op::json`], [`Op::json_body`]) is the type's own, so a field added to a
+//! request or response type shows up in the document with nothing written by hand.
+
+use serde_json::{json, Map, Value};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::{IntoParams, ToSchema};
+
+/// The paths and component schemas of a document under construction.
+#[derive(Default)]
+pub struct Doc {
+    pub paths: Map<String, Value>,
+    pub schemas: Map<String, Value>,
+}
+
+impl Doc {
+    /// Add `op` as `method` of `path`, and the schemas it names.
+    pub fn put(&mut self, path: &str, method: &str, op: Op) {
+        let item = self.paths.entry(path).or_insert_with(|| json!({}));
+        item[method] = op.op;
+        self.schemas.extend(op.schemas);
+    }
+
+    /// `{"openapi": "3.1.0", info, paths, components: {schemas}}`, and `more` merged in.
+    pub fn into_document(self, info: Value, more: Value) -> Value {
+        let mut doc = json!({"openapi": "3.1.0", "info": info, "paths": self.paths,
+            "components": {"schemas": self.schemas}});
+        for (k, v) in more.as_object().into_iter().flatten() {
+            match (doc.get_mut(k), v) {
+                (Some(Value::Object(have)), Value::Object(add)) => {
+                    have.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())))
+                }
+                _ => doc[k] = v.clone(),
+            }
+        }
+        doc
+    }
+}
+
+/// A `$ref` to `T`'s schema, adding it (and the schemas it refers to) to `schemas`.
+pub fn schema<T: ToSchema>(schemas: &mut Map<String, Value>) -> Value {
+    let mut deps = Vec::new();
+    T::schemas(&mut deps);
+    deps.push((T::name().into_owned(), T::schema()));
+    for (name, s) in deps {
+        schemas.insert(name, serde_json::to_value(s).expect("a schema serialises"));
+    }
+    json!({"$ref": format!("#/components/schemas/{}", T::name())})
+}
+
+/// One operation under construction.
+pub struct Op {
+    op: Value,
+    schemas: Map<String, Value>,
+}
+
+impl Op {
+    pub fn new(tag: &str, summary: &str) -> Op {
+        Op {
+            op: json!({"tags": [tag], "summary": summary, "parameters": [], "responses": {}}),
+            schemas: Map::new(),
+        }
+    }
+
+    pub fn describe(mut self, d: &str) -> Op {
+        self.op["description"] = json!(d);
+        self
+    }
+
+    /// Set any other member of the operation (`security`, ...).
+    pub fn set(mut self, key: &str, v: Value) -> Op {
+        self.op[key] = v;
+        self
+    }
+
+    /// A `$ref` to `T`'s schema, which the operation brings into the document.
+    pub fn schema<T: ToSchema>(&mut self) -> Value {
+        schema::<T>(&mut self.schemas)
+    }
+
+    pub fn param(mut self, name: &str, at: &str, schema: Value, d: &str) -> Op {
+        let mut p = json!({"name": name, "in": at, "schema": schema, "description": d});
+        if at == "path" {
+            p["required"] = json!(true);
+        }
+        self.push_param(p);
+        self
+    }
+
+    fn push_param(&mut self, p: Value) {
+        self.op["parameters"]
+            .as_array_mut()
+            .expect("parameters")
+            .push(p);
+    }
+
+    pub fn query(self, name: &str, schema: Value, d: &str) -> Op {
+        self.param(name, "query", schema, d)
+    }
+
+    /// The query parameters of `T`, the struct the handler reads its query into.
+    pub fn query_of<T: IntoParams>(mut self) -> Op {
+        for p in T::into_params(|| Some(ParameterIn::Query)) {
+            self.push_param(serde_json::to_value(p).expect("a parameter serialises"));
+        }
+        self
+    }
+
+    pub fn path(self, name: &str, d: &str) -> Op {
+        self.param(name, "path", json!({"type": "string"}), d)
+    }
+
+    pub fn body(mut self, content: Value) -> Op {
+        self.op["requestBody"] = json!({"required": true, "content": content});
+        self
+    }
+
+    /// A body of type `T` in each of `media` (e.g. JSON and YAML, both parsed into `T`).
+    pub fn body_of<T: ToSchema>(mut self, media: &[&str]) -> Op {
+        let s = self.schema::<T>();
+        let content: Map<String, Value> = media
+            .iter()
+            .map(|m| (m.to_string(), json!({"schema": s})))
+            .collect();
+        self.body(Value::Object(content))
+    }
+
+    pub fn json_body<T: ToSchema>(self) -> Op {
+        self.body_of::<T>(&["application/json"])
+    }
+
+    pub fn resp(mut self, code: &str, d: &str, content: Option<Value>) -> Op {
+        let mut r = json!({"description": d});
+        if let Some(c) = content {
+            r["content"] = c;
+        }
+        self.op["responses"][code] = r;
+        self
+    }
+
+    /// A JSON answer of type `T`.
+    pub fn json<T: ToSchema>(mut self, code: &str, d: &str) -> Op {
+        let s = self.schema::<T>();
+        self.resp(code, d, Some(json!({"application/json": {"schema": s}})))
+    }
+
+    /// A JSON answer whose shape is not fixed (statistics, documents).
+    pub fn json_object(self, code: &str, d: &str) -> Op {
+        self.resp(
+            code,
+            d,
+            Some(json!({"application/json": {"schema": {"type": "object"}}})),
+        )
+    }
+
+    pub fn problem(mut self, code: &str, d: &str) -> Op {
+        let s = self.schema::<crate::Problem>();
+        self.resp(
+            code,
+            d,
+            Some(json!({"application/problem+json": {"schema": s}})),
+        )
+    }
+}
