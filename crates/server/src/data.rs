@@ -224,7 +224,8 @@ impl utoipa::PartialSchema for QueryJson<'_> {
                 "description": "`{ts, value}` with one column, `{ts, <agg>...}` with several"}}}});
         let v = json!({"type": "object", "required": ["from", "to", "step", "agg", "series"], "properties": {
             "from": nullable, "to": nullable, "step": nullable,
-            "agg": {"description": "null for raw points, the aggregation, or several"},
+            "agg": {"type": ["string", "array", "null"], "items": {"type": "string"},
+                "description": "null for raw points, the aggregation, or several"},
             "series": {"type": "array", "items": series}}});
         utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
     }

@@ -255,7 +255,7 @@ impl utoipa::PartialSchema for Policy {
                 "algorithm": algorithm,
                 "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
                 "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
-            "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}});
+            "shadow": {"type": "boolean"}, "fail": {"type": "string", "enum": ["open", "closed"]}}});
         utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
     }
 }

@@ -185,3 +185,51 @@ async fn axum_rejections_are_problem_json_too() {
         assert!(!v["detail"].as_str().unwrap().is_empty(), "{v}");
     }
 }
+
+#[test]
+fn schemas_are_derived_from_the_types_and_every_ref_resolves() {
+    let doc = document(None, true);
+    std::fs::write(
+        std::env::temp_dir().join("fieldlab-openapi.json"),
+        serde_json::to_string_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 50, "{}", found.len());
+    for r in found {
+        assert!(doc.pointer(&r[1..]).is_some(), "{r} does not resolve");
+    }
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // Lists of values come from the enums themselves.
+    let kinds = fieldlab_emulator::fault::FaultKind::ALL.map(|k| k.as_str());
+    assert_eq!(schema("FaultKind")["enum"], json!(kinds));
+    assert_eq!(schema("Role")["enum"], json!(Role::ALL.map(|r| r.as_str())));
+    assert_eq!(
+        schema("Algorithm")["enum"],
+        json!(fieldlab_ratelimit::Algorithm::names())
+    );
+    assert_eq!(
+        schema("Policy")["properties"]["limits"]["items"]["properties"]["algorithm"]["enum"],
+        json!(fieldlab_ratelimit::Algorithm::names())
+    );
+    // Fields of the response types, with their doc comments.
+    assert!(schema("Readiness")["properties"]["components"].is_object());
+    assert!(schema("CheckAnswer")["properties"]["tokensRequested"].is_object());
+    assert!(schema("Problem")["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("detail")));
+}
