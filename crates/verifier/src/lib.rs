@@ -26,6 +26,7 @@ use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::sign::PublicKeyFile;
 use fieldlab_auth::jwt::JwtVerifier;
 use fieldlab_core::Principal;
+use fieldlab_http::openapi::{Doc, Op};
 use fieldlab_http::Problem;
 use fieldlab_registry::Registry;
 use parking_lot::{Mutex, RwLock};
@@ -307,6 +308,20 @@ fn need(p: &Principal, scope: &str) -> Result<(), Response> {
     }
 }
 
+/// A bundle sent as JSON rather than as the zip itself.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct BundleJson {
+    /// The bundle's zip, base64.
+    bundle_base64: String,
+}
+
+/// Policy YAML sent as JSON.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct PolicyJson {
+    /// The policy's YAML text.
+    policy: String,
+}
+
 /// The bundle bytes: a raw zip body (not copied), or JSON `{"bundle_base64": "..."}`.
 fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Bytes, Response> {
     let ct = headers
@@ -323,19 +338,16 @@ fn bundle_bytes(headers: &HeaderMap, body: &Bytes) -> Result<Bytes, Response> {
                 format!("JSON body: {e}"),
             )
         })?;
-        let b = v
-            .get("bundle_base64")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                problem(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-body",
-                    "Invalid body",
-                    "JSON body needs `bundle_base64`; or send the zip itself as application/zip",
-                )
-            })?;
+        let b: BundleJson = serde_json::from_value(v).map_err(|_| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                "Invalid body",
+                "JSON body needs `bundle_base64`; or send the zip itself as application/zip",
+            )
+        })?;
         base64::engine::general_purpose::STANDARD
-            .decode(b)
+            .decode(b.bundle_base64)
             .map(Bytes::from)
             .map_err(|_| {
                 problem(
@@ -461,12 +473,9 @@ async fn compile(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let text = if ct.starts_with("application/json") {
-        match serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("policy").and_then(Value::as_str).map(String::from))
-        {
-            Some(t) => t,
-            None => {
+        match serde_json::from_slice::<PolicyJson>(&body) {
+            Ok(p) => p.policy,
+            Err(_) => {
                 return problem(
                     StatusCode::BAD_REQUEST,
                     "invalid-body",
@@ -599,25 +608,148 @@ async fn registry_add(
 
 /// OpenAPI 3.1 description of the verifier API.
 pub fn openapi() -> Value {
+    let t = "proofs";
     let sec = |s: &str| json!([{"bearer": [s]}]);
-    let zip = json!({"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {"schema": {"type": "object", "properties": {"bundle_base64": {"type": "string"}}}}}});
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "fieldlab proof verifier API", "version": env!("CARGO_PKG_VERSION")},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RS256 or EdDSA)"}}},
-        "paths": {
-            "/verify": {"post": {"summary": "Verify a proof bundle offline-equivalently; result OK or FAIL with reason", "security": sec("verify:run"), "requestBody": zip}},
-            "/proof/upload": {"post": {"summary": "Verify a bundle and register it in the transparency log", "security": sec("registry:write"), "requestBody": zip}},
-            "/policy/compile": {"post": {"summary": "Lint and compile policy YAML; returns IR, hash and findings", "security": sec("policy:compile"),
-                "requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object", "properties": {"policy": {"type": "string"}}}}}}}},
-            "/policy/{id}": {"get": {"summary": "A compiled policy by id or hash", "security": sec("policy:read")}},
-            "/registry/checkpoint": {"get": {"summary": "Latest signed checkpoint (C2SP signed note) and verifier key"}},
-            "/registry/entries": {"get": {"summary": "Entries (offset, limit)"}, "post": {"summary": "Register a raw file", "security": sec("registry:write")}},
-            "/registry/entries/{index}": {"get": {"summary": "One entry"}},
-            "/registry/proof/inclusion/{index}": {"get": {"summary": "Inclusion proof of an entry against the latest checkpoint"}},
-            "/registry/proof/consistency": {"get": {"summary": "Consistency proof from tree size `from` to the latest"}},
-            "/healthz": {"get": {"summary": "Liveness"}}, "/readyz": {"get": {"summary": "Readiness"}}, "/metrics": {"get": {"summary": "Prometheus metrics"}}
-        }
-    })
+    let zip = json!({"type": "string", "format": "binary"});
+    let index = |op: Op| {
+        op.param(
+            "index",
+            "path",
+            json!({"type": "integer", "minimum": 0}),
+            "entry index",
+        )
+    };
+    let mut d = Doc::default();
+    let bundle = |summary: &str, scope: &str| {
+        let mut op = Op::new(t, summary).set("security", sec(scope));
+        let json = op.schema::<BundleJson>();
+        op.body(json!({"application/zip": {"schema": zip}, "application/json": {"schema": json}}))
+            .json_object("200", "the verification report; `result` is OK or FAIL")
+    };
+    d.put(
+        "/verify",
+        "post",
+        bundle(
+            "Verify a proof bundle offline-equivalently; result OK or FAIL with reason",
+            "verify:run",
+        ),
+    );
+    d.put(
+        "/proof/upload",
+        "post",
+        bundle(
+            "Verify a bundle and register it in the transparency log",
+            "registry:write",
+        ),
+    );
+    let mut compile = Op::new(
+        t,
+        "Lint and compile policy YAML; returns IR, hash and findings",
+    )
+    .set("security", sec("policy:compile"));
+    let json = compile.schema::<PolicyJson>();
+    d.put("/policy/compile", "post", compile
+        .body(json!({"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": json}}))
+        .json_object("200", "the compiled policy")
+        .problem("422", "the policy has errors"));
+    d.put(
+        "/policy/{id}",
+        "get",
+        Op::new(t, "A compiled policy by id or hash")
+            .set("security", sec("policy:read"))
+            .path("id", "policy id or hash")
+            .json_object("200", "the policy"),
+    );
+    d.put(
+        "/registry/checkpoint",
+        "get",
+        Op::new(
+            t,
+            "Latest signed checkpoint (C2SP signed note) and verifier key",
+        )
+        .json_object("200", "the checkpoint"),
+    );
+    d.put(
+        "/registry/entries",
+        "get",
+        Op::new(t, "Entries")
+            .query(
+                "offset",
+                json!({"type": "integer", "minimum": 0}),
+                "skip this many",
+            )
+            .query(
+                "limit",
+                json!({"type": "integer", "minimum": 0, "maximum": 1000}),
+                "at most this many",
+            )
+            .json_object("200", "the entries"),
+    );
+    d.put(
+        "/registry/entries",
+        "post",
+        Op::new(t, "Register a raw file")
+            .set("security", sec("registry:write"))
+            .query(
+                "name",
+                json!({"type": "string"}),
+                "the entry's name (default `upload`)",
+            )
+            .body(json!({"application/octet-stream": {"schema": zip}}))
+            .json_object("200", "the entry and the new checkpoint"),
+    );
+    d.put(
+        "/registry/entries/{index}",
+        "get",
+        index(Op::new(t, "One entry")).json_object("200", "the entry"),
+    );
+    d.put(
+        "/registry/proof/inclusion/{index}",
+        "get",
+        index(Op::new(
+            t,
+            "Inclusion proof of an entry against the latest checkpoint",
+        ))
+        .json_object("200", "the proof"),
+    );
+    d.put(
+        "/registry/proof/consistency",
+        "get",
+        Op::new(t, "Consistency proof from tree size `from` to the latest")
+            .param(
+                "from",
+                "query",
+                json!({"type": "integer", "minimum": 0}),
+                "the older tree size",
+            )
+            .json_object("200", "the proof"),
+    );
+    // Only `fieldlab cap serve` has these; `fieldlab up` has its own.
+    d.put(
+        "/healthz",
+        "get",
+        Op::new(t, "Liveness").json_object("200", "alive"),
+    );
+    d.put(
+        "/readyz",
+        "get",
+        Op::new(t, "Readiness").json_object("200", "ready"),
+    );
+    d.put(
+        "/metrics",
+        "get",
+        Op::new(t, "Prometheus metrics").resp(
+            "200",
+            "metrics",
+            Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+        ),
+    );
+    let info =
+        json!({"title": "fieldlab proof verifier API", "version": env!("CARGO_PKG_VERSION")});
+    let bearer =
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RS256 or EdDSA)"});
+    d.into_document(
+        info,
+        json!({"components": {"securitySchemes": {"bearer": bearer}}}),
+    )
 }
