@@ -1,9 +1,9 @@
 //! One OpenAPI 3.1 document for every route `fieldlab up` serves, at `GET /openapi.json`.
 //!
 //! Why it exists: clients, the web UI and test tools (schemathesis) need one description of the
-//! whole API, not one per part. It is written as data (serde_json) rather than derived with
-//! `utoipa`: most handlers take raw bodies (JSON or YAML) and free-form query maps, which derive
-//! macros cannot describe without rewriting them. The emulator's fragment
+//! whole API, not one per part. Paths are assembled here with [`fieldlab_http::openapi`]; every
+//! body schema is derived from the Rust type the handler reads or answers (utoipa's
+//! `ToSchema`), so a field added to a type shows up here by itself. The emulator's fragment
 //! ([`crate::emulator_api::openapi_doc`]) and the fragment of merged routes of other parts
 //! ([`crate::AppState::extra_openapi`], the proof verifier in `fieldlab up`) are folded in.
 //!
