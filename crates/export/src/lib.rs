@@ -67,6 +67,8 @@ impl FromStr for Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 3] = [Format::Csv, Format::JsonLines, Format::Parquet];
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Csv => "text/csv; charset=utf-8",

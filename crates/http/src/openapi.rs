@@ -1,15 +1,15 @@
-//! OpenAPI 3.1 operations assembled in code, with every body and parameter schema derived from
-//! the Rust type it is read into or written from (utoipa's `ToSchema` and `IntoParams`).
+//! OpenAPI 3.1 operations assembled in code, with body schemas derived from the Rust types the
+//! handlers read and answer (utoipa's `ToSchema`).
 //!
 //! Why it exists: the lab API, the emulator's routes and the proof verifier each describe
-//! their routes. Paths are assembled here rather than derived per handler, because many
-//! handlers take raw bodies (JSON or YAML, zip) and free-form query maps; but a schema named
-//! by its type ([`Op::json`], [`Op::json_body`]) is the type's own, so a field added to a
-//! request or response type shows up in the document with nothing written by hand.
+//! their routes. Paths are assembled in code rather than derived per handler, because many
+//! handlers take raw bodies (JSON or YAML, zip) and free-form query maps (their parameters are
+//! listed by hand); but a body named by its type ([`Op::json`], [`Op::json_body`]) gets the
+//! type's own schema, so a field added to a request or response type shows up in the document
+//! with nothing written by hand.
 
 use serde_json::{json, Map, Value};
-use utoipa::openapi::path::ParameterIn;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 /// The paths and component schemas of a document under construction.
 #[derive(Default)]
@@ -101,14 +101,6 @@ impl Op {
 
     pub fn query(self, name: &str, schema: Value, d: &str) -> Op {
         self.param(name, "query", schema, d)
-    }
-
-    /// The query parameters of `T`, the struct the handler reads its query into.
-    pub fn query_of<T: IntoParams>(mut self) -> Op {
-        for p in T::into_params(|| Some(ParameterIn::Query)) {
-            self.push_param(serde_json::to_value(p).expect("a parameter serialises"));
-        }
-        self
     }
 
     pub fn path(self, name: &str, d: &str) -> Op {

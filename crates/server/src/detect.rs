@@ -312,6 +312,7 @@ pub(crate) struct BatchPredictRequest {
     #[schema(minimum = 2)]
     window_size: Option<usize>,
     #[serde(default)]
+    #[schema(schema_with = predict::method_schema)]
     method: Option<String>,
     #[serde(default)]
     threshold: Option<f64>,

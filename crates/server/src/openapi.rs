@@ -272,7 +272,7 @@ fn native_paths() -> Doc {
         selection(Op::new(data, "Export a selection, streamed"))
             .query(
                 "format",
-                json!({"type": "string", "enum": ["csv", "jsonl", "parquet"]}),
+                json!({"type": "string", "enum": fieldlab_export::Format::ALL.map(|f| f.extension())}),
                 "file format (default csv)",
             )
             .resp(

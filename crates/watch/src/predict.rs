@@ -27,6 +27,15 @@ pub use fieldlab_core::config::PredictLimits as Limits;
 /// Methods `/predict` accepts.
 pub const METHODS: &[&str] = &["ensemble", "robust_z", "ewma", "iforest", "autoencoder"];
 
+/// The schema of a request's `method`: one of [`METHODS`].
+pub fn method_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(METHODS.iter().copied()))
+        .description(Some("the scoring method (default `ensemble`)"))
+        .build()
+}
+
 /// A request: rows of equal length, the window, the method, the flag threshold.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,9 +47,8 @@ pub struct PredictRequest {
     #[serde(default)]
     #[schema(minimum = 2)]
     pub window_size: Option<usize>,
-    /// One of [`METHODS`] (default `ensemble`).
     #[serde(default)]
-    #[schema(examples("ensemble", "robust_z", "autoencoder"))]
+    #[schema(schema_with = method_schema)]
     pub method: Option<String>,
     #[serde(default)]
     pub threshold: Option<f64>,
