@@ -223,7 +223,7 @@ pub(crate) struct EmulatedDevices {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum Created {
-    One(DeviceView),
+    One(Box<DeviceView>),
     Many { devices: Vec<DeviceView> },
 }
 
@@ -323,7 +323,7 @@ async fn create(
         out.push(em.create(d, true).map_err(problem)?);
     }
     let body = if out.len() == 1 {
-        Created::One(out.remove(0))
+        Created::One(Box::new(out.remove(0)))
     } else {
         Created::Many { devices: out }
     };
