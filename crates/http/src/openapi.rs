@@ -26,19 +26,10 @@ impl Doc {
         self.schemas.extend(op.schemas);
     }
 
-    /// `{"openapi": "3.1.0", info, paths, components: {schemas}}`, and `more` merged in.
-    pub fn into_document(self, info: Value, more: Value) -> Value {
-        let mut doc = json!({"openapi": "3.1.0", "info": info, "paths": self.paths,
-            "components": {"schemas": self.schemas}});
-        for (k, v) in more.as_object().into_iter().flatten() {
-            match (doc.get_mut(k), v) {
-                (Some(Value::Object(have)), Value::Object(add)) => {
-                    have.extend(add.iter().map(|(k, v)| (k.clone(), v.clone())))
-                }
-                _ => doc[k] = v.clone(),
-            }
-        }
-        doc
+    /// `{"openapi": "3.1.0", info, paths, components: {schemas}}`.
+    pub fn into_document(self, info: Value) -> Value {
+        json!({"openapi": "3.1.0", "info": info, "paths": self.paths,
+            "components": {"schemas": self.schemas}})
     }
 }
 

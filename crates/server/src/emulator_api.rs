@@ -778,5 +778,5 @@ pub fn openapi_doc() -> Value {
         .query("access_token", json!({"type": "string"}), "bearer token (only here, for browsers)")
         .resp("101", "switching to WebSocket", None));
     let info = json!({"title": "fieldlab device emulator", "version": env!("CARGO_PKG_VERSION")});
-    d.into_document(info, json!({}))
+    d.into_document(info)
 }

@@ -114,10 +114,9 @@ async fn live(State(s): State<AppState>) -> Json<Liveness> {
 }
 
 #[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "UPPERCASE")]
 pub(crate) enum UpDown {
-    #[serde(rename = "UP")]
     Up,
-    #[serde(rename = "DOWN")]
     Down,
 }
 

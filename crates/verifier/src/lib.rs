@@ -26,7 +26,7 @@ use fieldlab_attest::policy::{self, PolicyIr};
 use fieldlab_attest::sign::PublicKeyFile;
 use fieldlab_auth::jwt::JwtVerifier;
 use fieldlab_core::Principal;
-use fieldlab_http::openapi::{Doc, Op};
+use fieldlab_http::openapi::schema;
 use fieldlab_http::Problem;
 use fieldlab_registry::Registry;
 use parking_lot::{Mutex, RwLock};
@@ -606,150 +606,39 @@ async fn registry_add(
     })
 }
 
-/// OpenAPI 3.1 description of the verifier API.
+/// OpenAPI 3.1 description of the verifier API; JSON bodies have the schemas of the types the
+/// handlers read them into.
 pub fn openapi() -> Value {
-    let t = "proofs";
+    let mut schemas = serde_json::Map::new();
+    let (bundle_json, policy_json) = (
+        schema::<BundleJson>(&mut schemas),
+        schema::<PolicyJson>(&mut schemas),
+    );
     let sec = |s: &str| json!([{"bearer": [s]}]);
-    let zip = json!({"type": "string", "format": "binary"});
-    let index = |op: Op| {
-        op.param(
-            "index",
-            "path",
-            json!({"type": "integer", "minimum": 0}),
-            "entry index",
-        )
-    };
-    let mut d = Doc::default();
-    let bundle = |summary: &str, scope: &str| {
-        let mut op = Op::new(t, summary).set("security", sec(scope));
-        let json = op.schema::<BundleJson>();
-        op.body(json!({"application/zip": {"schema": zip}, "application/json": {"schema": json}}))
-            .json_object("200", "the verification report; `result` is OK or FAIL")
-    };
-    d.put(
-        "/verify",
-        "post",
-        bundle(
-            "Verify a proof bundle offline-equivalently; result OK or FAIL with reason",
-            "verify:run",
-        ),
-    );
-    d.put(
-        "/proof/upload",
-        "post",
-        bundle(
-            "Verify a bundle and register it in the transparency log",
-            "registry:write",
-        ),
-    );
-    let mut compile = Op::new(
-        t,
-        "Lint and compile policy YAML; returns IR, hash and findings",
-    )
-    .set("security", sec("policy:compile"));
-    let json = compile.schema::<PolicyJson>();
-    d.put("/policy/compile", "post", compile
-        .body(json!({"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": json}}))
-        .json_object("200", "the compiled policy")
-        .problem("422", "the policy has errors"));
-    d.put(
-        "/policy/{id}",
-        "get",
-        Op::new(t, "A compiled policy by id or hash")
-            .set("security", sec("policy:read"))
-            .path("id", "policy id or hash")
-            .json_object("200", "the policy"),
-    );
-    d.put(
-        "/registry/checkpoint",
-        "get",
-        Op::new(
-            t,
-            "Latest signed checkpoint (C2SP signed note) and verifier key",
-        )
-        .json_object("200", "the checkpoint"),
-    );
-    d.put(
-        "/registry/entries",
-        "get",
-        Op::new(t, "Entries")
-            .query(
-                "offset",
-                json!({"type": "integer", "minimum": 0}),
-                "skip this many",
-            )
-            .query(
-                "limit",
-                json!({"type": "integer", "minimum": 0, "maximum": 1000}),
-                "at most this many",
-            )
-            .json_object("200", "the entries"),
-    );
-    d.put(
-        "/registry/entries",
-        "post",
-        Op::new(t, "Register a raw file")
-            .set("security", sec("registry:write"))
-            .query(
-                "name",
-                json!({"type": "string"}),
-                "the entry's name (default `upload`)",
-            )
-            .body(json!({"application/octet-stream": {"schema": zip}}))
-            .json_object("200", "the entry and the new checkpoint"),
-    );
-    d.put(
-        "/registry/entries/{index}",
-        "get",
-        index(Op::new(t, "One entry")).json_object("200", "the entry"),
-    );
-    d.put(
-        "/registry/proof/inclusion/{index}",
-        "get",
-        index(Op::new(
-            t,
-            "Inclusion proof of an entry against the latest checkpoint",
-        ))
-        .json_object("200", "the proof"),
-    );
-    d.put(
-        "/registry/proof/consistency",
-        "get",
-        Op::new(t, "Consistency proof from tree size `from` to the latest")
-            .param(
-                "from",
-                "query",
-                json!({"type": "integer", "minimum": 0}),
-                "the older tree size",
-            )
-            .json_object("200", "the proof"),
-    );
-    // Only `fieldlab cap serve` has these; `fieldlab up` has its own.
-    d.put(
-        "/healthz",
-        "get",
-        Op::new(t, "Liveness").json_object("200", "alive"),
-    );
-    d.put(
-        "/readyz",
-        "get",
-        Op::new(t, "Readiness").json_object("200", "ready"),
-    );
-    d.put(
-        "/metrics",
-        "get",
-        Op::new(t, "Prometheus metrics").resp(
-            "200",
-            "metrics",
-            Some(json!({"text/plain": {"schema": {"type": "string"}}})),
-        ),
-    );
-    let info =
-        json!({"title": "fieldlab proof verifier API", "version": env!("CARGO_PKG_VERSION")});
-    let bearer =
-        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RS256 or EdDSA)"});
-    d.into_document(
-        info,
-        json!({"components": {"securitySchemes": {"bearer": bearer}}}),
-    )
+    let zip = json!({"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": bundle_json}}});
+    let object = json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}});
+    let int = |name: &str, at: &str| json!({"name": name, "in": at, "required": at == "path", "schema": {"type": "integer", "minimum": 0}});
+    let op = |summary: &str, params: Vec<Value>| json!({"summary": summary, "parameters": params, "responses": object});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "fieldlab proof verifier API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RS256 or EdDSA)"}}, "schemas": schemas},
+        "paths": {
+            "/verify": {"post": {"summary": "Verify a proof bundle offline-equivalently; result OK or FAIL with reason", "security": sec("verify:run"), "requestBody": zip, "responses": object}},
+            "/proof/upload": {"post": {"summary": "Verify a bundle and register it in the transparency log", "security": sec("registry:write"), "requestBody": zip, "responses": object}},
+            "/policy/compile": {"post": {"summary": "Lint and compile policy YAML; returns IR, hash and findings", "security": sec("policy:compile"), "responses": object,
+                "requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": policy_json}}}}},
+            "/policy/{id}": {"get": {"summary": "A compiled policy by id or hash", "security": sec("policy:read"), "responses": object}},
+            "/registry/checkpoint": {"get": op("Latest signed checkpoint (C2SP signed note) and verifier key", vec![])},
+            "/registry/entries": {"get": op("Entries", vec![int("offset", "query"), json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}})]),
+                "post": {"summary": "Register a raw file", "security": sec("registry:write"), "responses": object,
+                    "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
+                    "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}},
+            "/registry/entries/{index}": {"get": op("One entry", vec![int("index", "path")])},
+            "/registry/proof/inclusion/{index}": {"get": op("Inclusion proof of an entry against the latest checkpoint", vec![int("index", "path")])},
+            "/registry/proof/consistency": {"get": op("Consistency proof from tree size `from` to the latest", vec![json!({"name": "from", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 0}})])},
+            "/healthz": {"get": {"summary": "Liveness"}}, "/readyz": {"get": {"summary": "Readiness"}}, "/metrics": {"get": {"summary": "Prometheus metrics"}}
+        }
+    })
 }
