@@ -63,31 +63,19 @@ impl Op {
         self
     }
 
-    /// Set any other member of the operation (`security`, ...).
-    pub fn set(mut self, key: &str, v: Value) -> Op {
-        self.op[key] = v;
-        self
-    }
-
     /// A `$ref` to `T`'s schema, which the operation brings into the document.
-    pub fn schema<T: ToSchema>(&mut self) -> Value {
+    fn schema<T: ToSchema>(&mut self) -> Value {
         schema::<T>(&mut self.schemas)
     }
 
+    /// A parameter `in` path (required) or query.
     pub fn param(mut self, name: &str, at: &str, schema: Value, d: &str) -> Op {
-        let mut p = json!({"name": name, "in": at, "schema": schema, "description": d});
-        if at == "path" {
-            p["required"] = json!(true);
-        }
-        self.push_param(p);
-        self
-    }
-
-    fn push_param(&mut self, p: Value) {
+        let p = json!({"name": name, "in": at, "required": at == "path", "schema": schema, "description": d});
         self.op["parameters"]
             .as_array_mut()
             .expect("parameters")
             .push(p);
+        self
     }
 
     pub fn query(self, name: &str, schema: Value, d: &str) -> Op {
@@ -98,11 +86,6 @@ impl Op {
         self.param(name, "path", json!({"type": "string"}), d)
     }
 
-    pub fn body(mut self, content: Value) -> Op {
-        self.op["requestBody"] = json!({"required": true, "content": content});
-        self
-    }
-
     /// A body of type `T` in each of `media` (e.g. JSON and YAML, both parsed into `T`).
     pub fn body_of<T: ToSchema>(mut self, media: &[&str]) -> Op {
         let s = self.schema::<T>();
@@ -110,7 +93,8 @@ impl Op {
             .iter()
             .map(|m| (m.to_string(), json!({"schema": s})))
             .collect();
-        self.body(Value::Object(content))
+        self.op["requestBody"] = json!({"required": true, "content": content});
+        self
     }
 
     pub fn json_body<T: ToSchema>(self) -> Op {
