@@ -116,7 +116,7 @@ impl Default for Rules {
 }
 
 /// One violation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QualityEvent {
     pub device_id: String,
     /// The reading's timestamp (for staleness: the check time).
@@ -145,7 +145,7 @@ const MAX_BUCKETS: usize = 1440;
 const SEQ_MEMORY: usize = 64;
 
 /// Quality score of one device over one time range.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct QualityScore {
     pub device_id: String,
     pub from_ms: i64,

@@ -34,7 +34,7 @@ use fieldlab_core::time::{format_ms, now_ms, parse_instant_ms};
 use fieldlab_watch::predict::{
     self, ErrorKind, JobItem, JobStatus, Limits, Permit, PredictError, PredictRequest, Size,
 };
-use fieldlab_watch::Watch;
+use fieldlab_watch::{AnomalyEvent, QualityEvent, QualityScore, Watch};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -419,8 +419,15 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, Problem> {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Anomalies {
     count: usize,
-    #[schema(value_type = Vec<Object>)]
-    anomalies: Vec<Value>,
+    anomalies: Vec<Anomaly>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Anomaly {
+    #[serde(flatten)]
+    event: AnomalyEvent,
+    /// `ts_ms` as RFC 3339.
+    time: String,
 }
 
 async fn anomalies(
@@ -430,12 +437,11 @@ async fn anomalies(
     let w = watch(&s)?;
     let (from, _) = window(&q, "-24h")?;
     let list = w.anomalies(q.get("device_id").map(String::as_str), from, limit(&q)?);
-    let anomalies: Vec<Value> = list
-        .iter()
-        .map(|e| {
-            let mut v = serde_json::to_value(e).unwrap_or_default();
-            v["time"] = json!(format_ms(e.ts_ms));
-            v
+    let anomalies: Vec<Anomaly> = list
+        .into_iter()
+        .map(|event| Anomaly {
+            time: format_ms(event.ts_ms),
+            event,
         })
         .collect();
     let count = anomalies.len();
@@ -447,11 +453,8 @@ async fn anomalies(
 pub(crate) struct Quality {
     from: String,
     to: String,
-    /// Per device, its quality score.
-    #[schema(value_type = Vec<Object>)]
-    devices: Value,
-    #[schema(value_type = Vec<Object>)]
-    events: Value,
+    devices: Vec<QualityScore>,
+    events: Vec<QualityEvent>,
 }
 
 async fn quality(
@@ -466,8 +469,8 @@ async fn quality(
     Ok(Json(Quality {
         from: format_ms(from),
         to: format_ms(to),
-        devices: serde_json::to_value(scores).unwrap_or_default(),
-        events: serde_json::to_value(events).unwrap_or_default(),
+        devices: scores,
+        events,
     }))
 }
 

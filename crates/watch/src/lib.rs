@@ -24,7 +24,8 @@ use fieldlab_core::reading::Reading;
 use fieldlab_core::{FieldValue, SeriesKey};
 use fieldlab_detect::autoencoder::Autoencoder;
 use fieldlab_detect::Detector;
-use fieldlab_quality::{Checker, QualityEvent, QualityScore, Rules};
+use fieldlab_quality::{Checker, Rules};
+pub use fieldlab_quality::{QualityEvent, QualityScore};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An anomaly found by a detector.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AnomalyEvent {
     pub device_id: String,
     pub field: String,
