@@ -19,10 +19,11 @@ pub struct Doc {
 }
 
 impl Doc {
-    /// Add `op` as `method` of `path`, and the schemas it names.
-    pub fn put(&mut self, path: &str, method: &str, op: Op) {
+    /// Add `op` at `route` (`"GET /path"`), and the schemas it names.
+    pub fn put(&mut self, route: &str, op: Op) {
+        let (method, path) = route.split_once(' ').expect("METHOD /path");
         let item = self.paths.entry(path).or_insert_with(|| json!({}));
-        item[method] = op.op;
+        item[method.to_ascii_lowercase()] = op.op;
         self.schemas.extend(op.schemas);
     }
 

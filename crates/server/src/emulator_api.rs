@@ -648,8 +648,7 @@ pub fn openapi_doc() -> Value {
     let mut d = Doc::default();
     let base = "/api/v1/devices";
     d.put(
-        "/api/v1/emulator/devices",
-        "get",
+        "GET /api/v1/emulator/devices",
         Op::new(t, "List emulated devices")
             .query(
                 "limit",
@@ -659,24 +658,20 @@ pub fn openapi_doc() -> Value {
             .json::<EmulatedDevices>("200", "the devices"),
     );
     d.put(
-        "/api/v1/emulator/fault-kinds",
-        "get",
+        "GET /api/v1/emulator/fault-kinds",
         Op::new(t, "The kinds of fault the emulator injects")
             .json::<FaultKinds>("200", "every kind, with its label"),
     );
     d.put(
-        "/api/v1/emulator/devices/{id}",
-        "get",
+        "GET /api/v1/emulator/devices/{id}",
         id(Op::new(t, "One emulated device")).json::<DeviceView>("200", "the device"),
     );
     d.put(
-        "/api/v1/emulator/openapi.json",
-        "get",
+        "GET /api/v1/emulator/openapi.json",
         Op::new(t, "OpenAPI 3.1 of the emulator routes alone").json_object("200", "OpenAPI 3.1"),
     );
     d.put(
-        base,
-        "post",
+        &format!("POST {base}"),
         Op::new(t, "Create a device (JSON or YAML; also `devices: [...]`)")
             .body_of::<CreateBody>(&json_or_yaml)
             .json::<Created>(
@@ -685,57 +680,48 @@ pub fn openapi_doc() -> Value {
             ),
     );
     d.put(
-        &format!("{base}/{{id}}"),
-        "delete",
+        &format!("DELETE {base}/{{id}}"),
         id(Op::new(t, "Delete a device")).resp("204", "deleted", None),
     );
-    d.put(&format!("{base}/{{id}}"), "put", id(Op::new(t, "Replace a device's configuration (the same body as a create; `name` = the id or absent)"))
+    d.put(&format!("PUT {base}/{{id}}"), id(Op::new(t, "Replace a device's configuration (the same body as a create; `name` = the id or absent)"))
         .body_of::<CreateBody>(&json_or_yaml)
         .json::<DeviceView>("200", "the device"));
     for (verb, what) in [("start", "Start"), ("stop", "Stop")] {
         d.put(
-            &format!("{base}/{verb}"),
-            "post",
+            &format!("POST {base}/{verb}"),
             Op::new(t, &format!("{what} all devices")).json::<Changed>("200", "how many changed"),
         );
         d.put(
-            &format!("{base}/{{id}}/{verb}"),
-            "post",
+            &format!("POST {base}/{{id}}/{verb}"),
             id(Op::new(t, &format!("{what} a device"))).json::<StateChange>("200", "its state"),
         );
     }
     d.put(
-        &format!("{base}/{{id}}/status"),
-        "get",
+        &format!("GET {base}/{{id}}/status"),
         id(Op::new(t, "Device status")).json::<DeviceView>("200", "the device"),
     );
     d.put(
-        &format!("{base}/{{id}}/scenario"),
-        "post",
+        &format!("POST {base}/{{id}}/scenario"),
         id(Op::new(t, "Run a scenario"))
             .body_of::<ScenarioBody>(&json_or_yaml)
             .json::<DeviceView>("200", "the device"),
     );
     d.put(
-        &format!("{base}/{{id}}/scenario"),
-        "delete",
+        &format!("DELETE {base}/{{id}}/scenario"),
         id(Op::new(t, "Stop the scenario")).json::<ScenarioStopped>("200", "whether one ran"),
     );
     d.put(
-        &format!("{base}/{{id}}/faults"),
-        "post",
+        &format!("POST {base}/{{id}}/faults"),
         id(Op::new(t, "Inject a fault (recorded as an annotation)"))
             .body_of::<FaultSpec>(&json_or_yaml)
             .json::<ActiveFault>("201", "the active fault (its id is the annotation id)"),
     );
     d.put(
-        &format!("{base}/{{id}}/faults"),
-        "get",
+        &format!("GET {base}/{{id}}/faults"),
         id(Op::new(t, "Active faults")).json::<Faults>("200", "the faults"),
     );
     d.put(
-        &format!("{base}/{{id}}/faults/{{fault}}"),
-        "delete",
+        &format!("DELETE {base}/{{id}}/faults/{{fault}}"),
         id(Op::new(t, "End a fault now"))
             .param(
                 "fault",
@@ -746,16 +732,14 @@ pub fn openapi_doc() -> Value {
             .json::<ActiveFault>("200", "the ended fault"),
     );
     d.put(
-        "/api/v1/annotations",
-        "get",
+        "GET /api/v1/annotations",
         Op::new(t, "Ground-truth annotations")
             .query("device_id", json!({"type": "string"}), "only this device")
             .json::<Annotations>("200", "the annotations"),
     );
     let instant = json!({"type": "string", "examples": ["-1h", "now", "2026-01-01T00:00:00Z"]});
     d.put(
-        &format!("{base}/{{id}}/history"),
-        "get",
+        &format!("GET {base}/{{id}}/history"),
         id(Op::new(t, "Stored points of a device"))
             .query(
                 "field",
@@ -771,7 +755,7 @@ pub fn openapi_doc() -> Value {
             )
             .json::<History>("200", "points per field"),
     );
-    d.put("/ws", "get", Op::new(t, "Live telemetry over WebSocket")
+    d.put("GET /ws", Op::new(t, "Live telemetry over WebSocket")
         .describe("A WebSocket handshake (`Upgrade: websocket`); each text message is `{topic, message}` or `{lagged: n}`. Browsers may pass the bearer token as `?access_token=`.")
         .query("device_id", json!({"type": "string"}), "only these devices (comma-separated)")
         .query("device_type", json!({"type": "string"}), "only this type")

@@ -146,8 +146,7 @@ fn selection(op: Op) -> Op {
 fn predict_ops(paths: &mut Doc, base: &str) {
     let tag = "detect";
     paths.put(
-        base,
-        "post",
+        &format!("POST {base}"),
         Op::new(tag, "Score rows for anomalies (the legacy /predict)")
             .json_body::<fieldlab_watch::predict::PredictRequest>()
             .json::<fieldlab_watch::predict::PredictResult>("200", "scores per row")
@@ -167,8 +166,7 @@ fn predict_ops(paths: &mut Doc, base: &str) {
             ),
     );
     paths.put(
-        &format!("{base}/batch"),
-        "post",
+        &format!("POST {base}/batch"),
         Op::new(tag, "Score several row sets as one job")
             .json_body::<crate::detect::BatchPredictRequest>()
             .json::<crate::detect::JobAccepted>("202", "the job's id and status URL")
@@ -183,8 +181,7 @@ fn predict_ops(paths: &mut Doc, base: &str) {
             ),
     );
     paths.put(
-        &format!("{base}/status/{{id}}"),
-        "get",
+        &format!("GET {base}/status/{{id}}"),
         Op::new(tag, "A job's state and results")
             .path("id", "job id from the 202 answer")
             .json::<crate::detect::Job>("200", "the job")
@@ -199,23 +196,20 @@ fn native_paths() -> Doc {
     let health = "health";
     for path in ["/health", "/healthz", "/health/live"] {
         p.put(
-            path,
-            "get",
+            &format!("GET {path}"),
             Op::new(health, "Liveness: the process answers")
                 .json::<crate::routes::Liveness>("200", "alive"),
         );
     }
     for path in ["/ready", "/readyz", "/health/ready", "/actuator/health"] {
         p.put(
-            path,
-            "get",
+            &format!("GET {path}"),
             Op::new(health, "Readiness: store, broker and ingest are up")
                 .json::<crate::routes::Readiness>("200", "ready")
                 .json::<crate::routes::Readiness>("503", "a component is down (see `components`)"),
         );
     }
-    p.put("/metrics",
-        "get",
+    p.put("GET /metrics",
         Op::new(health, "Prometheus / OpenMetrics text")
             .describe("Public unless `auth.public_metrics: false`. OpenMetrics when `Accept` names `application/openmetrics-text` (as Prometheus does), Prometheus text 0.0.4 otherwise.")
             .resp(
@@ -231,44 +225,38 @@ fn native_paths() -> Doc {
     let data = "data";
     for path in ["/api/v1/devices", "/devices"] {
         p.put(
-            path,
-            "get",
+            &format!("GET {path}"),
             Op::new(data, "Known devices with type and last-seen time")
                 .json::<crate::routes::DeviceList>("200", "devices"),
         );
     }
     p.put(
-        "/api/v1/devices/{id}",
-        "get",
+        "GET /api/v1/devices/{id}",
         Op::new(data, "One device and its series")
             .path("id", "device id")
             .json::<crate::routes::DeviceDetail>("200", "the device")
             .problem("404", "unknown device"),
     );
     p.put(
-        "/api/v1/series",
-        "get",
+        "GET /api/v1/series",
         Op::new(data, "Stored series with their tags")
             .query("device_id", string(), "only this device's series")
             .json::<crate::routes::SeriesList>("200", "series"),
     );
     p.put(
-        "/api/v1/quarantine",
-        "get",
+        "GET /api/v1/quarantine",
         Op::new(data, "Payloads that could not be parsed, newest first")
             .query("limit", integer(0), "at most this many (capped at 10000)")
             .query("offset", integer(0), "skip this many")
             .json::<crate::routes::Quarantine>("200", "quarantined payloads"),
     );
-    p.put("/api/v1/query",
-        "get",
+    p.put("GET /api/v1/query",
         selection(Op::new(data, "Query several series: raw points or buckets"))
             .describe("At least one of `device_id`, `device_type`, `field`, `site` or `tag.<name>` selects the series; `tag.<name>=value` filters by any tag.")
             .json::<crate::data::QueryJson>("200", "the series")
             .problem("404", "nothing matches the selection"),
     );
-    p.put("/api/v1/export",
-        "get",
+    p.put("GET /api/v1/export",
         selection(Op::new(data, "Export a selection, streamed"))
             .query(
                 "format",
@@ -286,8 +274,7 @@ fn native_paths() -> Doc {
             )
             .problem("404", "nothing matches the selection"),
     );
-    p.put("/api/v1/backup",
-        "get",
+    p.put("GET /api/v1/backup",
         Op::new(data, "A consistent tar of the whole data dir, streamed")
             .query(
                 "include_secrets",
@@ -303,8 +290,7 @@ fn native_paths() -> Doc {
 
     let ui = "ui";
     p.put(
-        "/",
-        "get",
+        "GET /",
         Op::new(
             ui,
             "The web UI for browsers (`Accept: text/html`), the JSON index for everyone else",
@@ -312,14 +298,12 @@ fn native_paths() -> Doc {
         .json::<crate::routes::Index>("200", "the index (or the UI's HTML page)"),
     );
     p.put(
-        "/api/v1",
-        "get",
+        "GET /api/v1",
         Op::new(ui, "The JSON index").json::<crate::routes::Index>("200", "the index"),
     );
     for path in ["/ui", "/ui/"] {
         p.put(
-            path,
-            "get",
+            &format!("GET {path}"),
             Op::new(ui, "The web UI's page").resp(
                 "200",
                 "HTML",
@@ -328,8 +312,7 @@ fn native_paths() -> Doc {
         );
     }
     p.put(
-        "/ui/{path}",
-        "get",
+        "GET /ui/{path}",
         Op::new(ui, "A file of the web UI")
             .path("path", "file path below /ui/ (may contain `/`)")
             .resp(
@@ -340,15 +323,14 @@ fn native_paths() -> Doc {
             .resp("304", "not modified (`If-None-Match`)", None)
             .problem("404", "no such file"),
     );
-    p.put("/api/v1/ui/endpoints", "get",
+    p.put("GET /api/v1/ui/endpoints",
         Op::new(ui, "Which routes this server has (for the UI)")
             .param("path", "query", json!({"type": "array", "items": {"type": "string", "pattern": "^/"}, "minItems": 1, "maxItems": 32}),
                 "absolute paths to probe (repeat the parameter)")
             .json::<crate::ui::EndpointProbe>("200", "availability per path")
             .problem("400", "no, too many or bad paths"));
     p.put(
-        "/openapi.json",
-        "get",
+        "GET /openapi.json",
         Op::new(ui, "This document").resp(
             "200",
             "OpenAPI 3.1",
@@ -360,8 +342,7 @@ fn native_paths() -> Doc {
     predict_ops(&mut p, "/api/v1/predict");
     let detect = "detect";
     p.put(
-        "/api/v1/anomalies",
-        "get",
+        "GET /api/v1/anomalies",
         Op::new(detect, "Anomaly events, newest first")
             .query("device_id", string(), "only this device")
             .query("from", instant(), "since (default -24h)")
@@ -374,8 +355,7 @@ fn native_paths() -> Doc {
             .json::<crate::detect::Anomalies>("200", "events"),
     );
     p.put(
-        "/ws/events",
-        "get",
+        "GET /ws/events",
         Op::new(detect, "Quality and anomaly events pushed over WebSocket")
             .query(
                 "device_id",
@@ -399,8 +379,7 @@ fn native_paths() -> Doc {
             ),
     );
     p.put(
-        "/api/v1/quality",
-        "get",
+        "GET /api/v1/quality",
         Op::new(detect, "Quality score per device and recent quality events")
             .query("device_id", string(), "only this device")
             .query("from", instant(), "since (default -1h)")
@@ -412,8 +391,7 @@ fn native_paths() -> Doc {
             )
             .json::<crate::detect::Quality>("200", "scores and events"),
     );
-    p.put("/api/v1/models/load",
-        "post",
+    p.put("POST /api/v1/models/load",
         Op::new(
             detect,
             "Load an autoencoder saved by `fieldlab detect train` under the models directory (detect.models_dir, default <data_dir>/models)",
@@ -434,29 +412,25 @@ fn native_paths() -> Doc {
             ""
         };
         p.put(
-            &format!("{base}/check"),
-            "post",
+            &format!("POST {base}/check"),
             Op::new(rl, &format!("Check and take tokens for a key{seed}"))
                 .json_body::<crate::ratelimit::CheckRequest>()
                 .json::<fieldlab_ratelimit::CheckAnswer>("200", "allowed")
                 .json::<fieldlab_ratelimit::CheckAnswer>("429", "rejected"),
         );
         p.put(
-            &format!("{base}/release"),
-            "post",
+            &format!("POST {base}/release"),
             Op::new(rl, &format!("Give back a concurrency lease{seed}"))
                 .json_body::<crate::ratelimit::ReleaseRequest>()
                 .json::<crate::ratelimit::Released>("200", "released"),
         );
         p.put(
-            &format!("{base}/stats"),
-            "get",
+            &format!("GET {base}/stats"),
             Op::new(rl, &format!("Decisions per policy, backend facts{seed}"))
                 .json_object("200", "statistics"),
         );
         p.put(
-            &format!("{base}/config"),
-            "get",
+            &format!("GET {base}/config"),
             Op::new(rl, &format!("Every rule and where it came from{seed}"))
                 .json_object("200", "rules"),
         );
@@ -472,22 +446,19 @@ fn native_paths() -> Doc {
                     .json::<crate::ratelimit::Rule>("200", "the rule")
             };
             p.put(
-                &path,
-                "get",
+                &format!("GET {path}"),
                 rule(Op::new(rl, &format!("Read {what}{seed}"))).problem("404", "no such rule"),
             );
             for m in ["put", "post"] {
                 p.put(
-                    &path,
-                    m,
+                    &format!("{m} {path}"),
                     rule(Op::new(rl, &format!("Set {what}{seed}")))
                         .json_body::<crate::ratelimit::PolicyBody>()
                         .problem("409", "defined in fieldlab.yaml"),
                 );
             }
             p.put(
-                &path,
-                "delete",
+                &format!("DELETE {path}"),
                 Op::new(rl, &format!("Remove {what}{seed}"))
                     .path(name, &format!("the {name}"))
                     .resp("204", "removed", None)
@@ -496,15 +467,13 @@ fn native_paths() -> Doc {
         }
         let path = format!("{base}/config/default");
         p.put(
-            &path,
-            "get",
+            &format!("GET {path}"),
             Op::new(rl, &format!("The default policy{seed}"))
                 .json::<crate::ratelimit::Rule>("200", "the policy"),
         );
         for m in ["put", "post"] {
             p.put(
-                &path,
-                m,
+                &format!("{m} {path}"),
                 Op::new(rl, &format!("Set the default policy{seed}"))
                     .json_body::<crate::ratelimit::PolicyBody>()
                     .json::<crate::ratelimit::Rule>("200", "the policy"),
@@ -514,8 +483,7 @@ fn native_paths() -> Doc {
 
     let auth = "auth";
     p.put(
-        "/api/v1/auth/token",
-        "post",
+        "POST /api/v1/auth/token",
         Op::new(auth, "A bearer token for a user name and password")
             .body_of::<crate::auth_routes::TokenRequest>(&[
                 "application/json",
@@ -528,8 +496,7 @@ fn native_paths() -> Doc {
             .problem("503", "every password check worker is busy"),
     );
     p.put(
-        "/api/v1/auth/whoami",
-        "get",
+        "GET /api/v1/auth/whoami",
         Op::new(auth, "The caller's principal")
             .json::<fieldlab_core::Principal>("200", "who is calling"),
     );
