@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use fieldlab_auth::policy::{required, Requirement};
+use fieldlab_core::config::VariantNames;
 use fieldlab_core::Role;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1127,10 +1128,10 @@ fn schemas() -> Map<String, Value> {
         "Policy": {"anyOf": [
             {"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
                 "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
-                    "algorithm": {"enum": fieldlab_ratelimit::Algorithm::names()},
+                    "algorithm": {"enum": <fieldlab_ratelimit::Algorithm as VariantNames>::VARIANTS},
                     "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
                     "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
-                "shadow": {"type": "boolean"}, "fail": {"enum": ["open", "closed"]}}},
+                "shadow": {"type": "boolean"}, "fail": {"enum": <fieldlab_ratelimit::FailMode as VariantNames>::VARIANTS}}},
             {"type": "object", "description": "the legacy shape", "required": ["capacity", "refillRate"], "additionalProperties": false, "properties": {
                 "capacity": {"type": "integer", "minimum": 0}, "refillRate": {"type": "integer", "minimum": 0},
                 "algorithm": {"type": "string"}, "cleanupIntervalMs": {"type": "integer", "minimum": 0}}}]},
