@@ -23,6 +23,8 @@
 mod value;
 
 pub use strum::VariantNames;
+#[doc(hidden)]
+pub use value::word_text;
 pub use value::{
     not_one_of, parse_broker_url, parse_size, BrokerAddr, ByteSize, HumanDuration, Qos,
 };
@@ -304,18 +306,26 @@ fn deserialize_located<T: DeserializeOwned>(
         } else {
             Some(key)
         };
-        let line = loc
-            .as_ref()
-            .map(|l| l.line())
+        // The key's own line when it is written (serde_yaml places an error raised after a
+        // value was read, such as a bad duration, at an earlier event), else serde_yaml's
+        // location (an unknown key, a scalar inside a list), else the nearest parent's line.
+        let line = key
+            .as_deref()
+            .and_then(|k| locate_exact(text, k))
+            .or_else(|| loc.as_ref().map(|l| l.line()))
             .or_else(|| key.as_deref().and_then(|k| locate_key(text, k)));
         // serde_yaml appends " at line X column Y"; the location is already in front.
         let mut message = inner.to_string();
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
-        // serde_yaml sometimes repeats the key path in front of the message.
-        if let Some(k) = &key {
-            if let Some(rest) = message.strip_prefix(&format!("{k}: ")) {
+        // serde_yaml sometimes puts the key path, or the path of an enclosing key, in front
+        // of the message; the key is already in front.
+        if let (Some(k), Some((path, rest))) = (&key, message.split_once(": ")) {
+            let encloses = k == path
+                || k.strip_prefix(path)
+                    .is_some_and(|r| r.starts_with(['.', '[']));
+            if encloses {
                 message = rest.to_string();
             }
         }
@@ -333,6 +343,20 @@ fn deserialize_located<T: DeserializeOwned>(
 /// Find the 1-based line of a dotted key such as `devices.fleet[1].config.update_interval` in
 /// block-style YAML. Good enough for pointing users at a line; returns `None` if not found.
 pub fn locate_key(text: &str, key: &str) -> Option<usize> {
+    if let Some(line) = locate_exact(text, key) {
+        return Some(line);
+    }
+    // Fall back to the parent key.
+    let parent = key.rsplit_once(['.', '['])?.0;
+    if parent.is_empty() {
+        None
+    } else {
+        locate_key(text, parent)
+    }
+}
+
+/// The line of exactly `key`, if it is written.
+fn locate_exact(text: &str, key: &str) -> Option<usize> {
     let want: Vec<String> = split_key(key);
     // Stack of (indent, segment); list items push "[n]".
     let mut stack: Vec<(usize, String)> = Vec::new();
@@ -382,13 +406,7 @@ pub fn locate_key(text: &str, key: &str) -> Option<usize> {
             }
         }
     }
-    // Fall back to the parent key.
-    let parent = key.rsplit_once(['.', '['])?.0;
-    if parent.is_empty() {
-        None
-    } else {
-        locate_key(text, parent)
-    }
+    None
 }
 
 fn split_key(key: &str) -> Vec<String> {

@@ -181,6 +181,35 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// The text of a config word, also when YAML or an environment override made it a number
+/// (`qos: 1`, `FIELDLAB__INGEST__QOS=1`, `protocol: 5`). Used by [`crate::config_words!`].
+#[doc(hidden)]
+pub fn word_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Word;
+    impl serde::de::Visitor<'_> for Word {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a word")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(Word)
+}
+
 /// The error of a word that is not one of an enum's spellings: it lists them all.
 pub fn not_one_of(word: &str, accepted: &[&str]) -> String {
     format!("`{word}` is not one of: {}", accepted.join(", "))
@@ -230,7 +259,7 @@ macro_rules! config_words {
             fn deserialize<D: ::serde::Deserializer<'de>>(
                 d: D,
             ) -> ::std::result::Result<Self, D::Error> {
-                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                let s = $crate::config::word_text(d)?;
                 Self::parse_word(&s).map_err(<D::Error as ::serde::de::Error>::custom)
             }
         }
