@@ -29,7 +29,7 @@ pub struct ServeArgs {
     #[arg(long)]
     http_port: Option<u16>,
     /// Where rate-limit state lives.
-    #[arg(long, value_parser = crate::word_parser::<RatelimitBackend>())]
+    #[arg(long, ignore_case = true, value_parser = crate::word_parser::<RatelimitBackend>())]
     backend: Option<RatelimitBackend>,
     /// Redis URL for the redis and hybrid backends (also REDIS_URL).
     #[arg(long, value_name = "URL")]

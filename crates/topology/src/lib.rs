@@ -264,8 +264,6 @@ fn banner(
 #[cfg(test)]
 mod tests;
 
-/// The OPC UA server over the fleet, and its banner line. A taken port is a warning, not an
-/// error: OPC UA is an add-on, and a second lab on this machine should still come up.
 /// The OPC UA server's settings from `opcua:`; the PKI goes to `<data_dir>/opcua/pki`.
 #[cfg(feature = "opcua")]
 fn opcua_settings(
@@ -299,6 +297,8 @@ fn opcua_settings(
     })
 }
 
+/// The OPC UA server over the fleet, and its banner line. A taken port is a warning, not an
+/// error: OPC UA is an add-on, and a second lab on this machine should still come up.
 #[cfg(feature = "opcua")]
 async fn opcua(
     cfg: &Config,
