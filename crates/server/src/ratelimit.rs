@@ -247,7 +247,17 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
     // Native first with its exact error, since it is the documented shape.
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         if v.get("limits").is_some() {
-            return parse::<RatelimitPolicySpec>(body, POLICY_EXAMPLE);
+            // With the path of a bad field (`limits[0].algorithm`) as the problem's parameter.
+            let de = &mut serde_json::Deserializer::from_slice(body);
+            return serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                let mut p = bad_body(format!(
+                    "`{field}`: {}; send JSON like {POLICY_EXAMPLE}",
+                    e.inner()
+                ));
+                p.parameter = Some(field);
+                p
+            });
         }
     }
     match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {

@@ -306,14 +306,16 @@ fn deserialize_located<T: DeserializeOwned>(
         } else {
             Some(key)
         };
-        // The key's own line when it is written (serde_yaml places an error raised after a
-        // value was read, such as a bad duration, at an earlier event), else serde_yaml's
-        // location (an unknown key, a scalar inside a list), else the nearest parent's line.
-        let line = key
-            .as_deref()
-            .and_then(|k| locate_exact(text, k))
-            .or_else(|| loc.as_ref().map(|l| l.line()))
-            .or_else(|| key.as_deref().and_then(|k| locate_key(text, k)));
+        // serde_yaml's location is where the parser was when the error surfaced: never past
+        // the problem, but an error raised after a value was read (a bad duration, size or
+        // word) lags to an earlier event. So the later of it and the key's own line; without
+        // either, the nearest parent's line.
+        let exact = key.as_deref().and_then(|k| locate_exact(text, k));
+        let line = match (loc.as_ref().map(|l| l.line()), exact) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+        .or_else(|| key.as_deref().and_then(|k| locate_key(text, k)));
         // serde_yaml appends " at line X column Y"; the location is already in front.
         let mut message = inner.to_string();
         if let Some(i) = message.find(" at line ") {
@@ -519,6 +521,9 @@ mod tests {
         assert_eq!((e.key.as_deref(), e.line), (Some("part.size"), Some(2)));
         let e = err("part:\n  qos: 3\n");
         assert!(e.message.contains("`3` is not one of: 0, 1, 2"), "{e}");
+        // A syntax error is where the parser gave up, past the key it was in.
+        let e = err("part:\n  qos: \"1\n");
+        assert_eq!(e.line, Some(3), "{e}");
         let e = err("part:\n  sise: 1MB\n");
         assert!(e.message.contains("unknown field `sise`"), "{e}");
         assert_eq!(e.line, Some(2));
