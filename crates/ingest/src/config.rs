@@ -1,8 +1,8 @@
 //! `ingest:` of fieldlab.yaml: what ingest subscribes to, how it batches, and what it admits.
 //!
-//! Why here: ingest is the one reader of these keys ([`crate::Limits::from_config`], the
-//! subscriber's settings); the device-id rule ([`check_device_id`]) is ingest's too, and the
-//! gateway checks use it.
+//! Why here: these keys configure ingest alone (topology hands them to
+//! [`crate::Limits::from_config`] and the subscriber's settings); the device-id rule
+//! ([`check_device_id`]) is ingest's too, and the gateway checks use it.
 
 use fieldlab_core::config::{Problem, Qos, Section};
 use serde::{Deserialize, Serialize};
@@ -200,5 +200,30 @@ impl Section for IngestConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_and_gateways_are_checked() {
+        assert!(check_device_id("t1").is_ok());
+        assert!(check_device_id("a\0b").unwrap_err().contains("U+0000"));
+        assert!(check_device_id(&"x".repeat(129)).is_err());
+        assert!(check_device_id("a+b").is_err());
+        let mut c = IngestConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.gateways.insert(
+            "gw1".into(),
+            GatewayConfig {
+                devices: vec!["a/b".into()],
+                ..GatewayConfig::default()
+            },
+        );
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.key, "gateways.gw1.devices");
+        assert!(p.message.contains("`a/b`"), "{p:?}");
     }
 }

@@ -171,11 +171,10 @@ impl Section for RatelimitPolicySpec {
     }
 }
 
-/// One limit. `algorithm`: one of [`Algorithm`]'s names (token_bucket, gcra, fixed_window,
-/// sliding_log, sliding_counter, leaky_bucket, concurrency). `limit` units per `period` (for
-/// concurrency: leases held at once, `period` = lease expiry); `burst`: bucket capacity
-/// (token_bucket, gcra; default `limit`); `max_delay`: longest queue wait (leaky_bucket;
-/// default 0).
+/// One limit. `algorithm`: an [`Algorithm`] by name (`token_bucket`, ...; its table is the
+/// only list). `limit` units per `period` (for concurrency: leases held at once, `period` =
+/// lease expiry); `burst`: bucket capacity (token_bucket, gcra; default `limit`); `max_delay`:
+/// longest queue wait (leaky_bucket; default 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatelimitLimitSpec {

@@ -18,17 +18,13 @@
 // Config errors happen once, at start-up; a large error value costs nothing there.
 #![allow(clippy::result_large_err)]
 
-use fieldlab_core::config::{
-    self as loader, validate_at, ByteSize, ConfigError, Document, Problem, Section,
-};
+use fieldlab_core::config::{self as loader, validate_at, ConfigError, Document, Problem, Section};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use fieldlab_auth::{AuthConfig, LoginConfig};
-pub use fieldlab_core::config::{
-    parse_broker_url, BrokerAddr, ByteSize as Size, HumanDuration, Qos,
-};
+pub use fieldlab_core::config::{parse_broker_url, BrokerAddr, ByteSize, HumanDuration, Qos};
 pub use fieldlab_emulator::{
     ConnectionMode, DeviceSettings, DeviceSpec, DevicesConfig, MqttProtocol, ScenarioSpec,
 };

@@ -68,10 +68,7 @@ impl FromStr for HumanDuration {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() {
-            // humantime writes `0s`, which it also reads; spelled out for clarity.
-            return f.write_str("0s");
-        }
+        // `1h`, `250ms`, `1h 30m`, `0s`: forms the parser reads back.
         write!(f, "{}", humantime::format_duration(self.0))
     }
 }
