@@ -16,13 +16,14 @@
 //! Architecture invariant: no HTTP types here. The server's middleware maps headers in and
 //! [`AuthError`]s out; the broker asks [`Authenticator::check_mqtt`].
 
+mod config;
 pub mod jwt;
 pub mod login;
 pub mod policy;
 pub mod users;
 
 use base64::Engine;
-use fieldlab_core::config::AuthConfig;
+pub use config::{AuthConfig, LoginConfig};
 use fieldlab_core::{AuthMethod, Principal, Role};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -174,8 +175,6 @@ impl Authenticator {
     /// issuer's JWKS if one is configured.
     pub async fn new(cfg: &AuthConfig, data_dir: &Path) -> Result<Authenticator, AuthError> {
         let secret = load_or_create_secret(cfg, data_dir)?;
-        let ttl = fieldlab_core::time::parse_duration_ms(&cfg.token_ttl)
-            .map_err(|e| AuthError::Invalid(format!("auth.token_ttl: {e}")))?;
         let external = if cfg.jwks_file.is_some() || cfg.jwks_url.is_some() {
             if cfg.oauth2_issuer.is_none() || cfg.oauth2_audience.is_none() {
                 let missing: Vec<&str> = [
@@ -211,11 +210,11 @@ impl Authenticator {
             db: std::sync::Arc::new(UserDb::open(data_dir)),
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
-            ttl: Duration::from_millis(ttl.max(1000) as u64),
+            ttl: cfg.token_ttl.get().max(Duration::from_secs(1)),
             public_metrics: cfg.public_metrics,
             external,
             internal_mqtt_password: random_b64(32),
-            login: login::LoginGuard::from_config(&cfg.login)?,
+            login: login::LoginGuard::from_config(&cfg.login),
         };
         // The dummy hash of unknown users is made once; make it now, not in the first login.
         std::thread::spawn(|| {

@@ -24,8 +24,7 @@
 //! top of it would need a second store for the back-off anyway.
 
 use crate::users::User;
-use crate::AuthError;
-use fieldlab_core::config::LoginConfig;
+use crate::{AuthError, LoginConfig};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -273,27 +272,23 @@ pub fn check_password_uniform<'a>(
 }
 
 impl LoginGuard {
-    pub fn from_config(c: &LoginConfig) -> Result<LoginGuard, AuthError> {
-        let ms = |key: &str, v: &str| {
-            fieldlab_core::time::parse_duration_ms(v)
-                .map(|ms| Duration::from_millis(ms.max(1) as u64))
-                .map_err(|e| AuthError::Invalid(format!("auth.login.{key}: {e}")))
-        };
+    pub fn from_config(c: &LoginConfig) -> LoginGuard {
+        let ms = |d: fieldlab_core::config::HumanDuration| d.get().max(Duration::from_millis(1));
         let workers = if c.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
         } else {
             c.workers
         };
-        Ok(LoginGuard::new(
+        LoginGuard::new(
             workers,
-            ms("queue_wait", &c.queue_wait)?,
+            ms(c.queue_wait),
             Limits {
                 per_user: c.per_user,
                 per_address: c.per_address,
-                window: ms("window", &c.window)?,
-                max_backoff: ms("max_backoff", &c.max_backoff)?,
+                window: ms(c.window),
+                max_backoff: ms(c.max_backoff),
             },
-        ))
+        )
     }
 
     pub fn new(workers: usize, queue_wait: Duration, limits: Limits) -> LoginGuard {

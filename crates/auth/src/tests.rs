@@ -1,5 +1,5 @@
 use super::*;
-use fieldlab_core::config::AuthConfig;
+use crate::AuthConfig;
 use std::net::IpAddr;
 
 async fn setup() -> (tempfile::TempDir, Authenticator) {

@@ -8,8 +8,9 @@
 //!    (as received back by a subscriber), median of `--runs`, and the ratio embedded/Mosquitto.
 
 use clap::Args;
-use fieldlab_core::config::{ConnectionMode, Qos};
+use fieldlab_core::config::Qos;
 use fieldlab_emulator::load::{generated_fleet, LoadOptions, LoadReport};
+use fieldlab_emulator::ConnectionMode;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 

@@ -17,8 +17,8 @@
 
 use crate::ingest::{bodies, ingest, median, BenchFormat, IngestBench};
 use clap::Args;
-use fieldlab_core::config::FsyncPolicy;
 use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use fieldlab_store::FsyncPolicy;
 use fieldlab_store::{Quarantine, Store, StoreOptions};
 use fieldlab_testkit::{dir_bytes, InfluxServer};
 use std::process::ExitCode;
@@ -114,7 +114,7 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let mut opts = StoreOptions::new(dir.path());
-    opts.fsync = fieldlab_core::config::FsyncPolicy::Interval;
+    opts.fsync = fieldlab_store::FsyncPolicy::Interval;
     opts.head_max_points = 10_000_000;
     let (store, _) = Store::open(opts.clone())?;
     for s in 0..b.series {
@@ -143,7 +143,7 @@ pub async fn run(b: &InfluxBench) -> anyhow::Result<()> {
             let body = fieldlab_sinks::influx::encode(
                 chunk,
                 "telemetry",
-                fieldlab_core::config::InfluxPrecision::Ms,
+                fieldlab_sinks::InfluxPrecision::Ms,
                 &mut rej,
             );
             let r = client.post(&url).body(body).send().await?;

@@ -9,9 +9,10 @@
 
 pub use crate::stats::median;
 use clap::Args;
-use fieldlab_core::config::{FsyncPolicy, Qos};
+use fieldlab_core::config::Qos;
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_ingest::{IngestMetrics, IngestSettings};
+use fieldlab_store::FsyncPolicy;
 use fieldlab_store::{Quarantine, Store, StoreOptions};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::process::ExitCode;

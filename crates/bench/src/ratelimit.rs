@@ -6,10 +6,11 @@
 
 use anyhow::Context;
 use clap::Args;
-use fieldlab_core::config::{Config, FailMode, RatelimitBackend, RatelimitConfig};
 use fieldlab_ratelimit::memory::MemoryBackend;
 use fieldlab_ratelimit::redis::RedisBackend;
 use fieldlab_ratelimit::{Algorithm, Limit, Policy};
+use fieldlab_ratelimit::{FailMode, RatelimitBackend, RatelimitConfig};
+use fieldlab_topology::config::Config;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -319,14 +320,12 @@ pub async fn bench_http(b: &RatelimitBench) -> anyhow::Result<Vec<HttpRun>> {
     let limited_key = "bench:limited";
     cfg.ratelimit.keys.insert(
         limited_key.into(),
-        fieldlab_core::config::RatelimitPolicySpec {
-            limits: vec![fieldlab_core::config::RatelimitLimitSpec {
-                algorithm: "fixed_window".into(),
-                limit: 10,
-                period: "1h".into(),
-                burst: None,
-                max_delay: None,
-            }],
+        fieldlab_ratelimit::RatelimitPolicySpec {
+            limits: vec![fieldlab_ratelimit::RatelimitLimitSpec::new(
+                fieldlab_ratelimit::Algorithm::FixedWindow,
+                10,
+                fieldlab_core::config::HumanDuration::from_secs(3600),
+            )],
             ..Default::default()
         },
     );

@@ -90,7 +90,7 @@ fn generators(n: usize) -> Vec<(&'static str, Vec<(i64, FieldValue)>)> {
 /// Every field of every emulator device type, `n` samples at 1 Hz.
 fn emulator_series(n: usize) -> Vec<(String, Vec<(i64, FieldValue)>)> {
     let mut out = Vec::new();
-    let settings = fieldlab_core::config::DeviceSettings::default();
+    let settings = fieldlab_emulator::DeviceSettings::default();
     for t in fieldlab_emulator::catalog() {
         let Some(mut m) = fieldlab_emulator::model::build(t.name, &settings) else {
             continue;

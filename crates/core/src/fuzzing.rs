@@ -11,17 +11,72 @@
 
 use std::path::{Path, PathBuf};
 
-/// `config_yaml`: parse (and validate) a configuration file's text.
+/// `config_yaml`: parse (and validate) a configuration file's text with the shared loading
+/// machinery, then locate every key of the text it parsed. (The composed document with every
+/// section replays the same corpus in fieldlab-topology's tests.)
 pub fn fuzz_config_yaml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = crate::Config::from_yaml_str(text, Some(Path::new("fieldlab.yaml"))) {
+    if let Err(e) =
+        crate::config::from_yaml_str::<fuzz_doc::Doc>(text, Some(Path::new("fieldlab.yaml")))
+    {
         // The message is what the user reads: rendering it must not panic either.
         let _ = e.to_string();
     }
+    if let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        for (k, v) in m.iter().take(64) {
+            if let Some(k) = k.as_str() {
+                let _ = crate::config::locate_key(text, k);
+                if let serde_yaml::Value::Mapping(inner) = v {
+                    for k2 in inner.keys().take(64).filter_map(|k| k.as_str()) {
+                        let _ = crate::config::locate_key(text, &format!("{k}.{k2}[0].x"));
+                    }
+                }
+            }
+        }
+    }
     let _ = crate::config::parse_size(text);
     let _ = crate::config::parse_broker_url(text);
+    let _ = text.parse::<crate::config::HumanDuration>();
+}
+
+/// A document of every kind of value the sections use (durations, sizes, words, lists, maps of
+/// structs), for the fuzz target.
+mod fuzz_doc {
+    use crate::config::{ByteSize, HumanDuration, Problem, Qos, Section};
+    use serde::{Deserialize, Serialize};
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Doc {
+        every: Option<HumanDuration>,
+        size: Option<ByteSize>,
+        qos: Option<Qos>,
+        port: u16,
+        list: Vec<Item>,
+        map: BTreeMap<String, Item>,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Item {
+        name: String,
+        ratio: f64,
+        tags: BTreeMap<String, String>,
+    }
+
+    impl Section for Doc {
+        fn validate(&self) -> Result<(), Problem> {
+            for (i, it) in self.list.iter().enumerate() {
+                if it.name.is_empty() {
+                    return Problem::at(format!("list[{i}].name"), "must not be empty");
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The fuzz directory of the repository (`fuzz/`), from a crate's manifest dir.

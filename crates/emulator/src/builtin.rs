@@ -9,7 +9,7 @@
 
 use crate::model::{daily, field, hour_of_day, round, DeviceModel, Driver, TypeInfo};
 use crate::scenario::Range;
-use fieldlab_core::config::DeviceSettings;
+use crate::DeviceSettings;
 use rand::rngs::SmallRng;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -673,7 +673,7 @@ pub fn build(name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
 #[cfg(test)]
 mod tests {
     use crate::model::{build, sample};
-    use fieldlab_core::config::DeviceSettings;
+    use crate::DeviceSettings;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
     use std::collections::BTreeMap;

@@ -13,7 +13,7 @@
 use crate::fault::{apply_value_fault, ActiveFault, FaultKind, FaultSpec, OutValue};
 use crate::model::{self, type_info, DeviceModel, TypeInfo};
 use crate::scenario::Timeline;
-use fieldlab_core::config::DeviceSpec;
+use crate::DeviceSpec;
 use fieldlab_core::FieldValue;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -556,7 +556,7 @@ pub fn make_fault(
 mod tests {
     use super::*;
     use crate::fault::FaultKind as K;
-    use fieldlab_core::config::{DeviceSettings, ScenarioSpec};
+    use crate::{DeviceSettings, ScenarioSpec};
     use serde_json::Value;
 
     const T0: i64 = 1_767_268_800_000; // 2026-01-01T12:00:00Z

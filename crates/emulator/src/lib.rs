@@ -13,6 +13,7 @@
 //! network.
 
 pub mod builtin;
+mod config;
 pub mod custom;
 pub mod fault;
 pub mod fleet;
@@ -22,6 +23,9 @@ pub mod model;
 pub mod runner;
 pub mod scenario;
 /// MQTT over TLS: shared with ingest, see `fieldlab-mqtt-tls`.
+pub use config::{
+    ConnectionMode, DeviceSettings, DeviceSpec, DevicesConfig, MqttProtocol, ScenarioSpec,
+};
 pub use fieldlab_mqtt_tls as tls;
 
 pub use model::{catalog, DeviceModel, FieldInfo, TypeInfo};

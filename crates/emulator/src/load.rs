@@ -6,7 +6,8 @@
 //! sequence number (a seq never received is lost; one received twice is a duplicate).
 
 use crate::runner::{Emulator, EmulatorMetrics, EmulatorSettings};
-use fieldlab_core::config::{ConnectionMode, DeviceSpec, Qos};
+use crate::{ConnectionMode, DeviceSpec};
+use fieldlab_core::config::Qos;
 use fieldlab_core::DeviceDirectory;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -111,7 +112,7 @@ pub fn generated_fleet(
         .map(|i| DeviceSpec {
             name: format!("{prefix}-{i}"),
             device_type: device_type.into(),
-            config: fieldlab_core::config::DeviceSettings {
+            config: crate::DeviceSettings {
                 update_interval: interval_ms as f64 / 1000.0,
                 ..Default::default()
             },
@@ -164,7 +165,7 @@ async fn probe_mqtt5(s: &crate::EmulatorSettings) -> anyhow::Result<()> {
 /// Run the fleet for `duration`, then stop it and wait (at most 10 s) for the last messages.
 pub async fn run(o: LoadOptions) -> anyhow::Result<LoadReport> {
     let s = o.settings.clone();
-    if s.protocol == fieldlab_core::config::MqttProtocol::V5 {
+    if s.protocol == crate::MqttProtocol::V5 {
         probe_mqtt5(&s).await?;
     }
     // The subscriber first, so nothing is missed.

@@ -6,9 +6,8 @@
 //! Slow quantities are mean-reverting random walks ([`Driver`], an Ornstein-Uhlenbeck process)
 //! around physically plausible set points with a daily cycle where nature has one.
 
-use crate::builtin;
 use crate::scenario::Range;
-use fieldlab_core::config::DeviceSettings;
+use crate::{builtin, DeviceSettings};
 use fieldlab_core::FieldValue;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, StandardNormal};

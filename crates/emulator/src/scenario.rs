@@ -4,7 +4,7 @@
 //! parameter form every model understands is `<field>_range: [lo, hi]`: while the phase runs,
 //! the field's driver is re-centred on the middle of the range and kept inside it.
 
-use fieldlab_core::config::ScenarioSpec;
+use crate::ScenarioSpec;
 use std::collections::BTreeMap;
 
 /// A field range override of the active phase.

@@ -3,10 +3,11 @@
 //! (devices and the measuring subscriber) over TLS, so "received" means the messages went
 //! through the TLS listener.
 
-use fieldlab_core::config::{MqttTlsConfig, Qos};
+use fieldlab_core::config::Qos;
 use fieldlab_emulator::load::{generated_fleet, run, LoadOptions};
 use fieldlab_emulator::tls::client_config;
 use fieldlab_emulator::EmulatorSettings;
+use fieldlab_mqtt_tls::MqttTlsConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -97,7 +97,7 @@ pub fn run(cmd: DevicesCmd) -> anyhow::Result<ExitCode> {
         DevicesCmd::Types { config } => {
             if let Some(p) = config {
                 let cfg =
-                    fieldlab_core::Config::from_file(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    fieldlab_topology::Config::from_file(&p).map_err(|e| anyhow::anyhow!("{e}"))?;
                 fieldlab_emulator::custom::register_yaml(&cfg.devices.types)
                     .map_err(|(k, m)| anyhow::anyhow!("{}: key `{k}`: {m}", p.display()))?;
             }

@@ -1,7 +1,8 @@
 //! `fieldlab emulate`: load mode against any broker, with progress and a final report.
 
 use clap::Args;
-use fieldlab_core::config::{parse_broker_url, ConnectionMode, DeviceSpec, MqttProtocol, Qos};
+use fieldlab_core::config::{parse_broker_url, Qos};
+use fieldlab_emulator::{ConnectionMode, DeviceSpec, MqttProtocol};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,10 +34,11 @@ pub struct EmulateArgs {
     /// Milliseconds between two messages of one device (generated devices).
     #[arg(long, default_value_t = 1000)]
     interval: u64,
-    #[arg(long, default_value = "1")]
+    /// MQTT QoS of the devices' messages.
+    #[arg(long, default_value = "1", value_parser = crate::word_parser::<Qos>())]
     qos: Qos,
-    /// MQTT protocol of the device connections: 3.1.1 or 5.
-    #[arg(long, default_value = "3.1.1")]
+    /// MQTT protocol of the device connections.
+    #[arg(long, default_value = "3.1.1", value_parser = crate::word_parser::<MqttProtocol>())]
     protocol: MqttProtocol,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
@@ -74,7 +76,7 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     let b = parse_broker_url(&a.broker).map_err(|m| anyhow::anyhow!("--broker: {m}"))?;
     let tls = match (b.tls, &a.ca, &a.cert) {
         (true, _, _) => Some(
-            fieldlab_emulator::tls::client_config(&fieldlab_core::config::MqttTlsConfig {
+            fieldlab_emulator::tls::client_config(&fieldlab_topology::config::MqttTlsConfig {
                 ca_file: a.ca.clone(),
                 cert_file: a.cert.clone(),
                 key_file: a.key.clone(),

@@ -7,7 +7,7 @@
 //! logging thread waits rather than dropping lines. Request ids reach every line through the
 //! server's `request` span.
 
-use fieldlab_core::config::{parse_size, LogFormat, LoggingConfig};
+use fieldlab_topology::config::{LogFormat, LoggingConfig};
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
@@ -72,9 +72,7 @@ pub fn init(cfg: &LoggingConfig) -> anyhow::Result<LogGuard> {
     )];
     let mut guard = None;
     if let Some(path) = &cfg.file {
-        let max =
-            parse_size(&cfg.max_size).map_err(|m| anyhow::anyhow!("logging.max_size: {m}"))?;
-        let file = rotating_file(path, max, cfg.max_files)?;
+        let file = rotating_file(path, cfg.max_size.get(), cfg.max_files)?;
         let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
             .thread_name("fieldlab-log")
@@ -89,9 +87,8 @@ pub fn init(cfg: &LoggingConfig) -> anyhow::Result<LogGuard> {
 /// Level and format only, to stderr (benchmarks, one-shot commands).
 pub fn init_stderr(level: &str, format: LogFormat) {
     let cfg = LoggingConfig {
-        level: level
-            .parse()
-            .unwrap_or(fieldlab_core::config::LogLevel::Warn),
+        level: fieldlab_topology::config::LogLevel::parse_word(level)
+            .unwrap_or(fieldlab_topology::config::LogLevel::Warn),
         format,
         ..LoggingConfig::default()
     };

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use fieldlab_core::config::{locate_key, Config, LogFormat};
+use fieldlab_core::config::locate_key;
+use fieldlab_topology::config::{Config, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -141,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Cap(c) => cap::run(c),
         Cmd::Nab(c) => nab::run(c),
         Cmd::Config(ConfigCmd::Example) => {
-            print!("{}", fieldlab_core::config::EXAMPLE);
+            print!("{}", fieldlab_topology::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
@@ -155,6 +156,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fieldlab_bench::run(c)
         }
     }
+}
+
+/// The clap parser of a config word (`--backend`, `--qos`, ...): its possible values, which
+/// `--help` and a bad value's error list, are the enum's own table (strum's `VARIANTS`), the
+/// one fieldlab.yaml is parsed with.
+pub(crate) fn word_parser<E>() -> impl clap::builder::TypedValueParser<Value = E>
+where
+    E: fieldlab_core::config::VariantNames + std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(E::VARIANTS).map(|s| match s.parse::<E>() {
+        Ok(v) => v,
+        Err(_) => unreachable!("`{s}` is one of the enum's own names"),
+    })
 }
 
 /// Load config from file + environment, then apply flags.

@@ -2,7 +2,7 @@
 //! `fieldlab-topology::ratelimit` (its benchmark, `fieldlab bench ratelimit`, in fieldlab-bench).
 
 use clap::{Args, Subcommand};
-use fieldlab_core::config::{Config, RatelimitBackend};
+use fieldlab_topology::config::{Config, RatelimitBackend};
 use fieldlab_topology::ratelimit as rl;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,8 +28,8 @@ pub struct ServeArgs {
     /// HTTP port; 0 picks a free one and prints it. Default 8080.
     #[arg(long)]
     http_port: Option<u16>,
-    /// memory | redis | hybrid.
-    #[arg(long)]
+    /// Where rate-limit state lives.
+    #[arg(long, ignore_case = true, value_parser = crate::word_parser::<RatelimitBackend>())]
     backend: Option<RatelimitBackend>,
     /// Redis URL for the redis and hybrid backends (also REDIS_URL).
     #[arg(long, value_name = "URL")]
@@ -63,7 +63,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         // --redis-url alone means Redis; with --backend memory it is a mistake.
         cfg.ratelimit
             .redis_url_selects_backend(true, a.backend.is_some())
-            .map_err(|(key, m)| anyhow::anyhow!("--redis-url ({key}) {m}"))?;
+            .map_err(|p| {
+                let p = p.within("ratelimit");
+                anyhow::anyhow!("--redis-url ({}) {}", p.key, p.message)
+            })?;
     }
     crate::logging::init_stderr(cfg.logging.level.as_str(), cfg.logging.format);
     let rt = tokio::runtime::Runtime::new()?;

@@ -7,8 +7,8 @@
 use clap::{Args, Subcommand};
 use fieldlab_auth::users::MIN_PASSWORD_LEN;
 use fieldlab_auth::UserDb;
-use fieldlab_core::config::Config;
 use fieldlab_core::Role;
+use fieldlab_topology::config::Config;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -14,7 +14,7 @@
 //!   override) carry no id, so the payload's id is taken, validated; with auth on only
 //!   privileged logins may publish there.
 //! - **Validity.** Device ids are 1..=128 bytes without control characters, `/`, `+` or `#`
-//!   ([`fieldlab_core::config::check_device_id`]); device types at most 128 bytes without
+//!   ([`crate::check_device_id`]); device types at most 128 bytes without
 //!   control characters.
 //! - **Cardinality.** At most `max_devices` distinct devices (emulated and external together),
 //!   at most `max_devices` of its own per gateway, at most `max_series_per_device` fields per
@@ -23,7 +23,7 @@
 //! A message is the unit: one refused reading quarantines the whole message with the reason
 //! (never a silent drop), and nothing of it is counted as admitted.
 
-use fieldlab_core::config::check_device_id;
+use crate::check_device_id;
 use fieldlab_core::Reading;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -74,14 +74,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// From `ingest.max_devices` (else `devices.max_devices`), `ingest.max_series_per_device`
-    /// and `ingest.gateways`.
-    pub fn from_config(cfg: &fieldlab_core::Config) -> Limits {
+    /// From `ingest.max_series_per_device` and `ingest.gateways`; `max_devices` is
+    /// `ingest.max_devices` resolved by the composed config (else `devices.max_devices`).
+    pub fn from_config(c: &crate::IngestConfig, max_devices: usize) -> Limits {
         Limits {
-            max_devices: cfg.ingest_max_devices(),
-            max_series_per_device: cfg.ingest.max_series_per_device,
-            gateways: cfg
-                .ingest
+            max_devices,
+            max_series_per_device: c.max_series_per_device,
+            gateways: c
                 .gateways
                 .iter()
                 .map(|(login, g)| {

@@ -12,6 +12,7 @@
 //! Architecture invariant: parsing ([`payload`]) is pure — no I/O — so every payload format can
 //! be tested, fuzzed and benchmarked without a broker.
 
+mod config;
 pub mod dedup;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod payload;
 pub mod source;
 
+pub use config::{check_device_id, GatewayConfig, IngestConfig, MqttVersion};
 pub use identity::{Gateway, Limits};
 pub use payload::parse;
 pub use source::{

@@ -8,7 +8,10 @@
 //! the given CA file, or to the system's trust store when none is given, and name the host (or
 //! `server_name` when set); a client certificate is sent when the broker asks for one (mTLS).
 
-use fieldlab_core::config::MqttTlsConfig;
+mod config;
+
+pub use config::MqttTlsConfig;
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};

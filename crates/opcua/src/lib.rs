@@ -30,7 +30,6 @@ pub mod access;
 pub mod front;
 mod mirror;
 
-use fieldlab_core::config::OpcuaConfig;
 use fieldlab_emulator::Emulator;
 use mirror::Mirror;
 use opcua::crypto::SecurityPolicy;
@@ -74,39 +73,6 @@ pub struct OpcuaSettings {
     /// fieldlab's users when auth is on: then anonymous access is refused and only the
     /// signed-and-encrypted endpoints are offered. `None`: auth off, anonymous access.
     pub auth: Option<Arc<fieldlab_auth::Authenticator>>,
-}
-
-impl OpcuaSettings {
-    /// Settings from `opcua:` of fieldlab.yaml; the PKI goes to `<data_dir>/opcua/pki`.
-    pub fn from_config(c: &OpcuaConfig, data_dir: &Path) -> Result<OpcuaSettings, OpcuaError> {
-        let mut security = Vec::new();
-        for (i, s) in c.security.iter().enumerate() {
-            security.push(match s.to_ascii_lowercase().as_str() {
-                "none" => Security::None,
-                "basic256sha256" => Security::Basic256Sha256,
-                other => {
-                    return Err(OpcuaError::Config(format!(
-                        "opcua.security[{i}]: `{other}` is not one of: none, basic256sha256"
-                    )))
-                }
-            });
-        }
-        if security.is_empty() {
-            return Err(OpcuaError::Config(
-                "opcua.security: offer at least one of none, basic256sha256".into(),
-            ));
-        }
-        Ok(OpcuaSettings {
-            host: c.host.clone(),
-            port: c.port,
-            pki_dir: data_dir.join("opcua").join("pki"),
-            security,
-            trust_client_certs: c.trust_client_certs,
-            max_devices: c.max_devices,
-            sync_interval: Duration::from_secs(1),
-            auth: None,
-        })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

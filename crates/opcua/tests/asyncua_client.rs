@@ -4,9 +4,9 @@
 //! Objects/DeviceEmulator, sees a value change, calls Stop, and the emulator's own API must
 //! agree that the device stopped.
 
-use fieldlab_core::config::{DeviceSettings, DeviceSpec, ScenarioSpec};
 use fieldlab_core::DeviceDirectory;
 use fieldlab_emulator::fleet::DeviceState;
+use fieldlab_emulator::{DeviceSettings, DeviceSpec, ScenarioSpec};
 use fieldlab_emulator::{Emulator, EmulatorMetrics, EmulatorSettings};
 use fieldlab_opcua::{OpcuaSettings, Security};
 use std::path::Path;
@@ -261,7 +261,7 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
         })
         .unwrap();
     let auth = fieldlab_auth::Authenticator::new(
-        &fieldlab_core::config::AuthConfig {
+        &fieldlab_auth::AuthConfig {
             enabled: true,
             ..Default::default()
         },
@@ -429,7 +429,7 @@ async fn a_password_spray_from_one_address_is_locked_out_across_user_names() {
     fieldlab_auth::UserDb::open(&data)
         .update(|f| f.add_user("vera", &[Role::Viewer], "viewer password one"))
         .unwrap();
-    let mut cfg = fieldlab_core::config::AuthConfig {
+    let mut cfg = fieldlab_auth::AuthConfig {
         enabled: true,
         ..Default::default()
     };
@@ -503,7 +503,7 @@ async fn auth_on_needs_an_encrypted_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let auth = fieldlab_auth::Authenticator::new(
-        &fieldlab_core::config::AuthConfig {
+        &fieldlab_auth::AuthConfig {
             enabled: true,
             ..Default::default()
         },

@@ -20,11 +20,23 @@ pub const MAX_EXACT: u64 = 1 << 52;
 /// A `retry_after_ms` meaning "never": the request asks for more than the limit can ever grant.
 pub const NEVER: u64 = u64::MAX;
 
-/// The algorithms, by the names config, the API and the OpenAPI document use (strum keeps the
-/// table; `serde` spells them the same way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[derive(strum::IntoStaticStr, strum::EnumString, strum::EnumCount, utoipa::ToSchema)]
+/// The algorithms, by the names config, the API and the OpenAPI document use: strum keeps the
+/// one table (`<Algorithm as VariantNames>::VARIANTS`), serde reads and writes through it
+/// (case-sensitive; an unknown name's error lists them all).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumCount,
+    strum::VariantNames,
+    utoipa::ToSchema,
+)]
+#[schema(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Algorithm {
     TokenBucket,
@@ -35,6 +47,7 @@ pub enum Algorithm {
     LeakyBucket,
     Concurrency,
 }
+fieldlab_core::config_words!(Algorithm);
 
 impl Algorithm {
     pub const ALL: [Algorithm; <Algorithm as strum::EnumCount>::COUNT] = [
@@ -47,17 +60,13 @@ impl Algorithm {
         Algorithm::Concurrency,
     ];
 
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn parse(s: &str) -> Option<Algorithm> {
         s.parse().ok()
     }
 
-    /// Every algorithm's name, in [`Algorithm::ALL`] order.
+    /// Every algorithm's name, in [`Algorithm::ALL`] order (strum's table).
     pub fn names() -> Vec<&'static str> {
-        Algorithm::ALL.map(Algorithm::as_str).to_vec()
+        <Algorithm as strum::VariantNames>::VARIANTS.to_vec()
     }
 
     /// Small integer used as the algorithm's code in the Lua script.

@@ -19,6 +19,7 @@
 pub mod algo;
 pub mod client;
 pub mod clock;
+mod config;
 pub mod hybrid;
 pub mod limiter;
 pub mod memory;
@@ -27,11 +28,14 @@ pub mod policy;
 pub mod redis;
 
 pub use algo::{check_all, Algorithm, Limit, State, NEVER};
+pub use config::{
+    FailMode, RatelimitBackend, RatelimitConfig, RatelimitLimitSpec, RatelimitPolicySpec,
+};
 pub use limiter::{
     Backend, CheckAnswer, ConfigChangeError, IngestGuard, Limiter, LimiterSettings, Outcome,
 };
 pub use metrics::RatelimitMetrics;
-pub use policy::{FailMode, Policy, Rules};
+pub use policy::{Policy, Rules};
 
 use serde::Serialize;
 

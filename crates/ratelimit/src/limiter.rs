@@ -16,7 +16,7 @@ use crate::metrics::{BackendLabels, DecisionLabels, RatelimitMetrics};
 use crate::policy::{PolicyStats, Rules};
 use crate::redis::RedisBackend;
 use crate::{BackendError, Decision, Decisions, FailMode, Policy, NEVER};
-use fieldlab_core::config::{RatelimitBackend, RatelimitConfig, RatelimitPolicySpec};
+use crate::{RatelimitBackend, RatelimitConfig, RatelimitPolicySpec};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -303,13 +303,11 @@ impl Limiter {
     /// Build from config; loads earlier admin changes from `state_dir`. Errors name the key.
     pub fn new(s: LimiterSettings, metrics: RatelimitMetrics) -> Result<Limiter, String> {
         let cfg = s.config;
-        let timeout = fieldlab_core::time::parse_duration_ms(&cfg.redis_timeout)
-            .map_err(|e| format!("ratelimit.redis_timeout: {e}"))?;
         let redis = || {
             RedisBackend::new(
                 &cfg.redis_url,
                 cfg.redis_password.as_deref(),
-                Duration::from_millis(timeout.max(1) as u64),
+                cfg.redis_timeout.get().max(Duration::from_millis(1)),
             )
             .map_err(|e| format!("ratelimit.redis_url: {e}"))
         };
@@ -837,17 +835,15 @@ fn persist(file: &Path, o: &Overrides) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fieldlab_core::config::RatelimitLimitSpec;
+    use crate::{Algorithm, RatelimitLimitSpec};
 
     fn spec(alg: &str, limit: u64, period: &str) -> RatelimitPolicySpec {
         RatelimitPolicySpec {
-            limits: vec![RatelimitLimitSpec {
-                algorithm: alg.into(),
+            limits: vec![RatelimitLimitSpec::new(
+                Algorithm::parse(alg).unwrap(),
                 limit,
-                period: period.into(),
-                burst: None,
-                max_delay: None,
-            }],
+                period.parse().unwrap(),
+            )],
             ..RatelimitPolicySpec::default()
         }
     }

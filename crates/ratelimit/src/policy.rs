@@ -6,8 +6,8 @@
 //! the pattern text), else the default.
 
 use crate::algo::{Algorithm, Limit};
-pub use fieldlab_core::config::FailMode;
-use fieldlab_core::config::{RatelimitLimitSpec, RatelimitPolicySpec};
+use crate::FailMode;
+use crate::{RatelimitLimitSpec, RatelimitPolicySpec};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,18 +90,15 @@ impl Policy {
     }
 }
 
-/// Convert one limit spec (durations as text) into a checked [`Limit`].
+/// Convert one limit spec into a checked [`Limit`].
 pub fn limit_from_spec(s: &RatelimitLimitSpec) -> Result<Limit, (&'static str, String)> {
     s.check()?;
-    let alg = Algorithm::parse(&s.algorithm).expect("checked by spec.check");
-    let ms = |v: &str| fieldlab_core::time::parse_duration_ms(v).map(|m| m.max(0) as u64);
-    let period = ms(&s.period).map_err(|e| ("period", e.to_string()))?;
-    let mut l = Limit::new(alg, s.limit, period);
+    let mut l = Limit::new(s.algorithm, s.limit, s.period.as_millis());
     if let Some(b) = s.burst {
         l.burst = b;
     }
-    if let Some(d) = &s.max_delay {
-        l.max_delay_ms = ms(d).map_err(|e| ("max_delay", e.to_string()))?;
+    if let Some(d) = s.max_delay {
+        l.max_delay_ms = d.as_millis();
     }
     l.validate()?;
     Ok(l)
@@ -214,12 +211,13 @@ mod tests {
     #[test]
     fn bad_specs_name_the_field() {
         let mut spec = RatelimitPolicySpec::default();
-        spec.limits[0].period = "soon".into();
+        spec.limits[0].period = fieldlab_core::config::HumanDuration::ZERO;
         let e = Policy::from_spec("p", &spec).unwrap_err();
         assert_eq!(e.0, "limits[0].period");
-        spec.limits[0].period = "1s".into();
-        spec.limits[0].algorithm = "magic".into();
-        let e = Policy::from_spec("p", &spec).unwrap_err();
-        assert!(e.1.contains("token_bucket"), "{e:?}");
+        let e = serde_json::from_str::<RatelimitPolicySpec>(
+            r#"{"limits": [{"algorithm": "magic", "limit": 1, "period": "1s"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("token_bucket"), "{e}");
     }
 }

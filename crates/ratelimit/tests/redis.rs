@@ -2,11 +2,11 @@
 //! it): the Lua script decides exactly as the in-process code, keys carry hash tags, the server
 //! clock is used, and an unreachable Redis fails open or closed per policy.
 
-use fieldlab_core::config::{FailMode, RatelimitBackend, RatelimitConfig};
 use fieldlab_ratelimit::redis::RedisBackend;
 use fieldlab_ratelimit::{
     check_all, Algorithm, Limit, Limiter, LimiterSettings, Policy, RatelimitMetrics, State,
 };
+use fieldlab_ratelimit::{FailMode, RatelimitBackend, RatelimitConfig};
 use proptest::prelude::*;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -265,7 +265,7 @@ fn limiter(url: &str, fail: FailMode) -> Limiter {
     let mut cfg = RatelimitConfig {
         backend: RatelimitBackend::Redis,
         redis_url: url.to_string(),
-        redis_timeout: "200ms".into(),
+        redis_timeout: "200ms".parse().unwrap(),
         ..RatelimitConfig::default()
     };
     cfg.default.fail = fail;

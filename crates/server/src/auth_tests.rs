@@ -2,8 +2,7 @@
 //! (rustls). Certificates are made at test time with rcgen.
 
 use super::*;
-use fieldlab_auth::Authenticator;
-use fieldlab_core::config::AuthConfig;
+use fieldlab_auth::{AuthConfig, Authenticator};
 use fieldlab_core::Role;
 use fieldlab_store::StoreOptions;
 use reqwest::StatusCode;

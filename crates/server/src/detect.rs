@@ -236,7 +236,7 @@ async fn predict_one(State(s): State<AppState>, req: Request) -> Result<Response
     let Some(permit) = w.jobs().try_start(limits.max_concurrent_jobs) else {
         return Ok(busy(&limits));
     };
-    let req: PredictRequest = read_json(req, limits.max_body_bytes()).await?;
+    let req: PredictRequest = read_json(req, limits.max_body.get()).await?;
     let model = w.model();
     let size = Size::of(
         &req.data,
@@ -324,7 +324,7 @@ async fn predict_batch(State(s): State<AppState>, req: Request) -> Result<Respon
     let Some(permit) = w.jobs().try_start(limits.max_concurrent_jobs) else {
         return Ok(busy(&limits));
     };
-    let b: BatchPredictRequest = read_json(req, limits.max_body_bytes()).await?;
+    let b: BatchPredictRequest = read_json(req, limits.max_body.get()).await?;
     if b.data.is_empty() {
         return Err(predict_problem(PredictError {
             field: "data".into(),

@@ -13,6 +13,7 @@
 
 pub mod auth_routes;
 pub mod browser_guard;
+mod config;
 pub mod data;
 pub mod detect;
 pub mod emulator_api;
@@ -35,6 +36,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use config::ServerConfig;
 pub use fieldlab_http::problem;
 pub use fieldlab_http::tls;
 pub use fieldlab_http::Problem;

@@ -25,9 +25,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use fieldlab_core::config::{RatelimitLimitSpec, RatelimitPolicySpec};
+use fieldlab_core::config::HumanDuration;
 use fieldlab_core::{AuthMethod, Principal};
-use fieldlab_ratelimit::{ConfigChangeError, Limiter, Outcome};
+use fieldlab_ratelimit::{
+    Algorithm, ConfigChangeError, Limiter, Outcome, RatelimitLimitSpec, RatelimitPolicySpec,
+};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -280,7 +282,17 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
     // Native first with its exact error, since it is the documented shape.
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         if v.get("limits").is_some() {
-            return parse::<RatelimitPolicySpec>(body, POLICY_EXAMPLE);
+            // With the path of a bad field (`limits[0].algorithm`) as the problem's parameter.
+            let de = &mut serde_json::Deserializer::from_slice(body);
+            return serde_path_to_error::deserialize(de).map_err(|e| {
+                let field = e.path().to_string();
+                let mut p = bad_body(format!(
+                    "`{field}`: {}; send JSON like {POLICY_EXAMPLE}",
+                    e.inner()
+                ));
+                p.parameter = Some(field);
+                p
+            });
         }
     }
     match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {
@@ -288,16 +300,18 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
         PolicyBody::Legacy(s) => {
             let _ = s.cleanup_interval_ms;
             let algorithm = match s.algorithm.as_deref().map(str::to_ascii_lowercase) {
-                None => "token_bucket".to_string(),
-                Some(a) => a,
+                None => Algorithm::TokenBucket,
+                Some(a) => Algorithm::parse_word(&a).map_err(|message| {
+                    change_error(ConfigChangeError::Invalid {
+                        field: "algorithm".into(),
+                        message,
+                    })
+                })?,
             };
             Ok(RatelimitPolicySpec {
                 limits: vec![RatelimitLimitSpec {
-                    algorithm,
-                    limit: s.refill_rate,
-                    period: "1s".into(),
                     burst: Some(s.capacity),
-                    max_delay: None,
+                    ..RatelimitLimitSpec::new(algorithm, s.refill_rate, HumanDuration::from_secs(1))
                 }],
                 ..RatelimitPolicySpec::default()
             })
@@ -610,9 +624,9 @@ pub fn standalone(
 mod tests {
     use super::*;
     use axum::body::Body;
-    use fieldlab_core::config::{RatelimitConfig, RatelimitPolicySpec};
     use fieldlab_core::Role;
     use fieldlab_ratelimit::{LimiterSettings, RatelimitMetrics};
+    use fieldlab_ratelimit::{RatelimitConfig, RatelimitPolicySpec};
     use tower::ServiceExt;
 
     fn limiter(api: Option<RatelimitPolicySpec>, trusted: &[&str]) -> Limiter {
@@ -702,9 +716,9 @@ mod tests {
 
     fn api_policy() -> Option<RatelimitPolicySpec> {
         let mut p = RatelimitPolicySpec::default();
-        p.limits[0].algorithm = "fixed_window".into();
+        p.limits[0].algorithm = fieldlab_ratelimit::Algorithm::FixedWindow;
         p.limits[0].limit = 1;
-        p.limits[0].period = "1h".into();
+        p.limits[0].period = fieldlab_core::config::HumanDuration::from_secs(3600);
         Some(p)
     }
 

@@ -13,8 +13,8 @@
 //! the crates on offer either pull a second HTTP stack or model points as generic maps that
 //! would cost an allocation per field.
 
+use crate::{InfluxPrecision, SinkConfig};
 use crate::{SinkError, Target};
-use fieldlab_core::config::{InfluxPrecision, SinkConfig};
 use fieldlab_core::{FieldValue, Point};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct Influx {
 
 impl Influx {
     pub fn new(c: &SinkConfig) -> Result<Influx, SinkError> {
-        let timeout = crate::duration(&c.timeout, 10_000);
+        let timeout = crate::duration(c.timeout);
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -266,7 +266,7 @@ mod tests {
             db: Some("lab".into()),
             username: Some("writer".into()),
             password: Some("s3cret-influx-pw".into()),
-            timeout: "2s".into(),
+            timeout: "2s".parse().unwrap(),
             ..SinkConfig::default()
         };
         let mut i = Influx::new(&c).unwrap();

@@ -28,12 +28,13 @@
 //!
 //! Architecture invariant: sinks only read points; nothing here knows about MQTT or the store.
 
+mod config;
 pub mod influx;
 pub mod postgres;
 mod spool;
 
+pub use config::{validate_sinks, InfluxPrecision, SinkConfig, SinkKind};
 use fieldlab_core::backoff::Backoff;
-use fieldlab_core::config::{SinkConfig, SinkKind};
 use fieldlab_core::Point;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -181,11 +182,9 @@ pub struct Sinks {
     handles: Arc<Vec<Handle>>,
 }
 
-/// Parse a duration already checked by config validation.
-pub(crate) fn duration(s: &str, default_ms: u64) -> Duration {
-    Duration::from_millis(
-        fieldlab_core::time::parse_duration_ms(s).map_or(default_ms, |v| v.max(1) as u64),
-    )
+/// A configured duration as a timer period: at least 1 ms (a zero period would spin).
+pub(crate) fn duration(d: fieldlab_core::config::HumanDuration) -> Duration {
+    d.get().max(Duration::from_millis(1))
 }
 
 impl Sinks {
@@ -212,15 +211,15 @@ impl Sinks {
             let room = Arc::new(Semaphore::new(buffer_max as usize));
             let (tx, rx) = mpsc::unbounded_channel();
             let closing = CancellationToken::new();
-            let drain = duration(&c.drain_timeout, 10_000);
+            let drain = duration(c.drain_timeout);
             let w = Worker {
                 name: name.clone(),
                 label: vec![("sink".to_string(), name.clone())],
                 dir,
                 target,
                 batch_max: c.batch_max,
-                flush: duration(&c.flush_interval, 1000),
-                max_backoff: duration(&c.max_backoff, 30_000),
+                flush: duration(c.flush_interval),
+                max_backoff: duration(c.max_backoff),
                 room: room.clone(),
                 buffer_max,
                 closing: closing.clone(),

@@ -17,8 +17,8 @@
 //! built from data. Plain SQL keeps it portable to TimescaleDB (make the table a hypertable),
 //! Citus (distribute it by `device_id`) and YugabyteDB.
 
+use crate::SinkConfig;
 use crate::{SinkError, Target};
-use fieldlab_core::config::SinkConfig;
 use fieldlab_core::{FieldValue, Point};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,7 +41,7 @@ impl Postgres {
         Ok(Postgres {
             url: c.url.clone(),
             table: c.table.clone(),
-            timeout: crate::duration(&c.timeout, 10_000),
+            timeout: crate::duration(c.timeout),
             conn: None,
         })
     }

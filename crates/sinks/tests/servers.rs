@@ -2,8 +2,8 @@
 //! port in a temporary directory. Every test writes through `Sinks`, reads the server back and
 //! compares; the outage tests take the server away mid-run.
 
-use fieldlab_core::config::{SinkConfig, SinkKind};
 use fieldlab_core::{FieldValue, Point, SeriesKey, Tags};
+use fieldlab_sinks::{SinkConfig, SinkKind};
 use fieldlab_sinks::{SinkMetrics, Sinks};
 use fieldlab_testkit::{InfluxServer, PostgresServer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,10 +48,10 @@ fn influx_cfg(url: &str, db: &str) -> SinkConfig {
         url: url.into(),
         db: Some(db.into()),
         batch_max: 200,
-        flush_interval: "50ms".into(),
+        flush_interval: "50ms".parse().unwrap(),
         buffer_max: 1000,
-        max_backoff: "300ms".into(),
-        timeout: "2s".into(),
+        max_backoff: "300ms".parse().unwrap(),
+        timeout: "2s".parse().unwrap(),
         ..SinkConfig::default()
     }
 }
@@ -62,10 +62,10 @@ fn pg_cfg(url: &str) -> SinkConfig {
         url: url.into(),
         table: "lab.points".into(),
         batch_max: 200,
-        flush_interval: "50ms".into(),
+        flush_interval: "50ms".parse().unwrap(),
         buffer_max: 1000,
-        max_backoff: "300ms".into(),
-        timeout: "2s".into(),
+        max_backoff: "300ms".parse().unwrap(),
+        timeout: "2s".parse().unwrap(),
         ..SinkConfig::default()
     }
 }
@@ -236,7 +236,7 @@ fn undelivered_points_are_spooled_at_shutdown_and_sent_at_the_next_start() {
     let l = vec![("sink".to_string(), "influx".to_string())];
     let rt = rt();
     let mut c = influx_cfg(&server.url(), "lab");
-    c.drain_timeout = "500ms".into();
+    c.drain_timeout = "500ms".parse().unwrap();
     let all = points("pv_1", 0, 50);
     rt.block_on(async {
         let sinks = start("influx", c.clone(), dir.path(), &m);

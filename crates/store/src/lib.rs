@@ -49,9 +49,11 @@ pub mod quarantine;
 pub mod query;
 pub mod wal;
 
+mod config;
+
 use block::Block;
+pub use config::{FsyncPolicy, StorageConfig};
 use fieldlab_core::backoff::Backoff;
-use fieldlab_core::config::{FsyncPolicy, StorageConfig};
 use fieldlab_core::{Batch, FieldValue, Point, SeriesKey, Tags};
 use head::Head;
 use parking_lot::{Mutex, RwLock};
@@ -114,15 +116,14 @@ pub struct StoreOptions {
 
 impl StoreOptions {
     pub fn from_config(c: &StorageConfig) -> Self {
-        let ms = |s: &str, d: u64| {
-            fieldlab_core::time::parse_duration_ms(s).map_or(d, |v| v.max(1) as u64)
-        };
+        let at_least_1ms =
+            |d: fieldlab_core::config::HumanDuration| d.get().max(Duration::from_millis(1));
         StoreOptions {
             data_dir: c.data_dir.clone(),
             fsync: c.wal_fsync,
-            fsync_interval: Duration::from_millis(ms(&c.wal_fsync_interval, 100)),
+            fsync_interval: at_least_1ms(c.wal_fsync_interval),
             head_max_points: c.head_max_points,
-            block_max_age: Duration::from_millis(ms(&c.block_max_age, 600_000)),
+            block_max_age: at_least_1ms(c.block_max_age),
             retention: Duration::from_secs(c.data_retention_days as u64 * 86_400),
             maintenance_interval: Duration::from_secs(30),
             compact_below_points: (c.head_max_points / 4).max(1),

@@ -2,8 +2,9 @@
 //! lab's quality rules and detectors (the default `detect` config, as `fieldlab up` builds it)
 //! with the emulator's own generators on a fast clock, and nothing may be reported.
 
-use fieldlab_core::config::{DetectConfig, DeviceSettings};
 use fieldlab_core::reading::Reading;
+use fieldlab_emulator::DeviceSettings;
+use fieldlab_watch::DetectConfig;
 use fieldlab_watch::{Event, Watch};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;

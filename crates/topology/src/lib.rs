@@ -16,11 +16,12 @@
 //! them in reverse so that everything acknowledged is on disk when it returns; each step is a
 //! function of `start.rs`.
 
+pub mod config;
 pub mod ratelimit;
 mod start;
 pub mod watch;
 
-use fieldlab_core::config::Config;
+pub use config::Config;
 use fieldlab_core::Readiness;
 use fieldlab_server::AppState;
 use prometheus_client::registry::Registry;
@@ -222,7 +223,7 @@ fn banner(
     e: &Endpoints,
     bound: SocketAddr,
     topics: &[String],
-    fleet: &[fieldlab_core::config::DeviceSpec],
+    fleet: &[fieldlab_emulator::DeviceSpec],
     sec: &Security,
 ) -> String {
     let auth = match sec.users {
@@ -263,6 +264,39 @@ fn banner(
 #[cfg(test)]
 mod tests;
 
+/// The OPC UA server's settings from `opcua:`; the PKI goes to `<data_dir>/opcua/pki`.
+#[cfg(feature = "opcua")]
+fn opcua_settings(
+    c: &config::OpcuaConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<fieldlab_opcua::OpcuaSettings> {
+    use config::OpcuaSecurity;
+    use fieldlab_opcua::Security;
+    if c.security.is_empty() {
+        anyhow::bail!(
+            "opcua.security: offer at least one of {}",
+            <OpcuaSecurity as strum::VariantNames>::VARIANTS.join(", ")
+        );
+    }
+    Ok(fieldlab_opcua::OpcuaSettings {
+        host: c.host.clone(),
+        port: c.port,
+        pki_dir: data_dir.join("opcua").join("pki"),
+        security: c
+            .security
+            .iter()
+            .map(|s| match s {
+                OpcuaSecurity::None => Security::None,
+                OpcuaSecurity::Basic256sha256 => Security::Basic256Sha256,
+            })
+            .collect(),
+        trust_client_certs: c.trust_client_certs,
+        max_devices: c.max_devices,
+        sync_interval: std::time::Duration::from_secs(1),
+        auth: None,
+    })
+}
+
 /// The OPC UA server over the fleet, and its banner line. A taken port is a warning, not an
 /// error: OPC UA is an add-on, and a second lab on this machine should still come up.
 #[cfg(feature = "opcua")]
@@ -274,7 +308,7 @@ async fn opcua(
     if !cfg.opcua.enabled {
         return Ok((None, "off (opcua.enabled: false)".into()));
     }
-    let mut s = fieldlab_opcua::OpcuaSettings::from_config(&cfg.opcua, &cfg.storage.data_dir)?;
+    let mut s = opcua_settings(&cfg.opcua, &cfg.storage.data_dir)?;
     let who = match &auth {
         None => "anonymous".to_string(),
         Some(_) => format!(
@@ -288,7 +322,7 @@ async fn opcua(
             let line = format!(
                 "{}  (Objects/DeviceEmulator/<device>/<variable>; Start, Stop, RunScenario; security {}; {who})",
                 o.endpoint_url(),
-                cfg.opcua.security.join(", ")
+                cfg.opcua.security.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", ")
             );
             Ok((Some(o), line))
         }

@@ -1,8 +1,9 @@
 //! Rate limiting, wired: the limiter of `fieldlab up`, and `fieldlab ratelimit serve` (the
 //! service alone, for teams that only need that). Its benchmark is `fieldlab_bench::ratelimit`.
 
+use crate::Config;
 use anyhow::Context;
-use fieldlab_core::config::{Config, RatelimitBackend};
+use fieldlab_ratelimit::RatelimitBackend;
 use fieldlab_ratelimit::{Limiter, LimiterSettings, RatelimitMetrics};
 use prometheus_client::registry::Registry;
 use std::future::Future;

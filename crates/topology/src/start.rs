@@ -5,10 +5,13 @@
 //! part — its settings taken from the config, the handles it needs from earlier steps — lives
 //! here, next to the others and out of the sequence.
 
+use crate::Config;
 use anyhow::Context;
-use fieldlab_core::config::{parse_broker_url, Config, DeviceSpec, MqttVersion};
+use fieldlab_core::config::parse_broker_url;
 use fieldlab_core::{DeviceDirectory, Readiness};
+use fieldlab_emulator::DeviceSpec;
 use fieldlab_emulator::EmulatorSettings;
+use fieldlab_ingest::MqttVersion;
 use fieldlab_ingest::{IngestMetrics, IngestSettings};
 use fieldlab_server::{AppState, HttpMetrics};
 use fieldlab_store::{Quarantine, Store, StoreOptions};
@@ -43,8 +46,11 @@ pub(crate) fn data(cfg: &Config, readiness: &Readiness) -> anyhow::Result<Data> 
     let health = store.clone();
     readiness.check("store", move || health.health());
     let quarantine = Arc::new(
-        Quarantine::open_with(&cfg.storage.data_dir, cfg.storage.quarantine_budget())
-            .context("cannot open the quarantine")?,
+        Quarantine::open_with(
+            &cfg.storage.data_dir,
+            cfg.storage.quarantine_max_bytes.get(),
+        )
+        .context("cannot open the quarantine")?,
     );
     let watch = crate::watch::open(
         &cfg.detect,
@@ -486,7 +492,7 @@ pub(crate) fn ingest(
             tls: mqtt.client_tls.clone(),
             observers: crate::watch::observers(&data.watch),
             admit,
-            limits: fieldlab_ingest::Limits::from_config(cfg),
+            limits: fieldlab_ingest::Limits::from_config(&cfg.ingest, cfg.ingest_max_devices()),
         },
         data.store.clone(),
         data.quarantine.clone(),

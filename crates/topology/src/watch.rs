@@ -3,9 +3,9 @@
 //! (`fieldlab/anomalies/<id>`, `fieldlab/quality/<id>`) and the optional webhook.
 
 use anyhow::Context;
-use fieldlab_core::config::DetectConfig;
 use fieldlab_ingest::Observers;
 use fieldlab_quality::Rules;
+use fieldlab_watch::DetectConfig;
 use fieldlab_watch::{Event, Watch, WatchConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::path::Path;
@@ -45,8 +45,7 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
                 .collect(),
         );
     }
-    rules.stale_after_ms = fieldlab_core::time::parse_duration_ms(&d.stale_after)
-        .map_err(|e| anyhow::anyhow!("config key `detect.stale_after`: {e}"))?;
+    rules.stale_after_ms = i64::try_from(d.stale_after.as_millis()).unwrap_or(i64::MAX);
     Ok(WatchConfig {
         enabled: d.enabled,
         default_detector: d.default_detector.clone(),
@@ -56,7 +55,7 @@ pub fn watch_config(d: &DetectConfig) -> anyhow::Result<WatchConfig> {
         rules,
         models_dir: d.models_dir.clone(),
         predict: d.predict.clone(),
-        events_max_bytes: d.events_max_bytes(),
+        events_max_bytes: d.events_max_size.get(),
         ..WatchConfig::default()
     })
 }

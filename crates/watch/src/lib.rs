@@ -18,7 +18,10 @@
 //! Architecture invariant: no network I/O here (publishing is the subscriber's job); the
 //! only files written are the two event logs.
 
+mod config;
 pub mod predict;
+
+pub use config::{DetectConfig, PredictLimits};
 
 use fieldlab_core::reading::Reading;
 use fieldlab_core::{FieldValue, SeriesKey};

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use fieldlab_core::config::PredictLimits as Limits;
+pub use crate::PredictLimits as Limits;
 
 /// Methods `/predict` accepts.
 pub const METHODS: &[&str] = &["ensemble", "robust_z", "ewma", "iforest", "autoencoder"];

@@ -23,10 +23,9 @@ use crate::fleet::{
 };
 use crate::model::{self, type_info};
 use crate::scenario::Timeline;
+use crate::{ConnectionMode, DeviceSettings, DeviceSpec, MqttProtocol, ScenarioSpec};
 use fieldlab_core::backoff::Backoff;
-use fieldlab_core::config::{
-    ConnectionMode, DeviceSettings, DeviceSpec, MqttProtocol, Qos, ScenarioSpec,
-};
+use fieldlab_core::config::Qos;
 use fieldlab_core::DeviceDirectory;
 use fieldlab_store::annotations::{Annotation, Annotations};
 use parking_lot::Mutex;
@@ -781,24 +780,6 @@ mod tests {
             telemetry_topic(&f[0]),
             "devices/TemperatureSensor/temperature_sensor_1/telemetry"
         );
-    }
-
-    #[test]
-    fn the_example_config_shows_the_default_fleet() {
-        let cfg =
-            fieldlab_core::Config::from_yaml_str(fieldlab_core::config::EXAMPLE, None).unwrap();
-        let shown: Vec<(String, String)> = cfg
-            .devices
-            .fleet
-            .unwrap()
-            .into_iter()
-            .map(|d| (d.name, d.device_type))
-            .collect();
-        let default: Vec<(String, String)> = demo_fleet()
-            .into_iter()
-            .map(|d| (d.name, d.device_type))
-            .collect();
-        assert_eq!(shown, default);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub fn validate_fleet(fleet: &[DeviceSpec]) -> Result<(), (String, String)> {
 }
 
 /// Register `devices.types` and check `devices.fleet`: what `fieldlab config check` runs.
-pub fn validate_devices(c: &fieldlab_core::config::DevicesConfig) -> Result<(), (String, String)> {
+pub fn validate_devices(c: &crate::DevicesConfig) -> Result<(), (String, String)> {
     crate::custom::register_yaml(&c.types)?;
     if let Some(f) = &c.fleet {
         validate_fleet(f)?;

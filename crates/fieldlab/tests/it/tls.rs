@@ -338,7 +338,7 @@ fn up_with_https_mqtts_and_websocket_together() {
     // wss: rumqttc over WebSocket + TLS with the same rustls settings fieldlab's clients use.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let tls = fieldlab_mqtt_tls::client_config(&fieldlab_core::config::MqttTlsConfig {
+        let tls = fieldlab_mqtt_tls::client_config(&fieldlab_topology::config::MqttTlsConfig {
             ca_file: Some(lab.ca.clone()),
             ..Default::default()
         })
