@@ -376,13 +376,23 @@ impl DeviceModel for EnergyStorage {
         } else {
             0.0
         };
-        let mut i = self.demand.step(plan, dt, r.get("current"), rng);
-        // The battery management system: no discharge at or below 10 %, no charge at 100 %.
-        if (self.soc <= 10.0 && i < 0.0) || (self.soc >= 100.0 && i > 0.0) {
-            i = 0.0;
-        }
-        let i = round(i, 2);
-        self.soc = (self.soc + i * dt / 3600.0 / 200.0 * 100.0).clamp(0.0, 100.0);
+        let i = self.demand.step(plan, dt, r.get("current"), rng);
+        // The battery management system: never discharged below 10 % nor charged above 100 %
+        // within this step (a current that would cross a limit is cut to reach it exactly;
+        // the state of charge moves by i * dt / 7200 % per ampere over 200 Ah).
+        let per_amp = dt / 3600.0 / 200.0 * 100.0;
+        let (lo, hi) = if per_amp > 0.0 {
+            (
+                -((self.soc - 10.0).max(0.0) / per_amp),
+                (100.0 - self.soc).max(0.0) / per_amp,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        // Rounded toward zero, so rounding never crosses a limit.
+        let i = (i.clamp(lo, hi) * 100.0).trunc() / 100.0;
+        // Kept at the reported resolution, so the limits hold for what a reader sees.
+        self.soc = round((self.soc + i * per_amp).clamp(0.0, 100.0), 4);
         let v = 650.0 + self.soc;
         let temp = self
             .temp
@@ -718,6 +728,8 @@ mod tests {
             let want = w[0]["soc"] + w[1]["current"] * 10.0 / 3600.0 / 200.0 * 100.0;
             assert!((w[1]["soc"] - want.clamp(0.0, 100.0)).abs() < 1e-3, "{w:?}");
             assert!(!(w[0]["soc"] <= 10.0 && w[1]["current"] < 0.0), "{w:?}");
+            // What the physics rule checks: never a discharge reported below 10 %.
+            assert!(!(w[1]["soc"] < 10.0 && w[1]["current"] < 0.0), "{w:?}");
             let p = w[1]["voltage"] * w[1]["current"] / 1000.0;
             assert!((w[1]["power"] - p).abs() < 1e-2);
         }

@@ -126,6 +126,10 @@ pub struct QualityEvent {
     pub rule: String,
     pub field: Option<String>,
     pub reason: String,
+    /// Another reading of an episode already reported (a clock running ahead reading after
+    /// reading): the reading's verdict carries the rule, the event feed does not repeat it.
+    #[serde(skip)]
+    pub repeat: bool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +137,8 @@ struct DeviceState {
     last_ts: Option<i64>,
     last_seen_at: i64,
     stale_reported: bool,
+    /// The last reading was ahead of the receiving clock (a clock-skew episode is going on).
+    skewed: bool,
     recent_seqs: VecDeque<u64>,
     last_values: HashMap<String, (i64, f64)>,
     /// Identical consecutive values per field (for `stuck`).
@@ -224,6 +230,7 @@ impl Checker {
                 rule: rule.to_string(),
                 field: field.map(String::from),
                 reason,
+                repeat: false,
             })
         };
         let rules = &self.rules;
@@ -278,7 +285,8 @@ impl Checker {
                 );
             }
         }
-        if r.ts_ms > now_ms + rules.max_future_ms {
+        let skewed = r.ts_ms > now_ms + rules.max_future_ms;
+        if skewed {
             push(
                 "clock_skew",
                 None,
@@ -354,8 +362,16 @@ impl Checker {
             };
             physics(&r.fields, &unit, &mut push);
         }
-        // learn
-        if !duplicate && st.last_ts.is_none_or(|l| r.ts_ms >= l) {
+        // One clock-skew event per episode; the readings after the first still carry the rule.
+        if skewed && st.skewed {
+            for e in ev.iter_mut().filter(|e| e.rule == "clock_skew") {
+                e.repeat = true;
+            }
+        }
+        st.skewed = skewed;
+        // learn (not from a reading whose clock runs ahead: it would make every reading after
+        // the episode "out of order" until real time caught up)
+        if !duplicate && !skewed && st.last_ts.is_none_or(|l| r.ts_ms >= l) {
             st.last_ts = Some(r.ts_ms);
             for (k, v) in &r.fields {
                 // an out-of-range value is not a baseline for the next rate check
@@ -406,6 +422,7 @@ impl Checker {
                         (now_ms - st.last_seen_at) as f64 / 1000.0,
                         after as f64 / 1000.0
                     ),
+                    repeat: false,
                 });
             }
         }
@@ -686,6 +703,41 @@ mod tests {
         assert!(c.stale(140_000).is_empty(), "reported once per silence");
         let s = &c.score(0, 200_000, Some("t1"))[0];
         assert_eq!((s.readings, s.flagged), (37, 7));
+    }
+
+    /// A clock that runs an hour ahead for three readings: each carries `clock_skew`, only the
+    /// first is an event, and the readings after the episode are in order again at once.
+    #[test]
+    fn a_clock_skew_episode_is_one_event_and_the_series_recovers_when_it_ends() {
+        let mut c = Checker::new(Rules::default());
+        let t = "TemperatureSensor";
+        let mut events = Vec::new();
+        for i in 0..20i64 {
+            let now = 1_000_000 + i * 1000;
+            let ts = if (5..8).contains(&i) {
+                now + 3_600_000
+            } else {
+                now
+            };
+            let e = c.check(
+                &reading(
+                    "t1",
+                    t,
+                    ts,
+                    Some(i as u64),
+                    &[("temperature", 21.0 + (i % 3) as f64 * 0.1)],
+                ),
+                now,
+            );
+            let rules = rules_of(&e);
+            if (5..8).contains(&i) {
+                assert_eq!(rules, ["clock_skew"], "reading {i}");
+            } else {
+                assert!(rules.is_empty(), "reading {i}: {e:?}");
+            }
+            events.extend(e.into_iter().filter(|e| !e.repeat));
+        }
+        assert_eq!(events.len(), 1, "one event for the episode: {events:?}");
     }
 
     #[test]

@@ -427,6 +427,10 @@ impl Watch {
             let mut g = self.inner.quality.lock();
             for e in q {
                 self.inner.metrics.violation(&e.rule);
+                // A later reading of an episode already reported: in the verdict, not the feed.
+                if e.repeat {
+                    continue;
+                }
                 g.1.append(&e);
                 if g.0.len() == self.inner.cfg.keep {
                     g.0.pop_front();
