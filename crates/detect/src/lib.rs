@@ -59,6 +59,7 @@ pub const DETECTORS: &[&str] = &[
     "autoencoder",
     "sequence",
     "ensemble",
+    "off",
 ];
 
 /// A detector spec that cannot be built.
@@ -117,7 +118,15 @@ impl Spec {
     }
 }
 
-const CAL: &[&str] = &["calibrate", "history", "short", "hold", "damp", "gross"];
+const CAL: &[&str] = &[
+    "calibrate",
+    "history",
+    "short",
+    "hold",
+    "damp",
+    "gross",
+    "diff",
+];
 
 /// How far beyond a series' recent range, in robust sigmas, a value is a gross outlier in the
 /// live lab ([`build_live`]).
@@ -250,7 +259,11 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 step_k: s.get("step_k", d.step_k).max(0.0),
             }))
         }
-        "ensemble" => return Ok(guarded(s, ensemble(s)?)),
+        "ensemble" => return Ok(guarded(s, diffed(s, ensemble(s)?))),
+        "off" => {
+            s.check_known(CAL)?;
+            Box::new(Off)
+        }
         other => return Err(SpecError(format!("unknown detector `{other}`"))),
     };
     let d: Box<dyn Detector> = if s.get("calibrate", 0.0) != 0.0 {
@@ -258,7 +271,64 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     } else {
         d
     };
-    Ok(guarded(s, d))
+    Ok(guarded(s, diffed(s, d)))
+}
+
+/// `off`: scores nothing. In the live lab it still stands behind the gross outlier check
+/// (`gross`), so a field a program drives (a tool-wear sawtooth, a mode) is judged only by
+/// its quality rules and gross outliers.
+struct Off;
+
+impl Detector for Off {
+    fn name(&self) -> &'static str {
+        "off"
+    }
+
+    fn score(&mut self, _ts: i64, _x: f64) -> f64 {
+        0.0
+    }
+}
+
+/// `d` scoring the rate of change (per second) instead of the value when the spec's `diff` is
+/// not 0: for cumulative counters (energy meters), whose value always grows but whose rate
+/// has a rhythm. The first point, and a point at the same instant as the one before, score 0.
+fn diffed(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
+    if s.get("diff", 0.0) != 0.0 {
+        Box::new(Diff {
+            inner: d,
+            prev: None,
+        })
+    } else {
+        d
+    }
+}
+
+struct Diff {
+    inner: Box<dyn Detector>,
+    prev: Option<(i64, f64)>,
+}
+
+impl Detector for Diff {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn score(&mut self, ts: i64, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        let prev = self.prev.replace((ts, x));
+        match prev {
+            Some((t0, x0)) if ts > t0 => {
+                self.inner.score(ts, (x - x0) / ((ts - t0) as f64 / 1000.0))
+            }
+            _ => 0.0,
+        }
+    }
+
+    fn last_verdict_by(&self) -> &'static str {
+        self.inner.last_verdict_by()
+    }
 }
 
 /// `d` behind the gross outlier check when the spec's `gross` is > 0.
@@ -303,6 +373,7 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "gross",
         "lead",
         "raw",
+        "diff",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
@@ -393,6 +464,25 @@ mod tests {
         let e = build("ewma:alpha=x").err().unwrap().to_string();
         assert!(e.contains("not a number"), "{e}");
         assert!(build("ewma:alpha=0").is_err());
+    }
+
+    #[test]
+    fn diff_scores_the_rate_and_off_scores_nothing_but_gross_outliers() {
+        // A meter growing 1 unit/s with noise, then a burst of 50 units in one second.
+        let mut meter = build("robust_z:window=60,diff=1").unwrap();
+        let mut v = 0.0;
+        for i in 0..300 {
+            v += 1.0 + (i % 5) as f64 * 0.01;
+            let s = meter.score(i * 1000, v);
+            assert!(s < 0.5, "a steady meter at {i}: {s}");
+        }
+        assert!(meter.score(300_000, v + 50.0) > 0.9, "the burst");
+        // `off` is silent, but behind the live gross check a wild value still scores 1.
+        let mut off = build_live("off").unwrap();
+        for i in 0..300 {
+            assert_eq!(off.score(i * 1000, (i % 7) as f64), 0.0);
+        }
+        assert_eq!(off.score(300_000, 1e6), 1.0);
     }
 
     proptest::proptest! {

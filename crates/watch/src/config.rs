@@ -90,8 +90,12 @@ impl Default for DetectConfig {
         DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
-            // Defaults per emulator type: daily rhythms get the seasonal residual, counters
-            // and set-points a short robust z; everything else the ensemble. Fields a program
+            // Defaults per emulator type: daily rhythms get the seasonal residual, set-points a
+            // short robust z; the energy meter (its rate is `ac_power`, scored there; its value
+            // only grows, and at one reading a second its rate is quantised to 0 or one step)
+            // and the tool-wear sawtooth (worn, then reset at each tool change) only the gross
+            // check (`off`); everything else the ensemble. The CNC machine's spindle and feed
+            // stop at every tool change, which is no gross outlier either. Fields a program
             // or controller steps between set points (the test bench's load cycle, the pitch
             // controller), and wind power (the cube of the wind speed: a gust doubles it) are
             // not judged as gross outliers (`gross=0`): every new set point or gust would be
@@ -101,7 +105,11 @@ impl Default for DetectConfig {
                 ("PressureValve.valve_position", "robust_z:window=60"),
                 ("PvInverter.irradiance", "seasonal"),
                 ("PvInverter.module_temperature", "seasonal"),
-                ("PvInverter.energy_total", "robust_z:window=60"),
+                ("PvInverter.energy_total", "off"),
+                ("CncMachine.tool_wear", "off"),
+                ("CncMachine.spindle_speed", "ensemble:gross=0"),
+                ("CncMachine.feed_rate", "ensemble:gross=0"),
+                ("CncMachine.spindle_load", "ensemble:gross=0"),
                 ("WindTurbine.pitch_angle", "ensemble:gross=0"),
                 ("WindTurbine.power", "ensemble:gross=0"),
                 ("EngineTestBench.engine_speed", "ensemble:gross=0"),
