@@ -115,7 +115,7 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(|| fieldlab_detect::build("seasonal").unwrap()),
         ),
         (
-            "sequence (NAB default)",
+            "sequence",
             a.points,
             Box::new(|| fieldlab_detect::build("sequence:probation=100").unwrap()),
         ),

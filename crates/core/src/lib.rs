@@ -7,7 +7,8 @@
 //! crate lets every capability crate depend on it without depending on each other.
 //!
 //! Architecture invariant: this crate does no network I/O and starts no tasks. The only file it
-//! reads is the configuration file, on request. (`process` sets process flags, no I/O.)
+//! reads is the configuration file, on request. (`process` sets process flags, no I/O;
+//! `reconnect` waits between a caller's polls, its I/O is the caller's.)
 
 pub mod backoff;
 pub mod batch;
@@ -19,6 +20,7 @@ pub mod principal;
 pub mod process;
 pub mod readiness;
 pub mod reading;
+pub mod reconnect;
 pub mod time;
 
 pub use batch::{Batch, Row, SeriesCache};

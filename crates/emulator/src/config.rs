@@ -128,12 +128,15 @@ impl Section for DevicesConfig {
     }
 }
 
-/// One emulated device, in the shape of the legacy emulator's devices.yaml.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One emulated device, in the shape of the legacy emulator's devices.yaml. Also the body of
+/// `POST /api/devices` and the `config` of a device the API shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
     pub name: String,
+    /// A type of `fieldlab devices types` (built-in or custom).
     #[serde(rename = "type")]
+    #[schema(examples("TemperatureSensor", "PressureValve"))]
     pub device_type: String,
     #[serde(default)]
     pub config: DeviceSettings,
@@ -141,7 +144,7 @@ pub struct DeviceSpec {
     pub scenarios: Vec<ScenarioSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceSettings {
     /// Topic override (default `devices/<type>/<name>/telemetry`).
@@ -168,13 +171,34 @@ impl Default for DeviceSettings {
 }
 
 /// One phase of a device's scenario timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioSpec {
     pub name: String,
     /// Seconds the phase lasts.
     pub duration: f64,
-    /// Phase parameters, e.g. `temperature_range: [45, 50]`.
+    /// Phase parameters, e.g. `temperature_range: [45, 50]` (`<field>_range: [lo, hi]`).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub parameters: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAPI document's example device types are types of the catalog.
+    #[test]
+    fn example_device_types_are_in_the_catalog() {
+        let schema = serde_json::to_value(<DeviceSpec as utoipa::PartialSchema>::schema()).unwrap();
+        let examples = schema["properties"]["type"]["examples"].as_array().unwrap();
+        assert!(!examples.is_empty());
+        let names: Vec<&str> = crate::model::catalog().iter().map(|t| t.name).collect();
+        for e in examples {
+            assert!(
+                names.contains(&e.as_str().unwrap()),
+                "{e} is not a device type"
+            );
+        }
+    }
 }

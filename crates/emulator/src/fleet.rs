@@ -456,7 +456,7 @@ fn produce(d: &mut Device, slot: u32, t: i64, opts: &FleetOptions, out: &mut Vec
         .iter()
         .filter(|f| f.kind == FaultKind::ClockSkew && f.active_at(t))
         .map(|f| (f.spec.offset_s.unwrap_or(60.0) * 1000.0) as i64)
-        .sum();
+        .fold(0i64, i64::saturating_add);
     let copies = d
         .faults
         .iter()
@@ -474,7 +474,13 @@ fn produce(d: &mut Device, slot: u32, t: i64, opts: &FleetOptions, out: &mut Vec
             slot,
             kind: MsgKind::Telemetry,
             topic: topic.clone(),
-            payload: encode(d, d.seq, t + skew_ms, &data, scenario_label.as_deref()),
+            payload: encode(
+                d,
+                d.seq,
+                t.saturating_add(skew_ms),
+                &data,
+                scenario_label.as_deref(),
+            ),
             seq: d.seq,
         };
         let dup = active(&d.faults, t, FaultKind::Duplicate);
@@ -546,7 +552,10 @@ pub fn make_fault(
         field,
         unit,
         start_ms: now_ms,
-        end_ms: spec.duration_s.map(|s| now_ms + (s * 1000.0) as i64),
+        // Saturating: a duration of 1e300 s is "until removed", not an overflow.
+        end_ms: spec
+            .duration_s
+            .map(|s| now_ms.saturating_add((s * 1000.0) as i64)),
         spec,
         stuck: None,
     })
@@ -785,6 +794,15 @@ mod tests {
 
         r.fault("{kind: burst_flood, multiplier: 50, duration_s: 2}");
         assert_eq!(r.telemetry(3).len(), 101);
+    }
+
+    /// Absurd numbers (the API takes any float) saturate instead of overflowing.
+    #[test]
+    fn huge_durations_and_offsets_saturate() {
+        let mut r = Rig::new("TemperatureSensor", vec![]);
+        r.fault("{kind: clock_skew, offset_s: 2.2e187, duration_s: 7.3e267}");
+        r.fault("{kind: clock_skew, offset_s: 1e300, duration_s: 1e300}");
+        assert_eq!(r.telemetry(1).len(), 1);
     }
 
     #[test]

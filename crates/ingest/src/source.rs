@@ -27,6 +27,7 @@ use crate::identity::{Guard, Limits};
 use crate::payload::parse;
 use fieldlab_core::backoff::Backoff;
 use fieldlab_core::config::Qos;
+use fieldlab_core::reconnect::{self, Polled};
 use fieldlab_core::{DeviceDirectory, Readiness};
 use fieldlab_sinks::Sinks;
 use fieldlab_store::{Quarantine, Store, StoreError};
@@ -396,11 +397,13 @@ pub fn start(
                 .into_iter()
                 .map(|t| Filter5::new(t, qos5(s.qos)))
                 .collect();
-            pollers.push(tokio::spawn(poll_v5(
+            pollers.push(tokio::spawn(poll(
                 ctx,
                 eventloop,
-                client.clone(),
-                filters,
+                V5 {
+                    client: client.clone(),
+                    filters,
+                },
             )));
             ackers.push((Acker::V5(client), epoch));
         } else {
@@ -410,11 +413,13 @@ pub fn start(
                 .into_iter()
                 .map(|t| SubscribeFilter::new(t, qos(s.qos)))
                 .collect();
-            pollers.push(tokio::spawn(poll_v4(
+            pollers.push(tokio::spawn(poll(
                 ctx,
                 eventloop,
-                client.clone(),
-                filters,
+                V4 {
+                    client: client.clone(),
+                    filters,
+                },
             )));
             ackers.push((Acker::V4(client), epoch));
         }
@@ -532,9 +537,8 @@ impl PollCtx {
         self.readiness.set("ingest", true);
     }
 
-    /// After a connection error: mark not ready and wait the back-off. False when cancelled.
-    async fn lost(&self, error: String, backoff: &mut Backoff) -> bool {
-        let wait = backoff.next_delay();
+    /// After a connection error (before the back-off's `wait`): mark not ready and say so.
+    fn lost(&self, error: String, wait: Duration) {
         // The session is gone: acknowledgements of its messages must not reach the next one.
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.connected.set(0);
@@ -548,11 +552,6 @@ impl PollCtx {
                 tracing::warn!(broker = %self.where_, error = %error, retry_in = ?wait, "ingest lost the broker; reconnecting")
             }
         }
-        let go_on = tokio::select! {
-            _ = self.cancel.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
-        };
-        go_on
     }
 }
 
@@ -577,97 +576,131 @@ fn tls_hint(error: &str) -> Option<&'static str> {
     }
 }
 
-async fn poll_v4(
-    ctx: PollCtx,
-    mut eventloop: rumqttc::EventLoop,
-    client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
-) {
-    let mut backoff = reconnect_backoff();
-    loop {
-        let ev = tokio::select! {
-            _ = ctx.cancel.cancelled() => break,
-            ev = eventloop.poll() => ev,
-        };
-        match ev {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
-                ctx.connected(ack.session_present);
-                if let Err(e) = client.subscribe_many(filters.clone()).await {
-                    tracing::error!(error = %e, "ingest could not subscribe");
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => ctx.subscribed(),
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if ctx.tx.send((ctx.tag(), Msg::V4(p))).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if !ctx.lost(e.to_string(), &mut backoff).await {
-                    break;
-                }
-            }
-        }
-    }
-    // Dropping `tx` lets the writer finish what is queued.
-    drop(ctx);
-    // Keep the event loop alive briefly so the writer's final PUBACKs go out.
-    let flush = async { while eventloop.poll().await.is_ok() {} };
-    let _ = tokio::time::timeout(Duration::from_millis(300), flush).await;
+/// What an incoming MQTT event means to the poller, in either protocol version.
+enum Incoming {
+    /// CONNACK: a new session (or a resumed one).
+    Connected {
+        session_present: bool,
+    },
+    /// SUBACK, with the filters the broker refused (MQTT 5 says which; 3.1.1 is taken as is).
+    Subscribed {
+        refused: Vec<String>,
+    },
+    Publish(Msg),
+    Other,
 }
 
-async fn poll_v5(
-    ctx: PollCtx,
-    mut eventloop: rumqttc::v5::EventLoop,
+/// What the poller needs of one MQTT version: its event loop's events as [`Incoming`], and
+/// subscribing to the filters (on every new session).
+trait Session {
+    type EventLoop: Send;
+    async fn next(el: &mut Self::EventLoop) -> Result<Incoming, String>;
+    async fn subscribe(&self) -> Result<(), String>;
+}
+
+struct V4 {
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+}
+
+impl Session for V4 {
+    type EventLoop = rumqttc::EventLoop;
+    async fn next(el: &mut rumqttc::EventLoop) -> Result<Incoming, String> {
+        Ok(match el.poll().await.map_err(|e| e.to_string())? {
+            Event::Incoming(Packet::ConnAck(ack)) => Incoming::Connected {
+                session_present: ack.session_present,
+            },
+            Event::Incoming(Packet::SubAck(_)) => Incoming::Subscribed {
+                refused: Vec::new(),
+            },
+            Event::Incoming(Packet::Publish(p)) => Incoming::Publish(Msg::V4(p)),
+            _ => Incoming::Other,
+        })
+    }
+    async fn subscribe(&self) -> Result<(), String> {
+        let filters = self.filters.clone();
+        self.client
+            .subscribe_many(filters)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct V5 {
     client: rumqttc::v5::AsyncClient,
     filters: Vec<Filter5>,
-) {
-    use rumqttc::v5::Event as Event5;
-    let mut backoff = reconnect_backoff();
-    loop {
-        let ev = tokio::select! {
-            _ = ctx.cancel.cancelled() => break,
-            ev = eventloop.poll() => ev,
-        };
-        match ev {
-            Ok(Event5::Incoming(Packet5::ConnAck(ack))) => {
-                backoff.reset();
-                ctx.connected(ack.session_present);
-                if let Err(e) = client.subscribe_many(filters.clone()).await {
-                    tracing::error!(error = %e, "ingest could not subscribe");
-                }
-            }
-            Ok(Event5::Incoming(Packet5::SubAck(ack))) => {
-                use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as R;
-                let refused: Vec<String> = ack
+}
+
+impl Session for V5 {
+    type EventLoop = rumqttc::v5::EventLoop;
+    async fn next(el: &mut rumqttc::v5::EventLoop) -> Result<Incoming, String> {
+        use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as R;
+        use rumqttc::v5::Event as Event5;
+        Ok(match el.poll().await.map_err(|e| e.to_string())? {
+            Event5::Incoming(Packet5::ConnAck(ack)) => Incoming::Connected {
+                session_present: ack.session_present,
+            },
+            Event5::Incoming(Packet5::SubAck(ack)) => Incoming::Subscribed {
+                refused: ack
                     .return_codes
                     .iter()
                     .filter(|c| !matches!(c, R::Success(_)))
                     .map(|c| format!("{c:?}"))
-                    .collect();
+                    .collect(),
+            },
+            Event5::Incoming(Packet5::Publish(p)) => Incoming::Publish(Msg::V5(p)),
+            _ => Incoming::Other,
+        })
+    }
+    async fn subscribe(&self) -> Result<(), String> {
+        let filters = self.filters.clone();
+        self.client
+            .subscribe_many(filters)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The poller of one connection, either MQTT version: hands publishes to the writer,
+/// subscribes on every new session, reconnects with back-off ([`reconnect::poll`]).
+async fn poll<S: Session>(ctx: PollCtx, mut eventloop: S::EventLoop, session: S) {
+    let mut backoff = reconnect_backoff();
+    loop {
+        let next = S::next(&mut eventloop);
+        let ev = match reconnect::poll(&ctx.cancel, &mut backoff, next, |e, wait| ctx.lost(e, wait))
+            .await
+        {
+            Polled::Event(ev) => ev,
+            Polled::Reconnect => continue,
+            Polled::Cancelled => break,
+        };
+        match ev {
+            Incoming::Connected { session_present } => {
+                backoff.reset();
+                ctx.connected(session_present);
+                if let Err(e) = session.subscribe().await {
+                    tracing::error!(error = %e, "ingest could not subscribe");
+                }
+            }
+            Incoming::Subscribed { refused } => {
                 if refused.is_empty() {
                     ctx.subscribed();
                 } else {
                     tracing::error!(broker = %ctx.where_, ?refused, "the broker refused ingest's subscription (shared subscriptions need an MQTT 5 broker that supports them)");
                 }
             }
-            Ok(Event5::Incoming(Packet5::Publish(p))) => {
-                if ctx.tx.send((ctx.tag(), Msg::V5(p))).await.is_err() {
+            Incoming::Publish(m) => {
+                if ctx.tx.send((ctx.tag(), m)).await.is_err() {
                     break;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                if !ctx.lost(e.to_string(), &mut backoff).await {
-                    break;
-                }
-            }
+            Incoming::Other => {}
         }
     }
+    // Dropping `tx` lets the writer finish what is queued.
     drop(ctx);
-    let flush = async { while eventloop.poll().await.is_ok() {} };
+    // Keep the event loop alive briefly so the writer's final PUBACKs go out.
+    let flush = async { while S::next(&mut eventloop).await.is_ok() {} };
     let _ = tokio::time::timeout(Duration::from_millis(300), flush).await;
 }
 

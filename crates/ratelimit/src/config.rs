@@ -31,8 +31,17 @@ fieldlab_core::config_words!(RatelimitBackend);
 /// What a Redis-backed policy answers while Redis is unreachable: `open` allows (and counts
 /// it in `fieldlab_ratelimit_fail_open_total`), `closed` rejects.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    utoipa::ToSchema,
 )]
+#[schema(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum FailMode {
     Open,
@@ -133,10 +142,11 @@ impl Section for RatelimitConfig {
     }
 }
 
-/// A policy: limits that must all pass.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A policy: limits that must all pass. Also the body of `PUT /api/ratelimit/...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RatelimitPolicySpec {
+    #[schema(min_items = 1)]
     pub limits: Vec<RatelimitLimitSpec>,
     /// Dry run: decisions are recorded (metrics, headers) but nothing is ever rejected.
     pub shadow: bool,
@@ -175,7 +185,7 @@ impl Section for RatelimitPolicySpec {
 /// only list). `limit` units per `period` (for concurrency: leases held at once, `period` =
 /// lease expiry); `burst`: bucket capacity (token_bucket, gcra; default `limit`); `max_delay`:
 /// longest queue wait (leaky_bucket; default 0).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RatelimitLimitSpec {
     pub algorithm: Algorithm,

@@ -172,45 +172,6 @@ async fn one(
     Ok(Json(emulator(&s)?.get(&id).map_err(problem)?))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CreateBody {
-    #[serde(flatten)]
-    device: DeviceSpec,
-}
-
-// TODO(i26-config): derive `DeviceSpec`'s and `ScenarioSpec`'s schemas once they leave
-// fieldlab-core's config (which derives none); until then they are written here.
-impl utoipa::PartialSchema for CreateBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        let v = json!({"type": "object", "required": ["name", "type"], "additionalProperties": false, "properties": {
-            "name": {"type": "string"},
-            "type": {"type": "string", "description": "a type of `fieldlab devices types` (built-in or custom)",
-                "examples": fieldlab_emulator::model::catalog().iter().map(|t| t.name).collect::<Vec<_>>()},
-            "config": {"type": "object", "additionalProperties": false, "properties": {"mqtt_topic": {"type": "string"},
-                "update_interval": {"type": "number"}, "min_value": {"type": "number"},
-                "max_value": {"type": "number"}, "tags": {"type": "object", "additionalProperties": {"type": "string"}}}},
-            "scenarios": phases()}});
-        utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
-    }
-}
-
-impl ToSchema for CreateBody {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "DeviceSpec".into()
-    }
-}
-
-/// Phases of a scenario timeline (`ScenarioSpec`s).
-fn phases() -> Value {
-    json!({"type": "array", "items": {"type": "object", "required": ["name", "duration"], "properties": {
-        "name": {"type": "string"}, "duration": {"type": "number", "description": "seconds"},
-        "parameters": {"type": "object", "description": "<field>_range: [lo, hi]"}}}})
-}
-
-fn phases_schema() -> utoipa::openapi::Schema {
-    serde_json::from_value(phases()).expect("a schema")
-}
-
 /// Emulated devices with state, scenario and faults.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EmulatedDevices {
@@ -315,7 +276,7 @@ async fn create(
     let list: Vec<DeviceSpec> = if let Some(arr) = v.get("devices") {
         serde_yaml::from_value(arr.clone())
     } else {
-        serde_yaml::from_value::<CreateBody>(v).map(|b| vec![b.device])
+        serde_yaml::from_value::<DeviceSpec>(v).map(|d| vec![d])
     }
     .map_err(invalid_body)?;
     let mut out = Vec::new();
@@ -348,9 +309,7 @@ async fn update(
             m.insert(key, serde_yaml::Value::from(id.clone()));
         }
     }
-    let spec = serde_yaml::from_value::<CreateBody>(v)
-        .map(|b| b.device)
-        .map_err(invalid_body)?;
+    let spec = serde_yaml::from_value::<DeviceSpec>(v).map_err(invalid_body)?;
     if spec.name != id {
         return Err(Problem::bad_parameter(
             "name",
@@ -429,7 +388,6 @@ pub(crate) struct ScenarioBody {
     scenario: Option<String>,
     /// Alias of `scenario`.
     name: Option<String>,
-    #[schema(schema_with = phases_schema)]
     phases: Option<Vec<ScenarioSpec>>,
     #[serde(default, rename = "loop")]
     looping: bool,
@@ -673,7 +631,7 @@ pub fn openapi_doc() -> Value {
     d.put(
         &format!("POST {base}"),
         Op::new(t, "Create a device (JSON or YAML; also `devices: [...]`)")
-            .body_of::<CreateBody>(&json_or_yaml)
+            .body_of::<DeviceSpec>(&json_or_yaml)
             .json::<Created>(
                 "201",
                 "the created device (or `{devices: [...]}` for several)",
@@ -684,7 +642,7 @@ pub fn openapi_doc() -> Value {
         id(Op::new(t, "Delete a device")).resp("204", "deleted", None),
     );
     d.put(&format!("PUT {base}/{{id}}"), id(Op::new(t, "Replace a device's configuration (the same body as a create; `name` = the id or absent)"))
-        .body_of::<CreateBody>(&json_or_yaml)
+        .body_of::<DeviceSpec>(&json_or_yaml)
         .json::<DeviceView>("200", "the device"));
     for (verb, what) in [("start", "Start"), ("stop", "Stop")] {
         d.put(

@@ -238,31 +238,10 @@ async fn config(
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum PolicyBody {
-    Native(Policy),
+    /// fieldlab's policy shape: limits that must all pass.
+    Native(RatelimitPolicySpec),
     Legacy(LegacyPolicy),
 }
-
-/// fieldlab's policy shape: limits that must all pass.
-#[derive(Deserialize)]
-#[serde(transparent)]
-pub(crate) struct Policy(RatelimitPolicySpec);
-
-// TODO(i26-config): derive `RatelimitPolicySpec`'s schema once it leaves fieldlab-core's config
-// (which derives none); until then it is written here, with the algorithm's names derived.
-impl utoipa::PartialSchema for Policy {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-        let algorithm = fieldlab_ratelimit::Algorithm::schema();
-        let v = json!({"type": "object", "required": ["limits"], "additionalProperties": false, "properties": {
-            "limits": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["algorithm", "limit", "period"], "properties": {
-                "algorithm": algorithm,
-                "limit": {"type": "integer", "minimum": 0}, "period": {"type": "string", "examples": ["1s", "1m"]},
-                "burst": {"type": "integer", "minimum": 0}, "max_delay": {"type": "string"}}}},
-            "shadow": {"type": "boolean"}, "fail": {"type": "string", "enum": ["open", "closed"]}}});
-        utoipa::openapi::RefOr::T(serde_json::from_value(v).expect("a schema"))
-    }
-}
-
-impl ToSchema for Policy {}
 
 /// The legacy shape: a token bucket refilled `refillRate` per second.
 #[derive(Deserialize, ToSchema)]
@@ -296,7 +275,7 @@ fn policy_body(body: &[u8]) -> Result<RatelimitPolicySpec, Problem> {
         }
     }
     match parse::<PolicyBody>(body, POLICY_EXAMPLE)? {
-        PolicyBody::Native(p) => Ok(p.0),
+        PolicyBody::Native(p) => Ok(p),
         PolicyBody::Legacy(s) => {
             let _ = s.cleanup_interval_ms;
             let algorithm = match s.algorithm.as_deref().map(str::to_ascii_lowercase) {
@@ -343,7 +322,6 @@ pub(crate) struct Rule {
     key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pattern: Option<String>,
-    #[schema(value_type = Policy)]
     policy: RatelimitPolicySpec,
 }
 

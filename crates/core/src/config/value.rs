@@ -86,6 +86,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// In the OpenAPI document: a string in the form the parser reads.
+impl utoipa::PartialSchema for HumanDuration {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "a duration: a number with a unit (ms, s, m, h, d), e.g. `250ms`, `1m`, `1h 30m`",
+            ))
+            .examples(["250ms", "1s", "1m", "1h"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for HumanDuration {}
+
 /// A byte size written with a unit (`64MiB`, `100MB`, `512KB`, `1GB`; binary units) or as a
 /// plain number of bytes, at least 1 KiB (see [`parse_size`]). Serialised with the largest
 /// unit that divides it (`64MiB`), else as a number of bytes.
@@ -152,6 +167,30 @@ impl<'de> Deserialize<'de> for ByteSize {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// In the OpenAPI document: a string with a binary unit, or a number of bytes.
+impl utoipa::PartialSchema for ByteSize {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .examples(["64MiB", "512KiB", "1GiB"]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1024)),
+            )
+            .description(Some(
+                "a size: a number with a binary unit (KB = KiB, MB = MiB, GB = GiB) or a number of bytes, at least 1 KiB",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ByteSize {}
 
 /// Parse a byte size such as `100MB`, `512KiB`, `1GB` or `4096` (binary units: MB = MiB).
 pub fn parse_size(s: &str) -> Result<u64, String> {

@@ -3,6 +3,7 @@
 //! reconnect back-off until the device goes.
 
 use super::*;
+use fieldlab_core::reconnect::{self, Polled};
 
 /// A device connection's client, MQTT 3.1.1 or 5 (rumqttc has one client type per version).
 #[derive(Clone)]
@@ -186,7 +187,7 @@ impl PollLoop for rumqttc::v5::EventLoop {
 }
 
 /// Poll an event loop until cancelled: pause while a disconnect fault holds the link down,
-/// reconnect with back-off after errors.
+/// reconnect with back-off after errors ([`reconnect::poll`]).
 pub(super) async fn drive<L: PollLoop>(
     el: &mut L,
     paused: &AtomicBool,
@@ -201,23 +202,18 @@ pub(super) async fn drive<L: PollLoop>(
                 _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = el.next_event() => match ev {
-                Ok(ev) => {
-                    backoff.reset();
-                    on_event(&ev);
-                }
-                Err(e) => {
-                    if !paused.load(Ordering::Relaxed) {
-                        tracing::debug!(error = %e, "device connection lost; reconnecting");
-                    }
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
-            },
+        let lost = |e: String, _wait: Duration| {
+            if !paused.load(Ordering::Relaxed) {
+                tracing::debug!(error = %e, "device connection lost; reconnecting");
+            }
+        };
+        match reconnect::poll(cancel, &mut backoff, el.next_event(), lost).await {
+            Polled::Event(ev) => {
+                backoff.reset();
+                on_event(&ev);
+            }
+            Polled::Reconnect => {}
+            Polled::Cancelled => break,
         }
     }
 }

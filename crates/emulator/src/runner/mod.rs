@@ -133,8 +133,6 @@ pub struct DeviceView {
     pub messages_published: u64,
     pub scenario: Option<ScenarioView>,
     pub faults: Vec<ActiveFault>,
-    // TODO(i26-config): derive `DeviceSpec`'s schema once it leaves fieldlab-core's config.
-    #[schema(value_type = Object)]
     pub config: DeviceSpec,
 }
 

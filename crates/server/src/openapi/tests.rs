@@ -221,10 +221,26 @@ fn schemas_are_derived_from_the_types_and_every_ref_resolves() {
         schema("Algorithm")["enum"],
         json!(fieldlab_ratelimit::Algorithm::names())
     );
+    // The rate-limit policy body is the config section's type, derived.
     assert_eq!(
-        schema("Policy")["properties"]["limits"]["items"]["properties"]["algorithm"]["enum"],
-        json!(fieldlab_ratelimit::Algorithm::names())
+        schema("RatelimitPolicySpec")["properties"]["limits"]["items"]["$ref"],
+        "#/components/schemas/RatelimitLimitSpec"
     );
+    assert_eq!(
+        schema("RatelimitLimitSpec")["properties"]["algorithm"]["$ref"],
+        "#/components/schemas/Algorithm"
+    );
+    assert_eq!(
+        schema("FailMode")["enum"],
+        json!(<fieldlab_ratelimit::FailMode as fieldlab_core::config::VariantNames>::VARIANTS)
+    );
+    assert_eq!(schema("HumanDuration")["type"], "string");
+    // So is a device's spec, the body of POST /api/devices and `config` of the device shown.
+    assert_eq!(
+        schema("DeviceView")["properties"]["config"]["$ref"],
+        "#/components/schemas/DeviceSpec"
+    );
+    assert_eq!(schema("DeviceSpec")["required"], json!(["name", "type"]));
     // Fields of the response types, with their doc comments.
     assert!(schema("Readiness")["properties"]["components"].is_object());
     assert!(schema("CheckAnswer")["properties"]["tokensRequested"].is_object());
