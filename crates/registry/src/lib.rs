@@ -153,11 +153,12 @@ impl Registry {
              CREATE TRIGGER IF NOT EXISTS entries_append_only_u BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
              CREATE TRIGGER IF NOT EXISTS entries_append_only_d BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;",
         ).map_err(db_err)?;
-        let kr = Keyring::open(dir.join("keys"))?;
+        let kr = Keyring::open(dir.join("keys")).map_err(|e| e.to_string())?;
         let key = match kr.find("registry") {
-            Ok(_) => kr.load("registry")?,
-            Err(_) => kr.keygen(Some("registry".into()))?,
-        };
+            Ok(_) => kr.load("registry"),
+            Err(_) => kr.keygen(Some("registry".into())),
+        }
+        .map_err(|e| e.to_string())?;
         let origin = format!("{ORIGIN_PREFIX}/{}", key.kid());
         Ok(Registry {
             dir: dir.into(),
@@ -179,7 +180,9 @@ impl Registry {
     }
 
     pub fn audit(&self, event: &str, details: Value) -> Result<(), String> {
-        fieldlab_attest::audit::append(&self.dir.join("audit.jsonl"), event, details).map(|_| ())
+        fieldlab_attest::audit::append(&self.dir.join("audit.jsonl"), event, details)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn leaves(&self, upto: u64) -> Result<Vec<Hash>, String> {
@@ -389,14 +392,14 @@ impl Registry {
         let vk = self.vkey();
         for (size, note_text) in &cps {
             let text = note::open(note_text, &vk).map_err(|m| format!("checkpoint {size}: {m}"))?;
-            let (_, s, root) = note::parse_checkpoint(&text)?;
+            let (_, s, root) = note::parse_checkpoint(&text).map_err(|e| e.to_string())?;
             if s as i64 != *size || s > n || merkle::root(&leaves[..s as usize]) != root {
                 return Err(format!(
                     "checkpoint {size} does not match the entries (history rewritten?)"
                 ));
             }
         }
-        fieldlab_attest::audit::verify(&self.dir.join("audit.jsonl"))?;
+        fieldlab_attest::audit::verify(&self.dir.join("audit.jsonl")).map_err(|e| e.to_string())?;
         Ok(format!(
             "{n} entries, {} signed checkpoints, blobs and audit log verified; root {}",
             cps.len(),
@@ -470,7 +473,7 @@ mod tests {
             m.contains(&format!("signed by log key {}", r.vkey())),
             "{m}"
         );
-        let err = p.verify(std::slice::from_ref(&other)).unwrap_err();
+        let err = p.verify(std::slice::from_ref(&other)).unwrap_err().to_string();
         assert!(err.contains("which is not pinned"), "{err}");
         // The proof's vkey swapped for the other key: refused whatever is pinned.
         let mut swapped = p.clone();
@@ -478,6 +481,7 @@ mod tests {
         assert!(swapped
             .verify(&[r.vkey()])
             .unwrap_err()
+            .to_string()
             .contains("not pinned"));
         assert!(swapped.verify(std::slice::from_ref(&other)).is_err());
         // A bare checkpoint: any pinned key that signed it; none pinned and none named: refused.
@@ -487,6 +491,7 @@ mod tests {
         assert!(verify_checkpoint(&cp, None, std::slice::from_ref(&other)).is_err());
         assert!(verify_checkpoint(&cp, None, &[])
             .unwrap_err()
+            .to_string()
             .contains("--vkey"));
     }
 }
