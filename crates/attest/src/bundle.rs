@@ -165,7 +165,9 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, BundleError> {
         let size = u32::try_from(body.len())
             .ok()
             .filter(|s| *s < u32::MAX)
-            .ok_or_else(|| BundleError::Zip(format!("{name} is too large for a zip without zip64")))?;
+            .ok_or_else(|| {
+                BundleError::Zip(format!("{name} is too large for a zip without zip64"))
+            })?;
         let crc = crc32fast::hash(body);
         offsets.push(u32::try_from(z.bytes.len()).map_err(too_large)?);
         crcs.push(crc);
@@ -282,10 +284,7 @@ pub fn export_at(
     let meta_bytes = canon::canonical(&meta)?;
     let sig = key.sign(SIG_CONTEXT, &meta_bytes);
     files.push(("metadata.json".into(), meta_bytes));
-    files.push((
-        "signature.json".into(),
-        canon::canonical(&sig)?,
-    ));
+    files.push(("signature.json".into(), canon::canonical(&sig)?));
     write_zip(&files)
 }
 
@@ -335,8 +334,7 @@ pub fn export_dsse(
         ("policy.ir.json".into(), canon::canonical(ir)?),
         ("proof.json".into(), canon::canonical(proof)?),
     ];
-    let proof_value =
-        serde_json::to_value(proof).map_err(|e| BundleError::Zip(e.to_string()))?;
+    let proof_value = serde_json::to_value(proof).map_err(|e| BundleError::Zip(e.to_string()))?;
     let statement = crate::dsse::statement_bytes(&statement_of(&files, manifest, &proof_value))?;
     let env = crate::dsse::sign(&statement, key);
     files.push(("envelope.json".into(), canon::canonical(&env)?));
@@ -617,8 +615,7 @@ struct HashedIr<'a> {
     hash_hex: &'a str,
 }
 
-type ContentCheck<'c> =
-    dyn Fn(&HashedIr, &str, &Manifest, &Proof) -> Result<(), VerifyError> + 'c;
+type ContentCheck<'c> = dyn Fn(&HashedIr, &str, &Manifest, &Proof) -> Result<(), VerifyError> + 'c;
 
 /// Step 4 of both versions: the content files parse (canonical), the IR is valid, `check`
 /// binds them to the signed document, and the proof verifies. `ir_hash`/`manifest_hash`: the

@@ -201,7 +201,10 @@ impl PolicyIr {
                     return Err(PolicyError(format!("{at}: op `{}` needs `{name}`", r.op)));
                 }
                 if present && !wanted {
-                    return Err(PolicyError(format!("{at}: op `{}` takes no `{name}`", r.op)));
+                    return Err(PolicyError(format!(
+                        "{at}: op `{}` takes no `{name}`",
+                        r.op
+                    )));
                 }
             }
             match (r.op.as_str(), r.missing.as_deref()) {
@@ -212,7 +215,9 @@ impl PolicyIr {
                         cap(w)
                     )))
                 }
-                (op, Some(_)) => return Err(PolicyError(format!("{at}: op `{op}` takes no `missing`"))),
+                (op, Some(_)) => {
+                    return Err(PolicyError(format!("{at}: op `{op}` takes no `missing`")))
+                }
             }
             for (name, text) in [("set", &r.set), ("field", &r.field), ("list", &r.list)] {
                 if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
@@ -221,13 +226,18 @@ impl PolicyIr {
             }
             for (name, x) in [("min", r.min), ("max", r.max)] {
                 if x.is_some_and(|x| !x.is_finite()) {
-                    return Err(PolicyError(format!("{at}: `{name}` is not a finite number")));
+                    return Err(PolicyError(format!(
+                        "{at}: `{name}` is not a finite number"
+                    )));
                 }
             }
             match r.op.as_str() {
                 "count_min" | "count_max" => {
                     let n = r.value.as_ref().and_then(Value::as_u64).ok_or_else(|| {
-                        PolicyError(format!("{at}: `value` of {} must be a non-negative integer", r.op))
+                        PolicyError(format!(
+                            "{at}: `value` of {} must be a non-negative integer",
+                            r.op
+                        ))
                     })?;
                     let set = r.set.as_deref().unwrap_or("");
                     let b = bounds.entry(set).or_default();

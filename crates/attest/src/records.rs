@@ -95,9 +95,13 @@ impl Schema {
                         format!("{e} (give `suppliers`, `ubos` or a schema file)"),
                     )
                 })?;
-                let s: Schema = serde_yaml::from_str(&text).map_err(|e| crate::FileError::new(Path::new(path), e))?;
+                let s: Schema = serde_yaml::from_str(&text)
+                    .map_err(|e| crate::FileError::new(Path::new(path), e))?;
                 if s.fields.is_empty() {
-                    return Err(RecordsError::Invalid(format!("{path}: schema `{}` has no fields", s.name)));
+                    return Err(RecordsError::Invalid(format!(
+                        "{path}: schema `{}` has no fields",
+                        s.name
+                    )));
                 }
                 Ok(s)
             }
@@ -229,38 +233,48 @@ fn encode_cell(f: &FieldSpec, cell: &str, out: &mut Vec<u8>) -> Result<(), Recor
     match f.ty {
         FieldType::String => canon::write_string(out, cell),
         FieldType::Integer => {
-            let i: i64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| RecordsError::Invalid(format!("`{}`: `{cell}` is not an integer", f.name)))?;
-            canon::write_value(out, &Value::from(i)).map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
+            let i: i64 = cell.trim().parse().map_err(|_| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not an integer", f.name))
+            })?;
+            canon::write_value(out, &Value::from(i))
+                .map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
         }
         FieldType::Number => {
-            let x: f64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| RecordsError::Invalid(format!("`{}`: `{cell}` is not a number", f.name)))?;
-            let n = serde_json::Number::from_f64(x)
-                .ok_or_else(|| RecordsError::Invalid(format!("`{}`: `{cell}` is not finite", f.name)))?;
+            let x: f64 = cell.trim().parse().map_err(|_| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not a number", f.name))
+            })?;
+            let n = serde_json::Number::from_f64(x).ok_or_else(|| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not finite", f.name))
+            })?;
             // Integral values are written as integers, as ECMAScript does (1.0 -> 1).
             let v = if x.fract() == 0.0 && x.abs() < 9.0e15 {
                 Value::from(x as i64)
             } else {
                 Value::Number(n)
             };
-            canon::write_value(out, &v).map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
+            canon::write_value(out, &v)
+                .map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
         }
         FieldType::Bool => out.extend_from_slice(match cell.trim() {
             "true" | "1" | "yes" => b"true",
             "false" | "0" | "no" => b"false",
-            _ => return Err(RecordsError::Invalid(format!("`{}`: `{cell}` is not true/false", f.name))),
+            _ => {
+                return Err(RecordsError::Invalid(format!(
+                    "`{}`: `{cell}` is not true/false",
+                    f.name
+                )))
+            }
         }),
     }
     Ok(())
 }
 
 /// Canonical records of a set, written as JSON lines to `out_jsonl`; returns the leaf hashes.
-pub fn commit_csv(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec<Hash>, RecordsError> {
+pub fn commit_csv(
+    input: &Path,
+    schema: &Schema,
+    out_jsonl: &Path,
+) -> Result<Vec<Hash>, RecordsError> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
         .from_path(input)
@@ -296,7 +310,11 @@ pub fn commit_csv(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec
 }
 
 /// Records from a JSON array or JSON-lines file, checked against `schema`.
-pub fn commit_json(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec<Hash>, RecordsError> {
+pub fn commit_json(
+    input: &Path,
+    schema: &Schema,
+    out_jsonl: &Path,
+) -> Result<Vec<Hash>, RecordsError> {
     let text = std::fs::read_to_string(input).map_err(|e| crate::FileError::new(&input, e))?;
     let rows: Vec<(u64, Value)> = if text.trim_start().starts_with('[') {
         let v: Vec<Value> =
@@ -394,7 +412,9 @@ impl Workspace {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(RecordsError::Invalid(format!("set name `{set}`: use letters, digits, `_` or `-`")));
+            return Err(RecordsError::Invalid(format!(
+                "set name `{set}`: use letters, digits, `_` or `-`"
+            )));
         }
         std::fs::create_dir_all(self.dir.join("records"))
             .map_err(|e| crate::FileError::new(&self.dir, e))?;

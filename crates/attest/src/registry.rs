@@ -48,7 +48,10 @@ pub struct RegistryProof {
 /// The keys to try for a signed checkpoint: the one the file names (`own`, e.g. a proof's
 /// `vkey`) and the pinned ones. With keys pinned, a file naming another key is refused (it was
 /// signed by a log nobody trusts, or its `vkey` was changed); without, only the named key.
-fn checkpoint_keys(own: Option<&str>, pinned: &[String]) -> Result<Vec<String>, RegistryProofError> {
+fn checkpoint_keys(
+    own: Option<&str>,
+    pinned: &[String],
+) -> Result<Vec<String>, RegistryProofError> {
     let canonical = |k: &str| {
         note::parse_vkey(k)
             .map(|(n, pk)| note::vkey(&n, &pk))
@@ -167,7 +170,8 @@ impl RegistryProof {
         let path = path.ok_or_else(|| malformed("malformed hash in proof"))?;
         match self.kind.as_str() {
             "inclusion" => {
-                let e = (self.entry.as_ref()).ok_or_else(|| malformed("inclusion proof without entry"))?;
+                let e = (self.entry.as_ref())
+                    .ok_or_else(|| malformed("inclusion proof without entry"))?;
                 let i = (self.index).ok_or_else(|| malformed("inclusion proof without index"))?;
                 let leaf =
                     merkle::leaf_hash(&canon::canonical(e).map_err(|e| Malformed(e.to_string()))?);
@@ -176,7 +180,8 @@ impl RegistryProof {
                     .ok_or_else(|| Fails(format!("entry {i} is NOT in the log of size {size}")))
             }
             "consistency" => {
-                let m = (self.old_size).ok_or_else(|| malformed("consistency proof without old_size"))?;
+                let m = (self.old_size)
+                    .ok_or_else(|| malformed("consistency proof without old_size"))?;
                 let r1 = self
                     .old_root
                     .as_deref()

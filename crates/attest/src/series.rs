@@ -81,9 +81,7 @@ pub fn attest(
         .collect();
     let mut leaves = Vec::with_capacity(records.len());
     for r in &records {
-        leaves.push(merkle::leaf_hash(
-            &canon::canonical(r)?,
-        ));
+        leaves.push(merkle::leaf_hash(&canon::canonical(r)?));
     }
     let rs = RecordSet {
         name: "points".into(),
@@ -111,10 +109,7 @@ pub fn attest(
         first_violation: points.iter().position(|p| !inr(p.1)).map(|i| rs.open(i)),
     };
     let signature = match key {
-        Some(k) => Some(k.sign(
-            FORMAT,
-            &canon::canonical(&claim)?,
-        )),
+        Some(k) => Some(k.sign(FORMAT, &canon::canonical(&claim)?)),
         None => None,
     };
     Ok(SeriesAttestation { claim, signature })
@@ -133,7 +128,8 @@ pub fn verify(a: &SeriesAttestation) -> Result<String, SeriesError> {
         }
         None => "UNSIGNED".into(),
     };
-    let root = canon::parse_hex32(&c.root).ok_or_else(|| SeriesError::Invalid("root is not hex".into()))?;
+    let root = canon::parse_hex32(&c.root)
+        .ok_or_else(|| SeriesError::Invalid("root is not hex".into()))?;
     let val = |o: &OpenedRecord| -> Result<(i64, f64), SeriesError> {
         o.verify(&root, c.count)?;
         let t = o

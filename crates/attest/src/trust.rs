@@ -40,10 +40,7 @@ fn read(path: &Path) -> Result<String, TrustError> {
 
 /// The policies to trust: hashes given one by one (`--policy-hash`) and policy list files (one
 /// hex policy hash per line, `#` comments). Lower-cased; each must be 64 hex digits.
-pub fn load_policy_hashes(
-    hashes: &[String],
-    files: &[PathBuf],
-) -> Result<Vec<String>, TrustError> {
+pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<String>, TrustError> {
     let check = |h: &str, at: &dyn Fn() -> String| -> Result<String, TrustError> {
         let h = h.trim().to_ascii_lowercase();
         if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -88,12 +88,13 @@ pub fn build_proof(
                     .get(&ln)
                     .ok_or_else(|| ProofError::Invalid(format!("list `{ln}` is not available")))?;
                 if list.root()
-                    != *manifest
-                        .lists
-                        .get(&ln)
-                        .ok_or_else(|| ProofError::Invalid(format!("manifest has no list `{ln}`")))?
+                    != *manifest.lists.get(&ln).ok_or_else(|| {
+                        ProofError::Invalid(format!("manifest has no list `{ln}`"))
+                    })?
                 {
-                    return Err(ProofError::Invalid(format!("list `{ln}` differs from the one in the manifest")));
+                    return Err(ProofError::Invalid(format!(
+                        "list `{ln}` differs from the one in the manifest"
+                    )));
                 }
                 let leaves = list.leaves();
                 let rs = &sets[&set];

@@ -209,8 +209,9 @@ impl TryFrom<EvidenceWire> for Evidence {
         } = w.0;
         // Take the variant's members (each must be there), then insist nothing is left.
         fn take<T>(v: &mut Option<T>, kind: &str, name: &str) -> Result<T, ProofError> {
-            v.take()
-                .ok_or_else(|| ProofError::Invalid(format!("{kind} evidence: missing field `{name}`")))
+            v.take().ok_or_else(|| {
+                ProofError::Invalid(format!("{kind} evidence: missing field `{name}`"))
+            })
         }
         let k = kind.as_str();
         let e = match k {
@@ -251,7 +252,11 @@ impl TryFrom<EvidenceWire> for Evidence {
                 key: take(&mut key, k, "key")?,
                 entry: take(&mut entry, k, "entry")?,
             },
-            other => return Err(ProofError::Invalid(format!("unknown evidence type `{other}`"))),
+            other => {
+                return Err(ProofError::Invalid(format!(
+                    "unknown evidence type `{other}`"
+                )))
+            }
         };
         let left = [
             ("set", set.is_some()),
@@ -269,7 +274,9 @@ impl TryFrom<EvidenceWire> for Evidence {
             ("size_proof", size_proof.is_some()),
         ];
         if let Some((name, _)) = left.iter().find(|(_, there)| *there) {
-            return Err(ProofError::Invalid(format!("{k} evidence: unknown field `{name}`")));
+            return Err(ProofError::Invalid(format!(
+                "{k} evidence: unknown field `{name}`"
+            )));
         }
         Ok(e)
     }

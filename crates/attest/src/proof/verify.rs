@@ -122,7 +122,8 @@ pub fn verify_proof_hashed(
                 res.status, implied
             )));
         }
-        let (basis, detail) = check_evidence(rule, manifest, &res.evidence).map_err(|e| ctx(e.to_string()))?;
+        let (basis, detail) =
+            check_evidence(rule, manifest, &res.evidence).map_err(|e| ctx(e.to_string()))?;
         out.push(RuleCheck {
             rule: rule.id.clone(),
             status: res.status,
@@ -356,7 +357,11 @@ pub(super) fn check_evidence(
 
 /// `opened` are the records at [`size_proof_indices`]`(size)`, each a leaf of the tree with
 /// `root` and exactly `size` leaves; an empty tree's root is `H("")`.
-pub(super) fn check_size(root: &Hash, size: u64, opened: &[OpenedRecord]) -> Result<(), ProofError> {
+pub(super) fn check_size(
+    root: &Hash,
+    size: u64,
+    opened: &[OpenedRecord],
+) -> Result<(), ProofError> {
     let want = size_proof_indices(size);
     let got: Vec<u64> = opened.iter().map(|o| o.index).collect();
     if got != want {

@@ -52,8 +52,7 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(dir.join("lists"))?;
             for (n, f) in specs {
                 let list = SortedList::from_csv(&n, &f)?;
-                fieldlab_attest::write_json(&dir.join("lists").join(format!("{n}.json")), &list)
-                    ?;
+                fieldlab_attest::write_json(&dir.join("lists").join(format!("{n}.json")), &list)?;
                 ls.insert(n, list);
             }
             let m = proof::build_manifest(&ws, &ir, &ls)?;
@@ -131,14 +130,12 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
                     dir.display()
                 )
             })?;
-            let k =
-                fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys"))?;
+            let k = fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys"))?;
             let z = if dsse {
                 bundle::export_dsse(&ir, &m, &p, &k)
             } else {
                 bundle::export(&ir, &m, &p, &k)
-            }
-            ?;
+            }?;
             std::fs::write(&out, &z).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({} bytes), signed by key {}",
@@ -159,8 +156,7 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
         CapCmd::AttestSeries(a) => attest_series(a),
         CapCmd::Serve(a) => serve(a),
         CapCmd::VerifySeries { file } => {
-            let a: fieldlab_attest::series::SeriesAttestation =
-                fieldlab_attest::read_json(&file)?;
+            let a: fieldlab_attest::series::SeriesAttestation = fieldlab_attest::read_json(&file)?;
             match fieldlab_attest::series::verify(&a) {
                 Ok(m) => {
                     println!("OK: {m}");

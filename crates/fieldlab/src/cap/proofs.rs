@@ -47,8 +47,7 @@ pub(super) fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
         .key
         .as_deref()
         .map(|k| fieldlab_attest::keyring::load_key(k, &a.keys))
-        .transpose()
-        ?;
+        .transpose()?;
     let att = fieldlab_attest::series::attest(
         &a.device,
         &a.field,
@@ -58,8 +57,7 @@ pub(super) fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
         hi,
         &numeric,
         key.as_ref(),
-    )
-    ?;
+    )?;
     let verdict = fieldlab_attest::series::verify(&att)?;
     match &a.out {
         Some(o) => fieldlab_attest::write_json(o, &att)?,
@@ -87,8 +85,7 @@ pub(super) fn load_ir_manifest(dir: &Path) -> anyhow::Result<(PolicyIr, Manifest
             dir.display()
         )
     })?;
-    let m: Manifest =
-        fieldlab_attest::read_json(&dir.join("manifest.json"))?;
+    let m: Manifest = fieldlab_attest::read_json(&dir.join("manifest.json"))?;
     Ok((ir, m))
 }
 
@@ -305,8 +302,7 @@ pub(super) fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::R
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let trusted = fieldlab_attest::trust::load_signers(&pin.trust)?;
     let policies =
-        fieldlab_attest::trust::load_policy_hashes(&pin.policy_hash, &pin.trusted_policies)
-            ?;
+        fieldlab_attest::trust::load_policy_hashes(&pin.policy_hash, &pin.trusted_policies)?;
     let t = std::time::Instant::now();
     let mut r = bundle::verify_trusting(&bytes, &trusted);
     let took = t.elapsed();

@@ -193,8 +193,7 @@ fn verify_offline(
             };
             verify_checkpoint(&file.checkpoint, file.vkey.as_deref(), pinned)
                 .map_err(|e| e.to_string())
-                .and_then(|v| {
-                match file.size {
+                .and_then(|v| match file.size {
                     Some(s) if s != v.size => Err(format!(
                         "the file says size {s}, its signed checkpoint {}",
                         v.size
@@ -209,8 +208,7 @@ fn verify_offline(
                         ),
                         v.vkey,
                     )),
-                }
-            })
+                })
         }
         (None, None) => unreachable!("called with a file"),
     };
