@@ -278,14 +278,13 @@ pub fn commit_csv(
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
         .from_path(input)
-        .map_err(|e| crate::FileError::new(&input, e))?;
+        .map_err(|e| crate::FileError::new(input, e))?;
     let headers = rdr
         .headers()
-        .map_err(|e| crate::FileError::new(&input, e))?
+        .map_err(|e| crate::FileError::new(input, e))?
         .clone();
     let enc = RowEncoder::new(schema, &headers, input)?;
-    let file =
-        std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(&out_jsonl, e))?;
+    let file = std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(out_jsonl, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut leaves = Vec::new();
     let mut row = csv::StringRecord::new();
@@ -294,7 +293,7 @@ pub fn commit_csv(
         match rdr.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(crate::FileError::new(&input, e).into()),
+            Err(e) => return Err(crate::FileError::new(input, e).into()),
         }
         let line = row.position().map_or(0, |p| p.line());
         buf.clear();
@@ -302,10 +301,9 @@ pub fn commit_csv(
         leaves.push(merkle::leaf_hash(&buf));
         buf.push(b'\n');
         w.write_all(&buf)
-            .map_err(|e| crate::FileError::new(&out_jsonl, e))?;
+            .map_err(|e| crate::FileError::new(out_jsonl, e))?;
     }
-    w.flush()
-        .map_err(|e| crate::FileError::new(&out_jsonl, e))?;
+    w.flush().map_err(|e| crate::FileError::new(out_jsonl, e))?;
     Ok(leaves)
 }
 
@@ -315,10 +313,10 @@ pub fn commit_json(
     schema: &Schema,
     out_jsonl: &Path,
 ) -> Result<Vec<Hash>, RecordsError> {
-    let text = std::fs::read_to_string(input).map_err(|e| crate::FileError::new(&input, e))?;
+    let text = std::fs::read_to_string(input).map_err(|e| crate::FileError::new(input, e))?;
     let rows: Vec<(u64, Value)> = if text.trim_start().starts_with('[') {
         let v: Vec<Value> =
-            serde_json::from_str(&text).map_err(|e| crate::FileError::new(&input, e))?;
+            serde_json::from_str(&text).map_err(|e| crate::FileError::new(input, e))?;
         v.into_iter()
             .enumerate()
             .map(|(i, r)| (i as u64 + 1, r))
@@ -337,7 +335,7 @@ pub fn commit_json(
         v
     };
     let mut w = BufWriter::new(
-        std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(&out_jsonl, e))?,
+        std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(out_jsonl, e))?,
     );
     let mut leaves = Vec::new();
     for (n, r) in rows {
@@ -375,10 +373,9 @@ pub fn commit_json(
         leaves.push(merkle::leaf_hash(&buf));
         buf.push(b'\n');
         w.write_all(&buf)
-            .map_err(|e| crate::FileError::new(&out_jsonl, e))?;
+            .map_err(|e| crate::FileError::new(out_jsonl, e))?;
     }
-    w.flush()
-        .map_err(|e| crate::FileError::new(&out_jsonl, e))?;
+    w.flush().map_err(|e| crate::FileError::new(out_jsonl, e))?;
     Ok(leaves)
 }
 
