@@ -35,7 +35,20 @@ struct Unhashed<'a> {
     prev: &'a str,
 }
 
-fn entry_hash(e: &AuditEntry) -> Result<String, String> {
+/// Why the audit log could not be read, verified or appended to.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Reading or writing the file failed.
+    #[error(transparent)]
+    File(#[from] crate::FileError),
+    /// The chain is broken at a line (`path:line: what`): the log was edited.
+    #[error("{0}")]
+    Broken(String),
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+}
+
+fn entry_hash(e: &AuditEntry) -> Result<String, AuditError> {
     let u = Unhashed {
         seq: e.seq,
         ts: &e.ts,
@@ -43,22 +56,20 @@ fn entry_hash(e: &AuditEntry) -> Result<String, String> {
         details: &e.details,
         prev: &e.prev,
     };
-    Ok(hex::encode(Sha3_256::digest(
-        canon::canonical(&u).map_err(|e| e.to_string())?,
-    )))
+    Ok(hex::encode(Sha3_256::digest(canon::canonical(&u)?)))
 }
 
 /// Verify the whole log; returns the last entry (None when empty).
-pub fn verify(path: &Path) -> Result<Option<AuditEntry>, String> {
+pub fn verify(path: &Path) -> Result<Option<AuditEntry>, AuditError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(crate::FileError::new(path, e).into()),
     };
     let mut prev = GENESIS.to_string();
     let mut last = None;
     for (i, line) in text.lines().enumerate() {
-        let at = |m: &str| format!("{}:{}: {m}", path.display(), i + 1);
+        let at = |m: &str| AuditError::Broken(format!("{}:{}: {m}", path.display(), i + 1));
         if !canon::is_canonical(line.as_bytes()) {
             return Err(at("line is not canonical JSON (edited?)"));
         }
@@ -84,7 +95,7 @@ pub fn verify(path: &Path) -> Result<Option<AuditEntry>, String> {
 }
 
 /// Append an event after verifying the chain so far.
-pub fn append(path: &Path, event: &str, details: Value) -> Result<AuditEntry, String> {
+pub fn append(path: &Path, event: &str, details: Value) -> Result<AuditEntry, AuditError> {
     let last = verify(path)?;
     let mut e = AuditEntry {
         seq: last.as_ref().map_or(0, |l| l.seq + 1),
@@ -95,16 +106,16 @@ pub fn append(path: &Path, event: &str, details: Value) -> Result<AuditEntry, St
         hash: String::new(),
     };
     e.hash = entry_hash(&e)?;
-    let mut line = canon::canonical(&e).map_err(|e| e.to_string())?;
+    let mut line = canon::canonical(&e)?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| crate::FileError::new(path, e))?;
     f.write_all(&line)
         .and_then(|_| f.sync_data())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| crate::FileError::new(path, e))?;
     Ok(e)
 }
 
@@ -123,9 +134,9 @@ mod tests {
         let good = std::fs::read_to_string(&p).unwrap();
         let edited = good.replacen("{\"i\":2}", "{\"i\":7}", 1);
         std::fs::write(&p, &edited).unwrap();
-        assert!(verify(&p).unwrap_err().contains(":3:"));
+        assert!(verify(&p).unwrap_err().to_string().contains(":3:"));
         let lines: Vec<&str> = good.lines().collect();
         std::fs::write(&p, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
-        assert!(verify(&p).unwrap_err().contains(":2:"));
+        assert!(verify(&p).unwrap_err().to_string().contains(":2:"));
     }
 }

@@ -77,6 +77,28 @@ pub mod zip_header {
     pub const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
 }
 
+/// Why a bundle could not be written: an entry a canonical zip cannot hold, or content that
+/// has no canonical encoding.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{0}")]
+    Zip(String),
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+}
+
+/// Why a bundle was refused; its text is the report's `reason`. `Container`: the zip itself;
+/// `NotCanonical`: a JSON file not in its RFC 8785 form; `Invalid`: anything the content says.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Container(String),
+    #[error("{file} is not in canonical RFC 8785 form")]
+    NotCanonical { file: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// A canonical zip with a description of where each of its header fields lies (to name the
 /// field a verifier found changed).
 struct ZipLayout {
@@ -117,7 +139,8 @@ impl ZipLayout {
     }
 }
 
-fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
+fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, BundleError> {
+    let too_large = |_| BundleError::Zip("bundle too large".into());
     use zip_header::*;
     let mut z = ZipLayout {
         bytes: Vec::with_capacity(
@@ -129,21 +152,24 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
         ),
         fields: Vec::new(),
     };
-    let n = u16::try_from(files.len()).map_err(|_| "too many files for a zip without zip64")?;
+    let n = u16::try_from(files.len())
+        .map_err(|_| BundleError::Zip("too many files for a zip without zip64".into()))?;
     let mut offsets = Vec::with_capacity(files.len());
     let mut crcs = Vec::with_capacity(files.len());
     for (name, body) in files {
         if name.is_empty() || !name.bytes().all(|c| c.is_ascii_graphic()) || name.len() > 255 {
-            return Err(format!(
+            return Err(BundleError::Zip(format!(
                 "bundle file name `{name}` is not 1 to 255 printable ASCII characters"
-            ));
+            )));
         }
         let size = u32::try_from(body.len())
             .ok()
             .filter(|s| *s < u32::MAX)
-            .ok_or_else(|| format!("{name} is too large for a zip without zip64"))?;
+            .ok_or_else(|| {
+                BundleError::Zip(format!("{name} is too large for a zip without zip64"))
+            })?;
         let crc = crc32fast::hash(body);
-        offsets.push(u32::try_from(z.bytes.len()).map_err(|_| "bundle too large")?);
+        offsets.push(u32::try_from(z.bytes.len()).map_err(too_large)?);
         crcs.push(crc);
         let h = |f: &str| format!("local header of `{name}`: {f}");
         z.field(h("signature"), &0x0403_4b50u32.to_le_bytes());
@@ -165,8 +191,8 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
         z.field(h("local header offset"), &offsets[i].to_le_bytes());
         z.field(h("name"), name.as_bytes());
     }
-    let cd_size = u32::try_from(z.bytes.len() - cd_start).map_err(|_| "bundle too large")?;
-    let cd_start = u32::try_from(cd_start).map_err(|_| "bundle too large")?;
+    let cd_size = u32::try_from(z.bytes.len() - cd_start).map_err(too_large)?;
+    let cd_start = u32::try_from(cd_start).map_err(too_large)?;
     let h = |f: &str| format!("end of central directory: {f}");
     z.field(h("signature"), &0x0605_4b50u32.to_le_bytes());
     z.field(h("disk number"), &0u16.to_le_bytes());
@@ -181,14 +207,14 @@ fn layout(files: &[(String, Vec<u8>)]) -> Result<ZipLayout, String> {
 
 /// Write a canonical zip: entries stored, in the given order, with the header values of
 /// [`zip_header`]: no extra fields, comments, data descriptors or zip64 records.
-pub fn write_zip(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+pub fn write_zip(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, BundleError> {
     layout(files).map(|z| z.bytes)
 }
 
 /// Compare a bundle's bytes with the canonical zip of its entries; on a difference, name the
 /// header field (or file) where it starts.
-fn check_container(bytes: &[u8], entries: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let z = layout(entries)?;
+fn check_container(bytes: &[u8], entries: &[(String, Vec<u8>)]) -> Result<(), VerifyError> {
+    let z = layout(entries).map_err(|e| VerifyError::Container(e.to_string()))?;
     if z.bytes == bytes {
         return Ok(());
     }
@@ -198,7 +224,7 @@ fn check_container(bytes: &[u8], entries: &[(String, Vec<u8>)]) -> Result<(), St
         .zip(bytes)
         .position(|(a, b)| a != b)
         .unwrap_or(z.bytes.len().min(bytes.len()));
-    Err(match (z.bytes.get(at), bytes.get(at)) {
+    Err(VerifyError::Container(match (z.bytes.get(at), bytes.get(at)) {
         (Some(want), Some(got)) => format!(
             "zip container is not in canonical form: byte {at} ({}) is 0x{got:02x}, docs/formats.md §6 requires 0x{want:02x}",
             z.field_at(at)
@@ -211,7 +237,7 @@ fn check_container(bytes: &[u8], entries: &[(String, Vec<u8>)]) -> Result<(), St
             "zip container is not in canonical form: it ends at byte {at}, inside {}",
             z.field_at(at)
         ),
-    })
+    }))
 }
 
 /// Assemble and sign a bundle.
@@ -220,7 +246,7 @@ pub fn export(
     manifest: &Manifest,
     proof: &Proof,
     key: &KeyPair,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BundleError> {
     export_at(ir, manifest, proof, key, &crate::now_rfc3339())
 }
 
@@ -232,12 +258,11 @@ pub fn export_at(
     proof: &Proof,
     key: &KeyPair,
     created: &str,
-) -> Result<Vec<u8>, String> {
-    let enc = |r: Result<Vec<u8>, canon::CanonError>| r.map_err(|e| e.to_string());
+) -> Result<Vec<u8>, BundleError> {
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("manifest.json".into(), enc(canon::canonical(manifest))?),
-        ("policy.ir.json".into(), enc(canon::canonical(ir))?),
-        ("proof.json".into(), enc(canon::canonical(proof))?),
+        ("manifest.json".into(), canon::canonical(manifest)?),
+        ("policy.ir.json".into(), canon::canonical(ir)?),
+        ("proof.json".into(), canon::canonical(proof)?),
     ];
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let meta = Metadata {
@@ -256,13 +281,10 @@ pub fn export_at(
             })
             .collect(),
     };
-    let meta_bytes = canon::canonical(&meta).map_err(|e| e.to_string())?;
+    let meta_bytes = canon::canonical(&meta)?;
     let sig = key.sign(SIG_CONTEXT, &meta_bytes);
     files.push(("metadata.json".into(), meta_bytes));
-    files.push((
-        "signature.json".into(),
-        canon::canonical(&sig).map_err(|e| e.to_string())?,
-    ));
+    files.push(("signature.json".into(), canon::canonical(&sig)?));
     write_zip(&files)
 }
 
@@ -306,20 +328,19 @@ pub fn export_dsse(
     manifest: &Manifest,
     proof: &Proof,
     key: &KeyPair,
-) -> Result<Vec<u8>, String> {
-    let enc = |r: Result<Vec<u8>, canon::CanonError>| r.map_err(|e| e.to_string());
+) -> Result<Vec<u8>, BundleError> {
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("manifest.json".into(), enc(canon::canonical(manifest))?),
-        ("policy.ir.json".into(), enc(canon::canonical(ir))?),
-        ("proof.json".into(), enc(canon::canonical(proof))?),
+        ("manifest.json".into(), canon::canonical(manifest)?),
+        ("policy.ir.json".into(), canon::canonical(ir)?),
+        ("proof.json".into(), canon::canonical(proof)?),
     ];
-    let proof_value = serde_json::to_value(proof).map_err(|e| e.to_string())?;
+    let proof_value = serde_json::to_value(proof).map_err(|e| BundleError::Zip(e.to_string()))?;
     let statement = crate::dsse::statement_bytes(&statement_of(&files, manifest, &proof_value))?;
     let env = crate::dsse::sign(&statement, key);
-    files.push(("envelope.json".into(), enc(canon::canonical(&env))?));
+    files.push(("envelope.json".into(), canon::canonical(&env)?));
     files.push((
         "signer.pub.json".into(),
-        enc(canon::canonical(&key.public_file()))?,
+        canon::canonical(&key.public_file())?,
     ));
     write_zip(&files)
 }
@@ -345,9 +366,9 @@ pub struct Report {
 }
 
 impl Report {
-    fn fail(mut self, reason: impl Into<String>) -> Report {
+    fn fail(mut self, reason: impl std::fmt::Display) -> Report {
         self.ok = false;
-        self.reason = Some(reason.into());
+        self.reason = Some(reason.to_string());
         self
     }
 
@@ -402,13 +423,16 @@ impl Report {
     }
 }
 
-fn parse_canonical<T: serde::de::DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T, String> {
+fn parse_canonical<T: serde::de::DeserializeOwned>(
+    name: &str,
+    bytes: &[u8],
+) -> Result<T, VerifyError> {
     // The bytes are checked for canonical form in one pass, then deserialized straight into
     // the typed struct (no intermediate `serde_json::Value`).
     if !canon::is_canonical(bytes) {
-        return Err(format!("{name} is not in canonical RFC 8785 form"));
+        return Err(VerifyError::NotCanonical { file: name.into() });
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("{name}: {e}"))
+    serde_json::from_slice(bytes).map_err(|e| VerifyError::Invalid(format!("{name}: {e}")))
 }
 
 /// Verify a bundle offline. `trusted`: the only key allowed to have signed it.
@@ -562,9 +586,9 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
                 || meta.manifest_hash != mh
                 || meta.proof_status != proof.status
             {
-                return Err(
+                return Err(VerifyError::Invalid(
                     "metadata.json does not describe this policy, manifest and proof".into(),
-                );
+                ));
             }
             Ok(())
         },
@@ -573,15 +597,15 @@ pub fn verify_trusting(bytes: &[u8], trusted: &[PublicKeyFile]) -> Report {
 
 /// A `created` time as docs/formats.md requires it: an RFC 3339 date-time with `T` and an
 /// offset (`Z` or `+hh:mm`), e.g. `2026-01-01T00:00:00.000Z`.
-pub fn check_created(file: &str, created: &str) -> Result<(), String> {
+pub fn check_created(file: &str, created: &str) -> Result<(), VerifyError> {
     let shaped = created.as_bytes().get(10) == Some(&b'T')
         && created.ends_with(|c: char| c == 'Z' || c.is_ascii_digit());
     if shaped && chrono::DateTime::parse_from_rfc3339(created).is_ok() {
         Ok(())
     } else {
-        Err(format!(
+        Err(VerifyError::Invalid(format!(
             "{file}: `created` {created:?} is not an RFC 3339 date-time such as 2026-01-01T00:00:00.000Z"
-        ))
+        )))
     }
 }
 
@@ -591,7 +615,7 @@ struct HashedIr<'a> {
     hash_hex: &'a str,
 }
 
-type ContentCheck<'c> = dyn Fn(&HashedIr, &str, &Manifest, &Proof) -> Result<(), String> + 'c;
+type ContentCheck<'c> = dyn Fn(&HashedIr, &str, &Manifest, &Proof) -> Result<(), VerifyError> + 'c;
 
 /// Step 4 of both versions: the content files parse (canonical), the IR is valid, `check`
 /// binds them to the signed document, and the proof verifies. `ir_hash`/`manifest_hash`: the
@@ -719,11 +743,13 @@ fn verify_v2(
     verify_content(r, map, ir_hash, manifest_hash, &|_, _, manifest, _| {
         let want = statement_of(&content, manifest, &serde_json::Value::Null);
         if st.subject != want.subject {
-            return Err("the signed statement's subjects are not the bundle's files and the manifest's roots (a file was changed)".into());
+            return Err(VerifyError::Invalid("the signed statement's subjects are not the bundle's files and the manifest's roots (a file was changed)".into()));
         }
         // Both are canonical documents: the predicate's JCS text must be proof.json's bytes.
         if canon::canonical(&st.predicate).ok().as_deref() != Some(map["proof.json"]) {
-            return Err("the signed statement's predicate is not proof.json".into());
+            return Err(VerifyError::Invalid(
+                "the signed statement's predicate is not proof.json".into(),
+            ));
         }
         Ok(())
     })

@@ -87,43 +87,54 @@ pub fn sign(payload: &[u8], key: &KeyPair) -> Envelope {
 /// Check an envelope fieldlab wrote: the in-toto payload type, exactly one signature, made by
 /// `public_key` (strict Ed25519 over the PAE, docs/formats.md §1) with keyid = its kid.
 /// Returns the payload.
-pub fn open(env: &Envelope, public_key: &[u8; 32]) -> Result<Vec<u8>, String> {
+pub fn open(env: &Envelope, public_key: &[u8; 32]) -> Result<Vec<u8>, EnvelopeError> {
+    use EnvelopeError::Malformed;
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(format!(
+        return Err(Malformed(format!(
             "payloadType `{}` is not `{PAYLOAD_TYPE}`",
             env.payload_type
-        ));
+        )));
     }
     let [s] = env.signatures.as_slice() else {
-        return Err(format!(
+        return Err(Malformed(format!(
             "{} signatures; a fieldlab envelope has exactly one",
             env.signatures.len()
-        ));
+        )));
     };
     let kid = crate::sign::kid(public_key);
     if s.keyid != kid {
-        return Err(format!(
+        return Err(Malformed(format!(
             "signed by keyid {}, but the signer key's kid is {kid}",
             s.keyid
-        ));
+        )));
     }
-    let payload = unb64(&env.payload).ok_or("payload is not canonical base64")?;
+    let payload =
+        unb64(&env.payload).ok_or_else(|| Malformed("payload is not canonical base64".into()))?;
     let sig: [u8; 64] = unb64(&s.sig)
         .and_then(|v| v.try_into().ok())
-        .ok_or("sig is not 64 bytes of canonical base64")?;
+        .ok_or_else(|| Malformed("sig is not 64 bytes of canonical base64".into()))?;
     let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key)
-        .map_err(|e| format!("bad public key: {e}"))?;
+        .map_err(|e| Malformed(format!("bad public key: {e}")))?;
     vk.verify_strict(
         &pae(PAYLOAD_TYPE, &payload),
         &ed25519_dalek::Signature::from_bytes(&sig),
     )
-    .map_err(|_| "the envelope's signature does not verify".to_string())?;
+    .map_err(|_| EnvelopeError::Invalid)?;
     Ok(payload)
 }
 
+/// Why [`open`] refused an envelope: not one fieldlab writes, or its signature is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the envelope's signature does not verify")]
+    Invalid,
+}
+
 /// The canonical bytes of a statement.
-pub fn statement_bytes(s: &Statement) -> Result<Vec<u8>, String> {
-    canon::canonical(s).map_err(|e| e.to_string())
+pub fn statement_bytes(s: &Statement) -> Result<Vec<u8>, canon::CanonError> {
+    canon::canonical(s)
 }
 
 #[cfg(test)]

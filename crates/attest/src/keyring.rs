@@ -59,18 +59,21 @@ pub struct Attestation {
 }
 
 impl Attestation {
-    pub fn verify(&self) -> Result<(), String> {
+    pub fn verify(&self) -> Result<(), KeyringError> {
+        let bad = |m: &str| KeyringError::Attestation(m.to_string());
         if self.body.format != ATTESTATION_FORMAT || self.body.subject.format != PUBLIC_FORMAT {
-            return Err("not a fieldlab key attestation".into());
+            return Err(bad("not a fieldlab key attestation"));
         }
-        let pk =
-            crate::sign::unb64(&self.body.subject.public_key).ok_or("subject key is not base64")?;
-        let pk: [u8; 32] = pk.try_into().map_err(|_| "subject key is not 32 bytes")?;
+        let pk = crate::sign::unb64(&self.body.subject.public_key)
+            .ok_or_else(|| bad("subject key is not base64"))?;
+        let pk: [u8; 32] = pk
+            .try_into()
+            .map_err(|_| bad("subject key is not 32 bytes"))?;
         if crate::sign::kid(&pk) != self.body.subject.kid {
-            return Err("subject kid does not match its key".into());
+            return Err(bad("subject kid does not match its key"));
         }
-        let msg = canon::canonical(&self.body).map_err(|e| e.to_string())?;
-        self.signature.verify(ATTESTATION_FORMAT, &msg)
+        let msg = canon::canonical(&self.body)?;
+        Ok(self.signature.verify(ATTESTATION_FORMAT, &msg)?)
     }
 }
 
@@ -78,11 +81,33 @@ pub struct Keyring {
     pub dir: PathBuf,
 }
 
+/// Why a keyring operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error(transparent)]
+    File(#[from] crate::FileError),
+    #[error(transparent)]
+    Key(#[from] crate::sign::KeyError),
+    #[error(transparent)]
+    Signature(#[from] crate::sign::SignatureError),
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+    /// No key, or more than one, answers to the name or kid prefix given.
+    #[error("{0}")]
+    Lookup(String),
+    /// The key's status forbids the operation (revoked, not active).
+    #[error("{0}")]
+    Status(String),
+    /// An attestation is malformed, or the chain of attestations is broken.
+    #[error("{0}")]
+    Attestation(String),
+}
+
 impl Keyring {
-    pub fn open(dir: impl Into<PathBuf>) -> Result<Keyring, String> {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Keyring, KeyringError> {
         let dir = dir.into();
         std::fs::create_dir_all(dir.join("attestations"))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(|e| crate::FileError::new(&dir, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -95,7 +120,7 @@ impl Keyring {
         self.dir.join("keyring.json")
     }
 
-    pub fn list(&self) -> Result<Vec<KeyEntry>, String> {
+    pub fn list(&self) -> Result<Vec<KeyEntry>, KeyringError> {
         if !self.file().exists() {
             return Ok(Vec::new());
         }
@@ -103,14 +128,14 @@ impl Keyring {
         Ok(f.keys)
     }
 
-    fn save(&self, keys: Vec<KeyEntry>) -> Result<(), String> {
-        crate::write_json(
+    fn save(&self, keys: Vec<KeyEntry>) -> Result<(), KeyringError> {
+        Ok(crate::write_json(
             &self.file(),
             &KeyringFile {
                 format: KEYRING_FORMAT.into(),
                 keys,
             },
-        )
+        )?)
     }
 
     pub fn secret_path(&self, kid: &str) -> PathBuf {
@@ -122,7 +147,7 @@ impl Keyring {
     }
 
     /// Resolve a kid, a unique kid prefix, or a key name.
-    pub fn find(&self, q: &str) -> Result<KeyEntry, String> {
+    pub fn find(&self, q: &str) -> Result<KeyEntry, KeyringError> {
         let keys = self.list()?;
         let hits: Vec<&KeyEntry> = keys
             .iter()
@@ -130,27 +155,26 @@ impl Keyring {
             .collect();
         match hits.as_slice() {
             [k] => Ok((*k).clone()),
-            [] => Err(format!(
+            [] => Err(KeyringError::Lookup(format!(
                 "no key `{q}` in {} (see `fieldlab cap keys list`)",
                 self.dir.display()
-            )),
-            _ => Err(format!(
+            ))),
+            _ => Err(KeyringError::Lookup(format!(
                 "`{q}` matches {} keys; give more of the kid",
                 hits.len()
-            )),
+            ))),
         }
     }
 
-    pub fn load(&self, q: &str) -> Result<KeyPair, String> {
+    pub fn load(&self, q: &str) -> Result<KeyPair, KeyringError> {
         let e = self.find(q)?;
-        KeyPair::read_secret(&self.secret_path(&e.kid)).map_err(|e| e.to_string())
+        Ok(KeyPair::read_secret(&self.secret_path(&e.kid))?)
     }
 
     /// Generate a key, write it (secret 0600) and record it as active.
-    pub fn keygen(&self, name: Option<String>) -> Result<KeyPair, String> {
-        let k = KeyPair::generate(name.clone()).map_err(|e| e.to_string())?;
-        k.write_secret(&self.secret_path(&k.kid()))
-            .map_err(|e| e.to_string())?;
+    pub fn keygen(&self, name: Option<String>) -> Result<KeyPair, KeyringError> {
+        let k = KeyPair::generate(name.clone())?;
+        k.write_secret(&self.secret_path(&k.kid()))?;
         crate::write_json(&self.public_path(&k.kid()), &k.public_file())?;
         let mut keys = self.list()?;
         keys.push(KeyEntry {
@@ -166,24 +190,23 @@ impl Keyring {
     }
 
     /// `signer` vouches for `subject`; written to `attestations/<subject>.json`.
-    pub fn attest(&self, signer: &str, subject: &str) -> Result<Attestation, String> {
+    pub fn attest(&self, signer: &str, subject: &str) -> Result<Attestation, KeyringError> {
         let s = self.load(signer)?;
         let se = self.find(signer)?;
         if se.status == KeyStatus::Revoked {
-            return Err(format!("key {} is revoked and cannot attest", se.kid));
+            return Err(KeyringError::Status(format!(
+                "key {} is revoked and cannot attest",
+                se.kid
+            )));
         }
         let sub = self.find(subject)?;
-        let subject =
-            PublicKeyFile::read(&self.public_path(&sub.kid)).map_err(|e| e.to_string())?;
+        let subject = PublicKeyFile::read(&self.public_path(&sub.kid))?;
         let body = AttestationBody {
             format: ATTESTATION_FORMAT.into(),
             subject,
             issued: crate::now_rfc3339(),
         };
-        let signature = s.sign(
-            ATTESTATION_FORMAT,
-            &canon::canonical(&body).map_err(|e| e.to_string())?,
-        );
+        let signature = s.sign(ATTESTATION_FORMAT, &canon::canonical(&body)?);
         let a = Attestation { body, signature };
         crate::write_json(
             &self
@@ -205,13 +228,13 @@ impl Keyring {
         &self,
         old: &str,
         name: Option<String>,
-    ) -> Result<(KeyPair, Attestation), String> {
+    ) -> Result<(KeyPair, Attestation), KeyringError> {
         let o = self.find(old)?;
         if o.status != KeyStatus::Active {
-            return Err(format!(
+            return Err(KeyringError::Status(format!(
                 "key {} is {:?}, only an active key can be rotated",
                 o.kid, o.status
-            ));
+            )));
         }
         let new = self.keygen(name.or(o.name.clone()))?;
         let a = self.attest(&o.kid, &new.kid())?;
@@ -223,7 +246,7 @@ impl Keyring {
         Ok((new, a))
     }
 
-    pub fn revoke(&self, q: &str, reason: &str) -> Result<KeyEntry, String> {
+    pub fn revoke(&self, q: &str, reason: &str) -> Result<KeyEntry, KeyringError> {
         let e = self.find(q)?;
         let mut keys = self.list()?;
         for k in keys.iter_mut().filter(|k| k.kid == e.kid) {
@@ -236,18 +259,19 @@ impl Keyring {
 
     /// Follow attestations from `root` to `leaf`; every link must verify and no key on the
     /// way may be revoked. Returns the chain of kids.
-    pub fn verify_chain(&self, root: &str, leaf: &str) -> Result<Vec<String>, String> {
+    pub fn verify_chain(&self, root: &str, leaf: &str) -> Result<Vec<String>, KeyringError> {
+        use KeyringError::Attestation as Broken;
         let root = self.find(root)?;
         let mut cur = self.find(leaf)?;
         let mut chain = vec![cur.kid.clone()];
         let keys = self.list()?;
         loop {
             if cur.status == KeyStatus::Revoked {
-                return Err(format!(
+                return Err(KeyringError::Status(format!(
                     "key {} on the chain is revoked ({})",
                     cur.kid,
                     cur.revoked.clone().unwrap_or_default()
-                ));
+                )));
             }
             if cur.kid == root.kid {
                 chain.reverse();
@@ -258,28 +282,29 @@ impl Keyring {
                 .join("attestations")
                 .join(format!("{}.json", cur.kid));
             let a: Attestation = crate::read_json(&p).map_err(|_| {
-                format!(
+                Broken(format!(
                     "key {} has no attestation; the chain ends before {}",
                     cur.kid, root.kid
-                )
+                ))
             })?;
-            a.verify().map_err(|e| format!("{}: {e}", p.display()))?;
+            a.verify()
+                .map_err(|e| Broken(format!("{}: {e}", p.display())))?;
             if a.body.subject.kid != cur.kid {
-                return Err(format!(
+                return Err(Broken(format!(
                     "{}: attests {}, not {}",
                     p.display(),
                     a.body.subject.kid,
                     cur.kid
-                ));
+                )));
             }
             let signer = a.signature.kid.clone();
             cur = keys
                 .iter()
                 .find(|k| k.kid == signer)
                 .cloned()
-                .ok_or_else(|| format!("attesting key {signer} is not in the keyring"))?;
+                .ok_or_else(|| Broken(format!("attesting key {signer} is not in the keyring")))?;
             if chain.contains(&cur.kid) {
-                return Err("attestation cycle".into());
+                return Err(Broken("attestation cycle".into()));
             }
             chain.push(cur.kid.clone());
         }
@@ -287,9 +312,9 @@ impl Keyring {
 }
 
 /// Read a key given as a path to a secret key file, or as a kid/name in a keyring directory.
-pub fn load_key(spec: &Path, keyring: &Path) -> Result<KeyPair, String> {
+pub fn load_key(spec: &Path, keyring: &Path) -> Result<KeyPair, KeyringError> {
     if spec.exists() {
-        return KeyPair::read_secret(spec).map_err(|e| e.to_string());
+        return Ok(KeyPair::read_secret(spec)?);
     }
     Keyring::open(keyring)?.load(&spec.to_string_lossy())
 }
@@ -323,6 +348,7 @@ mod tests {
         assert!(kr
             .verify_chain(&a.kid(), &c.kid())
             .unwrap_err()
+            .to_string()
             .contains("revoked"));
         assert!(kr.attest(&b.kid(), &c.kid()).is_err());
     }

@@ -47,16 +47,33 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Write a value as pretty JSON (for files people read; hashed files are written canonically).
-pub fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<(), String> {
-    let mut body = serde_json::to_vec_pretty(v).map_err(|e| format!("{}: {e}", path.display()))?;
-    body.push(b'\n');
-    std::fs::write(path, body).map_err(|e| format!("{}: {e}", path.display()))
+/// A file that could not be read, written or parsed: its path and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct FileError {
+    pub path: String,
+    pub msg: String,
 }
 
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+impl FileError {
+    pub fn new(path: &Path, msg: impl std::fmt::Display) -> FileError {
+        FileError {
+            path: path.display().to_string(),
+            msg: msg.to_string(),
+        }
+    }
+}
+
+/// Write a value as pretty JSON (for files people read; hashed files are written canonically).
+pub fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<(), FileError> {
+    let mut body = serde_json::to_vec_pretty(v).map_err(|e| FileError::new(path, e))?;
+    body.push(b'\n');
+    std::fs::write(path, body).map_err(|e| FileError::new(path, e))
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError> {
+    let text = std::fs::read(path).map_err(|e| FileError::new(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| FileError::new(path, e))
 }
 
 #[cfg(test)]

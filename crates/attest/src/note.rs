@@ -33,18 +33,36 @@ pub fn vkey(name: &str, public: &[u8; 32]) -> String {
     )
 }
 
-pub fn parse_vkey(v: &str) -> Result<(String, [u8; 32]), String> {
+/// Why a verifier key, a signed note or a checkpoint was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoteError {
+    /// Not a well-formed verifier key, note or checkpoint.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("signature by `{name}` does not verify")]
+    Invalid { name: String },
+    #[error("note has no signature by `{name}`")]
+    Unsigned { name: String },
+}
+
+fn malformed(m: &str) -> NoteError {
+    NoteError::Malformed(m.to_string())
+}
+
+pub fn parse_vkey(v: &str) -> Result<(String, [u8; 32]), NoteError> {
     let mut p = v.splitn(3, '+');
     let (Some(name), Some(h), Some(k)) = (p.next(), p.next(), p.next()) else {
-        return Err("verifier key must be NAME+HASH+KEY".into());
+        return Err(malformed("verifier key must be NAME+HASH+KEY"));
     };
-    let k = B64.decode(k).map_err(|_| "verifier key is not base64")?;
+    let k = B64
+        .decode(k)
+        .map_err(|_| malformed("verifier key is not base64"))?;
     if k.len() != 33 || k[0] != ALG_ED25519 {
-        return Err("verifier key is not an Ed25519 key".into());
+        return Err(malformed("verifier key is not an Ed25519 key"));
     }
     let pk: [u8; 32] = k[1..].try_into().unwrap();
     if hex::encode(key_hash(name, &pk)) != h {
-        return Err("verifier key hash does not match".into());
+        return Err(malformed("verifier key hash does not match"));
     }
     Ok((name.to_string(), pk))
 }
@@ -63,17 +81,19 @@ pub fn sign(text: &str, name: &str, key: &KeyPair) -> String {
 }
 
 /// Verify a signed note with one verifier key; returns the note text.
-pub fn open(note: &str, vkey_str: &str) -> Result<String, String> {
+pub fn open(note: &str, vkey_str: &str) -> Result<String, NoteError> {
     let (name, pk) = parse_vkey(vkey_str)?;
     let split = note
         .rfind("\n\n")
-        .ok_or("not a signed note (no blank line before signatures)")?;
+        .ok_or_else(|| malformed("not a signed note (no blank line before signatures)"))?;
     let text = &note[..split + 1];
     let want = key_hash(&name, &pk);
-    let vk = VerifyingKey::from_bytes(&pk).map_err(|e| e.to_string())?;
+    let vk = VerifyingKey::from_bytes(&pk).map_err(|e| malformed(&e.to_string()))?;
     for line in note[split + 2..].lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
-            return Err(format!("malformed signature line `{line}`"));
+            return Err(NoteError::Malformed(format!(
+                "malformed signature line `{line}`"
+            )));
         };
         let Some((n, s)) = rest.split_once(' ') else {
             continue;
@@ -88,25 +108,25 @@ pub fn open(note: &str, vkey_str: &str) -> Result<String, String> {
         return vk
             .verify_strict(text.as_bytes(), &sig)
             .map(|_| text.to_string())
-            .map_err(|_| format!("signature by `{name}` does not verify"));
+            .map_err(|_| NoteError::Invalid { name });
     }
-    Err(format!("note has no signature by `{name}`"))
+    Err(NoteError::Unsigned { name })
 }
 
 /// Parse a checkpoint text into (origin, size, root).
-pub fn parse_checkpoint(text: &str) -> Result<(String, u64, [u8; 32]), String> {
+pub fn parse_checkpoint(text: &str) -> Result<(String, u64, [u8; 32]), NoteError> {
     let l: Vec<&str> = text.lines().collect();
     if l.len() < 3 {
-        return Err("checkpoint needs origin, size and root lines".into());
+        return Err(malformed("checkpoint needs origin, size and root lines"));
     }
     let size = l[1]
         .parse()
-        .map_err(|_| "checkpoint size is not a number")?;
+        .map_err(|_| malformed("checkpoint size is not a number"))?;
     let root: [u8; 32] = B64
         .decode(l[2])
         .ok()
         .and_then(|r| r.try_into().ok())
-        .ok_or("checkpoint root is not 32 bytes of base64")?;
+        .ok_or_else(|| malformed("checkpoint root is not 32 bytes of base64"))?;
     Ok((l[0].to_string(), size, root))
 }
 
@@ -151,7 +171,9 @@ mod tests {
                 .is_ok(),
             "the lenient check accepts it"
         );
-        let err = open(&forged, &vkey("log", &identity)).unwrap_err();
+        let err = open(&forged, &vkey("log", &identity))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not verify"), "{err}");
     }
 }

@@ -131,6 +131,12 @@ pub struct PolicyIr {
     pub rules: Vec<Rule>,
 }
 
+/// An IR that `policy compile` could not have made: the first problem found by
+/// [`PolicyIr::validate`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
 impl PolicyIr {
     pub fn hash(&self) -> String {
         canon::hex32(&canon::sha256_canonical(self).expect("IR is canonical-encodable"))
@@ -146,37 +152,39 @@ impl PolicyIr {
     /// one rule, unique non-empty rule ids, known ops with exactly their parameters, of the
     /// right type and range (counts are non-negative integers, bounds finite with
     /// min <= max, count_min <= count_max per set). The first problem is the error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         if self.format != IR_FORMAT {
-            return Err(format!(
+            return Err(PolicyError(format!(
                 "format `{}` is not `{IR_FORMAT}`",
                 cap(&self.format)
-            ));
+            )));
         }
         if !matches!(self.source_version, 1 | 2) {
-            return Err(format!(
+            return Err(PolicyError(format!(
                 "source_version {} is not a known dialect (1 or 2)",
                 self.source_version
-            ));
+            )));
         }
         if self.id.trim().is_empty() {
-            return Err("the policy has no id".into());
+            return Err(PolicyError("the policy has no id".into()));
         }
         if self.rules.is_empty() {
-            return Err("the policy has no rules: it would be satisfied by any data".into());
+            return Err(PolicyError(
+                "the policy has no rules: it would be satisfied by any data".into(),
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut bounds: BTreeMap<&str, (Option<u64>, Option<u64>)> = BTreeMap::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}] (`{}`)", cap(&r.id));
             if r.id.trim().is_empty() {
-                return Err(format!("rules[{i}] has no id"));
+                return Err(PolicyError(format!("rules[{i}] has no id")));
             }
             if !ids.insert(r.id.as_str()) {
-                return Err(format!("{at}: the rule id is used twice"));
+                return Err(PolicyError(format!("{at}: the rule id is used twice")));
             }
             let Some((_, params, _)) = OPS.iter().find(|(op, _, _)| *op == r.op) else {
-                return Err(format!("{at}: unknown op `{}`", cap(&r.op)));
+                return Err(PolicyError(format!("{at}: unknown op `{}`", cap(&r.op))));
             };
             let given = [
                 ("set", r.set.is_some()),
@@ -190,36 +198,46 @@ impl PolicyIr {
             for (name, present) in given {
                 let wanted = params.contains(&name);
                 if wanted && !present {
-                    return Err(format!("{at}: op `{}` needs `{name}`", r.op));
+                    return Err(PolicyError(format!("{at}: op `{}` needs `{name}`", r.op)));
                 }
                 if present && !wanted {
-                    return Err(format!("{at}: op `{}` takes no `{name}`", r.op));
+                    return Err(PolicyError(format!(
+                        "{at}: op `{}` takes no `{name}`",
+                        r.op
+                    )));
                 }
             }
             match (r.op.as_str(), r.missing.as_deref()) {
                 (_, None) | ("non_membership", Some("allow" | "deny")) => {}
                 ("non_membership", Some(w)) => {
-                    return Err(format!(
+                    return Err(PolicyError(format!(
                         "{at}: `missing` is `allow` or `deny`, not `{}`",
                         cap(w)
-                    ))
+                    )))
                 }
-                (op, Some(_)) => return Err(format!("{at}: op `{op}` takes no `missing`")),
+                (op, Some(_)) => {
+                    return Err(PolicyError(format!("{at}: op `{op}` takes no `missing`")))
+                }
             }
             for (name, text) in [("set", &r.set), ("field", &r.field), ("list", &r.list)] {
                 if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                    return Err(format!("{at}: `{name}` is empty"));
+                    return Err(PolicyError(format!("{at}: `{name}` is empty")));
                 }
             }
             for (name, x) in [("min", r.min), ("max", r.max)] {
                 if x.is_some_and(|x| !x.is_finite()) {
-                    return Err(format!("{at}: `{name}` is not a finite number"));
+                    return Err(PolicyError(format!(
+                        "{at}: `{name}` is not a finite number"
+                    )));
                 }
             }
             match r.op.as_str() {
                 "count_min" | "count_max" => {
                     let n = r.value.as_ref().and_then(Value::as_u64).ok_or_else(|| {
-                        format!("{at}: `value` of {} must be a non-negative integer", r.op)
+                        PolicyError(format!(
+                            "{at}: `value` of {} must be a non-negative integer",
+                            r.op
+                        ))
                     })?;
                     let set = r.set.as_deref().unwrap_or("");
                     let b = bounds.entry(set).or_default();
@@ -234,22 +252,22 @@ impl PolicyIr {
                         .as_ref()
                         .is_some_and(|v| v.is_array() || v.is_object()) =>
                 {
-                    return Err(format!(
+                    return Err(PolicyError(format!(
                         "{at}: `value` must be a string, number, boolean or null"
-                    ));
+                    )));
                 }
                 "one_of" => {
                     let v = r.values.as_deref().unwrap_or_default();
                     if v.is_empty() || v.iter().any(|x| x.is_array() || x.is_object()) {
-                        return Err(format!(
+                        return Err(PolicyError(format!(
                             "{at}: `values` must be a non-empty list of strings, numbers, booleans or null"
-                        ));
+                        )));
                     }
                 }
                 "range" => {
                     if let (Some(lo), Some(hi)) = (r.min, r.max) {
                         if lo > hi {
-                            return Err(format!("{at}: min {lo} > max {hi}"));
+                            return Err(PolicyError(format!("{at}: min {lo} > max {hi}")));
                         }
                     }
                 }
@@ -259,10 +277,10 @@ impl PolicyIr {
         for (set, (lo, hi)) in bounds {
             if let (Some(lo), Some(hi)) = (lo, hi) {
                 if lo > hi {
-                    return Err(format!(
+                    return Err(PolicyError(format!(
                         "set `{}`: count_min {lo} > count_max {hi}",
                         cap(set)
-                    ));
+                    )));
                 }
             }
         }
@@ -739,7 +757,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut PolicyIr), why: &str| {
             let mut ir = good.clone();
             f(&mut ir);
-            let e = ir.validate().expect_err(why);
+            let e = ir.validate().expect_err(why).to_string();
             assert!(e.contains(why), "{why}: {e}");
         };
         bad(&|ir| ir.rules.clear(), "no rules");

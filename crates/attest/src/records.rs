@@ -84,17 +84,24 @@ impl Schema {
     }
 
     /// A built-in schema name (`suppliers`, `ubos`) or a YAML/JSON schema file.
-    pub fn load(spec: &str) -> Result<Schema, String> {
+    pub fn load(spec: &str) -> Result<Schema, RecordsError> {
         match spec {
             "suppliers" => Ok(Schema::suppliers()),
             "ubos" => Ok(Schema::ubos()),
             path => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("{path}: {e} (give `suppliers`, `ubos` or a schema file)")
+                    crate::FileError::new(
+                        Path::new(path),
+                        format!("{e} (give `suppliers`, `ubos` or a schema file)"),
+                    )
                 })?;
-                let s: Schema = serde_yaml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+                let s: Schema = serde_yaml::from_str(&text)
+                    .map_err(|e| crate::FileError::new(Path::new(path), e))?;
                 if s.fields.is_empty() {
-                    return Err(format!("{path}: schema `{}` has no fields", s.name));
+                    return Err(RecordsError::Invalid(format!(
+                        "{path}: schema `{}` has no fields",
+                        s.name
+                    )));
                 }
                 Ok(s)
             }
@@ -119,6 +126,21 @@ pub struct Commitments {
     pub sets: BTreeMap<String, SetCommitment>,
 }
 
+/// Why records could not be committed, loaded or opened: a file that cannot be read or
+/// written, records or schemas that are not valid (named with file and line), or a record
+/// that is not in the committed tree.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error(transparent)]
+    File(#[from] crate::FileError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("record {index} is not included in the committed tree")]
+    NotIncluded { index: u64 },
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+}
+
 pub const COMMITMENTS_FORMAT: &str = "fieldlab.commitments/v1";
 
 impl PartialEq for Schema {
@@ -127,8 +149,8 @@ impl PartialEq for Schema {
     }
 }
 
-fn err_at(path: &Path, line: u64, msg: impl std::fmt::Display) -> String {
-    format!("{}:{line}: {msg}", path.display())
+fn err_at(path: &Path, line: u64, msg: impl std::fmt::Display) -> RecordsError {
+    RecordsError::Invalid(format!("{}:{line}: {msg}", path.display()))
 }
 
 /// Encode one CSV row as the canonical JSON object of `schema`.
@@ -142,7 +164,7 @@ impl RowEncoder {
         schema: &Schema,
         headers: &csv::StringRecord,
         path: &Path,
-    ) -> Result<RowEncoder, String> {
+    ) -> Result<RowEncoder, RecordsError> {
         for h in headers.iter() {
             if !schema.fields.iter().any(|f| f.name == h) {
                 let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
@@ -179,7 +201,7 @@ impl RowEncoder {
         out: &mut Vec<u8>,
         path: &Path,
         line: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), RecordsError> {
         out.push(b'{');
         let mut first = true;
         for (col, f) in &self.order {
@@ -207,53 +229,62 @@ impl RowEncoder {
     }
 }
 
-fn encode_cell(f: &FieldSpec, cell: &str, out: &mut Vec<u8>) -> Result<(), String> {
+fn encode_cell(f: &FieldSpec, cell: &str, out: &mut Vec<u8>) -> Result<(), RecordsError> {
     match f.ty {
         FieldType::String => canon::write_string(out, cell),
         FieldType::Integer => {
-            let i: i64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{}`: `{cell}` is not an integer", f.name))?;
-            canon::write_value(out, &Value::from(i)).map_err(|e| format!("`{}`: {e}", f.name))?;
+            let i: i64 = cell.trim().parse().map_err(|_| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not an integer", f.name))
+            })?;
+            canon::write_value(out, &Value::from(i))
+                .map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
         }
         FieldType::Number => {
-            let x: f64 = cell
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{}`: `{cell}` is not a number", f.name))?;
-            let n = serde_json::Number::from_f64(x)
-                .ok_or_else(|| format!("`{}`: `{cell}` is not finite", f.name))?;
+            let x: f64 = cell.trim().parse().map_err(|_| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not a number", f.name))
+            })?;
+            let n = serde_json::Number::from_f64(x).ok_or_else(|| {
+                RecordsError::Invalid(format!("`{}`: `{cell}` is not finite", f.name))
+            })?;
             // Integral values are written as integers, as ECMAScript does (1.0 -> 1).
             let v = if x.fract() == 0.0 && x.abs() < 9.0e15 {
                 Value::from(x as i64)
             } else {
                 Value::Number(n)
             };
-            canon::write_value(out, &v).map_err(|e| format!("`{}`: {e}", f.name))?;
+            canon::write_value(out, &v)
+                .map_err(|e| RecordsError::Invalid(format!("`{}`: {e}", f.name)))?;
         }
         FieldType::Bool => out.extend_from_slice(match cell.trim() {
             "true" | "1" | "yes" => b"true",
             "false" | "0" | "no" => b"false",
-            _ => return Err(format!("`{}`: `{cell}` is not true/false", f.name)),
+            _ => {
+                return Err(RecordsError::Invalid(format!(
+                    "`{}`: `{cell}` is not true/false",
+                    f.name
+                )))
+            }
         }),
     }
     Ok(())
 }
 
 /// Canonical records of a set, written as JSON lines to `out_jsonl`; returns the leaf hashes.
-pub fn commit_csv(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec<Hash>, String> {
+pub fn commit_csv(
+    input: &Path,
+    schema: &Schema,
+    out_jsonl: &Path,
+) -> Result<Vec<Hash>, RecordsError> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
         .from_path(input)
-        .map_err(|e| format!("{}: {e}", input.display()))?;
+        .map_err(|e| crate::FileError::new(input, e))?;
     let headers = rdr
         .headers()
-        .map_err(|e| format!("{}: {e}", input.display()))?
+        .map_err(|e| crate::FileError::new(input, e))?
         .clone();
     let enc = RowEncoder::new(schema, &headers, input)?;
-    let file =
-        std::fs::File::create(out_jsonl).map_err(|e| format!("{}: {e}", out_jsonl.display()))?;
+    let file = std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(out_jsonl, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut leaves = Vec::new();
     let mut row = csv::StringRecord::new();
@@ -262,7 +293,7 @@ pub fn commit_csv(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec
         match rdr.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(format!("{}: {e}", input.display())),
+            Err(e) => return Err(crate::FileError::new(input, e).into()),
         }
         let line = row.position().map_or(0, |p| p.line());
         buf.clear();
@@ -270,19 +301,22 @@ pub fn commit_csv(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec
         leaves.push(merkle::leaf_hash(&buf));
         buf.push(b'\n');
         w.write_all(&buf)
-            .map_err(|e| format!("{}: {e}", out_jsonl.display()))?;
+            .map_err(|e| crate::FileError::new(out_jsonl, e))?;
     }
-    w.flush()
-        .map_err(|e| format!("{}: {e}", out_jsonl.display()))?;
+    w.flush().map_err(|e| crate::FileError::new(out_jsonl, e))?;
     Ok(leaves)
 }
 
 /// Records from a JSON array or JSON-lines file, checked against `schema`.
-pub fn commit_json(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Vec<Hash>, String> {
-    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
+pub fn commit_json(
+    input: &Path,
+    schema: &Schema,
+    out_jsonl: &Path,
+) -> Result<Vec<Hash>, RecordsError> {
+    let text = std::fs::read_to_string(input).map_err(|e| crate::FileError::new(input, e))?;
     let rows: Vec<(u64, Value)> = if text.trim_start().starts_with('[') {
         let v: Vec<Value> =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", input.display()))?;
+            serde_json::from_str(&text).map_err(|e| crate::FileError::new(input, e))?;
         v.into_iter()
             .enumerate()
             .map(|(i, r)| (i as u64 + 1, r))
@@ -301,7 +335,7 @@ pub fn commit_json(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Ve
         v
     };
     let mut w = BufWriter::new(
-        std::fs::File::create(out_jsonl).map_err(|e| format!("{}: {e}", out_jsonl.display()))?,
+        std::fs::File::create(out_jsonl).map_err(|e| crate::FileError::new(out_jsonl, e))?,
     );
     let mut leaves = Vec::new();
     for (n, r) in rows {
@@ -339,10 +373,9 @@ pub fn commit_json(input: &Path, schema: &Schema, out_jsonl: &Path) -> Result<Ve
         leaves.push(merkle::leaf_hash(&buf));
         buf.push(b'\n');
         w.write_all(&buf)
-            .map_err(|e| format!("{}: {e}", out_jsonl.display()))?;
+            .map_err(|e| crate::FileError::new(out_jsonl, e))?;
     }
-    w.flush()
-        .map_err(|e| format!("{}: {e}", out_jsonl.display()))?;
+    w.flush().map_err(|e| crate::FileError::new(out_jsonl, e))?;
     Ok(leaves)
 }
 
@@ -370,16 +403,18 @@ impl Workspace {
         set: &str,
         input: &Path,
         schema: &Schema,
-    ) -> Result<SetCommitment, String> {
+    ) -> Result<SetCommitment, RecordsError> {
         if set.is_empty()
             || !set
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(format!("set name `{set}`: use letters, digits, `_` or `-`"));
+            return Err(RecordsError::Invalid(format!(
+                "set name `{set}`: use letters, digits, `_` or `-`"
+            )));
         }
         std::fs::create_dir_all(self.dir.join("records"))
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+            .map_err(|e| crate::FileError::new(&self.dir, e))?;
         let out = self.records_path(set);
         let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("");
         let leaves = if matches!(ext, "json" | "jsonl" | "ndjson") {
@@ -401,47 +436,47 @@ impl Workspace {
         Ok(c)
     }
 
-    pub fn commitments(&self) -> Result<Commitments, String> {
+    pub fn commitments(&self) -> Result<Commitments, RecordsError> {
         let p = self.commitments_path();
         let c: Commitments = crate::read_json(&p)?;
         if c.format != COMMITMENTS_FORMAT {
-            return Err(format!(
+            return Err(RecordsError::Invalid(format!(
                 "{}: format `{}` is not `{COMMITMENTS_FORMAT}`",
                 p.display(),
                 c.format
-            ));
+            )));
         }
         Ok(c)
     }
 
     /// The committed records of `set`, checked against the commitment's root and count.
-    pub fn load_set(&self, set: &str) -> Result<RecordSet, String> {
+    pub fn load_set(&self, set: &str) -> Result<RecordSet, RecordsError> {
         let c = self.commitments()?;
         let sc = c.sets.get(set).ok_or_else(|| {
-            format!(
+            RecordsError::Invalid(format!(
                 "set `{set}` was not prepared in {} (prepared: {})",
                 self.dir.display(),
                 c.sets.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            ))
         })?;
         let p = self.records_path(set);
-        let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let f = std::fs::File::open(&p).map_err(|e| crate::FileError::new(&p, e))?;
         let mut rs = RecordSet {
             name: set.into(),
             records: Vec::new(),
             leaves: Vec::new(),
         };
         for line in std::io::BufReader::new(f).lines() {
-            let line = line.map_err(|e| format!("{}: {e}", p.display()))?;
+            let line = line.map_err(|e| crate::FileError::new(&p, e))?;
             rs.leaves.push(merkle::leaf_hash(line.as_bytes()));
             rs.records
-                .push(serde_json::from_str(&line).map_err(|e| format!("{}: {e}", p.display()))?);
+                .push(serde_json::from_str(&line).map_err(|e| crate::FileError::new(&p, e))?);
         }
         if rs.records.len() as u64 != sc.count || hex32(&merkle::root(&rs.leaves)) != sc.root {
-            return Err(format!(
+            return Err(RecordsError::Invalid(format!(
                 "{} does not match its commitment (changed after prepare?)",
                 p.display()
-            ));
+            )));
         }
         Ok(rs)
     }
@@ -482,9 +517,9 @@ pub struct OpenedRecord {
 
 impl OpenedRecord {
     /// Check the record is leaf `index` of the tree with `root` and `size` leaves.
-    pub fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
+    pub fn verify(&self, root: &Hash, size: u64) -> Result<(), RecordsError> {
         let mut bytes = Vec::with_capacity(128);
-        canon::write_value(&mut bytes, &self.record).map_err(|e| e.to_string())?;
+        canon::write_value(&mut bytes, &self.record)?;
         if merkle::verify_inclusion(
             &merkle::leaf_hash(&bytes),
             self.index,
@@ -494,10 +529,7 @@ impl OpenedRecord {
         ) {
             Ok(())
         } else {
-            Err(format!(
-                "record {} is not included in the committed tree",
-                self.index
-            ))
+            Err(RecordsError::NotIncluded { index: self.index })
         }
     }
 }

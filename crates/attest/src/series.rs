@@ -14,6 +14,22 @@ use crate::sign::{KeyPair, Signature};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// Why an attestation could not be made or does not verify. `Fails`: the claim is not
+/// what its signed evidence shows; the others are malformed input.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    #[error(transparent)]
+    Signature(#[from] crate::sign::SignatureError),
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordsError),
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Fails(String),
+}
+
 pub const FORMAT: &str = "fieldlab.series-attestation/v1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,9 +71,9 @@ pub fn attest(
     max: f64,
     points: &[(i64, f64)],
     key: Option<&KeyPair>,
-) -> Result<SeriesAttestation, String> {
+) -> Result<SeriesAttestation, SeriesError> {
     if min > max {
-        return Err(format!("range {min}..{max} is empty"));
+        return Err(SeriesError::Invalid(format!("range {min}..{max} is empty")));
     }
     let records: Vec<Value> = points
         .iter()
@@ -65,9 +81,7 @@ pub fn attest(
         .collect();
     let mut leaves = Vec::with_capacity(records.len());
     for r in &records {
-        leaves.push(merkle::leaf_hash(
-            &canon::canonical(r).map_err(|e| e.to_string())?,
-        ));
+        leaves.push(merkle::leaf_hash(&canon::canonical(r)?));
     }
     let rs = RecordSet {
         name: "points".into(),
@@ -95,43 +109,43 @@ pub fn attest(
         first_violation: points.iter().position(|p| !inr(p.1)).map(|i| rs.open(i)),
     };
     let signature = match key {
-        Some(k) => Some(k.sign(
-            FORMAT,
-            &canon::canonical(&claim).map_err(|e| e.to_string())?,
-        )),
+        Some(k) => Some(k.sign(FORMAT, &canon::canonical(&claim)?)),
         None => None,
     };
     Ok(SeriesAttestation { claim, signature })
 }
 
 /// Verify an attestation: signature (if any), opened points in the tree, and the verdict.
-pub fn verify(a: &SeriesAttestation) -> Result<String, String> {
+pub fn verify(a: &SeriesAttestation) -> Result<String, SeriesError> {
     let c = &a.claim;
     if c.format != FORMAT {
-        return Err("not a series attestation".into());
+        return Err(SeriesError::Invalid("not a series attestation".into()));
     }
     let signed = match &a.signature {
         Some(s) => {
-            s.verify(FORMAT, &canon::canonical(c).map_err(|e| e.to_string())?)?;
+            s.verify(FORMAT, &canon::canonical(c)?)?;
             format!("signed by {}", s.kid)
         }
         None => "UNSIGNED".into(),
     };
-    let root = canon::parse_hex32(&c.root).ok_or("root is not hex")?;
-    let val = |o: &OpenedRecord| -> Result<(i64, f64), String> {
+    let root = canon::parse_hex32(&c.root)
+        .ok_or_else(|| SeriesError::Invalid("root is not hex".into()))?;
+    let val = |o: &OpenedRecord| -> Result<(i64, f64), SeriesError> {
         o.verify(&root, c.count)?;
         let t = o
             .record
             .get("ts")
             .and_then(Value::as_i64)
-            .ok_or("point without ts")?;
+            .ok_or_else(|| SeriesError::Invalid("point without ts".into()))?;
         let v = o
             .record
             .get("value")
             .and_then(Value::as_f64)
-            .ok_or("point without value")?;
+            .ok_or_else(|| SeriesError::Invalid("point without value".into()))?;
         if t < c.from_ms || t > c.to_ms {
-            return Err(format!("point at {t} lies outside the attested interval"));
+            return Err(SeriesError::Fails(format!(
+                "point at {t} lies outside the attested interval"
+            )));
         }
         Ok((t, v))
     };
@@ -139,22 +153,22 @@ pub fn verify(a: &SeriesAttestation) -> Result<String, String> {
     for o in [&c.lowest, &c.highest].into_iter().flatten() {
         let (_, v) = val(o)?;
         if c.in_range && !inr(v) {
-            return Err(format!(
+            return Err(SeriesError::Fails(format!(
                 "claims in range, but point {} has value {v}",
                 o.index
-            ));
+            )));
         }
     }
     match (&c.first_violation, c.in_range) {
         (Some(o), false) => {
             let (t, v) = val(o)?;
             if inr(v) {
-                return Err("the violating point is in range".into());
+                return Err(SeriesError::Fails("the violating point is in range".into()));
             }
             Ok(format!("REFUTED ({signed}): point {} at {t} ms has {} = {v}, outside [{}, {}]; {} of {} points out of range", o.index, c.field, c.min, c.max, c.out_of_range, c.count))
         }
         (None, true) if c.out_of_range == 0 => Ok(format!("IN RANGE ({signed}, attested): {} points of {}/{} within [{}, {}]; extremes verified in the tree", c.count, c.device_id, c.field, c.min, c.max)),
-        _ => Err("verdict and evidence disagree".into()),
+        _ => Err(SeriesError::Fails("verdict and evidence disagree".into())),
     }
 }
 

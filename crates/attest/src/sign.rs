@@ -21,6 +21,16 @@ pub enum KeyError {
     Invalid(String),
 }
 
+/// Why a [`Signature`] was refused: it is not a well-formed Ed25519 signature by the key it
+/// names, or it is and does not verify.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("Ed25519 signature by key {kid} does not verify")]
+    Invalid { kid: String },
+}
+
 /// Key id: first 8 bytes of SHA-256(public key), lower-case hex.
 pub fn kid(public: &[u8; 32]) -> String {
     hex::encode(&crate::canon::sha256(public)[..8])
@@ -224,7 +234,7 @@ pub struct Signature {
 /// bundle verification), and a verifier sees the same few keys again and again, so each
 /// thread keeps the last keys it decoded. The cache is keyed by all 32 bytes: it can only
 /// return what `from_bytes` would.
-fn verifying_key(pk: &[u8; 32]) -> Result<VerifyingKey, String> {
+fn verifying_key(pk: &[u8; 32]) -> Result<VerifyingKey, SignatureError> {
     use std::cell::RefCell;
     const KEEP: usize = 8;
     thread_local! {
@@ -235,7 +245,8 @@ fn verifying_key(pk: &[u8; 32]) -> Result<VerifyingKey, String> {
         if let Some(i) = c.iter().position(|(k, _)| k == pk) {
             return Ok(c[i].1);
         }
-        let vk = VerifyingKey::from_bytes(pk).map_err(|e| format!("bad public key: {e}"))?;
+        let vk = VerifyingKey::from_bytes(pk)
+            .map_err(|e| SignatureError::Malformed(format!("bad public key: {e}")))?;
         if c.len() == KEEP {
             c.remove(0);
         }
@@ -246,28 +257,34 @@ fn verifying_key(pk: &[u8; 32]) -> Result<VerifyingKey, String> {
 
 impl Signature {
     /// Verify the signature over `context || 0x00 || message`, and that `kid` belongs to the key.
-    pub fn verify(&self, context: &str, message: &[u8]) -> Result<(), String> {
+    pub fn verify(&self, context: &str, message: &[u8]) -> Result<(), SignatureError> {
+        let malformed = |m: &str| SignatureError::Malformed(m.to_string());
         if self.alg != "Ed25519" {
-            return Err(format!("signature algorithm `{}` is not Ed25519", self.alg));
+            return Err(SignatureError::Malformed(format!(
+                "signature algorithm `{}` is not Ed25519",
+                self.alg
+            )));
         }
-        let pk =
-            unb64_32(&self.public_key).ok_or("public_key is not 32 bytes of canonical base64")?;
+        let pk = unb64_32(&self.public_key)
+            .ok_or_else(|| malformed("public_key is not 32 bytes of canonical base64"))?;
         if kid(&pk) != self.kid {
-            return Err(format!(
+            return Err(SignatureError::Malformed(format!(
                 "kid {} does not belong to the public key (its kid is {})",
                 self.kid,
                 kid(&pk)
-            ));
+            )));
         }
         let vk = verifying_key(&pk)?;
         let sig: [u8; 64] = unb64(&self.sig)
             .and_then(|v| v.try_into().ok())
-            .ok_or("sig is not 64 bytes of canonical base64")?;
+            .ok_or_else(|| malformed("sig is not 64 bytes of canonical base64"))?;
         vk.verify_strict(
             &signed_bytes(context, message),
             &ed25519_dalek::Signature::from_bytes(&sig),
         )
-        .map_err(|_| format!("Ed25519 signature by key {} does not verify", self.kid))?;
+        .map_err(|_| SignatureError::Invalid {
+            kid: self.kid.clone(),
+        })?;
         Ok(())
     }
 }

@@ -250,7 +250,9 @@ fn a_record_without_the_screened_field_fails_screening_unless_allowed() {
     let mut forged = pa.clone();
     forged.policy_hash = p.policy_hash.clone();
     forged.manifest_hash = p.manifest_hash.clone();
-    let e = proof::verify_proof(&ir, &m, &forged).unwrap_err();
+    let e = proof::verify_proof(&ir, &m, &forged)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("has no `nationality` to screen"), "{e}");
 }
 
@@ -330,7 +332,8 @@ fn prepare_reports_bad_rows_with_file_and_line() {
     std::fs::write(&csv, "id,name,country,tier\nS1,A,DE,1\nS2,B,DE,two\n").unwrap();
     let e = Workspace::new(d.path().join("w"))
         .prepare("suppliers", &csv, &Schema::suppliers())
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("s.csv:3") && e.contains("`two` is not an integer"),
         "{e}"
@@ -338,7 +341,8 @@ fn prepare_reports_bad_rows_with_file_and_line() {
     std::fs::write(&csv, "id,name,colour\nS1,A,red\n").unwrap();
     let e = Workspace::new(d.path().join("w"))
         .prepare("suppliers", &csv, &Schema::suppliers())
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("column `colour`"), "{e}");
 }
 
@@ -663,7 +667,9 @@ fn membership_evidence_must_name_the_rules_own_list() {
     proof::verify_proof(&ir, &m, &p).unwrap();
     let mut forged = p.clone();
     forged.results[0].evidence = p.results[1].evidence.clone();
-    let err = proof::verify_proof(&ir, &m, &forged).unwrap_err();
+    let err = proof::verify_proof(&ir, &m, &forged)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("another set, field or list"), "{err}");
 }
 

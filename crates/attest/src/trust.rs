@@ -21,22 +21,35 @@ pub fn keyring_lines(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+/// Why the pinned signers, log keys or policies could not be loaded: a file that cannot be
+/// read, a key file that is not one, or a line or flag that is not a key or hash (named with
+/// its file and line or flag).
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    File(#[from] crate::FileError),
+    #[error(transparent)]
+    KeyFile(#[from] crate::sign::KeyError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn read(path: &Path) -> Result<String, TrustError> {
+    Ok(std::fs::read_to_string(path).map_err(|e| crate::FileError::new(path, e))?)
 }
 
 /// The policies to trust: hashes given one by one (`--policy-hash`) and policy list files (one
 /// hex policy hash per line, `#` comments). Lower-cased; each must be 64 hex digits.
-pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<String>, String> {
-    let check = |h: &str, at: &dyn Fn() -> String| -> Result<String, String> {
+pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<String>, TrustError> {
+    let check = |h: &str, at: &dyn Fn() -> String| -> Result<String, TrustError> {
         let h = h.trim().to_ascii_lowercase();
         if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(h)
         } else {
-            Err(format!(
+            Err(TrustError::Invalid(format!(
                 "{}: `{h}` is not a policy hash (64 hex digits, the `policy_hash` of `cap policy compile`)",
                 at()
-            ))
+            )))
         }
     };
     let mut out = Vec::new();
@@ -47,10 +60,10 @@ pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<St
         let text = read(p)?;
         let lines = keyring_lines(&text);
         if lines.is_empty() {
-            return Err(format!(
+            return Err(TrustError::Invalid(format!(
                 "{}: no policy hashes (one hex hash per line; `#` starts a comment)",
                 p.display()
-            ));
+            )));
         }
         for (n, l) in lines {
             out.push(check(l, &|| format!("{}:{n}", p.display()))?);
@@ -64,27 +77,27 @@ pub fn load_policy_hashes(hashes: &[String], files: &[PathBuf]) -> Result<Vec<St
 /// The bundle signers to trust. Each path is a public key file (`KEY.pub.json`; a secret key
 /// file names its public key too) or a keyring file whose lines are Ed25519 public keys in
 /// base64 (the `public_key` of a `KEY.pub.json`). Duplicates are kept once.
-pub fn load_signers(paths: &[PathBuf]) -> Result<Vec<PublicKeyFile>, String> {
+pub fn load_signers(paths: &[PathBuf]) -> Result<Vec<PublicKeyFile>, TrustError> {
     let mut out: Vec<PublicKeyFile> = Vec::new();
     for p in paths {
         let text = read(p)?;
         let keys = if text.trim_start().starts_with('{') {
-            vec![PublicKeyFile::read(p).map_err(|e| e.to_string())?]
+            vec![PublicKeyFile::read(p)?]
         } else {
             let lines = keyring_lines(&text);
             if lines.is_empty() {
-                return Err(format!(
+                return Err(TrustError::Invalid(format!(
                     "{}: no keys (a keyring file has one base64 Ed25519 public key per line; `#` starts a comment)",
                     p.display()
-                ));
+                )));
             }
             let mut keys = Vec::new();
             for (n, l) in lines {
                 let pk: [u8; 32] = unb64(l).and_then(|v| v.try_into().ok()).ok_or_else(|| {
-                    format!(
+                    TrustError::Invalid(format!(
                         "{}:{n}: `{l}` is not an Ed25519 public key (32 bytes of base64, the `public_key` of a KEY.pub.json)",
                         p.display()
-                    )
+                    ))
                 })?;
                 keys.push(PublicKeyFile {
                     format: PUBLIC_FORMAT.into(),
@@ -106,10 +119,11 @@ pub fn load_signers(paths: &[PathBuf]) -> Result<Vec<PublicKeyFile>, String> {
 /// The log keys to trust for checkpoints: verifier keys (`NAME+HASH+KEY`, as `cap registry
 /// inspect` prints them) given literally, and keyring files with one verifier key per line.
 /// Each is checked and written in its canonical form.
-pub fn load_log_keys(vkeys: &[String], files: &[PathBuf]) -> Result<Vec<String>, String> {
+pub fn load_log_keys(vkeys: &[String], files: &[PathBuf]) -> Result<Vec<String>, TrustError> {
     let mut out: Vec<String> = Vec::new();
-    let mut add = |k: &str, whence: String| -> Result<(), String> {
-        let (name, pk) = note::parse_vkey(k).map_err(|e| format!("{whence}: {e}"))?;
+    let mut add = |k: &str, whence: String| -> Result<(), TrustError> {
+        let (name, pk) =
+            note::parse_vkey(k).map_err(|e| TrustError::Invalid(format!("{whence}: {e}")))?;
         let k = note::vkey(&name, &pk);
         if !out.contains(&k) {
             out.push(k);
@@ -123,10 +137,10 @@ pub fn load_log_keys(vkeys: &[String], files: &[PathBuf]) -> Result<Vec<String>,
         let text = read(p)?;
         let lines = keyring_lines(&text);
         if lines.is_empty() {
-            return Err(format!(
+            return Err(TrustError::Invalid(format!(
                 "{}: no keys (a log keyring file has one verifier key NAME+HASH+KEY per line; `#` starts a comment)",
                 p.display()
-            ));
+            )));
         }
         for (n, l) in lines {
             add(l, format!("{}:{n}", p.display()))?;
@@ -148,12 +162,16 @@ mod tests {
         let got = load_policy_hashes(std::slice::from_ref(&a), std::slice::from_ref(&f)).unwrap();
         assert_eq!(got, vec![a.clone(), b.to_ascii_lowercase()]);
         std::fs::write(&f, "abc\n").unwrap();
-        let e = load_policy_hashes(&[], std::slice::from_ref(&f)).unwrap_err();
+        let e = load_policy_hashes(&[], std::slice::from_ref(&f))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("policies.txt:1") && e.contains("64 hex digits"),
             "{e}"
         );
-        let e = load_policy_hashes(&["xyz".into()], &[]).unwrap_err();
+        let e = load_policy_hashes(&["xyz".into()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--policy-hash"), "{e}");
     }
     use super::*;
@@ -183,10 +201,12 @@ mod tests {
         std::fs::write(&ring, "# nothing\n").unwrap();
         assert!(load_signers(std::slice::from_ref(&ring))
             .unwrap_err()
+            .to_string()
             .contains("no keys"));
         std::fs::write(&ring, "not-a-key\n").unwrap();
         assert!(load_signers(std::slice::from_ref(&ring))
             .unwrap_err()
+            .to_string()
             .contains(":1: `not-a-key`"));
         let v = note::vkey("log", &a.public());
         std::fs::write(&ring, format!("{v} # the log\n")).unwrap();

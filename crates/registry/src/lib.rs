@@ -26,8 +26,29 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn db_err(e: rusqlite::Error) -> String {
-    format!("registry database: {e}")
+/// Why a registry operation failed. `NotFound`: the entry or tree size asked for is not in
+/// the log (the verifier API answers 404); `Failed`: the database, a file, a key, or the log's
+/// own check (`verify_all`).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for RegistryError {
+    fn from(m: String) -> RegistryError {
+        RegistryError::Failed(m)
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Failed(e.to_string())
+}
+
+fn db_err(e: rusqlite::Error) -> RegistryError {
+    RegistryError::Failed(format!("registry database: {e}"))
 }
 
 /// Content-addressed files with reference counts.
@@ -41,11 +62,11 @@ impl BlobStore {
     }
 
     /// Store `bytes` (once) and add a reference; returns the SHA-256 hex.
-    pub fn put(&self, db: &Connection, bytes: &[u8]) -> Result<String, String> {
+    pub fn put(&self, db: &Connection, bytes: &[u8]) -> Result<String, RegistryError> {
         let h = hex32(&canon::sha256(bytes));
         let p = self.path_of(&h);
         if !p.exists() {
-            std::fs::create_dir_all(p.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(p.parent().unwrap()).map_err(failed)?;
             let tmp = p.with_extension("tmp");
             std::fs::write(&tmp, bytes)
                 .and_then(|_| std::fs::rename(&tmp, &p))
@@ -57,16 +78,18 @@ impl BlobStore {
     }
 
     /// Read a blob and check it still has its hash.
-    pub fn get(&self, hash: &str) -> Result<Vec<u8>, String> {
+    pub fn get(&self, hash: &str) -> Result<Vec<u8>, RegistryError> {
         let p = self.path_of(hash);
         let b = std::fs::read(&p).map_err(|e| format!("blob {hash}: {e}"))?;
         if hex32(&canon::sha256(&b)) != hash {
-            return Err(format!("blob {hash} is corrupt (content hash differs)"));
+            return Err(RegistryError::Failed(format!(
+                "blob {hash} is corrupt (content hash differs)"
+            )));
         }
         Ok(b)
     }
 
-    pub fn release(&self, db: &Connection, hash: &str) -> Result<i64, String> {
+    pub fn release(&self, db: &Connection, hash: &str) -> Result<i64, RegistryError> {
         let n = db
             .execute(
                 "UPDATE blobs SET refs = refs - 1 WHERE hash = ?1 AND refs > 0",
@@ -74,7 +97,9 @@ impl BlobStore {
             )
             .map_err(db_err)?;
         if n == 0 {
-            return Err(format!("blob {hash} is not referenced"));
+            return Err(RegistryError::Failed(format!(
+                "blob {hash} is not referenced"
+            )));
         }
         db.query_row(
             "SELECT refs FROM blobs WHERE hash = ?1",
@@ -85,7 +110,7 @@ impl BlobStore {
     }
 
     /// Delete blobs without references and files the index does not know; returns (files, bytes).
-    pub fn gc(&self, db: &Connection) -> Result<(u64, u64), String> {
+    pub fn gc(&self, db: &Connection) -> Result<(u64, u64), RegistryError> {
         let mut dead: Vec<String> = Vec::new();
         {
             let mut st = db
@@ -103,7 +128,7 @@ impl BlobStore {
             let p = self.path_of(h);
             if let Ok(m) = std::fs::metadata(&p) {
                 bytes += m.len();
-                std::fs::remove_file(&p).map_err(|e| e.to_string())?;
+                std::fs::remove_file(&p).map_err(failed)?;
                 files += 1;
             }
             db.execute("DELETE FROM blobs WHERE hash = ?1", params![h])
@@ -142,7 +167,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn open(dir: &Path) -> Result<Registry, String> {
+    pub fn open(dir: &Path) -> Result<Registry, RegistryError> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let db = Connection::open(dir.join("registry.db")).map_err(db_err)?;
         db.execute_batch(
@@ -153,11 +178,12 @@ impl Registry {
              CREATE TRIGGER IF NOT EXISTS entries_append_only_u BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
              CREATE TRIGGER IF NOT EXISTS entries_append_only_d BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;",
         ).map_err(db_err)?;
-        let kr = Keyring::open(dir.join("keys"))?;
+        let kr = Keyring::open(dir.join("keys")).map_err(failed)?;
         let key = match kr.find("registry") {
-            Ok(_) => kr.load("registry")?,
-            Err(_) => kr.keygen(Some("registry".into()))?,
-        };
+            Ok(_) => kr.load("registry"),
+            Err(_) => kr.keygen(Some("registry".into())),
+        }
+        .map_err(failed)?;
         let origin = format!("{ORIGIN_PREFIX}/{}", key.kid());
         Ok(Registry {
             dir: dir.into(),
@@ -178,11 +204,13 @@ impl Registry {
         note::vkey(&self.origin, &self.key.public())
     }
 
-    pub fn audit(&self, event: &str, details: Value) -> Result<(), String> {
-        fieldlab_attest::audit::append(&self.dir.join("audit.jsonl"), event, details).map(|_| ())
+    pub fn audit(&self, event: &str, details: Value) -> Result<(), RegistryError> {
+        fieldlab_attest::audit::append(&self.dir.join("audit.jsonl"), event, details)
+            .map(|_| ())
+            .map_err(failed)
     }
 
-    fn leaves(&self, upto: u64) -> Result<Vec<Hash>, String> {
+    fn leaves(&self, upto: u64) -> Result<Vec<Hash>, RegistryError> {
         let mut st = self
             .db
             .prepare("SELECT leaf FROM entries WHERE idx < ?1 ORDER BY idx")
@@ -191,13 +219,15 @@ impl Registry {
             .query_map(params![upto as i64], |r| r.get::<_, Vec<u8>>(0))
             .map_err(db_err)?;
         rows.map(|r| {
-            r.map_err(db_err)
-                .and_then(|v| v.try_into().map_err(|_| "corrupt leaf".to_string()))
+            r.map_err(db_err).and_then(|v| {
+                v.try_into()
+                    .map_err(|_| RegistryError::Failed("corrupt leaf".into()))
+            })
         })
         .collect()
     }
 
-    pub fn size(&self) -> Result<u64, String> {
+    pub fn size(&self) -> Result<u64, RegistryError> {
         self.db
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
@@ -210,14 +240,14 @@ impl Registry {
         name: &str,
         bytes: &[u8],
         extra: Value,
-    ) -> Result<(Entry, String), String> {
+    ) -> Result<(Entry, String), RegistryError> {
         let tx = self.db.transaction().map_err(db_err)?;
         let hash = self.blobs.put(&tx, bytes)?;
         let idx: i64 = tx
             .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
             .map_err(db_err)?;
         let body = serde_json::json!({"name": name, "sha256": hash, "size": bytes.len(), "added": fieldlab_attest::now_rfc3339(), "meta": extra});
-        let enc = canon::canonical(&body).map_err(|e| e.to_string())?;
+        let enc = canon::canonical(&body).map_err(failed)?;
         let leaf = merkle::leaf_hash(&enc);
         tx.execute(
             "INSERT INTO entries(idx, leaf, body) VALUES (?1, ?2, ?3)",
@@ -241,7 +271,7 @@ impl Registry {
     }
 
     /// Sign and store a checkpoint of the current tree.
-    pub fn checkpoint(&self) -> Result<String, String> {
+    pub fn checkpoint(&self) -> Result<String, RegistryError> {
         let n = self.size()?;
         let root = merkle::root(&self.leaves(n)?);
         let note = note::sign(
@@ -258,7 +288,7 @@ impl Registry {
         Ok(note)
     }
 
-    fn checkpoint_of(&self, size: u64) -> Result<String, String> {
+    fn checkpoint_of(&self, size: u64) -> Result<String, RegistryError> {
         self.db
             .query_row(
                 "SELECT note FROM checkpoints WHERE size = ?1",
@@ -267,15 +297,15 @@ impl Registry {
             )
             .optional()
             .map_err(db_err)?
-            .ok_or_else(|| format!("no signed checkpoint of size {size}"))
+            .ok_or_else(|| RegistryError::Failed(format!("no signed checkpoint of size {size}")))
     }
 
-    pub fn latest_checkpoint(&self) -> Result<String, String> {
+    pub fn latest_checkpoint(&self) -> Result<String, RegistryError> {
         let n = self.size()?;
         self.checkpoint_of(n).or_else(|_| self.checkpoint())
     }
 
-    pub fn list(&self, offset: u64, limit: u64) -> Result<Vec<Entry>, String> {
+    pub fn list(&self, offset: u64, limit: u64) -> Result<Vec<Entry>, RegistryError> {
         let mut st = self
             .db
             .prepare("SELECT idx, leaf, body FROM entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
@@ -295,23 +325,23 @@ impl Registry {
             out.push(Entry {
                 index: i as u64,
                 leaf_hash: hex::encode(l),
-                body: serde_json::from_str(&b).map_err(|e| e.to_string())?,
+                body: serde_json::from_str(&b).map_err(failed)?,
             });
         }
         Ok(out)
     }
 
-    pub fn get(&self, index: u64) -> Result<Entry, String> {
+    pub fn get(&self, index: u64) -> Result<Entry, RegistryError> {
         self.list(index, 1)?.into_iter().next().ok_or_else(|| {
-            format!(
+            RegistryError::NotFound(format!(
                 "no entry {index} (the log has {} entries)",
                 self.size().unwrap_or(0)
-            )
+            ))
         })
     }
 
     /// Inclusion proof of entry `index` in the latest tree.
-    pub fn prove_inclusion(&self, index: u64) -> Result<RegistryProof, String> {
+    pub fn prove_inclusion(&self, index: u64) -> Result<RegistryProof, RegistryError> {
         let e = self.get(index)?;
         let n = self.size()?;
         let leaves = self.leaves(n)?;
@@ -333,10 +363,12 @@ impl Registry {
     }
 
     /// Consistency proof from the tree of `old` entries to the latest.
-    pub fn prove_consistency(&self, old: u64) -> Result<RegistryProof, String> {
+    pub fn prove_consistency(&self, old: u64) -> Result<RegistryProof, RegistryError> {
         let n = self.size()?;
         if old > n {
-            return Err(format!("the log has only {n} entries"));
+            return Err(RegistryError::NotFound(format!(
+                "the log has only {n} entries"
+            )));
         }
         let leaves = self.leaves(n)?;
         Ok(RegistryProof {
@@ -358,17 +390,17 @@ impl Registry {
 
     /// Re-check the whole log: every leaf against its entry, every stored checkpoint's signature
     /// and root, and that each is a prefix of the latest; every blob against its hash.
-    pub fn verify_all(&self) -> Result<String, String> {
+    pub fn verify_all(&self) -> Result<String, RegistryError> {
         let n = self.size()?;
         let entries = self.list(0, n)?;
         let mut leaves = Vec::with_capacity(entries.len());
         for e in &entries {
-            let l = merkle::leaf_hash(&canon::canonical(&e.body).map_err(|e| e.to_string())?);
+            let l = merkle::leaf_hash(&canon::canonical(&e.body).map_err(failed)?);
             if hex32(&l) != e.leaf_hash {
-                return Err(format!(
+                return Err(RegistryError::Failed(format!(
                     "entry {}: stored leaf hash does not match its body",
                     e.index
-                ));
+                )));
             }
             if let Some(h) = e.body.get("sha256").and_then(Value::as_str) {
                 self.blobs
@@ -389,14 +421,14 @@ impl Registry {
         let vk = self.vkey();
         for (size, note_text) in &cps {
             let text = note::open(note_text, &vk).map_err(|m| format!("checkpoint {size}: {m}"))?;
-            let (_, s, root) = note::parse_checkpoint(&text)?;
+            let (_, s, root) = note::parse_checkpoint(&text).map_err(failed)?;
             if s as i64 != *size || s > n || merkle::root(&leaves[..s as usize]) != root {
-                return Err(format!(
+                return Err(RegistryError::Failed(format!(
                     "checkpoint {size} does not match the entries (history rewritten?)"
-                ));
+                )));
             }
         }
-        fieldlab_attest::audit::verify(&self.dir.join("audit.jsonl"))?;
+        fieldlab_attest::audit::verify(&self.dir.join("audit.jsonl")).map_err(failed)?;
         Ok(format!(
             "{n} entries, {} signed checkpoints, blobs and audit log verified; root {}",
             cps.len(),
@@ -446,7 +478,7 @@ mod tests {
         assert_eq!(r.blobs.gc(r.db()).unwrap().0, 0);
         assert_eq!(r.blobs.release(r.db(), &h).unwrap(), 0);
         assert_eq!(r.blobs.gc(r.db()).unwrap().0, 1);
-        assert!(r.verify_all().unwrap_err().contains("entry 0"));
+        assert!(r.verify_all().unwrap_err().to_string().contains("entry 0"));
         // Reopen: same key and origin.
         let origin = r.origin.clone();
         drop(r);
@@ -470,7 +502,10 @@ mod tests {
             m.contains(&format!("signed by log key {}", r.vkey())),
             "{m}"
         );
-        let err = p.verify(std::slice::from_ref(&other)).unwrap_err();
+        let err = p
+            .verify(std::slice::from_ref(&other))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("which is not pinned"), "{err}");
         // The proof's vkey swapped for the other key: refused whatever is pinned.
         let mut swapped = p.clone();
@@ -478,6 +513,7 @@ mod tests {
         assert!(swapped
             .verify(&[r.vkey()])
             .unwrap_err()
+            .to_string()
             .contains("not pinned"));
         assert!(swapped.verify(std::slice::from_ref(&other)).is_err());
         // A bare checkpoint: any pinned key that signed it; none pinned and none named: refused.
@@ -487,6 +523,7 @@ mod tests {
         assert!(verify_checkpoint(&cp, None, std::slice::from_ref(&other)).is_err());
         assert!(verify_checkpoint(&cp, None, &[])
             .unwrap_err()
+            .to_string()
             .contains("--vkey"));
     }
 }

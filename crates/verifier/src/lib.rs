@@ -28,7 +28,7 @@ use fieldlab_auth::jwt::JwtVerifier;
 use fieldlab_core::Principal;
 use fieldlab_http::openapi::schema;
 use fieldlab_http::Problem;
-use fieldlab_registry::Registry;
+use fieldlab_registry::{Registry, RegistryError};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -455,7 +455,7 @@ async fn upload(
                 json!({"registered": true, "entry": e, "checkpoint": note}),
             )
         }
-        Err(m) => Problem::internal(m).into_response(),
+        Err(m) => Problem::internal(m.to_string()).into_response(),
     }
 }
 
@@ -533,7 +533,7 @@ async fn get_policy(
 
 fn with_registry<T: serde::Serialize>(
     v: &Verifier,
-    f: impl FnOnce(&mut Registry) -> Result<T, String>,
+    f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Response {
     let Some(reg) = &v.registry else {
         return problem(
@@ -546,10 +546,8 @@ fn with_registry<T: serde::Serialize>(
     let r = f(&mut reg.lock());
     match r {
         Ok(x) => Json(x).into_response(),
-        Err(m) if m.starts_with("no entry") || m.contains("only") => {
-            Problem::not_found(m).into_response()
-        }
-        Err(m) => Problem::internal(m).into_response(),
+        Err(RegistryError::NotFound(m)) => Problem::not_found(m).into_response(),
+        Err(RegistryError::Failed(m)) => Problem::internal(m).into_response(),
     }
 }
 

@@ -267,6 +267,16 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
         .unwrap();
     pr.verify(&[cp["vkey"].as_str().unwrap().to_string()])
         .unwrap();
+    // An entry or tree size the log does not have: 404 (RegistryError::NotFound).
+    for path in ["registry/entries/99", "registry/proof/consistency?from=99"] {
+        let r = c
+            .get(format!("{base}/{path}"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
 
     // Metrics.
     let m = c

@@ -8,23 +8,23 @@ pub fn build_proof(
     ir: &PolicyIr,
     manifest: &Manifest,
     lists: &BTreeMap<String, SortedList>,
-) -> Result<Proof, String> {
+) -> Result<Proof, ProofError> {
     if manifest.policy.hash != ir.hash() {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "manifest is for policy hash {}, not this policy ({}); rebuild the manifest",
             manifest.policy.hash,
             ir.hash()
-        ));
+        )));
     }
     let mut sets: BTreeMap<String, RecordSet> = BTreeMap::new();
-    let load = |name: &str, sets: &mut BTreeMap<String, RecordSet>| -> Result<(), String> {
+    let load = |name: &str, sets: &mut BTreeMap<String, RecordSet>| -> Result<(), ProofError> {
         if !sets.contains_key(name) {
             let rs = ws.load_set(name)?;
             let (root, count) = manifest.root_of(name)?;
             if rs.root() != root || rs.records.len() as u64 != count {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "set `{name}` changed since the manifest was built; rebuild the manifest"
-                ));
+                )));
             }
             sets.insert(name.into(), rs);
         }
@@ -86,14 +86,15 @@ pub fn build_proof(
                 load(&set, &mut sets)?;
                 let list = lists
                     .get(&ln)
-                    .ok_or_else(|| format!("list `{ln}` is not available"))?;
+                    .ok_or_else(|| ProofError::Invalid(format!("list `{ln}` is not available")))?;
                 if list.root()
-                    != *manifest
-                        .lists
-                        .get(&ln)
-                        .ok_or_else(|| format!("manifest has no list `{ln}`"))?
+                    != *manifest.lists.get(&ln).ok_or_else(|| {
+                        ProofError::Invalid(format!("manifest has no list `{ln}`"))
+                    })?
                 {
-                    return Err(format!("list `{ln}` differs from the one in the manifest"));
+                    return Err(ProofError::Invalid(format!(
+                        "list `{ln}` differs from the one in the manifest"
+                    )));
                 }
                 let leaves = list.leaves();
                 let rs = &sets[&set];

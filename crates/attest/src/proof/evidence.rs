@@ -21,7 +21,7 @@ pub struct ListEntry {
 }
 
 impl ListEntry {
-    pub(super) fn verify(&self, root: &Hash, size: u64) -> Result<(), String> {
+    pub(super) fn verify(&self, root: &Hash, size: u64) -> Result<(), ProofError> {
         if merkle::verify_inclusion(
             &merkle::leaf_hash(self.value.as_bytes()),
             self.index,
@@ -31,10 +31,10 @@ impl ListEntry {
         ) {
             Ok(())
         } else {
-            Err(format!(
+            Err(ProofError::Invalid(format!(
                 "list entry {} `{}` is not in the committed list",
                 self.index, self.value
-            ))
+            )))
         }
     }
 }
@@ -188,9 +188,9 @@ pub(super) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 impl TryFrom<EvidenceWire> for Evidence {
-    type Error = String;
+    type Error = ProofError;
 
-    fn try_from(w: EvidenceWire) -> Result<Evidence, String> {
+    fn try_from(w: EvidenceWire) -> Result<Evidence, ProofError> {
         let EvidenceFields {
             kind,
             mut set,
@@ -208,9 +208,10 @@ impl TryFrom<EvidenceWire> for Evidence {
             mut size_proof,
         } = w.0;
         // Take the variant's members (each must be there), then insist nothing is left.
-        fn take<T>(v: &mut Option<T>, kind: &str, name: &str) -> Result<T, String> {
-            v.take()
-                .ok_or_else(|| format!("{kind} evidence: missing field `{name}`"))
+        fn take<T>(v: &mut Option<T>, kind: &str, name: &str) -> Result<T, ProofError> {
+            v.take().ok_or_else(|| {
+                ProofError::Invalid(format!("{kind} evidence: missing field `{name}`"))
+            })
         }
         let k = kind.as_str();
         let e = match k {
@@ -251,7 +252,11 @@ impl TryFrom<EvidenceWire> for Evidence {
                 key: take(&mut key, k, "key")?,
                 entry: take(&mut entry, k, "entry")?,
             },
-            other => return Err(format!("unknown evidence type `{other}`")),
+            other => {
+                return Err(ProofError::Invalid(format!(
+                    "unknown evidence type `{other}`"
+                )))
+            }
         };
         let left = [
             ("set", set.is_some()),
@@ -269,7 +274,9 @@ impl TryFrom<EvidenceWire> for Evidence {
             ("size_proof", size_proof.is_some()),
         ];
         if let Some((name, _)) = left.iter().find(|(_, there)| *there) {
-            return Err(format!("{k} evidence: unknown field `{name}`"));
+            return Err(ProofError::Invalid(format!(
+                "{k} evidence: unknown field `{name}`"
+            )));
         }
         Ok(e)
     }

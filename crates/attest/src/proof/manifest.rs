@@ -26,16 +26,16 @@ impl SortedList {
     }
 
     /// From a CSV file: the `name` column if there is one, else the first column.
-    pub fn from_csv(name: &str, path: &Path) -> Result<SortedList, String> {
-        let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_csv(name: &str, path: &Path) -> Result<SortedList, ProofError> {
+        let mut r = csv::Reader::from_path(path).map_err(|e| crate::FileError::new(path, e))?;
         let h = r
             .headers()
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| crate::FileError::new(path, e))?
             .clone();
         let col = h.iter().position(|c| c.trim() == "name").unwrap_or(0);
         let mut keys = Vec::new();
         for row in r.records() {
-            let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
+            let row = row.map_err(|e| crate::FileError::new(path, e))?;
             keys.push(row.get(col).unwrap_or("").to_string());
         }
         Ok(SortedList::new(name, keys))
@@ -95,22 +95,22 @@ impl Manifest {
         hex32(&canon::sha256_canonical(self).expect("manifest encodes"))
     }
 
-    pub(super) fn root_of(&self, set: &str) -> Result<(Hash, u64), String> {
+    pub(super) fn root_of(&self, set: &str) -> Result<(Hash, u64), ProofError> {
         let r = self
             .sets
             .get(set)
-            .ok_or_else(|| format!("manifest has no set `{set}`"))?;
+            .ok_or_else(|| ProofError::Invalid(format!("manifest has no set `{set}`")))?;
         Ok((
             parse_hex32(&r.root).ok_or("manifest root is not hex")?,
             r.count,
         ))
     }
 
-    pub(super) fn list_root(&self, list: &str) -> Result<(Hash, u64), String> {
+    pub(super) fn list_root(&self, list: &str) -> Result<(Hash, u64), ProofError> {
         let r = self
             .lists
             .get(list)
-            .ok_or_else(|| format!("manifest has no list `{list}`"))?;
+            .ok_or_else(|| ProofError::Invalid(format!("manifest has no list `{list}`")))?;
         Ok((
             parse_hex32(&r.root).ok_or("manifest list root is not hex")?,
             r.count,
@@ -123,7 +123,7 @@ pub fn build_manifest(
     ws: &Workspace,
     ir: &PolicyIr,
     lists: &BTreeMap<String, SortedList>,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, ProofError> {
     let c = ws.commitments()?;
     let mut need_sets = BTreeSet::new();
     for r in &ir.rules {
@@ -137,10 +137,10 @@ pub fn build_manifest(
     }
     for s in &need_sets {
         if !c.sets.contains_key(s) {
-            return Err(format!(
+            return Err(ProofError::Invalid(format!(
                 "policy `{}` needs set `{s}`, which was not prepared (run `fieldlab cap prepare`)",
                 ir.id
-            ));
+            )));
         }
     }
     let mut ls = BTreeMap::new();

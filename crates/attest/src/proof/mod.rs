@@ -22,6 +22,32 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// Why a manifest or proof could not be built, or why a proof does not verify (`Invalid`: the
+/// first inconsistency found, which is what `proof verify` and a bundle's verdict report).
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(transparent)]
+    File(#[from] crate::FileError),
+    #[error(transparent)]
+    Records(#[from] crate::records::RecordsError),
+    #[error(transparent)]
+    Canon(#[from] canon::CanonError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ProofError {
+    fn from(m: String) -> ProofError {
+        ProofError::Invalid(m)
+    }
+}
+
+impl From<&str> for ProofError {
+    fn from(m: &str) -> ProofError {
+        ProofError::Invalid(m.to_string())
+    }
+}
+
 pub const MANIFEST_FORMAT: &str = "fieldlab.manifest/v1";
 pub const PROOF_FORMAT: &str = "fieldlab.proof/v1";
 pub const LIST_FORMAT: &str = "fieldlab.list/v1";
@@ -372,7 +398,9 @@ mod tests {
                 record: recs[fourth].clone(),
                 proof: vec![leaves[9 - fourth], merkle::root(&leaves[..4])],
             };
-            let err = check_size(&root, 6, &[first.clone(), mid, last.clone()]).unwrap_err();
+            let err = check_size(&root, 6, &[first.clone(), mid, last.clone()])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("record 4"), "{err}");
         }
         // The true size passes.

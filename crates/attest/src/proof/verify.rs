@@ -65,7 +65,7 @@ pub fn verify_proof(
     ir: &PolicyIr,
     manifest: &Manifest,
     proof: &Proof,
-) -> Result<Vec<RuleCheck>, String> {
+) -> Result<Vec<RuleCheck>, ProofError> {
     verify_proof_hashed(ir, &ir.hash(), manifest, &manifest.hash(), proof)
 }
 
@@ -77,7 +77,7 @@ pub fn verify_proof_hashed(
     manifest: &Manifest,
     manifest_hash: &str,
     proof: &Proof,
-) -> Result<Vec<RuleCheck>, String> {
+) -> Result<Vec<RuleCheck>, ProofError> {
     if proof.format != PROOF_FORMAT
         || manifest.format != MANIFEST_FORMAT
         || ir.format != crate::policy::IR_FORMAT
@@ -86,27 +86,27 @@ pub fn verify_proof_hashed(
     }
     let ph = ir_hash;
     if manifest.policy.hash != ph || proof.policy_hash != ph || manifest.policy.id != ir.id {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "policy hash mismatch: IR {ph}, manifest {}, proof {}",
             manifest.policy.hash, proof.policy_hash
-        ));
+        )));
     }
     if proof.manifest_hash != manifest_hash {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "proof refers to manifest {}, but the manifest hashes to {manifest_hash}",
             proof.manifest_hash,
-        ));
+        )));
     }
     if proof.results.len() != ir.rules.len() {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "policy has {} rules, proof has {} results",
             ir.rules.len(),
             proof.results.len()
-        ));
+        )));
     }
     let mut out = Vec::new();
     for (rule, res) in ir.rules.iter().zip(&proof.results) {
-        let ctx = |m: String| format!("rule `{}`: {m}", rule.id);
+        let ctx = |m: String| ProofError::Invalid(format!("rule `{}`: {m}", rule.id));
         if res.rule != rule.id || res.op != rule.op || !expect_kind(rule, &res.evidence) {
             return Err(ctx(format!(
                 "result is for `{}` ({}) with {} evidence",
@@ -122,7 +122,8 @@ pub fn verify_proof_hashed(
                 res.status, implied
             )));
         }
-        let (basis, detail) = check_evidence(rule, manifest, &res.evidence).map_err(ctx)?;
+        let (basis, detail) =
+            check_evidence(rule, manifest, &res.evidence).map_err(|e| ctx(e.to_string()))?;
         out.push(RuleCheck {
             rule: rule.id.clone(),
             status: res.status,
@@ -136,10 +137,10 @@ pub fn verify_proof_hashed(
         Status::Fail
     };
     if overall != proof.status {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "proof claims overall {:?}, its rules give {:?}",
             proof.status, overall
-        ));
+        )));
     }
     Ok(out)
 }
@@ -160,7 +161,7 @@ pub(super) fn check_evidence(
     rule: &Rule,
     m: &Manifest,
     e: &Evidence,
-) -> Result<(&'static str, String), String> {
+) -> Result<(&'static str, String), ProofError> {
     let same = |a: &Option<String>, b: &str| a.as_deref() == Some(b);
     match e {
         Evidence::Count {
@@ -170,9 +171,9 @@ pub(super) fn check_evidence(
         } => {
             let (root, c) = m.root_of(set)?;
             if !same(&rule.set, set) || c != *count {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "count {count} of `{set}` does not match the manifest ({c})"
-                ));
+                )));
             }
             let Some(opened) = size_proof else {
                 return Ok((
@@ -203,9 +204,9 @@ pub(super) fn check_evidence(
         } => {
             let (root, c) = m.root_of(set)?;
             if !same(&rule.set, set) || !same(&rule.field, field) || *checked != c {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "checked {checked} records of `{set}`.{field}, the manifest has {c}"
-                ));
+                )));
             }
             if c > 0 && witnesses.is_empty() {
                 return Err("no witness records".into());
@@ -213,10 +214,10 @@ pub(super) fn check_evidence(
             for w in witnesses {
                 w.verify(&root, c)?;
                 if !holds(rule, w.record.get(field)) {
-                    return Err(format!(
+                    return Err(ProofError::Invalid(format!(
                         "witness record {} does not satisfy the rule",
                         w.index
-                    ));
+                    )));
                 }
             }
             Ok((
@@ -235,10 +236,10 @@ pub(super) fn check_evidence(
             }
             record.verify(&root, c)?;
             if holds(rule, record.record.get(field)) {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "record {} is said to violate the rule but satisfies it",
                     record.index
-                ));
+                )));
             }
             Ok((
                 "verified",
@@ -261,18 +262,18 @@ pub(super) fn check_evidence(
                 l.ubo.verify(&ur, uc)?;
                 let sid = l.supplier.record.get("id").and_then(Value::as_str);
                 if sid.is_none() || sid != l.ubo.record.get("supplier_id").and_then(Value::as_str) {
-                    return Err(format!(
+                    return Err(ProofError::Invalid(format!(
                         "UBO {} does not belong to supplier {}",
                         l.ubo.index, l.supplier.index
-                    ));
+                    )));
                 }
                 seen.insert(l.supplier.index);
             }
             if seen.len() as u64 != sc {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "{} of {sc} suppliers are linked to a UBO",
                     seen.len()
-                ));
+                )));
             }
             Ok(("verified", format!("each of {sc} suppliers has a UBO")))
         }
@@ -299,26 +300,26 @@ pub(super) fn check_evidence(
             for it in items {
                 it.record.verify(&root, c)?;
                 if !holds(rule, it.record.record.get(field.as_str())) {
-                    return Err(format!(
+                    return Err(ProofError::Invalid(format!(
                         "record {} has no `{field}` to screen: it cannot pass the rule (a policy may say `missing: allow`)",
                         it.record.index
-                    ));
+                    )));
                 }
                 if key_of(&it.record.record, field) != it.key {
-                    return Err(format!(
+                    return Err(ProofError::Invalid(format!(
                         "record {}: key `{}` is not its normalised {field}",
                         it.record.index, it.key
-                    ));
+                    )));
                 }
                 check_gap(&it.key, it.lower.as_ref(), it.upper.as_ref(), &lr, lc)
                     .map_err(|m| format!("record {}: {m}", it.record.index))?;
                 seen.insert(it.record.index);
             }
             if seen.len() as u64 != c {
-                return Err(format!(
+                return Err(ProofError::Invalid(format!(
                     "{} of {c} records shown absent from `{list}`",
                     seen.len()
-                ));
+                )));
             }
             Ok((
                 "verified",
@@ -356,13 +357,17 @@ pub(super) fn check_evidence(
 
 /// `opened` are the records at [`size_proof_indices`]`(size)`, each a leaf of the tree with
 /// `root` and exactly `size` leaves; an empty tree's root is `H("")`.
-pub(super) fn check_size(root: &Hash, size: u64, opened: &[OpenedRecord]) -> Result<(), String> {
+pub(super) fn check_size(
+    root: &Hash,
+    size: u64,
+    opened: &[OpenedRecord],
+) -> Result<(), ProofError> {
     let want = size_proof_indices(size);
     let got: Vec<u64> = opened.iter().map(|o| o.index).collect();
     if got != want {
-        return Err(format!(
+        return Err(ProofError::Invalid(format!(
             "the size proof opens records {got:?}, a tree of {size} needs {want:?}"
-        ));
+        )));
     }
     if size == 0 && *root != merkle::root(&[]) {
         return Err("an empty set's root must be SHA-256 of the empty string".into());
@@ -381,7 +386,7 @@ pub(super) fn check_gap(
     hi: Option<&ListEntry>,
     root: &Hash,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), ProofError> {
     match (lo, hi) {
         (None, None) if size == 0 => Ok(()),
         (None, Some(h)) if h.index == 0 => {
@@ -402,10 +407,10 @@ pub(super) fn check_gap(
             (l.value.as_str() < key && key < h.value.as_str())
                 .then_some(())
                 .ok_or_else(|| {
-                    format!(
+                    ProofError::Invalid(format!(
                         "`{key}` is not strictly between `{}` and `{}`",
                         l.value, h.value
-                    )
+                    ))
                 })
         }
         _ => Err("neighbours are not adjacent entries of the list".into()),

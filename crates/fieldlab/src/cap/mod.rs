@@ -26,7 +26,6 @@ use registry::*;
 use serve::*;
 
 pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
-    let e = |m: String| anyhow!(m);
     match cmd {
         CapCmd::Prepare(a) => prepare(a),
         CapCmd::Inspect { dir, prove } => inspect(&dir, prove.as_deref()),
@@ -52,14 +51,13 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             }
             std::fs::create_dir_all(dir.join("lists"))?;
             for (n, f) in specs {
-                let list = SortedList::from_csv(&n, &f).map_err(e)?;
-                fieldlab_attest::write_json(&dir.join("lists").join(format!("{n}.json")), &list)
-                    .map_err(e)?;
+                let list = SortedList::from_csv(&n, &f)?;
+                fieldlab_attest::write_json(&dir.join("lists").join(format!("{n}.json")), &list)?;
                 ls.insert(n, list);
             }
-            let m = proof::build_manifest(&ws, &ir, &ls).map_err(e)?;
-            fieldlab_attest::write_json(&dir.join("manifest.json"), &m).map_err(e)?;
-            fieldlab_attest::write_json(&dir.join("policy.ir.json"), &ir).map_err(e)?;
+            let m = proof::build_manifest(&ws, &ir, &ls)?;
+            fieldlab_attest::write_json(&dir.join("manifest.json"), &m)?;
+            fieldlab_attest::write_json(&dir.join("policy.ir.json"), &ir)?;
             println!("manifest {} for policy {} ({})", m.hash(), ir.id, ir.hash());
             for (n, r) in &m.sets {
                 println!("  set  {n:<12} {:>8} records  root {}", r.count, r.root);
@@ -75,10 +73,10 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             let mut lists = BTreeMap::new();
             for l in ir.lists() {
                 let p = dir.join("lists").join(format!("{l}.json"));
-                lists.insert(l, fieldlab_attest::read_json::<SortedList>(&p).map_err(e)?);
+                lists.insert(l, fieldlab_attest::read_json::<SortedList>(&p)?);
             }
-            let p = proof::build_proof(&Workspace::new(&dir), &ir, &m, &lists).map_err(e)?;
-            fieldlab_attest::write_json(&dir.join("proof.json"), &p).map_err(e)?;
+            let p = proof::build_proof(&Workspace::new(&dir), &ir, &m, &lists)?;
+            fieldlab_attest::write_json(&dir.join("proof.json"), &p)?;
             for r in &p.results {
                 println!("  {:<28} {:<24} {}", r.rule, r.op, status_word(r.status));
             }
@@ -92,7 +90,7 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
         }
         CapCmd::Proof(ProofCmd::Verify { dir }) => {
             let (ir, m) = load_ir_manifest(&dir)?;
-            let p: Proof = fieldlab_attest::read_json(&dir.join("proof.json")).map_err(e)?;
+            let p: Proof = fieldlab_attest::read_json(&dir.join("proof.json"))?;
             match proof::verify_proof(&ir, &m, &p) {
                 Ok(checks) => {
                     for c in checks {
@@ -125,21 +123,19 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
             dsse,
         }) => {
             let (ir, m) = load_ir_manifest(&dir)?;
-            let p: Proof = fieldlab_attest::read_json(&dir.join("proof.json")).map_err(e)?;
+            let p: Proof = fieldlab_attest::read_json(&dir.join("proof.json"))?;
             proof::verify_proof(&ir, &m, &p).map_err(|r| {
                 anyhow!(
                     "{}: the proof does not verify ({r}); rebuild it",
                     dir.display()
                 )
             })?;
-            let k =
-                fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys")).map_err(e)?;
+            let k = fieldlab_attest::keyring::load_key(&key, Path::new("data/cap/keys"))?;
             let z = if dsse {
                 bundle::export_dsse(&ir, &m, &p, &k)
             } else {
                 bundle::export(&ir, &m, &p, &k)
-            }
-            .map_err(e)?;
+            }?;
             std::fs::write(&out, &z).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({} bytes), signed by key {}",
@@ -160,8 +156,7 @@ pub fn run(cmd: CapCmd) -> anyhow::Result<ExitCode> {
         CapCmd::AttestSeries(a) => attest_series(a),
         CapCmd::Serve(a) => serve(a),
         CapCmd::VerifySeries { file } => {
-            let a: fieldlab_attest::series::SeriesAttestation =
-                fieldlab_attest::read_json(&file).map_err(e)?;
+            let a: fieldlab_attest::series::SeriesAttestation = fieldlab_attest::read_json(&file)?;
             match fieldlab_attest::series::verify(&a) {
                 Ok(m) => {
                     println!("OK: {m}");

@@ -47,8 +47,7 @@ pub(super) fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
         .key
         .as_deref()
         .map(|k| fieldlab_attest::keyring::load_key(k, &a.keys))
-        .transpose()
-        .map_err(|m| anyhow!(m))?;
+        .transpose()?;
     let att = fieldlab_attest::series::attest(
         &a.device,
         &a.field,
@@ -58,11 +57,10 @@ pub(super) fn attest_series(a: SeriesArgs) -> anyhow::Result<ExitCode> {
         hi,
         &numeric,
         key.as_ref(),
-    )
-    .map_err(|m| anyhow!(m))?;
-    let verdict = fieldlab_attest::series::verify(&att).map_err(|m| anyhow!(m))?;
+    )?;
+    let verdict = fieldlab_attest::series::verify(&att)?;
     match &a.out {
-        Some(o) => fieldlab_attest::write_json(o, &att).map_err(|m| anyhow!(m))?,
+        Some(o) => fieldlab_attest::write_json(o, &att)?,
         None => println!("{}", serde_json::to_string_pretty(&att)?),
     }
     println!("{verdict}");
@@ -87,8 +85,7 @@ pub(super) fn load_ir_manifest(dir: &Path) -> anyhow::Result<(PolicyIr, Manifest
             dir.display()
         )
     })?;
-    let m: Manifest =
-        fieldlab_attest::read_json(&dir.join("manifest.json")).map_err(|m| anyhow!(m))?;
+    let m: Manifest = fieldlab_attest::read_json(&dir.join("manifest.json"))?;
     Ok((ir, m))
 }
 
@@ -127,7 +124,7 @@ pub(super) fn prepare(a: PrepareArgs) -> anyhow::Result<ExitCode> {
         let schema = a.schema.ok_or_else(|| {
             anyhow!("--records needs --schema (suppliers, ubos or a schema file)")
         })?;
-        let schema = Schema::load(&schema).map_err(|m| anyhow!(m))?;
+        let schema = Schema::load(&schema)?;
         let set = a.set.unwrap_or_else(|| schema.name.clone());
         jobs.push((set, r, schema));
     }
@@ -137,7 +134,7 @@ pub(super) fn prepare(a: PrepareArgs) -> anyhow::Result<ExitCode> {
     for (set, input, schema) in jobs {
         let t = std::time::Instant::now();
         let pb = crate::progress::spinner(&format!("committing {set} from {}", input.display()));
-        let c = ws.prepare(&set, &input, &schema).map_err(|m| anyhow!(m));
+        let c = ws.prepare(&set, &input, &schema);
         pb.finish_and_clear();
         let c = c?;
         println!(
@@ -153,7 +150,7 @@ pub(super) fn prepare(a: PrepareArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn inspect(dir: &Path, prove: Option<&str>) -> anyhow::Result<ExitCode> {
     let ws = Workspace::new(dir);
-    let c = ws.commitments().map_err(|m| anyhow!(m))?;
+    let c = ws.commitments()?;
     match prove {
         None => {
             println!("{} ({})", ws.commitments_path().display(), c.format);
@@ -184,7 +181,7 @@ pub(super) fn inspect(dir: &Path, prove: Option<&str>) -> anyhow::Result<ExitCod
             let i: usize = idx
                 .parse()
                 .map_err(|_| anyhow!("--prove: `{idx}` is not an index"))?;
-            let rs = ws.load_set(set).map_err(|m| anyhow!(m))?;
+            let rs = ws.load_set(set)?;
             if i >= rs.records.len() {
                 bail!(
                     "--prove: set `{set}` has {} records (indices 0..{})",
@@ -303,10 +300,9 @@ pub(super) fn policy_cmd(p: PolicyCmd) -> anyhow::Result<ExitCode> {
 
 pub(super) fn verify_bundle(path: &Path, pin: &PinArgs, json: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let trusted = fieldlab_attest::trust::load_signers(&pin.trust).map_err(|m| anyhow!(m))?;
+    let trusted = fieldlab_attest::trust::load_signers(&pin.trust)?;
     let policies =
-        fieldlab_attest::trust::load_policy_hashes(&pin.policy_hash, &pin.trusted_policies)
-            .map_err(|m| anyhow!(m))?;
+        fieldlab_attest::trust::load_policy_hashes(&pin.policy_hash, &pin.trusted_policies)?;
     let t = std::time::Instant::now();
     let mut r = bundle::verify_trusting(&bytes, &trusted);
     let took = t.elapsed();

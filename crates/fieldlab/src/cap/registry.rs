@@ -3,10 +3,14 @@
 
 use super::*;
 
+/// An error of the registry (a message) or of `fieldlab-attest`, as printed.
+fn e(m: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{m}")
+}
+
 pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
     use fieldlab_attest::keyring::Keyring;
-    let kr = Keyring::open(dir).map_err(|m| anyhow!(m))?;
-    let e = |m: String| anyhow!(m);
+    let kr = Keyring::open(dir)?;
     match cmd {
         KeysCmd::Keygen { name } => {
             let k = kr.keygen(name).map_err(e)?;
@@ -64,7 +68,6 @@ pub(super) fn keys(dir: &Path, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
 
 pub(super) fn registry(data: &Path, cmd: RegistryCmd) -> anyhow::Result<ExitCode> {
     use fieldlab_registry::Registry;
-    let e = |m: String| anyhow!(m);
     if let RegistryCmd::Verify {
         proof,
         checkpoint,
@@ -164,7 +167,12 @@ fn verify_offline(
     use fieldlab_attest::registry::{verify_checkpoint, CheckpointFile, RegistryProof};
     let result = match (proof, checkpoint) {
         (Some(p), _) => fieldlab_attest::read_json::<RegistryProof>(p)
-            .and_then(|rp| rp.verify(pinned).map(|m| (m, rp.vkey))),
+            .map_err(|e| e.to_string())
+            .and_then(|rp| {
+                rp.verify(pinned)
+                    .map(|m| (m, rp.vkey))
+                    .map_err(|e| e.to_string())
+            }),
         (None, Some(c)) => {
             let text =
                 std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
@@ -183,8 +191,9 @@ fn verify_offline(
                     size: None,
                 }
             };
-            verify_checkpoint(&file.checkpoint, file.vkey.as_deref(), pinned).and_then(|v| {
-                match file.size {
+            verify_checkpoint(&file.checkpoint, file.vkey.as_deref(), pinned)
+                .map_err(|e| e.to_string())
+                .and_then(|v| match file.size {
                     Some(s) if s != v.size => Err(format!(
                         "the file says size {s}, its signed checkpoint {}",
                         v.size
@@ -199,8 +208,7 @@ fn verify_offline(
                         ),
                         v.vkey,
                     )),
-                }
-            })
+                })
         }
         (None, None) => unreachable!("called with a file"),
     };
@@ -227,7 +235,6 @@ fn verify_offline(
 
 pub(super) fn blob(data: &Path, cmd: BlobCmd) -> anyhow::Result<ExitCode> {
     let r = fieldlab_registry::Registry::open(data).map_err(|m| anyhow!(m))?;
-    let e = |m: String| anyhow!(m);
     match cmd {
         BlobCmd::List => {
             let mut st = r

@@ -27,7 +27,7 @@ pub(super) fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Auth::Jwt(j)
     };
-    let trusted = fieldlab_attest::trust::load_signers(&a.trust).map_err(|m| anyhow!(m))?;
+    let trusted = fieldlab_attest::trust::load_signers(&a.trust)?;
     let reg = a
         .data
         .as_deref()
