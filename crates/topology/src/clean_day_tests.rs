@@ -68,23 +68,15 @@ fn describe(e: &Event) -> String {
     }
 }
 
-/// The types of `fieldlab up`'s default fleet.
-const DEFAULT_FLEET: [&str; 9] = [
-    "TemperatureSensor",
-    "PressureValve",
-    "PvInverter",
-    "WindTurbine",
-    "BiogasPlant",
-    "HeatBoiler",
-    "EnergyStorage",
-    "EngineTestBench",
-    "AlgaeFarm",
-];
-
 #[test]
 fn the_default_fleet_raises_nothing_in_its_first_ten_minutes() {
     let mut failures = Vec::new();
-    for ty in DEFAULT_FLEET {
+    // The types of `fieldlab up`'s default fleet.
+    let types: Vec<String> = fieldlab_emulator::demo_fleet()
+        .into_iter()
+        .map(|d| d.device_type)
+        .collect();
+    for ty in types.iter().map(String::as_str) {
         // A reading a second, as the lab runs it, from five times of day.
         for hour in [2, 8, 11, 12, 14] {
             for seed in 1..=4 {
