@@ -12,6 +12,7 @@
 
 pub mod backoff;
 pub mod batch;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 #[doc(hidden)]
