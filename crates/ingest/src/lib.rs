@@ -24,5 +24,6 @@ pub use config::{check_device_id, GatewayConfig, IngestConfig, MqttVersion};
 pub use identity::{Gateway, Limits};
 pub use payload::parse;
 pub use source::{
-    default_client_id, start, Admit, Ingest, IngestMetrics, IngestSettings, Observers, RejectLabels,
+    default_client_id, start, start_log, Admit, Committed, Ingest, IngestMetrics, IngestSettings,
+    LogMsg, Observers, RejectLabels,
 };

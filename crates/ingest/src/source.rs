@@ -178,17 +178,47 @@ pub fn default_client_id(data_dir: &std::path::Path) -> String {
     format!("fieldlab-ingest-{host}-{:08x}", h as u32)
 }
 
-/// A received message of either protocol version.
+/// A received message of either protocol version, or of a partitioned log.
 enum Msg {
     V4(Publish),
     V5(Publish5),
+    Log(LogMsg),
 }
+
+/// A device message read from a partitioned, durable log (NATS JetStream in a cluster of
+/// replicas, `fieldlab-cluster`) instead of an MQTT subscription. The log already holds it
+/// durably, so it needs no acknowledgement: once its batch is durable in the store, ingest
+/// reports the newest `seq` of each partition to [`Committed`], and the replica resumes there.
+#[derive(Debug, Clone)]
+pub struct LogMsg {
+    /// The MQTT topic the device published on (`devices/<type>/<id>/telemetry`).
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub partition: u32,
+    /// Position in the log (the stream sequence).
+    pub seq: u64,
+    /// When the log received it (ms since the epoch): the arrival time the quality rules see,
+    /// so that a replay of old messages is judged as when they arrived, not as late.
+    pub received_ms: i64,
+}
+
+/// Told, after each durable batch, the newest `(partition, seq)` it held of each partition.
+pub type Committed = Arc<dyn Fn(&[(u32, u64)]) + Send + Sync>;
 
 impl Msg {
     fn topic(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Msg::V4(p) => std::borrow::Cow::Borrowed(p.topic.as_str()),
             Msg::V5(p) => String::from_utf8_lossy(&p.topic),
+            Msg::Log(m) => std::borrow::Cow::Borrowed(m.topic.as_str()),
+        }
+    }
+
+    /// When the message arrived: now, or when the log received it.
+    fn received_ms(&self, now: i64) -> i64 {
+        match self {
+            Msg::Log(m) => m.received_ms,
+            _ => now,
         }
     }
 
@@ -196,6 +226,7 @@ impl Msg {
         match self {
             Msg::V4(p) => &p.payload,
             Msg::V5(p) => &p.payload,
+            Msg::Log(m) => &m.payload,
         }
     }
 
@@ -203,6 +234,7 @@ impl Msg {
         match self {
             Msg::V4(p) => p.qos != QoS::AtMostOnce,
             Msg::V5(p) => p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+            Msg::Log(_) => false,
         }
     }
 }
@@ -220,6 +252,8 @@ type Tag = (usize, u64);
 enum Acker {
     V4(AsyncClient),
     V5(rumqttc::v5::AsyncClient),
+    /// A log's messages are committed per partition, once per batch (see [`LogMsg`]).
+    Log(Committed),
 }
 
 impl Acker {
@@ -227,6 +261,7 @@ impl Acker {
         match (self, m) {
             (Acker::V4(c), Msg::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
             (Acker::V5(c), Msg::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Acker::Log(_), Msg::Log(_)) => Ok(()),
             _ => Err("protocol mismatch".into()),
         }
     }
@@ -443,6 +478,64 @@ pub fn start(
     Ingest {
         cancel,
         pollers,
+        writer,
+    }
+}
+
+/// Start ingesting from a partitioned log instead of MQTT: `rx` brings the messages of the
+/// partitions this replica consumes, each partition in log order; after every durable batch,
+/// `committed` learns the newest position of each partition in it. Same writer, rules and
+/// limits as [`start`]; `s` is used for batching, limits, observers and admission (its MQTT
+/// fields are unused). Readiness part `ingest` is the caller's to set.
+#[allow(clippy::too_many_arguments)]
+pub fn start_log(
+    s: IngestSettings,
+    rx: mpsc::Receiver<LogMsg>,
+    committed: Committed,
+    store: Store,
+    quarantine: Arc<Quarantine>,
+    directory: DeviceDirectory,
+    metrics: IngestMetrics,
+    sinks: Sinks,
+) -> Ingest {
+    let cancel = CancellationToken::new();
+    let (tx, wrx) = mpsc::channel::<(Tag, Msg)>(s.batch_max.max(1) * 4);
+    // Forward the log's messages into the writer's channel (no session epochs: a log message
+    // needs no acknowledgement on the connection it came from).
+    let forward = {
+        let cancel = cancel.clone();
+        let mut rx = rx;
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = cancel.cancelled() => None,
+                };
+                let Some(m) = m else { break };
+                if tx.send(((0, 0), Msg::Log(m))).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let writer = tokio::spawn(write_loop(
+        wrx,
+        vec![(Acker::Log(committed), Arc::new(AtomicU64::new(0)))],
+        s.observers.clone(),
+        s.admit.clone(),
+        Guard::new(s.limits.clone()).with_known(directory.list().into_iter().map(|e| e.device_id)),
+        s.batch_max,
+        Dedup::new(s.dedup_window),
+        store,
+        quarantine,
+        directory,
+        metrics,
+        sinks,
+        cancel.clone(),
+    ));
+    Ingest {
+        cancel,
+        pollers: vec![forward],
         writer,
     }
 }
@@ -793,7 +886,7 @@ async fn write_loop(
         let mut verdicts = 0u64;
         for (_, m) in &batch {
             let topic = m.topic();
-            let parsed = parse(&topic, m.payload(), now).and_then(|readings| {
+            let parsed = parse(&topic, m.payload(), m.received_ms(now)).and_then(|readings| {
                 guard.admit(&topic, &readings).map_err(|refusal| {
                     rejected
                         .get_or_create(&RejectLabels {
@@ -814,8 +907,9 @@ async fn write_loop(
                 },
                 (other, _) => other,
             };
+            let at = m.received_ms(now);
             match parsed {
-                Ok(readings) => good.extend(readings),
+                Ok(readings) => good.extend(readings.into_iter().map(|r| (at, r))),
                 Err(reason) => bad.push((topic.into_owned(), m.payload().to_vec(), reason)),
             }
         }
@@ -823,17 +917,17 @@ async fn write_loop(
         // the batch is the order the pollers won the channel: restore time order (stable) so
         // the quality rules do not see reordering that the devices never did.
         if multi {
-            good.sort_by_key(|r| r.ts_ms);
+            good.sort_by_key(|(_, r)| r.ts_ms);
         }
         // One allocation for the batch's points (growing by doubling copied ~5% of the
         // gateway-shaped profile in memmove).
-        cache.reserve(good.iter().map(|r| r.fields.len()).sum());
+        cache.reserve(good.iter().map(|(_, r)| r.fields.len()).sum());
         {
             let mut d = dedup.lock();
-            for mut r in good.drain(..) {
+            for (at, mut r) in good.drain(..) {
                 let mut added = 0;
                 for o in &observers.0 {
-                    let v = o(&r, now);
+                    let v = o(&r, at);
                     added += v.len() as u64;
                     r.fields.extend(v);
                 }
@@ -953,7 +1047,16 @@ async fn commit_loop(
         if let Some(p) = for_sinks {
             sinks.send(p).await;
         }
+        // A log's messages: the newest position of each partition, committed once.
+        let mut newest: Vec<(u32, u64)> = Vec::new();
         for ((conn, epoch), m) in batch.drain(..) {
+            if let Msg::Log(l) = &m {
+                match newest.iter_mut().find(|(p, _)| *p == l.partition) {
+                    Some((_, seq)) => *seq = (*seq).max(l.seq),
+                    None => newest.push((l.partition, l.seq)),
+                }
+                continue;
+            }
             if m.needs_ack() {
                 let (acker, now) = &ackers[conn];
                 if now.load(Ordering::Acquire) != epoch {
@@ -965,6 +1068,11 @@ async fn commit_loop(
                 if let Err(e) = acker.ack(&m).await {
                     tracing::debug!(error = %e, "could not acknowledge (connection closing?)");
                 }
+            }
+        }
+        if !newest.is_empty() {
+            if let Some((Acker::Log(committed), _)) = ackers.first() {
+                committed(&newest);
             }
         }
     }

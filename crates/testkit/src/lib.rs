@@ -10,6 +10,6 @@ mod peers;
 pub mod process;
 pub mod servers;
 
-pub use peers::{Mosquitto, TempRedis};
+pub use peers::{Mosquitto, TempNats, TempRedis};
 pub use process::peer_command;
 pub use servers::{dir_bytes, free_port, InfluxServer, PostgresServer};

@@ -101,3 +101,76 @@ impl Drop for Mosquitto {
         let _ = self.child.wait();
     }
 }
+
+/// A temporary nats-server with JetStream (files in a temporary directory) and its MQTT
+/// listener, on free ports, stopped on drop. `extra` is appended to its configuration (the
+/// cluster's subject mapping).
+pub struct TempNats {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub mqtt_port: u16,
+    conf: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TempNats {
+    pub fn start(extra: &str) -> anyhow::Result<TempNats> {
+        let dir = tempfile::tempdir()?;
+        let (port, mqtt_port) = (crate::free_port(), crate::free_port());
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\nserver_name: fieldlab_test\njetstream {{ store_dir: \"{}\" }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n{extra}\n",
+                dir.path().join("js").display()
+            ),
+        )?;
+        let mut n = TempNats {
+            child: None,
+            port,
+            mqtt_port,
+            conf,
+            _dir: dir,
+        };
+        n.run()?;
+        Ok(n)
+    }
+
+    /// (Re)start the server on the same ports and files.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!("nats-server is not installed (apt-get install nats-server)")
+            })?;
+        self.child = Some(
+            peer_command(bin)
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        wait_listening("nats-server", self.port)?;
+        wait_listening("nats-server (mqtt)", self.mqtt_port)
+    }
+
+    /// Kill the server (SIGKILL), keeping its files.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TempNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

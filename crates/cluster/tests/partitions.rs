@@ -1,0 +1,185 @@
+//! Against a real nats-server (Debian's 2.9, MQTT listener, JetStream): devices publish MQTT,
+//! each device's stream reaches one replica whole and in order, and when a replica dies the
+//! survivor takes its partitions over and reads them from the log, losing nothing.
+
+use fieldlab_cluster::{start, ClusterConfig, Started};
+use fieldlab_core::config::HumanDuration;
+use fieldlab_ingest::LogMsg;
+use fieldlab_testkit::TempNats;
+use parking_lot::Mutex;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DEVICES: usize = 20;
+
+fn config(nats: &TempNats) -> ClusterConfig {
+    ClusterConfig {
+        nats_url: Some(nats.url()),
+        partitions: 6,
+        lease: HumanDuration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+/// A replica's node and what it received, "committed" as soon as received (no store here).
+struct Replica {
+    started: fieldlab_cluster::Cluster,
+    got: Arc<Mutex<Vec<LogMsg>>>,
+}
+
+async fn replica(cfg: &ClusterConfig, id: &str, dir: &std::path::Path) -> Replica {
+    let Started {
+        cluster,
+        mut rx,
+        committed,
+    } = start(cfg, id.into(), format!("http://{id}"), dir, 256)
+        .await
+        .expect("join the cluster");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            committed(&[(m.partition, m.seq)]);
+            g.lock().push(m);
+        }
+    });
+    Replica {
+        started: cluster,
+        got,
+    }
+}
+
+/// Publish `from..to` of every device, QoS 1, each device with its own client; returns once
+/// every message was acknowledged (PUBACK) by nats-server.
+async fn publish(port: u16, from: u64, to: u64) {
+    let mut tasks = Vec::new();
+    for d in 0..DEVICES {
+        tasks.push(tokio::spawn(async move {
+            let mut o = MqttOptions::new(format!("dev{d}"), "127.0.0.1", port);
+            o.set_keep_alive(Duration::from_secs(10));
+            let (c, mut el) = AsyncClient::new(o, 100);
+            for seq in from..to {
+                let body = format!(
+                    r#"{{"device_id":"dev{d}","seq":{seq},"ts":{},"temperature":{seq}}}"#,
+                    1_700_000_000_000u64 + seq * 1000
+                );
+                c.publish(
+                    format!("devices/Probe/dev{d}/telemetry"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .await
+                .unwrap();
+            }
+            let mut acked = 0;
+            while acked < to - from {
+                if let Event::Incoming(Packet::PubAck(_)) = el.poll().await.expect("mqtt") {
+                    acked += 1;
+                }
+            }
+            let _ = c.disconnect().await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// seqs received per device by `r`, for the devices it owns.
+fn owned_streams(r: &Replica) -> BTreeMap<String, Vec<u64>> {
+    let view = r.started.view();
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for m in r.got.lock().iter() {
+        let id = m.topic.split('/').nth(2).unwrap().to_string();
+        if view.owns(&id) {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            out.entry(id).or_default().push(v["seq"].as_u64().unwrap());
+        }
+    }
+    out
+}
+
+async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_stream_is_read_whole_by_one_replica_and_survives_its_death() {
+    let cfg0 = ClusterConfig::default();
+    let nats = match TempNats::start(
+        &ClusterConfig {
+            partitions: 6,
+            ..cfg0
+        }
+        .nats_mapping(),
+    ) {
+        Ok(n) => n,
+        Err(e) => panic!("{e}"),
+    };
+    let cfg = config(&nats);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = replica(&cfg, "a", dirs[0].path()).await;
+    // Replica b in its own runtime, so that it can die without saying goodbye.
+    let rt_b = tokio::runtime::Runtime::new().unwrap();
+    let (cfg_b, dir_b) = (cfg.clone(), dirs[1].path().to_path_buf());
+    let b = rt_b
+        .spawn(async move { replica(&cfg_b, "b", &dir_b).await })
+        .await
+        .unwrap();
+    // Both members seen, and every partition owned by exactly one of them.
+    wait_for("two members sharing the partitions", 20, || {
+        let (sa, sb) = (a.started.status(), b.started.status());
+        sa.members.len() == 2
+            && (0..6).all(|p| {
+                let oa = sa.partitions[p].owner.as_deref();
+                let ob = sb.partitions[p].owner.as_deref();
+                oa.is_some() && oa == ob && oa == sa.partitions[p].desired.as_deref()
+            })
+            && (0..DEVICES).all(|d| {
+                let id = format!("dev{d}");
+                a.started.view().owns(&id) != b.started.view().owns(&id)
+            })
+    })
+    .await;
+    let owned_by_b = (0..DEVICES)
+        .filter(|d| b.started.view().owns(&format!("dev{d}")))
+        .count();
+    assert!(
+        owned_by_b > 0 && owned_by_b < DEVICES,
+        "b owns {owned_by_b} devices"
+    );
+
+    publish(nats.mqtt_port, 0, 10).await;
+    let whole = |r: &Replica, n: u64| {
+        owned_streams(r)
+            .values()
+            .all(|v| *v == (0..n).collect::<Vec<_>>())
+    };
+    wait_for(
+        "every device's 10 readings, in order, at its owner",
+        20,
+        || {
+            let (sa, sb) = (owned_streams(&a), owned_streams(&b));
+            sa.len() + sb.len() == DEVICES && whole(&a, 10) && whole(&b, 10)
+        },
+    )
+    .await;
+
+    // b dies (no goodbye: its leases lapse), more readings arrive.
+    drop(b);
+    rt_b.shutdown_background();
+    publish(nats.mqtt_port, 10, 20).await;
+    wait_for("a owning every device, each whole and in order", 30, || {
+        let s = owned_streams(&a);
+        s.len() == DEVICES && whole(&a, 20)
+    })
+    .await;
+    a.started.stop().await;
+}
