@@ -30,7 +30,7 @@ mod node;
 pub mod offsets;
 
 pub use config::ClusterConfig;
-pub use node::{start, Cluster, MemberStatus, PartitionStatus, Started, Status};
+pub use node::{start, Cluster, Handle, MemberStatus, PartitionStatus, Started, Status};
 
 /// Subjects of the partitioned device stream: `fieldlab.part.<k>.devices.<type>.<id>.telemetry`.
 pub const SUBJECT_PREFIX: &str = "fieldlab.part";

@@ -170,14 +170,40 @@ impl Shared {
     }
 }
 
+/// A cheap handle on the running node, for the HTTP server and `/ready`.
+#[derive(Clone, Debug)]
+pub struct Handle(Arc<Shared>);
+
 impl Cluster {
     /// This replica's view, for the HTTP server.
     pub fn view(&self) -> Arc<dyn ClusterView> {
         self.shared.clone()
     }
 
+    pub fn handle(&self) -> Handle {
+        Handle(self.shared.clone())
+    }
+
     pub fn status(&self) -> Status {
-        let s = &self.shared;
+        self.handle().status()
+    }
+
+    pub fn settled(&self) -> Result<(), String> {
+        self.handle().settled()
+    }
+
+    /// Stop reading, save the offsets, and hand back the leases and the member record so the
+    /// others take over at once (not after the lease lapses).
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        self.shared.save();
+    }
+}
+
+impl Handle {
+    pub fn status(&self) -> Status {
+        let s = &self.0;
         let owners = s.owners.read().clone();
         let desired = s.desired.read().clone();
         let reading = s.reading.read().clone();
@@ -205,12 +231,30 @@ impl Cluster {
         }
     }
 
-    /// Stop reading, save the offsets, and hand back the leases and the member record so the
-    /// others take over at once (not after the lease lapses).
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
-        self.shared.save();
+    /// Has this replica settled into the cluster: every partition has an owner, it holds every
+    /// partition meant for it, and has read each to the log's end? `Err` says what is missing
+    /// (for `/ready`: a replica still catching up answers for less than its share).
+    pub fn settled(&self) -> Result<(), String> {
+        let s = &self.0;
+        let (owners, desired, owned) = (s.owners.read(), s.desired.read(), s.owned.read());
+        if owners.len() < s.n as usize {
+            return Err(format!(
+                "cluster: {} of {} partitions have an owner yet",
+                owners.len(),
+                s.n
+            ));
+        }
+        for (p, d) in desired.iter() {
+            if *d == s.me && !owned.contains(p) {
+                return Err(format!("cluster: partition {p} not taken over yet"));
+            }
+        }
+        if let Some(p) = owned.iter().find(|p| !s.caught_up(**p)) {
+            return Err(format!(
+                "cluster: still reading partition {p} up to the log's end"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -114,6 +114,12 @@ enum ConfigCmd {
     Check { file: PathBuf },
     /// Print a commented configuration with every default.
     Example,
+    /// Print the nats.conf subject mapping a cluster of replicas needs (cluster.partitions).
+    NatsMapping {
+        /// Partitions of the device streams; equal to cluster.partitions.
+        #[arg(long, default_value_t = 12)]
+        partitions: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +152,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(ConfigCmd::Check { file }) => Ok(config_check(&file)),
+        Cmd::Config(ConfigCmd::NatsMapping { partitions }) => {
+            let c = fieldlab_topology::config::ClusterConfig {
+                partitions,
+                ..Default::default()
+            };
+            print!("{}", c.nats_mapping());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Devices(c) => devices::run(c),
         Cmd::Emulate(a) => {
             logging::init_stderr("warn", LogFormat::Text);

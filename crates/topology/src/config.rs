@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use fieldlab_auth::{AuthConfig, LoginConfig};
+pub use fieldlab_cluster::ClusterConfig;
 pub use fieldlab_core::config::{parse_broker_url, BrokerAddr, ByteSize, HumanDuration, Qos};
 pub use fieldlab_emulator::{
     ConnectionMode, DeviceSettings, DeviceSpec, DevicesConfig, MqttProtocol, ScenarioSpec,
@@ -61,6 +62,8 @@ pub struct Config {
     pub opcua: OpcuaConfig,
     /// Scale-out sinks by name: every point the store acknowledges is also sent to each.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Several replicas as one fleet (NATS JetStream partitions); unset: one replica.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -103,6 +106,14 @@ impl Section for Config {
         validate_at("logging", &self.logging)?;
         validate_at("ingest", &self.ingest)?;
         fieldlab_sinks::validate_sinks(&self.sinks).map_err(|p| p.within("sinks"))?;
+        validate_at("cluster", &self.cluster)?;
+        if self.cluster.enabled() && self.mqtt.broker_url.is_none() {
+            return Problem::at(
+                "mqtt.broker_url",
+                "must be set when cluster.nats_url is: devices publish to the NATS server's MQTT \
+                 listener, so point mqtt.broker_url (MQTT_BROKER_URL) at it, e.g. mqtt://nats:1883",
+            );
+        }
         validate_at("devices", &self.devices)
     }
 }
@@ -124,6 +135,8 @@ impl Document for Config {
         ("REDIS_PASSWORD", "ratelimit.redis_password"),
         ("JWT_SECRET", "auth.jwt_secret"),
         ("AUTH_ENABLED", "auth.enabled"),
+        ("NATS_URL", "cluster.nats_url"),
+        ("FIELDLAB_REPLICA_ID", "cluster.replica_id"),
     ];
 
     /// A Redis URL given (file, `REDIS_URL`) selects the Redis backend, or is an error next to

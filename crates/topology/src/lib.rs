@@ -67,6 +67,12 @@ pub async fn up(
     // The emulator exists (without devices) before HTTP, so its control API is served; the
     // devices start after ingest subscribed.
     let emulator = start::emulator(&cfg, &mqtt, &data, metrics.emulator.clone())?;
+    // In a cluster: join before HTTP, so the server knows which devices this replica answers
+    // for; the partitions' messages wait in a bounded channel until ingest starts.
+    let (cluster, log) = match start::cluster(&cfg, &readiness).await? {
+        Some(s) => (Some(s.cluster), Some((s.rx, s.committed))),
+        None => (None, None),
+    };
     // HTTP before the sources: /health answers at once and /ready reports what is still
     // starting (an external broker may take a while).
     let http = start::http(
@@ -104,6 +110,7 @@ pub async fn up(
         topics.clone(),
         admit,
         sinks.clone(),
+        log,
     )?;
     // Quality and anomaly events go out on MQTT (and the webhook) as they happen.
     let events = start::events(&cfg, &mqtt, &data);
@@ -151,6 +158,10 @@ pub async fn up(
     }
     // In reverse: devices, ingest once it went quiet, events, sinks, HTTP, the store.
     emulator.stop().await;
+    // A replica hands its partitions back first: the others take over while it drains.
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     start::drain_ingest(&metrics.ingest).await;
     ingest.stop().await;
     if let Some(t) = events {

@@ -405,11 +405,13 @@ pub(crate) async fn http(cfg: &Config, state: AppState) -> anyhow::Result<Http> 
 /// The devices to run (the config's, else the demo fleet) and the topics ingest subscribes
 /// to: the telemetry filters plus every device topic the template or an override moves.
 pub(crate) fn fleet_and_topics(cfg: &Config) -> (Vec<DeviceSpec>, Vec<String>) {
-    let fleet = cfg
-        .devices
-        .fleet
-        .clone()
-        .unwrap_or_else(fieldlab_emulator::demo_fleet);
+    // A cluster's replicas would each emulate the same demo devices: no demo fleet there
+    // (devices publish to the cluster's MQTT listener; `devices.fleet` still adds some).
+    let fleet = match (&cfg.devices.fleet, cfg.cluster.enabled()) {
+        (Some(f), _) => f.clone(),
+        (None, true) => Vec::new(),
+        (None, false) => fieldlab_emulator::demo_fleet(),
+    };
     let mut topics = cfg.ingest.topics.clone();
     for d in &fleet {
         let t = fieldlab_emulator::fleet::topic_for(&cfg.devices.topic_template, d, &d.name);
@@ -423,7 +425,8 @@ pub(crate) fn fleet_and_topics(cfg: &Config) -> (Vec<DeviceSpec>, Vec<String>) {
     (fleet, topics)
 }
 
-/// Ingest: subscribes and writes to the store, acknowledging only what the store took.
+/// Ingest: subscribes and writes to the store, acknowledging only what the store took. In a
+/// cluster, reads this replica's partitions of the NATS stream instead (`log`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest(
     cfg: &Config,
@@ -434,7 +437,44 @@ pub(crate) fn ingest(
     topics: Vec<String>,
     admit: Option<fieldlab_ingest::Admit>,
     sinks: fieldlab_sinks::Sinks,
+    log: Option<(
+        tokio::sync::mpsc::Receiver<fieldlab_ingest::LogMsg>,
+        fieldlab_ingest::Committed,
+    )>,
 ) -> anyhow::Result<fieldlab_ingest::Ingest> {
+    let settings = ingest_settings(cfg, mqtt, data, topics, admit);
+    if let Some((rx, committed)) = log {
+        let i = fieldlab_ingest::start_log(
+            settings,
+            rx,
+            committed,
+            data.store.clone(),
+            data.quarantine.clone(),
+            data.directory.clone(),
+            metrics.ingest.clone(),
+            sinks,
+        );
+        readiness.set("ingest", true);
+        return Ok(i);
+    }
+    Ok(fieldlab_ingest::start(
+        settings,
+        data.store.clone(),
+        data.quarantine.clone(),
+        data.directory.clone(),
+        readiness.clone(),
+        metrics.ingest.clone(),
+        sinks,
+    ))
+}
+
+fn ingest_settings(
+    cfg: &Config,
+    mqtt: &Mqtt,
+    data: &Data,
+    topics: Vec<String>,
+    admit: Option<fieldlab_ingest::Admit>,
+) -> IngestSettings {
     let mqtt5 = match cfg.ingest.mqtt_version {
         MqttVersion::Auto => !mqtt.embedded,
         MqttVersion::V5 => true,
@@ -463,44 +503,106 @@ pub(crate) fn ingest(
             mqtt.pass.clone(),
         ),
     };
-    Ok(fieldlab_ingest::start(
-        IngestSettings {
-            host,
-            port,
-            client_id,
-            // On the embedded broker (same process, loopback) the longest keep-alive MQTT has:
-            // rumqttd 0.20 does not answer PINGREQ while a subscriber has 100 messages
-            // unacknowledged, which is what ingest holds while the store cannot write (a full
-            // disk); a short keep-alive would drop the connection, and with it (clean session)
-            // the messages the broker still holds for ingest.
-            keep_alive: Duration::from_secs(if mqtt.embedded {
-                u64::from(u16::MAX)
+    IngestSettings {
+        host,
+        port,
+        client_id,
+        // On the embedded broker (same process, loopback) the longest keep-alive MQTT has:
+        // rumqttd 0.20 does not answer PINGREQ while a subscriber has 100 messages
+        // unacknowledged, which is what ingest holds while the store cannot write (a full
+        // disk); a short keep-alive would drop the connection, and with it (clean session)
+        // the messages the broker still holds for ingest.
+        keep_alive: Duration::from_secs(if mqtt.embedded {
+            u64::from(u16::MAX)
+        } else {
+            cfg.mqtt.keep_alive.max(5) as u64
+        }),
+        username,
+        password,
+        topics,
+        qos: cfg.ingest.qos,
+        batch_max: cfg.ingest.batch_max,
+        max_payload_size: cfg.mqtt.max_payload_size,
+        persistent_session: !mqtt.embedded,
+        mqtt5,
+        share_group: cfg.ingest.share_group.clone(),
+        dedup_window: cfg.ingest.dedup_window,
+        connections: cfg.ingest.connections.max(1),
+        tls: mqtt.client_tls.clone(),
+        observers: crate::watch::observers(&data.watch),
+        admit,
+        limits: fieldlab_ingest::Limits::from_config(&cfg.ingest, cfg.ingest_max_devices()),
+    }
+}
+
+/// Joins the cluster when `cluster.nats_url` is set: connects to NATS, takes this replica's
+/// partition leases and starts reading them (into a channel ingest drains once it starts).
+/// Readiness part `cluster` is down until the replica holds and has caught up on its share.
+pub(crate) async fn cluster(
+    cfg: &Config,
+    readiness: &Readiness,
+) -> anyhow::Result<Option<fieldlab_cluster::Started>> {
+    let c = &cfg.cluster;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let me = match &c.replica_id {
+        Some(id) => id.clone(),
+        None => host_name(),
+    };
+    let url = match &c.advertise_url {
+        Some(u) => u.clone(),
+        None if cfg.server.port == 0 => anyhow::bail!(
+            "cluster: the other replicas cannot reach this one on port 0; set server.port, or cluster.advertise_url"
+        ),
+        None => {
+            let host = match cfg.server.host.as_str() {
+                "0.0.0.0" | "::" | "[::]" => host_name(),
+                h => h.to_string(),
+            };
+            let scheme = if cfg.server.tls_cert_file.is_some() { "https" } else { "http" };
+            format!("{scheme}://{host}:{}", cfg.server.port)
+        }
+    };
+    let started = fieldlab_cluster::start(
+        c,
+        me.clone(),
+        url.clone(),
+        &cfg.storage.data_dir,
+        cfg.ingest.batch_max.max(1) * 4,
+    )
+    .await?;
+    tracing::info!(replica = %me, advertise = %url, nats = ?c.nats_url, partitions = c.partitions, "joined the cluster");
+    readiness.set("broker", true);
+    readiness.require("cluster");
+    readiness.set("cluster", true);
+    let h = started.cluster.handle();
+    readiness.check("cluster", move || h.settled());
+    Ok(Some(started))
+}
+
+/// This machine's name, as a replica id (letters, digits, `-`, `_`).
+fn host_name() -> String {
+    let raw = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_else(|| "fieldlab".into());
+    let id: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
             } else {
-                cfg.mqtt.keep_alive.max(5) as u64
-            }),
-            username,
-            password,
-            topics,
-            qos: cfg.ingest.qos,
-            batch_max: cfg.ingest.batch_max,
-            max_payload_size: cfg.mqtt.max_payload_size,
-            persistent_session: !mqtt.embedded,
-            mqtt5,
-            share_group: cfg.ingest.share_group.clone(),
-            dedup_window: cfg.ingest.dedup_window,
-            connections: cfg.ingest.connections.max(1),
-            tls: mqtt.client_tls.clone(),
-            observers: crate::watch::observers(&data.watch),
-            admit,
-            limits: fieldlab_ingest::Limits::from_config(&cfg.ingest, cfg.ingest_max_devices()),
-        },
-        data.store.clone(),
-        data.quarantine.clone(),
-        data.directory.clone(),
-        readiness.clone(),
-        metrics.ingest.clone(),
-        sinks,
-    ))
+                '-'
+            }
+        })
+        .collect();
+    if id.is_empty() {
+        "fieldlab".into()
+    } else {
+        id
+    }
 }
 
 /// Quality and anomaly events to MQTT (`fieldlab/anomalies/<id>`, ...) and the webhook.
