@@ -241,9 +241,15 @@ async fn rows_read_back_from_json_lines_write_the_same_export() {
         }
         let (_, sum) = write_rows(&rows, &q, Format::Parquet, Vec::new()).unwrap();
         assert_eq!(sum.rows, rows.len() as u64);
-        let (only_t2, sum) =
-            export_where(&s, &q, Format::Csv, &units(), |i| i.device_id == "t2", Vec::new())
-                .unwrap();
+        let (only_t2, sum) = export_where(
+            &s,
+            &q,
+            Format::Csv,
+            &units(),
+            |i| i.device_id == "t2",
+            Vec::new(),
+        )
+        .unwrap();
         assert_eq!(sum.series, 2);
         let text = String::from_utf8(only_t2).unwrap();
         assert!(!text.contains(",t1,"), "{}", &text[..200]);

@@ -421,7 +421,11 @@ async fn fleet_export(
     format: Format,
     selected: usize,
 ) -> Result<Response, Failure> {
-    let mut as_jsonl: Params = params.iter().filter(|(k, _)| k != "format").cloned().collect();
+    let mut as_jsonl: Params = params
+        .iter()
+        .filter(|(k, _)| k != "format")
+        .cloned()
+        .collect();
     as_jsonl.push(("format".into(), "jsonl".into()));
     let shares = scope.shares(Some(&as_jsonl)).await?;
     let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();

@@ -444,7 +444,11 @@ async fn anomalies(
     let dev = q.get("device_id").map(String::as_str);
     // In a cluster, events of devices this replica no longer owns are left out before the
     // limit is applied, not after.
-    let list = w.anomalies(dev, from, if scope.clustered() { usize::MAX } else { limit });
+    let list = w.anomalies(
+        dev,
+        from,
+        if scope.clustered() { usize::MAX } else { limit },
+    );
     let mut anomalies: Vec<Anomaly> = list
         .into_iter()
         .filter(|e| scope.owns(&e.device_id))
@@ -490,7 +494,11 @@ async fn quality(
     let mut scores = w.quality_scores(from, to, dev);
     scores.retain(|sc| scope.owns(&sc.device_id));
     let mut events: Vec<QualityEvent> = w
-        .quality_events(dev, from, if scope.clustered() { usize::MAX } else { limit })
+        .quality_events(
+            dev,
+            from,
+            if scope.clustered() { usize::MAX } else { limit },
+        )
         .into_iter()
         .filter(|e| scope.owns(&e.device_id))
         .take(limit)

@@ -212,7 +212,11 @@ fn reason(e: &reqwest::Error) -> String {
 
 /// 503 problem+json naming the replica that did not answer, with `Retry-After: 1`.
 pub fn unavailable(peer: &str, why: &str) -> Failure {
-    tracing::warn!(peer, why, "a replica did not answer its share of a fleet request");
+    tracing::warn!(
+        peer,
+        why,
+        "a replica did not answer its share of a fleet request"
+    );
     let mut r = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "replica-unavailable",

@@ -241,7 +241,10 @@ async fn every_replica_answers_for_the_whole_fleet_once() {
         // b1's detail from its owner, whoever is asked: B's 90 points, not A's stale 30.
         let v = json(&format!("{u}/api/v1/devices/b1")).await;
         assert_eq!(v["device_id"], "b1");
-        assert_eq!(v["series"][0]["last"], "2026-01-01T00:01:29.000Z", "{u}: {v}");
+        assert_eq!(
+            v["series"][0]["last"], "2026-01-01T00:01:29.000Z",
+            "{u}: {v}"
+        );
         let (st, _, _) = get(&format!("{u}/api/v1/devices/nobody"), false).await;
         assert_eq!(st, 404);
 
@@ -317,7 +320,11 @@ async fn every_replica_answers_for_the_whole_fleet_once() {
         assert_eq!(st, 200);
         let n: f64 = jl
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["count"].as_f64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["count"]
+                    .as_f64()
+                    .unwrap()
+            })
             .sum();
         assert_eq!(n as i64, OWNED_POINTS);
         let r = reqwest::get(format!("{u}/api/v1/export?format=parquet"))
@@ -343,7 +350,10 @@ async fn a_local_request_answers_for_the_owned_share_only() {
             serde_json::from_str::<Value>(&body).unwrap()
         }
     };
-    assert_eq!(ids(&local("/api/v1/devices").await, "devices"), ["a1", "a2"]);
+    assert_eq!(
+        ids(&local("/api/v1/devices").await, "devices"),
+        ["a1", "a2"]
+    );
     assert_eq!(ids(&local("/api/v1/series").await, "series"), ["a1", "a2"]);
     let v = local("/api/v1/query?device_type=TemperatureSensor").await;
     assert_eq!(ids(&v, "series"), ["a1", "a2"]);
