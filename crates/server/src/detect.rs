@@ -463,7 +463,7 @@ async fn anomalies(
             anomalies.extend(share.anomalies);
         }
         // Stable: a replica's own order is kept among events of the same instant.
-        anomalies.sort_by(|a, b| b.event.ts_ms.cmp(&a.event.ts_ms));
+        anomalies.sort_by_key(|a| std::cmp::Reverse(a.event.ts_ms));
         anomalies.truncate(limit);
     }
     let count = anomalies.len();
@@ -509,7 +509,7 @@ async fn quality(
             events.extend(share.events);
         }
         scores.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-        events.sort_by(|a, b| b.ts_ms.cmp(&a.ts_ms));
+        events.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
         events.truncate(limit);
     }
     Ok(Json(Quality {
