@@ -11,7 +11,10 @@
 //! carries that header is answered from the local share only and never fans out again.
 //!
 //! Each device is answered by exactly one replica, so merging is a union of per-device parts
-//! (the handlers sort and cut them as a single replica would). A peer that does not answer
+//! (the handlers sort and cut them as a single replica would). No fleet endpoint aggregates
+//! across devices (query and export buckets are per series, quality scores per device), so no
+//! partial aggregates are merged; one that did would have to merge sums, counts, minima and
+//! maxima (a mean as sum / count) and could not merge percentiles exactly. A peer that does not answer
 //! (refused, timed out, 5xx) makes the whole answer a 503 naming it, with `Retry-After: 1`:
 //! never a silently partial answer. Ownership moves within seconds when a replica dies, and
 //! the peer list stops naming it. A peer's 4xx (credentials it refuses, say) is passed on.
@@ -133,6 +136,18 @@ impl Scope {
     pub fn owner(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
         let c = self.cluster.clone();
         move |d: &str| c.as_ref().is_none_or(|c| c.owns(d))
+    }
+
+    /// The answer of the peer that owns a device this replica does not own (the peers that do
+    /// not answer 404 for it), passed on as it came; `None` when no peer knows the device or
+    /// this request does not fan out.
+    pub async fn from_owner(&self) -> Result<Option<Response>, Failure> {
+        for share in self.shares(None).await? {
+            if share.status != StatusCode::NOT_FOUND {
+                return Ok(Some(share.passed_on().0));
+            }
+        }
+        Ok(None)
     }
 
     /// Every peer's share of this request as `T` (none when this request does not fan out).

@@ -396,16 +396,19 @@ fn native_paths() -> Doc {
     );
     p.put(
         "GET /api/v1/quality",
-        fleet(Op::new(detect, "Quality score per device and recent quality events"))
-            .query("device_id", string(), "only this device")
-            .query("from", instant(), "since (default -1h)")
-            .query("to", instant(), "until (default now)")
-            .query(
-                "limit",
-                json!({"type": "integer", "minimum": 1, "maximum": 10000}),
-                "most events (default 100)",
-            )
-            .json::<crate::detect::Quality>("200", "scores and events"),
+        fleet(Op::new(
+            detect,
+            "Quality score per device and recent quality events",
+        ))
+        .query("device_id", string(), "only this device")
+        .query("from", instant(), "since (default -1h)")
+        .query("to", instant(), "until (default now)")
+        .query(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 10000}),
+            "most events (default 100)",
+        )
+        .json::<crate::detect::Quality>("200", "scores and events"),
     );
     p.put("POST /api/v1/models/load",
         Op::new(

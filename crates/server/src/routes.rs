@@ -291,17 +291,7 @@ async fn device(
         ))
     };
     if !scope.owns(&id) {
-        for share in scope.shares(None).await? {
-            match share.status {
-                StatusCode::NOT_FOUND => continue,
-                st if st.is_success() => {
-                    let d: DeviceDetail = share.json()?;
-                    return Ok(Json(d).into_response());
-                }
-                _ => return Err(share.passed_on()),
-            }
-        }
-        return Err(unknown().into());
+        return scope.from_owner().await?.ok_or_else(|| unknown().into());
     }
     let e = s.directory.get(&id).ok_or_else(unknown)?;
     let series = s.store.series(Some(&id)).iter().map(Series::of).collect();

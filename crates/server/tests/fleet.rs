@@ -247,6 +247,15 @@ async fn every_replica_answers_for_the_whole_fleet_once() {
         );
         let (st, _, _) = get(&format!("{u}/api/v1/devices/nobody"), false).await;
         assert_eq!(st, 404);
+        let v = json(&format!(
+            "{u}/api/v1/devices/b1/history?from=2026-01-01T00:00:00Z&limit=1000"
+        ))
+        .await;
+        assert_eq!(
+            v["fields"]["temperature"].as_array().unwrap().len(),
+            90,
+            "{u}"
+        );
 
         // Raw points: every device's series once, their counts the owners' sum.
         let v = json(&format!(
@@ -388,6 +397,7 @@ async fn a_replica_that_does_not_answer_makes_a_503_not_a_partial_answer() {
         "/api/v1/devices",
         "/api/v1/series",
         "/api/v1/devices/c1",
+        "/api/v1/devices/c1/history",
         "/api/v1/query?device_type=TemperatureSensor",
         "/api/v1/query?device_type=TemperatureSensor&step=60s",
         "/api/v1/anomalies",
