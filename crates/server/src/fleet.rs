@@ -74,14 +74,16 @@ impl FromRequestParts<AppState> for Scope {
             .get(SCOPE_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(SCOPE_LOCAL.as_bytes()));
         let mut credentials = HeaderMap::new();
-        for name in FORWARDED {
-            for v in parts.headers.get_all(&name) {
+        // Only a request that fans out passes them on.
+        let fan_out = s.cluster.is_some() && !local;
+        for name in FORWARDED.iter().filter(|_| fan_out) {
+            for v in parts.headers.get_all(name) {
                 credentials.append(name.clone(), v.clone());
             }
         }
         Ok(Scope {
             cluster: s.cluster.clone(),
-            fan_out: s.cluster.is_some() && !local,
+            fan_out,
             uri: parts.uri.clone(),
             credentials,
         })

@@ -74,13 +74,35 @@ struct Replica {
     _dir: tempfile::TempDir,
 }
 
+/// `users`: a data dir whose `auth/` (users and API keys) every replica copies, turning
+/// authentication on; `None`: auth off.
 async fn replica(
     holds: &Holds,
     listener: tokio::net::TcpListener,
     me: &str,
     peers: Vec<String>,
+    users: Option<&std::path::Path>,
 ) -> Replica {
     let dir = tempfile::tempdir().unwrap();
+    let auth = match users {
+        None => None,
+        Some(from) => {
+            std::fs::create_dir_all(dir.path().join("auth")).unwrap();
+            for f in std::fs::read_dir(from.join("auth")).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), dir.path().join("auth").join(f.file_name())).unwrap();
+            }
+            let cfg = fieldlab_auth::AuthConfig {
+                enabled: true,
+                ..Default::default()
+            };
+            Some(Arc::new(
+                fieldlab_auth::Authenticator::new(&cfg, dir.path())
+                    .await
+                    .unwrap(),
+            ))
+        }
+    };
     let now = now_ms();
     // Events already logged when the watch opens: it reloads them.
     std::fs::create_dir_all(dir.path().join("events")).unwrap();
@@ -120,6 +142,7 @@ async fn replica(
     let (store, _) = Store::open(StoreOptions::new(dir.path())).unwrap();
     let state = AppState {
         watch: Some(watch),
+        auth,
         ..AppState::bare(store, Arc::new(Quarantine::open(dir.path()).unwrap()))
     };
     for (dev, n) in holds.points {
@@ -164,6 +187,10 @@ async fn replica(
 
 /// A, B and C, each knowing the other two.
 async fn fleet() -> Vec<Replica> {
+    fleet_with(None).await
+}
+
+async fn fleet_with(users: Option<&std::path::Path>) -> Vec<Replica> {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -185,7 +212,7 @@ async fn fleet() -> Vec<Replica> {
         .zip([(&A, "a"), (&B, "b"), (&C, "c")])
         .enumerate()
     {
-        out.push(replica(h, l, me, others(i)).await);
+        out.push(replica(h, l, me, others(i), users).await);
     }
     out
 }
@@ -421,4 +448,50 @@ async fn a_replica_that_does_not_answer_makes_a_503_not_a_partial_answer() {
     assert_eq!(st, 200);
     let (st, _, _) = get(&format!("{a}/api/v1/devices"), true).await;
     assert_eq!(st, 200);
+}
+
+/// With auth on, the caller's credentials go along to the peers: an API key every replica
+/// knows lists the whole fleet; without it, 401 (not a share of the fleet).
+#[tokio::test]
+async fn the_callers_credentials_go_to_the_peers() {
+    let seed = tempfile::tempdir().unwrap();
+    let cfg = fieldlab_auth::AuthConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let auth = fieldlab_auth::Authenticator::new(&cfg, seed.path())
+        .await
+        .unwrap();
+    let key = auth
+        .users()
+        .update(|f| f.add_key("reader", &[fieldlab_core::Role::Viewer]))
+        .unwrap()
+        .secret;
+    let fleet = fleet_with(Some(seed.path())).await;
+    let c = reqwest::Client::new();
+    for r in &fleet {
+        let url = format!("{}/api/v1/devices", r.url);
+        let v: Value = c
+            .get(&url)
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ids(&v, "devices"), ["a1", "a2", "b1", "c1"], "{url}: {v}");
+        let v: Value = c
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["count"], 4, "{url}: {v}");
+        let st = c.get(&url).send().await.unwrap().status();
+        assert_eq!(st, 401);
+    }
 }
