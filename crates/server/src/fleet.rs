@@ -14,10 +14,12 @@
 //! (the handlers sort and cut them as a single replica would). No fleet endpoint aggregates
 //! across devices (query and export buckets are per series, quality scores per device), so no
 //! partial aggregates are merged; one that did would have to merge sums, counts, minima and
-//! maxima (a mean as sum / count) and could not merge percentiles exactly. A peer that does not answer
-//! (refused, timed out, 5xx) makes the whole answer a 503 naming it, with `Retry-After: 1`:
-//! never a silently partial answer. Ownership moves within seconds when a replica dies, and
-//! the peer list stops naming it. A peer's 4xx (credentials it refuses, say) is passed on.
+//! maxima (a mean as sum / count) and could not merge percentiles exactly.
+//!
+//! A peer that does not answer (refused, timed out, 5xx) makes the whole answer a 503 naming
+//! it, with `Retry-After: 1`: never a silently partial answer. Ownership moves within seconds
+//! when a replica dies, and the peer list stops naming it. A peer's 4xx (credentials it
+//! refuses, say) is passed on as it came.
 //!
 //! Without a [`ClusterView`] (`AppState::cluster` is `None`) nothing here changes an answer:
 //! every device is owned, there are no peers.
