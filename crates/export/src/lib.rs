@@ -115,17 +115,25 @@ pub fn export<W: Write + Send>(
     units: &Units,
     out: W,
 ) -> Result<(W, Summary), ExportError> {
+    export_where(store, q, format, units, |_| true, out)
+}
+
+/// [`export`] of the selected series `keep` accepts only (a replica's share of a cluster's
+/// export: the series of the devices it owns).
+pub fn export_where<W: Write + Send>(
+    store: &Store,
+    q: &QuerySpec,
+    format: Format,
+    units: &Units,
+    keep: impl Fn(&SeriesInfo) -> bool,
+    out: W,
+) -> Result<(W, Summary), ExportError> {
     let series: Vec<SeriesInfo> = store
         .select(&q.selector)
         .into_iter()
-        .filter(|i| i.last_ts_ms >= q.from && i.first_ts_ms <= q.to)
+        .filter(|i| i.last_ts_ms >= q.from && i.first_ts_ms <= q.to && keep(i))
         .collect();
-    let tags: Vec<String> = series
-        .iter()
-        .flat_map(|s| s.tags.extra.keys().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let tags = tag_names(&series);
     let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();
     // The units of the exported series only.
     let mut used = Units::new();
@@ -136,20 +144,7 @@ pub fn export<W: Write + Send>(
                 .insert(i.field.clone(), u.to_string());
         }
     }
-    let mut sink: Box<dyn Sink<W>> = match format {
-        Format::Csv => Box::new(CsvSink::new(out, &tags, &columns)?),
-        Format::JsonLines => Box::new(JsonSink {
-            out: std::io::BufWriter::with_capacity(1 << 16, out),
-            columns: columns.clone(),
-        }),
-        Format::Parquet => Box::new(ParquetSink::new(
-            out,
-            &tags,
-            &columns,
-            q.step.is_none(),
-            &used,
-        )?),
-    };
+    let mut sink = sink(format, out, &tags, &columns, q.step.is_none(), &used)?;
     let mut sum = Summary {
         series: series.len(),
         rows: 0,
@@ -172,6 +167,125 @@ pub fn export<W: Write + Send>(
             sum.rows += rows.len() as u64;
         }
     }
+    Ok((sink.finish()?, sum))
+}
+
+/// The tag columns of an export: every tag name of its series, sorted.
+fn tag_names<'a>(series: impl IntoIterator<Item = &'a SeriesInfo>) -> Vec<String> {
+    series
+        .into_iter()
+        .flat_map(|s| s.tags.extra.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn sink<'w, W: Write + Send + 'w>(
+    format: Format,
+    out: W,
+    tags: &[String],
+    columns: &[String],
+    raw: bool,
+    units: &Units,
+) -> Result<Box<dyn Sink<W> + 'w>, ExportError> {
+    Ok(match format {
+        Format::Csv => Box::new(CsvSink::new(out, tags, columns)?),
+        Format::JsonLines => Box::new(JsonSink {
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            columns: columns.to_vec(),
+        }),
+        Format::Parquet => Box::new(ParquetSink::new(out, tags, columns, raw, units)?),
+    })
+}
+
+/// One exported row held in memory: a row of another replica's share, read back from its
+/// JSON lines ([`Row::from_json_line`]) to be written again with the others ([`write_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The row's series (`first_ts_ms` and `last_ts_ms` are the row's `ts`).
+    pub info: SeriesInfo,
+    pub unit: Option<String>,
+    pub ts: i64,
+    /// One value per column of the query (`QuerySpec::columns`).
+    pub vals: Vec<Option<FieldValue>>,
+}
+
+impl Row {
+    /// The inverse of the JSON lines format: one line as `export` wrote it for a query with
+    /// these `columns`.
+    pub fn from_json_line(line: &str, columns: &[String]) -> Result<Row, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let text = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("no `{k}` in the line {line}"))
+        };
+        let ts = fieldlab_core::time::parse_instant_ms(&text("ts")?, 0)
+            .map_err(|e| format!("`ts` of the line {line}: {e}"))?;
+        let extra = v["tags"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, t)| t.as_str().map(|t| (k.clone(), t.to_string())))
+            .collect();
+        let vals = columns
+            .iter()
+            .map(|c| match &v[c.as_str()] {
+                serde_json::Value::Bool(b) => Some(FieldValue::Bool(*b)),
+                serde_json::Value::String(s) => Some(FieldValue::Str(s.clone())),
+                serde_json::Value::Number(n) => Some(match n.as_i64() {
+                    Some(i) if !n.is_f64() => FieldValue::I64(i),
+                    _ => FieldValue::F64(n.as_f64().unwrap_or(f64::NAN)),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Row {
+            info: SeriesInfo {
+                device_id: text("device_id")?,
+                field: text("field")?,
+                tags: fieldlab_core::Tags {
+                    device_type: text("device_type")?.into(),
+                    extra,
+                },
+                first_ts_ms: ts,
+                last_ts_ms: ts,
+            },
+            unit: v["unit"].as_str().map(str::to_string),
+            ts,
+            vals,
+        })
+    }
+}
+
+/// Write rows held in memory as an export of `q` would write them (same columns, tags and
+/// units metadata), in the order given: the rows of several replicas' shares as one file.
+pub fn write_rows<W: Write + Send>(
+    rows: &[Row],
+    q: &QuerySpec,
+    format: Format,
+    out: W,
+) -> Result<(W, Summary), ExportError> {
+    let tags = tag_names(rows.iter().map(|r| &r.info));
+    let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();
+    let mut used = Units::new();
+    for r in rows {
+        if let Some(u) = &r.unit {
+            used.entry(r.info.tags.device_type.to_string())
+                .or_default()
+                .insert(r.info.field.clone(), u.clone());
+        }
+    }
+    let mut sink = sink(format, out, &tags, &columns, q.step.is_none(), &used)?;
+    let mut series = BTreeSet::new();
+    for r in rows {
+        series.insert((r.info.device_id.as_str(), r.info.field.as_str()));
+        sink.row(&r.info, r.unit.as_deref(), &tags, r.ts, &r.vals)?;
+    }
+    let sum = Summary {
+        series: series.len(),
+        rows: rows.len() as u64,
+    };
     Ok((sink.finish()?, sum))
 }
 

@@ -151,7 +151,7 @@ const MAX_BUCKETS: usize = 1440;
 const SEQ_MEMORY: usize = 64;
 
 /// Quality score of one device over one time range.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QualityScore {
     pub device_id: String,
     pub from_ms: i64,

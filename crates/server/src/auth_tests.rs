@@ -50,6 +50,7 @@ async fn start(cfg: AuthConfig, tls: Option<Arc<tokio_rustls::rustls::ServerConf
         extra_openapi: None,
         allowed_hosts: Vec::new(),
         watch: None,
+        cluster: None,
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();

@@ -10,6 +10,7 @@
 //! response body drains, so memory stays bounded whatever the size, and a client that goes
 //! away stops the work (the next write fails).
 
+use crate::fleet::{Failure, Scope};
 use crate::{AppState, Problem};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -243,26 +244,55 @@ impl utoipa::ToSchema for QueryJson<'_> {
 /// Without `from`/`to` the whole stored range. `step` buckets are aligned to the epoch; `agg`
 /// defaults to `mean` when `step` is given. With one column a point is `{ts, value}`, with
 /// several aggregations `{ts, mean, max, ...}`.
+///
+/// In a cluster the series of owned devices only, merged with each peer's share: every
+/// series lives on one replica and `limit`, `step` and `agg` apply per series, so the merge
+/// is their union in the store's order (device, then field). A peer's share of nothing is an
+/// empty list, not a 404.
 async fn query(
     State(s): State<AppState>,
+    scope: Scope,
     Query(params): Query<Params>,
-) -> Result<Response, Problem> {
+) -> Result<Response, Failure> {
     let q = spec(&params, &[], true)?;
     let store = s.store.clone();
     let q2 = q.clone();
-    let res = tokio::task::spawn_blocking(move || store.query(&q2))
+    let mut res = tokio::task::spawn_blocking(move || store.query(&q2))
         .await
         .map_err(|e| Problem::internal(e.to_string()))?
         .map_err(|e| Problem::internal(e.to_string()))?;
-    if res.is_empty() {
-        return Err(nothing_found(&s, &q));
-    }
+    res.retain(|r| scope.owns(&r.info.device_id));
     let step = params
         .iter()
         .find(|(k, _)| k == "step")
         .map(|(_, v)| v.as_str());
-    let body = serde_json::to_vec(&QueryJson::new(&q, step, &res))
-        .map_err(|e| Problem::internal(e.to_string()))?;
+    let answer = QueryJson::new(&q, step, &res);
+    let body = if scope.fans_out() {
+        let mut v = serde_json::to_value(&answer).map_err(|e| Problem::internal(e.to_string()))?;
+        let mut series = std::mem::take(&mut v["series"]);
+        let all = series.as_array_mut().expect("series is a list");
+        for mut share in scope.peers::<Value>().await? {
+            if let Value::Array(more) = share["series"].take() {
+                all.extend(more);
+            }
+        }
+        if all.is_empty() {
+            return Err(nothing_found(&s, &q).into());
+        }
+        let key = |v: &Value| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (text("device_id"), text("field"))
+        };
+        all.sort_by_key(key);
+        v["series"] = series;
+        serde_json::to_vec(&v)
+    } else {
+        if res.is_empty() && !scope.clustered() {
+            return Err(nothing_found(&s, &q).into());
+        }
+        serde_json::to_vec(&answer)
+    }
+    .map_err(|e| Problem::internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -331,11 +361,21 @@ where
     }))
 }
 
+/// Response header of a replica's share of an export: how many series it selected (a share
+/// of no rows may still have series, and the fleet's export is a 404 only when none has).
+const SHARE_SERIES: &str = "fieldlab-share-series";
+
 /// `GET /api/v1/export?format=csv|jsonl|parquet&<query parameters>`
+///
+/// In a cluster: the series of owned devices only, merged with each peer's share, which is
+/// fetched as JSON lines and written again in the asked format (Parquet is encoded once,
+/// here), in the order a single replica writes (series by device and field, then time). The
+/// merged export is assembled in memory, unlike a single replica's, which streams.
 async fn export(
     State(s): State<AppState>,
+    scope: Scope,
     Query(params): Query<Params>,
-) -> Result<Response, Problem> {
+) -> Result<Response, Failure> {
     let format: Format = params
         .iter()
         .find(|(k, _)| k == "format")
@@ -343,17 +383,108 @@ async fn export(
         .map_err(|e| Problem::bad_parameter("format", e))?;
     // Without filters an export is everything (a notebook's "give me the lot").
     let q = spec(&params, &["format"], false)?;
-    if s.store.select(&q.selector).is_empty() {
-        return Err(nothing_found(&s, &q));
+    let owns = scope.owner();
+    let selected = s
+        .store
+        .select(&q.selector)
+        .iter()
+        .filter(|i| owns(&i.device_id))
+        .count();
+    if scope.fans_out() {
+        return fleet_export(&s, &scope, &params, q, format, selected).await;
+    }
+    if selected == 0 && !scope.clustered() {
+        return Err(nothing_found(&s, &q).into());
     }
     let store = s.store.clone();
     let body = stream_body(move |w| {
         let units = fieldlab_emulator::model::catalog_units();
-        fieldlab_export::export(&store, &q, format, &units, w)
+        fieldlab_export::export_where(&store, &q, format, &units, |i| owns(&i.device_id), w)
             .map(|(w, _)| w)
             .map_err(|e| e.to_string())
     });
-    Ok((
+    let mut resp = attachment(format, body);
+    if scope.clustered() {
+        resp.headers_mut()
+            .insert(SHARE_SERIES, axum::http::HeaderValue::from(selected));
+    }
+    Ok(resp)
+}
+
+/// The fleet's export: this replica's share and every peer's as JSON lines, merged into
+/// one file of `format`.
+async fn fleet_export(
+    s: &AppState,
+    scope: &Scope,
+    params: &Params,
+    q: QuerySpec,
+    format: Format,
+    selected: usize,
+) -> Result<Response, Failure> {
+    let mut as_jsonl: Params = params
+        .iter()
+        .filter(|(k, _)| k != "format")
+        .cloned()
+        .collect();
+    as_jsonl.push(("format".into(), "jsonl".into()));
+    let shares = scope.shares(Some(&as_jsonl)).await?;
+    let columns: Vec<String> = q.columns().iter().map(|c| c.to_string()).collect();
+    let mut series = selected;
+    let mut texts = Vec::with_capacity(shares.len() + 1);
+    for share in shares {
+        if !share.status.is_success() {
+            return Err(share.passed_on());
+        }
+        series += share
+            .headers
+            .get(SHARE_SERIES)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        let text = String::from_utf8(share.body.to_vec()).map_err(|_| {
+            crate::fleet::unavailable(&share.peer, "its export share is not UTF-8 JSON lines")
+        })?;
+        texts.push((share.peer, text));
+    }
+    if series == 0 {
+        return Err(nothing_found(s, &q).into());
+    }
+    let store = s.store.clone();
+    let owns = scope.owner();
+    let body = stream_body(move |w| {
+        let units = fieldlab_emulator::model::catalog_units();
+        let (mine, _) = fieldlab_export::export_where(
+            &store,
+            &q,
+            Format::JsonLines,
+            &units,
+            |i| owns(&i.device_id),
+            Vec::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let mine = String::from_utf8(mine).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for (who, text) in std::iter::once(("this replica".to_string(), mine)).chain(texts) {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                rows.push(
+                    fieldlab_export::Row::from_json_line(line, &columns)
+                        .map_err(|e| format!("the export share of {who}: {e}"))?,
+                );
+            }
+        }
+        // Stable: within a series the rows stay in time order, as each share wrote them.
+        rows.sort_by(|a, b| {
+            (&a.info.device_id, &a.info.field).cmp(&(&b.info.device_id, &b.info.field))
+        });
+        fieldlab_export::write_rows(&rows, &q, format, w)
+            .map(|(w, _)| w)
+            .map_err(|e| e.to_string())
+    });
+    Ok(attachment(format, body))
+}
+
+/// An export's response: its content type and file name.
+fn attachment(format: Format, body: Body) -> Response {
+    (
         [
             (header::CONTENT_TYPE, format.content_type().to_string()),
             (
@@ -366,7 +497,7 @@ async fn export(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /api/v1/backup`: a tar of the data dir at one consistent cut (see the store's

@@ -23,6 +23,7 @@
 //! open arbitrary files, so `..`, and paths or symlinks leading out of that directory, are
 //! refused before anything is read.
 
+use crate::fleet::{Failure, Scope};
 use crate::{AppState, Problem};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
@@ -416,13 +417,13 @@ fn limit(q: &HashMap<String, String>) -> Result<usize, Problem> {
 }
 
 /// Anomaly events, newest first.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Anomalies {
     count: usize,
     anomalies: Vec<Anomaly>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Anomaly {
     #[serde(flatten)]
     event: AnomalyEvent,
@@ -430,26 +431,47 @@ pub(crate) struct Anomaly {
     time: String,
 }
 
+/// With a cluster: the owned devices' events and each peer's, newest first, `limit` applied
+/// after the merge.
 async fn anomalies(
     State(s): State<AppState>,
+    scope: Scope,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Anomalies>, Problem> {
+) -> Result<Json<Anomalies>, Failure> {
     let w = watch(&s)?;
     let (from, _) = window(&q, "-24h")?;
-    let list = w.anomalies(q.get("device_id").map(String::as_str), from, limit(&q)?);
-    let anomalies: Vec<Anomaly> = list
+    let limit = limit(&q)?;
+    let dev = q.get("device_id").map(String::as_str);
+    // In a cluster, events of devices this replica no longer owns are left out before the
+    // limit is applied, not after.
+    let list = w.anomalies(
+        dev,
+        from,
+        if scope.clustered() { usize::MAX } else { limit },
+    );
+    let mut anomalies: Vec<Anomaly> = list
         .into_iter()
+        .filter(|e| scope.owns(&e.device_id))
+        .take(limit)
         .map(|event| Anomaly {
             time: format_ms(event.ts_ms),
             event,
         })
         .collect();
+    if scope.fans_out() {
+        for share in scope.peers::<Anomalies>().await? {
+            anomalies.extend(share.anomalies);
+        }
+        // Stable: a replica's own order is kept among events of the same instant.
+        anomalies.sort_by_key(|a| std::cmp::Reverse(a.event.ts_ms));
+        anomalies.truncate(limit);
+    }
     let count = anomalies.len();
     Ok(Json(Anomalies { count, anomalies }))
 }
 
 /// Quality scores per device and recent quality events.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Quality {
     from: String,
     to: String,
@@ -457,15 +479,39 @@ pub(crate) struct Quality {
     events: Vec<QualityEvent>,
 }
 
+/// With a cluster: the owned devices' scores and each peer's, by device id (scores are per
+/// device: nothing is aggregated across devices), and the events newest first, `limit`
+/// applied after the merge.
 async fn quality(
     State(s): State<AppState>,
+    scope: Scope,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Quality>, Problem> {
+) -> Result<Json<Quality>, Failure> {
     let w = watch(&s)?;
     let (from, to) = window(&q, "-1h")?;
     let dev = q.get("device_id").map(String::as_str);
-    let scores = w.quality_scores(from, to, dev);
-    let events = w.quality_events(dev, from, limit(&q)?);
+    let limit = limit(&q)?;
+    let mut scores = w.quality_scores(from, to, dev);
+    scores.retain(|sc| scope.owns(&sc.device_id));
+    let mut events: Vec<QualityEvent> = w
+        .quality_events(
+            dev,
+            from,
+            if scope.clustered() { usize::MAX } else { limit },
+        )
+        .into_iter()
+        .filter(|e| scope.owns(&e.device_id))
+        .take(limit)
+        .collect();
+    if scope.fans_out() {
+        for share in scope.peers::<Quality>().await? {
+            scores.extend(share.devices);
+            events.extend(share.events);
+        }
+        scores.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        events.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
+        events.truncate(limit);
+    }
     Ok(Json(Quality {
         from: format_ms(from),
         to: format_ms(to),

@@ -478,11 +478,19 @@ async fn annotations(
     Ok(Json(Annotations { count, annotations }))
 }
 
+/// In a cluster, a device this replica does not own is answered by its owner.
 async fn history(
     State(s): State<AppState>,
+    scope: crate::fleet::Scope,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<History>, Problem> {
+) -> Result<Response, crate::fleet::Failure> {
+    if !scope.owns(&id) {
+        return scope
+            .from_owner()
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("no data stored for device `{id}`")).into());
+    }
     let now = now_ms();
     let time = |name: &str, default: i64| -> Result<i64, Problem> {
         q.get(name).map_or(Ok(default), |v| {
@@ -499,9 +507,7 @@ async fn history(
     };
     let series = s.store.series(Some(&id));
     if series.is_empty() {
-        return Err(Problem::not_found(format!(
-            "no data stored for device `{id}`"
-        )));
+        return Err(Problem::not_found(format!("no data stored for device `{id}`")).into());
     }
     let mut fields = BTreeMap::new();
     for info in series {
@@ -529,7 +535,8 @@ async fn history(
         device_id: id,
         from,
         fields,
-    }))
+    })
+    .into_response())
 }
 
 async fn ws(

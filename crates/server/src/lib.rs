@@ -17,6 +17,7 @@ mod config;
 pub mod data;
 pub mod detect;
 pub mod emulator_api;
+pub mod fleet;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -123,6 +124,10 @@ pub struct AppState {
     /// `server.allowed_hosts`: names besides loopback ones this server answers with auth off
     /// (see [`browser_guard`]).
     pub allowed_hosts: Vec<String>,
+    /// The cluster this replica is part of; `None`: a single replica, answering from its own
+    /// store. With a view, the fleet endpoints answer for every replica's devices (see
+    /// [`fleet`]).
+    pub cluster: Option<Arc<dyn fieldlab_core::cluster::ClusterView>>,
 }
 
 impl AppState {
@@ -146,6 +151,7 @@ impl AppState {
             extra_routes: None,
             extra_openapi: None,
             allowed_hosts: Vec::new(),
+            cluster: None,
         }
     }
 }

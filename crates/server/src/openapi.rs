@@ -189,6 +189,22 @@ fn predict_ops(paths: &mut Doc, base: &str) {
     );
 }
 
+/// An endpoint that answers for the whole fleet when the server is one replica of several
+/// (see [`crate::fleet`]): the scope header peers send, and the 503 of a replica that did not
+/// answer.
+fn fleet(op: Op) -> Op {
+    op.param(
+        fieldlab_core::cluster::SCOPE_HEADER,
+        "header",
+        json!({"type": "string", "enum": [fieldlab_core::cluster::SCOPE_LOCAL]}),
+        "`local`: only the devices this replica owns, without asking the other replicas (what replicas send each other); without it a replica of a cluster answers for the whole fleet",
+    )
+    .problem(
+        "503",
+        "a replica of the cluster did not answer its share (named in `detail`); see `Retry-After`",
+    )
+}
+
 /// The routes of [`crate::routes`], [`crate::data`], [`crate::ui`], [`crate::detect`],
 /// [`crate::ratelimit`], [`crate::auth_routes`] and this module.
 fn native_paths() -> Doc {
@@ -226,20 +242,20 @@ fn native_paths() -> Doc {
     for path in ["/api/v1/devices", "/devices"] {
         p.put(
             &format!("GET {path}"),
-            Op::new(data, "Known devices with type and last-seen time")
+            fleet(Op::new(data, "Known devices with type and last-seen time"))
                 .json::<crate::routes::DeviceList>("200", "devices"),
         );
     }
     p.put(
         "GET /api/v1/devices/{id}",
-        Op::new(data, "One device and its series")
+        fleet(Op::new(data, "One device and its series"))
             .path("id", "device id")
             .json::<crate::routes::DeviceDetail>("200", "the device")
             .problem("404", "unknown device"),
     );
     p.put(
         "GET /api/v1/series",
-        Op::new(data, "Stored series with their tags")
+        fleet(Op::new(data, "Stored series with their tags"))
             .query("device_id", string(), "only this device's series")
             .json::<crate::routes::SeriesList>("200", "series"),
     );
@@ -251,13 +267,13 @@ fn native_paths() -> Doc {
             .json::<crate::routes::Quarantine>("200", "quarantined payloads"),
     );
     p.put("GET /api/v1/query",
-        selection(Op::new(data, "Query several series: raw points or buckets"))
+        selection(fleet(Op::new(data, "Query several series: raw points or buckets")))
             .describe("At least one of `device_id`, `device_type`, `field`, `site` or `tag.<name>` selects the series; `tag.<name>=value` filters by any tag.")
             .json::<crate::data::QueryJson>("200", "the series")
             .problem("404", "nothing matches the selection"),
     );
     p.put("GET /api/v1/export",
-        selection(Op::new(data, "Export a selection, streamed"))
+        selection(fleet(Op::new(data, "Export a selection, streamed")))
             .query(
                 "format",
                 json!({"type": "string", "enum": fieldlab_export::Format::ALL.map(|f| f.extension())}),
@@ -343,7 +359,7 @@ fn native_paths() -> Doc {
     let detect = "detect";
     p.put(
         "GET /api/v1/anomalies",
-        Op::new(detect, "Anomaly events, newest first")
+        fleet(Op::new(detect, "Anomaly events, newest first"))
             .query("device_id", string(), "only this device")
             .query("from", instant(), "since (default -24h)")
             .query("to", instant(), "until (default now)")
@@ -380,16 +396,19 @@ fn native_paths() -> Doc {
     );
     p.put(
         "GET /api/v1/quality",
-        Op::new(detect, "Quality score per device and recent quality events")
-            .query("device_id", string(), "only this device")
-            .query("from", instant(), "since (default -1h)")
-            .query("to", instant(), "until (default now)")
-            .query(
-                "limit",
-                json!({"type": "integer", "minimum": 1, "maximum": 10000}),
-                "most events (default 100)",
-            )
-            .json::<crate::detect::Quality>("200", "scores and events"),
+        fleet(Op::new(
+            detect,
+            "Quality score per device and recent quality events",
+        ))
+        .query("device_id", string(), "only this device")
+        .query("from", instant(), "since (default -1h)")
+        .query("to", instant(), "until (default now)")
+        .query(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 10000}),
+            "most events (default 100)",
+        )
+        .json::<crate::detect::Quality>("200", "scores and events"),
     );
     p.put("POST /api/v1/models/load",
         Op::new(

@@ -13,6 +13,7 @@
 //! | `/` (browsers), `/ui/...`, `/api/v1` (JSON index) | the web UI, see [`crate::ui`] |
 //! | `/openapi.json` | OpenAPI 3.1 of every route, see [`crate::openapi`] |
 
+use crate::fleet::{Failure, Scope};
 use crate::{AppState, Problem};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
@@ -21,7 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fieldlab_core::time::{format_ms, now_ms};
 use fieldlab_store::SeriesInfo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use utoipa::ToSchema;
 
@@ -177,7 +178,7 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
 }
 
 /// A known device (`GET /api/v1/devices`).
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Device {
     device_id: String,
     device_type: String,
@@ -217,22 +218,36 @@ fn catalog_units(device_type: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct DeviceList {
     count: usize,
     devices: Vec<Device>,
 }
 
-async fn devices(State(s): State<AppState>) -> Json<DeviceList> {
-    let devices: Vec<Device> = s.directory.list().iter().map(Device::of).collect();
-    Json(DeviceList {
+/// With a cluster: the devices this replica owns and each peer's, sorted by id as the
+/// directory lists them.
+async fn devices(State(s): State<AppState>, scope: Scope) -> Result<Json<DeviceList>, Failure> {
+    let mut devices: Vec<Device> = s
+        .directory
+        .list()
+        .iter()
+        .filter(|e| scope.owns(&e.device_id))
+        .map(Device::of)
+        .collect();
+    if scope.fans_out() {
+        for share in scope.peers::<DeviceList>().await? {
+            devices.extend(share.devices);
+        }
+        devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    }
+    Ok(Json(DeviceList {
         count: devices.len(),
         devices,
-    })
+    }))
 }
 
 /// A stored series.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Series {
     device_id: String,
     field: String,
@@ -256,49 +271,67 @@ impl Series {
 }
 
 /// One device and its series (`GET /api/v1/devices/{id}`).
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct DeviceDetail {
     #[serde(flatten)]
     device: Device,
     series: Vec<Series>,
 }
 
+/// With a cluster: from this replica when it owns the device, else from the peer that does
+/// (the others answer 404 for it).
 async fn device(
     State(s): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
-) -> Result<Json<DeviceDetail>, Problem> {
-    let e = s.directory.get(&id).ok_or_else(|| {
+) -> Result<Response, Failure> {
+    let unknown = || {
         Problem::not_found(format!(
             "device `{id}` is not known; GET /api/v1/devices lists the known ones"
         ))
-    })?;
+    };
+    if !scope.owns(&id) {
+        return scope.from_owner().await?.ok_or_else(|| unknown().into());
+    }
+    let e = s.directory.get(&id).ok_or_else(unknown)?;
     let series = s.store.series(Some(&id)).iter().map(Series::of).collect();
     Ok(Json(DeviceDetail {
         device: Device::of(&e),
         series,
-    }))
+    })
+    .into_response())
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct SeriesList {
     count: usize,
     series: Vec<Series>,
 }
 
+/// With a cluster: the owned devices' series and each peer's, in the store's order (device,
+/// then field).
 async fn series(
     State(s): State<AppState>,
+    scope: Scope,
     Query(q): Query<HashMap<String, String>>,
-) -> Json<SeriesList> {
-    let series: Vec<Series> = s
+) -> Result<Json<SeriesList>, Failure> {
+    let mut series: Vec<Series> = s
         .store
         .series(q.get("device_id").map(String::as_str))
         .iter()
+        .filter(|i| scope.owns(&i.device_id))
         .map(Series::of)
         .collect();
-    Json(SeriesList {
+    if scope.fans_out() {
+        for share in scope.peers::<SeriesList>().await? {
+            series.extend(share.series);
+        }
+        series.sort_by(|a, b| (&a.device_id, &a.field).cmp(&(&b.device_id, &b.field)));
+    }
+    Ok(Json(SeriesList {
         count: series.len(),
         series,
-    })
+    }))
 }
 
 /// A page of the quarantine, newest first.

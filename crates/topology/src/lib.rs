@@ -94,6 +94,8 @@ pub async fn up(
             extra_openapi: Some(fieldlab_verifier::openapi()),
             watch: data.watch.clone(),
             allowed_hosts: cfg.server.allowed_hosts.clone(),
+            // One replica: `fieldlab-cluster` sets its view when it runs several.
+            cluster: None,
         },
     )
     .await?;
