@@ -20,6 +20,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 # Deployment checks (crates/fieldlab/tests/it/deploy.rs): promtool, systemd-analyze.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The cluster of replicas (crates/cluster, scripts/cluster.sh): nats-server with JetStream + MQTT.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

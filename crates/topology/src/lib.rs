@@ -90,12 +90,18 @@ pub async fn up(
             emulator: Some(emulator.clone()),
             annotations: Some(data.annotations.clone()),
             ratelimit: Some(limiter),
-            extra_routes: Some(cap_routes),
-            extra_openapi: Some(fieldlab_verifier::openapi()),
+            extra_routes: Some(match &cluster {
+                Some(c) => cap_routes.merge(start::cluster_routes(c)),
+                None => cap_routes,
+            }),
+            extra_openapi: Some(start::with_cluster_openapi(
+                fieldlab_verifier::openapi(),
+                cluster.is_some(),
+            )),
             watch: data.watch.clone(),
             allowed_hosts: cfg.server.allowed_hosts.clone(),
-            // One replica: `fieldlab-cluster` sets its view when it runs several.
-            cluster: None,
+            // Several replicas: which devices this one answers for, and who answers for the rest.
+            cluster: cluster.as_ref().map(|c| c.view()),
         },
     )
     .await?;

@@ -581,6 +581,33 @@ pub(crate) async fn cluster(
     Ok(Some(started))
 }
 
+/// `GET /api/v1/cluster`: members, and per partition its owner, its desired owner and how far
+/// this replica has read it (behind the same auth as every other route).
+pub(crate) fn cluster_routes(c: &fieldlab_cluster::Cluster) -> axum::Router {
+    let h = c.handle();
+    axum::Router::new().route(
+        "/api/v1/cluster",
+        axum::routing::get(move || {
+            let h = h.clone();
+            async move { axum::Json(h.status()) }
+        }),
+    )
+}
+
+/// The OpenAPI fragment of the extra routes, with `/api/v1/cluster` when it is served.
+pub(crate) fn with_cluster_openapi(mut doc: serde_json::Value, cluster: bool) -> serde_json::Value {
+    if cluster {
+        doc["paths"]["/api/v1/cluster"] = serde_json::json!({
+            "get": {
+                "summary": "This replica's view of the cluster: members, partition owners, read positions",
+                "tags": ["cluster"],
+                "responses": {"200": {"description": "members and partitions", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }
+        });
+    }
+    doc
+}
+
 /// This machine's name, as a replica id (letters, digits, `-`, `_`).
 fn host_name() -> String {
     let raw = std::env::var("HOSTNAME")
