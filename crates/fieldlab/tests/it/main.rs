@@ -9,6 +9,7 @@ mod architecture;
 mod auth;
 mod cap;
 mod cli;
+mod cluster;
 mod crash;
 mod data_cli;
 mod deploy;
