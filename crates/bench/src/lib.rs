@@ -10,6 +10,7 @@ use clap::Subcommand;
 use std::process::ExitCode;
 
 pub mod cap;
+pub mod cluster;
 pub mod detect;
 pub mod emulator;
 pub mod influx;
@@ -29,6 +30,8 @@ pub enum BenchCmd {
     Store(store::BenchStoreArgs),
     /// Rate-limit decisions/s vs governor, Redis checks/s vs redis-benchmark, HTTP with wrk.
     Ratelimit(ratelimit::BenchArgs),
+    /// Durable readings/s of a local cluster of replicas (scripts/cluster.sh) vs one replica.
+    Cluster(cluster::ClusterArgs),
     /// Proofs: prepare 1M records, bundle verification, POST /verify under wrk.
     Cap(cap::BenchCapArgs),
     /// Emulator memory (100k / 1M devices) and publish rate: embedded broker vs Mosquitto.
@@ -47,6 +50,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Store(a) => store::run(a).map(|_| ExitCode::SUCCESS),
         BenchCmd::Ratelimit(a) => ratelimit::cmd(a),
         BenchCmd::Cap(a) => cap::cmd(a),
+        BenchCmd::Cluster(a) => cluster::cmd(a),
         BenchCmd::Emulator(a) => emulator::cmd(a),
         BenchCmd::Detect(a) => detect::cmd(a),
         BenchCmd::Soak(a) => soak::run(a),
