@@ -460,7 +460,33 @@ pub fn start(
         }
     }
     drop(tx);
-    let writer = tokio::spawn(write_loop(
+    let writer = spawn_writer(
+        &s,
+        rx,
+        ackers,
+        (store, quarantine, directory),
+        metrics,
+        sinks,
+        &cancel,
+    );
+    Ingest {
+        cancel,
+        pollers,
+        writer,
+    }
+}
+
+/// The writer of [`start`] and [`start_log`]: batches, rules, limits and the store.
+fn spawn_writer(
+    s: &IngestSettings,
+    rx: mpsc::Receiver<(Tag, Msg)>,
+    ackers: Vec<(Acker, Arc<AtomicU64>)>,
+    (store, quarantine, directory): (Store, Arc<Quarantine>, DeviceDirectory),
+    metrics: IngestMetrics,
+    sinks: Sinks,
+    cancel: &CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(write_loop(
         rx,
         ackers,
         s.observers.clone(),
@@ -474,12 +500,7 @@ pub fn start(
         metrics,
         sinks,
         cancel.clone(),
-    ));
-    Ingest {
-        cancel,
-        pollers,
-        writer,
-    }
+    ))
 }
 
 /// Start ingesting from a partitioned log instead of MQTT: `rx` brings the messages of the
@@ -518,21 +539,15 @@ pub fn start_log(
             }
         })
     };
-    let writer = tokio::spawn(write_loop(
+    let writer = spawn_writer(
+        &s,
         wrx,
         vec![(Acker::Log(committed), Arc::new(AtomicU64::new(0)))],
-        s.observers.clone(),
-        s.admit.clone(),
-        Guard::new(s.limits.clone()).with_known(directory.list().into_iter().map(|e| e.device_id)),
-        s.batch_max,
-        Dedup::new(s.dedup_window),
-        store,
-        quarantine,
-        directory,
+        (store, quarantine, directory),
         metrics,
         sinks,
-        cancel.clone(),
-    ));
+        &cancel,
+    );
     Ingest {
         cancel,
         pollers: vec![forward],

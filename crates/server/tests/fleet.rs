@@ -234,6 +234,11 @@ async fn json(url: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Send a request and read its JSON answer.
+async fn sent(r: reqwest::RequestBuilder) -> Value {
+    r.send().await.unwrap().json().await.unwrap()
+}
+
 fn ids(list: &Value, key: &str) -> Vec<String> {
     list[key]
         .as_array()
@@ -471,25 +476,9 @@ async fn the_callers_credentials_go_to_the_peers() {
     let c = reqwest::Client::new();
     for r in &fleet {
         let url = format!("{}/api/v1/devices", r.url);
-        let v: Value = c
-            .get(&url)
-            .header("x-api-key", &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = sent(c.get(&url).header("x-api-key", &key)).await;
         assert_eq!(ids(&v, "devices"), ["a1", "a2", "b1", "c1"], "{url}: {v}");
-        let v: Value = c
-            .get(&url)
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = sent(c.get(&url).bearer_auth(&key)).await;
         assert_eq!(v["count"], 4, "{url}: {v}");
         let st = c.get(&url).send().await.unwrap().status();
         assert_eq!(st, 401);
