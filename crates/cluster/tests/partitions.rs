@@ -224,3 +224,39 @@ async fn a_nats_restart_loses_nothing_acknowledged_and_reading_resumes() {
     .await;
     a.started.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_hands_its_partitions_back_at_once() {
+    let nats = TempNats::start(
+        &ClusterConfig {
+            partitions: 6,
+            ..Default::default()
+        }
+        .nats_mapping(),
+    )
+    .unwrap();
+    // A long lease: taking over after a lapse would take 10 s; a hand-back takes a tick.
+    let cfg = ClusterConfig {
+        lease: HumanDuration::from_secs(10),
+        ..config(&nats)
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = replica(&cfg, "a", dirs[0].path()).await;
+    let b = replica(&cfg, "b", dirs[1].path()).await;
+    wait_for("b owning its share", 30, || {
+        (0..DEVICES).any(|d| b.started.view().owns(&format!("dev{d}")))
+            && (0..DEVICES).all(|d| {
+                let id = format!("dev{d}");
+                a.started.view().owns(&id) != b.started.view().owns(&id)
+            })
+    })
+    .await;
+    let t0 = Instant::now();
+    b.started.stop().await;
+    wait_for("a owning every device after b stopped", 5, || {
+        (0..DEVICES).all(|d| a.started.view().owns(&format!("dev{d}")))
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    a.started.stop().await;
+}
