@@ -85,6 +85,8 @@ pub struct PartitionStatus {
     pub committed: u64,
     /// Has this replica read the partition up to the log's end (as last seen)?
     pub caught_up: bool,
+    /// Messages still to read, as NATS last reported (0 when not reading).
+    pub pending: u64,
 }
 
 #[derive(Debug)]
@@ -106,6 +108,43 @@ struct Shared {
     sent: Mutex<BTreeMap<u32, u64>>,
     /// The sequence that was the log's end when a reader last saw nothing pending.
     target: Mutex<BTreeMap<u32, u64>>,
+    /// Messages of each partition still to read after the last one read (as NATS reported).
+    pending: Mutex<BTreeMap<u32, u64>>,
+    metrics: Metrics,
+}
+
+/// `fieldlab_cluster_*` gauges, updated at every tick of the node.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    members: prometheus_client::metrics::gauge::Gauge,
+    owned: prometheus_client::metrics::gauge::Gauge,
+    reading: prometheus_client::metrics::gauge::Gauge,
+    pending: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "fieldlab_cluster_members",
+            "Live replicas of the cluster, as this replica sees them",
+            self.members.clone(),
+        );
+        r.register(
+            "fieldlab_cluster_partitions_owned",
+            "Partitions whose lease this replica holds (it answers for their devices)",
+            self.owned.clone(),
+        );
+        r.register(
+            "fieldlab_cluster_partitions_reading",
+            "Partitions this replica reads (owned, or about to be handed over to it)",
+            self.reading.clone(),
+        );
+        r.register(
+            "fieldlab_cluster_pending_messages",
+            "Messages of the partitions this replica reads that it has not read yet (its lag)",
+            self.pending.clone(),
+        );
+    }
 }
 
 impl ClusterView for Shared {
@@ -192,6 +231,11 @@ impl Cluster {
         self.handle().settled()
     }
 
+    /// Register the `fieldlab_cluster_*` gauges.
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(r);
+    }
+
     /// Stop reading, save the offsets, and hand back the leases and the member record so the
     /// others take over at once (not after the lease lapses).
     pub async fn stop(self) {
@@ -226,6 +270,11 @@ impl Handle {
                     reading: reading.contains(&p),
                     committed: s.committed(p),
                     caught_up: s.caught_up(p),
+                    pending: if reading.contains(&p) {
+                        s.pending.lock().get(&p).copied().unwrap_or(0)
+                    } else {
+                        0
+                    },
                 })
                 .collect(),
         }
@@ -339,6 +388,8 @@ pub async fn start(
         saved: Mutex::new(Instant::now()),
         sent: Default::default(),
         target: Default::default(),
+        pending: Default::default(),
+        metrics: Metrics::default(),
     });
     let (tx, rx) = mpsc::channel(channel.max(1));
     let committed: Committed = {
@@ -534,6 +585,19 @@ impl Node {
         *self.shared.desired.write() = (0..n)
             .filter_map(|p| desired[p as usize].map(|i| (p, ids[i].clone())))
             .collect();
+        let m = &self.shared.metrics;
+        m.members.set(members.len() as i64);
+        m.owned.set(self.held.len() as i64);
+        m.reading.set(read.len() as i64);
+        m.pending.set(
+            self.shared
+                .pending
+                .lock()
+                .iter()
+                .filter(|(p, _)| read.contains(p))
+                .map(|(_, n)| *n as i64)
+                .sum(),
+        );
         *self.shared.reading.write() = read;
         self.shared.save();
         Ok(())
@@ -631,6 +695,7 @@ async fn read_once(
             _ = cancel.cancelled() => return Ok(()),
         }
         shared.sent.lock().insert(p, seq);
+        shared.pending.lock().insert(p, pending);
         if pending == 0 {
             shared.target.lock().insert(p, seq);
         }

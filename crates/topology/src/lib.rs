@@ -73,6 +73,9 @@ pub async fn up(
         Some(s) => (Some(s.cluster), Some((s.rx, s.committed))),
         None => (None, None),
     };
+    if let Some(c) = &cluster {
+        c.register(&mut registry);
+    }
     // HTTP before the sources: /health answers at once and /ready reports what is still
     // starting (an external broker may take a while).
     let http = start::http(
