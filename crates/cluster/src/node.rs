@@ -54,6 +54,9 @@ pub struct Cluster {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct MemberRecord {
     url: String,
+    /// Which process wrote it (two processes with one replica id would take turns).
+    #[serde(default)]
+    instance: String,
     /// Partitions this replica has read up to the log's end (ready to be handed over).
     ready: Vec<u32>,
 }
@@ -111,6 +114,13 @@ struct Shared {
     /// Messages of each partition still to read after the last one read (as NATS reported).
     pending: Mutex<BTreeMap<u32, u64>>,
     metrics: Metrics,
+    /// A misconfiguration seen while running (two replicas with one id, partitions that do
+    /// not match the NATS mapping): `/ready` reports it until it is fixed and restarted.
+    problem: Mutex<Option<String>>,
+    /// This process's instance of the replica id (tells a restarted replica from a twin).
+    instance: String,
+    /// Revision of this replica's last member record write.
+    member_rev: Mutex<u64>,
 }
 
 /// `fieldlab_cluster_*` gauges, updated at every tick of the node.
@@ -285,6 +295,9 @@ impl Handle {
     /// (for `/ready`: a replica still catching up answers for less than its share).
     pub fn settled(&self) -> Result<(), String> {
         let s = &self.0;
+        if let Some(p) = s.problem.lock().clone() {
+            return Err(p);
+        }
         let (owners, desired, owned) = (s.owners.read(), s.desired.read(), s.owned.read());
         if owners.len() < s.n as usize {
             return Err(format!(
@@ -390,6 +403,16 @@ pub async fn start(
         target: Default::default(),
         pending: Default::default(),
         metrics: Metrics::default(),
+        problem: Mutex::new(None),
+        instance: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ),
+        member_rev: Mutex::new(0),
     });
     let (tx, rx) = mpsc::channel(channel.max(1));
     let committed: Committed = {
@@ -467,11 +490,30 @@ impl Node {
             .collect();
         let record = MemberRecord {
             url: self.shared.url.clone(),
+            instance: self.shared.instance.clone(),
             ready,
         };
-        self.kv
-            .put(format!("member.{me}"), serde_json::to_vec(&record)?.into())
+        let key = format!("member.{me}");
+        // Someone else wrote this replica's record since its last write: another running
+        // process has the same replica id (a restarted replica's old record just lapses).
+        let last = *self.shared.member_rev.lock();
+        if let Some(e) = self.kv.entry(key.clone()).await? {
+            if let Ok(other) = serde_json::from_slice::<MemberRecord>(&e.value) {
+                if last != 0 && e.revision != last && other.instance != self.shared.instance {
+                    let msg = format!(
+                        "cluster: another running replica uses the id `{me}` (at {}); give each replica its own cluster.replica_id",
+                        other.url
+                    );
+                    tracing::error!("{msg}");
+                    *self.shared.problem.lock() = Some(msg);
+                }
+            }
+        }
+        let rev = self
+            .kv
+            .put(key, serde_json::to_vec(&record)?.into())
             .await?;
+        *self.shared.member_rev.lock() = rev;
         // The live members (their records lapse `lease` after their last renewal).
         let mut members: BTreeMap<String, MemberRecord> = BTreeMap::new();
         let mut keys = self.kv.keys().await?;
@@ -683,6 +725,21 @@ async fn read_once(
         let Some((_, topic)) = topic_of(m.subject.as_str()) else {
             continue;
         };
+        // The device must be on the partition this replica computes for it, or reads would
+        // look for it on the wrong replica: cluster.partitions differs from the mapping's N.
+        if let Some(id) = topic.split('/').nth(2) {
+            if crate::partition(id, shared.n) != p {
+                let msg = format!(
+                    "cluster: device `{id}` arrived on partition {p}, but with cluster.partitions = {} it belongs on {}; make cluster.partitions equal N of partition(N,2) in the NATS mapping (`fieldlab config nats-mapping`)",
+                    shared.n,
+                    crate::partition(id, shared.n)
+                );
+                if shared.problem.lock().is_none() {
+                    tracing::error!("{msg}");
+                }
+                *shared.problem.lock() = Some(msg);
+            }
+        }
         let msg = LogMsg {
             topic,
             payload: m.payload.to_vec(),

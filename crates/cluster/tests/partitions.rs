@@ -260,3 +260,36 @@ async fn a_replica_that_stops_hands_its_partitions_back_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     a.started.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigurations_are_reported_not_silently_served() {
+    // The NATS mapping makes 4 partitions, the replicas think 6.
+    let nats = TempNats::start(
+        &ClusterConfig {
+            partitions: 4,
+            ..Default::default()
+        }
+        .nats_mapping(),
+    )
+    .unwrap();
+    let cfg = config(&nats);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = replica(&cfg, "a", dirs[0].path()).await;
+    publish(nats.mqtt_port, 0, 2).await;
+    wait_for("the partition mismatch reported", 20, || {
+        a.started
+            .settled()
+            .is_err_and(|e| e.contains("cluster.partitions"))
+    })
+    .await;
+    // Two running replicas with one id.
+    let twin = replica(&cfg, "a", dirs[1].path()).await;
+    wait_for("the shared id reported", 20, || {
+        [&a, &twin].iter().any(|r| {
+            r.started
+                .settled()
+                .is_err_and(|e| e.contains("another running replica uses the id `a`"))
+        })
+    })
+    .await;
+}
