@@ -20,7 +20,7 @@ pub struct ClusterConfig {
     /// HTTP listen address (fine on one host; set it when replicas run on several).
     pub advertise_url: Option<String>,
     /// Partitions of the device streams. Must equal the `partition(N,2)` of the NATS subject
-    /// mapping (`fieldlab cluster nats-conf` prints a matching configuration).
+    /// mapping (`fieldlab config nats-mapping` prints a matching configuration).
     pub partitions: u32,
     /// The JetStream stream holding the device messages (created if missing).
     pub stream: String,
@@ -29,6 +29,13 @@ pub struct ClusterConfig {
     pub retention: HumanDuration,
     /// A replica whose lease renewals stop (killed, cut off) loses its partitions after this.
     pub lease: HumanDuration,
+    /// TLS to NATS: the CA (PEM) its certificate must chain to. Set: TLS is required (also
+    /// for a `nats://` URL). Credentials go in the URL (`nats://user:password@host:4222`, from
+    /// NATS_URL, not the file).
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a NATS server that requires one; with `tls_key_file`.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -41,6 +48,9 @@ impl Default for ClusterConfig {
             stream: "FIELDLAB".into(),
             retention: HumanDuration::from_secs(7 * 24 * 3600),
             lease: HumanDuration::from_secs(5),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -76,6 +86,12 @@ impl Section for ClusterConfig {
         if std::time::Duration::from(self.lease) < std::time::Duration::from_secs(2) {
             return Problem::at("lease", "must be at least 2s (renewals run every lease/5)");
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Problem::at(
+                "tls_cert_file",
+                "tls_cert_file and tls_key_file go together (a client certificate and its key)",
+            );
+        }
         if let Some(u) = &self.nats_url {
             if !(u.starts_with("nats://") || u.starts_with("tls://")) {
                 return Problem::at("nats_url", "must be nats://HOST:PORT or tls://HOST:PORT");
@@ -93,7 +109,7 @@ impl ClusterConfig {
 
     /// The NATS server configuration fragment this cluster needs: the subject mapping that
     /// partitions `devices/<type>/<id>/telemetry` by device id. Printed by
-    /// `fieldlab cluster nats-conf`, used by scripts/cluster.sh and the Helm chart.
+    /// `fieldlab config nats-mapping`, used by scripts/cluster.sh and the Helm chart.
     pub fn nats_mapping(&self) -> String {
         format!(
             "mappings = {{\n  \"devices.*.*.telemetry\": \"{prefix}.{{{{partition({n},2)}}}}.devices.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.telemetry\"\n}}\n",

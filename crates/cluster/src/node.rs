@@ -330,9 +330,16 @@ pub async fn start(
     channel: usize,
 ) -> Result<Started, ClusterError> {
     let nats_url = cfg.nats_url.clone().unwrap_or_default();
-    let client = async_nats::ConnectOptions::new()
+    let mut opts = async_nats::ConnectOptions::new()
         .name(format!("fieldlab-{me}"))
-        .connection_timeout(Duration::from_secs(5))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(c), Some(k)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(c.clone(), k.clone());
+    }
+    let client = opts
         .connect(&nats_url)
         .await
         .map_err(|e| ClusterError::Connect {

@@ -293,3 +293,72 @@ async fn misconfigurations_are_reported_not_silently_served() {
     })
     .await;
 }
+
+/// A CA and a `localhost` server certificate (rcgen), as PEM files: (ca, cert, key).
+fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "fieldlab test CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let w = |n: &str, t: String| {
+        let path = dir.join(n);
+        std::fs::write(&path, t).unwrap();
+        path
+    };
+    (
+        w("ca.pem", ca.pem()),
+        w("server.pem", cert.pem()),
+        w("server.key", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_nats_over_tls_only_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(dir.path());
+    let mapping = ClusterConfig {
+        partitions: 6,
+        ..Default::default()
+    }
+    .nats_mapping();
+    let nats = TempNats::start(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n{mapping}",
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let url = format!("tls://localhost:{}", nats.port);
+    let data = tempfile::tempdir().unwrap();
+    // Without the CA the server's certificate is not trusted: no connection.
+    let plain = ClusterConfig {
+        nats_url: Some(url.clone()),
+        ..config(&nats)
+    };
+    let refused = start(&plain, "x".into(), "http://x".into(), data.path(), 16).await;
+    assert!(refused.is_err(), "connected without trusting the CA");
+    // With it: the replica joins and reads what devices publish.
+    let cfg = ClusterConfig {
+        tls_ca_file: Some(ca),
+        ..plain
+    };
+    let a = replica(&cfg, "a", data.path()).await;
+    wait_for("a owning every partition", 20, || {
+        (0..DEVICES).all(|d| a.started.view().owns(&format!("dev{d}")))
+    })
+    .await;
+    publish(nats.mqtt_port, 0, 3).await;
+    wait_for("every device's readings over TLS", 20, || {
+        let s = owned_streams(&a);
+        s.len() == DEVICES && s.values().all(|v| *v == vec![0, 1, 2])
+    })
+    .await;
+    a.started.stop().await;
+}
