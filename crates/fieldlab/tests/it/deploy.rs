@@ -122,17 +122,14 @@ fn every_shipped_config_passes_config_check() {
     let kust = std::fs::read_to_string(root().join("deploy/k8s/overlays/prod/kustomization.yaml"))
         .unwrap();
     let env_value = |name: &str| -> String {
-        let mut lines = kust.lines();
-        while let Some(l) = lines.next() {
-            if l.trim() == format!("name: {name}") {
-                let v = lines.next().unwrap().trim();
-                return v
-                    .strip_prefix("value: ")
-                    .unwrap_or_else(|| panic!("{name}: {v}"))
-                    .to_string();
-            }
-        }
-        panic!("the prod overlay sets no {name}");
+        let lines: Vec<&str> = kust.lines().map(str::trim).collect();
+        let w = lines
+            .windows(2)
+            .find(|w| w[0] == format!("name: {name}"))
+            .unwrap_or_else(|| panic!("the prod overlay sets no {name}"));
+        w[1].strip_prefix("value: ")
+            .unwrap_or_else(|| panic!("{name}: {}", w[1]))
+            .to_string()
     };
     let advertise = env_value("FIELDLAB__CLUSTER__ADVERTISE_URL")
         .replace("$(POD_NAME)", "fieldlab-0")
