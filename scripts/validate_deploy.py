@@ -13,6 +13,12 @@ What it checks, and with what:
 - the things the issue asks of the manifests: probes on /health and /ready, resources, an HPA
   with the Pods metric fieldlab_active_devices, a PDB, a NetworkPolicy, an Ingress with rate
   limits, a backup CronJob running `fieldlab backup --out`, non-root pods;
+- prod (overlay and chart) runs the cluster of docs/deploy.md: NATS_URL, FIELDLAB_REPLICA_ID
+  and the MQTT client id from the pod name, an advertise URL in the headless service,
+  mqtt.broker_url on the NATS host, no shared subscription, REDIS_URL, NetworkPolicy egress to
+  NATS and ingress between replicas, and a nats.conf (checked with `nats-server -t` when
+  installed) whose mapping is `fieldlab config nats-mapping` for cluster.partitions; the doc
+  shows that mapping and names the settings;
 - with --metrics FILE (a live /metrics scrape): every metric a dashboard or an alert rule
   queries is exported, or listed in deploy/grafana/metrics-owned-elsewhere.txt with the issue
   that will export it.
@@ -261,6 +267,131 @@ def shape_check(label, docs, expect_hpa=True, expect_backup=True):
             problem(f"{label}: no CronJob running `fieldlab backup --out`")
 
 
+def nats_mapping(partitions):
+    """What `fieldlab config nats-mapping --partitions N` prints (ClusterConfig::nats_mapping)."""
+    return ('mappings = {\n  "devices.*.*.telemetry": "fieldlab.part.{{partition(%d,2)}}'
+            '.devices.{{wildcard(1)}}.{{wildcard(2)}}.telemetry"\n}\n' % partitions)
+
+
+def _url_host_port(url):
+    m = re.fullmatch(r"([a-z]+)://(?:[^@/]*@)?([^:/]+)(?::(\d+))?/?", url or "")
+    if not m:
+        return None
+    return m.group(1), m.group(2), int(m.group(3)) if m.group(3) else None
+
+
+def cluster_check(label, docs):
+    """Prod runs the scale-out topology of docs/deploy.md: every replica in the NATS cluster
+    (NATS_URL, a replica id and an advertise URL from the pod), MQTT from NATS's listener, no
+    shared subscription, Redis for the rate limiter, the NetworkPolicy open to NATS and between
+    replicas, and a nats.conf whose mapping matches cluster.partitions."""
+    sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    if len(sts) != 1:
+        return
+    sts = sts[0]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    env = c.get("env", [])
+    names = [e["name"] for e in env]
+    by_name = {e["name"]: e for e in env}
+
+    def field_ref(name, path):
+        got = by_name.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if got != path:
+            problem(f"{label}: env {name} is not the pod's {path} (fieldRef), found {by_name.get(name)}")
+
+    field_ref("FIELDLAB_REPLICA_ID", "metadata.name")
+    field_ref("FIELDLAB__MQTT__CLIENT_ID", "metadata.name")
+    field_ref("POD_NAME", "metadata.name")
+    field_ref("POD_NAMESPACE", "metadata.namespace")
+    nats_url = by_name.get("NATS_URL", {}).get("value")
+    nats = _url_host_port(nats_url)
+    if nats is None or nats[0] not in ("nats", "tls"):
+        problem(f"{label}: env NATS_URL is not a nats:// URL: {nats_url!r}")
+    if not by_name.get("REDIS_URL", {}).get("value", "").startswith(("redis://", "rediss://")):
+        problem(f"{label}: env REDIS_URL (rate-limit counters and rules shared by the replicas) is not set")
+    port = next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == "http"), None)
+    headless = sts["spec"].get("serviceName")
+    if not any(d["kind"] == "Service" and d["metadata"]["name"] == headless
+               and d["spec"].get("clusterIP") == "None" for d in docs):
+        problem(f"{label}: the StatefulSet's serviceName {headless} is not a headless Service")
+    want = f"http://$(POD_NAME).{headless}.$(POD_NAMESPACE).svc:{port}"
+    adv = by_name.get("FIELDLAB__CLUSTER__ADVERTISE_URL", {}).get("value")
+    if adv != want:
+        problem(f"{label}: env FIELDLAB__CLUSTER__ADVERTISE_URL is {adv!r}, want {want!r}")
+    for var in ("POD_NAME", "POD_NAMESPACE"):
+        if var in names and "FIELDLAB__CLUSTER__ADVERTISE_URL" in names and \
+                names.index(var) > names.index("FIELDLAB__CLUSTER__ADVERTISE_URL"):
+            problem(f"{label}: env {var} must come before FIELDLAB__CLUSTER__ADVERTISE_URL ($(VAR) expansion)")
+
+    # The fieldlab.yaml the pods mount.
+    cm_name = next((v["configMap"]["name"] for v in sts["spec"]["template"]["spec"].get("volumes", [])
+                    if "configMap" in v), None)
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name]
+    if not cms or "fieldlab.yaml" not in cms[0].get("data", {}):
+        problem(f"{label}: no ConfigMap {cm_name} with fieldlab.yaml")
+        return
+    cfg = yaml.safe_load(cms[0]["data"]["fieldlab.yaml"]) or {}
+    mqtt = _url_host_port((cfg.get("mqtt") or {}).get("broker_url"))
+    if mqtt is None or nats is None or mqtt[1] != nats[1]:
+        problem(f"{label}: mqtt.broker_url {(cfg.get('mqtt') or {}).get('broker_url')!r} is not NATS's "
+                f"MQTT listener (host of NATS_URL {nats_url!r})")
+    ingest = cfg.get("ingest") or {}
+    if any("$share" in t for t in ingest.get("topics", [])) or ingest.get("share_group"):
+        problem(f"{label}: ingest still uses an MQTT shared subscription; replicas read their partitions from NATS")
+    partitions = (cfg.get("cluster") or {}).get("partitions", 12)
+
+    # NetworkPolicy: out to NATS and its MQTT listener, in from the other replicas on HTTP.
+    for np_ in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        out_ports = {p.get("port") for r in np_["spec"].get("egress", []) for p in r.get("ports", [])}
+        for what, hp in (("NATS", nats), ("NATS's MQTT listener", mqtt)):
+            if hp and (hp[2] or (4222 if what == "NATS" else 1883)) not in out_ports:
+                problem(f"{label}: NetworkPolicy {np_['metadata']['name']} has no egress to {what} port")
+        pod_in = {p.get("port") for r in np_["spec"].get("ingress", [])
+                  if any("podSelector" in f and "namespaceSelector" not in f for f in r.get("from", []))
+                  for p in r.get("ports", [])}
+        if port not in pod_in:
+            problem(f"{label}: NetworkPolicy {np_['metadata']['name']} does not let replicas reach each other on {port} (fan-out)")
+
+    # nats.conf for the NATS side.
+    confs = [d["data"]["nats.conf"] for d in docs if d["kind"] == "ConfigMap" and "nats.conf" in d.get("data", {})]
+    if len(confs) != 1:
+        problem(f"{label}: expected one ConfigMap with nats.conf, found {len(confs)}")
+        return
+    conf = confs[0]
+    if nats_mapping(partitions) not in conf:
+        problem(f"{label}: nats.conf lacks the mapping of `fieldlab config nats-mapping --partitions {partitions}`")
+    for what, rx in (("JetStream", r"jetstream\s*\{[^}]*store_dir"), ("server_name", r"server_name:"),
+                     ("an MQTT listener", r"mqtt\s*\{\s*listen:")):
+        if not re.search(rx, conf):
+            problem(f"{label}: nats.conf has no {what}")
+    if nats and nats[2] and not re.search(rf"^listen:\s*\S*:{nats[2]}\s*$", conf, re.M):
+        problem(f"{label}: nats.conf does not listen on NATS_URL's port {nats[2]}")
+    if mqtt and mqtt[2] and not re.search(rf"mqtt\s*\{{\s*listen:\s*\S*:{mqtt[2]}\s*\}}", conf):
+        problem(f"{label}: nats.conf's MQTT listener is not on mqtt.broker_url's port {mqtt[2]}")
+    nats_bin = shutil.which("nats-server") or ("/usr/sbin/nats-server" if pathlib.Path("/usr/sbin/nats-server").exists() else None)
+    if nats_bin:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            f = pathlib.Path(tmp) / "nats.conf"
+            f.write_text(re.sub(r'store_dir:\s*"?[^"}\s]+"?', f'store_dir: "{tmp}/js"', conf))
+            out = subprocess.run([nats_bin, "-c", str(f), "-t"], capture_output=True, text=True)
+            if out.returncode != 0:
+                problem(f"{label}: nats-server -t rejects nats.conf: {(out.stderr + out.stdout).strip()}")
+    else:
+        print(f"note: nats-server not installed; {label}'s nats.conf checked by shape only")
+
+
+def doc_check():
+    """docs/deploy.md's scale-out section shows the nats.conf the manifests ship."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    if nats_mapping(12) not in text:
+        problem("docs/deploy.md: no nats.conf mapping of `fieldlab config nats-mapping --partitions 12`")
+    for word in ("NATS_URL", "FIELDLAB_REPLICA_ID", "FIELDLAB__CLUSTER__ADVERTISE_URL", "REDIS_URL",
+                 "fieldlab_cluster", "scripts/cluster.sh up"):
+        if word not in text:
+            problem(f"docs/deploy.md: the scale-out topology does not mention {word}")
+
+
 METRIC_RE = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?=\s*(?:\{|\[|\)|$|\s|>|<|=|\*|/|\+|-))")
 PROMQL_WORDS = {
     "sum", "rate", "increase", "by", "without", "histogram_quantile", "clamp_min", "max", "min",
@@ -362,6 +493,8 @@ def main():
         compare_with_kubectl(d, docs)
         schema_check(label, docs)
         shape_check(label, docs, expect_hpa=hpa)
+        if "prod" in label:
+            cluster_check(label, docs)
         print(f"ok   {label}: {len(docs)} resources")
 
     chart = DEPLOY / "helm" / "fieldlab"
@@ -375,14 +508,19 @@ def main():
             continue
         schema_check(label, docs)
         shape_check(label, docs, expect_hpa="dev" not in label)
+        if "prod" in label:
+            cluster_check(label, docs)
         # The rendered fieldlab.yaml must itself be a config fieldlab accepts: checked by the
         # Rust test with `fieldlab config check` on the file written here.
         for d in docs:
-            if d["kind"] == "ConfigMap":
+            if d["kind"] == "ConfigMap" and "fieldlab.yaml" in d.get("data", {}):
                 out = ROOT / "target" / f"helm-{label.split()[-1]}"
                 out.parent.mkdir(exist_ok=True)
                 out.write_text(d["data"]["fieldlab.yaml"])
         print(f"ok   {label}: {len(docs)} resources")
+
+    doc_check()
+    print("ok   docs/deploy.md shows the shipped cluster topology")
 
     queried = queried_metrics()
     print(f"ok   dashboards and alerts query {len(queried)} metrics")

@@ -114,6 +114,41 @@ fn every_shipped_config_passes_config_check() {
     let p = dir.path().join("base.yaml");
     std::fs::write(&p, body).unwrap();
     files.push(p);
+    // The prod overlay's config as a pod of the cluster sees it: the environment the overlay
+    // sets (NATS_URL, the replica id and advertise URL from the pod, REDIS_URL) written in as
+    // keys, so the cluster-mode checks run (mqtt.broker_url set, the ids valid).
+    let prod =
+        std::fs::read_to_string(root().join("deploy/k8s/overlays/prod/fieldlab.yaml")).unwrap();
+    let kust = std::fs::read_to_string(root().join("deploy/k8s/overlays/prod/kustomization.yaml"))
+        .unwrap();
+    let env_value = |name: &str| -> String {
+        let lines: Vec<&str> = kust.lines().map(str::trim).collect();
+        let w = lines
+            .windows(2)
+            .find(|w| w[0] == format!("name: {name}"))
+            .unwrap_or_else(|| panic!("the prod overlay sets no {name}"));
+        w[1].strip_prefix("value: ")
+            .unwrap_or_else(|| panic!("{name}: {}", w[1]))
+            .to_string()
+    };
+    let advertise = env_value("FIELDLAB__CLUSTER__ADVERTISE_URL")
+        .replace("$(POD_NAME)", "fieldlab-0")
+        .replace("$(POD_NAMESPACE)", "fieldlab");
+    assert!(
+        prod.contains("\ncluster:\n"),
+        "the prod config has no cluster: section"
+    );
+    let pod = prod.replacen(
+        "\ncluster:\n",
+        &format!(
+            "\ncluster:\n  nats_url: {}\n  replica_id: fieldlab-0\n  advertise_url: {advertise}\n",
+            env_value("NATS_URL")
+        ),
+        1,
+    ) + &format!("ratelimit:\n  redis_url: {}\n", env_value("REDIS_URL"));
+    let p = dir.path().join("prod-pod.yaml");
+    std::fs::write(&p, pod).unwrap();
+    files.push(p);
     for f in files {
         let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
             .args(["config", "check"])
@@ -122,6 +157,37 @@ fn every_shipped_config_passes_config_check() {
             .unwrap();
         ok(out, &format!("fieldlab config check {}", f.display()));
     }
+
+    // The nats.conf the prod overlay ships carries the mapping the binary prints for the
+    // partitions of the prod config (scripts/validate_deploy.py checks the rest).
+    let partitions = prod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("partitions: "))
+        .and_then(|v| v.split_whitespace().next())
+        .expect("cluster.partitions in the prod config");
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .args(["config", "nats-mapping", "--partitions", partitions])
+        .output()
+        .unwrap();
+    let mapping = ok(out, "fieldlab config nats-mapping");
+    let cm =
+        std::fs::read_to_string(root().join("deploy/k8s/overlays/prod/nats-config.yaml")).unwrap();
+    let conf: String = cm
+        .split_once("nats.conf: |\n")
+        .unwrap()
+        .1
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(
+        conf.contains(&mapping),
+        "nats-config.yaml's nats.conf lacks `fieldlab config nats-mapping --partitions {partitions}`:\n{mapping}\nin:\n{conf}"
+    );
+    let doc = std::fs::read_to_string(root().join("docs/deploy.md")).unwrap();
+    assert!(
+        doc.contains(&mapping),
+        "docs/deploy.md shows another mapping than:\n{mapping}"
+    );
 }
 
 #[test]
