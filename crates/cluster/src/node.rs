@@ -343,7 +343,7 @@ pub async fn start(
         .connect(&nats_url)
         .await
         .map_err(|e| ClusterError::Connect {
-            url: nats_url.clone(),
+            url: fieldlab_core::redact::url(&nats_url),
             error: e.to_string(),
         })?;
     let js = jetstream::new(client);

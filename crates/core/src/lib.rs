@@ -22,6 +22,7 @@ pub mod process;
 pub mod readiness;
 pub mod reading;
 pub mod reconnect;
+pub mod redact;
 pub mod time;
 
 pub use batch::{Batch, Row, SeriesCache};

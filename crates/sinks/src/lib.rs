@@ -303,47 +303,8 @@ impl Sinks {
     }
 }
 
-/// A URL with any password replaced, for logs.
-/// A URL fit for logs: the password of its user info and the values of query parameters
-/// that carry secrets (`p`, `password`, `token`, `key`, ...) replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    const SECRET: &[&str] = &[
-        "p",
-        "pw",
-        "pass",
-        "password",
-        "passwd",
-        "token",
-        "access_token",
-        "secret",
-        "key",
-        "apikey",
-        "api_key",
-        "auth",
-        "sig",
-        "signature",
-    ];
-    let Ok(mut u) = reqwest::Url::parse(url) else {
-        return "(an unparsable URL)".to_string();
-    };
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    if u.query().is_some() {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let hide = SECRET.contains(&k.to_ascii_lowercase().as_str());
-                (
-                    k.into_owned(),
-                    if hide { "***".into() } else { v.into_owned() },
-                )
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    u.to_string()
-}
+/// URLs in logs: [`fieldlab_core::redact::url`].
+pub(crate) use fieldlab_core::redact::url as redact;
 
 struct Worker {
     name: String,

@@ -154,6 +154,24 @@ pub async fn up(
             1,
         );
     }
+    if let Some(c) = &cluster {
+        // Ingest reads this replica's partitions of the NATS stream, not an MQTT subscription.
+        banner = banner.replacen(
+            &format!("ingest subscribes to {}", topics.join(", ")),
+            "devices publish here; ingest reads the partitions this replica owns from NATS",
+            1,
+        );
+        banner = banner.replacen(
+            "\nPress Ctrl-C",
+            &format!(
+                "\n  cluster replica {} of {} partitions, NATS {}; GET /api/v1/cluster\nPress Ctrl-C",
+                c.status().me,
+                cfg.cluster.partitions,
+                fieldlab_core::redact::url(cfg.cluster.nats_url.as_deref().unwrap_or_default())
+            ),
+            1,
+        );
+    }
     #[cfg(feature = "opcua")]
     {
         banner = banner.replacen("\n  data", &format!("\n  OPC UA  {}\n  data", opcua.1), 1);

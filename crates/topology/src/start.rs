@@ -572,7 +572,8 @@ pub(crate) async fn cluster(
         cfg.ingest.batch_max.max(1) * 4,
     )
     .await?;
-    tracing::info!(replica = %me, advertise = %url, nats = ?c.nats_url, partitions = c.partitions, "joined the cluster");
+    let nats = fieldlab_core::redact::url(c.nats_url.as_deref().unwrap_or_default());
+    tracing::info!(replica = %me, advertise = %url, %nats, partitions = c.partitions, "joined the cluster");
     readiness.set("broker", true);
     readiness.require("cluster");
     readiness.set("cluster", true);
