@@ -111,6 +111,8 @@ struct Shared {
     sent: Mutex<BTreeMap<u32, u64>>,
     /// The sequence that was the log's end when a reader last saw nothing pending.
     target: Mutex<BTreeMap<u32, u64>>,
+    /// Partitions whose reader has caught up since it started.
+    caught: Mutex<BTreeSet<u32>>,
     /// Messages of each partition still to read after the last one read (as NATS reported).
     pending: Mutex<BTreeMap<u32, u64>>,
     metrics: Metrics,
@@ -211,11 +213,22 @@ impl Shared {
         self.committed(p).max(sent) + 1
     }
 
+    /// Has the reader of `p` read it to the log's end (once) since it started? Stays true
+    /// while it keeps reading: a busy partition is rarely at its very end, and `/ready` must
+    /// not flap with every message.
     fn caught_up(&self, p: u32) -> bool {
-        self.target
+        if self.caught.lock().contains(&p) {
+            return true;
+        }
+        let done = self
+            .target
             .lock()
             .get(&p)
-            .is_some_and(|t| self.committed(p) >= *t)
+            .is_some_and(|t| self.committed(p) >= *t);
+        if done {
+            self.caught.lock().insert(p);
+        }
+        done
     }
 }
 
@@ -408,6 +421,7 @@ pub async fn start(
         saved: Mutex::new(Instant::now()),
         sent: Default::default(),
         target: Default::default(),
+        caught: Default::default(),
         pending: Default::default(),
         metrics: Metrics::default(),
         problem: Mutex::new(None),
@@ -614,6 +628,9 @@ impl Node {
         }
         for p in &read {
             if !self.readers.contains_key(p) {
+                // A new reader must catch up anew before it counts as caught up.
+                self.shared.caught.lock().remove(p);
+                self.shared.target.lock().remove(p);
                 let c = CancellationToken::new();
                 let h = tokio::spawn(read_partition(
                     self.shared.clone(),
