@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn fnv1a_32_matches_the_reference_vectors() {
         // Reference values of FNV-1a 32 (from the FNV test suite).
-        assert_eq!(partition_of("", u32::MAX), 0x811c_9dc5 % u32::MAX);
+        assert_eq!(partition_of("", u32::MAX), 0x811c_9dc5);
         assert_eq!(partition_of("a", u32::MAX), 0xe40c_292c);
         assert_eq!(partition_of("foobar", u32::MAX), 0xbf9c_f968);
         assert!(partition_of("dev7", 4) < 4);
