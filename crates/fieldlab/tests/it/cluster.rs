@@ -283,4 +283,42 @@ fn replicas_answer_for_the_whole_fleet_and_survive_a_kill() {
         let v = violations(&c, h, &["out_of_order", "duplicate"]);
         assert!(v.is_empty(), "{h}: {v:?}");
     }
+
+    // Replica 2 comes back on its data dir: it rejoins, reads on from its offsets, gets its
+    // share handed back once caught up, and every replica answers for everything again.
+    let log = std::fs::File::options()
+        .append(true)
+        .open(cluster.dir.join("replica-2.log"))
+        .unwrap();
+    let back = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+        .arg("up")
+        .env(
+            "FIELDLAB_CONFIG",
+            cluster.dir.join("replica-2/fieldlab.yaml"),
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(cluster.dir.join("replica-2.pid"), back.id().to_string()).unwrap();
+    publish(cluster.mqtt_port, 40, 50);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, s) = get(&c, &format!("{}/api/v1/cluster", cluster.http[1]));
+        let owned = s["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["owner"] == "replica-2").count())
+            .unwrap_or(0);
+        if owned > 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "replica 2 got no partitions back: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for h in &cluster.http {
+        wait_whole(&c, h, 50, 90);
+    }
 }
