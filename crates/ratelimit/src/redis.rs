@@ -158,6 +158,16 @@ impl RedisBackend {
         self.script.get_hash()
     }
 
+    /// The per-command timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The client, for a connection of another kind (the rules' pub/sub subscription).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// The specialised script for `policy`, if it is a single token bucket or GCRA limit and
     /// the cache has room.
     fn single(&self, policy: &Policy) -> Option<Arc<SingleScript>> {
@@ -188,7 +198,8 @@ impl RedisBackend {
         Some(s.clone())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+    /// A connection (made on first use, on the caller's runtime; see the back-off above).
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, BackendError> {
         let pick = |cs: &[ConnectionManager]| {
             let i = if cs.len() == 1 {
                 0
@@ -421,7 +432,7 @@ impl RedisBackend {
     }
 }
 
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     t: Duration,
     fut: impl std::future::Future<Output = Result<T, redis::RedisError>>,
 ) -> Result<Result<T, redis::RedisError>, BackendError> {
