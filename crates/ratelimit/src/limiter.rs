@@ -352,7 +352,6 @@ impl Inner {
         }
         Ok(Rules::new(default, keys, patterns))
     }
-
 }
 
 impl shared::Target for Inner {
@@ -364,13 +363,19 @@ impl shared::Target for Inner {
 
     fn install(&self, was: u64, version: u64, doc: &str) -> Result<(), String> {
         let next: Overrides = serde_json::from_str(doc).map_err(|e| e.to_string())?;
-        let rules = self.build_rules(&next).map_err(|(f, m)| format!("{f}: {m}"))?;
+        let rules = self
+            .build_rules(&next)
+            .map_err(|(f, m)| format!("{f}: {m}"))?;
         let mut o = self.overrides.lock();
         if self.version.load(Ordering::Relaxed) != was {
             return Ok(());
         }
         if was != 0 {
-            tracing::info!(from = was, to = version, "rate-limit rules changed in redis");
+            tracing::info!(
+                from = was,
+                to = version,
+                "rate-limit rules changed in redis"
+            );
         }
         *o = next;
         *self.rules.write() = Arc::new(rules);
@@ -399,11 +404,16 @@ pub struct Limiter {
 /// A config change that cannot be made; the message says why and what to do.
 #[derive(Debug)]
 pub enum ConfigChangeError {
-    Invalid { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
     DefinedInFile(String),
     Persist(String),
     /// `If-Match` named another version than the current one.
-    Conflict { current: u64 },
+    Conflict {
+        current: u64,
+    },
     /// The shared rules cannot be changed now (Redis unreachable).
     Unavailable(String),
 }
@@ -443,7 +453,11 @@ impl Limiter {
             // The initial set, should Redis have none: the file's rules with the API's earlier
             // changes over them. From now on they live in Redis, not in rules.json.
             let mut seed = Overrides {
-                default: Some(file_overrides.default.unwrap_or_else(|| cfg.default.clone())),
+                default: Some(
+                    file_overrides
+                        .default
+                        .unwrap_or_else(|| cfg.default.clone()),
+                ),
                 keys: cfg.keys.clone(),
                 patterns: cfg.patterns.clone(),
             };
@@ -1298,9 +1312,17 @@ mod tests {
             l.set_key("y", spec("gcra", 1, "1s"), Some(0)).await,
             Err(ConfigChangeError::Conflict { current: 1 })
         ));
-        assert_eq!(l.set_key("y", spec("gcra", 1, "1s"), Some(1)).await.unwrap(), 2);
+        assert_eq!(
+            l.set_key("y", spec("gcra", 1, "1s"), Some(1))
+                .await
+                .unwrap(),
+            2
+        );
         assert_eq!(l.config_json()["version"], 2);
-        let e = l.set_key("x", spec("gcra", 0, "1s"), None).await.unwrap_err();
+        let e = l
+            .set_key("x", spec("gcra", 0, "1s"), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, ConfigChangeError::Invalid { ref field, .. } if field == "limits[0].limit"),
             "{e:?}"

@@ -26,6 +26,10 @@
 //! the check charges 1 ms more than exact: stricter, never looser. With a test clock
 //! (`now_ms`), the scripts use PEXPIRETIME and PXAT instead (Redis >= 7.0).
 //!
+//! Every key this backend and [`crate::shared`] use starts with `fieldlab:rl:`: the counters
+//! `fieldlab:rl:{key}:...` ([`RedisBackend::keys`]), the shared rules `fieldlab:rl:rules` and
+//! their channel `fieldlab:rl:rules:changed` (see [`crate::shared`]).
+//!
 //! Connection: a `ConnectionManager` (multiplexed, reconnects with exponential back-off), or
 //! several, round robin ([`RedisBackend::with_connections`]). While
 //! no connection can be made, checks fail fast with [`BackendError::Unavailable`] and a new

@@ -96,7 +96,8 @@ pub(crate) async fn read(
         .arg("version")
         .arg("doc")
         .to_owned();
-    let (v, doc): (Option<u64>, Option<String>) = timed(t, cmd.query_async(c)).await?.map_err(err)?;
+    let (v, doc): (Option<u64>, Option<String>) =
+        timed(t, cmd.query_async(c)).await?.map_err(err)?;
     Ok(v.zip(doc))
 }
 
@@ -158,7 +159,11 @@ impl SyncStatus {
         match r {
             Ok(v) => {
                 if !was {
-                    tracing::info!(version = v, key = RULES_KEY, "rate-limit rules in sync with redis");
+                    tracing::info!(
+                        version = v,
+                        key = RULES_KEY,
+                        "rate-limit rules in sync with redis"
+                    );
                 }
                 self.in_sync.store(true, Ordering::Relaxed);
                 *self.error.lock() = None;
