@@ -767,6 +767,57 @@ mod tests {
         assert_eq!(body["remaining"], 99);
     }
 
+    /// The config listing answers the rules' version as `version` and `ETag`; a change answers
+    /// the new one; a change with `If-Match` on an old version is refused with 412 and changes
+    /// nothing, on the current one it is made.
+    #[tokio::test]
+    async fn changes_carry_the_rules_version_and_honour_if_match() {
+        let a = app(limiter(None, &[]), Principal::local_admin(), "127.0.0.1:1");
+        let get = || {
+            axum::http::Request::get("/api/ratelimit/config")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let put = |key: &str, if_match: Option<&str>| {
+            let mut r = axum::http::Request::put(format!("/api/ratelimit/config/keys/{key}"))
+                .header("content-type", "application/json");
+            if let Some(m) = if_match {
+                r = r.header("if-match", m);
+            }
+            r.body(Body::from(r#"{"capacity": 1, "refillRate": 1}"#))
+                .unwrap()
+        };
+        let (st, h, body) = send(&a, get()).await;
+        assert_eq!(st, StatusCode::OK);
+        let v0 = body["version"].as_u64().unwrap();
+        assert_eq!(h["etag"], format!("\"{v0}\""));
+        let (st, h, _) = send(&a, put("a", None)).await;
+        assert_eq!(st, StatusCode::OK);
+        let v1 = format!("\"{}\"", v0 + 1);
+        assert_eq!(h["etag"], v1.as_str());
+        // On the old version: refused, nothing changed.
+        let (st, _, body) = send(&a, put("b", Some(&format!("\"{v0}\"")))).await;
+        assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(&v1), "{body}");
+        let (_, h, body) = send(&a, get()).await;
+        assert_eq!(h["etag"], v1.as_str());
+        assert!(body["keys"]["b"].is_null(), "{body}");
+        // On the current one (and with `*`): made.
+        let (st, h, _) = send(&a, put("b", Some(&v1))).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(h["etag"], format!("\"{}\"", v0 + 2));
+        assert_eq!(send(&a, put("c", Some("*"))).await.0, StatusCode::OK);
+        let (st, _, body) = send(&a, put("d", Some("yesterday"))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        let del = axum::http::Request::delete("/api/ratelimit/config/keys/a")
+            .header("if-match", format!("\"{}\"", v0 + 3))
+            .body(Body::empty())
+            .unwrap();
+        let (st, h, _) = send(&a, del).await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+        assert_eq!(h["etag"], format!("\"{}\"", v0 + 4));
+    }
+
     fn api_policy() -> Option<RatelimitPolicySpec> {
         let mut p = RatelimitPolicySpec::default();
         p.limits[0].algorithm = fieldlab_ratelimit::Algorithm::FixedWindow;
