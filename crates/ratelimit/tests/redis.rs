@@ -428,14 +428,16 @@ fn a_rule_set_on_one_replica_holds_on_all_three() {
         assert_eq!(l.rules().resolve("k").name, "default");
     }
     let rt = rt();
-    let v = rt
-        .block_on(ls[0].set_key("k", per_hour(30), None))
-        .unwrap();
+    let v = rt.block_on(ls[0].set_key("k", per_hour(30), None)).unwrap();
     assert!(v > v0, "{v} > {v0}");
-    let took = within(Duration::from_secs(1), "replicas 2 and 3 see the rule", || {
-        ls.iter()
-            .all(|l| l.rules_version() == v && l.rules().resolve("k").name == "key:k")
-    });
+    let took = within(
+        Duration::from_secs(1),
+        "replicas 2 and 3 see the rule",
+        || {
+            ls.iter()
+                .all(|l| l.rules_version() == v && l.rules().resolve("k").name == "key:k")
+        },
+    );
     eprintln!("the rule was in use on all three after {took:?}");
     let allowed = (0..90)
         .filter(|i| {
@@ -461,10 +463,16 @@ fn changes_on_any_replica_reach_the_others_with_increasing_versions() {
         .block_on(ls[1].set_key("dev:1", per_hour(5), None))
         .unwrap();
     assert!(v1 > v0);
-    assert_eq!(ls[1].rules_version(), v1, "in use at once where it was made");
-    within(Duration::from_secs(1), "replica 3 sees replica 2's change", || {
-        ls[2].rules_version() == v1
-    });
+    assert_eq!(
+        ls[1].rules_version(),
+        v1,
+        "in use at once where it was made"
+    );
+    within(
+        Duration::from_secs(1),
+        "replica 3 sees replica 2's change",
+        || ls[2].rules_version() == v1,
+    );
     let granted = (0..8)
         .filter(|_| rt.block_on(ls[2].check("dev:1", 1)).allowed)
         .count();
@@ -474,9 +482,11 @@ fn changes_on_any_replica_reach_the_others_with_increasing_versions() {
         .block_on(ls[2].set_pattern("dev:*", per_hour(2), None))
         .unwrap();
     assert!(v2 > v1);
-    within(Duration::from_secs(1), "replica 1 sees replica 3's change", || {
-        ls[0].rules_version() == v2 && ls[0].rules().resolve("dev:9").name == "pattern:dev:*"
-    });
+    within(
+        Duration::from_secs(1),
+        "replica 1 sees replica 3's change",
+        || ls[0].rules_version() == v2 && ls[0].rules().resolve("dev:9").name == "pattern:dev:*",
+    );
 
     // If-Match on an old version: refused, nothing changed.
     let e = rt
@@ -517,9 +527,11 @@ fn changes_on_any_replica_reach_the_others_with_increasing_versions() {
         .unwrap()
         .expect("there was such a key");
     assert!(v4 > top);
-    within(Duration::from_secs(1), "replica 1 sees the deletion", || {
-        ls[0].rules().resolve("dev:1").name == "pattern:dev:*"
-    });
+    within(
+        Duration::from_secs(1),
+        "replica 1 sees the deletion",
+        || ls[0].rules().resolve("dev:1").name == "pattern:dev:*",
+    );
     let c = ls[0].config_json();
     assert_eq!(c["version"], v4, "{c}");
     assert_eq!(c["store"]["kind"], "redis", "{c}");
@@ -595,19 +607,21 @@ fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
     let cut_off = shared_limiter(&proxy.url());
     let other = shared_limiter(&r.url());
     let rt = rt();
-    let v1 = rt
-        .block_on(other.set_key("k", per_hour(3), None))
-        .unwrap();
-    within(Duration::from_secs(1), "the rule reaches the other replica", || {
-        cut_off.rules_version() == v1
-    });
+    let v1 = rt.block_on(other.set_key("k", per_hour(3), None)).unwrap();
+    within(
+        Duration::from_secs(1),
+        "the rule reaches the other replica",
+        || cut_off.rules_version() == v1,
+    );
     assert_eq!(cut_off.metrics().rules_stale.get(), 0);
     assert_eq!(cut_off.metrics().rules_version.get(), v1 as i64);
 
     proxy.cut();
-    within(Duration::from_secs(3), "the cut-off replica notices", || {
-        cut_off.rules_sync().is_some_and(|(ok, _)| !ok)
-    });
+    within(
+        Duration::from_secs(3),
+        "the cut-off replica notices",
+        || cut_off.rules_sync().is_some_and(|(ok, _)| !ok),
+    );
     assert_eq!(cut_off.metrics().rules_stale.get(), 1);
     assert!(cut_off.config_json()["store"]["error"].is_string());
     let e = rt
@@ -618,9 +632,7 @@ fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
         "{e:?}"
     );
     // A change made meanwhile on the other replica.
-    let v2 = rt
-        .block_on(other.set_key("k", per_hour(7), None))
-        .unwrap();
+    let v2 = rt.block_on(other.set_key("k", per_hour(7), None)).unwrap();
     assert!(v2 > v1);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(cut_off.rules_version(), v1, "last known rules kept");
@@ -631,9 +643,11 @@ fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
     );
 
     proxy.restore();
-    let took = within(Duration::from_secs(10), "caught up after Redis returned", || {
-        cut_off.rules_version() == v2
-    });
+    let took = within(
+        Duration::from_secs(10),
+        "caught up after Redis returned",
+        || cut_off.rules_version() == v2,
+    );
     eprintln!("caught up {took:?} after the connection was restored");
     assert_eq!(cut_off.rules().resolve("k").limits[0].limit, 7);
     within(Duration::from_secs(1), "in sync again", || {
@@ -664,20 +678,24 @@ fn rules_survive_a_redis_restart_through_the_replicas() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    within(Duration::from_secs(15), "the rules are back in redis", || {
-        let Ok(c) = redis::Client::open(url.as_str()) else {
-            return false;
-        };
-        let Ok(mut c) = c.get_connection() else {
-            return false;
-        };
-        let v: Option<u64> = redis::cmd("HGET")
-            .arg(fieldlab_ratelimit::shared::RULES_KEY)
-            .arg("version")
-            .query(&mut c)
-            .unwrap_or(None);
-        v.is_some_and(|v| v > v1)
-    });
+    within(
+        Duration::from_secs(15),
+        "the rules are back in redis",
+        || {
+            let Ok(c) = redis::Client::open(url.as_str()) else {
+                return false;
+            };
+            let Ok(mut c) = c.get_connection() else {
+                return false;
+            };
+            let v: Option<u64> = redis::cmd("HGET")
+                .arg(fieldlab_ratelimit::shared::RULES_KEY)
+                .arg("version")
+                .query(&mut c)
+                .unwrap_or(None);
+            v.is_some_and(|v| v > v1)
+        },
+    );
     let later = shared_limiter(&url);
     assert_eq!(later.rules().resolve("kept").name, "key:kept");
     assert!(later.rules_version() > v1);

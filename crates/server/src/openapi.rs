@@ -433,7 +433,9 @@ fn native_paths() -> Doc {
             &format!("GET {base}/config"),
             Op::new(
                 rl,
-                &format!("Every rule, where it came from, and the rules' version (also the ETag){seed}"),
+                &format!(
+                    "Every rule, where it came from, and the rules' version (also the ETag){seed}"
+                ),
             )
             .json_object("200", "rules"),
         );
