@@ -313,14 +313,20 @@ struct Inner {
 }
 
 impl Inner {
+    /// The keys and patterns of `fieldlab.yaml` that `overrides` is layered over: those of the
+    /// memory backend. Shared rules are the whole set (the file's were only its initial part).
+    fn file_rules(&self) -> Option<&RatelimitConfig> {
+        self.shared.is_none().then_some(&self.base)
+    }
+
+    fn set_version(&self, v: u64) {
+        self.version.store(v, Ordering::Relaxed);
+        self.metrics.rules_version.set(v as i64);
+    }
+
     fn build_rules(&self, o: &Overrides) -> Result<Rules, (String, String)> {
         let base = &self.base;
-        // Shared: `o` is the whole set; the file's keys and patterns were its initial part.
-        let (base_keys, base_patterns) = if self.shared.is_some() {
-            (None, None)
-        } else {
-            (Some(&base.keys), Some(&base.patterns))
-        };
+        let file = self.file_rules();
         let mk = |name: String, spec: &RatelimitPolicySpec, at: String| {
             let mut p =
                 Policy::from_spec(&name, spec).map_err(|(k, m)| (format!("{at}.{k}"), m))?;
@@ -333,14 +339,18 @@ impl Inner {
             "ratelimit.default".into(),
         )?;
         let mut keys = BTreeMap::new();
-        for (k, spec) in base_keys.into_iter().flatten().chain(&o.keys) {
+        for (k, spec) in file.into_iter().flat_map(|b| &b.keys).chain(&o.keys) {
             keys.insert(
                 k.clone(),
                 mk(format!("key:{k}"), spec, format!("ratelimit.keys.{k}"))?,
             );
         }
         let mut patterns = BTreeMap::new();
-        for (k, spec) in base_patterns.into_iter().flatten().chain(&o.patterns) {
+        for (k, spec) in file
+            .into_iter()
+            .flat_map(|b| &b.patterns)
+            .chain(&o.patterns)
+        {
             patterns.insert(
                 k.clone(),
                 mk(
@@ -385,13 +395,6 @@ impl shared::Target for Inner {
 
     fn status(&self) -> &SyncStatus {
         self.shared.as_ref().expect("watched only when shared")
-    }
-}
-
-impl Inner {
-    fn set_version(&self, v: u64) {
-        self.version.store(v, Ordering::Relaxed);
-        self.metrics.rules_version.set(v as i64);
     }
 }
 
@@ -772,14 +775,10 @@ impl Limiter {
             (false, true) => "api",
             (false, false) => "file",
         };
-        let (base_keys, base_patterns) = if shared {
-            (None, None)
-        } else {
-            (Some(&base.keys), Some(&base.patterns))
-        };
-        let keys: BTreeMap<&String, Value> = base_keys
+        let file = self.inner.file_rules();
+        let keys: BTreeMap<&String, Value> = file
             .into_iter()
-            .flatten()
+            .flat_map(|b| &b.keys)
             .chain(&o.keys)
             .map(|(k, v)| {
                 (
@@ -788,9 +787,9 @@ impl Limiter {
                 )
             })
             .collect();
-        let patterns: BTreeMap<&String, Value> = base_patterns
+        let patterns: BTreeMap<&String, Value> = file
             .into_iter()
-            .flatten()
+            .flat_map(|b| &b.patterns)
             .chain(&o.patterns)
             .map(|(k, v)| {
                 (
@@ -981,7 +980,10 @@ impl Limiter {
         key: &str,
         if_match: Option<u64>,
     ) -> Result<Option<u64>, ConfigChangeError> {
-        let in_file = self.inner.shared.is_none() && self.inner.base.keys.contains_key(key);
+        let in_file = self
+            .inner
+            .file_rules()
+            .is_some_and(|b| b.keys.contains_key(key));
         self.change(if_match, |o| match o.keys.remove(key) {
             Some(_) => Ok(true),
             None if in_file => Err(ConfigChangeError::DefinedInFile(format!(
@@ -998,7 +1000,10 @@ impl Limiter {
         pat: &str,
         if_match: Option<u64>,
     ) -> Result<Option<u64>, ConfigChangeError> {
-        let in_file = self.inner.shared.is_none() && self.inner.base.patterns.contains_key(pat);
+        let in_file = self
+            .inner
+            .file_rules()
+            .is_some_and(|b| b.patterns.contains_key(pat));
         self.change(if_match, |o| match o.patterns.remove(pat) {
             Some(_) => Ok(true),
             None if in_file => Err(ConfigChangeError::DefinedInFile(format!(
