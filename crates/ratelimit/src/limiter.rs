@@ -319,9 +319,16 @@ impl Inner {
         self.shared.is_none().then_some(&self.base)
     }
 
-    fn set_version(&self, v: u64) {
+    /// Put a rule set in use at version `v`; `o` is the `overrides` lock, held.
+    fn put_in_use(&self, o: &mut Overrides, next: Overrides, rules: Rules, v: u64) {
+        *o = next;
+        *self.rules.write() = Arc::new(rules);
         self.version.store(v, Ordering::Relaxed);
         self.metrics.rules_version.set(v as i64);
+        // The hybrid backend's remembered rejections were decided under the old rules.
+        if let Backend::Hybrid(h) = &self.backend {
+            h.forget();
+        }
     }
 
     fn build_rules(&self, o: &Overrides) -> Result<Rules, (String, String)> {
@@ -387,9 +394,7 @@ impl shared::Target for Inner {
                 "rate-limit rules changed in redis"
             );
         }
-        *o = next;
-        *self.rules.write() = Arc::new(rules);
-        self.set_version(version);
+        self.put_in_use(&mut o, next, rules, version);
         Ok(())
     }
 
@@ -853,9 +858,7 @@ impl Limiter {
         if let Some(file) = &self.inner.state_file {
             persist(file, &next).map_err(ConfigChangeError::Persist)?;
         }
-        *o = next;
-        *self.inner.rules.write() = Arc::new(rules);
-        self.inner.set_version(current + 1);
+        self.inner.put_in_use(&mut o, next, rules, current + 1);
         Ok(Some(current + 1))
     }
 
@@ -907,9 +910,7 @@ impl Limiter {
                     let mut o = self.inner.overrides.lock();
                     // Unless the watcher already put a later change in use.
                     if self.rules_version() < v {
-                        *o = next;
-                        *self.inner.rules.write() = Arc::new(rules);
-                        self.inner.set_version(v);
+                        self.inner.put_in_use(&mut o, next, rules, v);
                     }
                     return Ok(Some(v));
                 }

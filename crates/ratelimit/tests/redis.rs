@@ -370,6 +370,12 @@ fn hybrid_answers_keys_known_over_limit_locally() {
     let d = rt.block_on(h.check(&p, "k", 1, 10, later)).unwrap();
     assert_eq!(h.local_hits(), 2);
     assert!(!d[0].allowed, "Redis's own clock has not moved an hour");
+    // A change of the rules empties the cache: Redis is asked again.
+    assert!(!rt.block_on(h.check(&p, "k", 1, 11, now)).unwrap()[0].allowed);
+    assert_eq!(h.local_hits(), 3);
+    h.forget();
+    assert!(!rt.block_on(h.check(&p, "k", 1, 12, now)).unwrap()[0].allowed);
+    assert_eq!(h.local_hits(), 3, "asked Redis after forget");
 }
 
 // ---- Rules shared through Redis (`fieldlab_ratelimit::shared`) ----
