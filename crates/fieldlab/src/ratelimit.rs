@@ -22,7 +22,8 @@ pub struct ServeArgs {
     /// fieldlab.yaml to load (its `ratelimit`, `server`, `storage.data_dir` and `logging` sections).
     #[arg(long, env = "FIELDLAB_CONFIG")]
     config: Option<PathBuf>,
-    /// Where rules set through the API are kept (ratelimit/rules.json). Default ./data.
+    /// Users and API keys; with the memory backend also the rules set through the API
+    /// (ratelimit/rules.json; the redis and hybrid backends keep them in Redis). Default ./data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// HTTP port; 0 picks a free one and prints it. Default 8080.

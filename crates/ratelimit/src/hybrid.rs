@@ -4,7 +4,8 @@
 //! `n` units for a key with `retry_after = R`, no instance can make that request pass before
 //! `R` elapses (only time refills a rate limit), so this instance answers requests of at least
 //! `n` units for that key locally until then — no round trip, same answer. Policies with a
-//! concurrency limit are not cached (a release can free capacity early). The cache is an LRU
+//! concurrency limit are not cached (a release can free capacity early), and a change of the
+//! rules empties the cache (a policy may have been given a higher limit). The cache is an LRU
 //! bounded by `max_keys`.
 
 use crate::redis::RedisBackend;
@@ -30,6 +31,11 @@ impl HybridBackend {
             over: Mutex::new(LruCache::new(NonZeroUsize::new(max_keys.max(1)).unwrap())),
             local_hits: AtomicU64::new(0),
         }
+    }
+
+    /// Forget every remembered rejection (the rules changed).
+    pub fn forget(&self) {
+        self.over.lock().clear();
     }
 
     /// Checks answered from the local cache.

@@ -10,6 +10,8 @@
 //! - [`policy`]: a [`Policy`] (limits that must all pass, shadow mode, fail-open/closed) and the
 //!   [`Rules`] that pick one for a key (exact key > longest pattern > default).
 //! - [`memory`], [`redis`], [`hybrid`]: where state lives.
+//! - [`shared`]: with the Redis and hybrid backends, the rules too live in Redis, versioned,
+//!   and every replica decides with the same ones.
 //! - [`limiter`]: the [`Limiter`] service the HTTP layer, ingest and `fieldlab ratelimit serve`
 //!   call, with its metrics.
 //!
@@ -26,6 +28,7 @@ pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod redis;
+pub mod shared;
 
 pub use algo::{check_all, Algorithm, Limit, State, NEVER};
 pub use config::{

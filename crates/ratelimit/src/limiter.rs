@@ -5,9 +5,19 @@
 //! pick a policy, ask the backend, apply shadow mode and the fail mode, count the result. Only
 //! here is the clock read and the backend chosen.
 //!
-//! Config changes made through the admin API are kept in `<data_dir>/ratelimit/rules.json`
-//! (written to a temp file, fsynced and renamed) and layered over `fieldlab.yaml`: an override
-//! wins; a key defined in the file cannot be deleted through the API (edit the file).
+//! Where the rules live depends on the backend:
+//! - **memory**: config changes made through the admin API are kept in
+//!   `<data_dir>/ratelimit/rules.json` (written to a temp file, fsynced and renamed) and layered
+//!   over `fieldlab.yaml`: an override wins; a key defined in the file cannot be deleted through
+//!   the API (edit the file).
+//! - **redis** and **hybrid**: the whole rule set lives in Redis, versioned, shared by every
+//!   replica ([`crate::shared`]); `fieldlab.yaml` (and an existing `rules.json`) give only the
+//!   initial set, written when Redis has none. Any rule, also one first defined in the file, can
+//!   be changed or deleted through the API of any replica.
+//!
+//! Every change increments the rules' version (shown in the config listing and as its `ETag`);
+//! a change may name the version it was made on (`If-Match`) and is refused if it is no longer
+//! current. With the memory backend the version counts the changes since start.
 
 use crate::client::TrustedProxies;
 use crate::hybrid::HybridBackend;
@@ -15,6 +25,7 @@ use crate::memory::MemoryBackend;
 use crate::metrics::{BackendLabels, DecisionLabels, RatelimitMetrics};
 use crate::policy::{PolicyStats, Rules};
 use crate::redis::RedisBackend;
+use crate::shared::{self, SyncStatus};
 use crate::{BackendError, Decision, Decisions, FailMode, Policy, NEVER};
 use crate::{RatelimitBackend, RatelimitConfig, RatelimitPolicySpec};
 use parking_lot::{Mutex, RwLock};
@@ -35,6 +46,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The Redis backend, also of the hybrid backend.
+    pub fn redis(&self) -> Option<&RedisBackend> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r),
+            Backend::Hybrid(h) => Some(&h.redis),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory(_) => "memory",
@@ -44,7 +64,8 @@ impl Backend {
     }
 }
 
-/// What the admin API changed, persisted in the data dir.
+/// What the admin API changed, persisted in the data dir (memory backend); with the Redis and
+/// hybrid backends, the whole shared rule set (then `default` is always set).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Overrides {
@@ -56,7 +77,8 @@ pub struct Overrides {
 /// How to build a [`Limiter`].
 pub struct LimiterSettings {
     pub config: RatelimitConfig,
-    /// Directory for `rules.json` (admin API changes). None: changes live in memory only.
+    /// Directory for `rules.json` (admin API changes, memory backend; with the others an
+    /// existing file is read once, into the initial rule set in Redis). None: no file.
     pub state_dir: Option<PathBuf>,
 }
 
@@ -274,7 +296,12 @@ pub struct LimitAnswer {
 struct Inner {
     backend: Backend,
     base: RatelimitConfig,
+    /// Memory backend: the API's changes over `base`. Redis and hybrid: the shared rule set.
     overrides: Mutex<Overrides>,
+    /// The version of `overrides` (and `rules`); changed under the `overrides` lock.
+    version: AtomicU64,
+    /// Redis and hybrid: whether the rules are those in Redis ([`crate::shared`]).
+    shared: Option<SyncStatus>,
     rules: RwLock<Arc<Rules>>,
     api: Option<Arc<Policy>>,
     ingest: Option<Arc<Policy>>,
@@ -283,6 +310,97 @@ struct Inner {
     trusted: TrustedProxies,
     state_file: Option<PathBuf>,
     lease_seq: AtomicU64,
+}
+
+impl Inner {
+    /// The keys and patterns of `fieldlab.yaml` that `overrides` is layered over: those of the
+    /// memory backend. Shared rules are the whole set (the file's were only its initial part).
+    fn file_rules(&self) -> Option<&RatelimitConfig> {
+        self.shared.is_none().then_some(&self.base)
+    }
+
+    /// Put a rule set in use at version `v`; `o` is the `overrides` lock, held.
+    fn put_in_use(&self, o: &mut Overrides, next: Overrides, rules: Rules, v: u64) {
+        *o = next;
+        *self.rules.write() = Arc::new(rules);
+        self.version.store(v, Ordering::Relaxed);
+        self.metrics.rules_version.set(v as i64);
+        // The hybrid backend's remembered rejections were decided under the old rules.
+        if let Backend::Hybrid(h) = &self.backend {
+            h.forget();
+        }
+    }
+
+    fn build_rules(&self, o: &Overrides) -> Result<Rules, (String, String)> {
+        let base = &self.base;
+        let file = self.file_rules();
+        let mk = |name: String, spec: &RatelimitPolicySpec, at: String| {
+            let mut p =
+                Policy::from_spec(&name, spec).map_err(|(k, m)| (format!("{at}.{k}"), m))?;
+            p.stats = self.stats.lock().entry(name).or_default().clone();
+            Ok::<Policy, (String, String)>(p)
+        };
+        let default = mk(
+            "default".into(),
+            o.default.as_ref().unwrap_or(&base.default),
+            "ratelimit.default".into(),
+        )?;
+        let mut keys = BTreeMap::new();
+        for (k, spec) in file.into_iter().flat_map(|b| &b.keys).chain(&o.keys) {
+            keys.insert(
+                k.clone(),
+                mk(format!("key:{k}"), spec, format!("ratelimit.keys.{k}"))?,
+            );
+        }
+        let mut patterns = BTreeMap::new();
+        for (k, spec) in file
+            .into_iter()
+            .flat_map(|b| &b.patterns)
+            .chain(&o.patterns)
+        {
+            patterns.insert(
+                k.clone(),
+                mk(
+                    format!("pattern:{k}"),
+                    spec,
+                    format!("ratelimit.patterns.{k}"),
+                )?,
+            );
+        }
+        Ok(Rules::new(default, keys, patterns))
+    }
+}
+
+impl shared::Target for Inner {
+    fn local(&self) -> (u64, String) {
+        let o = self.overrides.lock();
+        let doc = serde_json::to_string(&*o).expect("rules serialise");
+        (self.version.load(Ordering::Relaxed), doc)
+    }
+
+    fn install(&self, was: u64, version: u64, doc: &str) -> Result<(), String> {
+        let next: Overrides = serde_json::from_str(doc).map_err(|e| e.to_string())?;
+        let rules = self
+            .build_rules(&next)
+            .map_err(|(f, m)| format!("{f}: {m}"))?;
+        let mut o = self.overrides.lock();
+        if self.version.load(Ordering::Relaxed) != was {
+            return Ok(());
+        }
+        if was != 0 {
+            tracing::info!(
+                from = was,
+                to = version,
+                "rate-limit rules changed in redis"
+            );
+        }
+        self.put_in_use(&mut o, next, rules, version);
+        Ok(())
+    }
+
+    fn status(&self) -> &SyncStatus {
+        self.shared.as_ref().expect("watched only when shared")
+    }
 }
 
 /// The rate-limit service handle. Cheap to clone.
@@ -294,9 +412,18 @@ pub struct Limiter {
 /// A config change that cannot be made; the message says why and what to do.
 #[derive(Debug)]
 pub enum ConfigChangeError {
-    Invalid { field: String, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
     DefinedInFile(String),
     Persist(String),
+    /// `If-Match` named another version than the current one.
+    Conflict {
+        current: u64,
+    },
+    /// The shared rules cannot be changed now (Redis unreachable).
+    Unavailable(String),
 }
 
 impl Limiter {
@@ -319,7 +446,7 @@ impl Limiter {
         let trusted = TrustedProxies::parse(&cfg.trusted_proxies)
             .map_err(|e| format!("ratelimit.trusted_proxies: {e}"))?;
         let state_file = s.state_dir.map(|d| d.join("ratelimit").join("rules.json"));
-        let overrides = match &state_file {
+        let file_overrides = match &state_file {
             Some(f) if f.exists() => {
                 let text = std::fs::read_to_string(f)
                     .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
@@ -328,6 +455,25 @@ impl Limiter {
                 })?
             }
             _ => Overrides::default(),
+        };
+        let is_shared = backend.redis().is_some();
+        let (overrides, state_file) = if is_shared {
+            // The initial set, should Redis have none: the file's rules with the API's earlier
+            // changes over them. From now on they live in Redis, not in rules.json.
+            let mut seed = Overrides {
+                default: Some(
+                    file_overrides
+                        .default
+                        .unwrap_or_else(|| cfg.default.clone()),
+                ),
+                keys: cfg.keys.clone(),
+                patterns: cfg.patterns.clone(),
+            };
+            seed.keys.extend(file_overrides.keys);
+            seed.patterns.extend(file_overrides.patterns);
+            (seed, None)
+        } else {
+            (file_overrides, state_file)
         };
         let stats = Mutex::new(HashMap::new());
         let policy = |name: &str, spec: &RatelimitPolicySpec, at: &str| {
@@ -352,6 +498,8 @@ impl Limiter {
             backend,
             base: cfg.clone(),
             overrides: Mutex::new(Overrides::default()),
+            version: AtomicU64::new(0),
+            shared: is_shared.then(|| SyncStatus::new(metrics.rules_stale.clone())),
             rules: RwLock::new(Arc::new(Rules::new(
                 Policy::single(
                     "default",
@@ -372,11 +520,24 @@ impl Limiter {
             inner: Arc::new(inner),
         };
         let rules = l
+            .inner
             .build_rules(&overrides)
             .map_err(|(f, m)| format!("{f}: {m}"))?;
         *l.inner.rules.write() = Arc::new(rules);
         *l.inner.overrides.lock() = overrides;
         l.init_series();
+        if is_shared {
+            // The watcher has connections of its own, on its own thread; wait a little for its
+            // first round so that a replica starts with the rules in Redis when it can.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let target: std::sync::Weak<dyn shared::Target> =
+                Arc::downgrade(&(l.inner.clone() as Arc<dyn shared::Target>));
+            shared::spawn(redis()?, target, tx)
+                .map_err(|e| format!("cannot start the rate-limit rules watcher: {e}"))?;
+            let wait = (cfg.redis_timeout.get().max(Duration::from_millis(100)) * 4)
+                .min(Duration::from_secs(5));
+            let _ = rx.recv_timeout(wait);
+        }
         Ok(l)
     }
 
@@ -426,40 +587,6 @@ impl Limiter {
 
     pub fn ingest_policy(&self) -> Option<&Arc<Policy>> {
         self.inner.ingest.as_ref()
-    }
-
-    fn build_rules(&self, o: &Overrides) -> Result<Rules, (String, String)> {
-        let base = &self.inner.base;
-        let mk = |name: String, spec: &RatelimitPolicySpec, at: String| {
-            let mut p =
-                Policy::from_spec(&name, spec).map_err(|(k, m)| (format!("{at}.{k}"), m))?;
-            p.stats = self.inner.stats.lock().entry(name).or_default().clone();
-            Ok::<Policy, (String, String)>(p)
-        };
-        let default = mk(
-            "default".into(),
-            o.default.as_ref().unwrap_or(&base.default),
-            "ratelimit.default".into(),
-        )?;
-        let mut keys = BTreeMap::new();
-        for (k, spec) in base.keys.iter().chain(&o.keys) {
-            keys.insert(
-                k.clone(),
-                mk(format!("key:{k}"), spec, format!("ratelimit.keys.{k}"))?,
-            );
-        }
-        let mut patterns = BTreeMap::new();
-        for (k, spec) in base.patterns.iter().chain(&o.patterns) {
-            patterns.insert(
-                k.clone(),
-                mk(
-                    format!("pattern:{k}"),
-                    spec,
-                    format!("ratelimit.patterns.{k}"),
-                )?,
-            );
-        }
-        Ok(Rules::new(default, keys, patterns))
     }
 
     pub fn rules(&self) -> Arc<Rules> {
@@ -626,14 +753,37 @@ impl Limiter {
         }
     }
 
-    /// Every rule with where it came from, for `GET /api/ratelimit/config`.
+    /// The version of the rules in use (the config listing's `version` and `ETag`).
+    pub fn rules_version(&self) -> u64 {
+        self.inner.version.load(Ordering::Relaxed)
+    }
+
+    /// Redis and hybrid backends: whether the rules in use are those in Redis at the last
+    /// attempt to read them, and if not, why. None with the memory backend.
+    pub fn rules_sync(&self) -> Option<(bool, Option<String>)> {
+        let s = self.inner.shared.as_ref()?;
+        Some((s.in_sync(), s.error()))
+    }
+
+    /// Every rule with where it came from, for `GET /api/ratelimit/config`: `file`
+    /// (fieldlab.yaml) or `api` with the memory backend, `redis` (the shared set) with the
+    /// others; plus the version and where the rules are kept.
     pub fn config_json(&self) -> Value {
-        let o = self.inner.overrides.lock().clone();
+        let (o, version) = {
+            let o = self.inner.overrides.lock();
+            (o.clone(), self.rules_version())
+        };
         let base = &self.inner.base;
-        let src = |in_api: bool| if in_api { "api" } else { "file" };
-        let keys: BTreeMap<&String, Value> = base
-            .keys
-            .iter()
+        let shared = self.inner.shared.is_some();
+        let src = |in_api: bool| match (shared, in_api) {
+            (true, _) => "redis",
+            (false, true) => "api",
+            (false, false) => "file",
+        };
+        let file = self.inner.file_rules();
+        let keys: BTreeMap<&String, Value> = file
+            .into_iter()
+            .flat_map(|b| &b.keys)
             .chain(&o.keys)
             .map(|(k, v)| {
                 (
@@ -642,9 +792,9 @@ impl Limiter {
                 )
             })
             .collect();
-        let patterns: BTreeMap<&String, Value> = base
-            .patterns
-            .iter()
+        let patterns: BTreeMap<&String, Value> = file
+            .into_iter()
+            .flat_map(|b| &b.patterns)
             .chain(&o.patterns)
             .map(|(k, v)| {
                 (
@@ -653,8 +803,20 @@ impl Limiter {
                 )
             })
             .collect();
+        let store = match (&self.inner.shared, &self.inner.state_file) {
+            (Some(s), _) => json!({
+                "kind": "redis",
+                "key": shared::RULES_KEY,
+                "in_sync": s.in_sync(),
+                "error": s.error(),
+            }),
+            (None, Some(f)) => json!({"kind": "file", "path": f}),
+            (None, None) => json!({"kind": "memory"}),
+        };
         json!({
             "backend": self.inner.backend.name(),
+            "version": version,
+            "store": store,
             "default": {"policy": o.default.as_ref().unwrap_or(&base.default), "source": src(o.default.is_some())},
             "keys": keys,
             "patterns": patterns,
@@ -664,72 +826,193 @@ impl Limiter {
         })
     }
 
-    fn change(&self, f: impl FnOnce(&mut Overrides)) -> Result<(), ConfigChangeError> {
+    /// Make a change to the rules: `f` edits a copy (Ok(false): nothing to change). With
+    /// `if_match`, only if that is still the current version. The new version, or None when
+    /// `f` changed nothing.
+    async fn change(
+        &self,
+        if_match: Option<u64>,
+        f: impl Fn(&mut Overrides) -> Result<bool, ConfigChangeError>,
+    ) -> Result<Option<u64>, ConfigChangeError> {
+        match self.inner.backend.redis() {
+            Some(r) => self.change_shared(r, if_match, f).await,
+            None => self.change_local(if_match, f),
+        }
+    }
+
+    fn change_local(
+        &self,
+        if_match: Option<u64>,
+        f: impl Fn(&mut Overrides) -> Result<bool, ConfigChangeError>,
+    ) -> Result<Option<u64>, ConfigChangeError> {
         let mut o = self.inner.overrides.lock();
+        let current = self.rules_version();
+        if if_match.is_some_and(|m| m != current) {
+            return Err(ConfigChangeError::Conflict { current });
+        }
         let mut next = o.clone();
-        f(&mut next);
-        let rules = self
-            .build_rules(&next)
-            .map_err(|(field, message)| ConfigChangeError::Invalid { field, message })?;
+        if !f(&mut next)? {
+            return Ok(None);
+        }
+        let rules = self.build(&next)?;
         if let Some(file) = &self.inner.state_file {
             persist(file, &next).map_err(ConfigChangeError::Persist)?;
         }
-        *o = next;
-        *self.inner.rules.write() = Arc::new(rules);
-        Ok(())
+        self.inner.put_in_use(&mut o, next, rules, current + 1);
+        Ok(Some(current + 1))
     }
 
-    pub fn set_key(&self, key: &str, spec: RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
+    /// The change made on the set in Redis and written back by compare-and-set (again on the
+    /// newer set when another replica changed it meanwhile), then put in use here; the other
+    /// replicas' watchers pick it up.
+    async fn change_shared(
+        &self,
+        r: &RedisBackend,
+        if_match: Option<u64>,
+        f: impl Fn(&mut Overrides) -> Result<bool, ConfigChangeError>,
+    ) -> Result<Option<u64>, ConfigChangeError> {
+        let down = |e: BackendError| {
+            ConfigChangeError::Unavailable(format!(
+                "the rules are kept in redis and it does not answer ({e}); try again when it does"
+            ))
+        };
+        let t = r.timeout();
+        for _ in 0..16 {
+            let mut c = r.connection().await.map_err(down)?;
+            let (current, now) = match shared::read(&mut c, t).await.map_err(down)? {
+                Some((v, doc)) => {
+                    let now: Overrides = serde_json::from_str(&doc).map_err(|e| {
+                        ConfigChangeError::Persist(format!(
+                            "the rules in redis ({}) at version {v} are not valid: {e}",
+                            shared::RULES_KEY
+                        ))
+                    })?;
+                    (v, now)
+                }
+                // None there (Redis restarted empty): this change goes on the rules known here.
+                None => (0, self.inner.overrides.lock().clone()),
+            };
+            if if_match.is_some_and(|m| m != current) {
+                return Err(ConfigChangeError::Conflict { current });
+            }
+            let mut next = now;
+            if !f(&mut next)? {
+                return Ok(None);
+            }
+            let rules = self.build(&next)?;
+            let doc = serde_json::to_string(&next).expect("rules serialise");
+            let floor = self.rules_version();
+            match shared::cas(&mut c, t, current, &doc, floor)
+                .await
+                .map_err(down)?
+            {
+                shared::Cas::Done(v) => {
+                    let mut o = self.inner.overrides.lock();
+                    // Unless the watcher already put a later change in use.
+                    if self.rules_version() < v {
+                        self.inner.put_in_use(&mut o, next, rules, v);
+                    }
+                    return Ok(Some(v));
+                }
+                shared::Cas::Stale => continue,
+            }
+        }
+        Err(ConfigChangeError::Unavailable(
+            "the rules kept changing under this change; try again".into(),
+        ))
+    }
+
+    fn build(&self, o: &Overrides) -> Result<Rules, ConfigChangeError> {
+        self.inner
+            .build_rules(o)
+            .map_err(|(field, message)| ConfigChangeError::Invalid { field, message })
+    }
+
+    /// Set the policy of an exact key. The new version.
+    pub async fn set_key(
+        &self,
+        key: &str,
+        spec: RatelimitPolicySpec,
+        if_match: Option<u64>,
+    ) -> Result<u64, ConfigChangeError> {
         validate(&spec)?;
-        self.change(|o| {
-            o.keys.insert(key.to_string(), spec);
+        self.change(if_match, |o| {
+            o.keys.insert(key.to_string(), spec.clone());
+            Ok(true)
         })
+        .await
+        .map(|v| v.unwrap_or_default())
     }
 
-    pub fn set_pattern(
+    /// Set the policy of a pattern (`*` wildcard). The new version.
+    pub async fn set_pattern(
         &self,
         pat: &str,
         spec: RatelimitPolicySpec,
-    ) -> Result<(), ConfigChangeError> {
-        self.change(|o| {
-            o.patterns.insert(pat.to_string(), spec);
+        if_match: Option<u64>,
+    ) -> Result<u64, ConfigChangeError> {
+        self.change(if_match, |o| {
+            o.patterns.insert(pat.to_string(), spec.clone());
+            Ok(true)
         })
+        .await
+        .map(|v| v.unwrap_or_default())
     }
 
-    pub fn set_default(&self, spec: RatelimitPolicySpec) -> Result<(), ConfigChangeError> {
+    /// Set the default policy. The new version.
+    pub async fn set_default(
+        &self,
+        spec: RatelimitPolicySpec,
+        if_match: Option<u64>,
+    ) -> Result<u64, ConfigChangeError> {
         validate(&spec)?;
-        self.change(|o| o.default = Some(spec))
+        self.change(if_match, |o| {
+            o.default = Some(spec.clone());
+            Ok(true)
+        })
+        .await
+        .map(|v| v.unwrap_or_default())
     }
 
-    /// Remove an API-defined key. Ok(false): no such key.
-    pub fn delete_key(&self, key: &str) -> Result<bool, ConfigChangeError> {
-        if !self.inner.overrides.lock().keys.contains_key(key) {
-            if self.inner.base.keys.contains_key(key) {
-                return Err(ConfigChangeError::DefinedInFile(format!(
-                    "ratelimit.keys.{key}"
-                )));
-            }
-            return Ok(false);
-        }
-        self.change(|o| {
-            o.keys.remove(key);
+    /// Remove a key's policy set through the API (memory backend; any key with the shared
+    /// rules). Ok(None): no such key; else the new version.
+    pub async fn delete_key(
+        &self,
+        key: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<u64>, ConfigChangeError> {
+        let in_file = self
+            .inner
+            .file_rules()
+            .is_some_and(|b| b.keys.contains_key(key));
+        self.change(if_match, |o| match o.keys.remove(key) {
+            Some(_) => Ok(true),
+            None if in_file => Err(ConfigChangeError::DefinedInFile(format!(
+                "ratelimit.keys.{key}"
+            ))),
+            None => Ok(false),
         })
-        .map(|_| true)
+        .await
     }
 
-    pub fn delete_pattern(&self, pat: &str) -> Result<bool, ConfigChangeError> {
-        if !self.inner.overrides.lock().patterns.contains_key(pat) {
-            if self.inner.base.patterns.contains_key(pat) {
-                return Err(ConfigChangeError::DefinedInFile(format!(
-                    "ratelimit.patterns.{pat}"
-                )));
-            }
-            return Ok(false);
-        }
-        self.change(|o| {
-            o.patterns.remove(pat);
+    /// Remove a pattern's policy, as [`Limiter::delete_key`].
+    pub async fn delete_pattern(
+        &self,
+        pat: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<u64>, ConfigChangeError> {
+        let in_file = self
+            .inner
+            .file_rules()
+            .is_some_and(|b| b.patterns.contains_key(pat));
+        self.change(if_match, |o| match o.patterns.remove(pat) {
+            Some(_) => Ok(true),
+            None if in_file => Err(ConfigChangeError::DefinedInFile(format!(
+                "ratelimit.patterns.{pat}"
+            ))),
+            None => Ok(false),
         })
-        .map(|_| true)
+        .await
     }
 
     /// Decisions per policy since start, plus backend facts.
@@ -755,7 +1038,12 @@ impl Limiter {
         }
         backend["redis_errors"] = json!(self.inner.metrics.redis_errors.get());
         backend["fail_open"] = json!(self.inner.metrics.fail_open.get());
-        json!({"backend": backend, "policies": policies})
+        let mut rules = json!({"version": self.rules_version()});
+        if let Some((in_sync, error)) = self.rules_sync() {
+            rules["in_sync"] = json!(in_sync);
+            rules["error"] = json!(error);
+        }
+        json!({"backend": backend, "rules": rules, "policies": policies})
     }
 }
 
@@ -1014,13 +1302,33 @@ mod tests {
         let mut cfg = RatelimitConfig::default();
         cfg.keys.insert("from-file".into(), spec("gcra", 5, "1s"));
         let l = limiter(cfg.clone(), Some(dir.path()));
-        l.set_pattern("dev:*", spec("sliding_log", 2, "1m"))
+        assert_eq!(l.rules_version(), 0);
+        let v = l
+            .set_pattern("dev:*", spec("sliding_log", 2, "1m"), None)
+            .await
             .unwrap();
+        assert_eq!((v, l.rules_version()), (1, 1));
         assert!(matches!(
-            l.delete_key("from-file"),
+            l.delete_key("from-file", None).await,
             Err(ConfigChangeError::DefinedInFile(_))
         ));
-        let e = l.set_key("x", spec("gcra", 0, "1s")).unwrap_err();
+        assert!(matches!(l.delete_key("nope", None).await, Ok(None)));
+        // If-Match: only on the current version.
+        assert!(matches!(
+            l.set_key("y", spec("gcra", 1, "1s"), Some(0)).await,
+            Err(ConfigChangeError::Conflict { current: 1 })
+        ));
+        assert_eq!(
+            l.set_key("y", spec("gcra", 1, "1s"), Some(1))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(l.config_json()["version"], 2);
+        let e = l
+            .set_key("x", spec("gcra", 0, "1s"), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, ConfigChangeError::Invalid { ref field, .. } if field == "limits[0].limit"),
             "{e:?}"

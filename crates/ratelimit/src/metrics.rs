@@ -3,10 +3,13 @@
 //! Why these: operators need to see who is limited (decisions by policy and result), whether the
 //! backend is healthy and fast (latency histogram, Redis errors), and how often Redis being down
 //! let traffic through unchecked (fail-open count). The legacy limiter emitted no metric at all.
+//! With rules shared through Redis ([`crate::shared`]): the version of the rules in use and
+//! whether they may be stale (Redis unreachable, so a change made elsewhere may be missing).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -29,6 +32,11 @@ pub struct RatelimitMetrics {
     pub backend_latency: Family<BackendLabels, Histogram>,
     pub redis_errors: Counter,
     pub fail_open: Counter,
+    /// The version of the rules this instance decides with.
+    pub rules_version: Gauge,
+    /// 1 while the rules could not be read from Redis (this instance decides with its last
+    /// known rules), else 0. Always 0 with the memory backend.
+    pub rules_stale: Gauge,
 }
 
 impl Default for RatelimitMetrics {
@@ -41,6 +49,8 @@ impl Default for RatelimitMetrics {
             }),
             redis_errors: Counter::default(),
             fail_open: Counter::default(),
+            rules_version: Gauge::default(),
+            rules_stale: Gauge::default(),
         }
     }
 }
@@ -66,6 +76,16 @@ impl RatelimitMetrics {
             "fieldlab_ratelimit_fail_open",
             "Requests allowed unchecked because the backend was unreachable (fail: open)",
             self.fail_open.clone(),
+        );
+        r.register(
+            "fieldlab_ratelimit_rules_version",
+            "Version of the rate-limit rules this instance decides with",
+            self.rules_version.clone(),
+        );
+        r.register(
+            "fieldlab_ratelimit_rules_stale",
+            "1 while the shared rules cannot be read from Redis (the last known rules are in use)",
+            self.rules_stale.clone(),
         );
     }
 }

@@ -26,6 +26,10 @@
 //! the check charges 1 ms more than exact: stricter, never looser. With a test clock
 //! (`now_ms`), the scripts use PEXPIRETIME and PXAT instead (Redis >= 7.0).
 //!
+//! Every key this backend and [`crate::shared`] use starts with `fieldlab:rl:`: the counters
+//! `fieldlab:rl:{key}:...` ([`RedisBackend::keys`]), the shared rules `fieldlab:rl:rules` and
+//! their channel `fieldlab:rl:rules:changed` (see [`crate::shared`]).
+//!
 //! Connection: a `ConnectionManager` (multiplexed, reconnects with exponential back-off), or
 //! several, round robin ([`RedisBackend::with_connections`]). While
 //! no connection can be made, checks fail fast with [`BackendError::Unavailable`] and a new
@@ -158,6 +162,16 @@ impl RedisBackend {
         self.script.get_hash()
     }
 
+    /// The per-command timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The client, for a connection of another kind (the rules' pub/sub subscription).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// The specialised script for `policy`, if it is a single token bucket or GCRA limit and
     /// the cache has room.
     fn single(&self, policy: &Policy) -> Option<Arc<SingleScript>> {
@@ -188,7 +202,8 @@ impl RedisBackend {
         Some(s.clone())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, BackendError> {
+    /// A connection (made on first use, on the caller's runtime; see the back-off above).
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, BackendError> {
         let pick = |cs: &[ConnectionManager]| {
             let i = if cs.len() == 1 {
                 0
@@ -421,7 +436,7 @@ impl RedisBackend {
     }
 }
 
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     t: Duration,
     fut: impl std::future::Future<Output = Result<T, redis::RedisError>>,
 ) -> Result<Result<T, redis::RedisError>, BackendError> {

@@ -1,12 +1,15 @@
 //! The Redis backend against a real `redis-server` (Debian package; `scripts/test.sh` installs
 //! it): the Lua script decides exactly as the in-process code, keys carry hash tags, the server
-//! clock is used, and an unreachable Redis fails open or closed per policy.
+//! clock is used, and an unreachable Redis fails open or closed per policy. The rules too are
+//! shared through Redis: a change on one replica is in use on the others within a second.
 
 use fieldlab_ratelimit::redis::RedisBackend;
 use fieldlab_ratelimit::{
     check_all, Algorithm, Limit, Limiter, LimiterSettings, Policy, RatelimitMetrics, State,
 };
-use fieldlab_ratelimit::{FailMode, RatelimitBackend, RatelimitConfig};
+use fieldlab_ratelimit::{
+    FailMode, RatelimitBackend, RatelimitConfig, RatelimitLimitSpec, RatelimitPolicySpec,
+};
 use proptest::prelude::*;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -367,4 +370,341 @@ fn hybrid_answers_keys_known_over_limit_locally() {
     let d = rt.block_on(h.check(&p, "k", 1, 10, later)).unwrap();
     assert_eq!(h.local_hits(), 2);
     assert!(!d[0].allowed, "Redis's own clock has not moved an hour");
+    // A change of the rules empties the cache: Redis is asked again.
+    assert!(!rt.block_on(h.check(&p, "k", 1, 11, now)).unwrap()[0].allowed);
+    assert_eq!(h.local_hits(), 3);
+    h.forget();
+    assert!(!rt.block_on(h.check(&p, "k", 1, 12, now)).unwrap()[0].allowed);
+    assert_eq!(h.local_hits(), 3, "asked Redis after forget");
+}
+
+// ---- Rules shared through Redis (`fieldlab_ratelimit::shared`) ----
+
+fn shared_limiter(url: &str) -> Limiter {
+    let cfg = RatelimitConfig {
+        backend: RatelimitBackend::Redis,
+        redis_url: url.to_string(),
+        redis_timeout: "200ms".parse().unwrap(),
+        ..RatelimitConfig::default()
+    };
+    Limiter::new(
+        LimiterSettings {
+            config: cfg,
+            state_dir: None,
+        },
+        RatelimitMetrics::default(),
+    )
+    .unwrap()
+}
+
+/// A token bucket of `n` an hour, full at start: over a test's few seconds, exactly `n` units.
+fn per_hour(n: u64) -> RatelimitPolicySpec {
+    RatelimitPolicySpec {
+        limits: vec![RatelimitLimitSpec::new(
+            Algorithm::TokenBucket,
+            n,
+            "1h".parse().unwrap(),
+        )],
+        ..RatelimitPolicySpec::default()
+    }
+}
+
+/// Wait until `ok` holds, at most `within`; the time it took.
+fn within(within: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
+/// Three limiters on one Redis; a 30-token rule set on the first; within a second the other
+/// two decide with it; 90 checks round robin over the three allow exactly 30. (With the rule
+/// on the first alone, the other two would allow 60 more under the default policy.)
+#[test]
+fn a_rule_set_on_one_replica_holds_on_all_three() {
+    let r = RedisServer::start();
+    let ls: Vec<Limiter> = (0..3).map(|_| shared_limiter(&r.url())).collect();
+    let v0 = ls[0].rules_version();
+    assert!(v0 >= 1, "the initial set is in redis at a version");
+    for l in &ls {
+        assert_eq!(l.rules_sync(), Some((true, None)));
+        assert_eq!(l.rules_version(), v0, "all three read the same initial set");
+        assert_eq!(l.rules().resolve("k").name, "default");
+    }
+    let rt = rt();
+    let v = rt.block_on(ls[0].set_key("k", per_hour(30), None)).unwrap();
+    assert!(v > v0, "{v} > {v0}");
+    let took = within(
+        Duration::from_secs(1),
+        "replicas 2 and 3 see the rule",
+        || {
+            ls.iter()
+                .all(|l| l.rules_version() == v && l.rules().resolve("k").name == "key:k")
+        },
+    );
+    eprintln!("the rule was in use on all three after {took:?}");
+    let allowed = (0..90)
+        .filter(|i| {
+            let o = rt.block_on(ls[i % 3].check("k", 1));
+            assert!(o.backend_error.is_none(), "{o:?}");
+            o.allowed
+        })
+        .count();
+    assert_eq!(allowed, 30);
+}
+
+/// A change on replica 2 is in use on replica 3 within a second, and one on replica 3 on
+/// replica 1; every change increases the version; If-Match refuses a change made on an old
+/// version; two changes at once both get in (compare-and-set, made again on the newer set).
+#[test]
+fn changes_on_any_replica_reach_the_others_with_increasing_versions() {
+    let r = RedisServer::start();
+    let ls: Vec<Limiter> = (0..3).map(|_| shared_limiter(&r.url())).collect();
+    let rt = rt();
+    let v0 = ls[2].rules_version();
+
+    let v1 = rt
+        .block_on(ls[1].set_key("dev:1", per_hour(5), None))
+        .unwrap();
+    assert!(v1 > v0);
+    assert_eq!(
+        ls[1].rules_version(),
+        v1,
+        "in use at once where it was made"
+    );
+    within(
+        Duration::from_secs(1),
+        "replica 3 sees replica 2's change",
+        || ls[2].rules_version() == v1,
+    );
+    let granted = (0..8)
+        .filter(|_| rt.block_on(ls[2].check("dev:1", 1)).allowed)
+        .count();
+    assert_eq!(granted, 5, "replica 3 decides with replica 2's rule");
+
+    let v2 = rt
+        .block_on(ls[2].set_pattern("dev:*", per_hour(2), None))
+        .unwrap();
+    assert!(v2 > v1);
+    within(
+        Duration::from_secs(1),
+        "replica 1 sees replica 3's change",
+        || ls[0].rules_version() == v2 && ls[0].rules().resolve("dev:9").name == "pattern:dev:*",
+    );
+
+    // If-Match on an old version: refused, nothing changed.
+    let e = rt
+        .block_on(ls[0].set_key("x", per_hour(1), Some(v1)))
+        .unwrap_err();
+    assert!(
+        matches!(e, fieldlab_ratelimit::ConfigChangeError::Conflict { current } if current == v2),
+        "{e:?}"
+    );
+    // On the current one: made.
+    let v3 = rt
+        .block_on(ls[0].set_key("x", per_hour(1), Some(v2)))
+        .unwrap();
+    assert!(v3 > v2);
+
+    // Two replicas change different keys at once: both changes are kept.
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            ls[0].set_key("a", per_hour(1), None),
+            ls[1].set_key("b", per_hour(1), None)
+        )
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a > v3 && b > v3 && a != b, "{a} {b}");
+    let top = a.max(b);
+    within(Duration::from_secs(1), "every replica has both", || {
+        ls.iter().all(|l| {
+            let rules = l.rules();
+            l.rules_version() == top
+                && rules.resolve("a").name == "key:a"
+                && rules.resolve("b").name == "key:b"
+                && rules.resolve("x").name == "key:x"
+        })
+    });
+    // Deleting is a change like any other.
+    let v4 = rt
+        .block_on(ls[2].delete_key("dev:1", None))
+        .unwrap()
+        .expect("there was such a key");
+    assert!(v4 > top);
+    within(
+        Duration::from_secs(1),
+        "replica 1 sees the deletion",
+        || ls[0].rules().resolve("dev:1").name == "pattern:dev:*",
+    );
+    let c = ls[0].config_json();
+    assert_eq!(c["version"], v4, "{c}");
+    assert_eq!(c["store"]["kind"], "redis", "{c}");
+    assert_eq!(c["keys"]["a"]["source"], "redis", "{c}");
+}
+
+/// A TCP proxy in front of Redis that can cut every connection and refuse new ones (one
+/// replica losing Redis while the others keep it).
+struct Cuttable {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn to(target: u16) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut held = conns2.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, up, conns }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A replica that cannot reach Redis keeps deciding with its last known rules, says so
+/// (`rules_sync`, the `rules_stale` gauge), refuses changes (they could not reach the others),
+/// and when Redis answers again picks up the change another replica made meanwhile.
+#[test]
+fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
+    let r = RedisServer::start();
+    let proxy = Cuttable::to(r.port);
+    let cut_off = shared_limiter(&proxy.url());
+    let other = shared_limiter(&r.url());
+    let rt = rt();
+    let v1 = rt.block_on(other.set_key("k", per_hour(3), None)).unwrap();
+    within(
+        Duration::from_secs(1),
+        "the rule reaches the other replica",
+        || cut_off.rules_version() == v1,
+    );
+    assert_eq!(cut_off.metrics().rules_stale.get(), 0);
+    assert_eq!(cut_off.metrics().rules_version.get(), v1 as i64);
+
+    proxy.cut();
+    within(
+        Duration::from_secs(3),
+        "the cut-off replica notices",
+        || cut_off.rules_sync().is_some_and(|(ok, _)| !ok),
+    );
+    assert_eq!(cut_off.metrics().rules_stale.get(), 1);
+    assert!(cut_off.config_json()["store"]["error"].is_string());
+    let e = rt
+        .block_on(cut_off.set_key("k", per_hour(1), None))
+        .unwrap_err();
+    assert!(
+        matches!(e, fieldlab_ratelimit::ConfigChangeError::Unavailable(_)),
+        "{e:?}"
+    );
+    // A change made meanwhile on the other replica.
+    let v2 = rt.block_on(other.set_key("k", per_hour(7), None)).unwrap();
+    assert!(v2 > v1);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(cut_off.rules_version(), v1, "last known rules kept");
+    assert_eq!(
+        cut_off.rules().resolve("k").limits[0].limit,
+        3,
+        "and decided with"
+    );
+
+    proxy.restore();
+    let took = within(
+        Duration::from_secs(10),
+        "caught up after Redis returned",
+        || cut_off.rules_version() == v2,
+    );
+    eprintln!("caught up {took:?} after the connection was restored");
+    assert_eq!(cut_off.rules().resolve("k").limits[0].limit, 7);
+    within(Duration::from_secs(1), "in sync again", || {
+        cut_off.rules_sync() == Some((true, None))
+    });
+    assert_eq!(cut_off.metrics().rules_stale.get(), 0);
+}
+
+/// Redis restarted empty (no persistence): a replica writes the rules it knows back, at a
+/// higher version than before, and a replica started afterwards decides with them.
+#[test]
+fn rules_survive_a_redis_restart_through_the_replicas() {
+    let r = RedisServer::start();
+    let url = r.url();
+    let port = r.port;
+    let first = shared_limiter(&url);
+    let rt = rt();
+    let v1 = rt
+        .block_on(first.set_key("kept", per_hour(4), None))
+        .unwrap();
+    drop(r);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    within(
+        Duration::from_secs(15),
+        "the rules are back in redis",
+        || {
+            let Ok(c) = redis::Client::open(url.as_str()) else {
+                return false;
+            };
+            let Ok(mut c) = c.get_connection() else {
+                return false;
+            };
+            let v: Option<u64> = redis::cmd("HGET")
+                .arg(fieldlab_ratelimit::shared::RULES_KEY)
+                .arg("version")
+                .query(&mut c)
+                .unwrap_or(None);
+            v.is_some_and(|v| v > v1)
+        },
+    );
+    let later = shared_limiter(&url);
+    assert_eq!(later.rules().resolve("kept").name, "key:kept");
+    assert!(later.rules_version() > v1);
+    let _ = child.kill();
+    let _ = child.wait();
 }

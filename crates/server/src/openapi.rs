@@ -450,8 +450,13 @@ fn native_paths() -> Doc {
         );
         p.put(
             &format!("GET {base}/config"),
-            Op::new(rl, &format!("Every rule and where it came from{seed}"))
-                .json_object("200", "rules"),
+            Op::new(
+                rl,
+                &format!(
+                    "Every rule, where it came from, and the rules' version (also the ETag){seed}"
+                ),
+            )
+            .json_object("200", "rules"),
         );
         for (kind, name) in [("keys", "key"), ("patterns", "pattern")] {
             let path = format!("{base}/config/{kind}/{{{name}}}");
@@ -473,7 +478,9 @@ fn native_paths() -> Doc {
                     &format!("{m} {path}"),
                     rule(Op::new(rl, &format!("Set {what}{seed}")))
                         .json_body::<crate::ratelimit::PolicyBody>()
-                        .problem("409", "defined in fieldlab.yaml"),
+                        .problem("409", "defined in fieldlab.yaml")
+                        .problem("412", "If-Match names an old version of the rules")
+                        .problem("503", "the rules are kept in Redis and it does not answer"),
                 );
             }
             p.put(
@@ -481,7 +488,9 @@ fn native_paths() -> Doc {
                 Op::new(rl, &format!("Remove {what}{seed}"))
                     .path(name, &format!("the {name}"))
                     .resp("204", "removed", None)
-                    .problem("404", "not set through the API"),
+                    .problem("404", "not set through the API")
+                    .problem("412", "If-Match names an old version of the rules")
+                    .problem("503", "the rules are kept in Redis and it does not answer"),
             );
         }
         let path = format!("{base}/config/default");
@@ -495,7 +504,9 @@ fn native_paths() -> Doc {
                 &format!("{m} {path}"),
                 Op::new(rl, &format!("Set the default policy{seed}"))
                     .json_body::<crate::ratelimit::PolicyBody>()
-                    .json::<crate::ratelimit::Rule>("200", "the policy"),
+                    .json::<crate::ratelimit::Rule>("200", "the policy")
+                    .problem("412", "If-Match names an old version of the rules")
+                    .problem("503", "the rules are kept in Redis and it does not answer"),
             );
         }
     }

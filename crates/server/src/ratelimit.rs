@@ -13,6 +13,12 @@
 //! | `PUT\|POST /api/ratelimit/config/default` | the default policy (admin) |
 //! | `GET /api/ratelimit/stats` | decisions per policy, backend facts |
 //!
+//! The rules carry a version: `GET /api/ratelimit/config` answers it as `version` and as the
+//! `ETag` (`"7"`), a change answers the new one as its `ETag`, and a change sent with
+//! `If-Match: "7"` is made only if 7 is still the current version (else 412). Where the rules
+//! live (a file of one instance, or Redis for every replica) is the limiter's business: see
+//! `fieldlab_ratelimit::shared`.
+//!
 //! Every limited response carries `RateLimit-Policy` and `RateLimit`
 //! (draft-ietf-httpapi-ratelimit-headers-10) and, when rejected, `Retry-After`.
 //! [`guard`] limits API requests per principal (or client IP, `X-Forwarded-For` believed only
@@ -228,9 +234,11 @@ async fn stats(State(s): State<RatelimitState>) -> Result<Json<Value>, Problem> 
 async fn config(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     admin(&p)?;
-    Ok(Json(limiter(&s)?.config_json()))
+    let c = limiter(&s)?.config_json();
+    let v = c["version"].as_u64().unwrap_or_default();
+    Ok(with_version(v, Json(c)))
 }
 
 /// A policy body: fieldlab's shape `{limits: [...], shadow, fail}`, or the legacy
@@ -312,7 +320,52 @@ fn change_error(e: ConfigChangeError) -> Problem {
             format!("`{key}` comes from fieldlab.yaml; change it there and restart"),
         ),
         ConfigChangeError::Persist(e) => Problem::internal(e),
+        ConfigChangeError::Conflict { current } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version-mismatch",
+            "The rules have changed",
+            format!(
+                "If-Match does not name the current version of the rules, \"{current}\"; \
+                 GET /api/ratelimit/config and make the change again on what it shows"
+            ),
+        ),
+        ConfigChangeError::Unavailable(e) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rules-unavailable",
+            "Rate-limit rules cannot be changed now",
+            e,
+        ),
     }
+}
+
+/// The version an `If-Match` header names (`"7"`, `W/"7"`); None when absent or `*`.
+fn if_match(h: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let Some(v) = h.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            Problem::bad_parameter(
+                "If-Match",
+                format!("`{text}` is not a version of the rules; send the ETag GET /api/ratelimit/config answered, like \"7\""),
+            )
+        })
+}
+
+/// `body` with the rules' version as its `ETag`.
+fn with_version(version: u64, body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        r.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    r
 }
 
 /// A rule: the policy of an exact key, of a pattern, or the default (neither).
@@ -380,25 +433,35 @@ async fn put_key(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Rule>, Problem> {
+) -> Result<Response, Problem> {
     admin(&p)?;
     let l = limiter(&s)?;
     check_key(&key)?;
     let spec = policy_body(&body)?;
-    l.set_key(&key, spec.clone()).map_err(change_error)?;
-    Ok(Json(Rule::key(key, spec)))
+    let v = l
+        .set_key(&key, spec.clone(), if_match(&headers)?)
+        .await
+        .map_err(change_error)?;
+    Ok(with_version(v, Json(Rule::key(key, spec))))
 }
 
 async fn delete_key(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(key): Path<String>,
-) -> Result<StatusCode, Problem> {
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     admin(&p)?;
-    match limiter(&s)?.delete_key(&key).map_err(change_error)? {
-        true => Ok(StatusCode::NO_CONTENT),
-        false => Err(Problem::not_found(format!(
+    let l = limiter(&s)?;
+    match l
+        .delete_key(&key, if_match(&headers)?)
+        .await
+        .map_err(change_error)?
+    {
+        Some(v) => Ok(with_version(v, StatusCode::NO_CONTENT)),
+        None => Err(Problem::not_found(format!(
             "no key `{key}` was set through the API"
         ))),
     }
@@ -419,25 +482,35 @@ async fn put_pattern(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(pat): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Rule>, Problem> {
+) -> Result<Response, Problem> {
     admin(&p)?;
     let l = limiter(&s)?;
     check_key(&pat)?;
     let spec = policy_body(&body)?;
-    l.set_pattern(&pat, spec.clone()).map_err(change_error)?;
-    Ok(Json(Rule::pattern(pat, spec)))
+    let v = l
+        .set_pattern(&pat, spec.clone(), if_match(&headers)?)
+        .await
+        .map_err(change_error)?;
+    Ok(with_version(v, Json(Rule::pattern(pat, spec))))
 }
 
 async fn delete_pattern(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
     Path(pat): Path<String>,
-) -> Result<StatusCode, Problem> {
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     admin(&p)?;
-    match limiter(&s)?.delete_pattern(&pat).map_err(change_error)? {
-        true => Ok(StatusCode::NO_CONTENT),
-        false => Err(Problem::not_found(format!(
+    let l = limiter(&s)?;
+    match l
+        .delete_pattern(&pat, if_match(&headers)?)
+        .await
+        .map_err(change_error)?
+    {
+        Some(v) => Ok(with_version(v, StatusCode::NO_CONTENT)),
+        None => Err(Problem::not_found(format!(
             "no pattern `{pat}` was set through the API"
         ))),
     }
@@ -456,14 +529,16 @@ async fn get_default(
 async fn put_default(
     State(s): State<RatelimitState>,
     Extension(p): Extension<Principal>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Rule>, Problem> {
+) -> Result<Response, Problem> {
     admin(&p)?;
     let spec = policy_body(&body)?;
-    limiter(&s)?
-        .set_default(spec.clone())
+    let v = limiter(&s)?
+        .set_default(spec.clone(), if_match(&headers)?)
+        .await
         .map_err(change_error)?;
-    Ok(Json(Rule::fallback(spec)))
+    Ok(with_version(v, Json(Rule::fallback(spec))))
 }
 
 /// Paths never limited: probes and scrapes must see the truth even under load.
@@ -690,6 +765,57 @@ mod tests {
         assert_eq!(st, StatusCode::OK, "{body}");
         assert_eq!(h["ratelimit-policy"], "\"default\";q=100;w=60");
         assert_eq!(body["remaining"], 99);
+    }
+
+    /// The config listing answers the rules' version as `version` and `ETag`; a change answers
+    /// the new one; a change with `If-Match` on an old version is refused with 412 and changes
+    /// nothing, on the current one it is made.
+    #[tokio::test]
+    async fn changes_carry_the_rules_version_and_honour_if_match() {
+        let a = app(limiter(None, &[]), Principal::local_admin(), "127.0.0.1:1");
+        let get = || {
+            axum::http::Request::get("/api/ratelimit/config")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let put = |key: &str, if_match: Option<&str>| {
+            let mut r = axum::http::Request::put(format!("/api/ratelimit/config/keys/{key}"))
+                .header("content-type", "application/json");
+            if let Some(m) = if_match {
+                r = r.header("if-match", m);
+            }
+            r.body(Body::from(r#"{"capacity": 1, "refillRate": 1}"#))
+                .unwrap()
+        };
+        let (st, h, body) = send(&a, get()).await;
+        assert_eq!(st, StatusCode::OK);
+        let v0 = body["version"].as_u64().unwrap();
+        assert_eq!(h["etag"], format!("\"{v0}\""));
+        let (st, h, _) = send(&a, put("a", None)).await;
+        assert_eq!(st, StatusCode::OK);
+        let v1 = format!("\"{}\"", v0 + 1);
+        assert_eq!(h["etag"], v1.as_str());
+        // On the old version: refused, nothing changed.
+        let (st, _, body) = send(&a, put("b", Some(&format!("\"{v0}\"")))).await;
+        assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(&v1), "{body}");
+        let (_, h, body) = send(&a, get()).await;
+        assert_eq!(h["etag"], v1.as_str());
+        assert!(body["keys"]["b"].is_null(), "{body}");
+        // On the current one (and with `*`): made.
+        let (st, h, _) = send(&a, put("b", Some(&v1))).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(h["etag"], format!("\"{}\"", v0 + 2));
+        assert_eq!(send(&a, put("c", Some("*"))).await.0, StatusCode::OK);
+        let (st, _, body) = send(&a, put("d", Some("yesterday"))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        let del = axum::http::Request::delete("/api/ratelimit/config/keys/a")
+            .header("if-match", format!("\"{}\"", v0 + 3))
+            .body(Body::empty())
+            .unwrap();
+        let (st, h, _) = send(&a, del).await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+        assert_eq!(h["etag"], format!("\"{}\"", v0 + 4));
     }
 
     fn api_policy() -> Option<RatelimitPolicySpec> {

@@ -10,7 +10,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The limiter for `cfg`, its metrics registered; admin changes persist in the data dir.
+/// The limiter for `cfg`, its metrics registered; admin changes persist in the data dir
+/// (memory backend) or in Redis beside the counters (redis and hybrid: shared by all replicas).
 pub fn limiter(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Limiter> {
     let metrics = RatelimitMetrics::default();
     metrics.register(registry);
@@ -67,15 +68,25 @@ pub async fn serve(
         format!("cannot listen for HTTP on {bind}; pick another port with --http-port N (0 = any free port)")
     })?;
     let addr = fieldlab_broker::connectable(listener.local_addr()?);
-    let backend = match cfg.ratelimit.backend {
-        RatelimitBackend::Memory => "in-process".to_string(),
-        b => format!("{} at {}", b.as_str(), cfg.ratelimit.redis_url),
+    let (backend, rules) = match cfg.ratelimit.backend {
+        RatelimitBackend::Memory => (
+            "in-process".to_string(),
+            format!("{data}/ratelimit/rules.json (changes made through the API)"),
+        ),
+        b => (
+            format!("{} at {}", b.as_str(), cfg.ratelimit.redis_url),
+            format!(
+                "in redis ({}, version {}), shared by every instance on it",
+                fieldlab_ratelimit::shared::RULES_KEY,
+                limiter.rules_version()
+            ),
+        ),
     };
     println!(
         "fieldlab ratelimit is up\n\
          \x20 HTTP    http://{addr}  (POST /api/ratelimit/check, /api/ratelimit/config, /api/ratelimit/stats, /metrics)\n\
          \x20 backend {backend}\n\
-         \x20 rules   {data}/ratelimit/rules.json (changes made through the API)\n\
+         \x20 rules   {rules}\n\
          \x20 auth    {auth_line}\n\
          Press Ctrl-C to stop."
     );

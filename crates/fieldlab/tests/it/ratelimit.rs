@@ -1,7 +1,8 @@
 //! Rate limiting across real processes: three `fieldlab ratelimit serve` instances share one
 //! real Redis (Debian `redis-server`) and together never allow more than the limit; when Redis
 //! stops mid-run, a fail-open policy lets traffic through (counted) and a fail-closed one
-//! rejects it, and both recover when Redis is back. Also `fieldlab up` guarding its own API.
+//! rejects it, and both recover when Redis is back. A rule PUT to one instance holds on all
+//! three (the rules too live in Redis). Also `fieldlab up` guarding its own API.
 
 use crate::common;
 
@@ -187,10 +188,90 @@ fn redis_config_refilled(url: &str, fail: &str, limit: u64, refill: u64) -> Stri
 #[test]
 fn three_instances_share_one_limit_through_redis() {
     let redis = Redis::start();
-    // Both forms of a token bucket's state in Redis: the key's expiry, a string.
+    // Both forms of a token bucket's state in Redis: the key's expiry, a string. One Redis
+    // database each: the rules live in Redis too, and the first instances' would be the
+    // second round's (`ratelimit:` in the file only seeds an empty Redis).
     for refill in [1, 7] {
-        three_instances_hammer_one_key(&redis_config_refilled(&redis.url(), "closed", 100, refill));
+        let url = format!("{}/{refill}", redis.url());
+        three_instances_hammer_one_key(&redis_config_refilled(&url, "closed", 100, refill));
     }
+}
+
+/// The issue's case: a rule PUT to one of three instances on one Redis is in use on the other
+/// two within a second; 90 checks spread over the three allow exactly its 30 (with the rule on
+/// the first alone, the others' default of 1000 would allow 60 more).
+#[test]
+fn a_rule_put_to_one_instance_holds_on_all_three() {
+    let redis = Redis::start();
+    let cfg = redis_config(&redis.url(), "closed", 1000);
+    let services: Vec<Service> = (0..3).map(|_| Service::start(&cfg)).collect();
+    let admin: Vec<reqwest::blocking::Client> = services
+        .iter()
+        .map(|s| Service::client(&s.admin_key))
+        .collect();
+    let version = |i: usize| -> u64 {
+        let r = admin[i]
+            .get(format!("{}/api/ratelimit/config", services[i].http))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let etag: u64 = r.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .parse()
+            .unwrap();
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["version"], etag, "{body}");
+        assert_eq!(body["store"]["kind"], "redis", "{body}");
+        etag
+    };
+    let v0 = version(0);
+    let r = admin[0]
+        .put(format!(
+            "{}/api/ratelimit/config/keys/tenant:7",
+            services[0].http
+        ))
+        .header("if-match", format!("\"{v0}\""))
+        .json(&json!({"limits": [{"algorithm": "token_bucket", "limit": 30, "period": "1h"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: u64 = r.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    assert!(v > v0, "{v} > {v0}");
+    let t0 = Instant::now();
+    while !(1..3).all(|i| version(i) == v) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "the rule did not reach the other instances within a second"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = reqwest::blocking::Client::new();
+    let allowed = (0..90)
+        .filter(|i| {
+            let (st, body) = services[i % 3].check(&c, "tenant:7");
+            assert_eq!(body["policy"], "key:tenant:7", "{body}");
+            st == 200
+        })
+        .count();
+    assert_eq!(allowed, 30);
+    // A change on an old version is refused.
+    let r = admin[2]
+        .put(format!(
+            "{}/api/ratelimit/config/keys/tenant:7",
+            services[2].http
+        ))
+        .header("if-match", format!("\"{v0}\""))
+        .json(&json!({"limits": [{"algorithm": "token_bucket", "limit": 1, "period": "1h"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412);
 }
 
 fn three_instances_hammer_one_key(cfg: &str) {
@@ -239,8 +320,10 @@ fn three_instances_hammer_one_key(cfg: &str) {
 #[test]
 fn redis_stopping_mid_run_fails_open_or_closed_and_recovers() {
     let mut redis = Redis::start();
-    let open = Service::start(&redis_config(&redis.url(), "open", 5));
-    let closed = Service::start(&redis_config(&redis.url(), "closed", 5));
+    // Two databases of one Redis: instances on one database share its rules, and these two
+    // must differ in their fail mode.
+    let open = Service::start(&redis_config(&format!("{}/1", redis.url()), "open", 5));
+    let closed = Service::start(&redis_config(&format!("{}/2", redis.url()), "closed", 5));
     let c = reqwest::blocking::Client::new();
     // Use up the limit of two keys while Redis runs.
     for (svc, key) in [(&open, "o"), (&closed, "c")] {
