@@ -163,6 +163,24 @@ fn encode_values(values: &[&FieldValue]) -> (ValueCodec, Vec<u8>) {
     }
 }
 
+/// Timestamps and numeric values zipped into points, `None` unless they are as many.
+#[inline]
+fn zip_points<T>(
+    ts: Vec<i64>,
+    vals: Vec<T>,
+    wrap: impl Fn(T) -> FieldValue,
+) -> Option<Vec<(i64, FieldValue)>> {
+    if vals.len() != ts.len() {
+        return None;
+    }
+    Some(
+        ts.into_iter()
+            .zip(vals)
+            .map(|(t, v)| (t, wrap(v)))
+            .collect(),
+    )
+}
+
 /// Decode a chunk of `count` points. `None` means the bytes are corrupt.
 pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> {
     let codec = ValueCodec::from_u8(*buf.first()?)?;
@@ -178,28 +196,9 @@ pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> 
                 ValueCodec::Xor => decode_xor(rest, count)?,
                 _ => decode_decimal(rest, count)?,
             };
-            if f.len() != ts.len() {
-                return None;
-            }
-            return Some(
-                ts.into_iter()
-                    .zip(f)
-                    .map(|(t, v)| (t, FieldValue::F64(v)))
-                    .collect(),
-            );
+            return zip_points(ts, f, FieldValue::F64);
         }
-        ValueCodec::PackedInt => {
-            let v = decode_ints(rest, count)?;
-            if v.len() != ts.len() {
-                return None;
-            }
-            return Some(
-                ts.into_iter()
-                    .zip(v)
-                    .map(|(t, v)| (t, FieldValue::I64(v)))
-                    .collect(),
-            );
-        }
+        ValueCodec::PackedInt => return zip_points(ts, decode_ints(rest, count)?, FieldValue::I64),
         ValueCodec::DeltaInt => {
             let mut p = 0;
             let mut prev = 0i64;
