@@ -34,14 +34,7 @@ const HUMANS: &[Role] = &[
     Role::Teacher,
     Role::Student,
 ];
-const EVERYONE: &[Role] = &[
-    Role::Admin,
-    Role::Operator,
-    Role::Viewer,
-    Role::Teacher,
-    Role::Student,
-    Role::Device,
-];
+const EVERYONE: &[Role] = &Role::ALL;
 const ADMIN: &[Role] = &[Role::Admin];
 const CONTROL: &[Role] = &[Role::Admin, Role::Operator, Role::Teacher];
 const LESSONS: &[Role] = &[Role::Admin, Role::Operator, Role::Teacher, Role::Student];

@@ -91,6 +91,11 @@ async fn token(c: &reqwest::Client, r: &Running, name: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
+/// Send a request and read its answer's JSON body.
+async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
     let st = resp.status();
     assert_eq!(
@@ -116,14 +121,7 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
     // The UI's endpoint probe is public and says sign-in is required.
-    let v: Value = c
-        .get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json(c.get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))).await;
     assert_eq!(v["auth"]["enabled"], true, "{v}");
     assert_eq!(v["/ws"]["available"], true, "{v}");
     // (Every guarded operation's 401 and 403: `every_guarded_operation_...` below.)
@@ -167,15 +165,11 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
         .unwrap()
         .status();
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let who: Value = c
-        .get(format!("{}/api/v1/auth/whoami", r.base))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = json(
+        c.get(format!("{}/api/v1/auth/whoami", r.base))
+            .bearer_auth(&t),
+    )
+    .await;
     assert_eq!(who["subject"], "vera");
     assert_eq!(who["roles"], json!(["viewer"]));
 
@@ -421,14 +415,7 @@ async fn https_and_client_certificates() {
         .identity(client_identity(&pki, "bench-07"))
         .build()
         .unwrap();
-    let who: Value = with_cert
-        .get(format!("{}/api/v1/auth/whoami", r.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = json(with_cert.get(format!("{}/api/v1/auth/whoami", r.base))).await;
     assert_eq!(who["subject"], "bench-07");
     assert_eq!(who["method"], "client_cert");
     assert_eq!(who["roles"], json!(["operator"]));
