@@ -91,6 +91,11 @@ async fn token(c: &reqwest::Client, r: &Running, name: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
+/// Send a request and return its answer's status.
+async fn status(req: reqwest::RequestBuilder) -> StatusCode {
+    req.send().await.unwrap().status()
+}
+
 /// Send a request and read its answer's JSON body.
 async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
     req.send().await.unwrap().json().await.unwrap()
@@ -112,12 +117,7 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     let c = reqwest::Client::new();
     // Public paths need nothing.
     for p in ["/health", "/ready", "/metrics", "/"] {
-        let st = c
-            .get(format!("{}{p}", r.base))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let st = status(c.get(format!("{}{p}", r.base))).await;
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
     // The UI's endpoint probe is public and says sign-in is required.
@@ -151,19 +151,9 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     let t = token(&c, &r, "vera").await;
     // Browsers' WebSockets carry the token in the query, on /ws only.
     let q = format!("?access_token={t}");
-    let st = c
-        .get(format!("{}/ws{q}", r.base))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = status(c.get(format!("{}/ws{q}", r.base))).await;
     assert_ne!(st, StatusCode::UNAUTHORIZED);
-    let st = c
-        .get(format!("{}/api/v1/devices{q}", r.base))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = status(c.get(format!("{}/api/v1/devices{q}", r.base))).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let who: Value = json(
         c.get(format!("{}/api/v1/auth/whoami", r.base))

@@ -720,6 +720,18 @@ mod tests {
         }
     }
 
+    /// `pts` encoded and decoded again are `pts`, to the bit.
+    fn round_trips(pts: &[(i64, FieldValue)]) -> Result<(), TestCaseError> {
+        let enc = encode_chunk(pts);
+        let dec = decode_chunk(&enc, pts.len()).unwrap();
+        prop_assert_eq!(dec.len(), pts.len());
+        for (a, b) in dec.iter().zip(pts) {
+            prop_assert_eq!(a.0, b.0);
+            prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
+        }
+        Ok(())
+    }
+
     fn value() -> impl Strategy<Value = FieldValue> {
         prop_oneof![
             any::<f64>().prop_map(FieldValue::F64),
@@ -751,13 +763,7 @@ mod tests {
             let pts: Vec<(i64, FieldValue)> = if homogeneous {
                 pts.iter().map(|(t, _)| (*t, FieldValue::F64(*t as f64 / 7.0))).collect()
             } else { pts };
-            let enc = encode_chunk(&pts);
-            let dec = decode_chunk(&enc, pts.len()).unwrap();
-            prop_assert_eq!(dec.len(), pts.len());
-            for (a, b) in dec.iter().zip(&pts) {
-                prop_assert_eq!(a.0, b.0);
-                prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
-            }
+            round_trips(&pts)?;
         }
     }
 
@@ -789,13 +795,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| (start as i64 + i as i64 * 1000, v))
                 .collect();
-            let enc = encode_chunk(&pts);
-            let dec = decode_chunk(&enc, pts.len()).unwrap();
-            prop_assert_eq!(dec.len(), pts.len());
-            for (a, b) in dec.iter().zip(&pts) {
-                prop_assert_eq!(a.0, b.0);
-                prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
-            }
+            round_trips(&pts)?;
         }
     }
 
