@@ -83,17 +83,7 @@ impl Fieldlab {
                 );
             }
             for l in stdout.lock().unwrap().iter() {
-                let l = l.trim();
-                if let Some(r) = l.strip_prefix("HTTP") {
-                    http = r.split_whitespace().next().map(str::to_string);
-                }
-                if let Some(r) = l.strip_prefix("MQTT") {
-                    let url = r.split_whitespace().next().unwrap_or_default();
-                    // Skip `MQTT    also mqtts://...` (extra listeners) lines.
-                    if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-                        mqtt = Some(p);
-                    }
-                }
+                fieldlab_bench::soak::read_banner(l, &mut http, &mut mqtt);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
