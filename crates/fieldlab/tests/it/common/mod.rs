@@ -240,6 +240,23 @@ pub fn fieldlab_cmd(args: &[&str], data: &Path, stdin: Option<&str>) -> std::pro
     fieldlab_in(Path::new("."), &all, stdin)
 }
 
+/// `fieldlab users add <name> --role <role>` with password `pw` on a data dir; must succeed.
+pub fn add_user(data: &Path, name: &str, role: &str, pw: &str) {
+    let out = fieldlab_cmd(
+        &["users", "add", name, "--role", role, "--password-stdin"],
+        data,
+        Some(&format!("{pw}\n")),
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `fieldlab users key add <device>` on a data dir; must succeed. The new API key.
+pub fn add_key(data: &Path, device: &str) -> String {
+    let out = fieldlab_cmd(&["users", "key", "add", device], data, None);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Run `fieldlab <args>` with `cwd` as working directory, feeding `stdin`.
 pub fn fieldlab_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
