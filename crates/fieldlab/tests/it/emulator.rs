@@ -4,20 +4,7 @@
 use crate::common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
-
-fn fieldlab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 /// `fieldlab emulate --broker <broker> <load> --json`, which must succeed: its JSON report and
 /// its stderr.

@@ -257,6 +257,16 @@ pub fn add_key(data: &Path, device: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Run `fieldlab <args>`: its exit code (-1 if killed), stdout and stderr.
+pub fn fieldlab(args: &[&str]) -> (i32, String, String) {
+    let out = fieldlab_in(Path::new("."), args, None);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// Run `fieldlab <args>` with `cwd` as working directory, feeding `stdin`.
 pub fn fieldlab_in(cwd: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
