@@ -34,17 +34,46 @@ pub(crate) fn inputs(policy_file: &str) -> Inputs {
         .unwrap();
     let linted = policy::lint(&std::fs::read_to_string(example(policy_file)).unwrap());
     let ir = linted.ir.expect("example policy compiles");
-    let mut lists = BTreeMap::new();
-    lists.insert(
-        "sanctions".to_string(),
-        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
-    );
+    let lists = sanctions_as(&["sanctions"]);
     Inputs {
         _dir: d,
         ws,
         ir,
         lists,
     }
+}
+
+/// The example sanctions list under each of `names`.
+fn sanctions_as(names: &[&str]) -> BTreeMap<String, SortedList> {
+    names
+        .iter()
+        .map(|n| {
+            let list = SortedList::from_csv(n, &example("sanctions.csv")).unwrap();
+            (n.to_string(), list)
+        })
+        .collect()
+}
+
+/// A temp workspace with one record set, `set`, prepared from the CSV text `csv`. Keep the
+/// directory bound while using the workspace.
+fn workspace_of(set: &str, schema: &Schema, csv: &str) -> (tempfile::TempDir, Workspace) {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join(format!("{set}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    let ws = Workspace::new(d.path().join("w"));
+    ws.prepare(set, &path, schema).unwrap();
+    (d, ws)
+}
+
+/// The manifest and proof of `ir` over `ws` and `lists`.
+fn manifest_and_proof(
+    ws: &Workspace,
+    ir: &policy::PolicyIr,
+    lists: &BTreeMap<String, SortedList>,
+) -> (proof::Manifest, proof::Proof) {
+    let m = proof::build_manifest(ws, ir, lists).unwrap();
+    let p = proof::build_proof(ws, ir, &m, lists).unwrap();
+    (m, p)
 }
 
 pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) {
@@ -54,8 +83,7 @@ pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) 
         ir,
         lists,
     } = inputs(policy_file);
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     let key = KeyPair::generate(None).unwrap();
     let zip = bundle::export(&ir, &m, &p, &key).unwrap();
     (d, zip, key)
@@ -100,6 +128,19 @@ fn a_created_time_that_is_not_rfc_3339_is_refused() {
     let key = KeyPair::generate(None).unwrap();
     let trust = key.public_file();
     let good = "2026-01-01T00:00:00.000Z";
+    // The report on a bundle signed at `signed`, its manifest created at `created` (default:
+    // now).
+    let report = |created: Option<&str>, signed: &str| {
+        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
+        if let Some(c) = created {
+            m.created = c.into();
+        }
+        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        bundle::verify(
+            &bundle::export_at(&ir, &m, &p, &key, signed).unwrap(),
+            Some(&trust),
+        )
+    };
     for bad in [
         "yesterday",
         "2026-01-01",
@@ -108,25 +149,14 @@ fn a_created_time_that_is_not_rfc_3339_is_refused() {
         "",
     ] {
         // In the signed metadata.
-        let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
-        let r = bundle::verify(
-            &bundle::export_at(&ir, &m, &p, &key, bad).unwrap(),
-            Some(&trust),
-        );
+        let r = report(None, bad);
         assert!(
             !r.ok && r.render().contains("metadata.json: `created`"),
             "{bad:?}: {}",
             r.render()
         );
         // In the manifest.
-        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-        m.created = bad.into();
-        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
-        let r = bundle::verify(
-            &bundle::export_at(&ir, &m, &p, &key, good).unwrap(),
-            Some(&trust),
-        );
+        let r = report(Some(bad), good);
         assert!(
             !r.ok && r.render().contains("manifest.json: `created`"),
             "{bad:?}: {}",
@@ -134,13 +164,7 @@ fn a_created_time_that_is_not_rfc_3339_is_refused() {
         );
     }
     for ok in [good, "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00"] {
-        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-        m.created = ok.into();
-        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
-        let r = bundle::verify(
-            &bundle::export_at(&ir, &m, &p, &key, ok).unwrap(),
-            Some(&trust),
-        );
+        let r = report(Some(ok), ok);
         assert!(r.ok, "{ok}: {}", r.render());
     }
 }
@@ -173,23 +197,14 @@ fn v1_policy_links_every_supplier_to_a_ubo() {
 
 #[test]
 fn sanctioned_supplier_is_caught_with_a_membership_proof() {
-    let d = tempfile::tempdir().unwrap();
-    let csv = d.path().join("s.csv");
-    std::fs::write(
-        &csv,
+    let (_d, ws) = workspace_of(
+        "suppliers",
+        &Schema::suppliers(),
         "id,name,country\nS1,Good Co,DE\nS2,  umbra   LOGISTICS jsc ,DE\n",
-    )
-    .unwrap();
-    let ws = Workspace::new(d.path().join("w"));
-    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
-    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: suppliers, field: name, list: sanctions}\n").ir.unwrap();
-    let mut lists = BTreeMap::new();
-    lists.insert(
-        "sanctions".to_string(),
-        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
     );
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: suppliers, field: name, list: sanctions}\n").ir.unwrap();
+    let lists = sanctions_as(&["sanctions"]);
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     assert_eq!(p.status, Status::Fail);
     assert!(
         matches!(&p.results[0].evidence, Evidence::Membership { key, .. } if key == "umbra logistics jsc")
@@ -208,25 +223,16 @@ fn sanctioned_supplier_is_caught_with_a_membership_proof() {
 /// non-membership claim is refused.
 #[test]
 fn a_record_without_the_screened_field_fails_screening_unless_allowed() {
-    let d = tempfile::tempdir().unwrap();
-    let csv = d.path().join("u.csv");
-    std::fs::write(
-        &csv,
+    let (_d, ws) = workspace_of(
+        "ubos",
+        &Schema::ubos(),
         "id,supplier_id,name,nationality\nU1,S1,Ann,DE\nU2,S1,Bob,\n",
-    )
-    .unwrap();
-    let ws = Workspace::new(d.path().join("w"));
-    ws.prepare("ubos", &csv, &Schema::ubos()).unwrap();
-    let mut lists = BTreeMap::new();
-    lists.insert(
-        "sanctions".to_string(),
-        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
     );
+    let lists = sanctions_as(&["sanctions"]);
     let rule = "version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: ubos, field: nationality, list: sanctions";
     let ir = policy::lint(&format!("{rule}}}\n")).ir.unwrap();
     assert_eq!(ir.validate(), Ok(()));
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     assert_eq!(p.status, Status::Fail);
     assert!(
         matches!(&p.results[0].evidence, Evidence::Violation { record, .. } if record.index == 1),
@@ -240,8 +246,7 @@ fn a_record_without_the_screened_field_fails_screening_unless_allowed() {
         .ir
         .unwrap();
     assert_eq!(allow.validate(), Ok(()));
-    let ma = proof::build_manifest(&ws, &allow, &lists).unwrap();
-    let pa = proof::build_proof(&ws, &allow, &ma, &lists).unwrap();
+    let (ma, pa) = manifest_and_proof(&ws, &allow, &lists);
     assert_eq!(pa.status, Status::Pass);
     proof::verify_proof(&allow, &ma, &pa).unwrap();
 
@@ -369,20 +374,19 @@ fn per_record_inclusion_proofs_verify_against_the_commitment() {
 /// (as made before size proofs) verifies with the count marked `attested`, never `verified`.
 #[test]
 fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
-    let d = tempfile::tempdir().unwrap();
-    let csv = d.path().join("s.csv");
     let rows: String = (1..=8).map(|i| format!("S{i},Co {i},DE\n")).collect();
-    std::fs::write(&csv, format!("id,name,country\n{rows}")).unwrap();
-    let ws = Workspace::new(d.path().join("w"));
-    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    let (_d, ws) = workspace_of(
+        "suppliers",
+        &Schema::suppliers(),
+        &format!("id,name,country\n{rows}"),
+    );
     let ir = policy::lint(
         "version: 2\nid: c\nrules:\n  - {id: few, op: count_max, set: suppliers, value: 5}\n",
     )
     .ir
     .unwrap();
     let lists = BTreeMap::new();
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     let key = KeyPair::generate(None).unwrap();
     // The truth: 8 suppliers, count_max 5 fails, and the count is verified.
     let r = bundle::verify(&bundle::export(&ir, &m, &p, &key).unwrap(), None);
@@ -645,25 +649,14 @@ fn extra_signed_files_are_refused() {
 /// failure of screening against another (`sanctions`).
 #[test]
 fn membership_evidence_must_name_the_rules_own_list() {
-    let d = tempfile::tempdir().unwrap();
-    let csv = d.path().join("s.csv");
-    std::fs::write(
-        &csv,
+    let (_d, ws) = workspace_of(
+        "suppliers",
+        &Schema::suppliers(),
         "id,name,country\nS1,Good Co,DE\nS2,Umbra Logistics JSC,DE\n",
-    )
-    .unwrap();
-    let ws = Workspace::new(d.path().join("w"));
-    ws.prepare("suppliers", &csv, &Schema::suppliers()).unwrap();
+    );
     let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: a, op: non_membership, set: suppliers, field: name, list: sanctions}\n  - {id: b, op: non_membership, set: suppliers, field: name, list: pep}\n").ir.unwrap();
-    let mut lists = BTreeMap::new();
-    for n in ["sanctions", "pep"] {
-        lists.insert(
-            n.to_string(),
-            SortedList::from_csv(n, &example("sanctions.csv")).unwrap(),
-        );
-    }
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let lists = sanctions_as(&["sanctions", "pep"]);
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     proof::verify_proof(&ir, &m, &p).unwrap();
     let mut forged = p.clone();
     forged.results[0].evidence = p.results[1].evidence.clone();
@@ -724,22 +717,13 @@ fn dsse_bundles_verify_and_refuse_tampering() {
 }
 
 fn build_dsse() -> (tempfile::TempDir, (Vec<u8>, KeyPair)) {
-    let d = tempfile::tempdir().unwrap();
-    let ws = Workspace::new(d.path());
-    ws.prepare("suppliers", &example("suppliers.csv"), &Schema::suppliers())
-        .unwrap();
-    ws.prepare("ubos", &example("ubos.csv"), &Schema::ubos())
-        .unwrap();
-    let ir = policy::lint(&std::fs::read_to_string(example("lksg_v2.yaml")).unwrap())
-        .ir
-        .unwrap();
-    let mut lists = BTreeMap::new();
-    lists.insert(
-        "sanctions".to_string(),
-        SortedList::from_csv("sanctions", &example("sanctions.csv")).unwrap(),
-    );
-    let m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-    let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+    let Inputs {
+        _dir: d,
+        ws,
+        ir,
+        lists,
+    } = inputs("lksg_v2.yaml");
+    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     let key = KeyPair::generate(None).unwrap();
     let zip = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
     (d, (zip, key))

@@ -34,23 +34,16 @@ const HUMANS: &[Role] = &[
     Role::Teacher,
     Role::Student,
 ];
-const EVERYONE: &[Role] = &[
-    Role::Admin,
-    Role::Operator,
-    Role::Viewer,
-    Role::Teacher,
-    Role::Student,
-    Role::Device,
-];
+const EVERYONE: &[Role] = &Role::ALL;
 const ADMIN: &[Role] = &[Role::Admin];
 const CONTROL: &[Role] = &[Role::Admin, Role::Operator, Role::Teacher];
 const LESSONS: &[Role] = &[Role::Admin, Role::Operator, Role::Teacher, Role::Student];
 const INGEST: &[Role] = &[Role::Admin, Role::Operator, Role::Device];
 const WRITE: &[Role] = &[Role::Admin, Role::Operator];
 
-/// Paths anyone may call (exact).
-const PUBLIC_EXACT: &[&str] = &[
-    "/",
+/// Health and readiness probes (exact paths): public, and what Kubernetes and load balancers
+/// call with the pod's address or a service name as `Host`.
+pub const PROBES: &[&str] = &[
     "/health",
     "/healthz",
     "/health/live",
@@ -58,6 +51,11 @@ const PUBLIC_EXACT: &[&str] = &[
     "/readyz",
     "/health/ready",
     "/actuator/health",
+];
+
+/// Paths anyone may call (exact), besides [`PROBES`].
+const PUBLIC_EXACT: &[&str] = &[
+    "/",
     "/favicon.ico",
     "/openapi.json",
     "/docs",
@@ -87,6 +85,7 @@ const ADMIN_PREFIXES: &[&str] = &[
 pub fn required(method: &str, path: &str, public_metrics: bool) -> Requirement {
     let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
     if PUBLIC_EXACT.contains(&path)
+        || PROBES.contains(&path)
         || (read && PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)))
         || (method == "POST" && path == "/api/v1/auth/token")
         || (public_metrics && path == "/metrics")

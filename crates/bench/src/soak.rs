@@ -57,6 +57,22 @@ impl Drop for Lab {
     }
 }
 
+/// One line of `fieldlab up`'s banner: an `HTTP <url>` line sets `http`, an
+/// `MQTT <url with port>` line sets `mqtt` to the port (an `MQTT    also mqtts://...` line of an
+/// extra listener is skipped); other lines change nothing.
+pub fn read_banner(line: &str, http: &mut Option<String>, mqtt: &mut Option<u16>) {
+    let l = line.trim();
+    if let Some(r) = l.strip_prefix("HTTP") {
+        *http = r.split_whitespace().next().map(str::to_string);
+    }
+    if let Some(r) = l.strip_prefix("MQTT") {
+        let url = r.split_whitespace().next().unwrap_or_default();
+        if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+            *mqtt = Some(p);
+        }
+    }
+}
+
 fn start_lab(data_dir: &std::path::Path) -> anyhow::Result<Lab> {
     use std::io::BufRead;
     // No demo fleet: every point in the store is then one the soak published.
@@ -90,16 +106,7 @@ fn start_lab(data_dir: &std::path::Path) -> anyhow::Result<Lab> {
         let l = rx.recv_timeout(left).map_err(|_| {
             anyhow::anyhow!("`fieldlab up` printed no HTTP/MQTT banner within 60 s")
         })?;
-        let l = l.trim();
-        if let Some(r) = l.strip_prefix("HTTP") {
-            http = r.split_whitespace().next().map(str::to_string);
-        }
-        if let Some(r) = l.strip_prefix("MQTT") {
-            let url = r.split_whitespace().next().unwrap_or_default();
-            if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-                mqtt = Some(p);
-            }
-        }
+        read_banner(&l, &mut http, &mut mqtt);
     }
     Ok(Lab {
         child,

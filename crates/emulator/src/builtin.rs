@@ -7,7 +7,7 @@
 //! heat is flow times temperature spread, an engine's power is torque times speed. The field
 //! tables are the documentation `fieldlab devices types` prints.
 
-use crate::model::{daily, field, hour_of_day, round, DeviceModel, Driver, TypeInfo};
+use crate::model::{daily, daylight, field, hour_of_day, round, DeviceModel, Driver, TypeInfo};
 use crate::scenario::Range;
 use crate::DeviceSettings;
 use rand::rngs::SmallRng;
@@ -506,12 +506,7 @@ impl DeviceModel for AlgaeFarm {
         &ALGAE_FARM
     }
     fn step(&mut self, t: i64, dt: f64, r: &Ranges, rng: &mut SmallRng) -> Out {
-        let h = hour_of_day(t);
-        let sun = if (6.0..20.0).contains(&h) {
-            (PI * (h - 6.0) / 14.0).sin()
-        } else {
-            0.0
-        };
+        let sun = daylight(t);
         let cloud = self.cloud.step(0.85, dt, None, rng).clamp(0.2, 1.0);
         let mut light = 1800.0 * sun * cloud;
         if let Some(rg) = r.get("light") {

@@ -126,6 +126,16 @@ pub(crate) fn hour_of_day(t_ms: i64) -> f64 {
     (t_ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0
 }
 
+/// Clear-sky sunlight, 0..1: a half sine from 06:00 to 20:00 UTC, 0 at night.
+pub(crate) fn daylight(t_ms: i64) -> f64 {
+    let h = hour_of_day(t_ms);
+    if (6.0..20.0).contains(&h) {
+        (PI * (h - 6.0) / 14.0).sin()
+    } else {
+        0.0
+    }
+}
+
 pub(crate) fn daily(t_ms: i64, peak_hour: f64) -> f64 {
     (2.0 * PI * (hour_of_day(t_ms) - peak_hour + 6.0) / 24.0).sin()
 }
@@ -311,12 +321,7 @@ impl DeviceModel for PvInverter {
         r: &BTreeMap<String, Range>,
         rng: &mut SmallRng,
     ) -> Vec<(&'static str, f64)> {
-        let h = hour_of_day(t);
-        let clear = if (6.0..20.0).contains(&h) {
-            1000.0 * (PI * (h - 6.0) / 14.0).sin()
-        } else {
-            0.0
-        };
+        let clear = 1000.0 * daylight(t);
         let cloud = self.cloud.step(0.85, dt, None, rng).clamp(0.2, 1.0);
         let mut irr = clear * cloud;
         if let Some(range) = r.get("irradiance") {

@@ -321,7 +321,8 @@ trait Sink<W> {
     fn finish(self: Box<Self>) -> Result<W, ExportError>;
 }
 
-fn text(v: &Option<FieldValue>) -> String {
+/// A value as a CSV or table cell: its plain text, empty where the row has none.
+pub fn text(v: &Option<FieldValue>) -> String {
     match v {
         None => String::new(),
         Some(FieldValue::F64(f)) => f.to_string(),

@@ -9,7 +9,6 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use fieldlab_core::time::{format_ms, now_ms};
-use fieldlab_core::FieldValue;
 use fieldlab_export::Format;
 use fieldlab_store::{QuerySpec, SeriesResult, Store, StoreOptions};
 use std::io::Write;
@@ -117,16 +116,6 @@ pub struct QueryArgs {
     format: Output,
 }
 
-fn cell(v: &Option<FieldValue>) -> String {
-    match v {
-        None => String::new(),
-        Some(FieldValue::F64(f)) => f.to_string(),
-        Some(FieldValue::I64(i)) => i.to_string(),
-        Some(FieldValue::Bool(b)) => b.to_string(),
-        Some(FieldValue::Str(s)) => s.clone(),
-    }
-}
-
 pub fn query(a: QueryArgs) -> anyhow::Result<()> {
     let mut extra = Vec::new();
     if let Some(l) = a.limit {
@@ -164,7 +153,7 @@ pub fn query(a: QueryArgs) -> anyhow::Result<()> {
                         r.info.device_id.clone(),
                         r.info.field.clone(),
                     ];
-                    rec.extend(vals.iter().map(cell));
+                    rec.extend(vals.iter().map(fieldlab_export::text));
                     w.write_record(&rec)?;
                 }
             }
@@ -187,7 +176,7 @@ fn table(out: &mut impl Write, res: &[SeriesResult], cols: &[&str]) -> anyhow::R
                 r.info.device_id.clone(),
                 r.info.field.clone(),
             ];
-            row.extend(vals.iter().map(cell));
+            row.extend(vals.iter().map(fieldlab_export::text));
             rows.push(row);
         }
     }

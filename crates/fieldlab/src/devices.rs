@@ -91,6 +91,18 @@ fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow::Resu
     Ok(v)
 }
 
+/// `devices start|stop`: `verb` one device, or all of them.
+fn start_stop(t: Target, verb: &str) -> anyhow::Result<()> {
+    let path = t.device.map_or(verb.into(), |d| format!("{d}/{verb}"));
+    let v = call(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/devices/{path}", t.remote.url),
+        None,
+    )?;
+    println!("{v}");
+    Ok(())
+}
+
 pub fn run(cmd: DevicesCmd) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     match cmd {
@@ -179,24 +191,8 @@ pub fn run(cmd: DevicesCmd) -> anyhow::Result<ExitCode> {
             let _ = t;
             anyhow::bail!("name one device, or pass --all (not both)");
         }
-        DevicesCmd::Start(t) => {
-            let path = t.device.map_or("start".into(), |d| format!("{d}/start"));
-            let v = call(
-                Method::POST,
-                &format!("{}/api/v1/devices/{path}", t.remote.url),
-                None,
-            )?;
-            println!("{v}");
-        }
-        DevicesCmd::Stop(t) => {
-            let path = t.device.map_or("stop".into(), |d| format!("{d}/stop"));
-            let v = call(
-                Method::POST,
-                &format!("{}/api/v1/devices/{path}", t.remote.url),
-                None,
-            )?;
-            println!("{v}");
-        }
+        DevicesCmd::Start(t) => start_stop(t, "start")?,
+        DevicesCmd::Stop(t) => start_stop(t, "stop")?,
         DevicesCmd::Simulate {
             remote,
             device,

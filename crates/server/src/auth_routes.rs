@@ -66,13 +66,7 @@ fn client_ip(rl: &crate::ratelimit::RatelimitState, req: &Request) -> Option<std
     let Some(l) = &rl.limiter else {
         return Some(peer);
     };
-    let xff: Vec<&str> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    Some(l.trusted_proxies().client_ip(peer, &xff))
+    Some(crate::ratelimit::forwarded_client(l, peer, req))
 }
 
 async fn token(

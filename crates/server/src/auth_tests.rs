@@ -91,6 +91,16 @@ async fn token(c: &reqwest::Client, r: &Running, name: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
+/// Send a request and return its answer's status.
+async fn status(req: reqwest::RequestBuilder) -> StatusCode {
+    req.send().await.unwrap().status()
+}
+
+/// Send a request and read its answer's JSON body.
+async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
     let st = resp.status();
     assert_eq!(
@@ -107,23 +117,11 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     let c = reqwest::Client::new();
     // Public paths need nothing.
     for p in ["/health", "/ready", "/metrics", "/"] {
-        let st = c
-            .get(format!("{}{p}", r.base))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let st = status(c.get(format!("{}{p}", r.base))).await;
         assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
     }
     // The UI's endpoint probe is public and says sign-in is required.
-    let v: Value = c
-        .get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json(c.get(format!("{}/api/v1/ui/endpoints?path=/ws", r.base))).await;
     assert_eq!(v["auth"]["enabled"], true, "{v}");
     assert_eq!(v["/ws"]["available"], true, "{v}");
     // (Every guarded operation's 401 and 403: `every_guarded_operation_...` below.)
@@ -153,29 +151,15 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     let t = token(&c, &r, "vera").await;
     // Browsers' WebSockets carry the token in the query, on /ws only.
     let q = format!("?access_token={t}");
-    let st = c
-        .get(format!("{}/ws{q}", r.base))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = status(c.get(format!("{}/ws{q}", r.base))).await;
     assert_ne!(st, StatusCode::UNAUTHORIZED);
-    let st = c
-        .get(format!("{}/api/v1/devices{q}", r.base))
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = status(c.get(format!("{}/api/v1/devices{q}", r.base))).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let who: Value = c
-        .get(format!("{}/api/v1/auth/whoami", r.base))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = json(
+        c.get(format!("{}/api/v1/auth/whoami", r.base))
+            .bearer_auth(&t),
+    )
+    .await;
     assert_eq!(who["subject"], "vera");
     assert_eq!(who["roles"], json!(["viewer"]));
 
@@ -421,14 +405,7 @@ async fn https_and_client_certificates() {
         .identity(client_identity(&pki, "bench-07"))
         .build()
         .unwrap();
-    let who: Value = with_cert
-        .get(format!("{}/api/v1/auth/whoami", r.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let who: Value = json(with_cert.get(format!("{}/api/v1/auth/whoami", r.base))).await;
     assert_eq!(who["subject"], "bench-07");
     assert_eq!(who["method"], "client_cert");
     assert_eq!(who["roles"], json!(["operator"]));

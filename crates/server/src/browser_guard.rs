@@ -27,6 +27,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+// Paths that pass the Host rule: probes from Kubernetes and load balancers use the pod's
+// address or a service name as `Host`, and answer nothing worth stealing.
+use fieldlab_auth::policy::PROBES;
 use std::sync::Arc;
 
 /// What the guard needs to know about the server.
@@ -37,18 +40,6 @@ pub struct BrowserGuard {
     /// `server.allowed_hosts`, lower case, without trailing dots.
     pub allowed_hosts: Arc<[String]>,
 }
-
-/// Paths that pass the Host rule: probes from Kubernetes and load balancers use the pod's
-/// address or a service name as `Host`, and answer nothing worth stealing.
-const PROBES: &[&str] = &[
-    "/health",
-    "/healthz",
-    "/health/live",
-    "/ready",
-    "/readyz",
-    "/health/ready",
-    "/actuator/health",
-];
 
 /// Body types a web page may send to any site without a CORS preflight (Fetch standard,
 /// "CORS-safelisted request-header" `Content-Type`).

@@ -566,13 +566,23 @@ pub fn identity(limiter: &Limiter, req: &Request) -> String {
                 .map(|c| c.0.addr.ip())
         })
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    format!("ip:{}", forwarded_client(limiter, peer, req))
+}
+
+/// The client a request comes from: `peer`, or the client its `X-Forwarded-For` names where
+/// the limiter's trusted proxies stand between.
+pub(crate) fn forwarded_client(
+    limiter: &Limiter,
+    peer: std::net::IpAddr,
+    req: &Request,
+) -> std::net::IpAddr {
     let xff: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    format!("ip:{}", limiter.trusted_proxies().client_ip(peer, &xff))
+    limiter.trusted_proxies().client_ip(peer, &xff)
 }
 
 /// Tower layer (as axum middleware): limit every API request with the `ratelimit.api` policy.

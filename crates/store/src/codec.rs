@@ -163,6 +163,24 @@ fn encode_values(values: &[&FieldValue]) -> (ValueCodec, Vec<u8>) {
     }
 }
 
+/// Timestamps and numeric values zipped into points, `None` unless they are as many.
+#[inline]
+fn zip_points<T>(
+    ts: Vec<i64>,
+    vals: Vec<T>,
+    wrap: impl Fn(T) -> FieldValue,
+) -> Option<Vec<(i64, FieldValue)>> {
+    if vals.len() != ts.len() {
+        return None;
+    }
+    Some(
+        ts.into_iter()
+            .zip(vals)
+            .map(|(t, v)| (t, wrap(v)))
+            .collect(),
+    )
+}
+
 /// Decode a chunk of `count` points. `None` means the bytes are corrupt.
 pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> {
     let codec = ValueCodec::from_u8(*buf.first()?)?;
@@ -178,28 +196,9 @@ pub fn decode_chunk(buf: &[u8], count: usize) -> Option<Vec<(i64, FieldValue)>> 
                 ValueCodec::Xor => decode_xor(rest, count)?,
                 _ => decode_decimal(rest, count)?,
             };
-            if f.len() != ts.len() {
-                return None;
-            }
-            return Some(
-                ts.into_iter()
-                    .zip(f)
-                    .map(|(t, v)| (t, FieldValue::F64(v)))
-                    .collect(),
-            );
+            return zip_points(ts, f, FieldValue::F64);
         }
-        ValueCodec::PackedInt => {
-            let v = decode_ints(rest, count)?;
-            if v.len() != ts.len() {
-                return None;
-            }
-            return Some(
-                ts.into_iter()
-                    .zip(v)
-                    .map(|(t, v)| (t, FieldValue::I64(v)))
-                    .collect(),
-            );
-        }
+        ValueCodec::PackedInt => return zip_points(ts, decode_ints(rest, count)?, FieldValue::I64),
         ValueCodec::DeltaInt => {
             let mut p = 0;
             let mut prev = 0i64;
@@ -721,6 +720,18 @@ mod tests {
         }
     }
 
+    /// `pts` encoded and decoded again are `pts`, to the bit.
+    fn round_trips(pts: &[(i64, FieldValue)]) -> Result<(), TestCaseError> {
+        let enc = encode_chunk(pts);
+        let dec = decode_chunk(&enc, pts.len()).unwrap();
+        prop_assert_eq!(dec.len(), pts.len());
+        for (a, b) in dec.iter().zip(pts) {
+            prop_assert_eq!(a.0, b.0);
+            prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
+        }
+        Ok(())
+    }
+
     fn value() -> impl Strategy<Value = FieldValue> {
         prop_oneof![
             any::<f64>().prop_map(FieldValue::F64),
@@ -752,13 +763,7 @@ mod tests {
             let pts: Vec<(i64, FieldValue)> = if homogeneous {
                 pts.iter().map(|(t, _)| (*t, FieldValue::F64(*t as f64 / 7.0))).collect()
             } else { pts };
-            let enc = encode_chunk(&pts);
-            let dec = decode_chunk(&enc, pts.len()).unwrap();
-            prop_assert_eq!(dec.len(), pts.len());
-            for (a, b) in dec.iter().zip(&pts) {
-                prop_assert_eq!(a.0, b.0);
-                prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
-            }
+            round_trips(&pts)?;
         }
     }
 
@@ -790,13 +795,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| (start as i64 + i as i64 * 1000, v))
                 .collect();
-            let enc = encode_chunk(&pts);
-            let dec = decode_chunk(&enc, pts.len()).unwrap();
-            prop_assert_eq!(dec.len(), pts.len());
-            for (a, b) in dec.iter().zip(&pts) {
-                prop_assert_eq!(a.0, b.0);
-                prop_assert!(same(&a.1, &b.1), "{:?} vs {:?}", a.1, b.1);
-            }
+            round_trips(&pts)?;
         }
     }
 

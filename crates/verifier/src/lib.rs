@@ -398,22 +398,32 @@ fn report_response(r: &fieldlab_attest::bundle::Report, extra: Value) -> Respons
     resp
 }
 
+/// What `verify` and `upload` begin with: the caller's `scope`, the bundle out of the body, and
+/// its verification against the trusted keys (counted).
+fn verified_bundle(
+    v: &Verifier,
+    p: &Principal,
+    scope: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Bytes, fieldlab_attest::bundle::Report), Response> {
+    need(p, scope)?;
+    let bytes = bundle_bytes(headers, body)?;
+    let r = fieldlab_attest::bundle::verify_trusting(&bytes, &v.trusted);
+    v.metrics.verified(r.ok);
+    Ok((bytes, r))
+}
+
 async fn verify(
     State(v): State<Shared>,
     Extension(p): Extension<Principal>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = need(&p, "verify:run") {
-        return r;
+    match verified_bundle(&v, &p, "verify:run", &headers, &body) {
+        Ok((_, r)) => report_response(&r, Value::Null),
+        Err(r) => r,
     }
-    let bytes = match bundle_bytes(&headers, &body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let r = fieldlab_attest::bundle::verify_trusting(&bytes, &v.trusted);
-    v.metrics.verified(r.ok);
-    report_response(&r, Value::Null)
 }
 
 async fn upload(
@@ -422,15 +432,10 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = need(&p, "registry:write") {
-        return r;
-    }
-    let bytes = match bundle_bytes(&headers, &body) {
+    let (bytes, r) = match verified_bundle(&v, &p, "registry:write", &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = fieldlab_attest::bundle::verify_trusting(&bytes, &v.trusted);
-    v.metrics.verified(r.ok);
     if !r.ok {
         let mut p = Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -47,6 +47,11 @@ fn make_bundle(dir: &Path) -> Vec<u8> {
     .unwrap()
 }
 
+/// Send a request and read its answer's JSON body.
+async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 struct Pki {
     ca_pem: String,
     server: (String, String),
@@ -175,31 +180,18 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
         &jwt_key,
         "verify:run policy:compile policy:read registry:write",
     );
-    let r: Value = c
-        .post(format!("{base}/verify"))
-        .bearer_auth(&t)
-        .header("content-type", "application/zip")
-        .body(zip.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json(
+        c.post(format!("{base}/verify"))
+            .bearer_auth(&t)
+            .header("content-type", "application/zip")
+            .body(zip.clone()),
+    )
+    .await;
     assert_eq!(r["result"], "OK", "{r}");
     let mut bad = zip.clone();
     let i = bad.len() / 2;
     bad[i] ^= 1;
-    let r: Value = c
-        .post(format!("{base}/verify"))
-        .bearer_auth(&t)
-        .body(bad)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json(c.post(format!("{base}/verify")).bearer_auth(&t).body(bad)).await;
     assert_eq!(r["result"], "FAIL");
     assert!(r["reason"].as_str().unwrap().len() > 5);
 
@@ -216,15 +208,7 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
     let r: Value = r.json().await.unwrap();
     assert_eq!(r["lint_exit_code"], 2);
     let h = r["policy_hash"].as_str().unwrap().to_string();
-    let r: Value = c
-        .get(format!("{base}/policy/{h}"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json(c.get(format!("{base}/policy/{h}")).bearer_auth(&t)).await;
     assert_eq!(r["policy_id"], "lksg-v1-basic");
     let r = c
         .post(format!("{base}/policy/compile"))
@@ -236,35 +220,19 @@ async fn verifier_api_over_mtls_with_jwt_scopes() {
     assert_eq!(r.status(), 422);
 
     // Upload registers; the inclusion proof verifies against the signed checkpoint.
-    let r: Value = c
-        .post(format!("{base}/proof/upload"))
-        .bearer_auth(&t)
-        .body(zip.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json(
+        c.post(format!("{base}/proof/upload"))
+            .bearer_auth(&t)
+            .body(zip.clone()),
+    )
+    .await;
     assert_eq!(r["registered"], true, "{r}");
-    let cp: Value = c
-        .get(format!("{base}/registry/checkpoint"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pr: RegistryProof = c
-        .get(format!("{base}/registry/proof/inclusion/0"))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cp: Value = json(c.get(format!("{base}/registry/checkpoint")).bearer_auth(&t)).await;
+    let pr: RegistryProof = json(
+        c.get(format!("{base}/registry/proof/inclusion/0"))
+            .bearer_auth(&t),
+    )
+    .await;
     pr.verify(&[cp["vkey"].as_str().unwrap().to_string()])
         .unwrap();
     // An entry or tree size the log does not have: 404 (RegistryError::NotFound).

@@ -538,12 +538,7 @@ impl Watch {
         limit: usize,
     ) -> Vec<AnomalyEvent> {
         let g = self.inner.anomalies.lock();
-        g.0.iter()
-            .rev()
-            .filter(|e| device.is_none_or(|d| d == e.device_id) && e.ts_ms >= since_ms)
-            .take(limit)
-            .cloned()
-            .collect()
+        recent(&g.0, |e| (&e.device_id, e.ts_ms), device, since_ms, limit)
     }
 
     /// Recent quality events, newest first.
@@ -554,12 +549,7 @@ impl Watch {
         limit: usize,
     ) -> Vec<QualityEvent> {
         let g = self.inner.quality.lock();
-        g.0.iter()
-            .rev()
-            .filter(|e| device.is_none_or(|d| d == e.device_id) && e.ts_ms >= since_ms)
-            .take(limit)
-            .cloned()
-            .collect()
+        recent(&g.0, |e| (&e.device_id, e.ts_ms), device, since_ms, limit)
     }
 
     /// Quality score per device over `[from, to)`.
@@ -584,6 +574,26 @@ impl Watch {
     pub fn jobs(&self) -> &predict::Jobs {
         &self.inner.jobs
     }
+}
+
+/// The newest `limit` events of a ring (oldest first) at or after `since_ms`, newest first,
+/// optionally of one device; `key` gives an event's device and time.
+fn recent<E: Clone>(
+    ring: &VecDeque<E>,
+    key: impl Fn(&E) -> (&str, i64),
+    device: Option<&str>,
+    since_ms: i64,
+    limit: usize,
+) -> Vec<E> {
+    ring.iter()
+        .rev()
+        .filter(|e| {
+            let (id, ts) = key(e);
+            device.is_none_or(|d| d == id) && ts >= since_ms
+        })
+        .take(limit)
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

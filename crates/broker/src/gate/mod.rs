@@ -556,22 +556,43 @@ impl Gate {
                 };
                 let paths = sub.filters.iter().map(|f| f.path.as_str());
                 let keep = self.readable(acl, paths, peer, client_id);
-                if keep.iter().all(|k| *k) {
-                    to_up.extend_from_slice(&frame);
-                } else if !keep.iter().any(|k| *k) {
-                    let codes = vec![SubscribeReasonCode::Failure; keep.len()];
-                    put(to_client, Packet::SubAck(v4::SubAck::new(sub.pkid, codes)))?;
-                } else {
-                    let mut k = keep.iter();
-                    sub.filters
-                        .retain(|_| *k.next().expect("one flag per filter"));
-                    s.partial_subs.insert(sub.pkid, keep);
-                    put(to_up, Packet::Subscribe(sub))?;
+                match trim_subscribe(keep, &mut sub.filters, sub.pkid, s) {
+                    Trimmed::Nothing => to_up.extend_from_slice(&frame),
+                    Trimmed::All(n) => {
+                        let codes = vec![SubscribeReasonCode::Failure; n];
+                        put(to_client, Packet::SubAck(v4::SubAck::new(sub.pkid, codes)))?;
+                    }
+                    Trimmed::Some => put(to_up, Packet::Subscribe(sub))?,
                 }
             }
             _ => to_up.extend_from_slice(&frame),
         }
         Ok(())
+    }
+}
+
+/// What [`trim_subscribe`] did to a SUBSCRIBE.
+enum Trimmed {
+    /// Every filter is readable: relay the frame as it came.
+    Nothing,
+    /// No filter is readable: answer a SUBACK of this many refusals, relay nothing.
+    All(usize),
+    /// Some were: relay the trimmed SUBSCRIBE (its SUBACK gets the refusals back in place).
+    Some,
+}
+
+/// A SUBSCRIBE's `filters` (packet `pkid`) cut down to those `keep` marks readable. A partly
+/// refused one leaves `keep` in the session, for [`merge_codes`] to restore the SUBACK.
+fn trim_subscribe<F>(keep: Vec<bool>, filters: &mut Vec<F>, pkid: u16, s: &mut Session) -> Trimmed {
+    if keep.iter().all(|k| *k) {
+        Trimmed::Nothing
+    } else if !keep.iter().any(|k| *k) {
+        Trimmed::All(keep.len())
+    } else {
+        let mut k = keep.iter();
+        filters.retain(|_| *k.next().expect("one flag per filter"));
+        s.partial_subs.insert(pkid, keep);
+        Trimmed::Some
     }
 }
 

@@ -19,7 +19,7 @@
 //!   fieldlab's own ingest off. What MQTT 5 subscribers lose is what a 3.1.1 subscriber never
 //!   had.
 
-use super::{put5, violation, BoxError, Gate, Session};
+use super::{put5, trim_subscribe, violation, BoxError, Gate, Session, Trimmed};
 use crate::Acl;
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::v5::{
@@ -136,23 +136,17 @@ impl Gate {
                 };
                 let paths = sub.filters.iter().map(|f| f.path.as_str());
                 let keep = self.readable(acl, paths, peer, client_id);
-                if keep.iter().all(|k| *k) {
-                    to_up.extend_from_slice(&frame);
-                } else if !keep.iter().any(|k| *k) {
-                    put5(
+                match trim_subscribe(keep, &mut sub.filters, sub.pkid, s) {
+                    Trimmed::Nothing => to_up.extend_from_slice(&frame),
+                    Trimmed::All(n) => put5(
                         to_client,
                         m5::Packet::SubAck(SubAck {
                             pkid: sub.pkid,
-                            return_codes: vec![SubscribeReasonCode::NotAuthorized; keep.len()],
+                            return_codes: vec![SubscribeReasonCode::NotAuthorized; n],
                             properties: None,
                         }),
-                    )?;
-                } else {
-                    let mut k = keep.iter();
-                    sub.filters
-                        .retain(|_| *k.next().expect("one flag per filter"));
-                    s.partial_subs.insert(sub.pkid, keep);
-                    put5(to_up, m5::Packet::Subscribe(sub))?;
+                    )?,
+                    Trimmed::Some => put5(to_up, m5::Packet::Subscribe(sub))?,
                 }
             }
             _ => to_up.extend_from_slice(&frame),

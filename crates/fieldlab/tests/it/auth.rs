@@ -43,22 +43,8 @@ fn users_cli_rejects_bad_input_clearly() {
 fn token_flow_revocation_mqtt_credentials_and_request_ids_on_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = fieldlab(
-        &[
-            "users",
-            "add",
-            "ann",
-            "--role",
-            "operator",
-            "--password-stdin",
-        ],
-        &data,
-        Some("correct horse battery\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let out = fieldlab(&["users", "key", "add", "dev9"], &data, None);
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    common::add_user(&data, "ann", "operator", "correct horse battery");
+    let key = common::add_key(&data, "dev9");
     assert!(key.starts_with("flk_"), "{key}");
     let log = dir.path().join("logs/fieldlab.log");
     let cfg = dir.path().join("fieldlab.yaml");

@@ -1,18 +1,7 @@
 //! The command line: config check points at file:line and key; the example config is valid.
 
+use crate::common::fieldlab;
 use std::process::Command;
-
-fn fieldlab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 #[test]
 fn config_example_passes_config_check() {

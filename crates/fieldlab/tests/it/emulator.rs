@@ -4,29 +4,34 @@
 use crate::common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
-fn fieldlab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// `fieldlab emulate --broker <broker> <load> --json`, which must succeed: its JSON report and
+/// its stderr.
+fn emulate(broker: &str, load: &[&str]) -> (serde_json::Value, String) {
+    let args = [&["emulate", "--broker", broker][..], load, &["--json"]].concat();
+    let (code, out, err) = fieldlab(&args);
+    assert_eq!(code, 0, "{err}");
+    (serde_json::from_str(&out).unwrap(), err)
 }
+
+/// Ten devices at QoS 1, a message every 200 ms each, for two seconds.
+const TEN_FOR_2S: [&str; 8] = [
+    "--count",
+    "10",
+    "--interval",
+    "200",
+    "--qos",
+    "1",
+    "--duration",
+    "2",
+];
 
 #[test]
 fn load_mode_against_mosquitto_loses_nothing_at_qos_1() {
     let m = Mosquitto::start();
     let broker = format!("mqtt://127.0.0.1:{}", m.port);
-    let (code, out, err) = fieldlab(&[
-        "emulate",
-        "--broker",
-        &broker,
+    let load = [
         "--count",
         "20",
         "--interval",
@@ -35,10 +40,8 @@ fn load_mode_against_mosquitto_loses_nothing_at_qos_1() {
         "1",
         "--duration",
         "3",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    ];
+    let (r, err) = emulate(&broker, &load);
     assert_eq!(r["devices"], 20);
     assert!(r["sent"].as_u64().unwrap() >= 400, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
@@ -52,24 +55,7 @@ fn load_mode_speaks_mqtt_5_and_shared_connections() {
     let m = Mosquitto::start();
     let broker = format!("mqtt://127.0.0.1:{}", m.port);
     for extra in [["--protocol", "5"], ["--connections", "2"]] {
-        let mut args = vec![
-            "emulate",
-            "--broker",
-            &broker,
-            "--count",
-            "10",
-            "--interval",
-            "200",
-            "--qos",
-            "1",
-            "--duration",
-            "2",
-            "--json",
-        ];
-        args.extend(extra);
-        let (code, out, err) = fieldlab(&args);
-        assert_eq!(code, 0, "{err}");
-        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let (r, _) = emulate(&broker, &[&TEN_FOR_2S[..], &extra].concat());
         assert!(r["sent"].as_u64().unwrap() >= 50, "{extra:?}: {r}");
         assert_eq!(r["lost"], 0, "{extra:?}: {r}");
     }
@@ -117,24 +103,7 @@ fn the_embedded_broker_takes_mqtt_5_load_and_ingest() {
     let f = Fieldlab::start(&data, &["--config", cfg.to_str().unwrap()]);
     f.wait_ready(Duration::from_secs(10));
     let broker = format!("mqtt://127.0.0.1:{}", f.mqtt_port);
-    let (code, out, err) = fieldlab(&[
-        "emulate",
-        "--broker",
-        &broker,
-        "--protocol",
-        "5",
-        "--count",
-        "10",
-        "--interval",
-        "200",
-        "--qos",
-        "1",
-        "--duration",
-        "2",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (r, _) = emulate(&broker, &[&["--protocol", "5"][..], &TEN_FOR_2S].concat());
     assert!(r["sent"].as_u64().unwrap() >= 50, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
     // (`received` also counts the running fleet's own telemetry on the same topics.)

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::Fieldlab;
+use common::{add_user, Fieldlab};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -64,15 +64,6 @@ fn connack(port: u16, client_id: &str, user: &str, pass: &str) -> Option<u8> {
     let mut b = [0u8; 4];
     s.read_exact(&mut b).ok()?;
     (b[0] == 0x20 && b[1] == 2).then_some(b[3])
-}
-
-fn add_user(data: &std::path::Path, name: &str, role: &str, pw: &str) {
-    let out = common::fieldlab_cmd(
-        &["users", "add", name, "--role", role, "--password-stdin"],
-        data,
-        Some(&format!("{pw}\n")),
-    );
-    assert!(out.status.success(), "{out:?}");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::{eventually, fieldlab_cmd, Fieldlab};
+use common::{add_key, add_user, eventually, Fieldlab};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -89,22 +89,8 @@ fn quarantined(f: &Fieldlab, token: Option<&str>) -> Vec<(String, String)> {
 fn a_device_login_cannot_write_as_another_device_in_any_payload_format() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = fieldlab_cmd(
-        &[
-            "users",
-            "add",
-            "ann",
-            "--role",
-            "operator",
-            "--password-stdin",
-        ],
-        &data,
-        Some("correct horse battery\n"),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let out = fieldlab_cmd(&["users", "key", "add", "dev1"], &data, None);
-    assert!(out.status.success(), "{out:?}");
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    add_user(&data, "ann", "operator", "correct horse battery");
+    let key = add_key(&data, "dev1");
     let cfg = dir.path().join("fieldlab.yaml");
     std::fs::write(&cfg, "auth:\n  enabled: true\ndevices:\n  fleet: []\n").unwrap();
     let f = Fieldlab::start(&data, &["--config", cfg.to_str().unwrap()]);

@@ -83,17 +83,7 @@ impl Fieldlab {
                 );
             }
             for l in stdout.lock().unwrap().iter() {
-                let l = l.trim();
-                if let Some(r) = l.strip_prefix("HTTP") {
-                    http = r.split_whitespace().next().map(str::to_string);
-                }
-                if let Some(r) = l.strip_prefix("MQTT") {
-                    let url = r.split_whitespace().next().unwrap_or_default();
-                    // Skip `MQTT    also mqtts://...` (extra listeners) lines.
-                    if let Some(p) = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
-                        mqtt = Some(p);
-                    }
-                }
+                fieldlab_bench::soak::read_banner(l, &mut http, &mut mqtt);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -248,6 +238,33 @@ pub fn fieldlab_cmd(args: &[&str], data: &Path, stdin: Option<&str>) -> std::pro
     let mut all = args.to_vec();
     all.extend(["--data-dir", data.to_str().expect("UTF-8 temp path")]);
     fieldlab_in(Path::new("."), &all, stdin)
+}
+
+/// `fieldlab users add <name> --role <role>` with password `pw` on a data dir; must succeed.
+pub fn add_user(data: &Path, name: &str, role: &str, pw: &str) {
+    let out = fieldlab_cmd(
+        &["users", "add", name, "--role", role, "--password-stdin"],
+        data,
+        Some(&format!("{pw}\n")),
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `fieldlab users key add <device>` on a data dir; must succeed. The new API key.
+pub fn add_key(data: &Path, device: &str) -> String {
+    let out = fieldlab_cmd(&["users", "key", "add", device], data, None);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run `fieldlab <args>`: its exit code (-1 if killed), stdout and stderr.
+pub fn fieldlab(args: &[&str]) -> (i32, String, String) {
+    let out = fieldlab_in(Path::new("."), args, None);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// Run `fieldlab <args>` with `cwd` as working directory, feeding `stdin`.
