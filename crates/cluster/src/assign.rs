@@ -1,7 +1,7 @@
 //! Which replica should own which partition: a pure function of the live replicas.
 //!
 //! Why it exists: every replica computes the same answer from the same member list, so no
-//! coordinator is needed — the leases in NATS key-value ([`crate::node`]) make it safe while
+//! coordinator is needed — the leases in NATS key-value (`node.rs`) make it safe while
 //! replicas' views differ for a moment. Rendezvous (highest-random-weight) hashing moves only
 //! the partitions of a replica that joins or leaves; a cap of ceil(partitions / replicas) per
 //! replica keeps the load even (bounded-load rendezvous).

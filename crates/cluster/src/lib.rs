@@ -9,7 +9,7 @@
 //!   device's messages on `fieldlab.part.<k>.devices.<type>.<id>.telemetry`, `k` a hash of the
 //!   device id, and a JetStream stream over `fieldlab.part.>` keeps them on disk, in order.
 //! - Each replica holds leases on whole partitions in a JetStream key-value bucket
-//!   ([`node`]; desired owners from [`assign`]). A lease lapses `cluster.lease` after its
+//!   (`node.rs`; desired owners from [`assign`]). A lease lapses `cluster.lease` after its
 //!   holder stops renewing (killed, cut off); a replica that joins gets its share handed over
 //!   once it has caught up.
 //! - A replica reads each partition it owns (or is about to own) with an ordered consumer from
@@ -18,7 +18,7 @@
 //!   is the durable log: a replica taking over a partition rebuilds its share by reading the
 //!   log from where it left off (from the start, if it never had it), so nothing acknowledged
 //!   is lost when a replica dies.
-//! - Reads: [`View`] tells the HTTP server which devices this replica answers for and who the
+//! - Reads: [`Cluster::view`] tells the HTTP server which devices this replica answers for and who the
 //!   other replicas are; the server merges their shares (`fieldlab_server`'s fan-out).
 //!
 //! Architecture invariant: this crate talks to NATS and nothing else over the network; it

@@ -53,7 +53,7 @@ pub const RULES_CHANNEL: &str = "fieldlab:rl:rules:changed";
 /// How often a replica reads the version, whatever the notifications say.
 pub const POLL: Duration = Duration::from_millis(300);
 
-/// Compare-and-set of the rule set. KEYS[1]: the hash; ARGV: the expected version (0: the
+/// Compare-and-set of the rule set. `KEYS[1]`: the hash; ARGV: the expected version (0: the
 /// hash is absent), the new document, a floor for the new version, the channel. Returns
 /// `{1, new version}` or `{0, current version}`.
 pub const CAS_SCRIPT: &str = r#"

@@ -290,7 +290,7 @@ fn replicas_answer_for_the_whole_fleet_and_survive_a_kill() {
         .append(true)
         .open(cluster.dir.join("replica-2.log"))
         .unwrap();
-    let back = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+    let mut back = Command::new(env!("CARGO_BIN_EXE_fieldlab"))
         .arg("up")
         .env(
             "FIELDLAB_CONFIG",
@@ -321,4 +321,6 @@ fn replicas_answer_for_the_whole_fleet_and_survive_a_kill() {
     for h in &cluster.http {
         wait_whole(&c, h, 50, 90);
     }
+    let _ = back.kill();
+    let _ = back.wait();
 }
