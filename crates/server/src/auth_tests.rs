@@ -49,6 +49,7 @@ async fn start(cfg: AuthConfig, tls: Option<Arc<tokio_rustls::rustls::ServerConf
         extra_routes: None,
         extra_openapi: None,
         allowed_hosts: Vec::new(),
+        fleet_answer_max: 256 << 20,
         watch: None,
         cluster: None,
     };

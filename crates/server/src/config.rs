@@ -5,7 +5,7 @@
 //! defaults and the checks that keep a wrong host list or half a TLS pair from starting live
 //! beside it.
 
-use fieldlab_core::config::{Problem, Section};
+use fieldlab_core::config::{ByteSize, Problem, Section};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -31,6 +31,10 @@ pub struct ServerConfig {
     /// `fieldlab_active_devices`) for dashboards and autoscalers not yet moved. Removed in the
     /// next release.
     pub legacy_metric_names: bool,
+    /// In a cluster, the most the peers' shares of one fleet-wide answer (an export above
+    /// all) may hold in memory on the replica asked, together: a larger answer is refused
+    /// with 413 saying how to narrow it. One replica streams its exports and needs no bound.
+    pub fleet_answer_max_size: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             tls_client_ca_file: None,
             allowed_hosts: Vec::new(),
             legacy_metric_names: false,
+            fleet_answer_max_size: ByteSize::mib(256),
         }
     }
 }

@@ -448,19 +448,32 @@ async fn fleet_export(
     if series == 0 {
         return Err(nothing_found(s, &q).into());
     }
+    // This replica's share counts against the same budget as the peers' (it is merged in
+    // memory with them).
     let store = s.store.clone();
     let owns = scope.owner();
-    let body = stream_body(move |w| {
+    let q2 = q.clone();
+    let mine = tokio::task::spawn_blocking(move || {
         let units = fieldlab_emulator::model::catalog_units();
-        let (mine, _) = fieldlab_export::export_where(
+        fieldlab_export::export_where(
             &store,
-            &q,
+            &q2,
             Format::JsonLines,
             &units,
             |i| owns(&i.device_id),
             Vec::new(),
         )
-        .map_err(|e| e.to_string())?;
+        .map(|(w, _)| w)
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(Problem::internal)?;
+    let peers: usize = texts.iter().map(|(_, t)| t.len()).sum();
+    if mine.len() + peers > s.fleet_answer_max {
+        return Err(crate::fleet::too_large(s.fleet_answer_max));
+    }
+    let body = stream_body(move |w| {
         let mine = String::from_utf8(mine).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
         for (who, text) in std::iter::once(("this replica".to_string(), mine)).chain(texts) {

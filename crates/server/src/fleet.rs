@@ -65,6 +65,8 @@ pub struct Scope {
     fan_out: bool,
     uri: Uri,
     credentials: HeaderMap,
+    /// What the peers' shares of this answer may hold in memory together (bytes).
+    budget: usize,
 }
 
 impl FromRequestParts<AppState> for Scope {
@@ -88,6 +90,7 @@ impl FromRequestParts<AppState> for Scope {
             fan_out,
             uri: parts.uri.clone(),
             credentials,
+            budget: s.fleet_answer_max,
         })
     }
 }
@@ -177,7 +180,12 @@ impl Scope {
                 .to_string(),
             Some(_) => self.uri.path().to_string(),
         };
+        // One budget for all shares together, read as they arrive: memory is bounded by
+        // `server.fleet_answer_max_size`, not by how much the peers hold.
+        let left = Arc::new(std::sync::atomic::AtomicUsize::new(self.budget));
+        let budget = self.budget;
         let asks = cluster.peers().into_iter().map(|peer| {
+            let left = left.clone();
             let url = format!("{}{path_and_query}", peer.trim_end_matches('/'));
             let mut req = client()
                 .get(url)
@@ -196,10 +204,27 @@ impl Scope {
                     return Err(unavailable(&peer, &format!("it answered {status}")));
                 }
                 let headers = resp.headers().clone();
-                let body = resp
-                    .bytes()
+                let mut body = Vec::new();
+                let mut resp = resp;
+                while let Some(chunk) = resp
+                    .chunk()
                     .await
-                    .map_err(|e| unavailable(&peer, &reason(&e)))?;
+                    .map_err(|e| unavailable(&peer, &reason(&e)))?
+                {
+                    let n = chunk.len();
+                    let ok = left
+                        .fetch_update(
+                            std::sync::atomic::Ordering::AcqRel,
+                            std::sync::atomic::Ordering::Acquire,
+                            |l| l.checked_sub(n),
+                        )
+                        .is_ok();
+                    if !ok {
+                        return Err(too_large(budget));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                let body = Bytes::from(body);
                 Ok(Share {
                     peer,
                     status,
@@ -210,6 +235,20 @@ impl Scope {
         });
         futures::future::join_all(asks).await.into_iter().collect()
     }
+}
+
+/// 413: the peers' shares of one answer exceed `server.fleet_answer_max_size`.
+pub fn too_large(budget: usize) -> Failure {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "fleet-answer-too-large",
+        "The fleet's answer is too large to gather",
+        format!(
+            "the other replicas' shares of this answer exceed {} MiB (server.fleet_answer_max_size); narrow it (from/to, device_id, field, limit), or ask each replica for its own share with the header `{SCOPE_HEADER}: {SCOPE_LOCAL}`",
+            budget >> 20
+        ),
+    )
+    .into()
 }
 
 fn reason(e: &reqwest::Error) -> String {

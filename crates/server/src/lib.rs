@@ -124,6 +124,9 @@ pub struct AppState {
     /// `server.allowed_hosts`: names besides loopback ones this server answers with auth off
     /// (see [`browser_guard`]).
     pub allowed_hosts: Vec<String>,
+    /// `server.fleet_answer_max_size` in bytes: what the peers' shares of one fleet answer
+    /// may buffer here (see `fleet.rs`).
+    pub fleet_answer_max: usize,
     /// The cluster this replica is part of; `None`: a single replica, answering from its own
     /// store. With a view, the fleet endpoints answer for every replica's devices (see
     /// [`fleet`]).
@@ -151,6 +154,7 @@ impl AppState {
             extra_routes: None,
             extra_openapi: None,
             allowed_hosts: Vec::new(),
+            fleet_answer_max: 256 << 20,
             cluster: None,
         }
     }

@@ -190,8 +190,8 @@ fn predict_ops(paths: &mut Doc, base: &str) {
 }
 
 /// An endpoint that answers for the whole fleet when the server is one replica of several
-/// (see [`crate::fleet`]): the scope header peers send, and the 503 of a replica that did not
-/// answer.
+/// (see [`crate::fleet`]): the scope header peers send, the 503 of a replica that did not
+/// answer, and the 413 of an answer larger than its budget.
 fn fleet(op: Op) -> Op {
     op.param(
         fieldlab_core::cluster::SCOPE_HEADER,
@@ -202,6 +202,10 @@ fn fleet(op: Op) -> Op {
     .problem(
         "503",
         "a replica of the cluster did not answer its share (named in `detail`); see `Retry-After`",
+    )
+    .problem(
+        "413",
+        "the other replicas' shares of this answer exceed `server.fleet_answer_max_size`: narrow it, or ask each replica for its own share",
     )
 }
 

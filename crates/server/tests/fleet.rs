@@ -82,6 +82,7 @@ async fn replica(
     me: &str,
     peers: Vec<String>,
     users: Option<&std::path::Path>,
+    budget: usize,
 ) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let auth = match users {
@@ -143,6 +144,7 @@ async fn replica(
     let state = AppState {
         watch: Some(watch),
         auth,
+        fleet_answer_max: budget,
         ..AppState::bare(store, Arc::new(Quarantine::open(dir.path()).unwrap()))
     };
     for (dev, n) in holds.points {
@@ -191,6 +193,11 @@ async fn fleet() -> Vec<Replica> {
 }
 
 async fn fleet_with(users: Option<&std::path::Path>) -> Vec<Replica> {
+    fleet_with_budget(users, 256 << 20).await
+}
+
+/// `budget`: each replica's `server.fleet_answer_max_size`, in bytes.
+async fn fleet_with_budget(users: Option<&std::path::Path>, budget: usize) -> Vec<Replica> {
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -212,7 +219,7 @@ async fn fleet_with(users: Option<&std::path::Path>) -> Vec<Replica> {
         .zip([(&A, "a"), (&B, "b"), (&C, "c")])
         .enumerate()
     {
-        out.push(replica(h, l, me, others(i), users).await);
+        out.push(replica(h, l, me, others(i), users, budget).await);
     }
     out
 }
@@ -483,4 +490,30 @@ async fn the_callers_credentials_go_to_the_peers() {
         let st = c.get(&url).send().await.unwrap().status();
         assert_eq!(st, 401);
     }
+}
+
+#[tokio::test]
+async fn a_fleet_answer_larger_than_its_budget_is_413_not_unbounded_memory() {
+    // 64 bytes for the peers' shares together: an export of the fleet cannot fit.
+    let fleet = fleet_with_budget(None, 64).await;
+    let (st, _, body) = get(&format!("{}/api/v1/export?format=csv", fleet[0].url), false).await;
+    assert_eq!(st, 413, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("fleet-answer-too-large"),
+        "{p}"
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fleet_answer_max_size"),
+        "{p}"
+    );
+    // A replica's own share is streamed, whatever the budget.
+    let (st, _, body) = get(&format!("{}/api/v1/export?format=csv", fleet[0].url), true).await;
+    assert_eq!(st, 200, "{body}");
 }

@@ -103,6 +103,7 @@ pub async fn up(
             )),
             watch: data.watch.clone(),
             allowed_hosts: cfg.server.allowed_hosts.clone(),
+            fleet_answer_max: cfg.server.fleet_answer_max_size.get() as usize,
             // Several replicas: which devices this one answers for, and who answers for the rest.
             cluster: cluster.as_ref().map(|c| c.view()),
         },
