@@ -7,35 +7,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport
 use std::path::Path;
 use tokio_rustls::rustls;
 
-struct Pki {
-    ca_pem: String,
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
+use fieldlab_testkit::pki::Pki;
 
 fn pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "fieldlab test CA");
-    let ca = p.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
-    let w = |n: &str, t: String| {
-        let path = dir.join(n);
-        std::fs::write(&path, t).unwrap();
-        path
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        cert: w("server.pem", cert.pem()),
-        key: w("server.key", key.serialize_pem()),
-        ca: w("ca.pem", ca.pem()),
-    }
+    Pki::localhost(dir, "", "fieldlab test CA")
 }
 
 fn only_dev1() -> MqttAuth {

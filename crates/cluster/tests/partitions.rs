@@ -294,36 +294,11 @@ async fn misconfigurations_are_reported_not_silently_served() {
     .await;
 }
 
-/// A CA and a `localhost` server certificate (rcgen), as PEM files: (ca, cert, key).
-fn pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "fieldlab test CA");
-    let ca = p.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let w = |n: &str, t: String| {
-        let path = dir.join(n);
-        std::fs::write(&path, t).unwrap();
-        path
-    };
-    (
-        w("ca.pem", ca.pem()),
-        w("server.pem", cert.pem()),
-        w("server.key", key.serialize_pem()),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_reach_nats_over_tls_only_with_its_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = pki(dir.path());
+    let fieldlab_testkit::pki::Pki { ca, cert, key, .. } =
+        fieldlab_testkit::pki::Pki::localhost(dir.path(), "", "fieldlab test CA");
     let mapping = ClusterConfig {
         partitions: 6,
         ..Default::default()

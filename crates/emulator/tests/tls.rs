@@ -8,37 +8,13 @@ use fieldlab_emulator::load::{generated_fleet, run, LoadOptions};
 use fieldlab_emulator::tls::client_config;
 use fieldlab_emulator::EmulatorSettings;
 use fieldlab_mqtt_tls::MqttTlsConfig;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
+use fieldlab_testkit::pki::Pki;
 
 fn pki(dir: &Path, name: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    let ca = p.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let w = |n: &str, t: String| {
-        let path = dir.join(format!("{name}-{n}"));
-        std::fs::write(&path, t).unwrap();
-        path
-    };
-    Pki {
-        ca: w("ca.pem", ca.pem()),
-        cert: w("server.pem", cert.pem()),
-        key: w("server.key", key.serialize_pem()),
-    }
+    Pki::localhost(dir, &format!("{name}-"), name)
 }
 
 fn tls_broker(p: &Pki) -> u16 {
