@@ -73,6 +73,37 @@ fn settings(pki: &Path, security: Vec<Security>) -> OpcuaSettings {
     }
 }
 
+/// Auth on, every other setting its default.
+fn auth_on() -> fieldlab_auth::AuthConfig {
+    fieldlab_auth::AuthConfig {
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// [`settings`] with fieldlab's users in `data` signing in, as `cfg` says.
+async fn settings_with_auth(
+    pki: &Path,
+    security: Vec<Security>,
+    cfg: &fieldlab_auth::AuthConfig,
+    data: &Path,
+) -> OpcuaSettings {
+    let auth = fieldlab_auth::Authenticator::new(cfg, data).await.unwrap();
+    OpcuaSettings {
+        auth: Some(std::sync::Arc::new(auth)),
+        ..settings(pki, security)
+    }
+}
+
+/// The test fleet and an OPC UA server for it with these endpoints, its PKI in `pki`.
+async fn serve(pki: &Path, security: Vec<Security>) -> (Emulator, fieldlab_opcua::OpcuaServer) {
+    let em = fleet();
+    let srv = fieldlab_opcua::start(settings(pki, security), em.clone())
+        .await
+        .unwrap();
+    (em, srv)
+}
+
 /// Run the Python client; returns what it printed as JSON.
 async fn client(url: &str, security: &str, dir: &Path) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opcua_client.py");
@@ -87,13 +118,7 @@ async fn client(url: &str, security: &str, dir: &Path) -> serde_json::Value {
     .await
     .expect("the OPC UA client did not finish within 60 s")
     .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    fieldlab_testkit::client_json(&out)
 }
 
 fn check(r: &serde_json::Value, em: &Emulator) {
@@ -143,13 +168,7 @@ fn check(r: &serde_json::Value, em: &Emulator) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncua_browses_reads_live_values_and_stops_a_device() {
     let dir = tempfile::tempdir().unwrap();
-    let em = fleet();
-    let srv = fieldlab_opcua::start(
-        settings(&dir.path().join("pki"), vec![Security::None]),
-        em.clone(),
-    )
-    .await
-    .unwrap();
+    let (em, srv) = serve(&dir.path().join("pki"), vec![Security::None]).await;
     let r = client(&srv.endpoint_url(), "none", dir.path()).await;
     check(&r, &em);
     // No secure endpoint asked for: no key material written.
@@ -162,13 +181,7 @@ async fn asyncua_browses_reads_live_values_and_stops_a_device() {
 async fn basic256sha256_with_a_generated_server_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    let em = fleet();
-    let srv = fieldlab_opcua::start(
-        settings(&pki, vec![Security::None, Security::Basic256Sha256]),
-        em.clone(),
-    )
-    .await
-    .unwrap();
+    let (em, srv) = serve(&pki, vec![Security::None, Security::Basic256Sha256]).await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -186,13 +199,7 @@ async fn basic256sha256_with_a_generated_server_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_created_and_deleted_later_appear_and_disappear() {
     let dir = tempfile::tempdir().unwrap();
-    let em = fleet();
-    let srv = fieldlab_opcua::start(
-        settings(&dir.path().join("pki"), vec![Security::None]),
-        em.clone(),
-    )
-    .await
-    .unwrap();
+    let (em, srv) = serve(&dir.path().join("pki"), vec![Security::None]).await;
     em.create(
         DeviceSpec {
             scenarios: vec![],
@@ -228,13 +235,7 @@ asyncio.run(main())
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = fieldlab_testkit::client_json(&out);
     assert_eq!(r["devices"], serde_json::json!(["late_1", "oven_1"]), "{r}");
     assert_eq!(r["power_type"], "Double", "{r}");
     srv.stop().await;
@@ -260,18 +261,14 @@ async fn auth_on_signs_in_fieldlab_users_and_checks_their_roles() {
             f.add_key("oven_1", &[Role::Device]).map(|_| ())
         })
         .unwrap();
-    let auth = fieldlab_auth::Authenticator::new(
-        &fieldlab_auth::AuthConfig {
-            enabled: true,
-            ..Default::default()
-        },
+    let s = settings_with_auth(
+        &pki,
+        vec![Security::None, Security::Basic256Sha256],
+        &auth_on(),
         &data,
     )
-    .await
-    .unwrap();
+    .await;
     let em = fleet();
-    let mut s = settings(&pki, vec![Security::None, Security::Basic256Sha256]);
-    s.auth = Some(std::sync::Arc::new(auth));
     let srv = fieldlab_opcua::start(s, em.clone()).await.unwrap();
     let trusted = pki.join("users/trusted");
     assert!(trusted.is_dir());
@@ -405,13 +402,7 @@ async fn run_auth_plan(url: &str, dir: &Path, plan: &serde_json::Value) -> serde
     .await
     .expect("the OPC UA client did not finish within 120 s")
     .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    fieldlab_testkit::client_json(&out)
 }
 
 /// A password spray from one client address (a wrong password for each of many user names,
@@ -429,16 +420,11 @@ async fn a_password_spray_from_one_address_is_locked_out_across_user_names() {
     fieldlab_auth::UserDb::open(&data)
         .update(|f| f.add_user("vera", &[Role::Viewer], "viewer password one"))
         .unwrap();
-    let mut cfg = fieldlab_auth::AuthConfig {
-        enabled: true,
-        ..Default::default()
-    };
+    let mut cfg = auth_on();
     cfg.login.per_address = 4;
-    let auth = fieldlab_auth::Authenticator::new(&cfg, &data)
-        .await
-        .unwrap();
+    let pki = dir.path().join("pki");
+    let mut s = settings_with_auth(&pki, vec![Security::Basic256Sha256], &cfg, &data).await;
     let em = fleet();
-    let mut s = settings(&dir.path().join("pki"), vec![Security::Basic256Sha256]);
     // A non-loopback address of this machine, if it has one (the route a UDP socket would
     // take; nothing is sent).
     let outward = std::net::UdpSocket::bind("0.0.0.0:0")
@@ -452,7 +438,6 @@ async fn a_password_spray_from_one_address_is_locked_out_across_user_names() {
     } else {
         eprintln!("no non-loopback address: the spray and the check share 127.0.0.1");
     }
-    s.auth = Some(std::sync::Arc::new(auth));
     let srv = fieldlab_opcua::start(s, em.clone()).await.unwrap();
     let spray_host = outward.map(|ip| ip.to_string());
     let mut plan = vec![serde_json::json!(
@@ -502,18 +487,9 @@ async fn a_password_spray_from_one_address_is_locked_out_across_user_names() {
 async fn auth_on_needs_an_encrypted_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let auth = fieldlab_auth::Authenticator::new(
-        &fieldlab_auth::AuthConfig {
-            enabled: true,
-            ..Default::default()
-        },
-        &data,
-    )
-    .await
-    .unwrap();
+    let pki = dir.path().join("pki");
+    let s = settings_with_auth(&pki, vec![Security::None], &auth_on(), &data).await;
     let em = fleet();
-    let mut s = settings(&dir.path().join("pki"), vec![Security::None]);
-    s.auth = Some(std::sync::Arc::new(auth));
     let e = fieldlab_opcua::start(s, em.clone())
         .await
         .err()

@@ -427,6 +427,17 @@ pub enum ConfigChangeError {
 }
 
 impl Limiter {
+    /// A limiter for `config` alone: no rules file, metrics of its own (tests and tools).
+    pub fn of_config(config: RatelimitConfig) -> Result<Limiter, String> {
+        Limiter::new(
+            LimiterSettings {
+                config,
+                state_dir: None,
+            },
+            RatelimitMetrics::default(),
+        )
+    }
+
     /// Build from config; loads earlier admin changes from `state_dir`. Errors name the key.
     pub fn new(s: LimiterSettings, metrics: RatelimitMetrics) -> Result<Limiter, String> {
         let cfg = s.config;

@@ -4,77 +4,14 @@
 //! shared through Redis: a change on one replica is in use on the others within a second.
 
 use fieldlab_ratelimit::redis::RedisBackend;
-use fieldlab_ratelimit::{
-    check_all, Algorithm, Limit, Limiter, LimiterSettings, Policy, RatelimitMetrics, State,
-};
+use fieldlab_ratelimit::{check_all, Algorithm, Limit, Limiter, Policy, State};
 use fieldlab_ratelimit::{
     FailMode, RatelimitBackend, RatelimitConfig, RatelimitLimitSpec, RatelimitPolicySpec,
 };
+use fieldlab_testkit::TempRedis;
 use proptest::prelude::*;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A redis-server on a free port in a temp dir, without persistence; killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server is not installed; run scripts/test.sh (apt-get install redis-server)",
-            );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -83,7 +20,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn backend(r: &RedisServer) -> RedisBackend {
+fn backend(r: &TempRedis) -> RedisBackend {
     RedisBackend::new(&r.url(), None, Duration::from_secs(2)).unwrap()
 }
 
@@ -170,12 +107,12 @@ proptest! {
 
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 thread_local! {
-    static REDIS: RedisServer = RedisServer::start();
+    static REDIS: TempRedis = TempRedis::start().unwrap();
 }
 
 #[test]
 fn keys_carry_hash_tags_and_the_server_clock_is_used() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let b = backend(&r);
     let p = Policy {
         limits: vec![
@@ -215,7 +152,7 @@ fn keys_carry_hash_tags_and_the_server_clock_is_used() {
 /// and write it alike, and it refills with the server's time.
 #[test]
 fn a_state_kept_as_the_keys_expiry_runs_on_the_server_clock() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let single = backend(&r);
     let generic = backend(&r).with_single_scripts(false);
     let client = redis::Client::open(r.url()).unwrap();
@@ -273,23 +210,12 @@ fn limiter(url: &str, fail: FailMode) -> Limiter {
     };
     cfg.default.fail = fail;
     cfg.default.limits[0].limit = 2;
-    Limiter::new(
-        LimiterSettings {
-            config: cfg,
-            state_dir: None,
-        },
-        RatelimitMetrics::default(),
-    )
-    .unwrap()
+    Limiter::of_config(cfg).unwrap()
 }
 
 #[test]
 fn unreachable_redis_fails_open_or_closed_per_policy_and_reconnects() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = fieldlab_testkit::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let rt = rt();
     let open = limiter(&url, FailMode::Open);
@@ -303,23 +229,7 @@ fn unreachable_redis_fails_open_or_closed_per_policy_and_reconnects() {
     assert!(closed.metrics().redis_errors.get() >= 1);
 
     // Redis comes up on that port: the limiter reconnects (back-off) and enforces again.
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let restarted = TempRedis::start_on(port).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let o = rt.block_on(closed.check("k2", 1));
@@ -340,14 +250,13 @@ fn unreachable_redis_fails_open_or_closed_per_policy_and_reconnects() {
         !third.allowed && third.backend_error.is_none(),
         "limit 2 enforced: {third:?}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(restarted);
 }
 
 #[test]
 fn hybrid_answers_keys_known_over_limit_locally() {
     use fieldlab_ratelimit::hybrid::HybridBackend;
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let h = HybridBackend::new(backend(&r), 100);
     let p = Policy::single(
         "h",
@@ -387,14 +296,7 @@ fn shared_limiter(url: &str) -> Limiter {
         redis_timeout: "200ms".parse().unwrap(),
         ..RatelimitConfig::default()
     };
-    Limiter::new(
-        LimiterSettings {
-            config: cfg,
-            state_dir: None,
-        },
-        RatelimitMetrics::default(),
-    )
-    .unwrap()
+    Limiter::of_config(cfg).unwrap()
 }
 
 /// A token bucket of `n` an hour, full at start: over a test's few seconds, exactly `n` units.
@@ -424,7 +326,7 @@ fn within(within: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duratio
 /// on the first alone, the other two would allow 60 more under the default policy.)
 #[test]
 fn a_rule_set_on_one_replica_holds_on_all_three() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let ls: Vec<Limiter> = (0..3).map(|_| shared_limiter(&r.url())).collect();
     let v0 = ls[0].rules_version();
     assert!(v0 >= 1, "the initial set is in redis at a version");
@@ -460,7 +362,7 @@ fn a_rule_set_on_one_replica_holds_on_all_three() {
 /// version; two changes at once both get in (compare-and-set, made again on the newer set).
 #[test]
 fn changes_on_any_replica_reach_the_others_with_increasing_versions() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let ls: Vec<Limiter> = (0..3).map(|_| shared_limiter(&r.url())).collect();
     let rt = rt();
     let v0 = ls[2].rules_version();
@@ -608,7 +510,7 @@ impl Cuttable {
 /// and when Redis answers again picks up the change another replica made meanwhile.
 #[test]
 fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let proxy = Cuttable::to(r.port);
     let cut_off = shared_limiter(&proxy.url());
     let other = shared_limiter(&r.url());
@@ -666,7 +568,7 @@ fn a_replica_cut_off_from_redis_keeps_its_rules_and_catches_up() {
 /// higher version than before, and a replica started afterwards decides with them.
 #[test]
 fn rules_survive_a_redis_restart_through_the_replicas() {
-    let r = RedisServer::start();
+    let r = TempRedis::start().unwrap();
     let url = r.url();
     let port = r.port;
     let first = shared_limiter(&url);
@@ -675,15 +577,7 @@ fn rules_survive_a_redis_restart_through_the_replicas() {
         .block_on(first.set_key("kept", per_hour(4), None))
         .unwrap();
     drop(r);
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let restarted = TempRedis::start_on(port).unwrap();
     within(
         Duration::from_secs(15),
         "the rules are back in redis",
@@ -705,6 +599,5 @@ fn rules_survive_a_redis_restart_through_the_replicas() {
     let later = shared_limiter(&url);
     assert_eq!(later.rules().resolve("kept").name, "key:kept");
     assert!(later.rules_version() > v1);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(restarted);
 }

@@ -688,7 +688,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use fieldlab_core::Role;
-    use fieldlab_ratelimit::{LimiterSettings, RatelimitMetrics};
     use fieldlab_ratelimit::{RatelimitConfig, RatelimitPolicySpec};
     use tower::ServiceExt;
 
@@ -698,14 +697,7 @@ mod tests {
             trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
             ..RatelimitConfig::default()
         };
-        Limiter::new(
-            LimiterSettings {
-                config: cfg,
-                state_dir: None,
-            },
-            RatelimitMetrics::default(),
-        )
-        .unwrap()
+        Limiter::of_config(cfg).unwrap()
     }
 
     /// The routes with a fixed principal and peer address (what auth and connect-info give).

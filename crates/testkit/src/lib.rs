@@ -13,5 +13,5 @@ pub mod process;
 pub mod servers;
 
 pub use peers::{Mosquitto, TempNats, TempRedis};
-pub use process::peer_command;
+pub use process::{client_json, peer_command};
 pub use servers::{dir_bytes, free_port, InfluxServer, PostgresServer};

@@ -15,17 +15,47 @@ fn wait_listening(name: &str, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A peer's process and its files: the process is killed, then the files removed, on drop.
+struct Running {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// `child`, serving from `dir`, once it listens on `port` (killed if it never does).
+    fn listening(
+        name: &str,
+        child: std::process::Child,
+        port: u16,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Running> {
+        let r = Running { child, _dir: dir };
+        wait_listening(name, port)?;
+        Ok(r)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A temporary redis-server (no persistence) on a free port, stopped on drop.
 pub struct TempRedis {
-    child: std::process::Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    _running: Running,
 }
 
 impl TempRedis {
     pub fn start() -> anyhow::Result<TempRedis> {
+        TempRedis::start_on(crate::free_port())
+    }
+
+    /// The same on a given port: a server that comes (back) where clients already look.
+    pub fn start_on(port: u16) -> anyhow::Result<TempRedis> {
         let dir = tempfile::tempdir()?;
-        let port = crate::free_port();
         let child = peer_command("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -33,13 +63,10 @@ impl TempRedis {
             .stdout(Stdio::null())
             .spawn()
             .context("cannot start redis-server; install it (apt-get install redis-server) or pass --redis-url")?;
-        let r = TempRedis {
-            child,
+        Ok(TempRedis {
             port,
-            _dir: dir,
-        };
-        wait_listening("redis-server", port)?;
-        Ok(r)
+            _running: Running::listening("redis-server", child, port, dir)?,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -47,19 +74,11 @@ impl TempRedis {
     }
 }
 
-impl Drop for TempRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A temporary Mosquitto (anonymous, no persistence, deep queues) on a free port, stopped on
 /// drop.
 pub struct Mosquitto {
-    child: std::process::Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    _running: Running,
 }
 
 impl Mosquitto {
@@ -85,20 +104,10 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let m = Mosquitto {
-            child,
+        Ok(Mosquitto {
             port,
-            _dir: dir,
-        };
-        wait_listening("mosquitto", port)?;
-        Ok(m)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            _running: Running::listening("mosquitto", child, port, dir)?,
+        })
     }
 }
 

@@ -71,13 +71,7 @@ fn up_serves_opcua_and_devices_publish_over_tls() {
         ])
         .output()
         .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = fieldlab_testkit::client_json(&out);
     assert_eq!(r["devices"], serde_json::json!(DEFAULT_FLEET), "{r}");
     assert_ne!(r["first"], r["second"], "{r}");
     assert_eq!(r["state_after"], "stopped", "{r}");
@@ -236,13 +230,7 @@ fn up_with_auth_serves_opcua_to_fieldlab_users_only() {
         .arg(plan.to_string())
         .output()
         .expect("run python3 (needs `pip install asyncua`, see scripts/test.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let r = fieldlab_testkit::client_json(&out);
     assert_eq!(
         r["endpoints"],
         serde_json::json!([[
