@@ -42,11 +42,11 @@ fn points(device: &str, from: i64, n: i64) -> Vec<Point> {
     out
 }
 
-fn influx_cfg(url: &str, db: &str) -> SinkConfig {
+/// A sink of `kind` at `url` with small batches, short pauses and a short timeout (tests).
+fn quick_cfg(kind: SinkKind, url: &str) -> SinkConfig {
     SinkConfig {
-        kind: SinkKind::Influxdb,
+        kind,
         url: url.into(),
-        db: Some(db.into()),
         batch_max: 200,
         flush_interval: "50ms".parse().unwrap(),
         buffer_max: 1000,
@@ -56,17 +56,17 @@ fn influx_cfg(url: &str, db: &str) -> SinkConfig {
     }
 }
 
+fn influx_cfg(url: &str, db: &str) -> SinkConfig {
+    SinkConfig {
+        db: Some(db.into()),
+        ..quick_cfg(SinkKind::Influxdb, url)
+    }
+}
+
 fn pg_cfg(url: &str) -> SinkConfig {
     SinkConfig {
-        kind: SinkKind::Postgres,
-        url: url.into(),
         table: "lab.points".into(),
-        batch_max: 200,
-        flush_interval: "50ms".parse().unwrap(),
-        buffer_max: 1000,
-        max_backoff: "300ms".parse().unwrap(),
-        timeout: "2s".parse().unwrap(),
-        ..SinkConfig::default()
+        ..quick_cfg(SinkKind::Postgres, url)
     }
 }
 
@@ -76,6 +76,31 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// What a test of one sink needs besides its server: a data dir, the metrics, their labels
+/// for the sink `kind`, a runtime.
+struct Setup {
+    dir: tempfile::TempDir,
+    m: SinkMetrics,
+    l: Vec<(String, String)>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn setup(kind: &str) -> Setup {
+    Setup {
+        dir: tempfile::tempdir().unwrap(),
+        m: SinkMetrics::default(),
+        l: vec![("sink".to_string(), kind.to_string())],
+        rt: rt(),
+    }
+}
+
+/// A throw-away InfluxDB with the database `db`.
+fn influx_with_db(db: &str) -> InfluxServer {
+    let server = InfluxServer::start().unwrap();
+    server.create_db(db).unwrap();
+    server
 }
 
 fn start(name: &str, c: SinkConfig, dir: &std::path::Path, m: &SinkMetrics) -> Sinks {
@@ -88,6 +113,35 @@ fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
         assert!(t0.elapsed() < within, "not within {within:?}: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// 100 points sent and written; the server stopped (`server(false)`) and 100 more sent while
+/// it is down, retried with back-off; the server back (`server(true)`) and the sinks closed.
+/// Every point sent.
+fn across_an_outage(
+    rt: &tokio::runtime::Runtime,
+    sinks: &Sinks,
+    m: &SinkMetrics,
+    l: &[(String, String)],
+    mut server: impl FnMut(bool),
+) -> Vec<Point> {
+    let l = l.to_vec();
+    let first = points("pv_1", 0, 100);
+    rt.block_on(sinks.send(Arc::new(first.clone())));
+    eventually("first part written", Duration::from_secs(15), || {
+        m.points.get_or_create(&l).get() == first.len() as u64
+    });
+    server(false);
+    let second = points("pv_1", 100, 100);
+    rt.block_on(sinks.send(Arc::new(second.clone())));
+    eventually("retries while down", Duration::from_secs(15), || {
+        m.retries.get_or_create(&l).get() >= 2
+    });
+    server(true);
+    rt.block_on(sinks.close());
+    let mut all = first;
+    all.extend(second);
+    all
 }
 
 /// (device, field, ts, value as text) of every row InfluxDB holds.
@@ -128,11 +182,8 @@ fn expected(pts: &[Point]) -> BTreeSet<(String, String, i64, String)> {
 
 #[test]
 fn influx_sink_writes_what_the_server_reads_back() {
-    let server = InfluxServer::start().unwrap();
-    server.create_db("lab").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let rt = rt();
+    let server = influx_with_db("lab");
+    let Setup { dir, m, l, rt } = setup("influx");
     let mut all = points("pv_1", 0, 300);
     all.extend(points("pv 2", 0, 100));
     let sinks = rt.block_on(async {
@@ -147,7 +198,6 @@ fn influx_sink_writes_what_the_server_reads_back() {
     let got = influx_rows(&server, "lab");
     assert_eq!(got.len(), all.len());
     assert_eq!(got, expected(&all));
-    let l = vec![("sink".to_string(), "influx".to_string())];
     assert_eq!(m.points.get_or_create(&l).get(), all.len() as u64);
     // The tags arrived as tags.
     let v = server
@@ -158,42 +208,25 @@ fn influx_sink_writes_what_the_server_reads_back() {
 
 #[test]
 fn influx_outage_is_retried_and_nothing_is_lost() {
-    let mut server = InfluxServer::start().unwrap();
-    server.create_db("lab").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let l = vec![("sink".to_string(), "influx".to_string())];
-    let rt = rt();
+    let mut server = influx_with_db("lab");
+    let Setup { dir, m, l, rt } = setup("influx");
     let sinks =
         rt.block_on(async { start("influx", influx_cfg(&server.url(), "lab"), dir.path(), &m) });
-    let first = points("pv_1", 0, 100);
-    rt.block_on(sinks.send(Arc::new(first.clone())));
-    eventually("first part written", Duration::from_secs(15), || {
-        m.points.get_or_create(&l).get() == first.len() as u64
+    let all = across_an_outage(&rt, &sinks, &m, &l, |up| {
+        if up {
+            server.run().unwrap()
+        } else {
+            server.stop()
+        }
     });
-    server.stop();
-    // Sent while the server is down: retried with back-off.
-    let second = points("pv_1", 100, 100);
-    rt.block_on(sinks.send(Arc::new(second.clone())));
-    eventually("retries while down", Duration::from_secs(15), || {
-        m.retries.get_or_create(&l).get() >= 2
-    });
-    server.run().unwrap();
-    rt.block_on(sinks.close());
-    let mut all = first;
-    all.extend(second);
     assert_eq!(influx_rows(&server, "lab"), expected(&all));
     assert_eq!(m.points.get_or_create(&l).get(), all.len() as u64);
 }
 
 #[test]
 fn full_buffer_holds_the_sender_back_until_the_server_returns() {
-    let mut server = InfluxServer::start().unwrap();
-    server.create_db("lab").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let l = vec![("sink".to_string(), "influx".to_string())];
-    let rt = rt();
+    let mut server = influx_with_db("lab");
+    let Setup { dir, m, l, rt } = setup("influx");
     let mut c = influx_cfg(&server.url(), "lab");
     c.buffer_max = 300;
     c.batch_max = 150;
@@ -228,13 +261,9 @@ fn full_buffer_holds_the_sender_back_until_the_server_returns() {
 
 #[test]
 fn undelivered_points_are_spooled_at_shutdown_and_sent_at_the_next_start() {
-    let mut server = InfluxServer::start().unwrap();
-    server.create_db("lab").unwrap();
+    let mut server = influx_with_db("lab");
     server.stop();
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let l = vec![("sink".to_string(), "influx".to_string())];
-    let rt = rt();
+    let Setup { dir, m, l, rt } = setup("influx");
     let mut c = influx_cfg(&server.url(), "lab");
     c.drain_timeout = "500ms".parse().unwrap();
     let all = points("pv_1", 0, 50);
@@ -268,10 +297,7 @@ fn undelivered_points_are_spooled_at_shutdown_and_sent_at_the_next_start() {
 fn influx_refusal_is_rejected_with_its_reason() {
     let server = InfluxServer::start().unwrap();
     // No CREATE DATABASE: InfluxDB answers 404 "database not found" for good.
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let l = vec![("sink".to_string(), "influx".to_string())];
-    let rt = rt();
+    let Setup { dir, m, l, rt } = setup("influx");
     let pts = points("pv_1", 0, 5);
     rt.block_on(async {
         let sinks = start("influx", influx_cfg(&server.url(), "nope"), dir.path(), &m);
@@ -286,6 +312,32 @@ fn influx_refusal_is_rejected_with_its_reason() {
 
 /// (device, field, ts, value as text) of every row in the table.
 fn pg_rows(url: &str) -> BTreeSet<(String, String, i64, String)> {
+    on_pg(url, async |c| {
+        let rows = c
+            .query(
+                "SELECT device_id, field, (extract(epoch from ts) * 1000)::int8, \
+                 coalesce(value_f64::text, value_i64::text, value_bool::text, value_str), \
+                 device_type, tags->>'site' FROM lab.points",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                assert_eq!(r.get::<_, String>(4), "PvInverter");
+                assert_eq!(r.get::<_, String>(5), "lab, west");
+                (r.get(0), r.get(1), r.get(2), r.get(3))
+            })
+            .collect()
+    })
+}
+
+/// `f` on a connection to the PostgreSQL at `url`, in a runtime on a thread of its own (the
+/// caller may be in one already).
+fn on_pg<T: Send + 'static>(
+    url: &str,
+    f: impl AsyncFnOnce(tokio_postgres::Client) -> T + Send + 'static,
+) -> T {
     let url = url.to_string();
     std::thread::spawn(move || {
         rt().block_on(async move {
@@ -293,22 +345,7 @@ fn pg_rows(url: &str) -> BTreeSet<(String, String, i64, String)> {
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            let rows = c
-                .query(
-                    "SELECT device_id, field, (extract(epoch from ts) * 1000)::int8, \
-                     coalesce(value_f64::text, value_i64::text, value_bool::text, value_str), \
-                     device_type, tags->>'site' FROM lab.points",
-                    &[],
-                )
-                .await
-                .unwrap();
-            rows.iter()
-                .map(|r| {
-                    assert_eq!(r.get::<_, String>(4), "PvInverter");
-                    assert_eq!(r.get::<_, String>(5), "lab, west");
-                    (r.get(0), r.get(1), r.get(2), r.get(3))
-                })
-                .collect()
+            f(c).await
         })
     })
     .join()
@@ -335,27 +372,16 @@ fn pg_expected(pts: &[Point]) -> BTreeSet<(String, String, i64, String)> {
 }
 
 fn create_schema(url: &str) {
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        rt().block_on(async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c.batch_execute("CREATE SCHEMA lab").await.unwrap();
-        })
-    })
-    .join()
-    .unwrap();
+    on_pg(url, async |c| {
+        c.batch_execute("CREATE SCHEMA lab").await.unwrap();
+    });
 }
 
 #[test]
 fn postgres_sink_creates_the_table_writes_and_is_idempotent() {
     let server = PostgresServer::start().unwrap();
     create_schema(&server.url());
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let rt = rt();
+    let Setup { dir, m, rt, .. } = setup("pg");
     let mut all = points("pv_1", 0, 300);
     all.extend(points("pv 2", 0, 100));
     rt.block_on(async {
@@ -376,26 +402,15 @@ fn postgres_sink_creates_the_table_writes_and_is_idempotent() {
 fn postgres_outage_is_retried_and_nothing_is_lost() {
     let mut server = PostgresServer::start().unwrap();
     create_schema(&server.url());
-    let dir = tempfile::tempdir().unwrap();
-    let m = SinkMetrics::default();
-    let l = vec![("sink".to_string(), "pg".to_string())];
-    let rt = rt();
+    let Setup { dir, m, l, rt } = setup("pg");
     let sinks = rt.block_on(async { start("pg", pg_cfg(&server.url()), dir.path(), &m) });
-    let first = points("pv_1", 0, 100);
-    rt.block_on(sinks.send(Arc::new(first.clone())));
-    eventually("first part written", Duration::from_secs(15), || {
-        m.points.get_or_create(&l).get() == first.len() as u64
+    let all = across_an_outage(&rt, &sinks, &m, &l, |up| {
+        if up {
+            server.run().unwrap()
+        } else {
+            server.stop()
+        }
     });
-    server.stop();
-    let second = points("pv_1", 100, 100);
-    rt.block_on(sinks.send(Arc::new(second.clone())));
-    eventually("retries while down", Duration::from_secs(15), || {
-        m.retries.get_or_create(&l).get() >= 2
-    });
-    server.run().unwrap();
-    rt.block_on(sinks.close());
-    let mut all = first;
-    all.extend(second);
     assert_eq!(pg_rows(&server.url()), pg_expected(&all));
     assert_eq!(m.points.get_or_create(&l).get(), all.len() as u64);
 }
