@@ -25,6 +25,18 @@ pub(crate) struct Inputs {
     pub lists: BTreeMap<String, SortedList>,
 }
 
+impl Inputs {
+    /// The manifest (created at `created`; now if none) and the proof of these inputs.
+    pub fn manifest_and_proof(&self, created: Option<&str>) -> (proof::Manifest, proof::Proof) {
+        let mut m = proof::build_manifest(&self.ws, &self.ir, &self.lists).unwrap();
+        if let Some(c) = created {
+            m.created = c.into();
+        }
+        let p = proof::build_proof(&self.ws, &self.ir, &m, &self.lists).unwrap();
+        (m, p)
+    }
+}
+
 pub(crate) fn inputs(policy_file: &str) -> Inputs {
     let d = tempfile::tempdir().unwrap();
     let ws = Workspace::new(d.path());
@@ -76,6 +88,31 @@ fn manifest_and_proof(
     (m, p)
 }
 
+/// The manifest and proof of the policy text `policy` over suppliers prepared from the CSV
+/// text `csv`, with the example sanctions list under each of the names `lists`; the compiled
+/// policy too. Keep the directory bound while using them.
+fn suppliers_proof(
+    csv: &str,
+    policy: &str,
+    lists: &[&str],
+) -> (
+    tempfile::TempDir,
+    policy::PolicyIr,
+    proof::Manifest,
+    proof::Proof,
+) {
+    let (d, ws) = workspace_of("suppliers", &Schema::suppliers(), csv);
+    let ir = policy::lint(policy).ir.unwrap();
+    let (m, p) = manifest_and_proof(&ws, &ir, &sanctions_as(lists));
+    (d, ir, m, p)
+}
+
+/// `p` does not verify against `ir` and `m`, for a reason that says `why`.
+fn assert_refused(ir: &policy::PolicyIr, m: &proof::Manifest, p: &proof::Proof, why: &str) {
+    let e = proof::verify_proof(ir, m, p).unwrap_err().to_string();
+    assert!(e.contains(why), "{e}");
+}
+
 pub(crate) fn build(policy_file: &str) -> (tempfile::TempDir, Vec<u8>, KeyPair) {
     let Inputs {
         _dir: d,
@@ -119,25 +156,16 @@ fn fresh_bundle_verifies_and_every_rule_is_evaluated() {
 
 #[test]
 fn a_created_time_that_is_not_rfc_3339_is_refused() {
-    let Inputs {
-        _dir: _keep,
-        ws,
-        ir,
-        lists,
-    } = inputs("lksg_v2.yaml");
+    let inp = inputs("lksg_v2.yaml");
     let key = KeyPair::generate(None).unwrap();
     let trust = key.public_file();
     let good = "2026-01-01T00:00:00.000Z";
     // The report on a bundle signed at `signed`, its manifest created at `created` (default:
     // now).
     let report = |created: Option<&str>, signed: &str| {
-        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-        if let Some(c) = created {
-            m.created = c.into();
-        }
-        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let (m, p) = inp.manifest_and_proof(created);
         bundle::verify(
-            &bundle::export_at(&ir, &m, &p, &key, signed).unwrap(),
+            &bundle::export_at(&inp.ir, &m, &p, &key, signed).unwrap(),
             Some(&trust),
         )
     };
@@ -197,14 +225,11 @@ fn v1_policy_links_every_supplier_to_a_ubo() {
 
 #[test]
 fn sanctioned_supplier_is_caught_with_a_membership_proof() {
-    let (_d, ws) = workspace_of(
-        "suppliers",
-        &Schema::suppliers(),
+    let (_d, ir, m, p) = suppliers_proof(
         "id,name,country\nS1,Good Co,DE\nS2,  umbra   LOGISTICS jsc ,DE\n",
+        "version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: suppliers, field: name, list: sanctions}\n",
+        &["sanctions"],
     );
-    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: s, op: non_membership, set: suppliers, field: name, list: sanctions}\n").ir.unwrap();
-    let lists = sanctions_as(&["sanctions"]);
-    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     assert_eq!(p.status, Status::Fail);
     assert!(
         matches!(&p.results[0].evidence, Evidence::Membership { key, .. } if key == "umbra logistics jsc")
@@ -255,10 +280,7 @@ fn a_record_without_the_screened_field_fails_screening_unless_allowed() {
     let mut forged = pa.clone();
     forged.policy_hash = p.policy_hash.clone();
     forged.manifest_hash = p.manifest_hash.clone();
-    let e = proof::verify_proof(&ir, &m, &forged)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("has no `nationality` to screen"), "{e}");
+    assert_refused(&ir, &m, &forged, "has no `nationality` to screen");
 }
 
 #[test]
@@ -375,18 +397,11 @@ fn per_record_inclusion_proofs_verify_against_the_commitment() {
 #[test]
 fn a_count_not_bound_to_its_root_is_refused_or_only_attested() {
     let rows: String = (1..=8).map(|i| format!("S{i},Co {i},DE\n")).collect();
-    let (_d, ws) = workspace_of(
-        "suppliers",
-        &Schema::suppliers(),
+    let (_d, ir, m, p) = suppliers_proof(
         &format!("id,name,country\n{rows}"),
-    );
-    let ir = policy::lint(
         "version: 2\nid: c\nrules:\n  - {id: few, op: count_max, set: suppliers, value: 5}\n",
-    )
-    .ir
-    .unwrap();
-    let lists = BTreeMap::new();
-    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
+        &[],
+    );
     let key = KeyPair::generate(None).unwrap();
     // The truth: 8 suppliers, count_max 5 fails, and the count is verified.
     let r = bundle::verify(&bundle::export(&ir, &m, &p, &key).unwrap(), None);
@@ -464,18 +479,11 @@ mod vectors {
 
     /// Every vector file: name -> bytes.
     fn make() -> Vec<(String, Vec<u8>)> {
-        let Inputs {
-            _dir: _keep,
-            ws,
-            ir,
-            lists,
-        } = inputs("lksg_v2.yaml");
-        let mut m = proof::build_manifest(&ws, &ir, &lists).unwrap();
-        m.created = CREATED.into();
-        let p = proof::build_proof(&ws, &ir, &m, &lists).unwrap();
+        let inp = inputs("lksg_v2.yaml");
+        let (m, p) = inp.manifest_and_proof(Some(CREATED));
         let key = test_key();
-        let valid = bundle::export_at(&ir, &m, &p, &key, CREATED).unwrap();
-        let valid_dsse = bundle::export_dsse(&ir, &m, &p, &key).unwrap();
+        let valid = bundle::export_at(&inp.ir, &m, &p, &key, CREATED).unwrap();
+        let valid_dsse = bundle::export_dsse(&inp.ir, &m, &p, &key).unwrap();
         // One supplier's country changed inside proof.json, the zip rebuilt around it (a valid
         // zip; metadata.json's hash no longer matches).
         let mut files = unzip(&valid);
@@ -649,21 +657,15 @@ fn extra_signed_files_are_refused() {
 /// failure of screening against another (`sanctions`).
 #[test]
 fn membership_evidence_must_name_the_rules_own_list() {
-    let (_d, ws) = workspace_of(
-        "suppliers",
-        &Schema::suppliers(),
+    let (_d, ir, m, p) = suppliers_proof(
         "id,name,country\nS1,Good Co,DE\nS2,Umbra Logistics JSC,DE\n",
+        "version: 2\nid: s\nrules:\n  - {id: a, op: non_membership, set: suppliers, field: name, list: sanctions}\n  - {id: b, op: non_membership, set: suppliers, field: name, list: pep}\n",
+        &["sanctions", "pep"],
     );
-    let ir = policy::lint("version: 2\nid: s\nrules:\n  - {id: a, op: non_membership, set: suppliers, field: name, list: sanctions}\n  - {id: b, op: non_membership, set: suppliers, field: name, list: pep}\n").ir.unwrap();
-    let lists = sanctions_as(&["sanctions", "pep"]);
-    let (m, p) = manifest_and_proof(&ws, &ir, &lists);
     proof::verify_proof(&ir, &m, &p).unwrap();
     let mut forged = p.clone();
     forged.results[0].evidence = p.results[1].evidence.clone();
-    let err = proof::verify_proof(&ir, &m, &forged)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("another set, field or list"), "{err}");
+    assert_refused(&ir, &m, &forged, "another set, field or list");
 }
 
 /// docs/formats.md §5: an absent neighbour of a non-membership item is written `null`; a
