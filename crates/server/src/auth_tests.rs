@@ -102,6 +102,15 @@ async fn json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T
     req.send().await.unwrap().json().await.unwrap()
 }
 
+/// `GET /api/v1/devices` with this bearer token.
+async fn list_devices(c: &reqwest::Client, r: &Running, token: &str) -> reqwest::Response {
+    c.get(format!("{}/api/v1/devices", r.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
     let st = resp.status();
     assert_eq!(
@@ -110,6 +119,17 @@ async fn problem(resp: reqwest::Response) -> (StatusCode, Value) {
         "{st}"
     );
     (st, resp.json().await.unwrap())
+}
+
+/// `resp` is a problem+json of status `st` whose `type` is the problem page `kind`.
+async fn problem_of_kind(resp: reqwest::Response, st: StatusCode, kind: &str, what: &str) {
+    let (got, v) = problem(resp).await;
+    assert_eq!(got, st, "{what}");
+    assert_eq!(
+        v["type"],
+        format!("https://fieldlab.dev/problems/{kind}"),
+        "{what}"
+    );
 }
 
 #[tokio::test]
@@ -127,12 +147,7 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
     assert_eq!(v["/ws"]["available"], true, "{v}");
     // (Every guarded operation's 401 and 403: `every_guarded_operation_...` below.)
     // Garbage and forged tokens are 401 too.
-    let resp = c
-        .get(format!("{}/api/v1/devices", r.base))
-        .bearer_auth("not.a.token")
-        .send()
-        .await
-        .unwrap();
+    let resp = list_devices(&c, &r, "not.a.token").await;
     assert_eq!(problem(resp).await.0, StatusCode::UNAUTHORIZED);
 
     add_user(&r, "vera", Role::Viewer);
@@ -195,12 +210,7 @@ async fn no_token_401_wrong_role_403_token_flow_and_revocation() {
 
     // Revoked: the token stops working at the next request.
     r.auth.users().update(|f| f.revoke_user("vera")).unwrap();
-    let resp = c
-        .get(format!("{}/api/v1/devices", r.base))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let resp = list_devices(&c, &r, &t).await;
     let (st, v) = problem(resp).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(v["detail"].as_str().unwrap().contains("revoked"), "{v}");
@@ -249,12 +259,7 @@ async fn every_guarded_operation_of_the_document_answers_401_and_403() {
                 .is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")),
             "{what}"
         );
-        let (st, v) = problem(resp).await;
-        assert_eq!(st, StatusCode::UNAUTHORIZED, "{what}");
-        assert_eq!(
-            v["type"], "https://fieldlab.dev/problems/unauthorized",
-            "{what}"
-        );
+        problem_of_kind(resp, StatusCode::UNAUTHORIZED, "unauthorized", &what).await;
         n401 += 1;
         for role in Role::ALL {
             let resp = c
@@ -273,12 +278,8 @@ async fn every_guarded_operation_of_the_document_answers_401_and_403() {
                 );
                 n_ok += 1;
             } else {
-                let (st, v) = problem(resp).await;
-                assert_eq!(st, StatusCode::FORBIDDEN, "{what} as {role:?}");
-                assert_eq!(
-                    v["type"], "https://fieldlab.dev/problems/forbidden",
-                    "{what}"
-                );
+                let who = format!("{what} as {role:?}");
+                problem_of_kind(resp, StatusCode::FORBIDDEN, "forbidden", &who).await;
                 n403 += 1;
             }
         }
@@ -377,12 +378,7 @@ async fn https_and_client_certificates() {
         .unwrap();
     add_user(&r, "ann", Role::Admin);
     let t = token(&c, &r, "ann").await;
-    let resp = c
-        .get(format!("{}/api/v1/devices", r.base))
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+    let resp = list_devices(&c, &r, &t).await;
     assert_eq!(resp.status(), StatusCode::OK);
     // A client that does not trust the CA cannot connect.
     let untrusting = reqwest::Client::builder().use_rustls_tls().build().unwrap();

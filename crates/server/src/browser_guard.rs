@@ -308,57 +308,20 @@ mod tests {
             let json = ("content-type", "application/json");
             let len = ("content-length", "2");
             let host = ("host", "localhost:8080");
+            // A JSON stop with these headers besides.
+            let stop_with = |extra: &[(&'static str, &str)]| {
+                status(&g, Method::POST, stop, &[&[json, len], extra].concat())
+            };
+            assert_eq!(stop_with(&[host, ("origin", "http://evil.example")]), 403);
+            assert_eq!(stop_with(&[host, ("origin", "null")]), 403);
             assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, json, len, ("origin", "http://evil.example")]
-                ),
-                403
-            );
-            assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, json, len, ("origin", "null")]
-                ),
-                403
-            );
-            assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, json, len, ("origin", "http://localhost:3000")]
-                ),
+                stop_with(&[host, ("origin", "http://localhost:3000")]),
                 403,
                 "another port is another origin"
             );
-            assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, json, len, ("sec-fetch-site", "cross-site")]
-                ),
-                403
-            );
-            assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, json, len, ("origin", "http://localhost:8080")]
-                ),
-                200
-            );
-            assert_eq!(
-                status(&g, Method::POST, stop, &[host, json, len]),
-                200,
-                "curl sends no Origin"
-            );
+            assert_eq!(stop_with(&[host, ("sec-fetch-site", "cross-site")]), 403);
+            assert_eq!(stop_with(&[host, ("origin", "http://localhost:8080")]), 200);
+            assert_eq!(stop_with(&[host]), 200, "curl sends no Origin");
             let ws = [host, ("upgrade", "websocket"), ("connection", "Upgrade")];
             let mut foreign = ws.to_vec();
             foreign.push(("origin", "http://evil.example"));
@@ -378,18 +341,11 @@ mod tests {
             );
             // Behind a proxy: the name the browser used.
             assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[
-                        ("host", "127.0.0.1:8080"),
-                        ("x-forwarded-host", "lab.example.org"),
-                        json,
-                        len,
-                        ("origin", "https://lab.example.org")
-                    ]
-                ),
+                stop_with(&[
+                    ("host", "127.0.0.1:8080"),
+                    ("x-forwarded-host", "lab.example.org"),
+                    ("origin", "https://lab.example.org")
+                ]),
                 200
             );
         }
@@ -400,104 +356,56 @@ mod tests {
         let g = BrowserGuard::new(false, &[]);
         let host = ("host", "127.0.0.1:8080");
         let stop = "/api/v1/devices/d1/stop";
+        // A request to this host with these headers besides.
+        let to_host = |m: Method, path: &str, extra: &[(&'static str, &str)]| {
+            status(&g, m, path, &[&[host], extra].concat())
+        };
         for ct in [
             "text/plain",
             "text/plain;charset=UTF-8",
             "application/x-www-form-urlencoded",
             "multipart/form-data; boundary=x",
         ] {
-            assert_eq!(
-                status(
-                    &g,
-                    Method::POST,
-                    stop,
-                    &[host, ("content-type", ct), ("content-length", "2")]
-                ),
-                415,
-                "{ct}"
-            );
+            let typed = [("content-type", ct), ("content-length", "2")];
+            assert_eq!(to_host(Method::POST, stop, &typed), 415, "{ct}");
         }
+        let untyped = [("content-length", "2")];
+        assert_eq!(to_host(Method::POST, stop, &untyped), 415, "no type");
+        let json = [
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+        ];
+        assert_eq!(to_host(Method::POST, stop, &json), 200);
+        let yaml = [
+            ("content-type", "application/yaml"),
+            ("content-length", "9"),
+        ];
+        let device = "/api/v1/emulator/devices/d1";
+        assert_eq!(to_host(Method::PUT, device, &yaml), 200);
+        let zip = [
+            ("content-type", "application/zip"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert_eq!(to_host(Method::POST, "/verify", &zip), 200);
         assert_eq!(
-            status(&g, Method::POST, stop, &[host, ("content-length", "2")]),
-            415,
-            "no type"
-        );
-        assert_eq!(
-            status(
-                &g,
-                Method::POST,
-                stop,
-                &[
-                    host,
-                    ("content-type", "application/json"),
-                    ("content-length", "2")
-                ]
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &g,
-                Method::PUT,
-                "/api/v1/emulator/devices/d1",
-                &[
-                    host,
-                    ("content-type", "application/yaml"),
-                    ("content-length", "9")
-                ]
-            ),
-            200
-        );
-        assert_eq!(
-            status(
-                &g,
-                Method::POST,
-                "/verify",
-                &[
-                    host,
-                    ("content-type", "application/zip"),
-                    ("transfer-encoding", "chunked")
-                ]
-            ),
-            200
-        );
-        assert_eq!(
-            status(&g, Method::POST, stop, &[host]),
+            to_host(Method::POST, stop, &[]),
             200,
             "no body, nothing to type"
         );
-        assert_eq!(
-            status(&g, Method::POST, stop, &[host, ("content-length", "0")]),
-            200
-        );
+        let empty = [("content-length", "0")];
+        assert_eq!(to_host(Method::POST, stop, &empty), 200);
         // An explicit credential cannot come from a cross-site page without a preflight.
-        assert_eq!(
-            status(
-                &g,
-                Method::POST,
-                stop,
-                &[
-                    host,
-                    ("content-type", "text/plain"),
-                    ("content-length", "2"),
-                    ("authorization", "Bearer x")
-                ]
-            ),
-            200
-        );
+        let bearer = [
+            ("content-type", "text/plain"),
+            ("content-length", "2"),
+            ("authorization", "Bearer x"),
+        ];
+        assert_eq!(to_host(Method::POST, stop, &bearer), 200);
         // The OAuth2 password grant is a form.
-        assert_eq!(
-            status(
-                &g,
-                Method::POST,
-                "/api/v1/auth/token",
-                &[
-                    host,
-                    ("content-type", "application/x-www-form-urlencoded"),
-                    ("content-length", "9")
-                ]
-            ),
-            200
-        );
+        let form = [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "9"),
+        ];
+        assert_eq!(to_host(Method::POST, "/api/v1/auth/token", &form), 200);
     }
 }
