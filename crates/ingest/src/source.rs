@@ -425,39 +425,16 @@ pub fn start(
         if conn > 0 {
             cs.client_id = format!("{}-{conn}", s.client_id);
         }
-        if s.mqtt5 {
-            let (client, eventloop) = connect_v5(&cs);
-            let filters: Vec<Filter5> = s
-                .filters()
-                .into_iter()
-                .map(|t| Filter5::new(t, qos5(s.qos)))
-                .collect();
-            pollers.push(tokio::spawn(poll(
-                ctx,
-                eventloop,
-                V5 {
-                    client: client.clone(),
-                    filters,
-                },
-            )));
-            ackers.push((Acker::V5(client), epoch));
+        // Spawned where the version is known: the poller's future is `Send` for each one.
+        let (poller, acker) = if s.mqtt5 {
+            let (session, eventloop, acker) = V5::connect(&cs);
+            (tokio::spawn(poll(ctx, eventloop, session)), acker)
         } else {
-            let (client, eventloop) = connect_v4(&cs);
-            let filters: Vec<SubscribeFilter> = s
-                .filters()
-                .into_iter()
-                .map(|t| SubscribeFilter::new(t, qos(s.qos)))
-                .collect();
-            pollers.push(tokio::spawn(poll(
-                ctx,
-                eventloop,
-                V4 {
-                    client: client.clone(),
-                    filters,
-                },
-            )));
-            ackers.push((Acker::V4(client), epoch));
-        }
+            let (session, eventloop, acker) = V4::connect(&cs);
+            (tokio::spawn(poll(ctx, eventloop, session)), acker)
+        };
+        pollers.push(poller);
+        ackers.push((acker, epoch));
     }
     drop(tx);
     let writer = spawn_writer(
@@ -702,6 +679,11 @@ enum Incoming {
 /// subscribing to the filters (on every new session).
 trait Session {
     type EventLoop: Send;
+    /// A connection as `s` says, subscribing to its filters: the session, its event loop, and
+    /// the acknowledger of its messages.
+    fn connect(s: &IngestSettings) -> (Self, Self::EventLoop, Acker)
+    where
+        Self: Sized;
     async fn next(el: &mut Self::EventLoop) -> Result<Incoming, String>;
     async fn subscribe(&self) -> Result<(), String>;
 }
@@ -713,6 +695,16 @@ struct V4 {
 
 impl Session for V4 {
     type EventLoop = rumqttc::EventLoop;
+    fn connect(s: &IngestSettings) -> (V4, rumqttc::EventLoop, Acker) {
+        let (client, eventloop) = connect_v4(s);
+        let filters = s
+            .filters()
+            .into_iter()
+            .map(|t| SubscribeFilter::new(t, qos(s.qos)))
+            .collect();
+        let acker = Acker::V4(client.clone());
+        (V4 { client, filters }, eventloop, acker)
+    }
     async fn next(el: &mut rumqttc::EventLoop) -> Result<Incoming, String> {
         Ok(match el.poll().await.map_err(|e| e.to_string())? {
             Event::Incoming(Packet::ConnAck(ack)) => Incoming::Connected {
@@ -741,6 +733,16 @@ struct V5 {
 
 impl Session for V5 {
     type EventLoop = rumqttc::v5::EventLoop;
+    fn connect(s: &IngestSettings) -> (V5, rumqttc::v5::EventLoop, Acker) {
+        let (client, eventloop) = connect_v5(s);
+        let filters = s
+            .filters()
+            .into_iter()
+            .map(|t| Filter5::new(t, qos5(s.qos)))
+            .collect();
+        let acker = Acker::V5(client.clone());
+        (V5 { client, filters }, eventloop, acker)
+    }
     async fn next(el: &mut rumqttc::v5::EventLoop) -> Result<Incoming, String> {
         use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as R;
         use rumqttc::v5::Event as Event5;
