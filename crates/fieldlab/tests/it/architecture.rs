@@ -2,6 +2,7 @@
 //! dependencies (normal, not dev) are exactly the ones the document's rules block lists, and
 //! every workspace crate is listed. Change the code and the document together.
 
+use crate::common::output_ok;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -43,21 +44,16 @@ fn short(name: &str) -> String {
 
 fn actual() -> Graph {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
     );
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pkgs = m["packages"].as_array().unwrap();

@@ -1,6 +1,7 @@
 //! `fieldlab cap` end to end through the real binary: prepare -> manifest -> proof -> export ->
 //! verify-bundle, exit codes of lint and verify, keys, registry and audit.
 
+use crate::common::{cap_build_proof, cap_example as ex};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,12 +20,11 @@ fn cap(dir: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-fn ex(n: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/cap")
-        .join(n)
-        .display()
-        .to_string()
+/// `fieldlab cap ARGS` in `dir`, which must succeed: its output.
+fn cap_ok(dir: &Path, args: &[&str]) -> String {
+    let (c, out) = cap(dir, args);
+    assert_eq!(c, 0, "{args:?}: {out}");
+    out
 }
 
 #[test]
@@ -33,47 +33,17 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
     let p = d.path();
     assert_eq!(cap(p, &["policy", "lint", &ex("lint_errors.yaml")]).0, 3);
     assert_eq!(cap(p, &["policy", "validate", &ex("lksg_v1.yaml")]).0, 2);
-    assert_eq!(
-        cap(
-            p,
-            &[
-                "prepare",
-                "--suppliers",
-                &ex("suppliers.csv"),
-                "--ubos",
-                &ex("ubos.csv"),
-                "--out",
-                "w"
-            ]
-        )
-        .0,
-        0
-    );
-    let (c, out) = cap(
-        p,
-        &[
-            "manifest",
-            "build",
-            "--dir",
-            "w",
-            "--policy",
-            &ex("lksg_v2.yaml"),
-            "--sanctions",
-            &ex("sanctions.csv"),
-        ],
-    );
-    assert_eq!(c, 0, "{out}");
-    assert_eq!(cap(p, &["proof", "build", "--dir", "w"]).0, 0);
+    cap_build_proof(&ex("ubos.csv"), |args| {
+        cap_ok(p, args);
+    });
     assert_eq!(cap(p, &["proof", "verify", "--dir", "w"]).0, 0);
-    let (c, out) = cap(p, &["keys", "keygen", "--name", "exporter"]);
-    assert_eq!(c, 0, "{out}");
-    let (c, out) = cap(
+    cap_ok(p, &["keys", "keygen", "--name", "exporter"]);
+    cap_ok(
         p,
         &[
             "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
         ],
     );
-    assert_eq!(c, 0, "{out}");
     // The public key file `keys keygen` wrote.
     let public = std::fs::read_dir(p.join("data/cap/keys"))
         .unwrap()
@@ -85,42 +55,26 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
     let (c, out) = cap(p, &["verifier", "run", "--package", "b.zip"]);
     assert_eq!(c, 5, "{out}");
     assert!(out.contains("UNTRUSTED"), "{out}");
-    let (c, out) = cap(p, &["verify-bundle", "b.zip", "--allow-any-signer"]);
-    assert_eq!(c, 0, "{out}");
-    let (c, out) = cap(
+    cap_ok(p, &["verify-bundle", "b.zip", "--allow-any-signer"]);
+    let out = cap_ok(
         p,
         &["verifier", "run", "--package", "b.zip", "--trust", &public],
     );
-    assert_eq!(c, 0, "{out}");
     assert!(out.contains("OK"));
     // The policy can be pinned by hash: the right one passes, any other fails.
+    let verify_pinned = |flag: &str, value: &str| {
+        cap(
+            p,
+            &["verify-bundle", "b.zip", "--trust", &public, flag, value],
+        )
+    };
     let (_, report) = cap(p, &["verify-bundle", "b.zip", "--trust", &public, "--json"]);
     let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
     let hash = report["policy_hash"].as_str().unwrap().to_string();
-    let (c, out) = cap(
-        p,
-        &[
-            "verify-bundle",
-            "b.zip",
-            "--trust",
-            &public,
-            "--policy-hash",
-            &hash,
-        ],
-    );
+    let (c, out) = verify_pinned("--policy-hash", &hash);
     assert_eq!(c, 0, "{out}");
     let other = "0".repeat(64);
-    let (c, out) = cap(
-        p,
-        &[
-            "verify-bundle",
-            "b.zip",
-            "--trust",
-            &public,
-            "--policy-hash",
-            &other,
-        ],
-    );
+    let (c, out) = verify_pinned("--policy-hash", &other);
     assert_eq!(c, 1, "{out}");
     assert!(out.contains("is not a trusted policy"), "{out}");
     // A trusted policy list (a file, `#` comments) with the right hash among others passes;
@@ -128,30 +82,10 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
     let list = p.join("policies.txt");
     std::fs::write(&list, format!("# trusted\n{other}\n{hash}  # lksg v2\n")).unwrap();
     let list_arg = list.to_str().unwrap();
-    let (c, out) = cap(
-        p,
-        &[
-            "verify-bundle",
-            "b.zip",
-            "--trust",
-            &public,
-            "--trusted-policies",
-            list_arg,
-        ],
-    );
+    let (c, out) = verify_pinned("--trusted-policies", list_arg);
     assert_eq!(c, 0, "{out}");
     std::fs::write(&list, format!("{other}\n")).unwrap();
-    let (c, out) = cap(
-        p,
-        &[
-            "verify-bundle",
-            "b.zip",
-            "--trust",
-            &public,
-            "--trusted-policies",
-            list_arg,
-        ],
-    );
+    let (c, out) = verify_pinned("--trusted-policies", list_arg);
     assert_eq!(c, 1, "{out}");
     let mut z = std::fs::read(p.join("b.zip")).unwrap();
     let n = z.len();
@@ -178,7 +112,7 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
         .expect("inspect prints the verifier key")
         .trim()
         .to_string();
-    let (c, out) = cap(
+    cap_ok(
         p,
         &[
             "registry",
@@ -189,8 +123,7 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
             &vkey,
         ],
     );
-    assert_eq!(c, 0, "{out}");
-    let (c, out) = cap(
+    cap_ok(
         p,
         &[
             "registry",
@@ -200,7 +133,6 @@ fn cap_pipeline_exit_codes_and_tamper_detection() {
             "--allow-any-signer",
         ],
     );
-    assert_eq!(c, 0, "{out}");
     assert_eq!(cap(p, &["registry", "verify"]).0, 0);
     assert_eq!(cap(p, &["audit", "verify"]).0, 0);
     let audit = p.join("data/cap/audit.jsonl");
@@ -224,37 +156,18 @@ fn a_correctly_rounded_number_survives_prepare_proof_and_export() {
     }
     ubos.push_str("U900,S001,Ada Exact,DE,96.81818181818181\n");
     std::fs::write(p.join("ubos.csv"), ubos).unwrap();
-    let ok = |args: &[&str]| {
-        let (c, out) = cap(p, args);
-        assert_eq!(c, 0, "{args:?}: {out}");
-        out
-    };
-    ok(&[
-        "prepare",
-        "--suppliers",
-        &ex("suppliers.csv"),
-        "--ubos",
-        "ubos.csv",
-        "--out",
-        "w",
-    ]);
-    ok(&[
-        "manifest",
-        "build",
-        "--dir",
-        "w",
-        "--policy",
-        &ex("lksg_v2.yaml"),
-        "--sanctions",
-        &ex("sanctions.csv"),
-    ]);
-    ok(&["proof", "build", "--dir", "w"]);
-    ok(&["proof", "verify", "--dir", "w"]);
-    ok(&["keys", "keygen", "--name", "exporter"]);
-    ok(&[
-        "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
-    ]);
-    ok(&["verify-bundle", "b.zip", "--allow-any-signer"]);
+    cap_build_proof("ubos.csv", |args| {
+        cap_ok(p, args);
+    });
+    cap_ok(p, &["proof", "verify", "--dir", "w"]);
+    cap_ok(p, &["keys", "keygen", "--name", "exporter"]);
+    cap_ok(
+        p,
+        &[
+            "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
+        ],
+    );
+    cap_ok(p, &["verify-bundle", "b.zip", "--allow-any-signer"]);
     let mut found = false;
     for e in walk(&p.join("w")) {
         if let Ok(t) = std::fs::read_to_string(&e) {
@@ -285,36 +198,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// prepare -> manifest -> proof -> export with a fresh key named `exporter`; returns the path
 /// of its public key file.
 fn export_bundle(p: &Path, out: &str) -> String {
-    let ok = |args: &[&str]| {
-        let (c, text) = cap(p, args);
-        assert_eq!(c, 0, "{args:?}: {text}");
-        text
-    };
-    ok(&[
-        "prepare",
-        "--suppliers",
-        &ex("suppliers.csv"),
-        "--ubos",
-        &ex("ubos.csv"),
-        "--out",
-        "w",
-    ]);
-    ok(&[
-        "manifest",
-        "build",
-        "--dir",
-        "w",
-        "--policy",
-        &ex("lksg_v2.yaml"),
-        "--sanctions",
-        &ex("sanctions.csv"),
-    ]);
-    ok(&["proof", "build", "--dir", "w"]);
-    let made = ok(&["keys", "keygen", "--name", "exporter"]);
+    cap_build_proof(&ex("ubos.csv"), |args| {
+        cap_ok(p, args);
+    });
+    let made = cap_ok(p, &["keys", "keygen", "--name", "exporter"]);
     let kid = made.split_whitespace().nth(1).unwrap().to_string();
-    ok(&[
-        "proof", "export", "--dir", "w", "--key", "exporter", "--out", out,
-    ]);
+    cap_ok(
+        p,
+        &[
+            "proof", "export", "--dir", "w", "--key", "exporter", "--out", out,
+        ],
+    );
     p.join(format!("data/cap/keys/{kid}.pub.json"))
         .display()
         .to_string()
@@ -358,14 +252,13 @@ fn cap_trust_keyrings_and_checkpoints() {
         .trim_end_matches(".pub.json")
         .to_string();
     // A keyring file: any of its keys; the report names the signer.
-    let (c, out) = cap(p, &["verify-bundle", "b.zip", "--trust", "signers.keyring"]);
-    assert_eq!(c, 0, "{out}");
+    let out = cap_ok(p, &["verify-bundle", "b.zip", "--trust", "signers.keyring"]);
     assert!(
         out.contains(&format!("Ed25519 key {exporter_kid} (trusted key)")),
         "{out}"
     );
     // --trust several times.
-    let (c, out) = cap(
+    cap_ok(
         p,
         &[
             "verifier",
@@ -378,16 +271,14 @@ fn cap_trust_keyrings_and_checkpoints() {
             &exporter,
         ],
     );
-    assert_eq!(c, 0, "{out}");
     // The DSSE form (fieldlab.bundle/v2): the same trust rules.
-    let (c, out) = cap(
+    cap_ok(
         p,
         &[
             "proof", "export", "--dir", "w", "--key", "exporter", "--out", "d.zip", "--dsse",
         ],
     );
-    assert_eq!(c, 0, "{out}");
-    let (c, out) = cap(
+    let out = cap_ok(
         p,
         &[
             "verify-bundle",
@@ -397,7 +288,6 @@ fn cap_trust_keyrings_and_checkpoints() {
             "--json",
         ],
     );
-    assert_eq!(c, 0, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
     assert_eq!(report["bundle_format"], "fieldlab.bundle/v2", "{out}");
     assert_eq!(cap(p, &["verify-bundle", "d.zip"]).0, 5);

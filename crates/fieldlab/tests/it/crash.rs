@@ -154,23 +154,18 @@ fn sigkill_during_heavy_ingest_loses_no_acknowledged_point_and_duplicates_none()
     assert!(acked.len() > 3000, "{} acknowledged", acked.len());
 
     // What the killed process had on disk: a read-only look at the data dir.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldlab"))
-        .args(["query", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--device-type",
-            "CrashTest",
-            "--field",
-            "v",
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldlab"))
+            .args(["query", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--device-type",
+                "CrashTest",
+                "--field",
+                "v",
+                "--format",
+                "csv",
+            ]),
     );
     let on_disk = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
     assert!(

@@ -126,6 +126,12 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     f.wait_ready(Duration::from_secs(10));
     let url = f.http.clone();
     let c = reqwest::blocking::Client::new();
+    // `fieldlab devices ARGS --url URL`, which must succeed: its output.
+    let devices = |args: &[&str]| {
+        let (code, out, err) = fieldlab(&[&["devices"], args, &["--url", &url]].concat());
+        assert_eq!(code, 0, "{err}");
+        out
+    };
 
     // Create a device from a YAML body; list it via the CLI.
     let r = c
@@ -135,8 +141,7 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
-    let (code, out, err) = fieldlab(&["devices", "list", "--url", &url]);
-    assert_eq!(code, 0, "{err}");
+    let out = devices(&["list"]);
     assert!(
         out.contains("wt_1") && out.contains("WindTurbine") && out.contains("temperature_sensor_1"),
         "{out}"
@@ -152,17 +157,7 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     assert!(r.text().unwrap().contains("unknown device type"));
 
     // Simulate a configured scenario via the CLI: the storm stops the turbine (cut-out).
-    let (code, out, err) = fieldlab(&[
-        "devices",
-        "simulate",
-        "--device",
-        "wt_1",
-        "--scenario",
-        "storm",
-        "--url",
-        &url,
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let out = devices(&["simulate", "--device", "wt_1", "--scenario", "storm"]);
     assert!(out.contains("storm"), "{out}");
     eventually(Duration::from_secs(15), "storm values stored", || {
         let (st, v) = f.get("/api/v1/devices/wt_1/history?field=wind_speed,power&from=-1m");
@@ -176,8 +171,7 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     });
 
     // A fault via the CLI becomes a ground-truth annotation.
-    let (code, out, err) = fieldlab(&[
-        "devices",
+    let out = devices(&[
         "fault",
         "--device",
         "temperature_sensor_1",
@@ -189,10 +183,7 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
         "2",
         "--param",
         "magnitude=500",
-        "--url",
-        &url,
     ]);
-    assert_eq!(code, 0, "{err}");
     assert!(out.contains("annotation id"), "{out}");
     let (_, a) = f.get("/api/v1/annotations?device_id=temperature_sensor_1");
     assert_eq!(a["count"], 1, "{a}");
@@ -214,12 +205,10 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     });
 
     // Stop all, start one; status reflects it; metrics count states.
-    let (code, _, err) = fieldlab(&["devices", "stop", "--all", "--url", &url]);
-    assert_eq!(code, 0, "{err}");
+    devices(&["stop", "--all"]);
     let (_, v) = f.get("/api/v1/devices/wt_1/status");
     assert_eq!(v["state"], "stopped");
-    let (code, _, _) = fieldlab(&["devices", "start", "wt_1", "--url", &url]);
-    assert_eq!(code, 0);
+    devices(&["start", "wt_1"]);
     let (_, v) = f.get("/devices/wt_1/status");
     assert_eq!(v["state"], "running");
     eventually(Duration::from_secs(5), "device-state metrics", || {
@@ -234,34 +223,31 @@ fn rest_and_cli_control_devices_scenarios_and_faults() {
     assert!(err.contains("--all"), "{err}");
 
     // Replace its configuration (PUT): it keeps running, with the new interval.
-    let r = c
-        .put(f.url("/api/v1/devices/wt_1"))
-        .header("content-type", "application/json")
-        .body(r#"{"type": "WindTurbine", "config": {"update_interval": 0.5}}"#)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    // PUT a JSON configuration to a device: the status and the answer's body.
+    let put = |device: &str, body: &'static str| {
+        let r = c
+            .put(f.url(&format!("/api/v1/devices/{device}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (st, body) = put(
+        "wt_1",
+        r#"{"type": "WindTurbine", "config": {"update_interval": 0.5}}"#,
+    );
+    assert_eq!(st, 200, "{body}");
     let (_, v) = f.get("/api/v1/emulator/devices/wt_1");
     assert_eq!(v["update_interval"], 0.5, "{v}");
     assert_eq!(v["state"], "running", "{v}");
     // A body naming another device is refused and changes nothing.
-    let r = c
-        .put(f.url("/api/v1/devices/wt_1"))
-        .header("content-type", "application/json")
-        .body(r#"{"name": "wt_2", "type": "WindTurbine"}"#)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400, "{}", r.text().unwrap());
+    let (st, body) = put("wt_1", r#"{"name": "wt_2", "type": "WindTurbine"}"#);
+    assert_eq!(st, 400, "{body}");
     assert_eq!(f.get("/api/v1/emulator/devices/wt_1").0, 200);
     assert_eq!(f.get("/api/v1/emulator/devices/wt_2").0, 404);
     // PUT of a device that does not exist: 404.
-    let r = c
-        .put(f.url("/api/v1/devices/nope"))
-        .header("content-type", "application/json")
-        .body(r#"{"type": "WindTurbine"}"#)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(put("nope", r#"{"type": "WindTurbine"}"#).0, 404);
 
     // Delete; then it is gone from the emulator. Its data keeps it known as a device that is
     // no longer emulated (one deleted before it sent anything is forgotten: a directory test).

@@ -395,14 +395,7 @@ fn restore_refuses_links_devices_escapes_and_unlisted_files() {
 }
 
 fn post(c: &reqwest::blocking::Client, url: &str, body: &Value) -> (u16, String, Value) {
-    let r = c.post(url).json(body).send().unwrap();
-    let st = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (st, ct, r.json().unwrap_or(Value::Null))
+    status_type_json(c.post(url).json(body).send().unwrap())
 }
 
 fn rows(n: usize, features: usize) -> Value {

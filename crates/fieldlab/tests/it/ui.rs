@@ -500,56 +500,16 @@ fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, Strin
 /// A signed proof bundle built by `fieldlab cap` from the example data, and a copy with one
 /// bit flipped.
 fn bundles(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let ex = |n: &str| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/cap")
-            .join(n)
-            .display()
-            .to_string()
+    let cap = |args: &[&str]| {
+        let all = [&["cap"], args].concat();
+        let (c, out) = run(dir, &all, None);
+        assert_eq!(c, 0, "fieldlab {all:?}: {out}");
     };
-    let steps: [Vec<String>; 5] = [
-        [
-            "cap",
-            "prepare",
-            "--suppliers",
-            &ex("suppliers.csv"),
-            "--ubos",
-            &ex("ubos.csv"),
-            "--out",
-            "w",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "cap",
-            "manifest",
-            "build",
-            "--dir",
-            "w",
-            "--policy",
-            &ex("lksg_v2.yaml"),
-            "--sanctions",
-            &ex("sanctions.csv"),
-        ]
-        .map(String::from)
-        .to_vec(),
-        ["cap", "proof", "build", "--dir", "w"]
-            .map(String::from)
-            .to_vec(),
-        ["cap", "keys", "keygen", "--name", "exporter"]
-            .map(String::from)
-            .to_vec(),
-        [
-            "cap", "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for s in &steps {
-        let args: Vec<&str> = s.iter().map(String::as_str).collect();
-        let (c, out) = run(dir, &args, None);
-        assert_eq!(c, 0, "fieldlab {s:?}: {out}");
-    }
+    cap_build_proof(&cap_example("ubos.csv"), cap);
+    cap(&["keys", "keygen", "--name", "exporter"]);
+    cap(&[
+        "proof", "export", "--dir", "w", "--key", "exporter", "--out", "b.zip",
+    ]);
     let good = dir.join("b.zip");
     let mut z = std::fs::read(&good).unwrap();
     let n = z.len();

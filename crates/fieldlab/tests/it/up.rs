@@ -374,18 +374,12 @@ fn models_load_is_confined_to_the_models_directory() {
     f.wait_ready(Duration::from_secs(15));
     let http = reqwest::blocking::Client::new();
     let load = |path: &str| -> (u16, String, Value) {
-        let r = http
-            .post(f.url("/api/v1/models/load"))
-            .json(&serde_json::json!({ "path": path }))
-            .send()
-            .unwrap();
-        let st = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (st, ct, r.json().unwrap_or(Value::Null))
+        status_type_json(
+            http.post(f.url("/api/v1/models/load"))
+                .json(&serde_json::json!({ "path": path }))
+                .send()
+                .unwrap(),
+        )
     };
     let (st, _, v) = load("m1");
     assert_eq!(st, 200, "{v}");

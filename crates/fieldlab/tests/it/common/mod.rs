@@ -479,3 +479,60 @@ pub fn mosquitto_tls_listener(port: u16, pki: &Pki, require_client_cert: bool) -
     }
     s
 }
+
+/// A file of `fieldlab cap`'s example data (examples/cap/NAME), as a path argument.
+pub fn cap_example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cap")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The `fieldlab cap` steps (without the `cap`) that turn the example suppliers and the UBO
+/// file `ubos` into a workspace `w` with its proof: prepare, manifest build, proof build.
+/// `run` runs each step and checks it.
+pub fn cap_build_proof(ubos: &str, mut run: impl FnMut(&[&str])) {
+    run(&[
+        "prepare",
+        "--suppliers",
+        &cap_example("suppliers.csv"),
+        "--ubos",
+        ubos,
+        "--out",
+        "w",
+    ]);
+    run(&[
+        "manifest",
+        "build",
+        "--dir",
+        "w",
+        "--policy",
+        &cap_example("lksg_v2.yaml"),
+        "--sanctions",
+        &cap_example("sanctions.csv"),
+    ]);
+    run(&["proof", "build", "--dir", "w"]);
+}
+
+/// Run `cmd` to the end; it must succeed (else its stderr is the panic message). Its output.
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An HTTP answer's status, `content-type` (empty if none) and JSON body (null if not JSON).
+pub fn status_type_json(r: reqwest::blocking::Response) -> (u16, String, Value) {
+    let st = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (st, ct, r.json().unwrap_or(Value::Null))
+}
