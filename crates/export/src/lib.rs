@@ -162,7 +162,13 @@ pub fn export_where<W: Write + Send>(
             };
             let unit = unit_of(&used, info);
             for (ts, vals) in &rows {
-                sink.row(info, unit, &tags, *ts, vals)?;
+                let line = Line {
+                    s: info,
+                    unit,
+                    ts: *ts,
+                    vals,
+                };
+                sink.row(line, &tags)?;
             }
             sum.rows += rows.len() as u64;
         }
@@ -280,7 +286,13 @@ pub fn write_rows<W: Write + Send>(
     let mut series = BTreeSet::new();
     for r in rows {
         series.insert((r.info.device_id.as_str(), r.info.field.as_str()));
-        sink.row(&r.info, r.unit.as_deref(), &tags, r.ts, &r.vals)?;
+        let line = Line {
+            s: &r.info,
+            unit: r.unit.as_deref(),
+            ts: r.ts,
+            vals: &r.vals,
+        };
+        sink.row(line, &tags)?;
     }
     let sum = Summary {
         series: series.len(),
@@ -309,15 +321,17 @@ fn windows(store: &Store, key: &SeriesKey, q: &QuerySpec) -> Vec<(i64, i64)> {
     out
 }
 
+/// One row of an export as a sink writes it: its series, unit, time and one value per column.
+struct Line<'a> {
+    s: &'a SeriesInfo,
+    unit: Option<&'a str>,
+    ts: i64,
+    vals: &'a [Option<FieldValue>],
+}
+
 trait Sink<W> {
-    fn row(
-        &mut self,
-        s: &SeriesInfo,
-        unit: Option<&str>,
-        tags: &[String],
-        ts: i64,
-        vals: &[Option<FieldValue>],
-    ) -> Result<(), ExportError>;
+    /// Write one row; `tags` are the export's tag columns.
+    fn row(&mut self, line: Line<'_>, tags: &[String]) -> Result<(), ExportError>;
     fn finish(self: Box<Self>) -> Result<W, ExportError>;
 }
 
@@ -350,14 +364,8 @@ impl<W: Write> CsvSink<W> {
 }
 
 impl<W: Write> Sink<W> for CsvSink<W> {
-    fn row(
-        &mut self,
-        s: &SeriesInfo,
-        unit: Option<&str>,
-        tags: &[String],
-        ts: i64,
-        vals: &[Option<FieldValue>],
-    ) -> Result<(), ExportError> {
+    fn row(&mut self, line: Line<'_>, tags: &[String]) -> Result<(), ExportError> {
+        let Line { s, unit, ts, vals } = line;
         let mut rec = vec![
             format_ms(ts),
             s.device_id.clone(),
@@ -387,14 +395,8 @@ struct JsonSink<W: Write> {
 }
 
 impl<W: Write> Sink<W> for JsonSink<W> {
-    fn row(
-        &mut self,
-        s: &SeriesInfo,
-        unit: Option<&str>,
-        _tags: &[String],
-        ts: i64,
-        vals: &[Option<FieldValue>],
-    ) -> Result<(), ExportError> {
+    fn row(&mut self, line: Line<'_>, _tags: &[String]) -> Result<(), ExportError> {
+        let Line { s, unit, ts, vals } = line;
         let mut o = serde_json::Map::new();
         o.insert("ts".into(), format_ms(ts).into());
         o.insert("device_id".into(), s.device_id.clone().into());
@@ -473,6 +475,31 @@ struct ParquetSink<W: Write + Send> {
     text_cols: Vec<(Vec<ByteArray>, Vec<i16>)>,
     /// Per value column: whether it is a text column.
     kinds: Vec<bool>,
+}
+
+/// A buffered optional Parquet column (present values, every row's definition level): one
+/// more row, `None` a null.
+fn push_optional<T>(col: &mut (Vec<T>, Vec<i16>), v: Option<T>) {
+    match v {
+        Some(x) => {
+            col.0.push(x);
+            col.1.push(1);
+        }
+        None => col.1.push(0),
+    }
+}
+
+fn clear_optional<T>(col: &mut (Vec<T>, Vec<i16>)) {
+    col.0.clear();
+    col.1.clear();
+}
+
+/// A text value as a Parquet string; anything else is null in a text column.
+fn text_bytes(v: &Option<FieldValue>) -> Option<ByteArray> {
+    match v {
+        Some(FieldValue::Str(x)) => Some(ByteArray::from(x.as_str())),
+        _ => None,
+    }
 }
 
 /// Value columns written as text in Parquet (the others are DOUBLE).
@@ -582,85 +609,39 @@ impl<W: Write + Send> ParquetSink<W> {
         self.ids.clear();
         self.types.clear();
         self.fields.clear();
-        self.units.0.clear();
-        self.units.1.clear();
-        for (v, d) in &mut self.tags {
-            v.clear();
-            d.clear();
-        }
-        for (v, d) in &mut self.nums {
-            v.clear();
-            d.clear();
-        }
-        self.texts.0.clear();
-        self.texts.1.clear();
-        for (v, d) in &mut self.text_cols {
-            v.clear();
-            d.clear();
-        }
+        clear_optional(&mut self.units);
+        self.tags.iter_mut().for_each(clear_optional);
+        self.nums.iter_mut().for_each(clear_optional);
+        clear_optional(&mut self.texts);
+        self.text_cols.iter_mut().for_each(clear_optional);
         Ok(())
     }
 }
 
 impl<W: Write + Send> Sink<W> for ParquetSink<W> {
-    fn row(
-        &mut self,
-        s: &SeriesInfo,
-        unit: Option<&str>,
-        tags: &[String],
-        ts: i64,
-        vals: &[Option<FieldValue>],
-    ) -> Result<(), ExportError> {
+    fn row(&mut self, line: Line<'_>, tags: &[String]) -> Result<(), ExportError> {
+        let Line { s, unit, ts, vals } = line;
         self.ts.push(ts);
         self.ids.push(ByteArray::from(s.device_id.as_str()));
         self.types.push(ByteArray::from(&*s.tags.device_type));
         self.fields.push(ByteArray::from(s.field.as_str()));
-        match unit {
-            Some(u) => {
-                self.units.0.push(ByteArray::from(u));
-                self.units.1.push(1);
-            }
-            None => self.units.1.push(0),
-        }
-        for (t, (v, d)) in tags.iter().zip(&mut self.tags) {
-            match s.tags.extra.get(t) {
-                Some(x) => {
-                    v.push(ByteArray::from(x.as_str()));
-                    d.push(1);
-                }
-                None => d.push(0),
-            }
+        push_optional(&mut self.units, unit.map(ByteArray::from));
+        for (t, col) in tags.iter().zip(&mut self.tags) {
+            let v = s.tags.extra.get(t).map(|x| ByteArray::from(x.as_str()));
+            push_optional(col, v);
         }
         let (mut nums, mut texts) = (self.nums.iter_mut(), self.text_cols.iter_mut());
         for (val, text) in vals.iter().zip(&self.kinds) {
             if *text {
-                let Some((v, d)) = texts.next() else { break };
-                match val {
-                    Some(FieldValue::Str(x)) => {
-                        v.push(ByteArray::from(x.as_str()));
-                        d.push(1);
-                    }
-                    _ => d.push(0),
-                }
+                let Some(col) = texts.next() else { break };
+                push_optional(col, text_bytes(val));
                 continue;
             }
-            let Some((v, d)) = nums.next() else { break };
-            match val.as_ref().and_then(FieldValue::as_f64) {
-                Some(x) => {
-                    v.push(x);
-                    d.push(1);
-                }
-                None => d.push(0),
-            }
+            let Some(col) = nums.next() else { break };
+            push_optional(col, val.as_ref().and_then(FieldValue::as_f64));
         }
         if self.raw {
-            match vals.first() {
-                Some(Some(FieldValue::Str(x))) => {
-                    self.texts.0.push(ByteArray::from(x.as_str()));
-                    self.texts.1.push(1);
-                }
-                _ => self.texts.1.push(0),
-            }
+            push_optional(&mut self.texts, vals.first().and_then(text_bytes));
         }
         if self.ts.len() >= ROW_GROUP {
             self.flush()?;
