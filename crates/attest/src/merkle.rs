@@ -64,6 +64,12 @@ pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Vec<Hash> {
     }
 }
 
+/// Verify that the leaf of the bytes `data` is at `index` in a tree of `size` leaves with
+/// `root`: [`verify_inclusion`] of its [`leaf_hash`].
+pub fn verify_leaf(data: &[u8], index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
+    verify_inclusion(&leaf_hash(data), index, size, proof, root)
+}
+
 /// Verify that `leaf` is at `index` in a tree of `size` leaves with `root` (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {

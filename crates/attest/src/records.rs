@@ -520,13 +520,7 @@ impl OpenedRecord {
     pub fn verify(&self, root: &Hash, size: u64) -> Result<(), RecordsError> {
         let mut bytes = Vec::with_capacity(128);
         canon::write_value(&mut bytes, &self.record)?;
-        if merkle::verify_inclusion(
-            &merkle::leaf_hash(&bytes),
-            self.index,
-            size,
-            &self.proof,
-            root,
-        ) {
+        if merkle::verify_leaf(&bytes, self.index, size, &self.proof, root) {
             Ok(())
         } else {
             Err(RecordsError::NotIncluded { index: self.index })

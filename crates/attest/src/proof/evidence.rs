@@ -22,13 +22,7 @@ pub struct ListEntry {
 
 impl ListEntry {
     pub(super) fn verify(&self, root: &Hash, size: u64) -> Result<(), ProofError> {
-        if merkle::verify_inclusion(
-            &merkle::leaf_hash(self.value.as_bytes()),
-            self.index,
-            size,
-            &self.proof,
-            root,
-        ) {
+        if merkle::verify_leaf(self.value.as_bytes(), self.index, size, &self.proof, root) {
             Ok(())
         } else {
             Err(ProofError::Invalid(format!(
