@@ -39,9 +39,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from opcua_security import secure
 
 NS_URI = "urn:fieldlab:emulator"
-APP_URI = "urn:fieldlab:test-client"
 
 
 def err(e):
@@ -86,24 +86,6 @@ def user_cert(cert_dir, cn):
         )
     )
     return cert_path, key_path
-
-
-async def secure(client, cert_dir):
-    from asyncua.crypto.cert_gen import setup_self_signed_certificate
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    d = Path(cert_dir)
-    key, cert = d / "client-key.pem", d / "client-cert.der"
-    await setup_self_signed_certificate(
-        key, cert, APP_URI, "localhost",
-        [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "fieldlab test client"},
-    )
-    client.application_uri = APP_URI
-    await client.set_security(
-        SecurityPolicyBasic256Sha256, str(cert), str(key),
-        mode=ua.MessageSecurityMode.SignAndEncrypt,
-    )
 
 
 async def child(node, ns, name):

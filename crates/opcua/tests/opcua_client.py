@@ -11,9 +11,9 @@ Exits non-zero (with a message) when the server does not behave.
 import asyncio
 import json
 import sys
-from pathlib import Path
 
 from asyncua import Client, ua
+from opcua_security import secure
 
 NS_URI = "urn:fieldlab:emulator"
 
@@ -29,22 +29,7 @@ async def child_by_name(node, ns, name):
 async def run(url, device, field, security, cert_dir, scenario):
     client = Client(url=url, timeout=10)
     if security == "basic256sha256":
-        from asyncua.crypto.cert_gen import setup_self_signed_certificate
-        from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-        from cryptography.x509.oid import ExtendedKeyUsageOID
-
-        d = Path(cert_dir)
-        key, cert = d / "client-key.pem", d / "client-cert.der"
-        app_uri = "urn:fieldlab:test-client"
-        await setup_self_signed_certificate(
-            key, cert, app_uri, "localhost",
-            [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "fieldlab test client"},
-        )
-        client.application_uri = app_uri
-        await client.set_security(
-            SecurityPolicyBasic256Sha256, str(cert), str(key),
-            mode=ua.MessageSecurityMode.SignAndEncrypt,
-        )
+        await secure(client, cert_dir)
     out = {"security": security}
     async with client:
         ns = await client.get_namespace_index(NS_URI)
