@@ -29,6 +29,19 @@ pub fn peer_command(program: impl AsRef<OsStr>) -> Command {
     c
 }
 
+/// What a test client (a script that speaks to fieldlab as a user's program would, e.g. the
+/// python-asyncua OPC UA client) printed on stdout, as JSON. A failed run, or output that is
+/// not JSON, panics with what the client printed.
+pub fn client_json(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -55,17 +68,4 @@ mod tests {
             libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
         }
     }
-}
-
-/// What a test client (a script that speaks to fieldlab as a user's program would, e.g. the
-/// python-asyncua OPC UA client) printed on stdout, as JSON. A failed run, or output that is
-/// not JSON, panics with what the client printed.
-pub fn client_json(out: &std::process::Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
