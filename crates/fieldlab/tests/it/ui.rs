@@ -69,12 +69,7 @@ fn dashboard_works_in_headless_chromium() {
     b.navigate(&f.url("/"));
 
     // The fleet page lists the demo fleet, each device linking to its page.
-    let listed = b.wait_for(
-        "the demo fleet in the fleet table",
-        Duration::from_secs(15),
-        "(() => { const ids = [...document.querySelectorAll('#fleet-table tbody a')].map(a => a.textContent); \
-           return ids.length >= 3 ? ids : null; })()",
-    );
+    let listed = fleet_ids(&mut b, "the demo fleet in the fleet table", 3);
     for id in DEMO {
         assert!(
             listed.as_array().unwrap().iter().any(|v| v == id),
@@ -265,14 +260,7 @@ fn dashboard_works_in_headless_chromium() {
 
     // Every page draws its heading, and none logs an error.
     for (hash, title) in PAGES {
-        b.eval(&format!("location.hash = '{hash}'; true"));
-        b.wait_for(
-            &format!("heading `{title}` on {hash}"),
-            Duration::from_secs(10),
-            &format!(
-                "(document.querySelector('main h1')?.textContent || '').startsWith({title:?})"
-            ),
-        );
+        open_page(&mut b, hash, title, "");
         if hash == "#/" {
             b.wait_for(
                 "values with units on the revisited fleet page",
@@ -304,22 +292,20 @@ fn dashboard_works_in_headless_chromium() {
         Duration::from_secs(5),
         "document.documentElement.dataset.theme === 'dark'",
     );
-    b.wait_for(
+    screenshot_when(
+        &mut b,
         "temperature chart",
-        Duration::from_secs(10),
         "Number(document.querySelector('.chart .plot')?.dataset.points || 0) >= 2",
+        "device-dark.png",
     );
-    b.pump(Duration::from_millis(500));
-    b.screenshot(&shots().join("device-dark.png"));
     b.viewport(390, 844);
     b.eval("location.hash = '#/'; true");
-    b.wait_for(
+    screenshot_when(
+        &mut b,
         "fleet at phone width",
-        Duration::from_secs(10),
         "document.querySelectorAll('#fleet-table tbody a').length >= 3",
+        "fleet-phone.png",
     );
-    b.pump(Duration::from_millis(500));
-    b.screenshot(&shots().join("fleet-phone.png"));
 
     live_feed_reconnects_over_a_real_websocket(&mut b);
     device_control_and_fault_annotation(&mut b, &f);
@@ -420,16 +406,6 @@ fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
     }
     b.viewport(1280, 800);
     b.eval("location.hash = '#/device/temperature_sensor_1'; true");
-    let click = |b: &mut Browser, label: &str| {
-        b.wait_for(
-            &format!("button {label}"),
-            Duration::from_secs(10),
-            &format!(
-                "(() => {{ const x = [...document.querySelectorAll('main button')].find(x => x.textContent === {label:?}); \
-                   if (!x) return null; x.click(); return true; }})()"
-            ),
-        );
-    };
     let status = |b: &mut Browser, text: &str| {
         b.wait_for(
             &format!("status `{text}`"),
@@ -439,14 +415,14 @@ fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
             ),
         );
     };
-    click(b, "Stop");
+    click_button(b, "Stop");
     status(b, "Stop: done");
     b.wait_for(
         "state stopped",
         Duration::from_secs(10),
         "document.querySelector('main h1')?.textContent.includes('stopped')",
     );
-    click(b, "Start");
+    click_button(b, "Start");
     status(b, "Start: done");
     b.wait_for(
         "state running",
@@ -459,7 +435,7 @@ fn device_control_and_fault_annotation(b: &mut Browser, f: &Fieldlab) {
            document.querySelector('input[aria-label=\"Duration in seconds\"]').value = '5'; \
            document.querySelector('input[aria-label^=\"Magnitude\"]').value = '30'; return true; })()",
     );
-    click(b, "Inject fault");
+    click_button(b, "Inject fault");
     status(b, "Inject fault: done");
     b.wait_for(
         "the fault's annotation on the temperature chart and in the list",
@@ -523,14 +499,7 @@ fn bundles(dir: &std::path::Path) -> (PathBuf, PathBuf) {
 fn every_page_at_phone_width(b: &mut Browser) {
     b.viewport(390, 844);
     for (hash, title) in PAGES {
-        b.eval(&format!("location.hash = '{hash}'; true"));
-        b.wait_for(
-            &format!("heading `{title}` on {hash} at 390 px"),
-            Duration::from_secs(10),
-            &format!(
-                "(document.querySelector('main h1')?.textContent || '').startsWith({title:?})"
-            ),
-        );
+        open_page(b, hash, title, " at 390 px");
         b.pump(Duration::from_millis(400));
         let (sw, w) = {
             let v = b.eval("[document.documentElement.scrollWidth, window.innerWidth]");
@@ -779,6 +748,35 @@ fn sign_in(b: &mut Browser, user: &str, role: &str) {
     );
 }
 
+/// Go to the page `hash` and wait for its heading `title`; `shown` says how, for the message.
+fn open_page(b: &mut Browser, hash: &str, title: &str, shown: &str) {
+    b.eval(&format!("location.hash = '{hash}'; true"));
+    b.wait_for(
+        &format!("heading `{title}` on {hash}{shown}"),
+        Duration::from_secs(10),
+        &format!("(document.querySelector('main h1')?.textContent || '').startsWith({title:?})"),
+    );
+}
+
+/// The device ids the fleet table links to, once it lists at least `at_least`.
+fn fleet_ids(b: &mut Browser, what: &str, at_least: usize) -> serde_json::Value {
+    b.wait_for(
+        what,
+        Duration::from_secs(15),
+        &format!(
+            "(() => {{ const ids = [...document.querySelectorAll('#fleet-table tbody a')].map(a => a.textContent); \
+               return ids.length >= {at_least} ? ids : null; }})()"
+        ),
+    )
+}
+
+/// Once `ready` holds (within 10 s) and the page has settled, a screenshot named `name`.
+fn screenshot_when(b: &mut Browser, what: &str, ready: &str, name: &str) {
+    b.wait_for(what, Duration::from_secs(10), ready);
+    b.pump(Duration::from_millis(500));
+    b.screenshot(&shots().join(name));
+}
+
 fn click_button(b: &mut Browser, label: &str) {
     b.wait_for(
         &format!("button {label}"),
@@ -965,12 +963,7 @@ fn a_newcomers_first_five_minutes() {
     b.navigate(&f.url("/"));
 
     // The fleet page: the three demo devices and one of each lab station's type.
-    let listed = b.wait_for(
-        "the default fleet in the fleet table",
-        Duration::from_secs(15),
-        "(() => { const ids = [...document.querySelectorAll('#fleet-table tbody a')].map(a => a.textContent); \
-           return ids.length >= 9 ? ids : null; })()",
-    );
+    let listed = fleet_ids(&mut b, "the default fleet in the fleet table", 9);
     assert_eq!(listed.as_array().unwrap().len(), 9, "{listed}");
 
     // The floor map: all seven stations have a device that is sending values.
