@@ -259,7 +259,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 step_k: s.get("step_k", d.step_k).max(0.0),
             }))
         }
-        "ensemble" => return Ok(guarded(s, diffed(s, ensemble(s)?))),
+        "ensemble" => return Ok(diffed(s, guarded(s, ensemble(s)?))),
         "off" => {
             s.check_known(CAL)?;
             Box::new(Off)
@@ -271,7 +271,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     } else {
         d
     };
-    Ok(guarded(s, diffed(s, d)))
+    Ok(diffed(s, guarded(s, d)))
 }
 
 /// `off`: scores nothing. In the live lab it still stands behind the gross outlier check
@@ -292,6 +292,8 @@ impl Detector for Off {
 /// `d` scoring the rate of change (per second) instead of the value when the spec's `diff` is
 /// not 0: for cumulative counters (energy meters), whose value always grows but whose rate
 /// has a rhythm. The first point, and a point at the same instant as the one before, score 0.
+/// It wraps the gross outlier check too: a counter's gross outlier is a jump of its rate (a
+/// reset, a burst), not its next value, which is always beyond what it has shown.
 fn diffed(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
     if s.get("diff", 0.0) != 0.0 {
         Box::new(Diff {
@@ -345,13 +347,17 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 }
 
 /// The default ensemble: sequence (already a likelihood), and robust z, EWMA, seasonal
-/// residual and isolation forest, each calibrated; combined by max (`mean=1`: by mean;
-/// `lead=L`: the first member leads unless two others agree at likelihood L), held (`hold`,
-/// 120 points: 300 cost 6 NAB points), silent during the warm-up (`warmup`, default: the
-/// sequence's `probation`). A raw alarm needs `raw` (default 3: all) of robust z, EWMA and seasonal at
-/// an extreme raw score together (`raw=1`, any one of them, cost 12 NAB points; `raw=0` turns
-/// raw alarms off). `ae=1` adds the online autoencoder; `seq`, `rz`, `ewma`, `seasonal`,
-/// `iforest` = 0 drop a member.
+/// residual and isolation forest, each calibrated; combined by family agreement
+/// ([`Combine::Agree`]: one family alone scores at most `solo`, default 0.8; `agree=0`: by max;
+/// `mean=1`: by mean; `lead=L`: the first member leads unless two others agree at likelihood
+/// L), with the seasonal member explaining away the context-free ones once it has seen a day
+/// (`explain`, default 0.7; 0 = off), held (`hold`, 120 points: 300 cost 6 NAB points),
+/// silent during the warm-up (`warmup` points, default: the sequence's `probation`, and
+/// `learn_s` seconds, default 0). A raw alarm needs `raw` (default 3: all) of robust z,
+/// EWMA and seasonal at an extreme raw score together (`raw=1`, any one of them, cost 12 NAB
+/// points; `raw=0` turns raw alarms off). `ae=1` adds the online autoencoder; `seq`, `rz`,
+/// `ewma`, `seasonal`, `iforest` = 0 drop a member. See [`ensemble`](crate::ensemble) for
+/// what each choice is worth.
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
         "history",
@@ -374,6 +380,10 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "lead",
         "raw",
         "diff",
+        "agree",
+        "solo",
+        "explain",
+        "learn_s",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
@@ -431,6 +441,10 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         Combine::Mean
     } else if lead > 0.0 && members.len() > 1 {
         Combine::Lead(lead)
+    } else if s.get("agree", 1.0) != 0.0 {
+        Combine::Agree {
+            solo: s.get("solo", 0.8).clamp(0.0, 1.0),
+        }
     } else {
         Combine::Max
     };
@@ -438,7 +452,10 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     let hold = Hold::new(s.get("hold", 120.0) as usize, s.get("damp", 0.5));
     let raw = s.get("raw", 3.0).max(0.0) as usize;
     Ok(Box::new(
-        Ensemble::new(members, combine, hold, warmup).raw_agree(raw),
+        Ensemble::new(members, combine, hold, warmup)
+            .raw_agree(raw)
+            .explained_below(s.get("explain", 0.7))
+            .learn_for((s.get("learn_s", 0.0).max(0.0) * 1000.0) as i64),
     ))
 }
 

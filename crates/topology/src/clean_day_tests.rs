@@ -98,12 +98,11 @@ fn the_default_fleet_raises_nothing_in_its_first_ten_minutes() {
     );
 }
 
-/// Issue 24 item 3, not met yet: a whole clean day of every built-in type without an event.
-/// Run it for the table: `cargo test -p fieldlab-topology clean_day -- --ignored --nocapture`.
-#[test]
-#[ignore = "the live ensemble still raises false alarms over a clean day (issue 24 item 3)"]
-fn every_built_in_type_runs_a_clean_day_without_an_event() {
-    let mut failures = Vec::new();
+/// Every built-in type (custom ones aside), clean, as the live lab judges it: the first hour
+/// as the lab runs it (a reading a second from 08:00), and two simulated days (a reading
+/// every 10 s from midnight). Returns (case, events of the first day, events of the second).
+fn clean_run(seed: u64) -> Vec<(String, Vec<Event>, Vec<Event>)> {
+    let mut out = Vec::new();
     for t in fieldlab_emulator::catalog() {
         if fieldlab_emulator::custom::types()
             .iter()
@@ -111,31 +110,71 @@ fn every_built_in_type_runs_a_clean_day_without_an_event() {
         {
             continue;
         }
-        // The first hour as the lab runs it (a reading a second, started at 08:00), then a
-        // whole day at one reading per 10 s.
-        for (start, hours, step) in [(MIDNIGHT + 8 * 3_600_000, 1.0, 1.0), (MIDNIGHT, 24.0, 10.0)] {
-            let ev = events(t.name, start, hours, step, 11);
-            eprintln!(
-                "{} ({hours} h, every {step} s): {} events",
-                t.name,
-                ev.len()
-            );
-            for e in ev.iter().take(5) {
-                eprintln!("  {}", describe(e));
-            }
-            if !ev.is_empty() {
-                failures.push(format!(
-                    "{} ({hours} h every {step} s): {} events, first: {}",
-                    t.name,
-                    ev.len(),
-                    describe(&ev[0])
-                ));
-            }
-        }
+        let first_hour = events(t.name, MIDNIGHT + 8 * 3_600_000, 1.0, 1.0, seed);
+        out.push((
+            format!("{} (first hour, every 1 s)", t.name),
+            first_hour,
+            Vec::new(),
+        ));
+        let (day1, day2): (Vec<Event>, Vec<Event>) = events(t.name, MIDNIGHT, 48.0, 10.0, seed)
+            .into_iter()
+            .partition(|e| e.ts_ms() < MIDNIGHT + 86_400_000);
+        out.push((format!("{} (two days, every 10 s)", t.name), day1, day2));
     }
-    assert!(
-        failures.is_empty(),
-        "false alarms on clean data:\n{}",
-        failures.join("\n")
+    out
+}
+
+fn table(seed: u64, run: &[(String, Vec<Event>, Vec<Event>)]) -> (usize, usize) {
+    let (mut n1, mut n2) = (0, 0);
+    for (case, d1, d2) in run {
+        eprintln!(
+            "seed {seed}, {case}: day 1 {} events, day 2 {}",
+            d1.len(),
+            d2.len()
+        );
+        for e in d1.iter().chain(d2) {
+            eprintln!("  {}", describe(e));
+        }
+        n1 += d1.len();
+        n2 += d2.len();
+    }
+    eprintln!("seed {seed}: day 1 {n1} events, day 2 {n2}");
+    (n1, n2)
+}
+
+/// Two clean days of every built-in type raise at most 16 episodes: held to the level
+/// measured when this test was written (seed 11: 7 on the first day, 7 on the second, nearly
+/// all at sunrise, sunset or a schedule switch), so a change that brings back the ~150 daily
+/// false alarms of the plain max fails here. The first hour as the lab runs it raises nothing.
+/// `cargo test -p fieldlab-topology clean -- --nocapture` prints the table.
+#[test]
+fn two_clean_days_raise_few_episodes() {
+    let run = clean_run(11);
+    let (day1, day2) = table(11, &run);
+    let first_hour: usize = run
+        .iter()
+        .filter(|(case, ..)| case.contains("first hour"))
+        .map(|(_, d1, _)| d1.len())
+        .sum();
+    assert_eq!(
+        first_hour, 0,
+        "false alarms in the first hour (table above)"
     );
+    assert!(
+        day1 + day2 <= 16,
+        "{day1} + {day2} false alarms on two clean days (table above)"
+    );
+}
+
+/// Issue 24 item 3, not met yet: no event at all on clean data, over two days and several
+/// seeds. `cargo test -p fieldlab-topology clean -- --ignored --nocapture` gives the table.
+#[test]
+#[ignore = "the second clean day still raises a few episodes (issue 24 item 3)"]
+fn every_built_in_type_runs_clean_days_without_an_event() {
+    let mut total = 0;
+    for seed in [11, 12, 13] {
+        let (d1, d2) = table(seed, &clean_run(seed));
+        total += d1 + d2;
+    }
+    assert_eq!(total, 0, "false alarms on clean data (table above)");
 }

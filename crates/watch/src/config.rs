@@ -90,28 +90,28 @@ impl Default for DetectConfig {
         DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
-            // Defaults per emulator type: daily rhythms get the seasonal residual, set-points a
-            // short robust z; the energy meter (its rate is `ac_power`, scored there; its value
-            // only grows, and at one reading a second its rate is quantised to 0 or one step)
-            // and the tool-wear sawtooth (worn, then reset at each tool change) only the gross
-            // check (`off`); everything else the ensemble. The CNC machine's spindle and feed
-            // stop at every tool change, which is no gross outlier either. Fields a program
-            // or controller steps between set points (the test bench's load cycle, the pitch
-            // controller), and wind power (the cube of the wind speed: a gust doubles it) are
-            // not judged as gross outliers (`gross=0`): every new set point or gust would be
-            // "far outside what the series has shown".
+            // Defaults per emulator type: set-points get a short robust z; the energy meter
+            // (its value only grows) is judged by its rate, and only by the gross check
+            // (`off:diff=1`: a reset or a burst; the rate's rhythm is `ac_power`'s); the
+            // tool-wear sawtooth (worn, then reset at each tool change) only by the gross
+            // check (`off`); everything else by the ensemble. Fields a program, controller or
+            // traffic steps between set points (the CNC machine's spindle, feed and power at
+            // every tool change, the test bench's load cycle, the pitch controller, a parked
+            // truck's speed), and wind power (the cube of the wind speed: a gust doubles it)
+            // are not judged as gross outliers (`gross=0`): every new set point or gust would
+            // be "far outside what the series has shown". Feathering the blades (pitch 90°)
+            // is a mode, not a spike (`raw=0`).
             series: [
-                ("TemperatureSensor.temperature", "seasonal"),
                 ("PressureValve.valve_position", "robust_z:window=60"),
-                ("PvInverter.irradiance", "seasonal"),
-                ("PvInverter.module_temperature", "seasonal"),
-                ("PvInverter.energy_total", "off"),
+                ("PvInverter.energy_total", "off:diff=1"),
                 ("CncMachine.tool_wear", "off"),
                 ("CncMachine.spindle_speed", "ensemble:gross=0"),
+                ("CncMachine.power", "ensemble:gross=0"),
                 ("CncMachine.feed_rate", "ensemble:gross=0"),
                 ("CncMachine.spindle_load", "ensemble:gross=0"),
-                ("WindTurbine.pitch_angle", "ensemble:gross=0"),
+                ("WindTurbine.pitch_angle", "ensemble:gross=0,raw=0"),
                 ("WindTurbine.power", "ensemble:gross=0"),
+                ("Reefer.speed", "ensemble:gross=0"),
                 ("EngineTestBench.engine_speed", "ensemble:gross=0"),
                 ("EngineTestBench.torque", "ensemble:gross=0"),
                 ("EngineTestBench.power", "ensemble:gross=0"),

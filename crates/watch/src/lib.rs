@@ -68,6 +68,14 @@ impl Event {
         }
     }
 
+    /// The time of the reading the event is about.
+    pub fn ts_ms(&self) -> i64 {
+        match self {
+            Event::Quality(q) => q.ts_ms,
+            Event::Anomaly(a) => a.ts_ms,
+        }
+    }
+
     /// The MQTT topic the event belongs on.
     pub fn topic(&self) -> String {
         match self {
@@ -188,7 +196,14 @@ struct SeriesDetector {
     detector: Box<dyn Detector>,
     scored: Counter,
     anomalies: Counter,
+    /// Time of the last point at or above the threshold: the open episode, if recent.
+    last_alarm_ms: Option<i64>,
 }
+
+/// One anomaly event per episode: a point at or above the threshold within this long of the
+/// series' previous one continues that episode (its score is in the reading's verdict, not a
+/// new event). A fault that lasts a minute is one event, not sixty.
+pub const EPISODE_GAP_MS: i64 = 300_000;
 
 /// A problem opening the event logs.
 #[derive(Debug, thiserror::Error)]
@@ -470,6 +485,7 @@ impl Watch {
                             .clone(),
                         anomalies: self.inner.metrics.anomalies.get_or_create(&labels).clone(),
                         detector,
+                        last_alarm_ms: None,
                     }
                 });
                 let s = d.detector.score(r.ts_ms, x);
@@ -478,7 +494,13 @@ impl Watch {
                     verdict::series_field(field, verdict::ANOMALY),
                     FieldValue::F64(verdict::stored_score(s)),
                 ));
+                let continues = d
+                    .last_alarm_ms
+                    .is_some_and(|t| (0..=EPISODE_GAP_MS).contains(&(r.ts_ms - t)));
                 if s >= self.inner.cfg.threshold {
+                    d.last_alarm_ms = Some(r.ts_ms.max(d.last_alarm_ms.unwrap_or(i64::MIN)));
+                }
+                if s >= self.inner.cfg.threshold && !continues {
                     d.anomalies.inc();
                     let e = AnomalyEvent {
                         device_id: r.device_id.clone(),
@@ -703,9 +725,18 @@ mod tests {
             matches!(&ev[..], [Event::Anomaly(a)] if a.field == "temperature"),
             "{ev:?}"
         );
-        // a value outside the sensor's range: a quality event, and still scored: an anomaly
-        // that names the rule it broke
-        let ev = w.observe(&reading(3_010_000, 301, 500.0), 3_010_000);
+        // more of it at once: the same episode, so no new event, but the verdict is stored
+        let (ev, verdicts) = w.observe_with_verdicts(&reading(3_010_000, 301, 50.0), 3_010_000);
+        assert!(ev.is_empty(), "{ev:?}");
+        assert!(
+            verdicts.iter().any(|(k, v)| k.ends_with("anomaly")
+                && matches!(v, FieldValue::F64(s) if *s >= cfg.threshold)),
+            "{verdicts:?}"
+        );
+        // after the episode's gap, a value outside the sensor's range: a quality event, and
+        // still scored: an anomaly that names the rule it broke
+        let t = 3_010_000 + EPISODE_GAP_MS + 10_000;
+        let ev = w.observe(&reading(t, 302, 500.0), t);
         assert!(
             ev.iter()
                 .any(|e| matches!(e, Event::Quality(q) if q.rule == "range")),
@@ -723,7 +754,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         let labels = r#"{detector="robust_z",device_type="TemperatureSensor"}"#;
         for want in [
-            format!("fieldlab_detect_points_scored_total{labels} 302"),
+            format!("fieldlab_detect_points_scored_total{labels} 303"),
             format!("fieldlab_detect_anomalies_total{labels} 2"),
             r#"fieldlab_quality_violations_total{rule="range"} 1"#.to_string(),
         ] {
@@ -746,10 +777,12 @@ mod tests {
         };
         let w = Watch::open(dir.path(), cfg).unwrap();
         // A hostile device: every reading out of range (a quality event each, and the gross
-        // check on ever-growing values an anomaly each).
+        // check on ever-growing values an anomaly each: one episode each, as they come more
+        // than an episode's gap apart).
         for i in 0..2000u64 {
             let v = 1000.0 * 2f64.powi((i % 900) as i32);
-            w.observe(&reading(i as i64 * 1000, i, v), i as i64 * 1000);
+            let t = i as i64 * (EPISODE_GAP_MS + 1000);
+            w.observe(&reading(t, i, v), t);
         }
         let events = dir.path().join("events");
         for name in ["quality.jsonl", "anomalies.jsonl"] {
