@@ -91,19 +91,19 @@ impl Default for DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
             // Defaults per emulator type: set-points get a short robust z; the energy meter
-            // (its value only grows) is judged by its rate, and only by the gross check
-            // (`off:diff=1`: a reset or a burst; the rate's rhythm is `ac_power`'s); the
-            // tool-wear sawtooth (worn, then reset at each tool change) only by the gross
-            // check (`off`); everything else by the ensemble. Fields a program, controller or
-            // traffic steps between set points (the CNC machine's spindle, feed and power at
-            // every tool change, the test bench's load cycle, the pitch controller, a parked
-            // truck's speed), and wind power (the cube of the wind speed: a gust doubles it)
-            // are not judged as gross outliers (`gross=0`): every new set point or gust would
-            // be "far outside what the series has shown". Feathering the blades (pitch 90°)
-            // is a mode, not a spike (`raw=0`).
+            // (its value only grows; its rate, quantised to a step or two a second, is
+            // `ac_power`'s business) and the tool-wear sawtooth (worn, then reset at each tool
+            // change) are not scored (`off`; the meter not even by the gross check);
+            // everything else by the ensemble. Fields a program, controller or traffic steps
+            // between set points (the CNC machine's spindle, feed and power at every tool
+            // change, the test bench's load cycle, the pitch controller, a parked truck's
+            // speed), and wind power (the cube of the wind speed: a gust doubles it) are not
+            // judged as gross outliers (`gross=0`): every new set point or gust would be "far
+            // outside what the series has shown". Feathering the blades (pitch 90°) is a
+            // mode, not a spike (`raw=0`).
             series: [
                 ("PressureValve.valve_position", "robust_z:window=60"),
-                ("PvInverter.energy_total", "off:diff=1"),
+                ("PvInverter.energy_total", "off:gross=0"),
                 ("CncMachine.tool_wear", "off"),
                 ("CncMachine.spindle_speed", "ensemble:gross=0"),
                 ("CncMachine.power", "ensemble:gross=0"),
