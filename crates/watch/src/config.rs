@@ -19,7 +19,8 @@ pub struct DetectConfig {
     pub enabled: bool,
     /// Detector for every numeric series without an entry in `series`.
     pub default_detector: String,
-    /// `<device_id or device_type>.<field>` or `<field>` -> detector spec.
+    /// `<device_id or device_type>.<field>`, `<device_id or device_type>.*` (every field) or
+    /// `<field>` -> detector spec; the most specific key wins, in that order.
     pub series: BTreeMap<String, String>,
     /// Score at or above which an anomaly event is raised (0..1).
     pub threshold: f64,
@@ -90,7 +91,10 @@ impl Default for DetectConfig {
         DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
-            // Defaults per emulator type: set-points get a short robust z; the energy meter
+            // Defaults per emulator type: set-points get a short robust z; devices that follow
+            // the sun or a daily schedule (PV, algae, the battery) learn a whole day before
+            // the ensemble judges their context (`learn_s`; gross outliers are still reported
+            // at once): their first sunrise or schedule switch is no anomaly. The energy meter
             // (its value only grows; its rate, quantised to a step or two a second, is
             // `ac_power`'s business) and the tool-wear sawtooth (worn, then reset at each tool
             // change) are not scored (`off`; the meter not even by the gross check);
@@ -103,6 +107,9 @@ impl Default for DetectConfig {
             // mode, not a spike (`raw=0`).
             series: [
                 ("PressureValve.valve_position", "robust_z:window=60"),
+                ("PvInverter.*", "ensemble:learn_s=86400"),
+                ("AlgaeFarm.*", "ensemble:learn_s=86400"),
+                ("EnergyStorage.*", "ensemble:learn_s=86400"),
                 ("PvInverter.energy_total", "off:gross=0"),
                 ("CncMachine.tool_wear", "off"),
                 ("CncMachine.spindle_speed", "ensemble:gross=0"),

@@ -91,7 +91,8 @@ pub struct WatchConfig {
     pub enabled: bool,
     /// Detector spec for series without an entry in `series`.
     pub default_detector: String,
-    /// `<device_type or device_id>.<field>` (or just `<field>`) -> detector spec.
+    /// `<device_type or device_id>.<field>`, `<device_type or device_id>.*` or just `<field>`
+    /// -> detector spec.
     pub series: BTreeMap<String, String>,
     /// Score at or above which an anomaly event is raised.
     pub threshold: f64,
@@ -360,11 +361,14 @@ impl Watch {
         self.inner.tx.subscribe()
     }
 
-    /// The detector spec for one series: device id, then device type, then field, then default.
+    /// The detector spec for one series: `<device id>.<field>`, `<device type>.<field>`,
+    /// `<device id>.*`, `<device type>.*`, `<field>`, then the default.
     pub fn spec_for(&self, device_id: &str, device_type: &str, field: &str) -> String {
         let s = &self.inner.cfg.series;
         s.get(&format!("{device_id}.{field}"))
             .or_else(|| s.get(&format!("{device_type}.{field}")))
+            .or_else(|| s.get(&format!("{device_id}.*")))
+            .or_else(|| s.get(&format!("{device_type}.*")))
             .or_else(|| s.get(field))
             .cloned()
             .unwrap_or_else(|| self.inner.cfg.default_detector.clone())
@@ -818,5 +822,24 @@ mod tests {
             w.spec_for("t1", "TemperatureSensor", "humidity"),
             "ensemble"
         );
+    }
+
+    #[test]
+    fn a_type_or_device_wildcard_is_less_specific_than_a_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = WatchConfig::default();
+        cfg.series.insert("PvInverter.*".into(), "sequence".into());
+        cfg.series.insert("pv9.*".into(), "ewma".into());
+        cfg.series
+            .insert("PvInverter.energy_total".into(), "off".into());
+        cfg.series.insert("irradiance".into(), "seasonal".into());
+        let w = Watch::open(dir.path(), cfg).unwrap();
+        assert_eq!(w.spec_for("pv1", "PvInverter", "dc_power"), "sequence");
+        assert_eq!(w.spec_for("pv1", "PvInverter", "irradiance"), "sequence");
+        assert_eq!(w.spec_for("pv1", "PvInverter", "energy_total"), "off");
+        assert_eq!(w.spec_for("pv9", "PvInverter", "dc_power"), "ewma");
+        assert_eq!(w.spec_for("pv9", "PvInverter", "energy_total"), "off");
+        assert_eq!(w.spec_for("s1", "AlgaeFarm", "irradiance"), "seasonal");
+        assert_eq!(w.spec_for("s1", "AlgaeFarm", "ph"), "ensemble");
     }
 }
