@@ -19,7 +19,8 @@
 //!   level shift at once, a calibrated one a point later). NAB's own threshold optimisation
 //!   still sees every solo opinion (it picks 0.54): 69.5.
 //! - A series with a daily rhythm is judged by it: once the seasonal member has seen a whole
-//!   day and finds the point usual for its time of day (raw score below `explain`, 0.7), the
+//!   day and finds the point usual for its time of day (raw score below `explain`, 0.7, or
+//!   within [`crate::seasonal::USUAL_SPREADS`] of what that phase usually strays), the
 //!   context-free members (point, isolation forest) are not counted; a sunrise is not a level
 //!   shift. 70.1.
 //! - `learn_s` keeps the ensemble silent for a stretch of time as well (gross outliers aside):
@@ -218,7 +219,7 @@ impl Ensemble {
     }
 
     /// Let the seasonal member, once it has seen a whole day, explain a point whose raw
-    /// seasonal score is below `level` (0: never).
+    /// seasonal score is below `level`, or that it finds usual for its phase (0: never).
     pub fn explained_below(mut self, level: f64) -> Self {
         self.explain = self
             .members
@@ -274,9 +275,10 @@ impl Detector for Ensemble {
         if self.seen <= self.warmup || elapsed < self.learn_ms {
             return 0.0;
         }
-        let explained = self
-            .explain
-            .is_some_and(|(i, level)| elapsed >= SEASON_MS && self.raws[i] < level);
+        let explained = self.explain.is_some_and(|(i, level)| {
+            elapsed >= SEASON_MS
+                && (self.raws[i] < level || self.members[i].detector.last_usual() == Some(true))
+        });
         // A member the seasonal one explained away counts as 0.
         let counted = |i: usize| {
             if explained && context_free(self.families[i]) {

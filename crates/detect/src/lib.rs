@@ -48,6 +48,11 @@ pub trait Detector: Send {
     fn last_verdict_by(&self) -> &'static str {
         self.name()
     }
+    /// After the last score: whether the detector found the point usual for its context
+    /// (the seasonal one: for its time of day), if it can tell yet.
+    fn last_usual(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Names accepted by [`build`].

@@ -142,10 +142,10 @@ fn table(seed: u64, run: &[(String, Vec<Event>, Vec<Event>)]) -> (usize, usize) 
     (n1, n2)
 }
 
-/// Two clean days of every built-in type raise at most 10 episodes: held to the level
-/// measured when this test was written (seed 11: 1 on the first day, 7 on the second, nearly
-/// all at sunrise, sunset or a schedule switch), so a change that brings back the ~150 daily
-/// false alarms of the plain max fails here. The first hour as the lab runs it raises nothing.
+/// Two clean days of every built-in type raise at most 8 episodes: held to the level
+/// measured when this test was written (seed 11: 1 on the first day, 5 on the second, at a
+/// defrost, sunset, sunrise or a schedule switch), so a change that brings back the ~150
+/// daily false alarms of the plain max fails here. The first hour as the lab runs it raises nothing.
 /// `cargo test -p fieldlab-topology clean -- --nocapture` prints the table.
 #[test]
 fn two_clean_days_raise_few_episodes() {
@@ -161,7 +161,7 @@ fn two_clean_days_raise_few_episodes() {
         "false alarms in the first hour (table above)"
     );
     assert!(
-        day1 + day2 <= 10,
+        day1 + day2 <= 8,
         "{day1} + {day2} false alarms on two clean days (table above)"
     );
 }
