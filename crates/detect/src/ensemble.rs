@@ -176,7 +176,8 @@ pub struct Ensemble {
     /// day has passed).
     explain: Option<(usize, f64)>,
     last: Vec<f64>,
-    raws: Vec<f64>,
+    /// The seasonal member's raw score of the last point (when [`Self::explain`] is set).
+    seasonal_raw: f64,
     /// Per member: its highest counted score of the last few points, and that score's age.
     peaks: Vec<(f64, usize)>,
     /// Members whose raw score must reach [`RAW_ALARM`] together for a raw alarm (0: never).
@@ -207,7 +208,7 @@ impl Ensemble {
             learn_ms: 0,
             explain: None,
             last: vec![0.0; n],
-            raws: vec![0.0; n],
+            seasonal_raw: 0.0,
             peaks: vec![(0.0, 0); n],
             raw_agree: 1,
         }
@@ -262,7 +263,9 @@ impl Detector for Ensemble {
         let mut alarms = 0;
         for (i, m) in self.members.iter_mut().enumerate() {
             let raw = m.detector.score(ts, x);
-            self.raws[i] = raw;
+            if self.explain.is_some_and(|(e, _)| e == i) {
+                self.seasonal_raw = raw;
+            }
             if m.raw_alarm {
                 max_raw = max_raw.max(raw);
                 alarms += usize::from(raw >= RAW_ALARM);
@@ -276,20 +279,20 @@ impl Detector for Ensemble {
         if self.seen <= self.warmup || elapsed < self.learn_ms {
             return 0.0;
         }
-        let explained = self.explain.is_some_and(|(i, level)| {
-            elapsed >= SEASON_MS
-                && (self.raws[i] < level || self.members[i].detector.last_usual() == Some(true))
-        });
-        // A member the seasonal one explained away counts as 0.
-        // A point usual for its phase (not just a low seasonal score) is no order anomaly
-        // either: the sequence member is not counted then too.
-        let seq_usual = self.explain.is_some_and(|(i, _)| {
-            elapsed >= SEASON_MS && self.members[i].detector.last_usual() == Some(true)
-        });
+        // Once it has seen a day, the seasonal member explains a point away: one with a low
+        // seasonal score, for the context-free members; one usual for its phase, for the
+        // sequence member too (an ordinary value at its usual time is no order anomaly).
+        let (explained, usual) = match self.explain {
+            Some((i, level)) if elapsed >= SEASON_MS => {
+                let usual = self.members[i].detector.last_usual() == Some(true);
+                (usual || self.seasonal_raw < level, usual)
+            }
+            _ => (false, false),
+        };
+        // A member explained away counts as 0.
         let counted = |i: usize| {
-            if (explained && context_free(self.families[i]))
-                || (seq_usual && self.families[i] == "sequence")
-            {
+            let f = self.families[i];
+            if (explained && context_free(f)) || (usual && f == "sequence") {
                 0.0
             } else {
                 self.last[i]
@@ -307,13 +310,15 @@ impl Detector for Ensemble {
                 }
             }
             Combine::Agree { solo } => {
-                let now: Vec<f64> = (0..n).map(counted).collect();
-                // Families agree when their peaks fall within a few points of each other: the
+                // Families agree when their peaks fall within a point of each other: the
                 // sequence member sees a level shift at its first point, the calibrated ones a
-                // point or two later (their short-term mean has to rise).
-                for (p, v) in self.peaks.iter_mut().zip(&now) {
-                    if *v >= p.0 || p.1 >= AGREE_POINTS {
-                        *p = (*v, 0);
+                // point later (their short-term mean has to rise).
+                let mut highest: f64 = 0.0;
+                for (i, p) in self.peaks.iter_mut().enumerate() {
+                    let v = counted(i);
+                    highest = highest.max(v);
+                    if v >= p.0 || p.1 >= AGREE_POINTS {
+                        *p = (v, 0);
                     } else {
                         p.1 += 1;
                     }
@@ -331,7 +336,7 @@ impl Detector for Ensemble {
                         second = second.max(v);
                     }
                 }
-                second.max(solo * now.iter().copied().fold(0.0, f64::max))
+                second.max(solo * highest)
             }
         };
         // A single extreme point is an anomaly whatever its history says; the likelihood's
