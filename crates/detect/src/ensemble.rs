@@ -15,15 +15,23 @@
 //!   ([`Combine::Agree`]) one *family* alone (the sequence likelihood; the point detectors,
 //!   robust z and EWMA, which see the same thing; the seasonal residual; the isolation forest)
 //!   scores at most `solo` (0.8, below the lab's 0.9 threshold), and two families that agree
-//!   score their common level (their peaks may be a point apart: the sequence member sees a
-//!   level shift at once, a calibrated one a point later). NAB's own threshold optimisation
+//!   score their common level (their peaks may be a few points apart, see below). NAB's own
+//!   threshold optimisation
 //!   still sees every solo opinion (it picks 0.54): 69.5.
 //! - A series with a daily rhythm is judged by it: once the seasonal member has seen a whole
 //!   day and finds the point usual for its time of day (raw score below `explain`, 0.7, or
 //!   within [`crate::seasonal::USUAL_SPREADS`] of what that phase usually strays), the
 //!   context-free members (point, isolation forest) are not counted; a sunrise is not a level
 //!   shift. 70.1. When the point is usual for its phase, the sequence member is not counted
-//!   either: 70.4 (low FP 63.6 -> 65.9, low FN 74.9 -> 74.3).
+//!   either: 70.4 (low FP 63.6 -> 65.9, low FN 74.9 -> 74.3); nor the seasonal member's own
+//!   score, nor a raw alarm: 70.6, and the battery's, the PV inverter's and the algae's daily
+//!   switches on the second clean day are gone.
+//! - A family's opinion is its least convinced member's (robust z and EWMA must both see it):
+//!   70.9, and the reefer's door opening on the first clean day (the sequence and EWMA
+//!   agreeing, robust z at 0.05) is gone. The calibrated members average the last 5 raw
+//!   scores, so a level shift reaches EWMA a few points after the sequence member sees it:
+//!   peaks agree within 3 points ([`AGREE_POINTS`]; 1 missed the lab check's +3 level shift;
+//!   NAB is the same for 1 to 5).
 //! - `learn_s` keeps the ensemble silent for a stretch of time as well (gross outliers aside):
 //!   `learn_s=86400` (a day) removes the first-day events of the clean-day test, but then a
 //!   level shift on the first day goes unreported, so it is off by default.
@@ -125,8 +133,9 @@ pub enum Combine {
     /// The first member's score, unless at least two others agree at this calibrated
     /// likelihood or more: then the highest of all.
     Lead(f64),
-    /// The second-highest family score, or `solo` x the highest, whichever is more: one family
-    /// alone reaches at most `solo`, two that agree reach their common level.
+    /// The second-highest family score (a family scores its least convinced member's peak),
+    /// or `solo` x the highest, whichever is more: one family alone reaches at most `solo`, two
+    /// that agree reach their common level.
     Agree {
         solo: f64,
     },
@@ -185,7 +194,7 @@ pub struct Ensemble {
 }
 
 /// Points within which two families' peaks count as agreeing ([`Combine::Agree`]).
-const AGREE_POINTS: usize = 1;
+pub const AGREE_POINTS: usize = 3;
 
 /// How long the seasonal member needs before it can explain anything: its period.
 const SEASON_MS: i64 = 86_400_000;
@@ -281,7 +290,8 @@ impl Detector for Ensemble {
         }
         // Once it has seen a day, the seasonal member explains a point away: one with a low
         // seasonal score, for the context-free members; one usual for its phase, for the
-        // sequence member too (an ordinary value at its usual time is no order anomaly).
+        // sequence member and its own score too (an ordinary value at its usual time is no
+        // order anomaly, and a high residual z there is the bucket's edge, not the value).
         let (explained, usual) = match self.explain {
             Some((i, level)) if elapsed >= SEASON_MS => {
                 let usual = self.members[i].detector.last_usual() == Some(true);
@@ -292,7 +302,7 @@ impl Detector for Ensemble {
         // A member explained away counts as 0.
         let counted = |i: usize| {
             let f = self.families[i];
-            if (explained && context_free(f)) || (usual && f == "sequence") {
+            if (explained && context_free(f)) || (usual && matches!(f, "sequence" | "seasonal")) {
                 0.0
             } else {
                 self.last[i]
@@ -310,9 +320,9 @@ impl Detector for Ensemble {
                 }
             }
             Combine::Agree { solo } => {
-                // Families agree when their peaks fall within a point of each other: the
-                // sequence member sees a level shift at its first point, the calibrated ones a
-                // point later (their short-term mean has to rise).
+                // Families agree when their peaks fall within AGREE_POINTS of each other: the
+                // sequence member sees a level shift at its first point, the calibrated ones
+                // later (their short-term mean has to rise).
                 let mut highest: f64 = 0.0;
                 for (i, p) in self.peaks.iter_mut().enumerate() {
                     let v = counted(i);
@@ -324,14 +334,23 @@ impl Detector for Ensemble {
                     }
                 }
                 // The highest recent peak of the best family, and of the best other family.
-                let (mut top, mut top_family, mut second) = (0.0f64, "", 0.0f64);
+                // A family's opinion is its least convinced member's: robust z and EWMA see
+                // the same thing, so when only one of them sees it, it is not seen.
+                let (mut top, mut second) = (0.0f64, 0.0f64);
                 for (i, p) in self.peaks.iter().enumerate() {
-                    let (v, f) = (p.0, self.families[i]);
-                    if f == top_family {
-                        top = top.max(v);
-                    } else if v > top {
+                    let f = self.families[i];
+                    if self.families[..i].contains(&f) {
+                        continue;
+                    }
+                    let mut v = p.0;
+                    for (j, q) in self.peaks.iter().enumerate().skip(i + 1) {
+                        if self.families[j] == f {
+                            v = v.min(q.0);
+                        }
+                    }
+                    if v > top {
                         second = top;
-                        (top, top_family) = (v, f);
+                        top = v;
                     } else {
                         second = second.max(v);
                     }
@@ -339,9 +358,10 @@ impl Detector for Ensemble {
                 second.max(solo * highest)
             }
         };
-        // A single extreme point is an anomaly whatever its history says; the likelihood's
-        // short-term averaging would otherwise dilute a one-point spike.
-        if self.raw_agree > 0 && alarms >= self.raw_agree {
+        // A single extreme point is an anomaly whatever its history says (unless it is usual
+        // for its time of day: a sunset's first zero); the likelihood's short-term averaging
+        // would otherwise dilute a one-point spike.
+        if self.raw_agree > 0 && alarms >= self.raw_agree && !usual {
             s = s.max(max_raw);
         }
         self.hold.apply(s).clamp(0.0, 1.0)

@@ -184,9 +184,10 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     }
     let d: Box<dyn Detector> = match s.name.as_str() {
         "robust_z" => {
-            s.check_known(&with(&["window", "k"]))?;
-            let w = positive(s, "window", 120.0)? as usize;
-            Box::new(RobustZ::new(w.max(3), positive(s, "k", 3.5)?))
+            s.check_known(&with(&["window", "k", "warmup"]))?;
+            let w = (positive(s, "window", 120.0)? as usize).max(3);
+            let warmup = s.get("warmup", (w / 2) as f64).max(0.0) as usize;
+            Box::new(RobustZ::new(w, positive(s, "k", 3.5)?).warm_up(warmup))
         }
         "ewma" => {
             s.check_known(&with(&["alpha", "k"]))?;
@@ -486,6 +487,24 @@ mod tests {
         let e = build("ewma:alpha=x").err().unwrap().to_string();
         assert!(e.contains("not a number"), "{e}");
         assert!(build("ewma:alpha=0").is_err());
+    }
+
+    #[test]
+    fn robust_z_is_silent_until_half_its_window_is_filled() {
+        let mut d = build("robust_z:window=60").unwrap();
+        let mut eager = build("robust_z:window=60,warmup=0").unwrap();
+        for i in 0..4 {
+            let x = 50.0 + (i % 2) as f64 * 0.1;
+            d.score(i * 1000, x);
+            eager.score(i * 1000, x);
+        }
+        // The fifth reading of a set point that moved: four points are no reference.
+        assert_eq!(d.score(4000, 55.8), 0.0);
+        assert!(eager.score(4000, 55.8) > 0.9);
+        for i in 5..30 {
+            d.score(i * 1000, 50.0 + (i % 2) as f64 * 0.1);
+        }
+        assert!(d.score(30_000, 55.8) > 0.9, "judged from the 31st point on");
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct RobustZ {
     win: SortedWindow,
     /// Slow average of the window's non-zero spread (for the floor on flat stretches).
     long_spread: f64,
+    /// As a [`Detector`], score 0 until the window holds more than this many points.
+    warmup: usize,
 }
 
 impl RobustZ {
@@ -160,7 +162,16 @@ impl RobustZ {
             k,
             win: SortedWindow::new(window),
             long_spread: 0.0,
+            warmup: 0,
         }
+    }
+
+    /// As a [`Detector`], stay silent (score 0, learning) for the first `n` points: a median
+    /// and MAD of a handful of points is no reference (a set point's fifth reading scored 0.96
+    /// on clean emulated data).
+    pub fn warm_up(mut self, n: usize) -> Self {
+        self.warmup = n.min(self.win.cap);
+        self
     }
 
     /// The signed robust z of `x` against the window (0 before 3 points), |z| <= `Z_MAX`.
@@ -325,7 +336,12 @@ impl Detector for RobustZ {
         if !x.is_finite() {
             return 0.0;
         }
-        squash(self.z_then_learn(x).abs(), self.k)
+        let z = self.z_then_learn(x);
+        if self.win.len() <= self.warmup {
+            0.0
+        } else {
+            squash(z.abs(), self.k)
+        }
     }
 }
 

@@ -562,6 +562,10 @@ pub static REEFER: TypeInfo = TypeInfo {
     ],
 };
 
+/// Where the reefer's route starts (Berlin), and how far from it the route reaches.
+const DEPOT: (f64, f64) = (52.52, 13.405);
+const ROUTE_KM: f64 = 150.0;
+
 struct Reefer {
     lat: f64,
     lon: f64,
@@ -588,6 +592,19 @@ impl DeviceModel for Reefer {
                 .clamp(0.0, 110.0)
         };
         self.heading += rng.random_range(-0.02..0.02);
+        // A delivery route round the depot: beyond ROUTE_KM the truck turns back towards it
+        // (a free random walk crossed a pole within four simulated days, and its longitude
+        // left [-180, 180]).
+        let north_km = (DEPOT.0 - self.lat) * 111.0;
+        let east_km = (DEPOT.1 - self.lon) * 111.0 * self.lat.to_radians().cos();
+        if north_km.hypot(east_km) > ROUTE_KM {
+            let home = east_km.atan2(north_km);
+            let turn = (home - self.heading + std::f64::consts::PI)
+                .rem_euclid(std::f64::consts::TAU)
+                - std::f64::consts::PI;
+            let max_turn = 0.002 * dt;
+            self.heading += turn.clamp(-max_turn, max_turn);
+        }
         let km = speed * dt / 3600.0;
         self.lat += km / 111.0 * self.heading.cos();
         self.lon += km / (111.0 * self.lat.to_radians().cos()) * self.heading.sin();
@@ -664,8 +681,8 @@ pub fn build(name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
             cloud: Driver::new(0.85, 0.02, 0.03),
         }),
         "Reefer" => Box::new(Reefer {
-            lat: 52.52,
-            lon: 13.405,
+            lat: DEPOT.0,
+            lon: DEPOT.1,
             heading: 0.8,
             cargo: 5.0,
             compressor: false,
@@ -776,5 +793,11 @@ mod tests {
             assert!((-2.0..12.0).contains(&s["cargo_temperature"]), "{s:?}");
         }
         assert_ne!(reefer[0]["latitude"], reefer[2000]["latitude"]);
+        // Ten days on the road stay on the route round the depot.
+        let far = run("Reefer", 14_400, 60.0);
+        for s in &far {
+            assert!((s["latitude"] - super::DEPOT.0).abs() < 2.5, "{s:?}");
+            assert!((s["longitude"] - super::DEPOT.1).abs() < 4.0, "{s:?}");
+        }
     }
 }
