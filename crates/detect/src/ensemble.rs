@@ -102,7 +102,7 @@ impl Detector for Guarded {
         if !x.is_finite() {
             return 0.0;
         }
-        let gross = self.gross.gross_then_learn(x);
+        let gross = self.gross.gross_at_then_learn(ts, x);
         let s = self.inner.score(ts, x);
         self.last_gross = gross;
         if gross {
@@ -414,6 +414,35 @@ mod tests {
         assert!(g.gross_then_learn(50.0));
         // Learnt: the same value again is inside the range now.
         assert!(!g.gross_then_learn(50.0));
+    }
+
+    #[test]
+    fn read_every_second_a_pv_day_still_remembers_the_night() {
+        // A PV inverter's DC voltage: a night at 0 V, a day at ~600 V, then sunset.
+        let pv = |i: i64| 600.0 + ((i * 7919) % 13) as f64 * 0.5 - 3.0;
+        let (mut timed, mut counted) = (
+            GrossOutlier::new(240, 15.0, 20),
+            GrossOutlier::new(240, 15.0, 20),
+        );
+        let mut t = 0;
+        for i in 0..(24 * 3600) {
+            let x = if (6 * 3600..20 * 3600).contains(&i) {
+                pv(i)
+            } else {
+                0.0
+            };
+            timed.gross_at_then_learn(t, x);
+            counted.gross_then_learn(x);
+            t += 1000;
+        }
+        // The sunrise after: 20,000 points (under six hours) forgot the day, a week does not.
+        for i in 0..(6 * 3600) {
+            timed.gross_at_then_learn(t, 0.0);
+            counted.gross_then_learn(0.0);
+            t += 1000 + i * 0;
+        }
+        assert!(!timed.gross_at_then_learn(t, pv(1)), "sunrise, by time");
+        assert!(counted.gross_then_learn(pv(1)), "sunrise, by points");
     }
 
     #[test]

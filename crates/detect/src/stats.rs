@@ -242,8 +242,9 @@ impl RobustZ {
 /// it get caught" while the detectors behind it are still warming up.
 ///
 /// The range is an envelope: it widens at once to every value learnt and narrows back towards
-/// the median slowly (a share of 1/[`ENVELOPE_POINTS`] of the gap per point), so a machine that
-/// cycles between set points is judged against all of its cycle, not its last few minutes.
+/// the median slowly (a share of 1/[`ENVELOPE_POINTS`] of the gap per point, and at most the
+/// share of [`ENVELOPE_MS`] that passed), so a machine that cycles between set points, or a PV
+/// inverter between day and night, is judged against all of its cycle, not its last hours.
 /// The scale is the robust sigma (1.4826 MAD) of the last `window` values, floored by a share
 /// of the spread the series has shown before and by 1 % of its level. A series whose scale is
 /// unknown (most of the window one value, and never moved before: PV power at night and dawn on
@@ -256,6 +257,7 @@ pub struct GrossOutlier {
     min_points: usize,
     lo: f64,
     hi: f64,
+    last_ts: Option<i64>,
 }
 
 /// The smallest scale a [`GrossOutlier`] judges by, as a share of the series' level: a smooth
@@ -263,8 +265,15 @@ pub struct GrossOutlier {
 /// and the first cloud would be "infinitely" far out.
 const LEVEL_SHARE: f64 = 0.01;
 
-/// How slowly a [`GrossOutlier`]'s range forgets: about this many points to narrow by 63 %.
+/// How slowly a [`GrossOutlier`]'s range forgets: about this many points to narrow by 63 %,
+/// and, when it knows the points' times, no less than [`ENVELOPE_MS`].
 pub const ENVELOPE_POINTS: f64 = 20_000.0;
+
+/// The least time a [`GrossOutlier`]'s range takes to narrow by 63 %: a week, so a daily
+/// cycle stays in it whatever the sampling rate (read every second, 20,000 points are under
+/// six hours, and a PV inverter's sunset 0 V was gross after a day at 600 V; over two days it
+/// still was).
+pub const ENVELOPE_MS: f64 = 7.0 * 86_400_000.0;
 
 impl GrossOutlier {
     pub fn new(window: usize, g: f64, min_points: usize) -> Self {
@@ -274,12 +283,46 @@ impl GrossOutlier {
             min_points: min_points.max(RobustZ::MIN_WINDOW),
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
+            last_ts: None,
         }
     }
 
     /// How far `x` lies outside the series' range, in robust sigmas (0 inside it, or while
-    /// the scale is unknown); then learn `x`.
+    /// the scale is unknown); then learn `x`. The range forgets by points only.
     pub fn beyond_then_learn(&mut self, x: f64) -> f64 {
+        self.beyond_then_learn_by(x, 1.0 / ENVELOPE_POINTS)
+    }
+
+    /// [`Self::beyond_then_learn`] for a point read at `ts_ms`: the range forgets no faster
+    /// than over [`ENVELOPE_POINTS`] points and [`ENVELOPE_MS`] of time (a repeated or
+    /// earlier timestamp forgets nothing).
+    pub fn beyond_at_then_learn(&mut self, ts_ms: i64, x: f64) -> f64 {
+        let by_points = 1.0 / ENVELOPE_POINTS;
+        let a = match self.last_ts.replace(ts_ms) {
+            Some(t0) if ts_ms > t0 => ((ts_ms - t0) as f64 / ENVELOPE_MS).min(by_points),
+            Some(_) => 0.0,
+            None => by_points,
+        };
+        self.beyond_then_learn_by(x, a)
+    }
+
+    /// Whether `x`, read at `ts_ms`, is a gross outlier; then learn it.
+    pub fn gross_at_then_learn(&mut self, ts_ms: i64, x: f64) -> bool {
+        self.beyond_at_then_learn(ts_ms, x) >= self.g
+    }
+
+    /// The series' level: the largest magnitude of its median and, once it has moved, its
+    /// range (a PV inverter's median is 0 V at night, its level 600 V; a first dawn's 0.1 is
+    /// no level to judge the next 0.2 by).
+    fn magnitude(&self, med: f64) -> f64 {
+        if self.hi.is_finite() && self.rz.long_spread > 0.0 {
+            med.abs().max(self.hi.abs()).max(self.lo.abs())
+        } else {
+            med.abs()
+        }
+    }
+
+    fn beyond_then_learn_by(&mut self, x: f64, a: f64) -> f64 {
         if !x.is_finite() {
             return 0.0;
         }
@@ -297,7 +340,7 @@ impl GrossOutlier {
                 .spreads(med)
                 .0
                 .max(FLOOR_SHARE * self.rz.long_spread)
-                .max(LEVEL_SHARE * med.abs());
+                .max(LEVEL_SHARE * self.magnitude(med));
             let d = if x > self.hi {
                 x - self.hi
             } else if x < self.lo {
@@ -311,7 +354,6 @@ impl GrossOutlier {
         }
         self.rz.z_then_learn(x);
         // Narrow slowly towards the median, then widen to take `x` in.
-        let a = 1.0 / ENVELOPE_POINTS;
         if self.hi.is_finite() {
             self.hi -= a * (self.hi - med).max(0.0);
             self.lo += a * (med - self.lo).max(0.0);

@@ -180,3 +180,25 @@ fn four_clean_days_over_more_seeds() {
     }
     assert_eq!(total, 0, "false alarms on clean data (list above)");
 }
+
+/// Two days at the lab's own rate (a reading a second), seed 11: the seasonal member's
+/// buckets then hold 300 readings a visit. About 15 minutes in a debug build.
+/// `cargo test -p fieldlab-topology two_clean_days_at_1_s -- --ignored --nocapture`.
+#[test]
+#[ignore = "slow: two days at 1 s of every built-in type"]
+fn two_clean_days_at_1_s_raise_nothing() {
+    let mut total = 0;
+    for t in fieldlab_emulator::catalog() {
+        if fieldlab_emulator::custom::types()
+            .iter()
+            .any(|c| c.name == t.name)
+        {
+            continue;
+        }
+        for e in events(t.name, MIDNIGHT, 48.0, 1.0, 11) {
+            eprintln!("{}: {}", t.name, describe(&e));
+            total += 1;
+        }
+    }
+    assert_eq!(total, 0, "false alarms on clean data (list above)");
+}

@@ -91,10 +91,10 @@ impl Default for DetectConfig {
         DetectConfig {
             enabled: true,
             default_detector: "ensemble".into(),
-            // Defaults per emulator type: set-points get a short robust z; devices that follow
-            // the sun or a daily schedule (PV, algae, the battery) learn a whole day before
-            // the ensemble judges their context (`learn_s`; gross outliers are still reported
-            // at once): their first sunrise or schedule switch is no anomaly. The energy meter
+            // Defaults per emulator type: devices that follow the sun or a daily schedule (PV,
+            // algae, the battery) learn a whole day before the ensemble judges their context
+            // (`learn_s`; gross outliers are still reported at once): their first sunrise or
+            // schedule switch is no anomaly. The energy meter
             // (its value only grows; its rate, quantised to a step or two a second, is
             // `ac_power`'s business) and the tool-wear sawtooth (worn, then reset at each tool
             // change) are not scored (`off`; the meter not even by the gross check), nor is the
@@ -104,12 +104,12 @@ impl Default for DetectConfig {
             // ensemble. Fields a program, controller or traffic steps
             // between set points (the CNC machine's spindle, feed and power at every tool
             // change, the test bench's load cycle, the pitch controller, a parked truck's
-            // speed), and wind power (the cube of the wind speed: a gust doubles it) are not
+            // speed), wind power (the cube of the wind speed: a gust doubles it) and the rotor
+            // (stopped below cut-in and above cut-out) are not
             // judged as gross outliers (`gross=0`): every new set point or gust would be "far
             // outside what the series has shown". Feathering the blades (pitch 90°) is a
             // mode, not a spike (`raw=0`).
             series: [
-                ("PressureValve.valve_position", "robust_z:window=60"),
                 ("PvInverter.*", "ensemble:learn_s=86400"),
                 ("AlgaeFarm.*", "ensemble:learn_s=86400"),
                 ("AlgaeFarm.co2_injection", "off:gross=0"),
@@ -122,6 +122,7 @@ impl Default for DetectConfig {
                 ("CncMachine.spindle_load", "ensemble:gross=0"),
                 ("WindTurbine.pitch_angle", "ensemble:gross=0,raw=0"),
                 ("WindTurbine.power", "ensemble:gross=0"),
+                ("WindTurbine.rotor_speed", "ensemble:gross=0"),
                 ("Reefer.speed", "ensemble:gross=0"),
                 ("EngineTestBench.engine_speed", "ensemble:gross=0"),
                 ("EngineTestBench.torque", "ensemble:gross=0"),
