@@ -436,10 +436,10 @@ mod tests {
             t += 1000;
         }
         // The sunrise after: 20,000 points (under six hours) forgot the day, a week does not.
-        for i in 0..(6 * 3600) {
+        for _ in 0..(6 * 3600) {
             timed.gross_at_then_learn(t, 0.0);
             counted.gross_then_learn(0.0);
-            t += 1000 + i * 0;
+            t += 1000;
         }
         assert!(!timed.gross_at_then_learn(t, pv(1)), "sunrise, by time");
         assert!(counted.gross_then_learn(pv(1)), "sunrise, by points");
