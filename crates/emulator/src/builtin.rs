@@ -175,7 +175,14 @@ pub static WIND_TURBINE: TypeInfo = TypeInfo {
 struct WindTurbine {
     wind: Driver,
     nacelle: Driver,
+    running: bool,
 }
+
+/// The turbine's controller starts at 3.5 m/s and stops below 3 (cut-in), stops above 25 and
+/// restarts below 20 m/s (cut-out): without the hysteresis, a wind hovering at 3 m/s feathered
+/// and unfeathered the blades every second.
+const CUT_IN: (f64, f64) = (3.0, 3.5);
+const CUT_OUT: (f64, f64) = (20.0, 25.0);
 
 /// Power curve of the emulated 2 MW turbine (kW).
 pub fn wind_power_kw(v: f64) -> f64 {
@@ -198,8 +205,13 @@ impl DeviceModel for WindTurbine {
             .step(8.0 + 2.0 * daily(t, 15.0), dt, r.get("wind_speed"), rng)
             .max(0.0);
         let v = round(v, 2);
-        let p = wind_power_kw(v);
-        let running = (3.0..=25.0).contains(&v);
+        self.running = if self.running {
+            (CUT_IN.0..=CUT_OUT.1).contains(&v)
+        } else {
+            (CUT_IN.1..=CUT_OUT.0).contains(&v)
+        };
+        let running = self.running;
+        let p = if running { wind_power_kw(v) } else { 0.0 };
         let rotor = if running {
             (16.0 * v / 12.0).min(16.0)
         } else {
@@ -653,6 +665,7 @@ pub fn build(name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
         "WindTurbine" => Box::new(WindTurbine {
             wind: Driver::new(8.0, 0.01, 0.4),
             nacelle: Driver::new(15.0, 0.01, 0.05),
+            running: true,
         }),
         "BiogasPlant" => Box::new(BiogasPlant {
             feed: Driver::new(30.0, 0.01, 0.2),
@@ -723,14 +736,35 @@ mod tests {
         assert_eq!(wind_power_kw(2.9), 0.0);
         assert_eq!(wind_power_kw(25.1), 0.0);
         assert_eq!(wind_power_kw(12.0), 2000.0);
-        for s in run("WindTurbine", 2000, 10.0) {
-            assert!(
-                (s["power"] - wind_power_kw(s["wind_speed"])).abs() < 0.06,
-                "{s:?}"
-            );
-            let outside = !(3.0..=25.0).contains(&s["wind_speed"]);
-            assert_eq!(outside, s["rotor_speed"] == 0.0, "{s:?}");
+        let (mut starts, mut stops) = (0, 0);
+        let v = run("WindTurbine", 20_000, 1.0);
+        for w in v.windows(2) {
+            let s = &w[1];
+            let running = s["rotor_speed"] > 0.0;
+            if running {
+                assert!(
+                    (s["power"] - wind_power_kw(s["wind_speed"])).abs() < 0.06,
+                    "{s:?}"
+                );
+            } else {
+                assert_eq!(s["power"], 0.0, "{s:?}");
+                assert_eq!(s["pitch_angle"], 90.0, "{s:?}");
+            }
+            // Outside cut-in..cut-out it never runs; it starts only from 3.5 m/s.
+            if !(3.0..=25.0).contains(&s["wind_speed"]) {
+                assert!(!running, "{s:?}");
+            }
+            let was = w[0]["rotor_speed"] > 0.0;
+            if running && !was {
+                assert!(s["wind_speed"] >= 3.5, "{w:?}");
+                starts += 1;
+            }
+            stops += usize::from(was && !running);
         }
+        assert!(
+            starts > 0 && stops > 0,
+            "the run crossed cut-in: {starts} / {stops}"
+        );
     }
 
     #[test]
