@@ -16,8 +16,7 @@
 //!   robust z and EWMA, which see the same thing; the seasonal residual; the isolation forest)
 //!   scores at most `solo` (0.8, below the lab's 0.9 threshold), and two families that agree
 //!   score their common level (their peaks may be a few points apart, see below). NAB's own
-//!   threshold optimisation
-//!   still sees every solo opinion (it picks 0.54): 69.5.
+//!   threshold optimisation still sees every solo opinion (it picks 0.54): 69.5.
 //! - A series with a daily rhythm is judged by it: once the seasonal member has seen a whole
 //!   day and finds the point usual for its time of day (raw score below `explain`, 0.7, or
 //!   within [`crate::seasonal::USUAL_SPREADS`] of what that phase usually strays), the
@@ -418,7 +417,8 @@ mod tests {
 
     #[test]
     fn read_every_second_a_pv_day_still_remembers_the_night() {
-        // A PV inverter's DC voltage: a night at 0 V, a day at ~600 V, then sunset.
+        // A PV inverter's DC voltage read every second: a night at 0 V, a day at ~600 V, a
+        // night again, then the next sunrise.
         let pv = |i: i64| 600.0 + ((i * 7919) % 13) as f64 * 0.5 - 3.0;
         let (mut timed, mut counted) = (
             GrossOutlier::new(240, 15.0, 20),

@@ -231,8 +231,9 @@ mod tests {
 
     #[test]
     fn a_daily_ramp_read_often_is_usual_across_bucket_edges() {
-        // Read every 10 s, a 5-minute bucket holds 30 points and its profile is yesterday's
-        // end of the bucket: at the next bucket's first point, the ramp is a bucket ahead.
+        // Read every 10 s, a 5-minute bucket holds 30 points of the ramp: learnt per point,
+        // its profile was yesterday's end of the bucket, and each bucket's first point was
+        // a bucket's worth of ramp away from it.
         let mut d = Seasonal::new(86_400_000, 288, 0.2, 288, 3.5);
         let mut t = 0;
         while t < 86_400_000 {
