@@ -446,6 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn a_client_repeating_one_timestamp_cannot_make_the_range_forget() {
+        // Hostile or broken clocks: a million readings all stamped the same instant (or going
+        // backwards) take no time, so the range a spike is judged against stays as it was.
+        let mut g = GrossOutlier::new(240, 15.0, 20);
+        for i in 0..300 {
+            g.gross_at_then_learn(
+                i * 1000,
+                if i == 10 {
+                    80.0
+                } else {
+                    20.0 + (i % 5) as f64 * 0.1
+                },
+            );
+        }
+        for i in 0..1_000_000 {
+            g.gross_at_then_learn(300_000 - (i % 2) * 1000, 20.0);
+        }
+        assert!(
+            !g.gross_at_then_learn(301_000, 79.0),
+            "80 is still inside the range"
+        );
+    }
+
+    #[test]
     fn the_live_lab_guards_every_detector_and_gross_0_turns_it_off() {
         for spec in [
             "ensemble",

@@ -229,17 +229,22 @@ mod tests {
         100.0 - ((s - 61_200.0).max(0.0) / 120.0).min(60.0)
     }
 
+    /// Feed `schedule` from `t` until `until`, every `step` ms; the time reached.
+    fn feed(d: &mut Seasonal, mut t: i64, until: i64, step: i64) -> i64 {
+        while t < until {
+            d.score(t, schedule(t));
+            t += step;
+        }
+        t
+    }
+
     #[test]
     fn a_daily_ramp_read_often_is_usual_across_bucket_edges() {
         // Read every 10 s, a 5-minute bucket holds 30 points of the ramp: learnt per point,
         // its profile was yesterday's end of the bucket, and each bucket's first point was
         // a bucket's worth of ramp away from it.
         let mut d = Seasonal::new(86_400_000, 288, 0.2, 288, 3.5);
-        let mut t = 0;
-        while t < 86_400_000 {
-            d.score(t, schedule(t));
-            t += 10_000;
-        }
+        let mut t = feed(&mut d, 0, 86_400_000, 10_000);
         let mut unusual = Vec::new();
         while t < 2 * 86_400_000 {
             d.score(t, schedule(t));
@@ -256,16 +261,8 @@ mod tests {
         // Read every 5 minutes, each bucket holds one point a day: yesterday's 17:00 value
         // at 17:05 is a broken schedule, not a switch a minute early.
         let mut d = Seasonal::new(86_400_000, 288, 0.2, 288, 3.5);
-        let mut t = 0;
-        while t < 3 * 86_400_000 {
-            d.score(t, schedule(t));
-            t += 5 * MIN;
-        }
-        let at_1705 = t + 17 * 60 * MIN + 5 * MIN;
-        while t < at_1705 {
-            d.score(t, schedule(t));
-            t += 5 * MIN;
-        }
+        let t = feed(&mut d, 0, 3 * 86_400_000, 5 * MIN);
+        let t = feed(&mut d, t, t + 17 * 60 * MIN + 5 * MIN, 5 * MIN);
         d.score(t, schedule(t));
         assert_eq!(d.last_usual(), Some(true), "its own value");
         d.score(t + 5 * MIN, schedule(t));

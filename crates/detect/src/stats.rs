@@ -257,6 +257,7 @@ pub struct GrossOutlier {
     min_points: usize,
     lo: f64,
     hi: f64,
+    /// The latest timestamp seen.
     last_ts: Option<i64>,
 }
 
@@ -294,15 +295,18 @@ impl GrossOutlier {
     }
 
     /// [`Self::beyond_then_learn`] for a point read at `ts_ms`: the range forgets no faster
-    /// than over [`ENVELOPE_POINTS`] points and [`ENVELOPE_MS`] of time (a repeated or
-    /// earlier timestamp forgets nothing).
+    /// than over [`ENVELOPE_POINTS`] points and [`ENVELOPE_MS`] of time (a timestamp not after
+    /// the latest one seen forgets nothing).
     pub fn beyond_at_then_learn(&mut self, ts_ms: i64, x: f64) -> f64 {
         let by_points = 1.0 / ENVELOPE_POINTS;
-        let a = match self.last_ts.replace(ts_ms) {
+        // Time is the latest timestamp seen: a clock that steps back and forth does not add
+        // up to days.
+        let a = match self.last_ts {
             Some(t0) if ts_ms > t0 => ((ts_ms - t0) as f64 / ENVELOPE_MS).min(by_points),
             Some(_) => 0.0,
             None => by_points,
         };
+        self.last_ts = Some(self.last_ts.map_or(ts_ms, |t0| t0.max(ts_ms)));
         self.beyond_then_learn_by(x, a)
     }
 
