@@ -7,6 +7,8 @@
 //! scale, so a score near 1 means "this much surprise has almost never been seen here".
 //! [`Hold`] keeps one alarm per event: after a high score, repeats of the same level are
 //! damped for a while (fewer duplicate alerts; NAB charges every repeated detection).
+//! [`Ticker`] counts a series' readings in time, so that these windows span the same time
+//! whether a device reads every second or every ten.
 
 use std::collections::VecDeque;
 
@@ -29,6 +31,9 @@ impl RunningWindow {
         }
     }
     fn push(&mut self, x: f64) {
+        if self.cap == 0 {
+            return;
+        }
         if self.buf.len() == self.cap {
             let o = self.buf.pop_front().expect("full");
             self.sum -= o;
@@ -67,9 +72,14 @@ pub fn normal_cdf(z: f64) -> f64 {
 /// Numenta-style anomaly likelihood on a log scale, in `[0, 1]`.
 #[derive(Debug, Clone)]
 pub struct Likelihood {
+    /// Completed ticks' mean raw scores: the reference distribution.
     long: RunningWindow,
+    /// The last `short - 1` completed ticks' means (the current tick makes `short`).
     short: RunningWindow,
     min_history: usize,
+    /// The current tick's raw scores: their sum and count.
+    tick_sum: f64,
+    tick_n: u32,
 }
 
 /// The lower bounds Numenta's `estimateNormal` puts on the long-run distribution (mean 0.03,
@@ -86,30 +96,94 @@ impl Likelihood {
     pub fn new(history: usize, short: usize, min_history: usize) -> Self {
         Likelihood {
             long: RunningWindow::new(history.max(2)),
-            short: RunningWindow::new(short.max(1)),
+            short: RunningWindow::new(short.max(1) - 1),
             min_history,
+            tick_sum: 0.0,
+            tick_n: 0,
         }
     }
 
-    /// Feed one raw surprise (non-negative, larger = more surprising); get the score.
+    /// Feed one raw surprise (non-negative, larger = more surprising); get the score. Every
+    /// call is a tick of its own.
     pub fn update(&mut self, raw: f64) -> f64 {
+        self.update_at(raw, true)
+    }
+
+    /// [`Self::update`] counting in ticks ([`Ticker`]): the windows hold ticks, each the mean
+    /// raw score of its readings; `new_tick` says this reading starts one. With one reading a
+    /// tick this is exactly [`Self::update`].
+    pub fn update_at(&mut self, raw: f64, new_tick: bool) -> f64 {
         let raw = if raw.is_finite() { raw } else { 1e6 };
         // A detector that is not ready yet (the seasonal one before a whole period) says 0:
         // that is no history to judge its first real scores by. Without this, the seasonal
         // member's first day of zeros made its second day an alarm (2.4 NAB points).
-        if raw == 0.0 && self.long.len() == 0 {
+        if raw == 0.0 && self.long.len() == 0 && self.tick_n == 0 {
             return 0.0;
         }
-        self.short.push(raw);
-        let out = if self.long.len() >= self.min_history.max(2) {
+        if new_tick && self.tick_n > 0 {
+            let m = self.tick_sum / self.tick_n as f64;
+            self.long.push(m);
+            self.short.push(m);
+            (self.tick_sum, self.tick_n) = (0.0, 0);
+        }
+        self.tick_sum += raw;
+        self.tick_n += 1;
+        if self.long.len() >= self.min_history.max(2) {
+            let recent = (self.short.sum + self.tick_sum / self.tick_n as f64)
+                / (self.short.len() + 1) as f64;
             let sd = self.long.sd().max(MIN_SD);
-            let z = (self.short.mean() - self.long.mean().max(MIN_MEAN)) / sd;
+            let z = (recent - self.long.mean().max(MIN_MEAN)) / sd;
             log_score(normal_cdf(z))
         } else {
             0.0
+        }
+    }
+}
+
+/// Counts a series' readings in time: one tick per reading, but at most one per `tick_ms` of
+/// the series' own clock (a new tick starts when a reading falls in a later `tick_ms` slot than
+/// the last tick's). Windows counted in ticks then span the same time at a reading a second as
+/// at one every ten: the lab's windows were tuned at 10 s and on NAB's 5 minutes, and counted
+/// in readings, a reading a second made a 2000-reading history half an hour, too short to have
+/// seen yesterday's feathering of a wind turbine. A clock that stands still or steps back
+/// starts no tick, except every [`MAX_PER_TICK`] readings, so such a series is still judged.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    tick_ms: i64,
+    slot: Option<i64>,
+    in_tick: u32,
+}
+
+/// Readings after which a tick ends whatever the clock says.
+pub const MAX_PER_TICK: u32 = 100;
+
+impl Ticker {
+    /// `tick_ms` <= 0: every reading is a tick.
+    pub fn new(tick_ms: i64) -> Self {
+        Ticker {
+            tick_ms,
+            slot: None,
+            in_tick: 0,
+        }
+    }
+
+    /// Whether the reading at `ts` starts a new tick.
+    pub fn advance(&mut self, ts: i64) -> bool {
+        if self.tick_ms <= 0 {
+            return true;
+        }
+        let slot = ts.div_euclid(self.tick_ms);
+        let new = match self.slot {
+            None => true,
+            Some(last) => slot > last || self.in_tick >= MAX_PER_TICK,
         };
-        self.long.push(raw);
-        out
+        if new {
+            self.slot = Some(self.slot.map_or(slot, |last| last.max(slot)));
+            self.in_tick = 1;
+        } else {
+            self.in_tick += 1;
+        }
+        new
     }
 }
 
@@ -139,7 +213,14 @@ impl Hold {
     }
 
     pub fn apply(&mut self, s: f64) -> f64 {
-        self.since = self.since.saturating_add(1);
+        self.apply_at(s, true)
+    }
+
+    /// [`Self::apply`] with `hold` counted in ticks ([`Ticker`]).
+    pub fn apply_at(&mut self, s: f64, new_tick: bool) -> f64 {
+        if new_tick {
+            self.since = self.since.saturating_add(1);
+        }
         if self.since > self.hold {
             self.level = 0.0;
         }
@@ -180,6 +261,60 @@ mod tests {
         assert!(max_quiet < 0.3, "{max_quiet}");
         let burst = (0..5).map(|_| l.update(0.95)).fold(0.0, f64::max);
         assert!(burst > 0.9, "{burst}");
+    }
+
+    #[test]
+    fn a_ticker_counts_time_and_a_clock_that_stands_still_still_ticks() {
+        let ticks = |t: &mut Ticker, ts: &mut dyn Iterator<Item = i64>| {
+            ts.filter(|&x| t.advance(x)).count()
+        };
+        let mut t = Ticker::new(10_000);
+        // A reading a second for 100 s: 10 ticks; then one every 5 minutes: one tick each.
+        assert_eq!(ticks(&mut t, &mut (0..100).map(|i| i * 1000)), 10);
+        assert_eq!(
+            ticks(&mut t, &mut (1..=20).map(|i| 100_000 + i * 300_000)),
+            20
+        );
+        // 1000 readings stamped with one instant, or stepping back: a tick every 100 readings.
+        let last = 100_000 + 20 * 300_000;
+        assert_eq!(ticks(&mut t, &mut std::iter::repeat_n(last, 1000)), 10);
+        assert_eq!(ticks(&mut t, &mut (0..1000).map(|i| last - i * 1000)), 10);
+        // Back on time, the next slot starts a tick at once.
+        assert!(t.advance(last + 10_000));
+        // Readings 10 s apart with a jitter of a few ms are a tick each.
+        let mut t = Ticker::new(10_000);
+        assert_eq!(
+            ticks(&mut t, &mut (0..50).map(|i| i * 10_000 + (i % 3) * 7)),
+            50
+        );
+        // 0: every reading is a tick.
+        let mut t = Ticker::new(0);
+        assert_eq!(ticks(&mut t, &mut std::iter::repeat_n(5, 30)), 30);
+    }
+
+    #[test]
+    fn counted_in_ticks_a_second_by_second_series_is_judged_as_its_ten_second_ticks() {
+        // The same surprise read every 10 s (one reading a tick) and every second (ten equal
+        // readings a tick) gets the same scores; counted in readings it would not.
+        let raw = |k: usize| 0.2 + ((k * 37) % 11) as f64 * 0.01 + if k == 900 { 0.9 } else { 0.0 };
+        let (mut slow, mut fast, mut by_reading) = (
+            Likelihood::new(500, 5, 100),
+            Likelihood::new(500, 5, 100),
+            Likelihood::new(500, 5, 100),
+        );
+        let mut differs = false;
+        for k in 0..1000 {
+            let want = slow.update(raw(k));
+            for j in 0..10 {
+                let got = fast.update_at(raw(k), j == 0);
+                let old = by_reading.update(raw(k));
+                if j == 9 {
+                    assert!((got - want).abs() < 1e-9, "tick {k}: {got} vs {want}");
+                    differs |= (old - want).abs() > 0.05;
+                }
+            }
+        }
+        assert!(differs, "counted in readings the scores should differ");
     }
 
     #[test]

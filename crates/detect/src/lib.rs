@@ -133,6 +133,10 @@ const CAL: &[&str] = &[
     "diff",
 ];
 
+/// The tick the windows of `sequence` and `ensemble` are counted in ([`calibrate::Ticker`]):
+/// they were tuned on readings 10 s apart and NAB's 5 minutes, where every reading is a tick.
+pub const TICK_MS: i64 = 10_000;
+
 /// How far beyond a series' recent range, in robust sigmas, a value is a gross outlier in the
 /// live lab ([`build_live`]).
 pub const GROSS_SIGMAS: f64 = 15.0;
@@ -161,6 +165,17 @@ fn likelihood(s: &Spec) -> Likelihood {
         s.get("short", 5.0) as usize,
         (history / 10).max(50),
     )
+}
+
+/// `tick_s`: the windows of `sequence` and `ensemble` count ticks of this many seconds
+/// ([`calibrate::Ticker`]; default [`TICK_MS`]; 0 counts readings).
+fn tick_ms(s: &Spec) -> i64 {
+    let t = s.get("tick_s", TICK_MS as f64 / 1000.0);
+    if t.is_finite() {
+        (t.clamp(0.0, 86_400.0) * 1000.0) as i64
+    } else {
+        TICK_MS
+    }
 }
 
 fn hold(s: &Spec) -> Hold {
@@ -252,6 +267,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 "probation",
                 "history",
                 "step_k",
+                "tick_s",
             ]))?;
             let d = SequenceConfig::default();
             Box::new(Sequence::new(SequenceConfig {
@@ -263,6 +279,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 probation: s.get("probation", d.probation as f64).max(0.0) as usize,
                 history: (positive(s, "history", d.history as f64)? as usize).max(10),
                 step_k: s.get("step_k", d.step_k).max(0.0),
+                tick_ms: tick_ms(s),
             }))
         }
         "ensemble" => return Ok(diffed(s, guarded(s, ensemble(s)?))),
@@ -357,9 +374,10 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 /// ([`Combine::Agree`]: one family alone scores at most `solo`, default 0.8; `agree=0`: by max;
 /// `mean=1`: by mean; `lead=L`: the first member leads unless two others agree at likelihood
 /// L), with the seasonal member explaining away the context-free ones once it has seen a day
-/// (`explain`, default 0.7; 0 = off), held (`hold`, 120 points: 300 cost 6 NAB points),
-/// silent during the warm-up (`warmup` points, default: the sequence's `probation`, and
-/// `learn_s` seconds, default 0). A raw alarm needs `raw` (default 3: all) of robust z,
+/// (`explain`, default 0.7; 0 = off), held (`hold`, 120 ticks: 300 cost 6 NAB points),
+/// silent during the warm-up (`warmup` ticks, default: the sequence's `probation`, and
+/// `learn_s` seconds, default 0). Windows count ticks of `tick_s` seconds (default 10; 0:
+/// readings), so a series read every second is watched over the same time as one read every 10 s. A raw alarm needs `raw` (default 3: all) of robust z,
 /// EWMA and seasonal at an extreme raw score together (`raw=1`, any one of them, cost 12 NAB
 /// points; `raw=0` turns raw alarms off). `ae=1` adds the online autoencoder; `seq`, `rz`,
 /// `ewma`, `seasonal`, `iforest` = 0 drop a member. See [`ensemble`](crate::ensemble) for
@@ -390,6 +408,7 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "solo",
         "explain",
         "learn_s",
+        "tick_s",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
@@ -400,11 +419,13 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     let probation = s
         .get("probation", SequenceConfig::default().probation as f64)
         .max(0.0) as usize;
+    let tick_ms = tick_ms(s);
     let mut members: Vec<Member> = Vec::new();
     if on("seq") {
         members.push(Member {
             detector: Box::new(Sequence::new(SequenceConfig {
                 probation,
+                tick_ms,
                 ..SequenceConfig::default()
             })),
             calibrate: None,
@@ -461,7 +482,8 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         Ensemble::new(members, combine, hold, warmup)
             .raw_agree(raw)
             .explained_below(s.get("explain", 0.7))
-            .learn_for((s.get("learn_s", 0.0).max(0.0) * 1000.0) as i64),
+            .learn_for((s.get("learn_s", 0.0).max(0.0) * 1000.0) as i64)
+            .ticks_of(tick_ms),
     ))
 }
 

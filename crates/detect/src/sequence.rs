@@ -23,6 +23,7 @@
 //! not spatial. For the first `probation` points it only learns and scores 0.5 (as NAB's
 //! probationary period, which NAB hands to every detector).
 
+use crate::calibrate::Ticker;
 use crate::Detector;
 use std::collections::{HashMap, VecDeque};
 
@@ -44,6 +45,9 @@ pub struct SequenceConfig {
     /// A value beyond the seen range by less than this many typical steps crept there: no
     /// spatial alarm (0 = any excess beyond `tolerance` alarms).
     pub step_k: f64,
+    /// `probation`, `history` and the likelihood's averaging count ticks of this many ms
+    /// ([`Ticker`]; 0: readings), each tick scoring its readings' mean surprise.
+    pub tick_ms: i64,
 }
 
 impl Default for SequenceConfig {
@@ -61,6 +65,7 @@ impl Default for SequenceConfig {
             history: 1000,
             // 4 cost 12 NAB points (66.2 -> 54.0): NAB's spatial anomalies include slow ones.
             step_k: 0.0,
+            tick_ms: crate::TICK_MS,
         }
     }
 }
@@ -129,6 +134,12 @@ pub struct Sequence {
     first_ts: Option<i64>,
     /// EWMA of |x - previous x| (the series' typical step).
     step: f64,
+    ticker: Ticker,
+    /// Ticks seen (probation and re-estimation count these).
+    ticks: usize,
+    /// The current tick's raw surprises: their sum and count.
+    tick_sum: f64,
+    tick_n: u32,
 }
 
 /// Weight of the newest step in [`Sequence`]'s typical step.
@@ -157,6 +168,10 @@ impl Sequence {
             prev: f64::NAN,
             first_ts: None,
             step: 0.0,
+            ticker: Ticker::new(cfg.tick_ms),
+            ticks: 0,
+            tick_sum: 0.0,
+            tick_n: 0,
             cfg,
         }
     }
@@ -176,25 +191,39 @@ impl Sequence {
             .fold(0u64, |k, &b| k.wrapping_mul(1 << 16) | b as u64)
     }
 
-    /// The likelihood step: tail probability of the recent mean surprise, filtered.
-    fn likelihood(&mut self, raw: f64) -> f64 {
-        if self.recent.len() == AVG {
-            self.recent.pop_front();
+    /// The likelihood step: tail probability of the recent mean surprise, filtered. `recent`
+    /// holds the last `AVG - 1` completed ticks' mean surprise, `averages` one moving average
+    /// per tick (the current tick's is updated in place).
+    fn likelihood(&mut self, raw: f64, new_tick: bool) -> f64 {
+        if new_tick {
+            if self.tick_n > 0 {
+                if self.recent.len() >= AVG - 1 {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(self.tick_sum / self.tick_n as f64);
+            }
+            (self.tick_sum, self.tick_n) = (0.0, 0);
+            if self.averages.len() == self.cfg.history.max(1) {
+                let o = self.averages.pop_front().expect("full");
+                self.sum -= o;
+                self.sumsq -= o * o;
+            }
+            self.averages.push_back(0.0);
+            self.ticks += 1;
         }
-        self.recent.push_back(raw);
-        let avg = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
-        if self.averages.len() == self.cfg.history.max(1) {
-            let o = self.averages.pop_front().expect("full");
-            self.sum -= o;
-            self.sumsq -= o * o;
+        self.tick_sum += raw;
+        self.tick_n += 1;
+        let avg = (self.recent.iter().sum::<f64>() + self.tick_sum / self.tick_n as f64)
+            / (self.recent.len() + 1) as f64;
+        if let Some(last) = self.averages.back_mut() {
+            self.sum += avg - *last;
+            self.sumsq += avg * avg - *last * *last;
+            *last = avg;
         }
-        self.averages.push_back(avg);
-        self.sum += avg;
-        self.sumsq += avg * avg;
-        if self.n < self.cfg.probation {
+        if self.ticks < self.cfg.probation {
             return 0.5;
         }
-        if self.n == self.cfg.probation || self.n.is_multiple_of(REESTIMATE) {
+        if new_tick && (self.ticks == self.cfg.probation || self.ticks.is_multiple_of(REESTIMATE)) {
             let k = self.averages.len() as f64;
             self.mean = self.sum / k;
             self.sd = (self.sumsq / k - self.mean * self.mean)
@@ -300,10 +329,11 @@ impl Detector for Sequence {
             c.learn(b);
             raw = raw.min(r2);
         }
-        let s = log_scale(self.likelihood(raw));
+        let tick = self.ticker.advance(ts_ms);
+        let s = log_scale(self.likelihood(raw, tick));
         let first = *self.first_ts.get_or_insert(ts_ms);
         let a_day_seen = self.cfg.slots == 0 || ts_ms.saturating_sub(first) >= 86_400_000;
-        if (spatial && a_day_seen || early) && self.n > self.cfg.probation {
+        if (spatial && a_day_seen || early) && self.ticks > self.cfg.probation {
             1.0
         } else {
             s
@@ -351,6 +381,29 @@ mod tests {
         run(&mut d, &xs);
         assert_eq!(d.score(500 * 300_000, f64::NAN), 0.0);
         assert_eq!(d.score(501 * 300_000, 100.0), 1.0);
+    }
+
+    #[test]
+    fn probation_and_history_count_ticks_of_10_s() {
+        let xs: Vec<f64> = (0..1500)
+            .map(|i| ((i * 7) % 12) as f64 + (i / 700) as f64)
+            .collect();
+        let config = |tick_ms| SequenceConfig {
+            probation: 300,
+            tick_ms,
+            ..Default::default()
+        };
+        // Read every 5 minutes, every reading is a tick: the same scores as counting readings.
+        let by_tick = run(&mut Sequence::new(config(10_000)), &xs);
+        assert_eq!(by_tick, run(&mut Sequence::new(config(0)), &xs));
+        // Read every second, the probation of 300 ticks is 3000 readings.
+        let mut d = Sequence::new(config(10_000));
+        let s: Vec<f64> = (0..4000)
+            .map(|i| d.score(i as i64 * 1000, xs[i % xs.len()]))
+            .collect();
+        let probation = s[0];
+        assert!(s[..2990].iter().all(|&v| v == probation));
+        assert!(s[3000..].iter().filter(|&&v| v != probation).count() > 900);
     }
 
     #[test]
