@@ -500,10 +500,14 @@ pub static ALGAE_FARM: TypeInfo = TypeInfo {
             "photosynthetic photon flux, 0 at night",
         ),
         field("water_temperature", "°C", "follows the day, 20..28 °C"),
-        field("ph", "pH", "7.0 at night, up to ~8.5 under strong light"),
+        field(
+            "ph",
+            "pH",
+            "7.0 at night, rises with light; CO₂ dosing holds it near 7.9",
+        ),
         field("dissolved_oxygen", "mg/L", "rises with photosynthesis"),
         field("biomass", "g/L", "logistic growth towards 5 g/L while lit"),
-        field("co2_injection", "L/min", "dosed to hold pH below 8.5"),
+        field("co2_injection", "L/min", "dosed to hold pH at 7.9"),
     ],
 };
 
@@ -511,6 +515,14 @@ struct AlgaeFarm {
     biomass: f64,
     temp: Driver,
     cloud: Driver,
+    /// The pH and oxygen probes: they follow the water's value with a response time of 20 s
+    /// (a [`Driver`] without noise is a first-order lag). Without them a passing cloud moved
+    /// the pH by 0.08 between two readings a second apart, off a plateau the dosing held at
+    /// exactly 7.900: an infinite robust z, and three false alarms in eight clean days at 1 s.
+    /// Probe noise (0.01 pH) as well raised four in 22 clean days at 10 s (cloud dips the
+    /// sequence and seasonal members both found rare), so the probes only lag.
+    ph_probe: Driver,
+    o2_probe: Driver,
 }
 
 impl DeviceModel for AlgaeFarm {
@@ -539,8 +551,10 @@ impl DeviceModel for AlgaeFarm {
         } else {
             0.0
         };
-        let ph = 7.0 + 1.5 * act - 0.3 * co2;
-        let o2 = 7.0 + 8.0 * act;
+        let ph = self
+            .ph_probe
+            .step(7.0 + 1.5 * act - 0.3 * co2, dt, None, rng);
+        let o2 = self.o2_probe.step(7.0 + 8.0 * act, dt, None, rng);
         vec![
             ("light", round(light, 1)),
             ("water_temperature", round(temp, 2)),
@@ -574,6 +588,13 @@ pub static REEFER: TypeInfo = TypeInfo {
     ],
 };
 
+/// How fast the truck speeds up and slows down, km/h per second (0.8 and 1.5 m/s²), and how
+/// long before a stop it starts braking (from 110 km/h it needs 20 s): it no longer jumped
+/// from a standstill to 99 km/h between two readings when it set off after a delivery.
+const ACCEL_KMH_S: f64 = 2.9;
+const BRAKE_KMH_S: f64 = 5.4;
+const BRAKE_MS: i64 = 30_000;
+
 /// Where the reefer's route starts (Berlin), and how far from it the route reaches.
 const DEPOT: (f64, f64) = (52.52, 13.405);
 const ROUTE_KM: f64 = 150.0;
@@ -584,7 +605,10 @@ struct Reefer {
     heading: f64,
     cargo: f64,
     compressor: bool,
+    /// The speed the driver wants on the road.
     speed: Driver,
+    /// The speed the truck drives, km/h.
+    v: f64,
 }
 
 impl DeviceModel for Reefer {
@@ -595,14 +619,22 @@ impl DeviceModel for Reefer {
         // Drive 50 min, park 10 min (delivery: the door is open for the first 3 minutes).
         let c = t.rem_euclid(3_600_000);
         let parked = c >= 3_000_000;
+        let braking = !parked && c >= 3_000_000 - BRAKE_MS;
         let door = parked && c < 3_180_000;
-        let speed = if parked {
+        let wanted = self
+            .speed
+            .step(80.0, dt, r.get("speed"), rng)
+            .clamp(0.0, 110.0);
+        self.v = if parked {
             0.0
+        } else if braking {
+            (self.v - BRAKE_KMH_S * dt).max(0.0)
+        } else if wanted > self.v {
+            (self.v + ACCEL_KMH_S * dt).min(wanted)
         } else {
-            self.speed
-                .step(80.0, dt, r.get("speed"), rng)
-                .clamp(0.0, 110.0)
+            (self.v - BRAKE_KMH_S * dt).max(wanted)
         };
+        let speed = self.v;
         self.heading += rng.random_range(-0.02..0.02);
         // A delivery route round the depot: beyond ROUTE_KM the truck turns back towards it
         // (a free random walk crossed a pole within four simulated days, and its longitude
@@ -692,6 +724,8 @@ pub fn build(name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
             biomass: 1.0,
             temp: Driver::new(24.0, 0.01, 0.03),
             cloud: Driver::new(0.85, 0.02, 0.03),
+            ph_probe: Driver::new(7.0, 0.05, 0.0),
+            o2_probe: Driver::new(7.0, 0.05, 0.0),
         }),
         "Reefer" => Box::new(Reefer {
             lat: DEPOT.0,
@@ -700,6 +734,7 @@ pub fn build(name: &str, s: &DeviceSettings) -> Option<Box<dyn DeviceModel>> {
             cargo: 5.0,
             compressor: false,
             speed: Driver::new(80.0, 0.05, 2.0),
+            v: 0.0,
         }),
         _ => return None,
     })
@@ -819,13 +854,32 @@ mod tests {
         let algae = run("AlgaeFarm", 1440, 60.0);
         assert!(algae[0]["light"] == 0.0 && algae[720]["light"] > 0.0);
         assert!(algae[1439]["biomass"] > algae[0]["biomass"]);
-        let reefer = run("Reefer", 3600, 1.0);
+        // A day at 1 s: the probe follows the light with its response time, the dosing holds
+        // the pH near 7.9 at noon.
+        let algae = run("AlgaeFarm", 86_400, 1.0);
+        let steepest = algae
+            .windows(2)
+            .map(|w| (w[1]["ph"] - w[0]["ph"]).abs())
+            .fold(0.0, f64::max);
+        assert!(steepest < 0.02, "the pH moved {steepest} in a second");
+        let noon = &algae[43_200..43_800];
+        assert!(
+            noon.iter().all(|s| (s["ph"] - 7.9).abs() < 0.1),
+            "dosing holds 7.9"
+        );
+        let reefer = run("Reefer", 3 * 3600, 1.0);
         for s in &reefer {
             if s["door_open"] == 1.0 {
                 assert_eq!(s["speed"], 0.0, "door opens only while parked");
             }
             assert!((-2.0..12.0).contains(&s["cargo_temperature"]), "{s:?}");
         }
+        // It sets off and stops as a truck does, not from 0 to 80 km/h in a second.
+        for w in reefer.windows(2) {
+            let dv = w[1]["speed"] - w[0]["speed"];
+            assert!((-5.5..=3.0).contains(&dv), "{dv} km/h in a second");
+        }
+        assert!(reefer.iter().any(|s| s["speed"] > 60.0));
         assert_ne!(reefer[0]["latitude"], reefer[2000]["latitude"]);
         // Ten days on the road stay on the route round the depot.
         let far = run("Reefer", 14_400, 60.0);

@@ -188,6 +188,25 @@ fn four_clean_days_over_more_seeds() {
 /// a reefer's first door, a truck's speed). About a minute.
 #[test]
 fn two_clean_days_at_1_s_raise_nothing() {
+    let events = at_1_s(48.0, 11);
+    assert_eq!(events, 0, "false alarms on clean data (list above)");
+}
+
+/// The same for four more seeds (1 to 4): what is left is printed (when this was written: the
+/// battery's current and power at 16:03:20 on day 2 of seed 3, its idle current overshooting
+/// to -14 A, 3.2 sigma, three minutes after the charge ends; the algae pH and the reefer's
+/// speed raised 4 more before their probe lag and acceleration).
+/// `cargo test -p fieldlab-topology at_1_s_over_more_seeds -- --ignored --nocapture`.
+#[test]
+#[ignore = "about four minutes; one battery excursion is left (issue 24 item 3)"]
+fn two_clean_days_at_1_s_over_more_seeds() {
+    let events: usize = (1..=4).map(|seed| at_1_s(48.0, seed)).sum();
+    assert_eq!(events, 0, "false alarms on clean data (list above)");
+}
+
+/// Events on `hours` of every built-in type read every second, each type in a thread of its
+/// own; each event is printed.
+fn at_1_s(hours: f64, seed: u64) -> usize {
     let names: Vec<&'static str> = fieldlab_emulator::catalog()
         .into_iter()
         .filter(|t| {
@@ -200,16 +219,16 @@ fn two_clean_days_at_1_s_raise_nothing() {
     let results: Vec<(&str, Vec<Event>)> = std::thread::scope(|sc| {
         let runs: Vec<_> = names
             .iter()
-            .map(|&n| sc.spawn(move || (n, events(n, MIDNIGHT, 48.0, 1.0, 11))))
+            .map(|&n| sc.spawn(move || (n, events(n, MIDNIGHT, hours, 1.0, seed))))
             .collect();
         runs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut total = 0;
     for (name, evs) in results {
         for e in evs {
-            eprintln!("{name}: {}", describe(&e));
+            eprintln!("seed {seed}, {name}: {}", describe(&e));
             total += 1;
         }
     }
-    assert_eq!(total, 0, "false alarms on clean data (list above)");
+    total
 }
