@@ -54,11 +54,24 @@ pub struct Calibrated {
     inner: Box<dyn Detector>,
     lik: Likelihood,
     hold: Option<Hold>,
+    ticker: Ticker,
 }
 
 impl Calibrated {
     pub fn new(inner: Box<dyn Detector>, lik: Likelihood, hold: Option<Hold>) -> Self {
-        Calibrated { inner, lik, hold }
+        Calibrated {
+            inner,
+            lik,
+            hold,
+            ticker: Ticker::new(0),
+        }
+    }
+
+    /// Count the calibration's and the hold's windows in ticks of `ms` ([`Ticker`]; 0:
+    /// readings).
+    pub fn ticks_of(mut self, ms: i64) -> Self {
+        self.ticker = Ticker::new(ms);
+        self
     }
 }
 
@@ -71,9 +84,10 @@ impl Detector for Calibrated {
         if !x.is_finite() {
             return 0.0;
         }
-        let s = self.lik.update(self.inner.score(ts, x));
+        let tick = self.ticker.advance(ts);
+        let s = self.lik.update_at(self.inner.score(ts, x), tick);
         match &mut self.hold {
-            Some(h) => h.apply(s),
+            Some(h) => h.apply_at(s, tick),
             None => s,
         }
     }

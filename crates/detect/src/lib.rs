@@ -131,10 +131,12 @@ const CAL: &[&str] = &[
     "damp",
     "gross",
     "diff",
+    "tick_s",
 ];
 
-/// The tick the windows of `sequence` and `ensemble` are counted in ([`calibrate::Ticker`]):
-/// they were tuned on readings 10 s apart and NAB's 5 minutes, where every reading is a tick.
+/// The tick the windows of `sequence`, `ensemble` and `calibrate=1` are counted in
+/// ([`calibrate::Ticker`]): they were tuned on readings 10 s apart and NAB's 5 minutes, where
+/// every reading is a tick.
 pub const TICK_MS: i64 = 10_000;
 
 /// How far beyond a series' recent range, in robust sigmas, a value is a gross outlier in the
@@ -142,10 +144,10 @@ pub const TICK_MS: i64 = 10_000;
 pub const GROSS_SIGMAS: f64 = 15.0;
 
 /// Build a detector from a spec string. Every detector accepts `calibrate=1` (wrap in the
-/// likelihood calibration and alarm hold; parameters `history`, `short`, `hold`, `damp`) and
-/// `gross=G` (put it behind a [`ensemble::Guarded`] check: a value `G` robust sigmas beyond the
-/// last 240 values' range scores 1 at once, from the 20th value on, warm-up or not; 0 = off,
-/// the default here).
+/// likelihood calibration and alarm hold; parameters `history`, `short`, `hold`, `damp`,
+/// `tick_s`) and `gross=G` (put it behind a [`ensemble::Guarded`] check: a value `G` robust
+/// sigmas beyond the last 240 values' range scores 1 at once, from the 20th value on, warm-up
+/// or not; 0 = off, the default here).
 pub fn build(spec: &str) -> Result<Box<dyn Detector>, SpecError> {
     build_spec(&Spec::parse(spec)?)
 }
@@ -167,8 +169,8 @@ fn likelihood(s: &Spec) -> Likelihood {
     )
 }
 
-/// `tick_s`: the windows of `sequence` and `ensemble` count ticks of this many seconds
-/// ([`calibrate::Ticker`]; default [`TICK_MS`]; 0 counts readings).
+/// `tick_s`: the windows of `sequence`, `ensemble` and `calibrate=1` count ticks of this many
+/// seconds ([`calibrate::Ticker`]; default [`TICK_MS`]; 0 counts readings).
 fn tick_ms(s: &Spec) -> i64 {
     let t = s.get("tick_s", TICK_MS as f64 / 1000.0);
     if t.is_finite() {
@@ -267,7 +269,6 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 "probation",
                 "history",
                 "step_k",
-                "tick_s",
             ]))?;
             let d = SequenceConfig::default();
             Box::new(Sequence::new(SequenceConfig {
@@ -290,7 +291,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         other => return Err(SpecError(format!("unknown detector `{other}`"))),
     };
     let d: Box<dyn Detector> = if s.get("calibrate", 0.0) != 0.0 {
-        Box::new(Calibrated::new(d, likelihood(s), Some(hold(s))))
+        Box::new(Calibrated::new(d, likelihood(s), Some(hold(s))).ticks_of(tick_ms(s)))
     } else {
         d
     };
@@ -377,10 +378,11 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 /// (`explain`, default 0.7; 0 = off), held (`hold`, 120 ticks: 300 cost 6 NAB points),
 /// silent during the warm-up (`warmup` ticks, default: the sequence's `probation`, and
 /// `learn_s` seconds, default 0). Windows count ticks of `tick_s` seconds (default 10; 0:
-/// readings), so a series read every second is watched over the same time as one read every 10 s. A raw alarm needs `raw` (default 3: all) of robust z,
-/// EWMA and seasonal at an extreme raw score together (`raw=1`, any one of them, cost 12 NAB
-/// points; `raw=0` turns raw alarms off). `ae=1` adds the online autoencoder; `seq`, `rz`,
-/// `ewma`, `seasonal`, `iforest` = 0 drop a member. See [`ensemble`](crate::ensemble) for
+/// readings), so a series read every second is watched over the same time as one read every
+/// 10 s. A raw alarm needs `raw` (default 3: all) of robust z, EWMA and seasonal at an extreme
+/// raw score together (`raw=1`, any one of them, cost 12 NAB points; `raw=0` turns raw alarms
+/// off). `ae=1` adds the online autoencoder; `seq`, `rz`, `ewma`, `seasonal`, `iforest` = 0
+/// drop a member. See [`ensemble`](crate::ensemble) for
 /// what each choice is worth.
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
@@ -499,6 +501,8 @@ mod tests {
             }
         }
         assert!(build("robust_z:window=30,k=4,calibrate=1").is_ok());
+        assert!(build("robust_z:calibrate=1,tick_s=1").is_ok());
+        assert!(build("ensemble:tick_s=0").is_ok() && build("sequence:tick_s=60").is_ok());
         let e = build("nope").err().unwrap().to_string();
         assert!(
             e.contains("unknown detector `nope`") && e.contains("ewma"),
