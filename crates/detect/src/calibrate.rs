@@ -77,9 +77,8 @@ pub struct Likelihood {
     /// The last `short - 1` completed ticks' means (the current tick makes `short`).
     short: RunningWindow,
     min_history: usize,
-    /// The current tick's raw scores: their sum and count.
-    tick_sum: f64,
-    tick_n: u32,
+    /// The current tick's raw scores.
+    tick: TickMean,
 }
 
 /// The lower bounds Numenta's `estimateNormal` puts on the long-run distribution (mean 0.03,
@@ -98,8 +97,7 @@ impl Likelihood {
             long: RunningWindow::new(history.max(2)),
             short: RunningWindow::new(short.max(1) - 1),
             min_history,
-            tick_sum: 0.0,
-            tick_n: 0,
+            tick: TickMean::default(),
         }
     }
 
@@ -117,20 +115,16 @@ impl Likelihood {
         // A detector that is not ready yet (the seasonal one before a whole period) says 0:
         // that is no history to judge its first real scores by. Without this, the seasonal
         // member's first day of zeros made its second day an alarm (2.4 NAB points).
-        if raw == 0.0 && self.long.len() == 0 && self.tick_n == 0 {
+        if raw == 0.0 && self.long.len() == 0 && self.tick.is_empty() {
             return 0.0;
         }
-        if new_tick && self.tick_n > 0 {
-            let m = self.tick_sum / self.tick_n as f64;
+        if let Some(m) = new_tick.then(|| self.tick.close()).flatten() {
             self.long.push(m);
             self.short.push(m);
-            (self.tick_sum, self.tick_n) = (0.0, 0);
         }
-        self.tick_sum += raw;
-        self.tick_n += 1;
+        self.tick.add(raw);
         if self.long.len() >= self.min_history.max(2) {
-            let recent = (self.short.sum + self.tick_sum / self.tick_n as f64)
-                / (self.short.len() + 1) as f64;
+            let recent = (self.short.sum + self.tick.mean()) / (self.short.len() + 1) as f64;
             let sd = self.long.sd().max(MIN_SD);
             let z = (recent - self.long.mean().max(MIN_MEAN)) / sd;
             log_score(normal_cdf(z))
@@ -152,6 +146,36 @@ pub struct Ticker {
     tick_ms: i64,
     slot: Option<i64>,
     in_tick: u32,
+}
+
+/// The mean of the current tick's values: windows counted in ticks hold one such mean a tick.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TickMean {
+    sum: f64,
+    n: u32,
+}
+
+impl TickMean {
+    /// End the tick: its mean, if it had any value.
+    pub(crate) fn close(&mut self) -> Option<f64> {
+        let m = (self.n > 0).then(|| self.sum / self.n as f64);
+        *self = TickMean::default();
+        m
+    }
+
+    pub(crate) fn add(&mut self, x: f64) {
+        self.sum += x;
+        self.n += 1;
+    }
+
+    /// The mean so far (0 before any value).
+    pub(crate) fn mean(&self) -> f64 {
+        self.sum / self.n.max(1) as f64
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.n == 0
+    }
 }
 
 /// Readings after which a tick ends whatever the clock says.

@@ -23,7 +23,7 @@
 //! not spatial. For the first `probation` points it only learns and scores 0.5 (as NAB's
 //! probationary period, which NAB hands to every detector).
 
-use crate::calibrate::Ticker;
+use crate::calibrate::{TickMean, Ticker};
 use crate::Detector;
 use std::collections::{HashMap, VecDeque};
 
@@ -137,9 +137,8 @@ pub struct Sequence {
     ticker: Ticker,
     /// Ticks seen (probation and re-estimation count these).
     ticks: usize,
-    /// The current tick's raw surprises: their sum and count.
-    tick_sum: f64,
-    tick_n: u32,
+    /// The current tick's raw surprises.
+    tick: TickMean,
 }
 
 /// Weight of the newest step in [`Sequence`]'s typical step.
@@ -170,8 +169,7 @@ impl Sequence {
             step: 0.0,
             ticker: Ticker::new(cfg.tick_ms),
             ticks: 0,
-            tick_sum: 0.0,
-            tick_n: 0,
+            tick: TickMean::default(),
             cfg,
         }
     }
@@ -196,13 +194,12 @@ impl Sequence {
     /// per tick (the current tick's is updated in place).
     fn likelihood(&mut self, raw: f64, new_tick: bool) -> f64 {
         if new_tick {
-            if self.tick_n > 0 {
+            if let Some(m) = self.tick.close() {
                 if self.recent.len() >= AVG - 1 {
                     self.recent.pop_front();
                 }
-                self.recent.push_back(self.tick_sum / self.tick_n as f64);
+                self.recent.push_back(m);
             }
-            (self.tick_sum, self.tick_n) = (0.0, 0);
             if self.averages.len() == self.cfg.history.max(1) {
                 let o = self.averages.pop_front().expect("full");
                 self.sum -= o;
@@ -211,10 +208,9 @@ impl Sequence {
             self.averages.push_back(0.0);
             self.ticks += 1;
         }
-        self.tick_sum += raw;
-        self.tick_n += 1;
-        let avg = (self.recent.iter().sum::<f64>() + self.tick_sum / self.tick_n as f64)
-            / (self.recent.len() + 1) as f64;
+        self.tick.add(raw);
+        let avg =
+            (self.recent.iter().sum::<f64>() + self.tick.mean()) / (self.recent.len() + 1) as f64;
         if let Some(last) = self.averages.back_mut() {
             self.sum += avg - *last;
             self.sumsq += avg * avg - *last * *last;

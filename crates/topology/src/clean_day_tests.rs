@@ -48,6 +48,16 @@ fn events(ty: &str, start_ms: i64, hours: f64, step_s: f64, seed: u64) -> Vec<Ev
     out
 }
 
+/// The emulator's built-in device types (the catalog without custom ones).
+fn built_in_types() -> Vec<&'static str> {
+    let custom = fieldlab_emulator::custom::types();
+    fieldlab_emulator::catalog()
+        .into_iter()
+        .filter(|t| !custom.iter().any(|c| c.name == t.name))
+        .map(|t| t.name)
+        .collect()
+}
+
 fn describe(e: &Event) -> String {
     match e {
         Event::Quality(q) => format!(
@@ -103,23 +113,17 @@ fn the_default_fleet_raises_nothing_in_its_first_ten_minutes() {
 /// every 10 s from midnight). Returns (case, events of the first day, events of the second).
 fn clean_run(seed: u64) -> Vec<(String, Vec<Event>, Vec<Event>)> {
     let mut out = Vec::new();
-    for t in fieldlab_emulator::catalog() {
-        if fieldlab_emulator::custom::types()
-            .iter()
-            .any(|c| c.name == t.name)
-        {
-            continue;
-        }
-        let first_hour = events(t.name, MIDNIGHT + 8 * 3_600_000, 1.0, 1.0, seed);
+    for name in built_in_types() {
+        let first_hour = events(name, MIDNIGHT + 8 * 3_600_000, 1.0, 1.0, seed);
         out.push((
-            format!("{} (first hour, every 1 s)", t.name),
+            format!("{name} (first hour, every 1 s)"),
             first_hour,
             Vec::new(),
         ));
-        let (day1, day2): (Vec<Event>, Vec<Event>) = events(t.name, MIDNIGHT, 48.0, 10.0, seed)
+        let (day1, day2): (Vec<Event>, Vec<Event>) = events(name, MIDNIGHT, 48.0, 10.0, seed)
             .into_iter()
             .partition(|e| e.ts_ms() < MIDNIGHT + 86_400_000);
-        out.push((format!("{} (two days, every 10 s)", t.name), day1, day2));
+        out.push((format!("{name} (two days, every 10 s)"), day1, day2));
     }
     out
 }
@@ -165,15 +169,9 @@ fn every_built_in_type_runs_two_clean_days_without_an_event() {
 fn four_clean_days_over_more_seeds() {
     let mut total = 0;
     for seed in 1..=4 {
-        for t in fieldlab_emulator::catalog() {
-            if fieldlab_emulator::custom::types()
-                .iter()
-                .any(|c| c.name == t.name)
-            {
-                continue;
-            }
-            for e in events(t.name, MIDNIGHT, 96.0, 10.0, seed) {
-                eprintln!("seed {seed}, {}: {}", t.name, describe(&e));
+        for name in built_in_types() {
+            for e in events(name, MIDNIGHT, 96.0, 10.0, seed) {
+                eprintln!("seed {seed}, {name}: {}", describe(&e));
                 total += 1;
             }
         }
@@ -207,15 +205,7 @@ fn two_clean_days_at_1_s_over_more_seeds() {
 /// Events on `hours` of every built-in type read every second, each type in a thread of its
 /// own; each event is printed.
 fn at_1_s(hours: f64, seed: u64) -> usize {
-    let names: Vec<&'static str> = fieldlab_emulator::catalog()
-        .into_iter()
-        .filter(|t| {
-            !fieldlab_emulator::custom::types()
-                .iter()
-                .any(|c| c.name == t.name)
-        })
-        .map(|t| t.name)
-        .collect();
+    let names = built_in_types();
     let results: Vec<(&str, Vec<Event>)> = std::thread::scope(|sc| {
         let runs: Vec<_> = names
             .iter()
