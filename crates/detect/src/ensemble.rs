@@ -47,6 +47,7 @@
 
 use crate::calibrate::{Hold, Likelihood, Ticker};
 use crate::stats::GrossOutlier;
+use crate::trend::{Trend, TrendConfig};
 use crate::Detector;
 
 /// A detector whose raw score is passed through a likelihood calibration.
@@ -215,10 +216,19 @@ pub struct Ensemble {
     /// Counts the readings in time: the warm-up, the agreement window, the hold and the
     /// calibrations' windows are counted in its ticks.
     ticker: Ticker,
+    /// The level change over the last minutes ([`Trend`]) and the robust z at which it is a
+    /// drift reported on its own (none: never).
+    drift: Option<Trend>,
+    /// The last score came from the drift check.
+    last_drift: bool,
 }
 
 /// Points within which two families' peaks count as agreeing ([`Combine::Agree`]).
 pub const AGREE_POINTS: usize = 3;
+
+/// Ticks of the drift check in a row whose level change is a ramp of [`crate::DRIFT_Z`] before
+/// it is reported: a drift goes on.
+pub const DRIFT_TICKS: usize = 12;
 
 /// How long the seasonal member needs before it can explain anything: its period.
 const SEASON_MS: i64 = 86_400_000;
@@ -245,6 +255,8 @@ impl Ensemble {
             peaks: vec![(0.0, 0); n],
             raw_agree: 1,
             ticker: Ticker::new(0),
+            drift: None,
+            last_drift: false,
         }
     }
 
@@ -252,6 +264,14 @@ impl Ensemble {
     /// of `ms` ([`Ticker`]) rather than in readings (0: readings).
     pub fn ticks_of(mut self, ms: i64) -> Self {
         self.ticker = Ticker::new(ms);
+        self
+    }
+
+    /// Report a level change of robust z `z` or more against the series' past changes over as
+    /// long ([`Trend`]) on its own: a drift every point detector follows (0: never).
+    pub fn drift_at(mut self, z: f64) -> Self {
+        self.drift =
+            (z > 0.0 && z.is_finite()).then(|| Trend::new(TrendConfig::default()).streaks_at(z));
         self
     }
 
@@ -319,6 +339,14 @@ impl Detector for Ensemble {
                 None => raw,
             };
         }
+        let drift_z = match &mut self.drift {
+            Some(t) => {
+                t.z_then_learn(ts, x);
+                (t.streak() >= DRIFT_TICKS).then_some(1.0)
+            }
+            None => None,
+        };
+        self.last_drift = false;
         let elapsed = ts.saturating_sub(*self.first_ts.get_or_insert(ts));
         if self.seen <= self.warmup || elapsed < self.learn_ms {
             return 0.0;
@@ -399,7 +427,21 @@ impl Detector for Ensemble {
         if self.raw_agree > 0 && alarms >= self.raw_agree && !usual {
             s = s.max(max_raw);
         }
+        // A drift: the level has moved further over the last minutes than it ever moves over
+        // as long (unless that is usual for the time of day: a sunrise).
+        if let Some(d) = drift_z.filter(|_| !explained) {
+            self.last_drift = d > s;
+            s = s.max(d);
+        }
         self.hold.apply_at(s, tick).clamp(0.0, 1.0)
+    }
+
+    fn last_verdict_by(&self) -> &'static str {
+        if self.last_drift {
+            "trend"
+        } else {
+            "ensemble"
+        }
     }
 }
 
@@ -432,6 +474,25 @@ mod tests {
             let s = e.score(i as i64 * 1000, temperature(&mut rng, i));
             assert!(s < 0.9, "clean point {i} scored {s}");
         }
+    }
+
+    #[test]
+    fn a_slow_drift_is_reported_by_the_trend_check_and_clean_data_nothing() {
+        let mut e = crate::build_live("ensemble").unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        // Three clean hours at 1 s (past the warm-up of 750 ticks of 10 s), then a drift of
+        // 0.002 °C/s: ten times the daily cycle's steepest slope, under the noise per reading.
+        for i in 0..10_800 {
+            let s = e.score(i as i64 * 1000, temperature(&mut rng, i));
+            assert!(s < 0.9, "clean point {i} scored {s}");
+        }
+        let caught = (10_800..10_800 + 3_600).find(|&i| {
+            let x = temperature(&mut rng, i) + 0.002 * (i - 10_800) as f64;
+            e.score(i as i64 * 1000, x) >= 0.9
+        });
+        let i = caught.expect("the drift is reported within an hour");
+        assert_eq!(e.last_verdict_by(), "trend");
+        assert!(i - 10_800 <= 40 * 60, "reported after {} s", i - 10_800);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod forest;
 pub mod seasonal;
 pub mod sequence;
 pub mod stats;
+pub mod trend;
 
 pub use calibrate::{Hold, Likelihood};
 pub use ensemble::{Calibrated, Combine, Ensemble, Member};
@@ -63,6 +64,7 @@ pub const DETECTORS: &[&str] = &[
     "iforest",
     "autoencoder",
     "sequence",
+    "trend",
     "ensemble",
     "off",
 ];
@@ -283,6 +285,20 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 tick_ms: tick_ms(s),
             }))
         }
+        "trend" => {
+            s.check_known(&with(&["span", "horizon", "window", "k", "trend_tick_s"]))?;
+            let d = trend::TrendConfig::default();
+            Box::new(trend::Trend::new(trend::TrendConfig {
+                span: positive(s, "span", d.span as f64)? as usize,
+                horizon: positive(s, "horizon", d.horizon as f64)? as usize,
+                window: positive(s, "window", d.window as f64)? as usize,
+                k: positive(s, "k", d.k)?,
+                tick_ms: (s
+                    .get("trend_tick_s", d.tick_ms as f64 / 1000.0)
+                    .clamp(0.0, 86_400.0)
+                    * 1000.0) as i64,
+            }))
+        }
         "ensemble" => return Ok(diffed(s, guarded(s, ensemble(s)?))),
         "off" => {
             s.check_known(CAL)?;
@@ -384,6 +400,10 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 /// off). `ae=1` adds the online autoencoder; `seq`, `rz`, `ewma`, `seasonal`, `iforest` = 0
 /// drop a member. See [`ensemble`](crate::ensemble) for
 /// what each choice is worth.
+/// The robust z of a level change (against the series' past changes over as long,
+/// [`trend::Trend`]) at which the ensemble reports a drift on its own (`trend=Z`; 0: never).
+pub const DRIFT_Z: f64 = 10.5;
+
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
         "history",
@@ -411,6 +431,7 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
         "explain",
         "learn_s",
         "tick_s",
+        "trend",
     ])?;
     let on = |k: &str| s.get(k, 1.0) != 0.0;
     let calibrated = |d: Box<dyn Detector>, raw_alarm: bool| Member {
@@ -485,7 +506,8 @@ fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
             .raw_agree(raw)
             .explained_below(s.get("explain", 0.7))
             .learn_for((s.get("learn_s", 0.0).max(0.0) * 1000.0) as i64)
-            .ticks_of(tick_ms),
+            .ticks_of(tick_ms)
+            .drift_at(s.get("trend", DRIFT_Z).max(0.0)),
     ))
 }
 

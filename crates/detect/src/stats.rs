@@ -174,6 +174,16 @@ impl RobustZ {
         self
     }
 
+    /// Values in the window.
+    pub fn len(&self) -> usize {
+        self.win.len()
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.win.len() == 0
+    }
+
     /// The signed robust z of `x` against the window (0 before 3 points), |z| <= `Z_MAX`.
     pub fn z(&self, x: f64) -> f64 {
         if self.win.len() < 3 {
@@ -183,7 +193,7 @@ impl RobustZ {
         self.z_against(x, med, self.spread(med))
     }
 
-    fn z_against(&self, x: f64, med: f64, sigma: f64) -> f64 {
+    pub(crate) fn z_against(&self, x: f64, med: f64, sigma: f64) -> f64 {
         let s = &self.win.sorted;
         let magnitude = s[0].abs().max(s[s.len() - 1].abs());
         // A flat stretch (sigma 0) is judged against the spread the series had before, so a
@@ -199,6 +209,15 @@ impl RobustZ {
         } else {
             Z_MAX.copysign(d)
         }
+    }
+
+    /// The window's median and spread (as [`RobustZ::z`] judges by; None before 3 points), to
+    /// judge many values by one window with [`RobustZ::z_against`].
+    pub(crate) fn reference(&self) -> Option<(f64, f64)> {
+        (self.win.len() >= 3).then(|| {
+            let med = self.win.median();
+            (med, self.spread(med))
+        })
     }
 
     /// `1.4826 * MAD` of the window, or `1.2533 * mean absolute deviation` when more than
