@@ -120,6 +120,11 @@ pub fn cmd(a: BenchArgs) -> anyhow::Result<ExitCode> {
             Box::new(|| fieldlab_detect::build("sequence:probation=100").unwrap()),
         ),
         (
+            "trend",
+            a.points,
+            Box::new(|| fieldlab_detect::build("trend").unwrap()),
+        ),
+        (
             "iforest (50 trees)",
             a.points / 10,
             Box::new(|| fieldlab_detect::build("iforest").unwrap()),

@@ -386,6 +386,10 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
     }
 }
 
+/// The robust z of a level change (against the series' past changes over as long,
+/// [`trend::Trend`]) at which the ensemble reports a drift on its own (`trend=Z`; 0: never).
+pub const DRIFT_Z: f64 = 10.5;
+
 /// The default ensemble: sequence (already a likelihood), and robust z, EWMA, seasonal
 /// residual and isolation forest, each calibrated; combined by family agreement
 /// ([`Combine::Agree`]: one family alone scores at most `solo`, default 0.8; `agree=0`: by max;
@@ -398,12 +402,9 @@ fn guarded(s: &Spec, d: Box<dyn Detector>) -> Box<dyn Detector> {
 /// 10 s. A raw alarm needs `raw` (default 3: all) of robust z, EWMA and seasonal at an extreme
 /// raw score together (`raw=1`, any one of them, cost 12 NAB points; `raw=0` turns raw alarms
 /// off). `ae=1` adds the online autoencoder; `seq`, `rz`, `ewma`, `seasonal`, `iforest` = 0
-/// drop a member. See [`ensemble`](crate::ensemble) for
-/// what each choice is worth.
-/// The robust z of a level change (against the series' past changes over as long,
-/// [`trend::Trend`]) at which the ensemble reports a drift on its own (`trend=Z`; 0: never).
-pub const DRIFT_Z: f64 = 10.5;
-
+/// drop a member. A slow drift is reported on its own by the trend check (`trend`: the robust z
+/// its 12-minute ramp needs, default [`DRIFT_Z`], for [`ensemble::DRIFT_TICKS`] minutes
+/// running; 0 = off). See [`ensemble`](crate::ensemble) for what each choice is worth.
 fn ensemble(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
     s.check_known(&[
         "history",

@@ -55,7 +55,7 @@ fn a_warmed_up_default_detector_fits_the_bytes_the_lru_assumes() {
         21.0 + 1.5 * (t / 86_400.0 * std::f64::consts::TAU).sin() + 0.3 * unit(i)
     };
     // Every value new: as many distinct shapes as a series can show.
-    let wild = |i: u64| 1000.0 * unit(i) + if i % 97 == 0 { 1e6 } else { 0.0 };
+    let wild = |i: u64| 1000.0 * unit(i) + if i.is_multiple_of(97) { 1e6 } else { 0.0 };
     for (name, most) in [
         ("a room temperature", most_bytes("ensemble", room)),
         ("uniform noise with spikes", most_bytes("ensemble", wild)),
