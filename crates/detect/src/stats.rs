@@ -211,12 +211,22 @@ impl RobustZ {
         }
     }
 
+    /// Add `x` to the window without judging it or learning the spread: for a caller that
+    /// judges by a reference it refreshes now and then ([`RobustZ::refresh`]).
+    pub(crate) fn push(&mut self, x: f64) {
+        self.win.push(x);
+    }
+
     /// The window's median and spread (as [`RobustZ::z`] judges by; None before 3 points), to
-    /// judge many values by one window with [`RobustZ::z_against`].
-    pub(crate) fn reference(&self) -> Option<(f64, f64)> {
+    /// judge many values by one window with [`RobustZ::z_against`]; the spread is learnt into
+    /// the long-run average as if `pushed` points had each been learnt.
+    pub(crate) fn refresh(&mut self, pushed: usize) -> Option<(f64, f64)> {
         (self.win.len() >= 3).then(|| {
             let med = self.win.median();
-            (med, self.spread(med))
+            let (mad, sigma) = self.spreads(med);
+            let a = (pushed as f64 / self.win.cap as f64).min(1.0);
+            self.long_spread = learn_spread(self.long_spread, mad, a);
+            (med, sigma)
         })
     }
 

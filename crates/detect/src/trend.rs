@@ -53,6 +53,9 @@ impl Default for TrendConfig {
     }
 }
 
+/// Closed ticks between two refreshes of the past changes' median and spread.
+const REFRESH_TICKS: usize = 8;
+
 /// See the module documentation.
 pub struct Trend {
     cfg: TrendConfig,
@@ -67,6 +70,11 @@ pub struct Trend {
     reference: Option<(f64, f64)>,
     /// The change at the end of the current tick so far (learnt when the tick closes).
     pending: Option<f64>,
+    /// Changes learnt since `reference` was computed.
+    unreferenced: usize,
+    /// The levels `horizon / 2` and `horizon` ticks ago (closed ticks only), as of the last
+    /// closed tick.
+    past_levels: Option<(f64, f64)>,
     /// Scratch for medians.
     buf: Vec<f64>,
     /// The |z| a ramp needs to count for [`Trend::streak`] (0: streaks are not counted).
@@ -92,6 +100,8 @@ impl Trend {
             changes: RobustZ::new(cfg.window, cfg.k),
             reference: None,
             pending: None,
+            unreferenced: 0,
+            past_levels: None,
             buf: Vec::with_capacity(cfg.span),
             streak_z: 0.0,
             last_ramp: false,
@@ -149,13 +159,22 @@ impl Trend {
             if let Some(m) = self.open.close() {
                 self.streak = if self.last_ramp { self.streak + 1 } else { 0 };
                 if let Some(d) = self.pending.take() {
-                    self.changes.z_then_learn(d);
-                    self.reference = self.changes.reference();
+                    self.changes.push(d);
+                    self.unreferenced += 1;
+                    // A median and MAD of a thousand changes a tick would make this the
+                    // ensemble's slowest part (NAB's readings are a tick each); they move
+                    // little in a few ticks.
+                    if self.reference.is_none() || self.unreferenced >= REFRESH_TICKS {
+                        self.reference = self.changes.refresh(self.unreferenced);
+                        self.unreferenced = 0;
+                    }
                 }
+
                 if self.closed.len() == self.cfg.span + self.cfg.horizon {
                     self.closed.pop_front();
                 }
                 self.closed.push_back(m);
+                self.past_levels = None;
             }
         }
         self.open.add(x);
@@ -164,7 +183,15 @@ impl Trend {
         if self.closed.len() + 1 < m + h {
             return (0.0, false);
         }
-        let (now, mid, then) = (self.level(0), self.level(h / 2), self.level(h));
+        let (mid, then) = match self.past_levels {
+            Some(p) => p,
+            None => {
+                let p = (self.level(h / 2), self.level(h));
+                self.past_levels = Some(p);
+                p
+            }
+        };
+        let now = self.level(0);
         let d = now - then;
         self.pending = Some(d);
         let Some((med, sigma)) = self.reference else {

@@ -14,8 +14,8 @@
 //!   override) carry no id, so the payload's id is taken, validated; with auth on only
 //!   privileged logins may publish there.
 //! - **Validity.** Device ids are 1..=128 bytes without control characters, `/`, `+` or `#`
-//!   ([`crate::check_device_id`]); device types at most 128 bytes without
-//!   control characters.
+//!   ([`crate::check_device_id`]); device types at most 128 bytes and field names 1..=256 bytes
+//!   ([`MAX_FIELD_NAME`]), both without control characters.
 //! - **Cardinality.** At most `max_devices` distinct devices (emulated and external together),
 //!   at most `max_devices` of its own per gateway, at most `max_series_per_device` fields per
 //!   device. The memory of what was admitted is bounded by those numbers.
@@ -115,12 +115,18 @@ pub struct Refusal {
 }
 
 /// Metric labels of the refusals, in the order they are registered.
-pub const REFUSALS: [&str; 4] = [
+pub const REFUSALS: [&str; 5] = [
     "device_mismatch",
     "invalid_device_id",
+    "invalid_field",
     "device_limit",
     "series_limit",
 ];
+
+/// The longest field name accepted, in bytes: every name is kept per series (the store's
+/// series, the detector state, the metrics of a series), so its size must be bounded by
+/// something other than the payload limit.
+pub const MAX_FIELD_NAME: usize = 256;
 
 fn refuse(label: &'static str, reason: String) -> Refusal {
     Refusal { label, reason }
@@ -201,6 +207,20 @@ impl Guard {
                     "invalid_device_id",
                     format!(
                         "invalid device type for device `{}`: at most 128 bytes without control characters",
+                        r.device_id
+                    ),
+                ));
+            }
+            if let Some((f, _)) = r.fields.iter().find(|(f, _)| {
+                f.is_empty() || f.len() > MAX_FIELD_NAME || f.chars().any(char::is_control)
+            }) {
+                let shown: String = f.chars().take(40).collect();
+                return Err(refuse(
+                    "invalid_field",
+                    format!(
+                        "invalid field name {shown:?}{} ({} bytes) of device `{}`: field names are 1..={MAX_FIELD_NAME} bytes without control characters",
+                        if shown.len() < f.len() { "..." } else { "" },
+                        f.len(),
                         r.device_id
                     ),
                 ));
@@ -381,6 +401,27 @@ mod tests {
                 .label,
             "invalid_device_id"
         );
+    }
+
+    #[test]
+    fn field_names_are_bounded_and_printable() {
+        let mut g = Guard::new(Limits::default());
+        let long = "f".repeat(MAX_FIELD_NAME + 1);
+        for bad in ["", "a\nb", long.as_str()] {
+            let e = g
+                .admit(&topic("dev1"), &[r("dev1", &["t", bad])])
+                .unwrap_err();
+            assert_eq!(e.label, "invalid_field", "{bad:?}");
+            assert!(e.reason.contains("1..=256 bytes"), "{}", e.reason);
+            // The reason shows the name's start, not a 100-KB name.
+            assert!(e.reason.len() < 200, "{}", e.reason);
+        }
+        // Nothing of a refused message was admitted; the longest name is fine.
+        assert_eq!(g.devices(), 0);
+        let ok = "f".repeat(MAX_FIELD_NAME);
+        assert!(g
+            .admit(&topic("dev1"), &[r("dev1", &[ok.as_str()])])
+            .is_ok());
     }
 
     #[test]

@@ -115,6 +115,20 @@ impl Default for Rules {
     }
 }
 
+impl Rules {
+    /// Bytes one device's state takes at most under these rules: [`DEVICE_STATE_BYTES`], or
+    /// more when the rate limits and stuck checks name more fields than its allowance covers.
+    pub fn device_state_bytes(&self) -> usize {
+        let fields: usize = self
+            .max_rate_per_s
+            .keys()
+            .chain(self.stuck_fields.iter())
+            .map(|k| FIELD_ENTRY_BYTES + k.len())
+            .sum();
+        DEVICE_STATE_BYTES.max(DEVICE_STATE_BYTES - 2048 + fields)
+    }
+}
+
 /// One violation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct QualityEvent {
@@ -181,11 +195,16 @@ impl Default for Checker {
 /// Devices whose state a [`Checker::new`] keeps.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-/// Bytes one device's quality state takes at most (its per-minute buckets of one day, the
-/// recent sequence numbers and a few fields' last values): for sizing [`Checker::with_capacity`]
-/// from a memory budget.
+/// Bytes one device's quality state takes at most under the default [`Rules`] (its per-minute
+/// buckets of one day, the recent sequence numbers and the last values of the fields with a
+/// rate limit or a stuck check): for sizing [`Checker::with_capacity`] from a memory budget.
+/// [`Rules::device_state_bytes`] is the same for other rules.
 pub const DEVICE_STATE_BYTES: usize =
     MAX_BUCKETS * std::mem::size_of::<(i64, u64, u64)>() + SEQ_MEMORY * 8 + 2048;
+
+/// Bytes of one remembered field besides its name: the hash map entries of its last value and
+/// its repeat count, with their control bytes and the name's allocation overhead.
+const FIELD_ENTRY_BYTES: usize = 96;
 
 fn num(fields: &[(String, FieldValue)], names: &[&str]) -> Option<(String, f64)> {
     names.iter().find_map(|n| {
@@ -381,6 +400,12 @@ impl Checker {
                         .get(k)
                         .is_none_or(|(lo, hi)| lo <= x && x <= hi)
                 };
+                // Only fields a rule compares with their last value (a rate limit, the stuck
+                // check) are remembered: those are named by the configuration, so a device
+                // inventing field names cannot grow its state (it grew by every new name).
+                if !rules.max_rate_per_s.contains_key(k) && !rules.stuck_fields.contains(k) {
+                    continue;
+                }
                 if let Some(x) = v.as_f64().filter(|x| x.is_finite() && in_range(x)) {
                     st.last_values.insert(k.clone(), (r.ts_ms, x));
                 }
@@ -608,6 +633,44 @@ mod tests {
             );
         }
         ev.iter().map(|e| e.rule.as_str()).collect()
+    }
+
+    #[test]
+    fn a_device_inventing_field_names_does_not_grow_its_state() {
+        // 100,000 readings, each with a new field name (and a temperature): only the fields
+        // the rules compare with their last value are remembered.
+        let mut c = Checker::default();
+        for i in 0..100_000i64 {
+            let name = format!("field_{i}_{}", "x".repeat(200));
+            let ev = c.check(
+                &reading(
+                    "d1",
+                    "T",
+                    i * 1000,
+                    None,
+                    &[(&name, 1.0), ("temperature", 21.0)],
+                ),
+                i * 1000,
+            );
+            assert!(ev.is_empty() || i >= 29, "{ev:?}");
+        }
+        let st = c.devices.peek("d1").unwrap();
+        assert_eq!(st.last_values.len(), 1, "only temperature");
+        assert!(st.repeats.len() <= 1);
+        // ...and the rate rule still sees the remembered one.
+        let ev = c.check(
+            &reading("d1", "T", 100_000_000, None, &[("temperature", 80.0)]),
+            100_000_000,
+        );
+        assert!(rules_of(&ev).contains(&"rate"), "{ev:?}");
+        // The state's size under the default rules is the constant the budget assumes; many
+        // configured fields raise it.
+        assert_eq!(Rules::default().device_state_bytes(), DEVICE_STATE_BYTES);
+        let mut many = Rules::default();
+        for i in 0..1000 {
+            many.max_rate_per_s.insert(format!("f{i}"), 1.0);
+        }
+        assert!(many.device_state_bytes() > DEVICE_STATE_BYTES + 1000 * 96);
     }
 
     #[test]

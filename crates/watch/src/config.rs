@@ -108,7 +108,8 @@ impl Default for DetectConfig {
             // (stopped below cut-in and above cut-out) are not
             // judged as gross outliers (`gross=0`): every new set point or gust would be "far
             // outside what the series has shown". Feathering the blades (pitch 90°) is a
-            // mode, not a spike (`raw=0`).
+            // mode, not a spike (`raw=0`). A truck's position ramps whenever it drives: it
+            // is not judged for drift (`trend=0`; its first long leg north was one).
             series: [
                 ("PvInverter.*", "ensemble:learn_s=86400"),
                 ("AlgaeFarm.*", "ensemble:learn_s=86400"),
@@ -124,6 +125,8 @@ impl Default for DetectConfig {
                 ("WindTurbine.power", "ensemble:gross=0"),
                 ("WindTurbine.rotor_speed", "ensemble:gross=0"),
                 ("Reefer.speed", "ensemble:gross=0"),
+                ("Reefer.latitude", "ensemble:trend=0"),
+                ("Reefer.longitude", "ensemble:trend=0"),
                 ("EngineTestBench.engine_speed", "ensemble:gross=0"),
                 ("EngineTestBench.torque", "ensemble:gross=0"),
                 ("EngineTestBench.power", "ensemble:gross=0"),

@@ -287,10 +287,11 @@ pub struct Watch {
     inner: Arc<Inner>,
 }
 
-/// Detector series and quality devices kept within `budget` bytes (at least 16 of each).
-fn state_capacity(budget: usize) -> (std::num::NonZeroUsize, usize) {
+/// Detector series and quality devices (of `device_bytes` each) kept within `budget` bytes
+/// (at least 16 of each).
+fn state_capacity(budget: usize, device_bytes: usize) -> (std::num::NonZeroUsize, usize) {
     let series = (budget / 4 * 3 / SERIES_STATE_BYTES).max(16);
-    let devices = (budget / 4 / fieldlab_quality::DEVICE_STATE_BYTES).max(16);
+    let devices = (budget / 4 / device_bytes.max(1)).max(16);
     (
         std::num::NonZeroUsize::new(series).expect("at least 16"),
         devices,
@@ -332,7 +333,8 @@ impl Watch {
             Log::open(ap, cfg.events_max_bytes)?,
         );
         let (tx, _) = tokio::sync::broadcast::channel(4096);
-        let (series, devices) = state_capacity(cfg.state_budget_bytes);
+        let (series, devices) =
+            state_capacity(cfg.state_budget_bytes, cfg.rules.device_state_bytes());
         Ok(Watch {
             inner: Arc::new(Inner {
                 checker: Mutex::new(Checker::with_capacity(cfg.rules.clone(), devices)),
@@ -651,7 +653,7 @@ mod tests {
             ..WatchConfig::default()
         };
         let w = Watch::open(dir.path(), cfg).unwrap();
-        let (cap, _) = state_capacity(64 << 20);
+        let (cap, _) = state_capacity(64 << 20, fieldlab_quality::DEVICE_STATE_BYTES);
         for i in 0..cap.get() + 500 {
             let mut r = reading(1000, 1, 21.0);
             r.device_id = format!("d{i}");

@@ -256,9 +256,16 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
         gw2.clone(),
         json!({"device_id": "plant2_\u{0}x", "data": {"t": 1}}).to_string(),
     ));
+    // A field name of 100 KB: every name is kept per series, so it is refused.
+    let mut data = serde_json::Map::new();
+    data.insert("n".repeat(100_000), json!(1));
+    msgs.push((
+        gw2.clone(),
+        json!({"device_id": "plant2_0", "data": data}).to_string(),
+    ));
     publish_all(f.mqtt_port, None, msgs);
     eventually(Duration::from_secs(15), "gw2's messages decided", || {
-        (metric(&f, "fieldlab_ingest_messages_total") >= 13.0).then_some(())
+        (metric(&f, "fieldlab_ingest_messages_total") >= 14.0).then_some(())
     });
 
     // gw1: 40 messages of 500 readings, each naming another device: 20k device ids from one
@@ -277,10 +284,11 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
         })
         .collect();
     publish_all(f.mqtt_port, None, batches);
-    // 38 + 5 over a limit, 1 mismatch, 1 invalid id: counted once the quarantine has them.
+    // 38 + 5 over a limit, 1 mismatch, 1 invalid id, 1 invalid field: counted once the
+    // quarantine has them.
     eventually(Duration::from_secs(60), "every message decided", || {
-        (metric(&f, "fieldlab_ingest_messages_total") >= 53.0
-            && metric(&f, "fieldlab_ingest_quarantined_total") >= 45.0)
+        (metric(&f, "fieldlab_ingest_messages_total") >= 54.0
+            && metric(&f, "fieldlab_ingest_quarantined_total") >= 46.0)
             .then_some(())
     });
 
@@ -299,6 +307,7 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
     assert_eq!(reasons(&gw2, "device limit"), 5, "{q:?}");
     assert_eq!(reasons(&gw2, "device mismatch"), 1, "{q:?}");
     assert_eq!(reasons(&gw2, "invalid device id"), 1, "{q:?}");
+    assert_eq!(reasons(&gw2, "invalid field name"), 1, "{q:?}");
     let rejected = |r: &str| {
         metric(
             &f,
@@ -308,6 +317,7 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
     assert_eq!(rejected("device_limit"), 43.0);
     assert_eq!(rejected("device_mismatch"), 1.0);
     assert_eq!(rejected("invalid_device_id"), 1.0);
+    assert_eq!(rejected("invalid_field"), 1.0);
     assert_eq!(rejected("series_limit"), 0.0);
     let (_, devs) = f.get("/api/v1/devices");
     let n = devs["devices"].as_array().map_or(0, Vec::len);
