@@ -15,7 +15,8 @@
 //!   privileged logins may publish there.
 //! - **Validity.** Device ids are 1..=128 bytes without control characters, `/`, `+` or `#`
 //!   ([`crate::check_device_id`]); device types at most 128 bytes and field names 1..=256 bytes
-//!   ([`MAX_FIELD_NAME`]), both without control characters.
+//!   ([`MAX_FIELD_NAME`]), both without control characters; a reading's tags and its units at
+//!   most [`MAX_TAGS`] of [`MAX_TAG_BYTES`] bytes together (each series keeps a copy).
 //! - **Cardinality.** At most `max_devices` distinct devices (emulated and external together),
 //!   at most `max_devices` of its own per gateway, at most `max_series_per_device` fields per
 //!   device. The memory of what was admitted is bounded by those numbers.
@@ -115,13 +116,20 @@ pub struct Refusal {
 }
 
 /// Metric labels of the refusals, in the order they are registered.
-pub const REFUSALS: [&str; 5] = [
+pub const REFUSALS: [&str; 6] = [
     "device_mismatch",
     "invalid_device_id",
     "invalid_field",
+    "invalid_tags",
     "device_limit",
     "series_limit",
 ];
+
+/// Most tags (and units) one reading may carry, and their keys' and values' bytes together:
+/// each field's series keeps a copy of the reading's tags, so a message of a thousand fields
+/// with 100 KB of tags made 100 MB of copies, and every series kept its own.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_BYTES: usize = 2048;
 
 /// The longest field name accepted, in bytes: every name is kept per series (the store's
 /// series, the detector state, the metrics of a series), so its size must be bounded by
@@ -210,6 +218,19 @@ impl Guard {
                         r.device_id
                     ),
                 ));
+            }
+            for (what, map) in [("tags", &r.tags), ("units", &r.units)] {
+                let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+                if map.len() > MAX_TAGS || bytes > MAX_TAG_BYTES {
+                    return Err(refuse(
+                        "invalid_tags",
+                        format!(
+                            "too many {what} for device `{}`: {} of {bytes} bytes; a reading carries at most {MAX_TAGS} {what} of {MAX_TAG_BYTES} bytes together",
+                            r.device_id,
+                            map.len()
+                        ),
+                    ));
+                }
             }
             if let Some((f, _)) = r.fields.iter().find(|(f, _)| {
                 f.is_empty() || f.len() > MAX_FIELD_NAME || f.chars().any(char::is_control)
@@ -416,8 +437,35 @@ mod tests {
             // The reason shows the name's start, not a 100-KB name.
             assert!(e.reason.len() < 200, "{}", e.reason);
         }
-        // Nothing of a refused message was admitted; the longest name is fine.
+        // Tags: a copy goes with every field's series, so they are bounded too.
+        let mut tagged = r("dev1", &["t"]);
+        tagged.tags.insert("site".into(), "x".repeat(MAX_TAG_BYTES));
+        let e = g.admit(&topic("dev1"), &[tagged.clone()]).unwrap_err();
+        assert_eq!(e.label, "invalid_tags");
+        assert!(e.reason.contains("at most 32 tags"), "{}", e.reason);
+        tagged.tags.clear();
+        for i in 0..=MAX_TAGS {
+            tagged.tags.insert(format!("t{i}"), "v".into());
+        }
+        assert_eq!(
+            g.admit(&topic("dev1"), &[tagged.clone()])
+                .unwrap_err()
+                .label,
+            "invalid_tags"
+        );
+        tagged.tags.pop_last();
+        tagged.units.insert("t".into(), "u".repeat(MAX_TAG_BYTES));
+        assert_eq!(
+            g.admit(&topic("dev1"), &[tagged.clone()])
+                .unwrap_err()
+                .label,
+            "invalid_tags"
+        );
+        // Nothing of a refused message was admitted; 32 tags and the longest name are fine.
         assert_eq!(g.devices(), 0);
+        tagged.units.clear();
+        assert!(g.admit(&topic("dev1"), &[tagged]).is_ok());
+        assert_eq!(g.devices(), 1);
         let ok = "f".repeat(MAX_FIELD_NAME);
         assert!(g
             .admit(&topic("dev1"), &[r("dev1", &[ok.as_str()])])

@@ -263,9 +263,17 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
         gw2.clone(),
         json!({"device_id": "plant2_0", "data": data}).to_string(),
     ));
+    // 100 KB of tags on 1000 fields: each field's series would keep a copy (100 MB).
+    let fields: serde_json::Map<String, Value> =
+        (0..1000).map(|i| (format!("f{i}"), json!(1))).collect();
+    msgs.push((
+        gw2.clone(),
+        json!({"device_id": "plant2_0", "tags": {"note": "t".repeat(100_000)}, "data": fields})
+            .to_string(),
+    ));
     publish_all(f.mqtt_port, None, msgs);
     eventually(Duration::from_secs(15), "gw2's messages decided", || {
-        (metric(&f, "fieldlab_ingest_messages_total") >= 14.0).then_some(())
+        (metric(&f, "fieldlab_ingest_messages_total") >= 15.0).then_some(())
     });
 
     // gw1: 40 messages of 500 readings, each naming another device: 20k device ids from one
@@ -284,11 +292,11 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
         })
         .collect();
     publish_all(f.mqtt_port, None, batches);
-    // 38 + 5 over a limit, 1 mismatch, 1 invalid id, 1 invalid field: counted once the
-    // quarantine has them.
+    // 38 + 5 over a limit, 1 mismatch, 1 invalid id, 1 invalid field, 1 with too many tags:
+    // counted once the quarantine has them.
     eventually(Duration::from_secs(60), "every message decided", || {
-        (metric(&f, "fieldlab_ingest_messages_total") >= 54.0
-            && metric(&f, "fieldlab_ingest_quarantined_total") >= 46.0)
+        (metric(&f, "fieldlab_ingest_messages_total") >= 55.0
+            && metric(&f, "fieldlab_ingest_quarantined_total") >= 47.0)
             .then_some(())
     });
 
@@ -308,6 +316,7 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
     assert_eq!(reasons(&gw2, "device mismatch"), 1, "{q:?}");
     assert_eq!(reasons(&gw2, "invalid device id"), 1, "{q:?}");
     assert_eq!(reasons(&gw2, "invalid field name"), 1, "{q:?}");
+    assert_eq!(reasons(&gw2, "too many tags"), 1, "{q:?}");
     let rejected = |r: &str| {
         metric(
             &f,
@@ -318,6 +327,7 @@ fn twenty_thousand_device_ids_from_one_login_are_capped_and_memory_stays_bounded
     assert_eq!(rejected("device_mismatch"), 1.0);
     assert_eq!(rejected("invalid_device_id"), 1.0);
     assert_eq!(rejected("invalid_field"), 1.0);
+    assert_eq!(rejected("invalid_tags"), 1.0);
     assert_eq!(rejected("series_limit"), 0.0);
     let (_, devs) = f.get("/api/v1/devices");
     let n = devs["devices"].as_array().map_or(0, Vec::len);
