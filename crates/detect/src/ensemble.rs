@@ -268,7 +268,9 @@ impl Ensemble {
     }
 
     /// Report a level change of robust z `z` or more against the series' past changes over as
-    /// long ([`Trend`]) on its own: a drift every point detector follows (0: never).
+    /// long ([`Trend`]) on its own: a drift every point detector follows (0: never). The check
+    /// has its own history, so it reports during the members' warm-up too (not during
+    /// `learn_s`).
     pub fn drift_at(mut self, z: f64) -> Self {
         self.drift =
             (z > 0.0 && z.is_finite()).then(|| Trend::new(TrendConfig::default()).streaks_at(z));
@@ -348,8 +350,14 @@ impl Detector for Ensemble {
         };
         self.last_drift = false;
         let elapsed = ts.saturating_sub(*self.first_ts.get_or_insert(ts));
-        if self.seen <= self.warmup || elapsed < self.learn_ms {
+        if elapsed < self.learn_ms {
             return 0.0;
+        }
+        if self.seen <= self.warmup {
+            // The trend check has its own history (an hour of changes): a drift is reported
+            // during the members' warm-up too, as a gross outlier is.
+            self.last_drift = drift_z.is_some();
+            return self.hold.apply_at(drift_z.unwrap_or(0.0), tick);
         }
         // Once it has seen a day, the seasonal member explains a point away: one with a low
         // seasonal score, for the context-free members; one usual for its phase, for the
@@ -493,6 +501,29 @@ mod tests {
         let i = caught.expect("the drift is reported within an hour");
         assert_eq!(e.last_verdict_by(), "trend");
         assert!(i - 10_800 <= 40 * 60, "reported after {} s", i - 10_800);
+    }
+
+    #[test]
+    fn a_drift_in_the_first_hours_is_reported_during_the_warm_up() {
+        // A series read every second from its start: the members warm up for about two hours,
+        // the trend check has an hour of changes after 66 minutes. A drift of 0.002 °C/s from
+        // the 70th minute is reported within 40 minutes; the clean minutes before raise nothing.
+        let mut e = crate::build_live("ensemble").unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let start = 4_200;
+        for i in 0..start {
+            let s = e.score(i as i64 * 1000, temperature(&mut rng, i));
+            assert!(s < 0.9, "clean point {i} scored {s}");
+        }
+        let caught = (start..start + 2_400).find(|&i| {
+            let x = temperature(&mut rng, i) + 0.002 * (i - start) as f64;
+            e.score(i as i64 * 1000, x) >= 0.9
+        });
+        assert!(
+            caught.is_some(),
+            "the drift was not reported within 40 minutes"
+        );
+        assert_eq!(e.last_verdict_by(), "trend");
     }
 
     #[test]

@@ -62,7 +62,7 @@ export const LESSONS = [
       "Compare the pressure with the valve position and flow rate: do they agree with the rising pressure?",
     ],
     look: "A slow ramp under the noise: visible only at the right zoom, and in disagreement with related fields.",
-    rules: "Detectors with rolling baselines follow a slow drift and stay silent; a seasonal or reference model, or a physics rule between fields, sees it. This is the lesson's point: point-wise scores miss trends.",
+    rules: "Detectors with rolling baselines (z-scores, EWMA) follow a slow drift and stay silent: point-wise scores miss trends. fieldlab's trend check compares the level's change over 12 minutes with the changes the series usually shows over as long, and reports `trend` once such a ramp has stood out for 12 minutes running (from about an hour after the device started, when it knows the usual changes): this ten-minute drift ends before that. A reference model, or a physics rule between fields (pressure against flow and valve position), sees it sooner.",
   },
   {
     id: "duplicates-out-of-order", title: "Duplicates and out-of-order messages",
