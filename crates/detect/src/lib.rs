@@ -578,7 +578,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_detector_scores_in_unit_interval(xs in proptest::collection::vec(proptest::num::f64::ANY, 0..400)) {
-            for name in ["robust_z", "ewma", "seasonal", "iforest", "sequence", "ensemble", "ewma:calibrate=1"] {
+            for name in ["robust_z", "ewma", "seasonal", "iforest", "sequence", "trend", "ensemble", "ewma:calibrate=1", "trend:calibrate=1"] {
                 let mut d = build(name).unwrap();
                 for (i, x) in xs.iter().enumerate() {
                     let s = d.score(i as i64 * 60_000, *x);

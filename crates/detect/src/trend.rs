@@ -276,6 +276,35 @@ mod tests {
     }
 
     #[test]
+    fn hostile_clocks_and_values_keep_the_state_bounded() {
+        // Timestamps that stand still, jump back and far ahead; values from 1e-300 to 1e308,
+        // infinities and NaN: no panic, the windows stay within their sizes, scores in [0, 1].
+        let mut tr = Trend::new(TrendConfig::default()).streaks_at(crate::DRIFT_Z);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut ts = 0i64;
+        for _ in 0..50_000 {
+            ts = match rng.random_range(0..4) {
+                0 => ts,
+                1 => ts.saturating_sub(rng.random_range(0..3_600_000)),
+                2 => ts.saturating_add(rng.random_range(0..120_000)),
+                _ => ts.saturating_add(rng.random_range(0..i64::MAX / 4)),
+            };
+            let x = match rng.random_range(0..6) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => 1e308 * rng.random::<f64>(),
+                3 => -1e308 * rng.random::<f64>(),
+                4 => 1e-300,
+                _ => rng.random::<f64>(),
+            };
+            let s = tr.score(ts, x);
+            assert!((0.0..=1.0).contains(&s), "{s}");
+            assert!(tr.closed.len() <= tr.cfg.span + tr.cfg.horizon);
+            assert!(tr.changes.len() <= tr.cfg.window);
+        }
+    }
+
+    #[test]
     fn a_series_that_always_grows_drifts_only_when_it_grows_faster() {
         // A wear indicator read every second, rounded to 4 decimals: 1e-5 a second for 6 h,
         // then three times as fast.
