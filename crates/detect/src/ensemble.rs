@@ -216,8 +216,8 @@ pub struct Ensemble {
     /// Counts the readings in time: the warm-up, the agreement window, the hold and the
     /// calibrations' windows are counted in its ticks.
     ticker: Ticker,
-    /// The level change over the last minutes ([`Trend`]) and the robust z at which it is a
-    /// drift reported on its own (none: never).
+    /// The drift check: the level change over the last minutes ([`Trend`], counting streaks
+    /// at the robust z that reports; none: no drift check).
     drift: Option<Trend>,
     /// The last score came from the drift check.
     last_drift: bool,
@@ -341,7 +341,8 @@ impl Detector for Ensemble {
                 None => raw,
             };
         }
-        let drift_z = match &mut self.drift {
+        // 1 when the level has ramped beyond its usual changes for DRIFT_TICKS ticks.
+        let drift = match &mut self.drift {
             Some(t) => {
                 t.z_then_learn(ts, x);
                 (t.streak() >= DRIFT_TICKS).then_some(1.0)
@@ -356,8 +357,8 @@ impl Detector for Ensemble {
         if self.seen <= self.warmup {
             // The trend check has its own history (an hour of changes): a drift is reported
             // during the members' warm-up too, as a gross outlier is.
-            self.last_drift = drift_z.is_some();
-            return self.hold.apply_at(drift_z.unwrap_or(0.0), tick);
+            self.last_drift = drift.is_some();
+            return self.hold.apply_at(drift.unwrap_or(0.0), tick);
         }
         // Once it has seen a day, the seasonal member explains a point away: one with a low
         // seasonal score, for the context-free members; one usual for its phase, for the
@@ -437,7 +438,7 @@ impl Detector for Ensemble {
         }
         // A drift: the level has moved further over the last minutes than it ever moves over
         // as long (unless that is usual for the time of day: a sunrise).
-        if let Some(d) = drift_z.filter(|_| !explained) {
+        if let Some(d) = drift.filter(|_| !explained) {
             self.last_drift = d > s;
             s = s.max(d);
         }

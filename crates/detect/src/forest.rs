@@ -62,8 +62,7 @@ pub struct IsolationForest {
     nodes: Vec<Node>,
     /// Where each tree starts in `nodes`.
     roots: Vec<u32>,
-    /// Scratch for fitting: point indices, and the current shingle.
-    idx: Vec<usize>,
+    /// Scratch: the current shingle.
     shingle_buf: Vec<f64>,
     since_fit: usize,
 }
@@ -81,7 +80,6 @@ impl IsolationForest {
             reference: VecDeque::with_capacity(window * shingle),
             nodes: Vec::new(),
             roots: Vec::with_capacity(trees),
-            idx: Vec::new(),
             shingle_buf: Vec::with_capacity(shingle),
             since_fit: 0,
         }
@@ -103,22 +101,21 @@ impl IsolationForest {
         let mut nodes = std::mem::take(&mut self.nodes);
         nodes.clear();
         self.roots.clear();
-        let mut idx = std::mem::take(&mut self.idx);
-        idx.clear();
-        idx.extend(0..n);
+        // Scratch of a fit (allocated per fit, every `window / 4` points, not kept per series).
+        let mut idx: Vec<usize> = (0..n).collect();
         let mut sample = Vec::with_capacity(psi);
         for _ in 0..self.trees {
             for i in 0..psi {
                 let j = self.rng.random_range(i..n);
                 idx.swap(i, j);
             }
+            // partial Fisher-Yates: the first psi indices are a sample without replacement
             sample.clear();
             sample.extend_from_slice(&idx[..psi]);
             self.roots.push(nodes.len() as u32);
             self.grow(&mut sample, 0, max_depth, &mut nodes);
         }
         self.nodes = nodes;
-        self.idx = idx;
     }
 
     fn grow(

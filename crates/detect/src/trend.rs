@@ -172,7 +172,6 @@ impl Trend {
                         self.unreferenced = 0;
                     }
                 }
-
                 if self.closed.len() == self.cfg.span + self.cfg.horizon {
                     self.closed.pop_front();
                 }
