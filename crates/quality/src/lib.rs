@@ -125,7 +125,7 @@ impl Rules {
             .chain(self.stuck_fields.iter())
             .map(|k| FIELD_ENTRY_BYTES + k.len())
             .sum();
-        DEVICE_STATE_BYTES.max(DEVICE_STATE_BYTES - 2048 + fields)
+        DEVICE_STATE_BYTES.max(DEVICE_STATE_BYTES - FIELDS_ALLOWANCE + fields)
     }
 }
 
@@ -200,7 +200,11 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// rate limit or a stuck check): for sizing [`Checker::with_capacity`] from a memory budget.
 /// [`Rules::device_state_bytes`] is the same for other rules.
 pub const DEVICE_STATE_BYTES: usize =
-    MAX_BUCKETS * std::mem::size_of::<(i64, u64, u64)>() + SEQ_MEMORY * 8 + 2048;
+    MAX_BUCKETS * std::mem::size_of::<(i64, u64, u64)>() + SEQ_MEMORY * 8 + FIELDS_ALLOWANCE;
+
+/// What [`DEVICE_STATE_BYTES`] allows for the remembered fields (the default rules need
+/// about 900 bytes).
+const FIELDS_ALLOWANCE: usize = 2048;
 
 /// Bytes of one remembered field besides its name: the hash map entries of its last value and
 /// its repeat count, with their control bytes and the name's allocation overhead.
