@@ -174,11 +174,17 @@ fn likelihood(s: &Spec) -> Likelihood {
 /// `tick_s`: the windows of `sequence`, `ensemble` and `calibrate=1` count ticks of this many
 /// seconds ([`calibrate::Ticker`]; default [`TICK_MS`]; 0 counts readings).
 fn tick_ms(s: &Spec) -> i64 {
-    let t = s.get("tick_s", TICK_MS as f64 / 1000.0);
+    seconds_ms(s, "tick_s", TICK_MS)
+}
+
+/// A tick length given in seconds by `key` (at most a day), in ms; `default_ms` if unset or
+/// not finite.
+fn seconds_ms(s: &Spec, key: &str, default_ms: i64) -> i64 {
+    let t = s.get(key, default_ms as f64 / 1000.0);
     if t.is_finite() {
         (t.clamp(0.0, 86_400.0) * 1000.0) as i64
     } else {
-        TICK_MS
+        default_ms
     }
 }
 
@@ -293,10 +299,7 @@ fn build_spec(s: &Spec) -> Result<Box<dyn Detector>, SpecError> {
                 horizon: positive(s, "horizon", d.horizon as f64)? as usize,
                 window: positive(s, "window", d.window as f64)? as usize,
                 k: positive(s, "k", d.k)?,
-                tick_ms: (s
-                    .get("trend_tick_s", d.tick_ms as f64 / 1000.0)
-                    .clamp(0.0, 86_400.0)
-                    * 1000.0) as i64,
+                tick_ms: seconds_ms(s, "trend_tick_s", d.tick_ms),
             }))
         }
         "ensemble" => return Ok(diffed(s, guarded(s, ensemble(s)?))),
