@@ -60,6 +60,10 @@ if [ "$lint" = 1 ]; then
   cargo fmt --all --check
 fi
 
+# Candle (the autoencoders' training) asks rayon for a thread count at every matrix product,
+# which without this parses /proc/cpuinfo each time; `fieldlab` sets the same at start.
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
+
 # One profile, one target dir, one build for unit and integration tests.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -16,6 +16,7 @@
 //! A model is saved as `model.safetensors` plus `model.json` (window, hidden size, feature
 //! names, scaler, training range, final loss, and the SHA-256 of the weights, checked on load).
 
+use crate::recurrent::{Forward, Layer, Scratch};
 use crate::stats::squash;
 use crate::Detector;
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -26,6 +27,10 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError, TrySendError,
+};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What went wrong with a model.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +76,7 @@ pub enum Cell {
 
 impl Cell {
     /// Gates per hidden unit (rows of the weight matrices per hidden unit).
-    fn gates(self) -> usize {
+    pub(crate) fn gates(self) -> usize {
         match self {
             Cell::Gru => 3,
             Cell::Lstm => 4,
@@ -215,78 +220,30 @@ impl Net {
     }
 }
 
-/// Plain-f32 copy of one recurrent layer's weights for the hand-written forward pass
-/// (PyTorch's and candle's layout: gate blocks of `hidden` rows, GRU r|z|n, LSTM i|f|g|o).
+/// The part of a trained single-feature model that scores: the hand-written forward pass,
+/// the scaler and the training error (about 11 KB for 16 hidden units).
 #[derive(Debug, Clone)]
-struct RnnWeights {
-    cell: Cell,
-    w_ih: Vec<f32>, // (gates*H, in)
-    w_hh: Vec<f32>, // (gates*H, H)
-    b_ih: Vec<f32>,
-    b_hh: Vec<f32>,
-    input: usize,
-    hidden: usize,
+pub struct Scorer {
+    fast: Forward,
+    scaler: Scaler,
+    error_p99: f64,
 }
 
-/// The state of one layer while running a window: `h`, and `c` for an LSTM; `gi`/`gh` are
-/// scratch for the gate pre-activations.
-struct RnnState {
-    h: Vec<f32>,
-    c: Vec<f32>,
-    gi: Vec<f32>,
-    gh: Vec<f32>,
-}
-
-impl RnnState {
-    fn new(cell: Cell, hidden: usize) -> RnnState {
-        RnnState {
-            h: vec![0.0; hidden],
-            c: vec![0.0; hidden],
-            gi: vec![0.0; cell.gates() * hidden],
-            gh: vec![0.0; cell.gates() * hidden],
-        }
+impl Scorer {
+    /// Score in `[0, 1]` of the window of raw single-feature `values` ([`Autoencoder::error_score`]).
+    fn score(&self, values: impl Iterator<Item = f64>, xs: &mut Vec<f32>, s: &mut Scratch) -> f64 {
+        let (m, sd) = (self.scaler.mean[0], self.scaler.std[0]);
+        xs.clear();
+        xs.extend(values.map(|v| ((v - m) / sd) as f32));
+        squash(
+            self.fast.window_error(xs, s),
+            3.0 * self.error_p99.max(1e-9),
+        )
     }
-}
 
-impl RnnWeights {
-    fn step(&self, x: &[f32], st: &mut RnnState) {
-        let hd = self.hidden;
-        let (h, gi, gh) = (&mut st.h, &mut st.gi, &mut st.gh);
-        for r in 0..self.cell.gates() * hd {
-            let mut a = self.b_ih[r];
-            let row = &self.w_ih[r * self.input..(r + 1) * self.input];
-            for (w, v) in row.iter().zip(x) {
-                a += w * v;
-            }
-            gi[r] = a;
-            let mut c = self.b_hh[r];
-            let row = &self.w_hh[r * hd..(r + 1) * hd];
-            for (w, v) in row.iter().zip(h.iter()) {
-                c += w * v;
-            }
-            gh[r] = c;
-        }
-        let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
-        match self.cell {
-            Cell::Gru => {
-                for j in 0..hd {
-                    let r = sig(gi[j] + gh[j]);
-                    let z = sig(gi[hd + j] + gh[hd + j]);
-                    let n = (gi[2 * hd + j] + r * gh[2 * hd + j]).tanh();
-                    h[j] = z * h[j] + (1.0 - z) * n;
-                }
-            }
-            Cell::Lstm => {
-                let c = &mut st.c;
-                for j in 0..hd {
-                    let g = |k: usize| gi[k * hd + j] + gh[k * hd + j];
-                    let (i, f) = (sig(g(0)), sig(g(1)));
-                    let (cand, o) = (g(2).tanh(), sig(g(3)));
-                    c[j] = f * c[j] + i * cand;
-                    h[j] = o * c[j].tanh();
-                }
-            }
-        }
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.fast.bytes() + 16 * self.scaler.mean.len()
     }
 }
 
@@ -295,10 +252,7 @@ pub struct Autoencoder {
     varmap: VarMap,
     net: Net,
     pub meta: ModelMeta,
-    enc: RnnWeights,
-    dec: RnnWeights,
-    out_w: Vec<f32>,
-    out_b: Vec<f32>,
+    fast: Forward,
 }
 
 fn tensor_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
@@ -313,22 +267,22 @@ fn named(varmap: &VarMap, name: &str) -> Result<Vec<f32>, ModelError> {
     Ok(tensor_vec(v.as_tensor())?)
 }
 
-fn rnn_weights(
+fn layer(
     varmap: &VarMap,
     cell: Cell,
     p: &str,
     input: usize,
     hidden: usize,
-) -> Result<RnnWeights, ModelError> {
-    Ok(RnnWeights {
+) -> Result<Layer, ModelError> {
+    Ok(Layer::from_rows(
         cell,
-        w_ih: named(varmap, &format!("{p}.weight_ih_l0"))?,
-        w_hh: named(varmap, &format!("{p}.weight_hh_l0"))?,
-        b_ih: named(varmap, &format!("{p}.bias_ih_l0"))?,
-        b_hh: named(varmap, &format!("{p}.bias_hh_l0"))?,
         input,
         hidden,
-    })
+        &named(varmap, &format!("{p}.weight_ih_l0"))?,
+        &named(varmap, &format!("{p}.weight_hh_l0"))?,
+        named(varmap, &format!("{p}.bias_ih_l0"))?,
+        named(varmap, &format!("{p}.bias_hh_l0"))?,
+    ))
 }
 
 /// Windows (stride 1, at most `max` evenly spaced) of scaled rows, flattened.
@@ -349,18 +303,19 @@ impl Autoencoder {
         let f = meta.features.len();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let net = Net::new(vb, meta.cell, f, meta.hidden)?;
-        let enc = rnn_weights(&varmap, meta.cell, "enc", f, meta.hidden)?;
-        let dec = rnn_weights(&varmap, meta.cell, "dec", meta.hidden, meta.hidden)?;
-        let out_w = named(&varmap, "out.weight")?;
-        let out_b = named(&varmap, "out.bias")?;
+        let fast = Forward {
+            enc: layer(&varmap, meta.cell, "enc", f, meta.hidden)?,
+            dec: layer(&varmap, meta.cell, "dec", meta.hidden, meta.hidden)?,
+            out_w: named(&varmap, "out.weight")?,
+            out_b: named(&varmap, "out.bias")?,
+            hidden: meta.hidden,
+            features: f,
+        };
         Ok(Autoencoder {
             varmap,
             net,
             meta,
-            enc,
-            dec,
-            out_w,
-            out_b,
+            fast,
         })
     }
 
@@ -481,34 +436,27 @@ impl Autoencoder {
     }
 
     fn window_error_scaled(&self, w: &[Vec<f32>]) -> f64 {
-        let hd = self.meta.hidden;
-        let f = self.meta.features.len();
-        let mut enc = RnnState::new(self.meta.cell, hd);
-        for r in w {
-            self.enc.step(r, &mut enc);
-        }
-        let z = enc.h;
-        let mut dec = RnnState::new(self.meta.cell, hd);
-        dec.gi = enc.gi;
-        dec.gh = enc.gh;
-        let mut err = 0.0f64;
-        for r in w {
-            self.dec.step(&z, &mut dec);
-            for (j, rj) in r.iter().enumerate().take(f) {
-                let mut y = self.out_b[j];
-                for (k, hv) in dec.h.iter().enumerate() {
-                    y += self.out_w[j * hd + k] * hv;
-                }
-                err += ((y - rj) as f64).powi(2);
-            }
-        }
-        err / (w.len() * f) as f64
+        let flat: Vec<f32> = w.iter().flatten().copied().collect();
+        self.fast.window_error(&flat, &mut Scratch::default())
     }
 
     /// Mean squared reconstruction error (scaled units) of one window of raw rows.
     pub fn window_error(&self, rows: &[Vec<f64>]) -> f64 {
-        let scaled: Vec<Vec<f32>> = rows.iter().map(|r| scale(&self.meta.scaler, r)).collect();
-        self.window_error_scaled(&scaled)
+        let flat: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| scale(&self.meta.scaler, r))
+            .collect();
+        self.fast.window_error(&flat, &mut Scratch::default())
+    }
+
+    /// What scoring needs, without candle's copy of the weights (the online detector keeps
+    /// only this).
+    pub fn scorer(&self) -> Scorer {
+        Scorer {
+            fast: self.fast.clone(),
+            scaler: self.meta.scaler.clone(),
+            error_p99: self.meta.training.error_p99,
+        }
     }
 
     /// Score in `[0, 1]` for an error: 0.5 at three times the training p99, 0.8 at six times.
@@ -646,13 +594,74 @@ impl Default for OnlineConfig {
     }
 }
 
+/// Train on one thread. Candle's CPU matrix product asks rayon for a thread count at every
+/// call, and without `RAYON_NUM_THREADS` that parses `/proc/cpuinfo` each time: more than half
+/// of a series' training time went to it (3.7 s against 1.3 s, `fieldlab bench detect`), and
+/// a 16-unit model's products are too small to share out anyway. One thread also makes a
+/// trained model the same on every machine. Sets `RAYON_NUM_THREADS=1` unless the user set
+/// it; call at the start of `main`, before any thread exists (changing the environment is
+/// only sound then).
+pub fn train_on_one_thread() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+/// Where the online detectors train. Inline by default: deterministic, and what `nab run`,
+/// the bench and the tests use. The live lab calls [`train_in_background`]: training takes
+/// seconds of CPU, and a series reaching its training point must not stall the ingest of all
+/// the others.
+static TRAINER: OnceLock<SyncSender<Job>> = OnceLock::new();
+
+struct Job {
+    rows: Vec<Vec<f64>>,
+    range: (Option<i64>, Option<i64>),
+    cfg: TrainConfig,
+    done: Sender<Option<Scorer>>,
+}
+
+/// Train online autoencoders on `threads` background threads from now on, with at most
+/// `queue` series waiting (a series finding the queue full keeps its training data and asks
+/// again at its next reading; it scores 0 until its model arrives, as before training).
+/// Only the first call counts.
+pub fn train_in_background(threads: usize, queue: usize) {
+    TRAINER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Job>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("ae-train-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let m =
+                        Autoencoder::train(&job.rows, vec!["value".into()], job.range, &job.cfg);
+                    // The series may be gone (evicted) by now: nobody to tell.
+                    let _ = job.done.send(m.ok().map(|m| m.scorer()));
+                })
+                .expect("spawn a training thread");
+        }
+        tx
+    });
+}
+
 /// A univariate streaming detector: collects `train_after` points, trains the autoencoder on
-/// them once, then scores the window ending at every new point. Or starts from a trained model.
+/// them once (inline, or in the background after [`train_in_background`]), then scores the
+/// window ending at every new point. Or starts from a trained model.
 pub struct OnlineAutoencoder {
     cfg: OnlineConfig,
-    model: Option<Autoencoder>,
-    first: Vec<(i64, f64)>,
-    recent: VecDeque<Vec<f64>>,
+    model: Option<Scorer>,
+    /// The background training's answer, while it is awaited.
+    pending: Option<Receiver<Option<Scorer>>>,
+    first: Vec<f64>,
+    first_ts: (Option<i64>, Option<i64>),
+    recent: VecDeque<f64>,
+    xs: Vec<f32>,
+    scratch: Scratch,
     failed: bool,
 }
 
@@ -661,8 +670,12 @@ impl OnlineAutoencoder {
         OnlineAutoencoder {
             recent: VecDeque::with_capacity(cfg.window),
             first: Vec::with_capacity(cfg.train_after),
+            first_ts: (None, None),
+            xs: Vec::with_capacity(cfg.window),
+            scratch: Scratch::default(),
             cfg,
             model: None,
+            pending: None,
             failed: false,
         }
     }
@@ -676,8 +689,56 @@ impl OnlineAutoencoder {
             ..OnlineConfig::default()
         };
         let mut d = OnlineAutoencoder::new(cfg);
-        d.model = Some(model);
+        d.model = Some(model.scorer());
         d
+    }
+
+    /// Whether a model scores (trained, or given).
+    pub fn trained(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Heap bytes held: the training data while it is collected, the model after.
+    pub fn bytes(&self) -> usize {
+        8 * (self.first.capacity() + self.recent.capacity())
+            + 4 * self.xs.capacity()
+            + self.model.as_ref().map_or(0, Scorer::bytes)
+            + 4 * (self.cfg.cell.gates() + 3) * self.cfg.hidden
+    }
+
+    fn train(&mut self) {
+        let cfg = TrainConfig {
+            cell: self.cfg.cell,
+            window: self.cfg.window,
+            hidden: self.cfg.hidden,
+            epochs: self.cfg.epochs,
+            seed: self.cfg.seed,
+            ..TrainConfig::default()
+        };
+        match TRAINER.get() {
+            Some(trainer) => {
+                let (done, answer) = channel();
+                let job = Job {
+                    rows: self.first.iter().map(|v| vec![*v]).collect(),
+                    range: self.first_ts,
+                    cfg,
+                    done,
+                };
+                match trainer.try_send(job) {
+                    Ok(()) => self.pending = Some(answer),
+                    Err(TrySendError::Full(_)) => return, // again at the next reading
+                    Err(TrySendError::Disconnected(_)) => self.failed = true,
+                }
+            }
+            None => {
+                let rows: Vec<Vec<f64>> = self.first.iter().map(|v| vec![*v]).collect();
+                match Autoencoder::train(&rows, vec!["value".into()], self.first_ts, &cfg) {
+                    Ok(m) => self.model = Some(m.scorer()),
+                    Err(_) => self.failed = true,
+                }
+            }
+        }
+        self.first = Vec::new(); // bounded: the training buffer is released
     }
 }
 
@@ -690,44 +751,40 @@ impl Detector for OnlineAutoencoder {
         if !x.is_finite() {
             return 0.0;
         }
+        if let Some(answer) = &self.pending {
+            match answer.try_recv() {
+                Ok(m) => {
+                    self.failed = m.is_none();
+                    self.model = m;
+                    self.pending = None;
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => {
+                    self.failed = true;
+                    self.pending = None;
+                }
+            }
+        }
+        let w = self.cfg.window;
         let s = match &self.model {
-            Some(m) if self.recent.len() + 1 >= self.cfg.window => {
-                let mut w: Vec<Vec<f64>> = self
-                    .recent
-                    .iter()
-                    .skip(self.recent.len() + 1 - self.cfg.window)
-                    .cloned()
-                    .collect();
-                w.push(vec![x]);
-                m.error_score(m.window_error(&w))
+            Some(m) if self.recent.len() + 1 >= w => {
+                let past = self.recent.iter().skip(self.recent.len() + 1 - w).copied();
+                m.score(past.chain([x]), &mut self.xs, &mut self.scratch)
             }
             _ => 0.0,
         };
-        if self.recent.len() == self.cfg.window {
+        if self.recent.len() == w {
             self.recent.pop_front();
         }
-        self.recent.push_back(vec![x]);
-        if self.model.is_none() && !self.failed {
-            self.first.push((ts, x));
+        self.recent.push_back(x);
+        if self.model.is_none() && self.pending.is_none() && !self.failed {
+            if self.first.len() < self.cfg.train_after {
+                self.first_ts.0.get_or_insert(ts);
+                self.first_ts.1 = Some(ts);
+                self.first.push(x);
+            }
             if self.first.len() >= self.cfg.train_after {
-                let rows: Vec<Vec<f64>> = self.first.iter().map(|(_, v)| vec![*v]).collect();
-                let range = (
-                    self.first.first().map(|p| p.0),
-                    self.first.last().map(|p| p.0),
-                );
-                let cfg = TrainConfig {
-                    cell: self.cfg.cell,
-                    window: self.cfg.window,
-                    hidden: self.cfg.hidden,
-                    epochs: self.cfg.epochs,
-                    seed: self.cfg.seed,
-                    ..TrainConfig::default()
-                };
-                match Autoencoder::train(&rows, vec!["value".into()], range, &cfg) {
-                    Ok(m) => self.model = Some(m),
-                    Err(_) => self.failed = true,
-                }
-                self.first = Vec::new(); // bounded: the training buffer is released
+                self.train();
             }
         }
         s

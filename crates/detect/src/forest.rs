@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 /// children (50 trees of up to 255 nodes are most of a series' detector state).
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// The split value (splits only).
+    /// The split value of a split; a leaf's `c(size)`, the path length it stands for
+    /// (computed once when the tree grows, not at every point scored: 50 logarithms a point).
     at: f64,
     /// A split's right child (an index into the forest's nodes); a leaf's size.
     next: u32,
@@ -30,11 +31,18 @@ const LEAF: u16 = u16::MAX;
 impl Node {
     fn leaf(size: usize) -> Self {
         Node {
-            at: 0.0,
+            at: c_of(size),
             next: size as u32,
             dim: LEAF,
         }
     }
+}
+
+/// [`c`] of a leaf size, from a table for the usual sizes.
+fn c_of(size: usize) -> f64 {
+    static TABLE: std::sync::LazyLock<Vec<f64>> =
+        std::sync::LazyLock::new(|| (0..1024).map(|n| c(n as f64)).collect());
+    TABLE.get(size).copied().unwrap_or_else(|| c(size as f64))
 }
 
 /// Average path length of an unsuccessful BST search over `n` points (the iForest `c(n)`).
@@ -90,82 +98,33 @@ impl IsolationForest {
         self.reference.len() / self.shingle
     }
 
-    fn value(&self, point: usize, dim: usize) -> f64 {
-        self.reference[point * self.shingle + dim]
-    }
-
     fn fit(&mut self) {
         let n = self.points();
         let psi = self.sample.min(n);
         let max_depth = (psi as f64).log2().ceil() as usize;
+        let d = self.shingle;
         let mut nodes = std::mem::take(&mut self.nodes);
         nodes.clear();
         self.roots.clear();
-        // Scratch of a fit (allocated per fit, every `window / 4` points, not kept per series).
+        let reference = self.reference.make_contiguous();
+        // Scratch of a fit (allocated per fit, every `window / 4` points, not kept per series):
+        // the sample's shingles are copied out, so a tree grows by swapping rows of one small
+        // contiguous array (reading them through the ring cost two thirds of the scoring).
         let mut idx: Vec<usize> = (0..n).collect();
-        let mut sample = Vec::with_capacity(psi);
+        let mut rows = vec![0.0; psi * d];
         for _ in 0..self.trees {
             for i in 0..psi {
                 let j = self.rng.random_range(i..n);
                 idx.swap(i, j);
             }
             // partial Fisher-Yates: the first psi indices are a sample without replacement
-            sample.clear();
-            sample.extend_from_slice(&idx[..psi]);
+            for (row, &p) in rows.chunks_exact_mut(d).zip(&idx[..psi]) {
+                row.copy_from_slice(&reference[p * d..(p + 1) * d]);
+            }
             self.roots.push(nodes.len() as u32);
-            self.grow(&mut sample, 0, max_depth, &mut nodes);
+            grow(&mut self.rng, d, &mut rows, 0, max_depth, &mut nodes);
         }
         self.nodes = nodes;
-    }
-
-    fn grow(
-        &mut self,
-        pts: &mut [usize],
-        depth: usize,
-        max_depth: usize,
-        nodes: &mut Vec<Node>,
-    ) -> u32 {
-        let me = nodes.len() as u32;
-        if pts.len() <= 1 || depth >= max_depth {
-            nodes.push(Node::leaf(pts.len()));
-            return me;
-        }
-        // choose a dimension with spread (a few tries), then a uniform cut within it
-        for _ in 0..4 {
-            let dim = self.rng.random_range(0..self.shingle);
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &p in pts.iter() {
-                let v = self.value(p, dim);
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-            if hi > lo {
-                let u: f64 = self.rng.random();
-                let mut at = lo + u * (hi - lo);
-                if !at.is_finite() || at <= lo {
-                    at = lo / 2.0 + hi / 2.0; // (hi - lo) overflowed, or u was 0
-                }
-                let mut k = 0;
-                for i in 0..pts.len() {
-                    if self.value(pts[i], dim) < at {
-                        pts.swap(i, k);
-                        k += 1;
-                    }
-                }
-                nodes.push(Node::leaf(0)); // placeholder, patched below
-                let (l, r) = pts.split_at_mut(k);
-                self.grow(l, depth + 1, max_depth, nodes); // the left child is me + 1
-                let right = self.grow(r, depth + 1, max_depth, nodes);
-                nodes[me as usize] = Node {
-                    at,
-                    next: right,
-                    dim: dim as u16,
-                };
-                return me;
-            }
-        }
-        nodes.push(Node::leaf(pts.len()));
-        me
     }
 
     fn path(nodes: &[Node], root: u32, x: &[f64]) -> f64 {
@@ -174,7 +133,7 @@ impl IsolationForest {
         loop {
             let n = nodes[i];
             if n.dim == LEAF {
-                return depth + c(n.next as f64);
+                return depth + n.at;
             }
             i = if x[n.dim as usize] < n.at {
                 i + 1
@@ -199,6 +158,63 @@ impl IsolationForest {
             / self.roots.len() as f64;
         2f64.powf(-mean / c(psi).max(1e-9))
     }
+}
+
+/// Grow one tree over `rows` (shingles of `d` values, reordered in place) into `nodes`, in
+/// pre-order; returns its root.
+fn grow(
+    rng: &mut SmallRng,
+    d: usize,
+    rows: &mut [f64],
+    depth: usize,
+    max_depth: usize,
+    nodes: &mut Vec<Node>,
+) -> u32 {
+    let me = nodes.len() as u32;
+    let m = rows.len() / d;
+    if m <= 1 || depth >= max_depth {
+        nodes.push(Node::leaf(m));
+        return me;
+    }
+    // choose a dimension with spread (a few tries), then a uniform cut within it
+    for _ in 0..4 {
+        let dim = rng.random_range(0..d);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for row in rows.chunks_exact(d) {
+            lo = lo.min(row[dim]);
+            hi = hi.max(row[dim]);
+        }
+        if hi > lo {
+            let u: f64 = rng.random();
+            let mut at = lo + u * (hi - lo);
+            if !at.is_finite() || at <= lo {
+                at = lo / 2.0 + hi / 2.0; // (hi - lo) overflowed, or u was 0
+            }
+            let mut k = 0;
+            for i in 0..m {
+                if rows[i * d + dim] < at {
+                    if i != k {
+                        for t in 0..d {
+                            rows.swap(i * d + t, k * d + t);
+                        }
+                    }
+                    k += 1;
+                }
+            }
+            nodes.push(Node::leaf(0)); // placeholder, patched below
+            let (l, r) = rows.split_at_mut(k * d);
+            grow(rng, d, l, depth + 1, max_depth, nodes); // the left child is me + 1
+            let right = grow(rng, d, r, depth + 1, max_depth, nodes);
+            nodes[me as usize] = Node {
+                at,
+                next: right,
+                dim: dim as u16,
+            };
+            return me;
+        }
+    }
+    nodes.push(Node::leaf(m));
+    me
 }
 
 impl Detector for IsolationForest {

@@ -23,6 +23,7 @@ pub mod autoencoder;
 pub mod calibrate;
 pub mod ensemble;
 pub mod forest;
+mod recurrent;
 pub mod seasonal;
 pub mod sequence;
 pub mod stats;

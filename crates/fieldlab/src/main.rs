@@ -125,6 +125,7 @@ enum ConfigCmd {
 fn main() -> ExitCode {
     // See the function: 21-42% of gateway ingest went to zeroing fresh huge pages.
     fieldlab_core::process::no_transparent_huge_pages();
+    fieldlab_detect::autoencoder::train_on_one_thread();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
