@@ -614,7 +614,7 @@ pub fn train_on_one_thread() {
 static TRAINER: OnceLock<SyncSender<Job>> = OnceLock::new();
 
 struct Job {
-    rows: Vec<Vec<f64>>,
+    values: Vec<f64>,
     range: (Option<i64>, Option<i64>),
     cfg: TrainConfig,
     done: Sender<Option<Scorer>>,
@@ -638,8 +638,8 @@ pub fn train_in_background(threads: usize, queue: usize) {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let m =
-                        Autoencoder::train(&job.rows, vec!["value".into()], job.range, &job.cfg);
+                    let rows: Vec<Vec<f64>> = job.values.iter().map(|v| vec![*v]).collect();
+                    let m = Autoencoder::train(&rows, vec!["value".into()], job.range, &job.cfg);
                     // The series may be gone (evicted) by now: nobody to tell.
                     let _ = job.done.send(m.ok().map(|m| m.scorer()));
                 })
@@ -719,14 +719,17 @@ impl OnlineAutoencoder {
             Some(trainer) => {
                 let (done, answer) = channel();
                 let job = Job {
-                    rows: self.first.iter().map(|v| vec![*v]).collect(),
+                    values: std::mem::take(&mut self.first),
                     range: self.first_ts,
                     cfg,
                     done,
                 };
                 match trainer.try_send(job) {
                     Ok(()) => self.pending = Some(answer),
-                    Err(TrySendError::Full(_)) => return, // again at the next reading
+                    Err(TrySendError::Full(job)) => {
+                        self.first = job.values; // again at the next reading
+                        return;
+                    }
                     Err(TrySendError::Disconnected(_)) => self.failed = true,
                 }
             }
@@ -750,6 +753,15 @@ impl Detector for OnlineAutoencoder {
     fn score(&mut self, ts: i64, x: f64) -> f64 {
         if !x.is_finite() {
             return 0.0;
+        }
+        // Trained when the model is first needed, not after the reading that completes the
+        // training data: the same scores, and a series that ends there trains for nothing.
+        if self.model.is_none()
+            && self.pending.is_none()
+            && !self.failed
+            && self.first.len() >= self.cfg.train_after
+        {
+            self.train();
         }
         if let Some(answer) = &self.pending {
             match answer.try_recv() {
@@ -782,9 +794,6 @@ impl Detector for OnlineAutoencoder {
                 self.first_ts.0.get_or_insert(ts);
                 self.first_ts.1 = Some(ts);
                 self.first.push(x);
-            }
-            if self.first.len() >= self.cfg.train_after {
-                self.train();
             }
         }
         s

@@ -70,6 +70,9 @@ pub fn open(
     if !d.enabled {
         return Ok(None);
     }
+    // A running lab trains its series' autoencoders off the ingest path: about a second of
+    // CPU each, one series after another on one thread.
+    fieldlab_detect::autoencoder::train_in_background(1, 256);
     let cfg = WatchConfig {
         state_budget_bytes,
         ..watch_config(d)?
