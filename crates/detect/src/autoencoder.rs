@@ -639,7 +639,18 @@ pub fn train_in_background(threads: usize, queue: usize) {
                     };
                     let Ok(job) = job else { return };
                     let rows: Vec<Vec<f64>> = job.values.iter().map(|v| vec![*v]).collect();
+                    let t0 = std::time::Instant::now();
                     let m = Autoencoder::train(&rows, vec!["value".into()], job.range, &job.cfg);
+                    match &m {
+                        Ok(m) => tracing::debug!(
+                            secs = t0.elapsed().as_secs_f64(),
+                            loss = m.meta.training.final_loss,
+                            "a series' autoencoder is trained"
+                        ),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "a series' autoencoder failed to train")
+                        }
+                    }
                     // The series may be gone (evicted) by now: nobody to tell.
                     let _ = job.done.send(m.ok().map(|m| m.scorer()));
                 })
@@ -789,12 +800,14 @@ impl Detector for OnlineAutoencoder {
             self.recent.pop_front();
         }
         self.recent.push_back(x);
-        if self.model.is_none() && self.pending.is_none() && !self.failed {
-            if self.first.len() < self.cfg.train_after {
-                self.first_ts.0.get_or_insert(ts);
-                self.first_ts.1 = Some(ts);
-                self.first.push(x);
-            }
+        if self.model.is_none()
+            && self.pending.is_none()
+            && !self.failed
+            && self.first.len() < self.cfg.train_after
+        {
+            self.first_ts.0.get_or_insert(ts);
+            self.first_ts.1 = Some(ts);
+            self.first.push(x);
         }
         s
     }

@@ -113,11 +113,12 @@ pub struct WatchConfig {
 }
 
 /// Bytes one series' detector state is assumed to take when sizing the detector LRU from
-/// [`WatchConfig::state_budget_bytes`]: the default ensemble once warmed up (four likelihood
+/// [`WatchConfig::state_budget_bytes`]: the default ensemble once warmed up (five likelihood
 /// windows of 2000 values, the isolation forest's 512-shingle window and its 50 trees, the
-/// sequence model, the trend check) holds at most this much. Counted by
-/// `tests/state_size.rs`: 320 KB for a room temperature over two days (it was 506 KB, twice the
-/// 256 KB assumed here before, until the forest's nodes were packed).
+/// autoencoder's weights, the sequence model, the trend check) holds at most this much.
+/// Counted by `tests/state_size.rs`: 351 KB for a room temperature over two days (it was 506
+/// KB, twice the 256 KB assumed here before, until the forest's nodes were packed; the
+/// autoencoder added 35 KB).
 pub const SERIES_STATE_BYTES: usize = 384 << 10;
 
 /// Distinct `device_type` label values of the detector counters; further types are counted
