@@ -932,6 +932,31 @@ mod tests {
         assert!(Autoencoder::load(dir.path()).is_err());
     }
 
+    /// Values at the edge of f64 (a mean or a spread that overflows) train and score without
+    /// NaN: every score stays in [0, 1].
+    #[test]
+    fn hostile_values_keep_the_online_scores_in_the_unit_interval() {
+        let edges = [1e308, -1e308, f64::MAX, f64::MIN, 0.0, 5e-324, 1e-300];
+        for (k, pattern) in [
+            |i: usize| [1e308, -1e308][i % 2],
+            |i: usize| if i % 50 == 0 { f64::MAX } else { 1.0 },
+            |i: usize| (i as f64).powi(40),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut d = OnlineAutoencoder::new(OnlineConfig {
+                epochs: 1,
+                ..OnlineConfig::default()
+            });
+            for i in 0..700 {
+                let x = if i >= 650 { edges[i % edges.len()] } else { pattern(i) };
+                let s = d.score(i as i64, x);
+                assert!((0.0..=1.0).contains(&s), "pattern {k}, reading {i}: {s}");
+            }
+        }
+    }
+
     #[test]
     fn training_input_is_validated() {
         let cfg = TrainConfig::default();
