@@ -950,7 +950,11 @@ mod tests {
                 ..OnlineConfig::default()
             });
             for i in 0..700 {
-                let x = if i >= 650 { edges[i % edges.len()] } else { pattern(i) };
+                let x = if i >= 650 {
+                    edges[i % edges.len()]
+                } else {
+                    pattern(i)
+                };
                 let s = d.score(i as i64, x);
                 assert!((0.0..=1.0).contains(&s), "pattern {k}, reading {i}: {s}");
             }
