@@ -240,11 +240,6 @@ impl Scorer {
             3.0 * self.error_p99.max(1e-9),
         )
     }
-
-    /// Heap bytes held.
-    pub fn bytes(&self) -> usize {
-        self.fast.bytes() + 16 * self.scaler.mean.len()
-    }
 }
 
 /// A trained autoencoder.
@@ -709,14 +704,6 @@ impl OnlineAutoencoder {
         self.model.is_some()
     }
 
-    /// Heap bytes held: the training data while it is collected, the model after.
-    pub fn bytes(&self) -> usize {
-        8 * (self.first.capacity() + self.recent.capacity())
-            + 4 * self.xs.capacity()
-            + self.model.as_ref().map_or(0, Scorer::bytes)
-            + 4 * (self.cfg.cell.gates() + 3) * self.cfg.hidden
-    }
-
     fn train(&mut self) {
         let cfg = TrainConfig {
             cell: self.cfg.cell,
@@ -939,7 +926,7 @@ mod tests {
         let edges = [1e308, -1e308, f64::MAX, f64::MIN, 0.0, 5e-324, 1e-300];
         for (k, pattern) in [
             |i: usize| [1e308, -1e308][i % 2],
-            |i: usize| if i % 50 == 0 { f64::MAX } else { 1.0 },
+            |i: usize| if i.is_multiple_of(50) { f64::MAX } else { 1.0 },
             |i: usize| (i as f64).powi(40),
         ]
         .iter()

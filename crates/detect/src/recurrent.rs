@@ -60,10 +60,6 @@ impl Layer {
             b_hh,
         }
     }
-
-    pub(crate) fn bytes(&self) -> usize {
-        4 * (self.w_ih_t.len() + self.w_hh_t.len() + self.b_ih.len() + self.b_hh.len())
-    }
 }
 
 /// The buffers of one pass, kept by the caller so that scoring allocates nothing.
@@ -136,10 +132,6 @@ impl Forward {
     #[target_feature(enable = "avx2")]
     unsafe fn window_error_avx2(&self, rows: &[f32], s: &mut Scratch) -> f64 {
         self.pass(rows, s)
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.enc.bytes() + self.dec.bytes() + 4 * (self.out_w.len() + self.out_b.len())
     }
 
     #[inline(always)]
