@@ -633,26 +633,39 @@ pub fn train_in_background(threads: usize, queue: usize) {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let rows: Vec<Vec<f64>> = job.values.iter().map(|v| vec![*v]).collect();
-                    let t0 = std::time::Instant::now();
-                    let m = Autoencoder::train(&rows, vec!["value".into()], job.range, &job.cfg);
-                    match &m {
-                        Ok(m) => tracing::debug!(
-                            secs = t0.elapsed().as_secs_f64(),
-                            loss = m.meta.training.final_loss,
-                            "a series' autoencoder is trained"
-                        ),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "a series' autoencoder failed to train")
-                        }
-                    }
+                    let scorer = train_series(&job.values, job.range, &job.cfg);
                     // The series may be gone (evicted) by now: nobody to tell.
-                    let _ = job.done.send(m.ok().map(|m| m.scorer()));
+                    let _ = job.done.send(scorer);
                 })
                 .expect("spawn a training thread");
         }
         tx
     });
+}
+
+/// Train a single-feature model on one series' `values`: its [`Scorer`], or `None` when it
+/// cannot train (the reason is logged at debug level).
+fn train_series(
+    values: &[f64],
+    range: (Option<i64>, Option<i64>),
+    cfg: &TrainConfig,
+) -> Option<Scorer> {
+    let rows: Vec<Vec<f64>> = values.iter().map(|v| vec![*v]).collect();
+    let t0 = std::time::Instant::now();
+    match Autoencoder::train(&rows, vec!["value".into()], range, cfg) {
+        Ok(m) => {
+            tracing::debug!(
+                secs = t0.elapsed().as_secs_f64(),
+                loss = m.meta.training.final_loss,
+                "a series' autoencoder is trained"
+            );
+            Some(m.scorer())
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "a series' autoencoder failed to train");
+            None
+        }
+    }
 }
 
 /// A univariate streaming detector: collects `train_after` points, trains the autoencoder on
@@ -732,11 +745,8 @@ impl OnlineAutoencoder {
                 }
             }
             None => {
-                let rows: Vec<Vec<f64>> = self.first.iter().map(|v| vec![*v]).collect();
-                match Autoencoder::train(&rows, vec!["value".into()], self.first_ts, &cfg) {
-                    Ok(m) => self.model = Some(m.scorer()),
-                    Err(_) => self.failed = true,
-                }
+                self.model = train_series(&self.first, self.first_ts, &cfg);
+                self.failed = self.model.is_none();
             }
         }
         self.first = Vec::new(); // bounded: the training buffer is released
