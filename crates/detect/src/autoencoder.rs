@@ -220,6 +220,11 @@ impl Net {
     }
 }
 
+/// 0.5 at three times the training windows' 99th percentile error, 0.8 at six times.
+fn error_score(err: f64, p99: f64) -> f64 {
+    squash(err, 3.0 * p99.max(1e-9))
+}
+
 /// The part of a trained single-feature model that scores: the hand-written forward pass,
 /// the scaler and the training error (about 11 KB for 16 hidden units).
 #[derive(Debug, Clone)]
@@ -235,10 +240,7 @@ impl Scorer {
         let (m, sd) = (self.scaler.mean[0], self.scaler.std[0]);
         xs.clear();
         xs.extend(values.map(|v| ((v - m) / sd) as f32));
-        squash(
-            self.fast.window_error(xs, s),
-            3.0 * self.error_p99.max(1e-9),
-        )
+        error_score(self.fast.window_error(xs, s), self.error_p99)
     }
 }
 
@@ -456,7 +458,7 @@ impl Autoencoder {
 
     /// Score in `[0, 1]` for an error: 0.5 at three times the training p99, 0.8 at six times.
     pub fn error_score(&self, err: f64) -> f64 {
-        squash(err, 3.0 * self.meta.training.error_p99.max(1e-9))
+        error_score(err, self.meta.training.error_p99)
     }
 
     /// Candle's own forward pass for a batch of raw windows (used to check the fast path).

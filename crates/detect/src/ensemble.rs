@@ -644,3 +644,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    /// The live default in its steady state, for `perf`:
+    /// `cargo test --release -p fieldlab-detect ensemble::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn live_default_steady_state() {
+        let mut d = crate::build_live("ensemble").unwrap();
+        let x = |i: u64| {
+            (i as f64 / 500.0).sin() * 10.0
+                + (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / 1.6e7
+        };
+        for i in 0..700u64 {
+            d.score(i as i64 * 10_000, x(i));
+        }
+        let t0 = std::time::Instant::now();
+        let n = 300_000u64;
+        let mut acc = 0.0;
+        for i in 700..700 + n {
+            acc += d.score(i as i64 * 10_000, x(i));
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        println!("live default: {:.0} points/s ({acc})", n as f64 / dt);
+    }
+}
